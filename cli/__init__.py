@@ -1,0 +1,1 @@
+"""The `hs` command line."""

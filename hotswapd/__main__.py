@@ -1,0 +1,5 @@
+import sys
+
+from hotswapd.daemon.main import main
+
+sys.exit(main())

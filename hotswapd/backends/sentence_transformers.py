@@ -1,0 +1,88 @@
+"""Backend: a sentence-transformers model directory, run by torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hotswapd.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from hotswapd.config import VersionConfig
+
+log = logging.getLogger(__name__)
+
+
+def pick_torch_device(requested: str) -> str:
+    """Resolve ``auto`` to cuda when torch sees a GPU; refuse ``cuda`` when it does not."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if requested == "cuda" and not has_cuda:
+        raise ModelLoadError("device 'cuda' was requested but torch sees no CUDA device")
+    return requested
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, model: SentenceTransformer, device: str, batch_size: int) -> None:
+        self._model = model
+        self._batch_size = batch_size
+        self.device = device
+        dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
+        self.dimension = int(dimension or model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        import numpy as np
+
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            del self._model
+            torch.cuda.empty_cache()
+
+
+def _quiet_transformers() -> None:
+    """transformers draws a tqdm bar while loading weights; a daemon log is no terminal."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+
+
+def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ModelLoadError(
+            "backend 'sentence-transformers' needs the sentence-transformers package: "
+            "pip install 'hotswap[sentence-transformers]'"
+        ) from exc
+    device = pick_torch_device(version.device)
+    _quiet_transformers()
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"sentence-transformers could not load {path}: {exc}") from exc
+    if version.max_seq_length is not None:
+        model.max_seq_length = version.max_seq_length
+    model.eval()
+    log.info("loaded sentence-transformers model from %s on %s", path, device)
+    return SentenceTransformerEmbedder(model, device, version.batch_size)

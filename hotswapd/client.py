@@ -1,0 +1,234 @@
+"""The Python client: what ``hs`` uses, and what scripts and batch jobs use.
+
+A DEALER socket talks to the daemon's ROUTER. Each request carries an id; replies are
+matched by id against a monotonic deadline, so a late reply to an abandoned request is
+recognised and dropped rather than mistaken for the answer to the next one. Importing
+this module costs ZeroMQ and nothing heavier: numpy is imported only when a caller asks
+for :attr:`EncodeResult.embeddings`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from hotswapd.errors import DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, error_from_wire
+from hotswapd.lockfile import holder_pid
+from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
+from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_TIMEOUT = 60.0
+Text = str | bytes
+
+
+class EncodeResult:
+    """Embeddings of one request, with the model and version that produced them."""
+
+    def __init__(self, result: dict[str, Any], buffer: memoryview) -> None:
+        if result.get("dtype") != VECTOR_DTYPE:
+            raise ProtocolError(f"unexpected vector dtype {result.get('dtype')!r}")
+        self.model: str = result["model"]
+        self.version: str = result["version"]
+        self.dim: int = int(result["dim"])
+        self.count: int = int(result["count"])
+        if len(buffer) != self.count * self.dim * 4:
+            raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
+        self.buffer = buffer
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``count x dim`` float32 array viewing the reply frame (read-only, no copy)."""
+        import numpy as np
+
+        return np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
+
+    def rows(self) -> list[list[float]]:
+        """The vectors as Python lists, without numpy (the CLI's fast path)."""
+        values = self.buffer.cast("B").cast("f")
+        if sys.byteorder != "little":
+            import array
+
+            swapped = array.array("f", values)
+            swapped.byteswap()
+            values = memoryview(swapped)
+        dim = self.dim
+        return [values[i * dim : (i + 1) * dim].tolist() for i in range(self.count)]
+
+
+def _as_bytes(index: int, text: Text) -> bytes:
+    if isinstance(text, bytes):
+        return text
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidText(f"text {index} cannot be encoded as UTF-8: {exc.reason}") from exc
+
+
+class Client:
+    """A connection to hotswapd. Not thread-safe: use one client per thread."""
+
+    def __init__(self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, context: zmq.Context[Any] | None = None) -> None:
+        self.endpoint = resolve_endpoint(socket)
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket[Any] | None = None
+        self._counter = 0
+        self._prefix = f"{os.getpid():x}-{id(self) & 0xFFFF:x}-"
+        self._outstanding: dict[str, str] = {}  # id -> op
+        self._early: dict[str, list[zmq.Frame]] = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _connect(self) -> zmq.Socket[Any]:
+        if self._socket is None:
+            self.check_daemon()
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._socket = sock
+        return self._socket
+
+    def check_daemon(self) -> None:
+        """Raise DaemonNotRunning at once when no daemon can be serving this endpoint."""
+        path = ipc_path(self.endpoint)
+        if path is not None and not path.exists():
+            raise DaemonNotRunning(f"no hotswapd is running on {self.endpoint}; start one with `hs daemon start`")
+        if path is not None and holder_pid(lock_path(self.endpoint)) is None:
+            raise DaemonNotRunning(
+                f"no hotswapd is running on {self.endpoint} (stale socket file); start one with `hs daemon start`"
+            )
+
+    def send(self, op: Op, *, model: str | None = None, options: dict[str, Any] | None = None, payload: list[bytes] | None = None) -> str:
+        """Send a request without waiting; returns its id for :meth:`receive`."""
+        sock = self._connect()
+        self._counter += 1
+        request_id = f"{self._prefix}{self._counter:x}"
+        sock.send_multipart(encode_request(request_id, op, model=model, options=options, payload=payload), copy=False)
+        self._outstanding[request_id] = op
+        return request_id
+
+    def receive(self, request_id: str, timeout: float | None = None) -> tuple[dict[str, Any], list[memoryview]]:
+        """Wait for the reply to ``request_id``; raise its typed error if it is one."""
+        frames = self._early.pop(request_id, None) or self._await(request_id, timeout)
+        op = self._outstanding.pop(request_id, "?")
+        try:
+            _, body, payload, ok = decode_reply([frame.buffer for frame in frames])
+        except ProtocolError as exc:
+            raise ProtocolError(f"bad reply to {op!r}: {exc.message}") from exc
+        if not ok:
+            raise error_from_wire(body["code"], body["message"])
+        return body, payload
+
+    def _await(self, request_id: str, timeout: float | None) -> list[zmq.Frame]:
+        sock = self._connect()
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                if time.monotonic() >= deadline:
+                    raise self._timeout_error(request_id, wait)
+                continue
+            frames = sock.recv_multipart(copy=False)
+            reply_id = _peek_id(frames)
+            if reply_id == request_id:
+                return frames
+            if reply_id in self._outstanding:
+                self._early[reply_id] = frames
+            # Anything else answers a request we gave up on: drop it.
+
+    def _timeout_error(self, request_id: str, waited: float) -> Exception:
+        op = self._outstanding.pop(request_id, "?")
+        pid = holder_pid(lock_path(self.endpoint))
+        if pid is None:
+            return DaemonNotRunning(f"no hotswapd answered {op!r} on {self.endpoint}: the daemon is not running")
+        who = f"hotswapd (pid {pid})" if pid > 0 else "hotswapd"
+        return DaemonTimeout(
+            f"{who} did not answer {op!r} within {waited:g} s; it is running but busy "
+            "(a model may still be loading): retry with a larger --timeout or check its log"
+        )
+
+    def request(self, op: Op, *, model: str | None = None, options: dict[str, Any] | None = None, payload: list[bytes] | None = None, timeout: float | None = None) -> tuple[dict[str, Any], list[memoryview]]:
+        return self.receive(self.send(op, model=model, options=options, payload=payload), timeout)
+
+    # -- API ----------------------------------------------------------------------------
+    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, timeout: float | None = None) -> EncodeResult:
+        """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts)."""
+        request_id = self._send_encode(texts, model, normalize)
+        return self._receive_encode(request_id, timeout)
+
+    def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, window: int = 4) -> Iterator[EncodeResult]:
+        """Embed chunk after chunk, keeping ``window`` requests in flight; results come in input order.
+
+        Memory stays bounded by ``window`` chunks however long the input is.
+        """
+        pending: deque[str] = deque()
+        for chunk in chunks:
+            pending.append(self._send_encode(chunk, model, normalize))
+            if len(pending) >= window:
+                yield self._receive_encode(pending.popleft(), None)
+        while pending:
+            yield self._receive_encode(pending.popleft(), None)
+
+    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None) -> str:
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("encode takes a sequence of texts, not a single string")
+        options = {} if normalize is None else {"normalize": normalize}
+        payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
+        return self.send("encode", model=model, options=options, payload=payload)
+
+    def _receive_encode(self, request_id: str, timeout: float | None) -> EncodeResult:
+        result, payload = self.receive(request_id, timeout)
+        if len(payload) != 1:
+            raise ProtocolError(f"encode reply has {len(payload)} payload frames, expected 1")
+        return EncodeResult(result, payload[0])
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.request("ping", timeout=timeout)[0]
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.request("models")[0]["models"]
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")[0]
+
+    def preload(self, model: str | None = None) -> dict[str, Any]:
+        return self.request("preload", model=model)[0]
+
+    def evict(self, model: str | None = None) -> dict[str, Any]:
+        return self.request("evict", model=model)[0]
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.request("shutdown")[0]
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _peek_id(frames: list[zmq.Frame]) -> str:
+    import json
+
+    try:
+        header = json.loads(frames[0].bytes)
+    except (ValueError, IndexError):
+        return ""
+    return header.get("id", "") if isinstance(header, dict) else ""

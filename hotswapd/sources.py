@@ -1,0 +1,84 @@
+"""Where a version's model files come from, independent of the backend that loads them.
+
+Spellings accepted in ``source``:
+
+- a filesystem path (relative paths resolve against the config file's directory)
+- ``package:DIST_MODULE/sub/dir``: a directory inside an installed Python package,
+  found without importing the package
+- ``hf:ORG/NAME``: a Hugging Face hub id, resolved from the local HF cache only
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hotswapd.errors import ModelLoadError
+
+SourceKind = Literal["path", "package", "hf"]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: SourceKind
+    location: str
+
+
+def parse_source(value: str) -> Source:
+    """Check the spelling of a source; raises ValueError (config validation reports it)."""
+    if not value.strip():
+        raise ValueError("source must not be empty")
+    if value.startswith("package:"):
+        module, _, _ = value[len("package:") :].partition("/")
+        if not module.replace(".", "").replace("_", "").isalnum():
+            raise ValueError(f"source {value!r}: expected package:MODULE/sub/dir")
+        return Source("package", value[len("package:") :])
+    if value.startswith("hf:"):
+        repo = value[len("hf:") :]
+        if repo.count("/") > 1 or not repo:
+            raise ValueError(f"source {value!r}: expected hf:ORG/NAME")
+        return Source("hf", repo)
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ValueError(f"source {value!r}: {scheme}:// sources are not supported (use a path, package: or hf:)")
+    return Source("path", value)
+
+
+def resolve_source(value: str, base_dir: Path) -> Path:
+    """Turn a source into a local directory or file, or raise ModelLoadError saying why not."""
+    source = parse_source(value)
+    if source.kind == "package":
+        path = _package_path(source.location)
+    elif source.kind == "hf":
+        path = _hf_cache_path(source.location)
+    else:
+        path = (base_dir / Path(source.location).expanduser()).resolve()
+    if not path.exists():
+        raise ModelLoadError(f"source {value!r}: {path} does not exist")
+    return path
+
+
+def _package_path(location: str) -> Path:
+    module, _, subdir = location.partition("/")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ModelLoadError(f"source package:{location}: cannot look up package {module!r}: {exc}") from exc
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"source package:{location}: no installed package named {module!r}")
+    return Path(next(iter(spec.submodule_search_locations))) / subdir
+
+
+def _hf_cache_path(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError(
+            f"source hf:{repo_id}: not in the local Hugging Face cache, and hotswapd never downloads "
+            "at run time; fetch it once with `huggingface-cli download` or use a path"
+        ) from exc
