@@ -1,0 +1,3 @@
+from hotswap_cli.main import run
+
+run()

@@ -1,0 +1,49 @@
+"""``hs config validate`` and ``hs config path``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hotswapd.paths import CONFIG_ENV, resolve_config_path
+
+app = typer.Typer(help="Check and locate the config file.", no_args_is_help=True)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="Config file (default: the one the daemon reads).")] = None,
+) -> None:
+    """Check a config file: TOML syntax, schema, and that every source exists."""
+    # Imported here: pydantic is needed by this command only.
+    from hotswapd.config import load_config
+    from hotswapd.errors import ConfigError, ModelLoadError
+    from hotswapd.sources import resolve_source
+
+    target = path or resolve_config_path(ctx.obj.config)
+    config = load_config(target)
+    problems = []
+    for name, model in config.models.items():
+        for version, spec in model.versions.items():
+            try:
+                resolve_source(spec.source, config.base_dir)
+            except ModelLoadError as exc:
+                problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
+    if problems:
+        raise ConfigError(f"{target}: " + "; ".join(problems))
+    versions = sum(len(model.versions) for model in config.models.values())
+    typer.echo(f"{target}: ok ({len(config.models)} models, {versions} versions)")
+
+
+@app.command()
+def path(ctx: typer.Context) -> None:
+    """Print the config file the daemon reads, and where that choice came from."""
+    explicit = ctx.obj.config
+    target = resolve_config_path(explicit)
+    origin = "--config" if explicit else (CONFIG_ENV if os.environ.get(CONFIG_ENV) else "default")
+    state = "exists" if target.exists() else "missing: the built-in default model is served"
+    typer.echo(f"{target}  ({origin}; {state})")

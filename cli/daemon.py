@@ -1,0 +1,110 @@
+"""``hs daemon run | start | stop | status | unit``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Annotated
+
+import typer
+
+from hotswapd.client import Client
+from hotswapd.errors import DaemonNotRunning
+from hotswapd.lockfile import holder_pid
+from hotswapd.paths import lock_path
+
+from hotswap_cli.models import show_status
+from hotswap_cli.output import print_json
+from hotswap_cli.settings import Settings
+
+app = typer.Typer(help="Run, start, stop and install the daemon.", no_args_is_help=True)
+EXIT_NOT_RUNNING = 3  # as `systemctl status` and LSB init scripts do
+
+
+def _daemon_args(settings: Settings) -> list[str]:
+    args = []
+    if settings.socket:
+        args += ["--socket", settings.socket]
+    if settings.config:
+        args += ["--config", settings.config]
+    return args
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+) -> None:
+    """Run the daemon in the foreground (what systemd runs)."""
+    args = [sys.executable, "-m", "hotswapd", *_daemon_args(ctx.obj)]
+    if log_level:
+        args += ["--log-level", log_level]
+    # Replace this process, so signals from the terminal or systemd reach the daemon itself.
+    os.execv(sys.executable, args)
+
+
+@app.command()
+def start(ctx: typer.Context) -> None:
+    """Start a detached daemon and return once it answers."""
+    settings: Settings = ctx.obj
+    endpoint = settings.endpoint
+    pid = holder_pid(lock_path(endpoint))
+    if pid is not None:
+        typer.echo(f"hotswapd is already running (pid {pid}) on {endpoint}")
+        return
+    from hotswapd.launcher import start_daemon  # subprocess: only for this command
+
+    pid = start_daemon(endpoint, settings.config)
+    typer.echo(f"started hotswapd (pid {pid}) on {endpoint}")
+
+
+@app.command()
+def stop(ctx: typer.Context) -> None:
+    """Stop the daemon after the requests in flight finish."""
+    from hotswapd.launcher import stop_daemon
+
+    endpoint = ctx.obj.endpoint
+    pid = stop_daemon(endpoint)
+    typer.echo(f"stopped hotswapd (pid {pid})" if pid else f"hotswapd is not running on {endpoint}")
+
+
+@app.command("status")
+def daemon_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Is the daemon running? Exit status 3 when it is not."""
+    settings: Settings = ctx.obj
+    try:
+        info = Client(settings.socket, timeout=settings.timeout).status()
+    except DaemonNotRunning as exc:
+        if as_json:
+            print_json({"running": False, "socket": settings.endpoint})
+        else:
+            typer.echo(exc.message)
+        raise typer.Exit(EXIT_NOT_RUNNING) from None
+    if as_json:
+        print_json({"running": True, **info})
+    else:
+        show_status(info)
+
+
+def _exec_start(settings: Settings) -> str:
+    hotswapd = shutil.which("hotswapd") or f"{sys.executable} -m hotswapd"
+    return " ".join([hotswapd, *_daemon_args(settings)])
+
+
+@app.command()
+def unit(
+    ctx: typer.Context,
+    install: Annotated[bool, typer.Option("--install", help="Write it to the user's systemd directory.")] = False,
+) -> None:
+    """Print a systemd user unit for the daemon (Type=notify)."""
+    from hotswapd.systemd import unit_text, user_unit_dir
+
+    text = unit_text(_exec_start(ctx.obj))
+    if not install:
+        typer.echo(text, nl=False)
+        return
+    target = user_unit_dir() / "hotswapd.service"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    typer.echo(f"wrote {target}\nnext: systemctl --user daemon-reload && systemctl --user enable --now hotswapd")

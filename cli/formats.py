@@ -1,0 +1,110 @@
+"""Writers for ``hs encode`` output: json, jsonl and npy, all streaming.
+
+Each writer takes results chunk by chunk, so memory stays flat however many lines come
+through stdin. Floats are written with 9 significant digits, the fewest that round-trip
+every float32.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from typing import BinaryIO, Literal, Protocol
+
+from hotswapd.client import EncodeResult
+
+Format = Literal["json", "jsonl", "npy"]
+_float = "{:.9g}".format
+
+
+def _vector_json(row: list[float]) -> str:
+    return "[" + ",".join(map(_float, row)) + "]"
+
+
+class Writer(Protocol):
+    def write(self, result: EncodeResult) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class JsonWriter:
+    """One object: {"model", "version", "dim", "embeddings": [[...], ...]}."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._started = False
+
+    def write(self, result: EncodeResult) -> None:
+        rows = result.rows()
+        if not self._started:
+            head = {"model": result.model, "version": result.version, "dim": result.dim}
+            self._out.write((json.dumps(head)[:-1] + ', "embeddings": [').encode())
+            self._started = True
+        else:
+            self._out.write(b",")
+        self._out.write(",".join(map(_vector_json, rows)).encode())
+
+    def finish(self) -> None:
+        if not self._started:
+            self._out.write(b'{"model": null, "version": null, "dim": 0, "embeddings": [')
+        self._out.write(b"]}\n")
+
+
+class JsonlWriter:
+    """One object per input line: {"index", "model", "version", "embedding"}."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._index = 0
+
+    def write(self, result: EncodeResult) -> None:
+        prefix = f'"model": {json.dumps(result.model)}, "version": {json.dumps(result.version)}, "embedding": '
+        lines = []
+        for row in result.rows():
+            lines.append(f'{{"index": {self._index}, {prefix}{_vector_json(row)}}}\n')
+            self._index += 1
+        self._out.write("".join(lines).encode())
+
+    def finish(self) -> None:
+        self._out.flush()
+
+
+def npy_header(count: int, dim: int) -> bytes:
+    """A .npy v1.0 header for a C-order little-endian float32 matrix."""
+    body = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({count}, {dim}), }}"
+    # magic(6) + version(2) + length(2) + body + padding + newline, a multiple of 64 bytes
+    padding = -(10 + len(body) + 1) % 64
+    text = (body + " " * padding + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+class NpyWriter:
+    """A valid .npy file. The row count is known only at the end, so rows go to a spool
+    file first and follow the header once it can be written: constant memory, and stdout
+    may be a pipe."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._spool = tempfile.TemporaryFile()
+        self._count = 0
+        self._dim = 0
+
+    def write(self, result: EncodeResult) -> None:
+        self._count += result.count
+        self._dim = result.dim
+        self._spool.write(result.buffer)
+
+    def finish(self) -> None:
+        self._out.write(npy_header(self._count, self._dim))
+        self._spool.seek(0)
+        shutil.copyfileobj(self._spool, self._out, 1 << 20)
+        self._spool.close()
+        self._out.flush()
+
+
+WRITERS: dict[str, type[JsonWriter] | type[JsonlWriter] | type[NpyWriter]] = {
+    "json": JsonWriter,
+    "jsonl": JsonlWriter,
+    "npy": NpyWriter,
+}
