@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,8 +41,8 @@ def validate(
 @app.command()
 def path(ctx: typer.Context) -> None:
     """Print the config file the daemon reads, and where that choice came from."""
-    explicit = ctx.obj.config
-    target = resolve_config_path(explicit)
-    origin = "--config" if explicit else (CONFIG_ENV if os.environ.get(CONFIG_ENV) else "default")
+    settings = ctx.obj
+    target = resolve_config_path(settings.config)
+    origin = {"commandline": "--config", "environment": CONFIG_ENV}.get(settings.config_origin, "default")
     state = "exists" if target.exists() else "missing: the built-in default model is served"
     typer.echo(f"{target}  ({origin}; {state})")

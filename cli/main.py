@@ -46,7 +46,14 @@ def main(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer.", min=0.001)] = DEFAULT_TIMEOUT,
     no_autostart: Annotated[bool, typer.Option("--no-autostart", help="Fail instead of starting a daemon when none runs (env HOTSWAPD_NO_AUTOSTART=1).")] = False,
 ) -> None:
-    ctx.obj = Settings(socket=socket, config=config_file, timeout=timeout, autostart=autostart_default() and not no_autostart)
+    source = ctx.get_parameter_source("config_file")
+    ctx.obj = Settings(
+        socket=socket,
+        config=config_file,
+        config_origin=source.name.lower() if source else "default",
+        timeout=timeout,
+        autostart=autostart_default() and not no_autostart,
+    )
 
 
 def exit_code(error: HotswapError) -> int:

@@ -17,6 +17,7 @@ NO_AUTOSTART_ENV = "HOTSWAPD_NO_AUTOSTART"
 class Settings:
     socket: str | None = None
     config: str | None = None
+    config_origin: str = "default"  # commandline | environment | default
     timeout: float = DEFAULT_TIMEOUT
     autostart: bool = True
 

@@ -69,7 +69,7 @@ HsRunner = Callable[..., subprocess.CompletedProcess[bytes]]
 
 def run_hs(*args: str, endpoint: str | None = None, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
     """Run the installed `hs` console script, as a user would."""
-    environment = daemon_env(HOTSWAPD_NO_AUTOSTART="1", **(env or {}))
+    environment = daemon_env(**{"HOTSWAPD_NO_AUTOSTART": "1", **(env or {})})
     if endpoint:
         environment["HOTSWAPD_SOCKET"] = endpoint
     return subprocess.run([str(HS), *args], input=stdin, capture_output=True, env=environment, timeout=timeout)

@@ -42,6 +42,6 @@ def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32) -> Path:
     BertModel(config).save_pretrained(hf_dir)
     transformer = models.Transformer(str(hf_dir), max_seq_length=128)
     pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
-    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(target))
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
     shutil.rmtree(hf_dir)
     return target
