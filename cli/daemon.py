@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -17,6 +18,13 @@ from hotswapd.paths import lock_path
 from hotswap_cli.models import show_status
 from hotswap_cli.output import print_json
 from hotswap_cli.settings import Settings
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
 
 app = typer.Typer(help="Run, start, stop and install the daemon.", no_args_is_help=True)
 EXIT_NOT_RUNNING = 3  # as `systemctl status` and LSB init scripts do
@@ -34,12 +42,12 @@ def _daemon_args(settings: Settings) -> list[str]:
 @app.command()
 def run(
     ctx: typer.Context,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    log_level: Annotated[LogLevel | None, typer.Option(help="Overrides daemon.log_level.")] = None,
 ) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
     args = [sys.executable, "-m", "hotswapd", *_daemon_args(ctx.obj)]
     if log_level:
-        args += ["--log-level", log_level]
+        args += ["--log-level", log_level.value]
     # Replace this process, so signals from the terminal or systemd reach the daemon itself.
     os.execv(sys.executable, args)
 

@@ -1,0 +1,31 @@
+"""`hs` must start fast: the CLI layer never imports the heavy libraries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ["torch", "sentence_transformers", "transformers", "onnxruntime", "numpy", "pydantic", "rich", "psutil"]
+
+
+def imported_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["import hotswap_cli.main", "from hotswapd import Client", "import hotswapd.protocol, hotswapd.errors"],
+)
+def test_light_imports(code: str) -> None:
+    heavy = {name for name in imported_after(code) if name.split(".")[0] in HEAVY}
+    assert not heavy, f"{code!r} imports {sorted(heavy)}"
+
+
+def test_hs_help_imports_nothing_heavy() -> None:
+    probe = "import sys; sys.argv = ['hs', '--help']\nfrom hotswap_cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass"
+    loaded = imported_after(probe)
+    assert not {name for name in loaded if name.split(".")[0] in {"torch", "sentence_transformers", "numpy", "pydantic"}}

