@@ -7,12 +7,8 @@ from the environment at import time.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import warnings
 from pathlib import Path
-
-import platformdirs
 
 from hotswapd.errors import ConfigError
 
@@ -23,24 +19,33 @@ CONFIG_ENV = "HOTSWAPD_CONFIG"
 MAX_IPC_PATH_BYTES = 100
 
 
+def _platformdirs():  # type: ignore[no-untyped-def]
+    # Imported on first use: `hs --socket ...` never needs it, and `hs` start-up counts.
+    import platformdirs
+
+    return platformdirs
+
+
 def runtime_dir() -> Path:
+    import warnings
+
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp/runtime-UID;
         # that fallback is fine for us as long as the directory is owner-only (ensure_private_dir).
         warnings.simplefilter("ignore")
-        return Path(platformdirs.user_runtime_dir(APP_NAME))
+        return Path(_platformdirs().user_runtime_dir(APP_NAME))
 
 
 def config_dir() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME))
+    return Path(_platformdirs().user_config_dir(APP_NAME))
 
 
 def state_dir() -> Path:
-    return Path(platformdirs.user_state_dir(APP_NAME))
+    return Path(_platformdirs().user_state_dir(APP_NAME))
 
 
 def cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir(APP_NAME))
+    return Path(_platformdirs().user_cache_dir(APP_NAME))
 
 
 def default_config_path() -> Path:
@@ -94,6 +99,8 @@ def normalize_endpoint(value: str) -> str:
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # only TCP endpoints need it
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -15,8 +15,7 @@ This module imports nothing heavy: the CLI uses it on its fast path.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal
 
 from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedVersion
 
@@ -24,51 +23,48 @@ WIRE_VERSION = 1
 VECTOR_DTYPE = "<f4"
 OPS = ("encode", "models", "preload", "evict", "status", "shutdown", "ping")
 Op = Literal["encode", "models", "preload", "evict", "status", "shutdown", "ping"]
+REQUEST_FIELDS = frozenset({"v", "id", "op", "model", "options"})
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ID_CHARS = 64
 MAX_NAME_CHARS = 256
 
 
-class RequestHeader(TypedDict):
-    v: int
-    id: str
-    op: Op
-    model: str | None
-    options: dict[str, Any]
+if TYPE_CHECKING:
+    # The wire's shapes, for type checkers only: building TypedDicts at run time costs the
+    # CLI start-up time it does not need.
+    from typing import TypedDict
+
+    class RequestHeader(TypedDict):
+        v: int
+        id: str
+        op: Op
+        model: str | None
+        options: dict[str, Any]
+
+    class ErrorBody(TypedDict):
+        code: str
+        message: str
+
+    class ReplyHeader(TypedDict, total=False):
+        v: int
+        id: str
+        ok: bool
+        result: dict[str, Any]
+        error: ErrorBody
 
 
-class ErrorBody(TypedDict):
-    code: str
-    message: str
-
-
-class ReplyHeader(TypedDict, total=False):
-    v: int
-    id: str
-    ok: bool
-    result: dict[str, Any]
-    error: ErrorBody
-
-
-@dataclass(frozen=True)
 class Request:
     """A request the daemon has validated at the wire level."""
 
-    id: str
-    op: Op
-    model: str | None
-    options: dict[str, Any]
-    payload: list[bytes] = field(default_factory=list)
+    __slots__ = ("id", "op", "model", "options", "payload")
 
-
-@dataclass(frozen=True)
-class Reply:
-    """A reply as the client sees it: a result dict plus raw payload frames."""
-
-    id: str
-    result: dict[str, Any]
-    payload: list[memoryview]
+    def __init__(self, id: str, op: Op, model: str | None, options: dict[str, Any], payload: list[bytes]) -> None:
+        self.id = id
+        self.op = op
+        self.model = model
+        self.options = options
+        self.payload = payload
 
 
 def encode_request(
@@ -143,7 +139,7 @@ def decode_request(frames: list[bytes]) -> Request:
     options = header.get("options", {})
     if not isinstance(options, dict):
         raise ProtocolError("header field 'options' must be an object")
-    unknown = set(header) - set(RequestHeader.__annotations__)
+    unknown = set(header) - REQUEST_FIELDS
     if unknown:
         raise ProtocolError(f"unknown header fields: {', '.join(sorted(unknown))}")
     return Request(id=rid, op=op, model=_optional_name(header, "model"), options=options, payload=frames[1:])  # type: ignore[arg-type]
@@ -164,7 +160,7 @@ def encode_error(request_id: str, error: HotswapError) -> list[bytes]:
     return [json.dumps(header, separators=(",", ":")).encode()]
 
 
-def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any] | ErrorBody, list[memoryview], bool]:
+def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any], list[memoryview], bool]:
     """Split a reply into (id, result-or-error, payload, ok) for the client."""
     if not frames:
         raise ProtocolError("empty reply from daemon")
