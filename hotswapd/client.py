@@ -38,6 +38,7 @@ class EncodeResult:
             raise ProtocolError(f"unexpected vector dtype {result.get('dtype')!r}")
         self.model: str = result["model"]
         self.version: str = result["version"]
+        self.fingerprint: str | None = result.get("fingerprint")
         self.dim: int = int(result["dim"])
         self.count: int = int(result["count"])
         if len(buffer) != self.count * self.dim * 4:
@@ -165,28 +166,44 @@ class Client:
         return self.receive(self.send(op, model=model, options=options, payload=payload), timeout)
 
     # -- API ----------------------------------------------------------------------------
-    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, timeout: float | None = None) -> EncodeResult:
-        """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts)."""
-        request_id = self._send_encode(texts, model, normalize)
+    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None) -> EncodeResult:
+        """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts).
+
+        ``model`` may pin a version as ``"name@version"``. ``key`` is the sticky key of a
+        rollout: the same key always lands on the same version.
+        """
+        request_id = self._send_encode(texts, model, normalize, key)
         return self._receive_encode(request_id, timeout)
 
-    def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, window: int = 4) -> Iterator[EncodeResult]:
+    def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, window: int = 4, pin: bool = True) -> Iterator[EncodeResult]:
         """Embed chunk after chunk, keeping ``window`` requests in flight; results come in input order.
 
-        Memory stays bounded by ``window`` chunks however long the input is.
+        With ``pin`` (the default) every chunk is encoded by the version that answered the
+        first one, even if the active version changes mid-job, so one job's vectors all
+        come from one version. Memory stays bounded by ``window`` chunks.
         """
+        iterator = iter(chunks)
+        if pin and (model is None or "@" not in model):
+            first = next(iterator, None)
+            if first is None:
+                return
+            result = self.encode(first, model, normalize=normalize, key=key)
+            model = f"{result.model}@{result.version}"
+            yield result
         pending: deque[str] = deque()
-        for chunk in chunks:
-            pending.append(self._send_encode(chunk, model, normalize))
+        for chunk in iterator:
+            pending.append(self._send_encode(chunk, model, normalize, key))
             if len(pending) >= window:
                 yield self._receive_encode(pending.popleft(), None)
         while pending:
             yield self._receive_encode(pending.popleft(), None)
 
-    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None) -> str:
+    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None) -> str:
         if isinstance(texts, (str, bytes)):
             raise TypeError("encode takes a sequence of texts, not a single string")
-        options = {} if normalize is None else {"normalize": normalize}
+        options: dict[str, Any] = {} if normalize is None else {"normalize": normalize}
+        if key is not None:
+            options["key"] = key
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.send("encode", model=model, options=options, payload=payload)
 
@@ -210,6 +227,28 @@ class Client:
 
     def evict(self, model: str | None = None) -> dict[str, Any]:
         return self.request("evict", model=model)[0]
+
+    def switch(self, model: str | None, version: str, strategy: str = "immediate", **options: Any) -> dict[str, Any]:
+        """Make ``version`` active (strategy immediate) or start a canary/split/gradual rollout.
+
+        Options: share (percent), sticky, steps, step_seconds, step_requests, force.
+        """
+        return self.request("switch", model=model, options={"version": version, "strategy": strategy, **options})[0]
+
+    def abort_rollout(self, model: str | None = None) -> dict[str, Any]:
+        return self.request("switch", model=model, options={"abort": True})[0]
+
+    def rollback(self, model: str | None = None) -> dict[str, Any]:
+        return self.request("rollback", model=model)[0]
+
+    def history(self, model: str | None = None, *, limit: int = 50, all_events: bool = False) -> list[dict[str, Any]]:
+        return self.request("history", model=model, options={"limit": limit, "all": all_events})[0]["entries"]
+
+    def reload_config(self) -> dict[str, Any]:
+        return self.request("reload")[0]
+
+    def metrics(self) -> str:
+        return self.request("metrics")[0]["text"]
 
     def shutdown(self) -> dict[str, Any]:
         return self.request("shutdown")[0]

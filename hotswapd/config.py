@@ -38,6 +38,13 @@ class VersionConfig(_Frozen):
     preload: bool = False
     max_seq_length: PositiveInt | None = None
     batch_size: PositiveInt = 32
+    # A precomputed .npy matrix of a corpus encoded with this version: whatever depends on
+    # the vector space (an index) travels with the version.
+    embeddings_path: str | None = None
+    # This version claims to give the same vectors as another version of the model (say a
+    # quantised copy); a switch between them checks the claim on a probe set.
+    compatible_with: str | None = None
+    min_agreement: float = Field(default=0.98, ge=-1.0, le=1.0)
 
     @field_validator("backend")
     @classmethod
@@ -54,9 +61,44 @@ class VersionConfig(_Frozen):
         return value
 
 
+class RolloutConfig(_Frozen):
+    """How a change of ``active`` in this file is rolled out, and the defaults of ``hs switch``."""
+
+    strategy: Literal["immediate", "canary", "split", "gradual"] = "immediate"
+    share: float = Field(default=10.0, gt=0, le=100)  # percent, for canary and split
+    steps: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0], min_length=1)
+    step_seconds: float | None = Field(default=30.0, gt=0)
+    step_requests: PositiveInt | None = None
+    sticky: bool = False
+    # Unload the previous version this long after a switch completes; None keeps it loaded
+    # (an instant rollback).
+    release_previous_after: float | None = Field(default=None, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_percentages(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < step <= 100 for step in steps) or steps != sorted(steps) or steps[-1] != 100:
+            raise ValueError("steps must be rising percentages in (0, 100] ending at 100")
+        return steps
+
+
+class HealthConfig(_Frozen):
+    """Thresholds that roll a rollout back automatically."""
+
+    window_seconds: float = Field(default=60.0, gt=0)
+    min_requests: PositiveInt = 20
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p95_ms: float | None = Field(default=None, gt=0)
+    # Mean cosine between the old and new version on the probe set, checked before each
+    # gradual step; None disables the quality gate.
+    min_agreement: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
 class ModelConfig(_Frozen):
     active: str
     versions: dict[str, VersionConfig] = Field(min_length=1)
+    rollout: RolloutConfig = RolloutConfig()
+    health: HealthConfig = HealthConfig()
 
     @field_validator("versions")
     @classmethod
@@ -70,6 +112,9 @@ class ModelConfig(_Frozen):
     def _active_exists(self) -> ModelConfig:
         if self.active not in self.versions:
             raise ValueError(f"active version {self.active!r} is not among versions: {', '.join(self.versions)}")
+        for name, version in self.versions.items():
+            if version.compatible_with is not None and version.compatible_with not in self.versions:
+                raise ValueError(f"versions.{name}.compatible_with {version.compatible_with!r} is not a version of this model")
         return self
 
     @property
@@ -82,7 +127,10 @@ class DaemonConfig(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_batch_texts: PositiveInt = 4096
     max_text_bytes: PositiveInt = 256 * 1024
-    torch_threads: PositiveInt | None = None
+    # Prometheus metrics over HTTP on 127.0.0.1:PORT; off when unset (`hs metrics` works always).
+    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    # Seconds of quiet after a config file change before it is applied (editors write in bursts).
+    watch_debounce_seconds: float = Field(default=0.3, ge=0)
 
 
 class Config(_Frozen):

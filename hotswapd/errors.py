@@ -16,7 +16,9 @@ code; the client looks the code up and raises the same class again, so a script 
     │   ├── EmptyRequest
     │   ├── InvalidText        non-UTF-8 bytes
     │   ├── TextTooLong
-    │   └── BatchTooLarge
+    │   ├── BatchTooLarge
+    │   ├── IncompatibleVersions  a switch the embedding-space guard refuses
+    │   └── NothingToRollBack
     ├── ModelLoadError         a model's source or backend failed to load
     ├── InferenceError         the backend failed while encoding
     ├── DaemonError            the daemon cannot be reached or is unhealthy
@@ -82,6 +84,14 @@ class TextTooLong(RequestError):
 
 class BatchTooLarge(RequestError):
     code = "batch_too_large"
+
+
+class IncompatibleVersions(RequestError):
+    code = "incompatible_versions"
+
+
+class NothingToRollBack(RequestError):
+    code = "nothing_to_roll_back"
 
 
 class ModelLoadError(HotswapError):

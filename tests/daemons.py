@@ -57,12 +57,14 @@ def start_daemon(config_path: Path, workdir: Path, *, wait: float = 60.0, extra_
     socket_path = (socket_dir or short_socket_dir()) / "d.sock"
     log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
     endpoint = "ipc://" + str(socket_path)
+    # Each daemon keeps its audit log and routing state apart unless a test shares them.
+    env = {"XDG_STATE_HOME": str(workdir / "state"), **(extra_env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "hotswapd", "--socket", endpoint, "--config", str(config_path), "--log-level", "debug"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=daemon_env(**(extra_env or {})),
+            env=daemon_env(**env),
             cwd=REPO,
         )
     daemon = RunningDaemon(process, endpoint, socket_path, config_path, log_path)

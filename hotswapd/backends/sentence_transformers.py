@@ -37,6 +37,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
+        self._space = _describe_space(model)
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
@@ -50,12 +51,31 @@ class SentenceTransformerEmbedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def space(self) -> dict[str, object]:
+        """Pooling, tokenizer vocabulary and built-in normalisation: for the switch guard."""
+        return dict(self._space)
+
     def close(self) -> None:
         if self.device.startswith("cuda"):
             import torch
 
             del self._model
             torch.cuda.empty_cache()
+
+
+def _describe_space(model: SentenceTransformer) -> dict[str, object]:
+    import hashlib
+    import json
+
+    pooling = None
+    normalizes = False
+    for module in model:
+        kind = type(module).__name__
+        if kind == "Pooling" and hasattr(module, "get_pooling_mode_str"):
+            pooling = module.get_pooling_mode_str()
+        normalizes = normalizes or kind == "Normalize"
+    vocab = json.dumps(sorted(model.tokenizer.get_vocab().items())).encode()
+    return {"pooling": pooling, "model_normalizes": normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
 
 
 def _quiet_transformers() -> None:

@@ -17,7 +17,11 @@ from typing import Any
 import psutil
 
 from hotswapd import __version__
+from hotswapd.daemon.audit import SWITCH_EVENTS, AuditLog
+from hotswapd.daemon.health import HealthBook
+from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import LoadedVersion, Registry
+from hotswapd.daemon.switching import Switchboard, SwitchRequest
 from hotswapd.errors import (
     BatchTooLarge,
     EmptyRequest,
@@ -51,12 +55,42 @@ class DaemonState:
     stop_requested: bool = False
 
 
-ALLOWED_OPTIONS: dict[str, set[str]] = {"encode": {"normalize"}}
+ALLOWED_OPTIONS: dict[str, set[str]] = {
+    "encode": {"normalize", "key"},
+    "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort"},
+    "rollback": set(),
+    "history": {"limit", "all"},
+}
+SLOW_OPS = {"preload", "switch", "rollback"}  # run on the loading thread
+
+
+@dataclass
+class Services:
+    """What the handlers work with; built once by the daemon."""
+
+    registry: Registry
+    switchboard: Switchboard
+    health: HealthBook
+    metrics: Metrics
+    audit: AuditLog
+    reload: Callable[[str], dict[str, Any]]
+
+
+def _option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    value = request.options.get(name, default)
+    if value is None:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; on the wire `true` is never a number.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ProtocolError(f"option {name!r} of op {request.op!r} must be {' or '.join(k.__name__ for k in kinds)}")
+    return value
 
 
 class Handlers:
-    def __init__(self, registry: Registry, state: DaemonState) -> None:
-        self._registry = registry
+    def __init__(self, services: Services, state: DaemonState) -> None:
+        self._s = services
+        self._registry = services.registry
         self._state = state
         self._process = psutil.Process()
 
@@ -70,10 +104,42 @@ class Handlers:
         return Outcome({"pong": True, "pid": os.getpid(), "phase": self._state.phase})
 
     def _op_models(self, request: Request) -> Outcome:
-        return Outcome({"models": self._registry.describe()})
+        return Outcome({"models": [self._describe_model(name) for name in sorted(self._registry.config.models)]})
+
+    def _describe_model(self, name: str) -> dict[str, Any]:
+        model = self._registry.config.models[name]
+        routing = self._s.switchboard.describe(name)
+        active = routing["active"]
+        spec = model.versions[active]
+        loaded = self._registry.peek(name, active)
+        return {
+            "name": name,
+            "version": active,
+            "versions": sorted(model.versions),
+            "loaded_versions": sorted(v for v in model.versions if self._registry.peek(name, v) is not None),
+            "backend": spec.backend,
+            "source": spec.source,
+            "embeddings_path": spec.embeddings_path,
+            "loaded": loaded is not None,
+            "fingerprint": loaded.fingerprint if loaded else None,
+            "device": loaded.embedder.device if loaded else spec.device,
+            "dimension": loaded.embedder.dimension if loaded else None,
+            "memory_bytes": loaded.memory_bytes if loaded else None,
+            "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
+            "last_used": loaded.last_used if loaded else None,
+            "last_error": self._registry.last_error(name, active),
+            "default": name == self._registry.config.default_model,
+            "previous": routing["previous"],
+            "rollout": routing["rollout"],
+        }
 
     def _op_status(self, request: Request) -> Outcome:
         loaded = self._registry.loaded()
+        rollouts = {}
+        for name in self._s.switchboard.models():
+            rollout = self._s.switchboard.describe(name)["rollout"]
+            if rollout is not None:
+                rollouts[name] = rollout
         return Outcome(
             {
                 "version": __version__,
@@ -84,6 +150,8 @@ class Handlers:
                 "config_path": self._state.config_path,
                 "config_error": self._state.config_error,
                 "default_model": self._registry.config.default_model,
+                "active": {name: self._s.switchboard.route(name).active for name in self._s.switchboard.models()},
+                "rollouts": rollouts,
                 "loaded": [f"{item.model}@{item.version}" for item in loaded],
                 "in_flight": self._state.in_flight,
                 "rss_bytes": self._process.memory_info().rss,
@@ -96,33 +164,85 @@ class Handlers:
         return Outcome({"stopping": True, "pid": os.getpid()})
 
     def _op_evict(self, request: Request) -> Outcome:
-        name, _ = self._registry.resolve(request.model)
+        name, _, _ = self._registry.resolve(request.model)
         return Outcome({"model": name, "evicted": self._registry.evict(name)})
 
     def _op_preload(self, request: Request) -> Job:
-        name, _ = self._registry.resolve(request.model)
+        name, _, pinned = self._registry.resolve(request.model)
+        version = pinned or self._s.switchboard.route(name).active
 
         def job() -> Outcome:
-            loaded = self._registry.preload(name)
-            return Outcome(_describe_loaded(loaded))
+            return Outcome(_describe_loaded(self._registry.get(name, version)))
 
         return job
 
     def _op_encode(self, request: Request) -> Job:
-        name, model = self._registry.resolve(request.model)
+        name, model, pinned = self._registry.resolve(request.model)
         texts = self._decode_texts(request.payload)
-        normalize = request.options.get("normalize", model.active_version.normalize)
-        if not isinstance(normalize, bool):
-            raise ProtocolError("option 'normalize' must be true or false")
+        normalize = _option(request, "normalize", bool)
+        key = _option(request, "key", str)
+        # The version is fixed here, at dispatch: a switch after this point does not touch it.
+        version = pinned or self._s.switchboard.pick(name, key)
+        if normalize is None:
+            normalize = model.versions[version].normalize
 
         def job() -> Outcome:
-            loaded = self._registry.get(name)
-            vectors = _run_encoder(loaded, texts, normalize)
+            loaded = self._registry.get(name, version)
+            started = time.perf_counter()
+            try:
+                vectors = _run_encoder(loaded, texts, normalize)
+            except InferenceError:
+                self._record(name, version, False, time.perf_counter() - started, len(texts))
+                raise
+            self._record(name, version, True, time.perf_counter() - started, len(texts))
             count, dim = vectors.shape
-            result = {"model": name, "version": loaded.version, "dim": dim, "count": count, "dtype": VECTOR_DTYPE}
+            result = {"model": name, "version": version, "fingerprint": loaded.fingerprint, "dim": dim, "count": count, "dtype": VECTOR_DTYPE}
             return Outcome(result, [vectors])
 
         return job
+
+    def _record(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
+        self._s.health.record(model, version, ok, seconds * 1000)
+        self._s.metrics.record_request(model, version, ok, seconds, texts)
+
+    def _op_switch(self, request: Request) -> Outcome | Job:
+        name, _, _ = self._registry.resolve(request.model)
+        if _option(request, "abort", bool, False):
+            return Outcome(self._s.switchboard.abort(name, reason="aborted by request"))
+        version = _option(request, "version", str)
+        if not version:
+            raise ProtocolError("op 'switch' needs option 'version'")
+        steps = _option(request, "steps", list)
+        if steps is not None and not all(isinstance(step, (int, float)) for step in steps):
+            raise ProtocolError("option 'steps' must be a list of percentages")
+        switch = SwitchRequest(
+            model=name,
+            target=version,
+            strategy=_option(request, "strategy", str, "immediate"),
+            share=_option(request, "share", (int, float)),
+            sticky=_option(request, "sticky", bool),
+            steps=steps,
+            step_seconds=_option(request, "step_seconds", (int, float)),
+            step_requests=_option(request, "step_requests", int),
+            force=_option(request, "force", bool, False),
+        )
+        return lambda: Outcome(self._s.switchboard.switch(switch))
+
+    def _op_rollback(self, request: Request) -> Job:
+        name, _, _ = self._registry.resolve(request.model)
+        return lambda: Outcome(self._s.switchboard.rollback(name))
+
+    def _op_history(self, request: Request) -> Outcome:
+        name = self._registry.resolve(request.model)[0] if request.model else None
+        limit = _option(request, "limit", int, 50)
+        events = None if _option(request, "all", bool, False) else SWITCH_EVENTS | {"config_rejected"}
+        return Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)})
+
+    def _op_reload(self, request: Request) -> Outcome:
+        return Outcome(self._s.reload("command"))
+
+    def _op_metrics(self, request: Request) -> Outcome:
+        return Outcome({"text": self._s.metrics.exposition()})
 
     def _decode_texts(self, frames: list[bytes]) -> list[str]:
         limits = self._registry.config.daemon
@@ -156,6 +276,12 @@ def _run_encoder(loaded: LoadedVersion, texts: list[str], normalize: bool) -> An
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
         raise InferenceError(f"{loaded.model}@{loaded.version} returned shape {vectors.shape} for {len(texts)} texts")
+    # Output sanity: a NaN, infinite or all-zero vector is an error, never an answer.
+    finite = np.isfinite(vectors).all(axis=1)
+    nonzero = np.any(vectors != 0, axis=1)
+    if not (finite.all() and nonzero.all()):
+        bad = int(np.flatnonzero(~(finite & nonzero))[0])
+        raise InferenceError(f"{loaded.model}@{loaded.version} produced an unusable vector (NaN, infinite or zero) for text {bad}")
     return vectors
 
 
@@ -163,6 +289,7 @@ def _describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
     return {
         "model": loaded.model,
         "version": loaded.version,
+        "fingerprint": loaded.fingerprint,
         "device": loaded.embedder.device,
         "dimension": loaded.embedder.dimension,
         "load_seconds": round(loaded.load_seconds, 3),

@@ -8,21 +8,30 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import zmq
 
-from hotswapd import __version__, systemd
+from hotswapd import __version__, paths, systemd
 from hotswapd.config import Config, load_config
-from hotswapd.daemon.handlers import DaemonState, Handlers
+from hotswapd.daemon.audit import AuditLog
+from hotswapd.daemon.handlers import DaemonState, Handlers, Services
+from hotswapd.daemon.health import HealthBook
+from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
+from hotswapd.daemon.statefile import StateFile
+from hotswapd.daemon.switching import Switchboard, SwitchRequest
+from hotswapd.daemon.watch import ConfigWatcher
 from hotswapd.errors import ConfigError, HotswapError
 from hotswapd.lockfile import EndpointLock
 from hotswapd.paths import CONFIG_ENV, ensure_socket_dir, ipc_path, lock_path, resolve_config_path, resolve_endpoint
 
 log = logging.getLogger("hotswapd")
+HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,9 +67,24 @@ class Daemon:
         self._reload_requested = threading.Event()
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
         self.state = DaemonState(endpoint=endpoint, config_path=str(config_path) if config.path else None)
-        self.registry = Registry(config)
+        state_dir = paths.state_dir()
+        self.metrics = Metrics()
+        self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
+        self.registry = Registry(config, on_event=self.audit.record)
+        self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
+        self.switchboard = Switchboard(
+            self.registry, self.health, self.audit, StateFile(state_dir / "state.json"), schedule=self._submit_loading
+        )
+        self.switchboard.adopt_config(config)
+        self.switchboard.restore(StateFile(state_dir / "state.json").load(), config)
+        self.metrics.watch(self.registry, self.switchboard)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._router = Router(self._context, endpoint, Handlers(self.registry, self.state), self.state)
+        services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload)
+        self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state)
+        self._watcher = ConfigWatcher(config_path, config.daemon.watch_debounce_seconds) if config.path else None
+
+    def _submit_loading(self, work: Callable[[], None]) -> None:
+        self._router.submit_loading(work)
 
     def run(self) -> int:
         endpoint = self.state.endpoint
@@ -73,11 +97,16 @@ class Daemon:
                 log.warning("removing stale socket %s left by a daemon that did not stop cleanly", sock_path)
                 sock_path.unlink()
             self._router.bind()
+            self._serve_metrics()
+            if self._watcher is not None:
+                self._watcher.start()
             self._install_signal_handlers()
             self._router.submit_loading(self._preload_then_ready)
             self._router.serve(self._stop, self._on_tick, self._drain_seconds)
             systemd.notify("STOPPING=1")
         finally:
+            if self._watcher is not None:
+                self._watcher.stop()
             self._router.close()
             self.registry.close()
             self._context.term()
@@ -85,12 +114,25 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _serve_metrics(self) -> None:
+        port = self.registry.config.daemon.metrics_port
+        if port is None:
+            return
+        try:
+            self.metrics.serve(port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", port)
+        except OSError as exc:
+            log.error("cannot serve metrics on 127.0.0.1:%d: %s (hs metrics still works)", port, exc)
+
     def _preload_then_ready(self) -> None:
-        for name in self.registry.preload_targets():
-            try:
-                self.registry.preload(name)
-            except HotswapError as exc:
-                log.error("preload of %s failed: %s", name, exc.message)
+        config = self.registry.config
+        for name in self.switchboard.models():
+            for version in sorted(self.switchboard.route(name).serving()):
+                if config.models[name].versions[version].preload:
+                    try:
+                        self.registry.get(name, version)
+                    except HotswapError as exc:
+                        log.error("preload of %s@%s failed: %s", name, version, exc.message)
         if self.state.phase == "starting":
             self.state.phase = "ready"
         systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f"{m.model}@{m.version}" for m in self.registry.loaded()))
@@ -111,22 +153,64 @@ class Daemon:
     def _on_tick(self) -> None:
         if self._reload_requested.is_set():
             self._reload_requested.clear()
-            self.reload()
+            self._reload_quietly("signal")
+        elif self._watcher is not None and self._watcher.due():
+            self._reload_quietly("config edit")
+        self.switchboard.tick()
 
-    def reload(self) -> None:
-        """Re-read the config; a bad one leaves everything as it was and is reported by status."""
+    def _reload_quietly(self, trigger: str) -> None:
+        try:
+            self.reload(trigger)
+        except ConfigError:
+            pass  # already logged, audited and shown by status
+
+    def reload(self, trigger: str) -> dict[str, Any]:
+        """Re-read the config and apply the difference; a bad file changes nothing."""
         systemd.notify("RELOADING=1")
         try:
-            config = load_config(self._config_path, missing_ok=self._config_missing_ok)
-        except ConfigError as exc:
-            self.state.config_error = exc.message
-            log.error("config reload rejected, keeping the running config: %s", exc.message)
-        else:
+            try:
+                config = load_config(self._config_path, missing_ok=self._config_missing_ok)
+            except ConfigError as exc:
+                self.state.config_error = exc.message
+                self.audit.record("config_rejected", trigger=trigger, reason=exc.message)
+                log.error("config rejected, keeping the running config: %s", exc.message)
+                raise
+            finally:
+                if self._watcher is not None:
+                    self._watcher.mark_applied()
             self.state.config_error = None
-            unloaded = self.registry.replace_config(config)
-            log.info("config reloaded from %s; unloaded changed versions: %s", self._config_path, unloaded or "none")
-            self._router.submit_loading(self._preload_then_ready)
-        systemd.notify("READY=1")
+            return self._apply(config, trigger)
+        finally:
+            systemd.notify("READY=1")
+
+    def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
+        removed, changed = self.registry.replace_config(config)
+        switched = self.switchboard.adopt_config(config)
+        for model, version in changed:
+            self._router.submit_loading(lambda m=model, v=version: self._reload_version(m, v))
+        for model in switched:
+            self._router.submit_loading(lambda m=model: self._switch_from_config(m))
+        self._router.submit_loading(self._preload_then_ready)
+        summary = {"removed": removed, "reloaded": [f"{m}@{v}" for m, v in changed], "switching": switched}
+        self.audit.record("config_applied", trigger=trigger, **summary)
+        log.info("config applied (%s): %s", trigger, summary)
+        return {"applied": True, **summary}
+
+    def _reload_version(self, model: str, version: str) -> None:
+        try:
+            self.registry.reload(model, version)
+        except HotswapError as exc:
+            log.error("reloading %s@%s with its new options failed; the old one keeps serving: %s", model, version, exc.message)
+
+    def _switch_from_config(self, model: str) -> None:
+        model_cfg = self.registry.config.models.get(model)
+        if model_cfg is None:
+            return
+        request = SwitchRequest(model, model_cfg.active, strategy=model_cfg.rollout.strategy, trigger="config")
+        try:
+            self.switchboard.switch(request)
+        except HotswapError as exc:
+            log.error("switch of %s to %s from the config failed; the old version keeps serving: %s", model, model_cfg.active, exc.message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """Which model versions are loaded, and loading them on demand.
 
-The registry knows backends only through :func:`hotswapd.backends.get_loader`. A request
+The registry knows backends only through :func:`hotswapd.backends.get_loader`, and knows
+nothing of which version is active (that is :mod:`hotswapd.daemon.switching`). A request
 takes a reference to a :class:`LoadedVersion` and keeps using it even if the version is
-evicted meanwhile: the embedder is released only when nothing holds it any more, so an
-eviction never breaks a request in flight.
+unloaded meanwhile: the embedder is closed, but Python keeps the object alive until the
+request lets go, so an eviction or reload never breaks a request in flight.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +20,13 @@ import psutil
 
 from hotswapd.backends import Embedder, get_loader
 from hotswapd.config import Config, ModelConfig, VersionConfig
-from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel
+from hotswapd.daemon.fingerprint import fingerprint
+from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 from hotswapd.sources import resolve_source
 
 log = logging.getLogger(__name__)
+
+EventSink = Callable[..., Any]
 
 
 @dataclass
@@ -30,6 +35,7 @@ class LoadedVersion:
     version: str
     config: VersionConfig
     embedder: Embedder
+    fingerprint: str
     loaded_at: float
     load_seconds: float
     memory_bytes: int
@@ -45,26 +51,38 @@ class _Slot:
     last_error: str | None = None
 
 
+def split_spec(spec: str | None) -> tuple[str | None, str | None]:
+    """``"name@version"`` -> (name, version); ``"name"`` -> (name, None)."""
+    if spec is None:
+        return None, None
+    name, sep, version = spec.partition("@")
+    return (name or None), (version if sep else None)
+
+
 class Registry:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, on_event: EventSink | None = None) -> None:
         self._config = config
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._guard = threading.Lock()
         self._process = psutil.Process()
+        self._on_event = on_event or (lambda event, **fields: None)
 
     @property
     def config(self) -> Config:
         return self._config
 
-    def resolve(self, name: str | None) -> tuple[str, ModelConfig]:
-        """The model a request means: the named one, or the default one."""
+    def resolve(self, spec: str | None) -> tuple[str, ModelConfig, str | None]:
+        """The model a request means, and the version it pins (None: let routing choose)."""
+        name, version = split_spec(spec)
         chosen = name or self._config.default_model
         if chosen is None:
             raise UnknownModel(f"no model named and no default model; configured: {self._configured()}")
         model = self._config.models.get(chosen)
         if model is None:
             raise UnknownModel(f"unknown model {chosen!r}; configured: {self._configured()}")
-        return chosen, model
+        if version is not None and version not in model.versions:
+            raise UnknownVersion(f"model {chosen!r} has no version {version!r}; versions: {', '.join(model.versions)}")
+        return chosen, model, version
 
     def _configured(self) -> str:
         return ", ".join(sorted(self._config.models)) or "(none)"
@@ -73,115 +91,119 @@ class Registry:
         with self._guard:
             return self._slots.setdefault((model, version), _Slot())
 
-    def get(self, name: str | None) -> LoadedVersion:
-        """The active version of a model, loading it first if needed."""
-        model_name, model = self.resolve(name)
-        slot = self._slot(model_name, model.active)
+    def get(self, model: str, version: str) -> LoadedVersion:
+        """A loaded version, loading it first if needed (concurrent callers share one load)."""
+        slot = self._slot(model, version)
         loaded = slot.loaded
         if loaded is None:
             with slot.lock:
-                loaded = slot.loaded or self._load_into(slot, model_name, model.active, model.active_version)
+                loaded = slot.loaded or self._load_into(slot, model, version)
         loaded.last_used = time.time()
         return loaded
 
-    def _load_into(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
+    def peek(self, model: str, version: str) -> LoadedVersion | None:
+        slot = self._slots.get((model, version))
+        return slot.loaded if slot else None
+
+    def last_error(self, model: str, version: str) -> str | None:
+        slot = self._slots.get((model, version))
+        return slot.last_error if slot else None
+
+    def _spec(self, model: str, version: str) -> VersionConfig:
+        model_cfg = self._config.models.get(model)
+        if model_cfg is None or version not in model_cfg.versions:
+            raise UnknownVersion(f"{model}@{version} is not in the config")
+        return model_cfg.versions[version]
+
+    def _load_into(self, slot: _Slot, model: str, version: str) -> LoadedVersion:
+        slot.loaded = self._load(slot, model, version, self._spec(model, version))
+        return slot.loaded
+
+    def _load(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
         rss_before = self._process.memory_info().rss
         started = time.perf_counter()
         try:
             path = resolve_source(spec.source, self._config.base_dir)
+            digest = fingerprint(path)
             embedder = get_loader(spec.backend)(path, spec)
         except HotswapError as exc:
-            slot.last_error = exc.message
-            log.error("loading %s@%s failed: %s", model, version, exc.message)
+            self._failed(slot, model, version, exc.message)
             raise
         except Exception as exc:  # a backend library can fail in ways we cannot enumerate
-            slot.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading %s@%s failed", model, version)
+            self._failed(slot, model, version, f"{type(exc).__name__}: {exc}")
             raise ModelLoadError(f"loading {model}@{version} failed: {slot.last_error}") from exc
         seconds = time.perf_counter() - started
         memory = max(0, self._process.memory_info().rss - rss_before)
-        slot.loaded = LoadedVersion(model, version, spec, embedder, time.time(), seconds, memory)
         slot.last_error = None
-        log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS)", model, version, seconds, memory / 2**20)
-        return slot.loaded
+        log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, memory / 2**20, digest)
+        self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
+        return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, memory)
 
-    def preload(self, name: str | None) -> LoadedVersion:
-        return self.get(name)
+    def _failed(self, slot: _Slot, model: str, version: str, reason: str) -> None:
+        slot.last_error = reason
+        log.error("loading %s@%s failed: %s", model, version, reason)
+        self._on_event("load_failed", model=model, version=version, reason=reason)
 
-    def evict(self, name: str | None) -> list[str]:
+    def reload(self, model: str, version: str) -> LoadedVersion:
+        """Load a fresh copy (new options) while the old one keeps serving, then swap them."""
+        slot = self._slot(model, version)
+        fresh = self._load(slot, model, version, self._spec(model, version))
+        with slot.lock:
+            old, slot.loaded = slot.loaded, fresh
+        if old is not None:
+            self._release(old, "reload")
+        return fresh
+
+    def unload(self, model: str, version: str, reason: str = "unload") -> bool:
+        slot = self._slots.get((model, version))
+        if slot is None:
+            return False
+        with slot.lock:
+            old, slot.loaded = slot.loaded, None
+        if old is None:
+            return False
+        self._release(old, reason)
+        return True
+
+    def evict(self, model: str) -> list[str]:
         """Unload every loaded version of a model; returns the versions unloaded."""
-        model_name, _ = self.resolve(name)
-        dropped = []
         with self._guard:
-            slots = [(key, slot) for key, slot in self._slots.items() if key[0] == model_name]
-        for (_, version), slot in slots:
-            with slot.lock:
-                if slot.loaded is not None:
-                    self._release(slot.loaded)
-                    slot.loaded = None
-                    dropped.append(version)
-        return dropped
+            versions = [version for (name, version) in self._slots if name == model]
+        return [version for version in versions if self.unload(model, version, "evict")]
 
-    def _release(self, loaded: LoadedVersion) -> None:
-        log.info("unloading %s@%s", loaded.model, loaded.version)
+    def _release(self, loaded: LoadedVersion, reason: str) -> None:
+        log.info("unloading %s@%s (%s)", loaded.model, loaded.version, reason)
+        self._on_event(reason, model=loaded.model, version=loaded.version)
         try:
             loaded.embedder.close()
         except Exception:  # closing must never take the daemon down
             log.exception("closing %s@%s failed", loaded.model, loaded.version)
 
-    def replace_config(self, config: Config) -> list[str]:
-        """Adopt a new config; unload versions that it removed or changed. Returns their names."""
+    def replace_config(self, config: Config) -> tuple[list[str], list[tuple[str, str]]]:
+        """Adopt a new config. Versions it removed are unloaded; loaded versions whose
+        options changed are returned, for the caller to reload off the socket thread."""
         self._config = config
-        stale = []
+        removed, changed = [], []
         with self._guard:
             items = list(self._slots.items())
         for (model, version), slot in items:
             model_cfg = config.models.get(model)
             current = model_cfg.versions.get(version) if model_cfg else None
-            with slot.lock:
-                if slot.loaded is not None and slot.loaded.config != current:
-                    self._release(slot.loaded)
-                    slot.loaded = None
-                    stale.append(f"{model}@{version}")
             if current is None:
+                if self.unload(model, version, "unload"):
+                    removed.append(f"{model}@{version}")
                 with self._guard:
                     self._slots.pop((model, version), None)
-        return stale
-
-    def preload_targets(self) -> list[str]:
-        return [name for name, model in self._config.models.items() if model.active_version.preload]
+            elif slot.loaded is not None and slot.loaded.config != current:
+                changed.append((model, version))
+        return removed, changed
 
     def loaded(self) -> list[LoadedVersion]:
         with self._guard:
             return [slot.loaded for slot in self._slots.values() if slot.loaded is not None]
 
-    def describe(self) -> list[dict[str, Any]]:
-        """One row per configured model, for the ``models`` op."""
-        rows = []
-        for name, model in sorted(self._config.models.items()):
-            spec = model.active_version
-            slot = self._slots.get((name, model.active))
-            loaded = slot.loaded if slot else None
-            rows.append(
-                {
-                    "name": name,
-                    "version": model.active,
-                    "versions": sorted(model.versions),
-                    "backend": spec.backend,
-                    "source": spec.source,
-                    "loaded": loaded is not None,
-                    "device": loaded.embedder.device if loaded else spec.device,
-                    "dimension": loaded.embedder.dimension if loaded else None,
-                    "memory_bytes": loaded.memory_bytes if loaded else None,
-                    "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
-                    "last_used": loaded.last_used if loaded else None,
-                    "last_error": slot.last_error if slot else None,
-                    "default": name == self._config.default_model,
-                }
-            )
-        return rows
-
     def close(self) -> None:
         for loaded in self.loaded():
-            self._release(loaded)
+            self._release(loaded, "unload")

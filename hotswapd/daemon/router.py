@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from hotswapd.daemon.handlers import DaemonState, Handlers, Job, Outcome
+from hotswapd.daemon.handlers import SLOW_OPS, DaemonState, Handlers, Job, Outcome
 from hotswapd.errors import HotswapError, InternalError, ShuttingDown
 from hotswapd.paths import ipc_path
 from hotswapd.protocol import decode_request, encode_error, encode_ok, request_id_of
@@ -30,7 +30,6 @@ POLL_MS = 100
 # Bigger than any frame we accept, so oversized texts get a typed error instead of ZeroMQ
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
-LOADING_OPS = {"preload"}
 _router_ids = itertools.count()
 
 
@@ -131,7 +130,7 @@ class Router:
         if isinstance(outcome, Outcome):
             self._send([identity, *encode_ok(request_id, outcome.result, outcome.payload)])
             return
-        pool = self._loading if request.op in LOADING_OPS else self._inference
+        pool = self._loading if request.op in SLOW_OPS else self._inference
         self._state.in_flight += 1
         pool.submit(self._run_job, identity, request_id, outcome)
 

@@ -1,0 +1,64 @@
+"""The embedding-space guard: may vectors of one version be compared with another's?
+
+Two versions share a space only if they agree on dimension, pooling, normalisation and
+tokenizer vocabulary, and, when one declares ``compatible_with`` the other, if their
+vectors for the same texts actually agree. An index built with one version silently
+breaks when queried with vectors from an incompatible one, so a switch checks first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hotswapd.daemon.registry import LoadedVersion
+
+# Fixed, varied probe texts: news, questions, code-ish, short and long, non-English.
+PROBE_TEXTS = [
+    "The central bank raised interest rates by a quarter point on Wednesday.",
+    "How do I reset my password if I no longer have access to my email?",
+    "A quick brown fox jumps over the lazy dog.",
+    "Shares in the carmaker fell sharply after it cut its sales forecast for the year.",
+    "def add(a, b): return a + b",
+    "The striker scored twice in the second half to secure the title.",
+    "Heavy rain is expected across the north of the country this weekend.",
+    "What is the capital of Australia?",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Researchers found the new battery lasts twice as long as current designs.",
+    "I loved this film, the acting was superb and the music was haunting.",
+    "Terrible service, the food arrived cold and the waiter was rude.",
+    "The government announced a new plan to build affordable housing in cities.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "Please find attached the invoice for last month's consulting work.",
+    "The museum reopens next week with an exhibition of early photography.",
+]
+
+
+def describe_space(loaded: LoadedVersion) -> dict[str, Any]:
+    """What defines a version's vector space, as far as its backend can tell."""
+    space: dict[str, Any] = {"dimension": loaded.embedder.dimension, "normalize": loaded.config.normalize}
+    backend_space = getattr(loaded.embedder, "space", None)
+    if callable(backend_space):
+        space.update(backend_space())
+    return space
+
+
+def incompatibilities(current: dict[str, Any], target: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two spaces; empty when they match."""
+    problems = []
+    for key in sorted(set(current) | set(target)):
+        if current.get(key) != target.get(key):
+            problems.append(f"{key} {current.get(key)!r} -> {target.get(key)!r}")
+    return problems
+
+
+def agreement(current: LoadedVersion, target: LoadedVersion, texts: list[str] = PROBE_TEXTS) -> tuple[float, float]:
+    """Mean and minimum cosine between the two versions' vectors of the same texts."""
+    import numpy as np
+
+    a = np.asarray(current.embedder.encode(texts, normalize=True), dtype=np.float64)
+    b = np.asarray(target.embedder.encode(texts, normalize=True), dtype=np.float64)
+    if a.shape != b.shape:
+        return -1.0, -1.0
+    cosine = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(cosine.mean()), float(cosine.min())

@@ -1,0 +1,74 @@
+"""Prometheus metrics: counters and histograms updated per request, gauges read at scrape time.
+
+A private CollectorRegistry (no process-global state), exposed through the ``metrics`` op
+(``hs metrics``) and, when ``daemon.metrics_port`` is set, over HTTP on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hotswapd.daemon.registry import Registry
+    from hotswapd.daemon.switching import Switchboard
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _LiveState(Collector):
+    """Gauges computed from the registry and switchboard when scraped, so they are never stale."""
+
+    def __init__(self, registry: Registry, switchboard: Switchboard) -> None:
+        self._registry = registry
+        self._switchboard = switchboard
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("hotswapd_active_version", "1 for each model's active version", labels=["model", "version"])
+        share = GaugeMetricFamily("hotswapd_rollout_share_percent", "Share of requests routed to each version", labels=["model", "version"])
+        memory = GaugeMetricFamily("hotswapd_model_memory_bytes", "RSS growth measured when the version loaded", labels=["model", "version"])
+        load = GaugeMetricFamily("hotswapd_load_seconds", "How long the version took to load", labels=["model", "version"])
+        for model in self._switchboard.models():
+            route = self._switchboard.route(model)
+            active.add_metric([model, route.active], 1.0)
+            if route.rollout is None:
+                share.add_metric([model, route.active], 100.0)
+            else:
+                share.add_metric([model, route.rollout.target], route.rollout.share)
+                share.add_metric([model, route.rollout.source], 100.0 - route.rollout.share)
+        for loaded in self._registry.loaded():
+            memory.add_metric([loaded.model, loaded.version], float(loaded.memory_bytes))
+            load.add_metric([loaded.model, loaded.version], loaded.load_seconds)
+        yield from (active, share, memory, load)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("hotswapd_requests", "Encode requests by outcome", ["model", "version", "outcome"], registry=self.registry)
+        self.texts = Counter("hotswapd_texts", "Texts encoded", ["model", "version"], registry=self.registry)
+        self.latency = Histogram("hotswapd_inference_seconds", "Inference time of one request", ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.switches = Counter("hotswapd_switches", "Switches, rollbacks and rollout steps", ["model", "event", "outcome"], registry=self.registry)
+
+    def watch(self, registry: Registry, switchboard: Switchboard) -> None:
+        self.registry.register(_LiveState(registry, switchboard))
+
+    def record_request(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
+        self.requests.labels(model, version, "ok" if ok else "error").inc()
+        if ok:
+            self.texts.labels(model, version).inc(texts)
+            self.latency.labels(model, version).observe(seconds)
+
+    def record_event(self, event: str, **fields: object) -> None:
+        if event in {"switch", "rollback", "abort", "auto_rollback", "rollout_step", "rollout_complete"}:
+            self.switches.labels(str(fields.get("model")), event, str(fields.get("outcome", "done"))).inc()
+
+    def exposition(self) -> str:
+        return generate_latest(self.registry).decode()
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)

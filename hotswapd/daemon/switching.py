@@ -1,0 +1,351 @@
+"""Switching versions: the active pointer, rollouts, rollback, health gates, persistence.
+
+Decisions about *which* version serves a request are made here, on the socket thread,
+with :meth:`Switchboard.pick`; a request then runs on the version it was given, so a
+switch never changes the version under a request in flight. Anything slow (loading the
+target, warming it up, the compatibility probe) runs on the loading thread before the
+pointer moves, and the move itself is one assignment under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hotswapd.config import Config, ModelConfig
+from hotswapd.daemon.audit import AuditLog
+from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
+from hotswapd.daemon.health import HealthBook
+from hotswapd.daemon.registry import LoadedVersion, Registry
+from hotswapd.daemon.rollout import STRATEGIES, Rollout, Route
+from hotswapd.daemon.statefile import StateFile
+from hotswapd.errors import (
+    HotswapError,
+    IncompatibleVersions,
+    ModelLoadError,
+    NothingToRollBack,
+    RequestError,
+    UnknownModel,
+    UnknownVersion,
+)
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 0.1
+WARM_UP_TEXTS = ["hotswap warm-up", "a second, somewhat longer warm-up sentence for the new version"]
+
+
+@dataclass(frozen=True)
+class SwitchRequest:
+    model: str
+    target: str
+    strategy: str = "immediate"
+    share: float | None = None
+    sticky: bool | None = None
+    steps: list[float] | None = None
+    step_seconds: float | None = None
+    step_requests: int | None = None
+    force: bool = False
+    trigger: str = "cli"
+    event: str = "switch"
+
+
+class Switchboard:
+    def __init__(self, registry: Registry, health: HealthBook, audit: AuditLog, state: StateFile, schedule: Callable[[Callable[[], None]], None]) -> None:
+        self._registry = registry
+        self._health = health
+        self._audit = audit
+        self._state = state
+        self._schedule = schedule  # runs work on the loading thread
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.RLock()
+        self._advancing: set[str] = set()
+        self._releases: list[tuple[float, str, str]] = []
+        self._last_tick = 0.0
+
+    # -- routing -------------------------------------------------------------------------
+    def pick(self, model: str, key: str | None = None) -> str:
+        with self._lock:
+            return self._routes[model].choose(model, key)
+
+    def route(self, model: str) -> Route:
+        with self._lock:
+            return self._routes[model]
+
+    # -- config --------------------------------------------------------------------------
+    def adopt_config(self, config: Config) -> list[str]:
+        """Bring routes in line with a new config; returns models whose file `active` changed."""
+        changed = []
+        with self._lock:
+            for name in set(self._routes) - set(config.models):
+                del self._routes[name]
+            for name, model in config.models.items():
+                route = self._routes.get(name)
+                if route is None:
+                    self._routes[name] = Route(active=model.active, config_active=model.active)
+                    continue
+                self._drop_vanished(route, model)
+                if model.active != route.config_active:
+                    route.config_active = model.active
+                    if model.active != route.active or route.rollout is not None:
+                        changed.append(name)
+        self._persist()
+        return changed
+
+    @staticmethod
+    def _drop_vanished(route: Route, model: ModelConfig) -> None:
+        if route.active not in model.versions:
+            route.active, route.rollout = model.active, None
+        if route.rollout and not {route.rollout.source, route.rollout.target} <= set(model.versions):
+            route.rollout = None
+        if route.previous not in model.versions:
+            route.previous = None
+
+    def restore(self, saved: dict[str, Any], config: Config) -> None:
+        """Re-apply state persisted by an earlier run, where the file has not changed since."""
+        with self._lock:
+            for name, data in (saved.get("models") or {}).items():
+                model, route = config.models.get(name), self._routes.get(name)
+                if model is None or route is None or data.get("config_active") != model.active:
+                    continue
+                if data.get("active") in model.versions:
+                    route.active = data["active"]
+                if data.get("previous") in model.versions:
+                    route.previous = data["previous"]
+                if data.get("rollout"):
+                    rollout = Rollout.from_dict(data["rollout"])
+                    if {rollout.source, rollout.target} <= set(model.versions):
+                        route.rollout = rollout
+                log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
+
+    def _persist(self) -> None:
+        with self._lock:
+            data = {"models": {name: route.to_dict() for name, route in self._routes.items()}}
+        self._state.save(data)
+
+    # -- switching (loading thread) -------------------------------------------------------
+    def switch(self, request: SwitchRequest) -> dict[str, Any]:
+        model_cfg = self._model_config(request.model)
+        if request.target not in model_cfg.versions:
+            raise UnknownVersion(f"model {request.model!r} has no version {request.target!r}; versions: {', '.join(model_cfg.versions)}")
+        if request.strategy not in STRATEGIES:
+            raise RequestError(f"unknown strategy {request.strategy!r}; one of {', '.join(STRATEGIES)}")
+        with self._lock:
+            route = self._routes[request.model]
+            current, rollout = route.active, route.rollout
+        if request.target == current and rollout is None:
+            return self._summary(request, current, "unchanged")
+        promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
+        try:
+            target = self._prepare(request.model, request.target)
+            if not promoting and not request.force:
+                self._check_compatible(self._registry.get(request.model, current), target)
+        except HotswapError as exc:
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message)
+            raise
+        with self._lock:
+            if request.strategy == "immediate":
+                self._complete(request.model, route, request.target)
+                outcome = "done"
+            else:
+                route.rollout = self._new_rollout(request, model_cfg, current)
+                self._health.forget(request.model, request.target)
+                outcome = "started"
+        self._persist()
+        self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
+                           trigger=request.trigger, outcome=outcome, forced=request.force or None,
+                           share=route.rollout.share if route.rollout else None)
+        return self._summary(request, current, outcome)
+
+    def _model_config(self, model: str) -> ModelConfig:
+        model_cfg = self._registry.config.models.get(model)
+        if model_cfg is None or model not in self._routes:
+            raise UnknownModel(f"unknown model {model!r}; configured: {', '.join(sorted(self._routes))}")
+        return model_cfg
+
+    def _prepare(self, model: str, version: str) -> LoadedVersion:
+        """Load and warm up a version before any traffic can reach it."""
+        loaded = self._registry.get(model, version)
+        import numpy as np
+
+        try:
+            vectors = np.asarray(loaded.embedder.encode(WARM_UP_TEXTS, normalize=loaded.config.normalize))
+        except Exception as exc:  # whatever the backend raises, the switch is refused
+            raise ModelLoadError(f"warm-up of {model}@{version} failed: {type(exc).__name__}: {exc}") from exc
+        if vectors.shape[0] != len(WARM_UP_TEXTS) or not np.isfinite(vectors).all():
+            raise ModelLoadError(f"warm-up of {model}@{version} returned unusable vectors (shape {vectors.shape})")
+        return loaded
+
+    def _check_compatible(self, current: LoadedVersion, target: LoadedVersion) -> None:
+        problems = incompatibilities(describe_space(current), describe_space(target))
+        if problems:
+            raise IncompatibleVersions(
+                f"{target.model}@{target.version} does not share {current.version}'s embedding space "
+                f"({'; '.join(problems)}): vectors indexed with one cannot be queried with the other. "
+                "Re-index, or switch with --force"
+            )
+        claimed = target.config.compatible_with == current.version or current.config.compatible_with == target.version
+        if claimed:
+            threshold = target.config.min_agreement if target.config.compatible_with else current.config.min_agreement
+            mean, lowest = agreement(current, target)
+            if mean < threshold:
+                raise IncompatibleVersions(
+                    f"{target.model}@{target.version} claims compatibility with {current.version} but their vectors "
+                    f"agree only {mean:.4f} on the probe set (min {lowest:.4f}; need {threshold}); switch with --force to override"
+                )
+
+    @staticmethod
+    def _new_rollout(request: SwitchRequest, model_cfg: ModelConfig, current: str) -> Rollout:
+        defaults = model_cfg.rollout
+        steps = request.steps or defaults.steps
+        share = steps[0] if request.strategy == "gradual" else (request.share if request.share is not None else defaults.share)
+        return Rollout(
+            source=current,
+            target=request.target,
+            strategy=request.strategy,
+            share=float(share),
+            sticky=defaults.sticky if request.sticky is None else request.sticky,
+            steps=[float(s) for s in steps],
+            step_seconds=request.step_seconds if request.step_seconds is not None else (None if request.step_requests else defaults.step_seconds),
+            step_requests=request.step_requests if request.step_requests is not None else defaults.step_requests,
+            forced=request.force,
+            trigger=request.trigger,
+        )
+
+    def _complete(self, model: str, route: Route, target: str) -> None:
+        """Make ``target`` the active version (caller holds the lock)."""
+        old = route.active
+        if old != target:
+            route.previous = old
+        route.active, route.rollout = target, None
+        release = self._registry.config.models[model].rollout.release_previous_after
+        if release is not None and old != target:
+            self._releases.append((time.monotonic() + release, model, old))
+
+    @staticmethod
+    def _summary(request: SwitchRequest, current: str, outcome: str) -> dict[str, Any]:
+        return {"model": request.model, "from": current, "to": request.target, "strategy": request.strategy, "outcome": outcome, "forced": request.force}
+
+    def rollback(self, model: str, trigger: str = "cli") -> dict[str, Any]:
+        """Undo the last change: end a rollout in progress, or return to the previous version."""
+        self._model_config(model)
+        with self._lock:
+            route = self._routes[model]
+            if route.rollout is not None:
+                return self.abort(model, reason="rolled back by request", event="rollback", trigger=trigger)
+            previous = route.previous
+        if previous is None:
+            raise NothingToRollBack(f"{model} has no previous version to roll back to")
+        # Going back to what served before needs no compatibility check: it is the space
+        # the callers' data was built in before the switch.
+        return self.switch(SwitchRequest(model, previous, force=True, trigger=trigger, event="rollback"))
+
+    def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli") -> dict[str, Any]:
+        """End a rollout; all traffic returns to its source version."""
+        self._model_config(model)
+        with self._lock:
+            route = self._routes[model]
+            rollout = route.rollout
+            if rollout is None:
+                raise NothingToRollBack(f"{model} has no rollout in progress")
+            route.rollout = None
+            route.active = rollout.source
+        self._persist()
+        self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason)
+        log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
+        return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason}
+
+    # -- periodic work (socket thread) ----------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < TICK_SECONDS:
+            return
+        self._last_tick = now
+        with self._lock:
+            rollouts = [(name, route.rollout) for name, route in self._routes.items() if route.rollout is not None]
+        for name, rollout in rollouts:
+            breach = self._health_breach(name, rollout)
+            if breach:
+                self.abort(name, reason=breach, event="auto_rollback", trigger="health")
+            elif rollout.step_due(now) and name not in self._advancing:
+                self._advancing.add(name)
+                self._schedule(lambda name=name: self._advance(name))
+        self._release_due(now)
+
+    def _health_breach(self, model: str, rollout: Rollout) -> str | None:
+        limits = self._registry.config.models[model].health
+        snap = self._health.snapshot(model, rollout.target, limits.window_seconds)
+        if snap.requests < limits.min_requests:
+            return None
+        if snap.error_rate > limits.max_error_rate:
+            return f"error rate {snap.error_rate:.1%} over {snap.requests} requests > max_error_rate {limits.max_error_rate:.1%}"
+        if limits.max_p95_ms is not None and snap.p95_ms is not None and snap.p95_ms > limits.max_p95_ms:
+            return f"p95 latency {snap.p95_ms:.1f} ms > max_p95_ms {limits.max_p95_ms:.1f} ms"
+        return None
+
+    def _advance(self, model: str) -> None:
+        """One gradual step, gated on quality (runs on the loading thread)."""
+        try:
+            with self._lock:
+                route = self._routes.get(model)
+                rollout = route.rollout if route else None
+            if rollout is None:
+                return
+            gate = self._registry.config.models[model].health.min_agreement
+            if gate is not None:
+                mean, _ = agreement(self._registry.get(model, rollout.source), self._registry.get(model, rollout.target))
+                if mean < gate:
+                    self.abort(model, reason=f"agreement {mean:.4f} with {rollout.source} < min_agreement {gate}", event="auto_rollback", trigger="health")
+                    return
+            with self._lock:
+                if route.rollout is not rollout:
+                    return
+                nxt = rollout.next_share()
+                if nxt is None or nxt >= 100:
+                    self._complete(model, route, rollout.target)
+                    event, share = "rollout_complete", 100.0
+                else:
+                    rollout.share, rollout.step_started, rollout.step_served = nxt, time.monotonic(), 0
+                    event, share = "rollout_step", nxt
+            self._persist()
+            self._audit.record(event, model=model, **{"from": rollout.source}, to=rollout.target, strategy="gradual", trigger="schedule", outcome="done", share=share)
+        except HotswapError as exc:
+            self.abort(model, reason=f"step failed: {exc.message}", event="auto_rollback", trigger="health")
+        finally:
+            self._advancing.discard(model)
+
+    def _release_due(self, now: float) -> None:
+        due = [item for item in self._releases if item[0] <= now]
+        if not due:
+            return
+        self._releases = [item for item in self._releases if item[0] > now]
+        for _, model, version in due:
+            with self._lock:
+                route = self._routes.get(model)
+                serving = route.serving() if route else set()
+            if version not in serving:
+                self._registry.unload(model, version, "release")
+
+    # -- reporting ------------------------------------------------------------------------
+    def describe(self, model: str) -> dict[str, Any]:
+        with self._lock:
+            route = self._routes[model]
+            rollout = route.rollout
+            data: dict[str, Any] = {"active": route.active, "previous": route.previous, "rollout": None}
+        if rollout is not None:
+            window = self._registry.config.models[model].health.window_seconds
+            data["rollout"] = {
+                **rollout.to_dict(),
+                "health": {
+                    rollout.source: self._health.snapshot(model, rollout.source, window).as_dict(),
+                    rollout.target: self._health.snapshot(model, rollout.target, window).as_dict(),
+                },
+            }
+        return data
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return sorted(self._routes)
