@@ -46,3 +46,11 @@ def path(ctx: typer.Context) -> None:
     origin = {"commandline": "--config", "environment": CONFIG_ENV}.get(settings.config_origin, "default")
     state = "exists" if target.exists() else "missing: the built-in default model is served"
     typer.echo(f"{target}  ({origin}; {state})")
+
+
+@app.command()
+def reload(ctx: typer.Context) -> None:
+    """Make the daemon re-read its config now (as SIGHUP does); a bad file changes nothing."""
+    result = ctx.obj.client().reload_config()
+    parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
+    typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))

@@ -9,7 +9,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from hotswapd.client import Client
+from hotswapd.client import EncodeResult
 
 from hotswap_cli.formats import WRITERS, Writer
 from hotswap_cli.settings import Settings
@@ -42,6 +42,8 @@ def encode(
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.json,
     no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Return vectors without L2 normalisation.")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Texts per request when reading stdin.")] = STDIN_CHUNK,
+    key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Reading stdin, follow the active version instead of pinning the first chunk's.")] = False,
 ) -> None:
     """Embed texts with a model served by the daemon."""
     settings: Settings = ctx.obj
@@ -50,16 +52,15 @@ def encode(
     out = sys.stdout.buffer
     writer: Writer = WRITERS[fmt.value](out)
     if texts and texts != ["-"]:
-        writer.write(client.encode(texts, model, normalize=normalize))
+        writer.write(client.encode(texts, model, normalize=normalize, key=key))
         writer.finish()
         out.flush()
         return
-    _encode_stdin(client, writer, model, normalize, chunk_size)
+    _encode_stdin(writer, client.encode_stream(read_lines(sys.stdin.buffer, chunk_size), model, normalize=normalize, key=key, pin=not follow))
     out.flush()
 
 
-def _encode_stdin(client: Client, writer: Writer, model: str | None, normalize: bool | None, chunk_size: int) -> None:
-    results = client.encode_stream(read_lines(sys.stdin.buffer, chunk_size), model, normalize=normalize)
+def _encode_stdin(writer: Writer, results: Iterator[EncodeResult]) -> None:
     if not sys.stderr.isatty():
         for result in results:
             writer.write(result)

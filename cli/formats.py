@@ -38,7 +38,7 @@ class JsonWriter:
     def write(self, result: EncodeResult) -> None:
         rows = result.rows()
         if not self._started:
-            head = {"model": result.model, "version": result.version, "dim": result.dim}
+            head = {"model": result.model, "version": result.version, "fingerprint": result.fingerprint, "dim": result.dim}
             self._out.write((json.dumps(head)[:-1] + ', "embeddings": [').encode())
             self._started = True
         else:
@@ -47,7 +47,7 @@ class JsonWriter:
 
     def finish(self) -> None:
         if not self._started:
-            self._out.write(b'{"model": null, "version": null, "dim": 0, "embeddings": [')
+            self._out.write(b'{"model": null, "version": null, "fingerprint": null, "dim": 0, "embeddings": [')
         self._out.write(b"]}\n")
 
 
@@ -59,7 +59,10 @@ class JsonlWriter:
         self._index = 0
 
     def write(self, result: EncodeResult) -> None:
-        prefix = f'"model": {json.dumps(result.model)}, "version": {json.dumps(result.version)}, "embedding": '
+        prefix = (
+            f'"model": {json.dumps(result.model)}, "version": {json.dumps(result.version)}, '
+            f'"fingerprint": {json.dumps(result.fingerprint)}, "embedding": '
+        )
         lines = []
         for row in result.rows():
             lines.append(f'{{"index": {self._index}, {prefix}{_vector_json(row)}}}\n')

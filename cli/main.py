@@ -15,7 +15,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import config, daemon, encode, models
+from hotswap_cli import compare, config, daemon, encode, models, switching
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -30,6 +30,11 @@ app.command()(models.models)
 app.command()(models.preload)
 app.command()(models.evict)
 app.command()(models.status)
+app.command()(switching.switch)
+app.command()(switching.rollback)
+app.command()(switching.history)
+app.command()(compare.compare)
+app.command()(models.metrics)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
 

@@ -72,6 +72,11 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     show_status(info)
 
 
+def metrics(ctx: typer.Context) -> None:
+    """Print the daemon's Prometheus metrics (text exposition format)."""
+    typer.echo(ctx.obj.client().metrics(), nl=False)
+
+
 def show_status(info: dict[str, Any]) -> None:
     rows = [
         ["pid", str(info["pid"])],
@@ -80,11 +85,19 @@ def show_status(info: dict[str, Any]) -> None:
         ["socket", info["socket"]],
         ["config", info["config_path"] or "built-in default"],
         ["default model", info.get("default_model") or "-"],
+        ["active", ", ".join(f"{m}@{v}" for m, v in sorted(info.get("active", {}).items())) or "-"],
         ["loaded", ", ".join(info["loaded"]) or "none"],
         ["requests in flight", str(info["in_flight"])],
         ["memory (RSS)", human_bytes(info["rss_bytes"])],
         ["memory (models)", human_bytes(info["models_memory_bytes"])],
     ]
+    for model, rollout in sorted(info.get("rollouts", {}).items()):
+        health = rollout["health"][rollout["target"]]
+        rows.append([
+            f"rollout {model}",
+            f"{rollout['strategy']} {rollout['source']} -> {rollout['target']} at {rollout['share']:g}%; "
+            f"{rollout['target']}: {health['requests']} req, {health['error_rate']:.1%} errors, p95 {health['p95_ms'] or '-'} ms",
+        ])
     if info.get("config_error"):
         rows.append(["config error", info["config_error"]])
     print_table(f"hotswapd {info['version']}", ["", ""], rows, header=False)

@@ -21,6 +21,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, Path]:
+    """Versions for switching tests: v1 (= tiny_model), v2 (other weights, same space),
+    wide (48-dim: another space) and rigged (fails on texts over 20 tokens)."""
+    root = tmp_path_factory.mktemp("versions")
+    return {
+        "v1": tiny_model,
+        "v2": build_tiny_model(root / "v2", seed=1),
+        "wide": build_tiny_model(root / "wide", seed=2, hidden=48),
+        "rigged": build_tiny_model(root / "rigged", seed=3, max_positions=20),
+    }
+
+
+@pytest.fixture(scope="session")
 def shared_config(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     workdir = tmp_path_factory.mktemp("shared")
     return write_config(

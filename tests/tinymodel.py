@@ -20,7 +20,9 @@ def minilm_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32) -> Path:
+def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32, max_positions: int = 512) -> Path:
+    """A tiny model; with a small ``max_positions`` it fails on texts longer than that many
+    tokens (a real broken model, for the health tests)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
@@ -37,7 +39,7 @@ def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=hidden * 2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
     )
     BertModel(config).save_pretrained(hf_dir)
     transformer = models.Transformer(str(hf_dir), max_seq_length=128)

@@ -10,29 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hotswapd.probe import PROBE_TEXTS
+
 if TYPE_CHECKING:
     from hotswapd.daemon.registry import LoadedVersion
-
-# Fixed, varied probe texts: news, questions, code-ish, short and long, non-English.
-PROBE_TEXTS = [
-    "The central bank raised interest rates by a quarter point on Wednesday.",
-    "How do I reset my password if I no longer have access to my email?",
-    "A quick brown fox jumps over the lazy dog.",
-    "Shares in the carmaker fell sharply after it cut its sales forecast for the year.",
-    "def add(a, b): return a + b",
-    "The striker scored twice in the second half to secure the title.",
-    "Heavy rain is expected across the north of the country this weekend.",
-    "What is the capital of Australia?",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "Researchers found the new battery lasts twice as long as current designs.",
-    "I loved this film, the acting was superb and the music was haunting.",
-    "Terrible service, the food arrived cold and the waiter was rude.",
-    "The government announced a new plan to build affordable housing in cities.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "Please find attached the invoice for last month's consulting work.",
-    "The museum reopens next week with an exhibition of early photography.",
-]
-
 
 def describe_space(loaded: LoadedVersion) -> dict[str, Any]:
     """What defines a version's vector space, as far as its backend can tell."""

@@ -1,0 +1,110 @@
+"""``hs switch``, ``hs rollback``, ``hs history``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from hotswap_cli.output import print_json, print_table
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _parse_steps(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("expected comma-separated percentages, e.g. 10,25,50,100", param_hint="'--steps'") from None
+
+
+def switch(
+    ctx: typer.Context,
+    target: Annotated[list[str] | None, typer.Argument(help="[MODEL] VERSION (MODEL may be left out when a default model is set).", metavar="[MODEL] VERSION")] = None,
+    canary: Annotated[float | None, typer.Option(help="Send this percent of requests to VERSION; promote later with a plain switch.", min=0.01, max=100)] = None,
+    split: Annotated[float | None, typer.Option(help="A/B: send this percent of requests to VERSION until promoted or aborted.", min=0.01, max=100)] = None,
+    gradual: Annotated[bool, typer.Option("--gradual", help="Step the share up on a schedule (--steps), each step gated on health.")] = False,
+    steps: Annotated[str | None, typer.Option(help="Gradual steps in percent, e.g. 10,25,50,100.")] = None,
+    step_seconds: Annotated[float | None, typer.Option(help="Seconds between gradual steps.", min=0.001)] = None,
+    step_requests: Annotated[int | None, typer.Option(help="Requests to the new version between gradual steps.", min=1)] = None,
+    sticky_key: Annotated[bool, typer.Option("--sticky-key", help="Requests with the same --key always land on the same side.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Switch even if the versions' embedding spaces differ.")] = False,
+    abort: Annotated[bool, typer.Option("--abort", help="End the rollout in progress; all traffic back to the old version.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make VERSION active (loaded and warmed first), or roll it out gradually."""
+    target = target or []
+    client = ctx.obj.client()
+    if abort:
+        if len(target) > 1:
+            raise typer.BadParameter("--abort takes at most MODEL", param_hint="[MODEL]")
+        _show(client.abort_rollout(target[0] if target else None), as_json)
+        return
+    if not 1 <= len(target) <= 2:
+        raise typer.BadParameter("give VERSION or MODEL VERSION", param_hint="[MODEL] VERSION")
+    model, version = (None, target[0]) if len(target) == 1 else (target[0], target[1])
+    chosen = [name for name, on in (("canary", canary is not None), ("split", split is not None), ("gradual", gradual)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --canary, --split, --gradual")
+    strategy = chosen[0] if chosen else "immediate"
+    options: dict[str, Any] = {"force": force}
+    share = canary if canary is not None else split
+    for key, value in (("share", share), ("steps", _parse_steps(steps)), ("step_seconds", step_seconds), ("step_requests", step_requests)):
+        if value is not None:
+            options[key] = value
+    if sticky_key:
+        options["sticky"] = True
+    _show(client.switch(model, version, strategy, **options), as_json)
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    model, old, new, outcome = result["model"], result["from"], result["to"], result["outcome"]
+    if outcome == "unchanged":
+        typer.echo(f"{model}: {new} is already active")
+    elif outcome == "aborted":
+        typer.echo(f"{model}: rollout of {old} aborted; all traffic on {new}")
+    elif outcome == "started":
+        typer.echo(f"{model}: {result['strategy']} rollout of {new} started (from {old}); see `hs status`")
+    else:
+        forced = " (forced)" if result.get("forced") else ""
+        typer.echo(f"{model}: {old} -> {new}{forced}")
+
+
+def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(help="Model (default: the default model).")] = None, as_json: JsonFlag = False) -> None:
+    """Return to the previous active version, or end a rollout in progress."""
+    _show(ctx.obj.client().rollback(model), as_json)
+
+
+def history(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest last.", min=1)] = 50,
+    all_events: Annotated[bool, typer.Option("--all", help="Also loads, unloads and config reloads.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Switches, rollbacks and rollouts: when, from, to, how, why, and how it ended."""
+    entries = ctx.obj.client().history(model, limit=limit, all_events=all_events)
+    if as_json:
+        print_json(entries)
+        return
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["ts"])),
+            entry.get("model", "-"),
+            entry["event"],
+            entry.get("from", entry.get("version", "-")),
+            entry.get("to", "-"),
+            entry.get("strategy", "-") + (" (forced)" if entry.get("forced") else ""),
+            entry.get("trigger", "-"),
+            entry.get("outcome", "-"),
+            entry.get("reason", ""),
+        ]
+        for entry in entries
+    ]
+    print_table("history", ["when", "model", "event", "from", "to", "strategy", "trigger", "outcome", "reason"], rows)
