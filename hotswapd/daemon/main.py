@@ -48,7 +48,11 @@ def configure_logging(level: str) -> None:
     # No timestamps when journald is capturing us: it stamps every line itself.
     under_journald = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # --log-level debug is for hotswapd's own messages: libraries at debug log on every
+    # encode, which floods the log and costs more than the inference of a small model.
+    chosen = logging.getLevelName(level.upper())
+    logging.basicConfig(level=max(chosen, logging.INFO), format=fmt, stream=sys.stderr, force=True)
+    logging.getLogger("hotswapd").setLevel(chosen)
 
 
 def config_may_be_missing(explicit: str | None) -> bool:

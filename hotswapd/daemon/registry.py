@@ -40,6 +40,7 @@ class LoadedVersion:
     load_seconds: float
     memory_bytes: int
     last_used: float = field(default_factory=time.time)
+    warmed: bool = False
 
 
 @dataclass

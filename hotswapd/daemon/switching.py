@@ -51,6 +51,7 @@ class SwitchRequest:
     force: bool = False
     trigger: str = "cli"
     event: str = "switch"
+    check_space: bool = True
 
 
 class Switchboard:
@@ -141,7 +142,7 @@ class Switchboard:
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
         try:
             target = self._prepare(request.model, request.target)
-            if not promoting and not request.force:
+            if not promoting and not request.force and request.check_space:
                 self._check_compatible(self._registry.get(request.model, current), target)
         except HotswapError as exc:
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message)
@@ -167,8 +168,10 @@ class Switchboard:
         return model_cfg
 
     def _prepare(self, model: str, version: str) -> LoadedVersion:
-        """Load and warm up a version before any traffic can reach it."""
+        """Load and warm up a version before any traffic can reach it (once per load)."""
         loaded = self._registry.get(model, version)
+        if loaded.warmed:
+            return loaded
         import numpy as np
 
         try:
@@ -177,6 +180,7 @@ class Switchboard:
             raise ModelLoadError(f"warm-up of {model}@{version} failed: {type(exc).__name__}: {exc}") from exc
         if vectors.shape[0] != len(WARM_UP_TEXTS) or not np.isfinite(vectors).all():
             raise ModelLoadError(f"warm-up of {model}@{version} returned unusable vectors (shape {vectors.shape})")
+        loaded.warmed = True
         return loaded
 
     def _check_compatible(self, current: LoadedVersion, target: LoadedVersion) -> None:
@@ -241,7 +245,7 @@ class Switchboard:
             raise NothingToRollBack(f"{model} has no previous version to roll back to")
         # Going back to what served before needs no compatibility check: it is the space
         # the callers' data was built in before the switch.
-        return self.switch(SwitchRequest(model, previous, force=True, trigger=trigger, event="rollback"))
+        return self.switch(SwitchRequest(model, previous, trigger=trigger, event="rollback", check_space=False))
 
     def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli") -> dict[str, Any]:
         """End a rollout; all traffic returns to its source version."""
