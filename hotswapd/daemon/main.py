@@ -76,11 +76,11 @@ class Daemon:
         self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
         self.registry = Registry(config, on_event=self.audit.record)
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
-        self.switchboard = Switchboard(
-            self.registry, self.health, self.audit, StateFile(state_dir / "state.json"), schedule=self._submit_loading
-        )
+        statefile = StateFile(state_dir / "state.json")
+        saved = statefile.load()  # before adopt_config, which writes the file
+        self.switchboard = Switchboard(self.registry, self.health, self.audit, statefile, schedule=self._submit_loading)
         self.switchboard.adopt_config(config)
-        self.switchboard.restore(StateFile(state_dir / "state.json").load(), config)
+        self.switchboard.restore(saved, config)
         self.metrics.watch(self.registry, self.switchboard)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload)

@@ -121,6 +121,7 @@ class Switchboard:
                     if {rollout.source, rollout.target} <= set(model.versions):
                         route.rollout = rollout
                 log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
+        self._persist()
 
     def _persist(self) -> None:
         with self._lock:
