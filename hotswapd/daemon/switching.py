@@ -148,6 +148,8 @@ class Switchboard:
         except HotswapError as exc:
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message)
             raise
+        # State, state file and audit entry change together, so `hs history` never lags
+        # behind what `hs status` shows.
         with self._lock:
             if request.strategy == "immediate":
                 self._complete(request.model, route, request.target)
@@ -156,10 +158,10 @@ class Switchboard:
                 route.rollout = self._new_rollout(request, model_cfg, current)
                 self._health.forget(request.model, request.target)
                 outcome = "started"
-        self._persist()
-        self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
-                           trigger=request.trigger, outcome=outcome, forced=request.force or None,
-                           share=route.rollout.share if route.rollout else None)
+            self._persist()
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
+                               trigger=request.trigger, outcome=outcome, forced=request.force or None,
+                               share=route.rollout.share if route.rollout else None)
         return self._summary(request, current, outcome)
 
     def _model_config(self, model: str) -> ModelConfig:
@@ -258,8 +260,8 @@ class Switchboard:
                 raise NothingToRollBack(f"{model} has no rollout in progress")
             route.rollout = None
             route.active = rollout.source
-        self._persist()
-        self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason)
+            self._persist()
+            self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
         return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason}
 
@@ -315,8 +317,8 @@ class Switchboard:
                 else:
                     rollout.share, rollout.step_started, rollout.step_served = nxt, time.monotonic(), 0
                     event, share = "rollout_step", nxt
-            self._persist()
-            self._audit.record(event, model=model, **{"from": rollout.source}, to=rollout.target, strategy="gradual", trigger="schedule", outcome="done", share=share)
+                self._persist()
+                self._audit.record(event, model=model, **{"from": rollout.source}, to=rollout.target, strategy="gradual", trigger="schedule", outcome="done", share=share)
         except HotswapError as exc:
             self.abort(model, reason=f"step failed: {exc.message}", event="auto_rollback", trigger="health")
         finally:
