@@ -12,9 +12,9 @@ round so machine drift hits them alike. Target: p99 while switching <= 1.05x ste
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +34,9 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-def switcher(endpoint: str, phase: str, stop: threading.Event, every: float, counter: list[int]) -> None:
+def switcher(endpoint: str, phase: str, stop: multiprocessing.synchronize.Event, every: float, counter: multiprocessing.sharedctypes.Synchronized) -> None:  # type: ignore[name-defined]
+    """Runs in its own process, as `hs switch` would: it must not share the measuring
+    client's GIL, or the benchmark measures its own thread switching."""
     with Client(endpoint, timeout=60) as client:
         flip = 0
         while not stop.wait(every):
@@ -49,14 +51,15 @@ def switcher(endpoint: str, phase: str, stop: threading.Event, every: float, cou
         if phase == "canary" and flip % 2 == 1:
             client.abort_rollout("m")
         client.switch("m", "v1")
-        counter[0] += flip
+        counter.value += flip
 
 
-def run_phase(endpoint: str, phase: str, texts: list[str], every: float, counter: list[int]) -> list[float]:
-    stop = threading.Event()
-    thread = threading.Thread(target=switcher, args=(endpoint, phase, stop, every, counter)) if phase != "steady" else None
-    if thread:
-        thread.start()
+def run_phase(endpoint: str, phase: str, texts: list[str], every: float, counter: multiprocessing.sharedctypes.Synchronized) -> list[float]:  # type: ignore[name-defined]
+    stop = multiprocessing.Event()
+    process = multiprocessing.Process(target=switcher, args=(endpoint, phase, stop, every, counter)) if phase != "steady" else None
+    if process:
+        process.start()
+        time.sleep(0.2)  # let it connect before the clock starts
     latencies = []
     with Client(endpoint, timeout=60) as client:
         for text in texts:
@@ -64,8 +67,8 @@ def run_phase(endpoint: str, phase: str, texts: list[str], every: float, counter
             client.encode([text], "m")
             latencies.append((time.perf_counter() - t) * 1000)
     stop.set()
-    if thread:
-        thread.join()
+    if process:
+        process.join()
     return latencies
 
 
@@ -86,7 +89,7 @@ def main() -> None:
     )
     daemon = start_daemon(config, workdir, extra_env={"XDG_STATE_HOME": str(workdir / "state")})
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    switches = {phase: [0] for phase in PHASES}
+    switches = {phase: multiprocessing.Value("i", 0) for phase in PHASES}
     try:
         with daemon.client() as client:
             wait_ready(client)
@@ -103,7 +106,7 @@ def main() -> None:
     report(samples, switches)
 
 
-def report(samples: dict[str, list[float]], switches: dict[str, list[int]]) -> None:
+def report(samples: dict[str, list[float]], switches: dict[str, multiprocessing.sharedctypes.Synchronized]) -> None:  # type: ignore[name-defined]
     from rich.console import Console
     from rich.table import Table
 
@@ -114,10 +117,13 @@ def report(samples: dict[str, list[float]], switches: dict[str, list[int]]) -> N
     for phase in PHASES:
         values = samples[phase]
         ratio = percentile(values, 99) / steady_p99
-        table.add_row(phase, str(len(values)), str(switches[phase][0]), f"{percentile(values, 50):.2f}", f"{percentile(values, 95):.2f}",
+        table.add_row(phase, str(len(values)), str(switches[phase].value), f"{percentile(values, 50):.2f}", f"{percentile(values, 95):.2f}",
                       f"{percentile(values, 99):.2f}", f"{max(values):.2f}", f"{ratio:.3f}" + ("" if phase == "steady" else (" ok" if ratio <= 1.05 else " OVER 1.05")))
     Console().print(table)
 
 
 if __name__ == "__main__":
+    import multiprocessing.sharedctypes  # noqa: F401 - for the annotations above
+    import multiprocessing.synchronize  # noqa: F401
+
     main()
