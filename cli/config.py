@@ -17,7 +17,7 @@ def validate(
     ctx: typer.Context,
     path: Annotated[Path | None, typer.Argument(help="Config file (default: the one the daemon reads).")] = None,
 ) -> None:
-    """Check a config file: TOML syntax, schema, and that every source exists."""
+    """Check a config file: TOML syntax, schema, and that every source and embeddings file exists."""
     # Imported here: pydantic is needed by this command only.
     from hotswapd.config import load_config
     from hotswapd.errors import ConfigError, ModelLoadError
@@ -32,6 +32,8 @@ def validate(
                 resolve_source(spec.source, config.base_dir)
             except ModelLoadError as exc:
                 problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
+            if spec.embeddings_path and not (config.base_dir / spec.embeddings_path).exists():
+                problems.append(f"models.{name}.versions.{version}.embeddings_path: {spec.embeddings_path} does not exist")
     if problems:
         raise ConfigError(f"{target}: " + "; ".join(problems))
     versions = sum(len(model.versions) for model in config.models.values())

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hotswapd import Client
 from hotswapd.errors import DaemonNotRunning, DaemonTimeout
@@ -96,3 +98,15 @@ def wait_ready(client: Client, wait: float = 120.0) -> dict[str, object]:
             return status
         time.sleep(0.1)
     raise RuntimeError("daemon never became ready")
+
+
+def wait_for(probe: Callable[[], Any], condition: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+    """Poll ``probe`` until ``condition`` holds for its value; return that value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = probe()
+        if condition(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met; last value {value!r}")

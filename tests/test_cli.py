@@ -130,6 +130,11 @@ def test_config_validate_and_path(tmp_path, shared_config) -> None:
     done = run_hs("config", "validate", str(missing))
     assert done.returncode == 2 and b"/does/not/exist does not exist" in done.stderr
 
+    no_index = tmp_path / "no-index.toml"
+    no_index.write_text(shared_config.read_text().replace('preload = true\nnormalize = true', 'preload = true\nembeddings_path = "index.npy"'))
+    done = run_hs("config", "validate", str(no_index))
+    assert done.returncode == 2 and b"models.tiny.versions.v1.embeddings_path: index.npy does not exist" in done.stderr
+
     path = run_hs("config", "path", env={"HOTSWAPD_CONFIG": str(broken)})
     assert path.stdout.decode().startswith(f"{broken}  (HOTSWAPD_CONFIG; exists)")
 

@@ -17,7 +17,7 @@ import pytest
 from hotswapd import Client
 from hotswapd.errors import ModelLoadError
 from tests.conftest import run_hs
-from tests.daemons import REPO, daemon_env, short_socket_dir, start_daemon, wait_ready, write_config
+from tests.daemons import REPO, daemon_env, short_socket_dir, start_daemon, wait_for, wait_ready, write_config
 
 
 def tiny_config(path: Path, tiny_model: Path, *, preload: bool = False, extra: str = "") -> Path:
@@ -181,27 +181,17 @@ def test_sighup_reload_rejects_a_bad_config_and_applies_the_next_good_one(tmp_pa
             before = client.encode(["stable"]).embeddings.copy()
             config.write_text("[models.tiny]\nactive = 'v9'\n")
             daemon.process.send_signal(signal.SIGHUP)
-            status = _wait_for(lambda: client.status(), lambda s: s["config_error"])
+            status = wait_for(lambda: client.status(), lambda s: s["config_error"])
             assert status["config_error"] == f"{config}: models.tiny.versions: Field required"
             np.testing.assert_array_equal(client.encode(["stable"]).embeddings, before)
 
             config.write_text(good_text.replace("models.tiny", "models.tiny2") + good_text)
             daemon.process.send_signal(signal.SIGHUP)
-            _wait_for(lambda: client.models(), lambda rows: len(rows) == 2)
+            wait_for(lambda: client.models(), lambda rows: len(rows) == 2)
             assert client.status()["config_error"] is None
             assert client.encode(["x"], model="tiny2").dim == 32
     finally:
         assert daemon.stop() == 0
-
-
-def _wait_for(probe, condition, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if condition(value):
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met; last value {value!r}")
 
 
 def test_systemd_notify_ready_and_stopping(tmp_path: Path, tiny_model: Path) -> None:

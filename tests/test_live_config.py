@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hotswapd import Client
 from hotswapd.errors import ConfigError
 from tests.conftest import run_hs
-from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+from tests.daemons import RunningDaemon, start_daemon, wait_for, wait_ready, write_config
 
 
 def config_text(paths: dict[str, Path], active: str, versions: tuple[str, ...] = ("v1", "v2"), extra_model: bool = False) -> str:
@@ -23,17 +22,6 @@ def config_text(paths: dict[str, Path], active: str, versions: tuple[str, ...] =
     if extra_model:
         text += f'[models.extra]\nactive = "v1"\n[models.extra.versions.v1]\nsource = "{paths["v1"]}"\n'
     return text
-
-
-def wait_for(probe: Callable[[], Any], condition: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if condition(value):
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met; last value {value!r}")
 
 
 @pytest.fixture(scope="module")
