@@ -3,7 +3,8 @@
     python bench/bench_core.py [--sentences 5000] [--latency-requests 300] [--runs 20]
 
 Everything is measured in one run on one machine, and compared as ratios:
-  throughput  daemon (client, 256-text requests, 4 in flight) / in-process model.encode
+  throughput  daemon (client, 256-text requests, 4 in flight) / in-process model.encode,
+              alternating round by round
   latency     single-text p50/p99 through the client vs in-process model.encode([text])
   start-up    `hs encode "x" -f json` (warm daemon) vs `python -c "import typer, zmq"`
 Targets: throughput ratio >= 0.95; hs encode <= 1.5x the typer+zmq import.
@@ -37,45 +38,48 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-def in_process(texts: list[str], latency_texts: list[str]) -> dict[str, float]:
+def load_in_process() -> tuple[object, float, float]:
     started = time.perf_counter()
     from sentence_transformers import SentenceTransformer
 
     imported = time.perf_counter()
     model = SentenceTransformer(str(minilm_dir()), device="cpu")
-    loaded = time.perf_counter()
-    model.encode(texts[:64], batch_size=BATCH)  # warm-up
-    t0 = time.perf_counter()
-    model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
-    seconds = time.perf_counter() - t0
-    latencies = []
-    for text in latency_texts:
-        t = time.perf_counter()
-        model.encode([text], normalize_embeddings=True)
-        latencies.append((time.perf_counter() - t) * 1000)
-    return {
-        "import_s": imported - started,
-        "load_s": loaded - imported,
-        "sent_per_s": len(texts) / seconds,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-    }
+    return model, imported - started, time.perf_counter() - imported
 
 
-def through_daemon(endpoint: str, texts: list[str], latency_texts: list[str]) -> dict[str, float]:
+def interleaved(model: object, endpoint: str, texts: list[str], latency_texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
+    """Both paths, alternating round by round over the same texts, so that the drift of a
+    shared machine hits them alike (in-process and daemon are never busy at once)."""
+    seconds = {"in_process": 0.0, "daemon": 0.0}
+    latencies: dict[str, list[float]] = {"in_process": [], "daemon": []}
+    per_round = max(1, len(texts) // rounds)
     with Client(endpoint, timeout=600) as client:
-        client.encode(texts[:64])  # warm-up
-        chunks = [texts[i : i + 256] for i in range(0, len(texts), 256)]
-        t0 = time.perf_counter()
-        count = sum(result.count for result in client.encode_stream(chunks))
-        seconds = time.perf_counter() - t0
-        latencies = []
+        model.encode(texts[:64], batch_size=BATCH)  # type: ignore[attr-defined]
+        client.encode(texts[:64])
+        for start in range(0, len(texts), per_round):
+            part = texts[start : start + per_round]
+            t0 = time.perf_counter()
+            model.encode(part, batch_size=BATCH, normalize_embeddings=True)  # type: ignore[attr-defined]
+            seconds["in_process"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in client.encode_stream([part[i : i + 256] for i in range(0, len(part), 256)]):
+                pass
+            seconds["daemon"] += time.perf_counter() - t0
         for text in latency_texts:
             t = time.perf_counter()
+            model.encode([text], normalize_embeddings=True)  # type: ignore[attr-defined]
+            latencies["in_process"].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
             client.encode([text])
-            latencies.append((time.perf_counter() - t) * 1000)
-    assert count == len(texts)
-    return {"sent_per_s": count / seconds, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+            latencies["daemon"].append((time.perf_counter() - t) * 1000)
+    return {
+        path: {
+            "sent_per_s": len(texts) / seconds[path],
+            "p50_ms": percentile(latencies[path], 50),
+            "p99_ms": percentile(latencies[path], 99),
+        }
+        for path in seconds
+    }
 
 
 def wall_ms(command: list[str], runs: int, env: dict[str, str]) -> float:
@@ -145,6 +149,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=5000)
     parser.add_argument("--latency-requests", type=int, default=300)
     parser.add_argument("--runs", type=int, default=20, help="process start-up samples per command")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two throughput paths")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -159,16 +164,16 @@ def main() -> None:
         f'[models.minilm]\nactive = "v1"\n[models.minilm.versions.v1]\nsource = "{minilm_dir()}"\n'
         f"device = \"cpu\"\npreload = true\nbatch_size = {BATCH}\n",
     )
+    model, import_s, load_s = load_in_process()
     daemon = start_daemon(config, workdir)
     try:
         with daemon.client() as client:
             wait_ready(client)
-        results = {"sentences": len(texts), "daemon": through_daemon(daemon.endpoint, texts, latency_texts)}
+        results: dict = {"sentences": len(texts), **interleaved(model, daemon.endpoint, texts, latency_texts, args.rounds)}
+        results["in_process"].update(import_s=import_s, load_s=load_s)
         results["startup"] = startup(daemon.endpoint, args.runs)
     finally:
         daemon.stop()
-    # In-process last, so its ~0.5 GB model is not resident while the daemon is measured.
-    results["in_process"] = in_process(texts, latency_texts)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
