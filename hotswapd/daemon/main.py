@@ -85,7 +85,9 @@ class Daemon:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload)
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state)
-        self._watcher = ConfigWatcher(config_path, config.daemon.watch_debounce_seconds) if config.path else None
+        # Watched even while absent: a config file created later is picked up. A deleted
+        # file is never "applied" (the watcher ignores a missing file).
+        self._watcher = ConfigWatcher(config_path, config.daemon.watch_debounce_seconds)
 
     def _submit_loading(self, work: Callable[[], None]) -> None:
         self._router.submit_loading(work)
@@ -102,15 +104,13 @@ class Daemon:
                 sock_path.unlink()
             self._router.bind()
             self._serve_metrics()
-            if self._watcher is not None:
-                self._watcher.start()
+            self._watcher.start()
             self._install_signal_handlers()
             self._router.submit_loading(self._preload_then_ready)
             self._router.serve(self._stop, self._on_tick, self._drain_seconds)
             systemd.notify("STOPPING=1")
         finally:
-            if self._watcher is not None:
-                self._watcher.stop()
+            self._watcher.stop()
             self._router.close()
             self.registry.close()
             self._context.term()
@@ -158,7 +158,7 @@ class Daemon:
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self._reload_quietly("signal")
-        elif self._watcher is not None and self._watcher.due():
+        elif self._watcher.due():
             self._reload_quietly("config edit")
         self.switchboard.tick()
 
@@ -180,8 +180,7 @@ class Daemon:
                 log.error("config rejected, keeping the running config: %s", exc.message)
                 raise
             finally:
-                if self._watcher is not None:
-                    self._watcher.mark_applied()
+                self._watcher.mark_applied()
             self.state.config_error = None
             return self._apply(config, trigger)
         finally:
