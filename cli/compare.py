@@ -1,6 +1,5 @@
 """``hs compare``: how different are two versions' vectors, and how fast is each?"""
 
-from __future__ import annotations
 
 import time
 from pathlib import Path

@@ -1,6 +1,5 @@
 """``hs config validate`` and ``hs config path``."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated

@@ -1,6 +1,5 @@
 """``hs daemon run | start | stop | status | unit``."""
 
-from __future__ import annotations
 
 import os
 import shutil

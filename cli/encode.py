@@ -1,6 +1,5 @@
 """``hs encode``: texts in, embeddings out."""
 
-from __future__ import annotations
 
 import sys
 from collections.abc import Iterator

@@ -1,6 +1,5 @@
 """``hs models``, ``hs preload``, ``hs evict``, ``hs status``."""
 
-from __future__ import annotations
 
 from typing import Annotated, Any
 

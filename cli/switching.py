@@ -1,6 +1,5 @@
 """``hs switch``, ``hs rollback``, ``hs history``."""
 
-from __future__ import annotations
 
 import time
 from typing import Annotated, Any
