@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Protocol
 
 from hotswapd.client import EncodeResult
 
-Format = Literal["json", "jsonl", "npy"]
 _float = "{:.9g}".format
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 60.0
 Text = str | bytes
+_Decoded = tuple[dict[str, Any], list[memoryview], bool]  # result-or-error, payload, ok
 
 
 class EncodeResult:
@@ -90,7 +91,7 @@ class Client:
         self._counter = 0
         self._prefix = f"{os.getpid():x}-{id(self) & 0xFFFF:x}-"
         self._outstanding: dict[str, str] = {}  # id -> op
-        self._early: dict[str, list[zmq.Frame]] = {}
+        self._early: dict[str, _Decoded] = {}  # replies that came before the one awaited
 
     # -- plumbing -----------------------------------------------------------------------
     def _connect(self) -> zmq.Socket[Any]:
@@ -123,17 +124,14 @@ class Client:
 
     def receive(self, request_id: str, timeout: float | None = None) -> tuple[dict[str, Any], list[memoryview]]:
         """Wait for the reply to ``request_id``; raise its typed error if it is one."""
-        frames = self._early.pop(request_id, None) or self._await(request_id, timeout)
-        op = self._outstanding.pop(request_id, "?")
-        try:
-            _, body, payload, ok = decode_reply([frame.buffer for frame in frames])
-        except ProtocolError as exc:
-            raise ProtocolError(f"bad reply to {op!r}: {exc.message}") from exc
+        reply = self._early.pop(request_id, None) or self._await(request_id, timeout)
+        self._outstanding.pop(request_id, None)
+        body, payload, ok = reply
         if not ok:
             raise error_from_wire(body["code"], body["message"])
         return body, payload
 
-    def _await(self, request_id: str, timeout: float | None) -> list[zmq.Frame]:
+    def _await(self, request_id: str, timeout: float | None) -> _Decoded:
         sock = self._connect()
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
@@ -144,11 +142,15 @@ class Client:
                     raise self._timeout_error(request_id, wait)
                 continue
             frames = sock.recv_multipart(copy=False)
-            reply_id = _peek_id(frames)
+            try:
+                reply_id, body, payload, ok = decode_reply([frame.buffer for frame in frames])
+            except ProtocolError as exc:
+                op = self._outstanding.get(request_id, "?")
+                raise ProtocolError(f"bad reply while waiting for {op!r}: {exc.message}") from exc
             if reply_id == request_id:
-                return frames
+                return body, payload, ok
             if reply_id in self._outstanding:
-                self._early[reply_id] = frames
+                self._early[reply_id] = (body, payload, ok)
             # Anything else answers a request we gave up on: drop it.
 
     def _timeout_error(self, request_id: str, waited: float) -> Exception:
@@ -263,13 +265,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _peek_id(frames: list[zmq.Frame]) -> str:
-    import json
-
-    try:
-        header = json.loads(frames[0].bytes)
-    except (ValueError, IndexError):
-        return ""
-    return header.get("id", "") if isinstance(header, dict) else ""
