@@ -1,7 +1,7 @@
 """``hs config validate`` and ``hs config path``."""
 
 
-from pathlib import Path
+import os
 from typing import Annotated
 
 import typer
@@ -14,21 +14,23 @@ app = typer.Typer(help="Check and locate the config file.", no_args_is_help=True
 @app.command()
 def validate(
     ctx: typer.Context,
-    path: Annotated[Path | None, typer.Argument(help="Config file (default: the one the daemon reads).")] = None,
+    path: Annotated[str | None, typer.Argument(help="Config file or ssm:/PARAMETER (default: the one the daemon reads).")] = None,
 ) -> None:
-    """Check a config file: TOML syntax, schema, and that every source and embeddings file exists."""
+    """Check a config: TOML syntax, schema, and that every source and embeddings file exists."""
     # Imported here: pydantic is needed by this command only.
-    from hotswapd.config import load_config
+    from hotswapd.config_origin import origin_for
     from hotswapd.errors import ConfigError, ModelLoadError
-    from hotswapd.sources import resolve_source
+    from hotswapd.sources import check_source
 
-    target = path or resolve_config_path(ctx.obj.config)
-    config = load_config(target)
+    spec = path or ctx.obj.config or os.environ.get(CONFIG_ENV)
+    origin = origin_for(spec, resolve_config_path(None), missing_ok=False)
+    config = origin.load()
+    target = origin.name
     problems = []
     for name, model in config.models.items():
         for version, spec in model.versions.items():
             try:
-                resolve_source(spec.source, config.base_dir)
+                check_source(spec.source, config.base_dir)
             except ModelLoadError as exc:
                 problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
             if spec.embeddings_path and not (config.base_dir / spec.embeddings_path).exists():
@@ -45,7 +47,10 @@ def path(ctx: typer.Context) -> None:
     settings = ctx.obj
     target = resolve_config_path(settings.config)
     origin = {"commandline": "--config", "environment": CONFIG_ENV}.get(settings.config_origin, "default")
-    state = "exists" if target.exists() else "missing: the built-in default model is served"
+    if str(settings.config or os.environ.get(CONFIG_ENV, "")).startswith("ssm:"):
+        target, state = settings.config or os.environ[CONFIG_ENV], "an SSM Parameter Store parameter, polled"
+    else:
+        state = "exists" if target.exists() else "missing: the built-in default model is served"
     typer.echo(f"{target}  ({origin}; {state})")
 
 

@@ -73,7 +73,7 @@ complete -c hs -n '__fish_seen_subcommand_from daemon && __fish_seen_subcommand_
 complete -c hs -n '__fish_seen_subcommand_from daemon && __fish_seen_subcommand_from status' -l help -d 'Show help and exit.'
 complete -c hs -n '__fish_seen_subcommand_from daemon && __fish_seen_subcommand_from unit' -l install -d 'Write it to the user\'s systemd directory.'
 complete -c hs -n '__fish_seen_subcommand_from daemon && __fish_seen_subcommand_from unit' -l help -d 'Show help and exit.'
-complete -c hs -n '__fish_seen_subcommand_from config && not __fish_seen_subcommand_from validate path reload' -a validate -d 'Check a config file: TOML syntax, schema, and that every...'
+complete -c hs -n '__fish_seen_subcommand_from config && not __fish_seen_subcommand_from validate path reload' -a validate -d 'Check a config: TOML syntax, schema, and that every...'
 complete -c hs -n '__fish_seen_subcommand_from config && not __fish_seen_subcommand_from validate path reload' -a path -d 'Print the config file the daemon reads, and where that...'
 complete -c hs -n '__fish_seen_subcommand_from config && not __fish_seen_subcommand_from validate path reload' -a reload -d 'Make the daemon re-read its config now (as SIGHUP does);...'
 complete -c hs -n '__fish_seen_subcommand_from config && not __fish_seen_subcommand_from validate path reload' -l help -d 'Show help and exit.'

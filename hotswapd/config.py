@@ -13,9 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
-from hotswapd.backends import backend_names
+from hotswapd.backends import backend_names, options_schema
 from hotswapd.errors import ConfigError
 from hotswapd.sources import parse_source
 
@@ -28,12 +28,26 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class NoOptions(_Frozen):
+    """The options of a backend that declares none."""
+
+
 class VersionConfig(_Frozen):
-    """One version of a model: which backend loads which files, with which options."""
+    """One version of a model: which backend loads which files, with which options.
+
+    Keys beyond the common ones below belong to the backend: they are checked against the
+    backend's ``Options`` model and reach it as :attr:`options`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     backend: str = "sentence-transformers"
     source: str
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # With device = "cuda" on a machine without a GPU: fail the load (None) or run on the CPU.
+    fallback: Literal["cpu"] | None = None
+    # Off unless a version opts in: a model directory's own Python code runs in the daemon.
+    trust_remote_code: bool = False
     normalize: bool = True
     preload: bool = False
     max_seq_length: PositiveInt | None = None
@@ -45,6 +59,8 @@ class VersionConfig(_Frozen):
     # quantised copy); a switch between them checks the claim on a probe set.
     compatible_with: str | None = None
     min_agreement: float = Field(default=0.98, ge=-1.0, le=1.0)
+    # The directory relative sources resolve against: the config file's (set by Config).
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @field_validator("backend")
     @classmethod
@@ -59,6 +75,35 @@ class VersionConfig(_Frozen):
     def _parsable_source(cls, value: str) -> str:
         parse_source(value)
         return value
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> VersionConfig:
+        self.options  # noqa: B018 -- validates the backend's own keys now, at config load
+        return self
+
+    @property
+    def options(self) -> BaseModel:
+        """The backend's own keys, validated by its ``Options`` model."""
+        extra = dict(self.model_extra or {})
+        try:
+            schema = options_schema(self.backend)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from exc
+        if schema is None:
+            if extra:
+                raise ValueError(f".{sorted(extra)[0]}: unknown key (backend {self.backend!r} takes no options of its own)")
+            return NoOptions()
+        try:
+            return schema.model_validate(extra)
+        except ValidationError as exc:
+            # Leading "." : the key path continues the version's (see _describe_validation_error).
+            raise ValueError(f".{_describe_validation_error(exc)} (backend {self.backend!r})") from exc
+
+    def resolve(self, source: str) -> Path:
+        """A source spelling (this version's or one of its options') as a local path."""
+        from hotswapd.sources import resolve_source
+
+        return resolve_source(source, self._base_dir)
 
 
 class RolloutConfig(_Frozen):
@@ -131,6 +176,8 @@ class DaemonConfig(_Frozen):
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)
     # Seconds of quiet after a config file change before it is applied (editors write in bursts).
     watch_debounce_seconds: float = Field(default=0.3, ge=0)
+    # How often a config held in SSM Parameter Store (--config ssm:/path) is re-read.
+    config_poll_seconds: float = Field(default=30.0, gt=0)
 
 
 class Config(_Frozen):
@@ -153,6 +200,9 @@ class Config(_Frozen):
         chosen = self.daemon.default_model
         if chosen is not None and chosen not in self.models:
             raise ValueError(f"daemon.default_model {chosen!r} is not a configured model")
+        for model in self.models.values():
+            for version in model.versions.values():
+                version._base_dir = self.base_dir
         return self
 
     @property
@@ -193,7 +243,7 @@ def _describe_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        problems.append(f"{key}: {message}")
+        problems.append(f"{key}{message}" if message.startswith(".") else f"{key}: {message}")
     shown = "; ".join(problems[:3])
     return shown + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 

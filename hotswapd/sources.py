@@ -6,6 +6,8 @@ Spellings accepted in ``source``:
 - ``package:DIST_MODULE/sub/dir``: a directory inside an installed Python package,
   found without importing the package
 - ``hf:ORG/NAME``: a Hugging Face hub id, resolved from the local HF cache only
+- ``s3://BUCKET/PREFIX``: objects in S3, downloaded once into the platformdirs cache dir
+  (see :mod:`hotswapd.s3`)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 
 from hotswapd.errors import ModelLoadError
 
-SourceKind = Literal["path", "package", "hf"]
+SourceKind = Literal["path", "package", "hf", "s3"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ def parse_source(value: str) -> Source:
         if repo.count("/") > 1 or not repo:
             raise ValueError(f"source {value!r}: expected hf:ORG/NAME")
         return Source("hf", repo)
+    if value.startswith("s3://"):
+        from hotswapd.s3 import split_url
+
+        split_url(value)
+        return Source("s3", value)
     if "://" in value:
         scheme = value.split("://", 1)[0]
-        raise ValueError(f"source {value!r}: {scheme}:// sources are not supported (use a path, package: or hf:)")
+        raise ValueError(f"source {value!r}: {scheme}:// sources are not supported (use a path, package:, hf: or s3://)")
     return Source("path", value)
 
 
@@ -53,11 +60,25 @@ def resolve_source(value: str, base_dir: Path) -> Path:
         path = _package_path(source.location)
     elif source.kind == "hf":
         path = _hf_cache_path(source.location)
+    elif source.kind == "s3":
+        from hotswapd import paths, s3
+
+        path = s3.fetch(source.location, paths.cache_dir())
     else:
         path = (base_dir / Path(source.location).expanduser()).resolve()
     if not path.exists():
         raise ModelLoadError(f"source {value!r}: {path} does not exist")
     return path
+
+
+def check_source(value: str, base_dir: Path) -> None:
+    """Like :func:`resolve_source`, but an S3 source is only listed, not downloaded."""
+    if parse_source(value).kind == "s3":
+        from hotswapd import s3
+
+        s3.list_objects(value)
+    else:
+        resolve_source(value, base_dir)
 
 
 def _package_path(location: str) -> Path:

@@ -47,7 +47,7 @@ def test_single_model_is_the_default(tmp_path: Path) -> None:
         ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\ndevice = "tpu"\n', "models.a.versions.v1.device: Input should be 'auto', 'cpu' or 'cuda'"),
         ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\nbatch_size = 0\n', "models.a.versions.v1.batch_size"),
         ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\ncolour = 1\n', "models.a.versions.v1.colour: unknown key"),
-        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "s3://b/k"\n', "s3:// sources are not supported"),
+        ('[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "gs://b/k"\n', "gs:// sources are not supported"),
         ('[models."a b"]\nactive = "v1"\n[models."a b".versions.v1]\nsource = "x"\n', "model name 'a b' must match"),
         ('[daemon]\ndefault_model = "zz"\n', "daemon.default_model 'zz' is not a configured model"),
         ('[daemon]\nmax_batch_texts = -1\n', "daemon.max_batch_texts"),

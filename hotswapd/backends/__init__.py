@@ -1,31 +1,51 @@
 """The seam between the daemon and the libraries that compute embeddings.
 
-The daemon core knows a backend only as a *loader*: a callable that takes the local path
-of a version's files and its :class:`~hotswapd.config.VersionConfig`, and returns an
-:class:`Embedder`. Loaders are named in :data:`BACKENDS` as ``"module:attr"`` strings and
-imported on first use, so torch and friends are imported by the daemon only when a
-version of that backend is loaded, and never by the CLI.
+A backend is a module with:
+
+- ``load(path, version) -> Embedder``: ``path`` is the local directory or file the
+  version's ``source`` resolved to; ``version`` is its
+  :class:`~hotswapd.config.VersionConfig`, whose ``options`` are the backend's own keys.
+- optionally ``Options``: a pydantic model of the backend's own config keys. Config
+  validation checks a version's extra keys against it; without it, extra keys are refused.
+
+Built-in backends are named in :data:`BUILTIN`; third-party ones register a module under
+the entry-point group ``hotswapd.backends``. Modules are imported on first use, and a
+backend imports its heavy libraries inside ``load``, so the CLI never imports them.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
+
+from hotswapd.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+    from pydantic import BaseModel
 
     from hotswapd.config import VersionConfig
 
-BACKENDS: dict[str, str] = {
-    "sentence-transformers": "hotswapd.backends.sentence_transformers:load",
+ENTRY_POINT_GROUP = "hotswapd.backends"
+BUILTIN: dict[str, str] = {
+    "sentence-transformers": "hotswapd.backends.sentence_transformers",
+    "onnx": "hotswapd.backends.onnx",
+    "transformers": "hotswapd.backends.transformers",
+    "sagemaker": "hotswapd.backends.sagemaker",
 }
 
 
 class Embedder(Protocol):
-    """What a loaded model version offers the daemon."""
+    """What a loaded model version offers the daemon.
+
+    Optional extras the daemon uses when present: ``space() -> dict`` (what must match for
+    two versions to be interchangeable: pooling, normalisation, vocabulary) and
+    ``describe() -> dict`` (facts for ``hs models``, such as an exported file).
+    """
 
     dimension: int
     device: str
@@ -39,13 +59,40 @@ class Embedder(Protocol):
         ...
 
 
-Loader = Callable[[Path, "VersionConfig"], Embedder]
+class Loader(Protocol):
+    def __call__(self, path: Path, version: VersionConfig) -> Embedder: ...
+
+
+@cache
+def _plugins() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def backend_names() -> list[str]:
-    return sorted(BACKENDS)
+    return sorted({**_plugins(), **BUILTIN})
+
+
+def _module(name: str) -> ModuleType:
+    target = BUILTIN.get(name) or _plugins().get(name)
+    if target is None:
+        raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(backend_names())}")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {name!r} ({target}) cannot be imported: {exc}") from exc
+    return getattr(module, attr) if attr else module
 
 
 def get_loader(name: str) -> Loader:
-    module_name, _, attr = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    module = _module(name)
+    if not callable(getattr(module, "load", None)):
+        raise ConfigError(f"backend {name!r} has no load(path, version) function")
+    return module.load
+
+
+def options_schema(name: str) -> type[BaseModel] | None:
+    """The pydantic model of a backend's own config keys, or None if it has none."""
+    return getattr(_module(name), "Options", None)

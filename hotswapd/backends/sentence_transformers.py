@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hotswapd.backends.devices import torch_device
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -16,18 +17,6 @@ if TYPE_CHECKING:
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
-
-
-def pick_torch_device(requested: str) -> str:
-    """Resolve ``auto`` to cuda when torch sees a GPU; refuse ``cuda`` when it does not."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if requested == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if requested == "cuda" and not has_cuda:
-        raise ModelLoadError("device 'cuda' was requested but torch sees no CUDA device")
-    return requested
 
 
 class SentenceTransformerEmbedder:
@@ -95,10 +84,17 @@ def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
             "backend 'sentence-transformers' needs the sentence-transformers package: "
             "pip install 'hotswap[sentence-transformers]'"
         ) from exc
-    device = pick_torch_device(version.device)
+    device = torch_device(version.device, version.fallback)
     _quiet_transformers()
     try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
+        model = SentenceTransformer(
+            str(path),
+            device=device,
+            local_files_only=True,
+            trust_remote_code=version.trust_remote_code,
+            # safetensors only: a pickled .bin could run code when loaded.
+            model_kwargs={"use_safetensors": True},
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"sentence-transformers could not load {path}: {exc}") from exc
     if version.max_seq_length is not None:

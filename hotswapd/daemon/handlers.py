@@ -125,6 +125,7 @@ class Handlers:
             "device": loaded.embedder.device if loaded else spec.device,
             "dimension": loaded.embedder.dimension if loaded else None,
             "memory_bytes": loaded.memory_bytes if loaded else None,
+            "details": backend_details(loaded) if loaded else {},
             "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
             "last_used": loaded.last_used if loaded else None,
             "last_error": self._registry.last_error(name, active),
@@ -294,4 +295,12 @@ def _describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
         "dimension": loaded.embedder.dimension,
         "load_seconds": round(loaded.load_seconds, 3),
         "memory_bytes": loaded.memory_bytes,
+        "backend": loaded.config.backend,
+        "details": backend_details(loaded),
     }
+
+
+def backend_details(loaded: LoadedVersion) -> dict[str, Any]:
+    """What the backend tells of itself (an exported file, an endpoint), if it tells anything."""
+    describe = getattr(loaded.embedder, "describe", None)
+    return describe() if callable(describe) else {}

@@ -9,14 +9,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import zmq
 
 from hotswapd import __version__, paths, systemd
-from hotswapd.config import Config, load_config
+from hotswapd.config import Config
+from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.handlers import DaemonState, Handlers, Services
 from hotswapd.daemon.health import HealthBook
@@ -25,10 +25,9 @@ from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
 from hotswapd.daemon.statefile import StateFile
 from hotswapd.daemon.switching import Switchboard, SwitchRequest
-from hotswapd.daemon.watch import ConfigWatcher
 from hotswapd.errors import ConfigError, HotswapError
 from hotswapd.lockfile import EndpointLock
-from hotswapd.paths import CONFIG_ENV, ensure_socket_dir, ipc_path, lock_path, resolve_config_path, resolve_endpoint
+from hotswapd.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
 
 log = logging.getLogger("hotswapd")
 HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
@@ -37,7 +36,7 @@ HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) r
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hotswapd", description="Keep embedding models warm and serve them over ZeroMQ.")
     parser.add_argument("--socket", help="ZeroMQ endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path (env HOTSWAPD_SOCKET)")
-    parser.add_argument("--config", help="TOML config file (env HOTSWAPD_CONFIG)")
+    parser.add_argument("--config", help="TOML config file, or ssm:/PARAMETER in SSM Parameter Store (env HOTSWAPD_CONFIG)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long a stop waits for requests in flight")
     parser.add_argument("--version", action="version", version=f"hotswapd {__version__}")
@@ -63,14 +62,13 @@ def config_may_be_missing(explicit: str | None) -> bool:
 class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
-    def __init__(self, config: Config, config_path: Path, missing_ok: bool, endpoint: str, drain_seconds: float) -> None:
-        self._config_path = config_path
-        self._config_missing_ok = missing_ok
+    def __init__(self, config: Config, origin: ConfigOrigin, endpoint: str, drain_seconds: float) -> None:
+        self._origin = origin
         self._drain_seconds = drain_seconds
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
-        self.state = DaemonState(endpoint=endpoint, config_path=str(config_path) if config.path else None)
+        self.state = DaemonState(endpoint=endpoint, config_path=origin.name if (config.path or not origin.is_file) else None)
         state_dir = paths.state_dir()
         self.metrics = Metrics()
         self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
@@ -85,9 +83,7 @@ class Daemon:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload)
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state)
-        # Watched even while absent: a config file created later is picked up. A deleted
-        # file is never "applied" (the watcher ignores a missing file).
-        self._watcher = ConfigWatcher(config_path, config.daemon.watch_debounce_seconds)
+        self._watcher = origin.watcher(config)
 
     def _submit_loading(self, work: Callable[[], None]) -> None:
         self._router.submit_loading(work)
@@ -173,7 +169,7 @@ class Daemon:
         systemd.notify("RELOADING=1")
         try:
             try:
-                config = load_config(self._config_path, missing_ok=self._config_missing_ok)
+                config = self._origin.load()
             except ConfigError as exc:
                 self.state.config_error = exc.message
                 self.audit.record("config_rejected", trigger=trigger, reason=exc.message)
@@ -219,9 +215,9 @@ class Daemon:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config_path = resolve_config_path(args.config)
-        missing_ok = config_may_be_missing(args.config)
-        config = load_config(config_path, missing_ok=missing_ok)
+        spec = args.config or os.environ.get(CONFIG_ENV)
+        origin = origin_for(spec, default_config_path(), missing_ok=config_may_be_missing(args.config))
+        config = origin.load()
         endpoint = resolve_endpoint(args.socket)
     except ConfigError as exc:
         configure_logging(args.log_level or "info")
@@ -236,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or "built-in default")
     try:
-        return Daemon(config, config_path, missing_ok, endpoint, args.drain_seconds).run()
+        return Daemon(config, origin, endpoint, args.drain_seconds).run()
     except HotswapError as exc:
         log.error("%s", exc.message)
         return 1

@@ -22,7 +22,6 @@ from hotswapd.backends import Embedder, get_loader
 from hotswapd.config import Config, ModelConfig, VersionConfig
 from hotswapd.daemon.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
-from hotswapd.sources import resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ class Registry:
         rss_before = self._process.memory_info().rss
         started = time.perf_counter()
         try:
-            path = resolve_source(spec.source, self._config.base_dir)
+            path = spec.resolve(spec.source)
             digest = fingerprint(path)
             embedder = get_loader(spec.backend)(path, spec)
         except HotswapError as exc:
@@ -136,7 +135,9 @@ class Registry:
             self._failed(slot, model, version, f"{type(exc).__name__}: {exc}")
             raise ModelLoadError(f"loading {model}@{version} failed: {slot.last_error}") from exc
         seconds = time.perf_counter() - started
-        memory = max(0, self._process.memory_info().rss - rss_before)
+        measured = max(0, self._process.memory_info().rss - rss_before)
+        # A backend that knows better (a remote endpoint holds nothing here) says so.
+        memory = getattr(embedder, "memory_bytes", measured)
         slot.last_error = None
         log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, memory / 2**20, digest)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)

@@ -1,0 +1,83 @@
+"""Tokenising with the ``tokenizers`` library, the way sentence-transformers feeds a model.
+
+Texts are stripped, truncated to the model's max sequence length and padded per batch.
+Batches are formed from length-sorted texts, so a five-word text is never padded to the
+length of a 256-token passage; results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hotswapd.errors import ModelLoadError
+
+
+@dataclass
+class TokenBatch:
+    positions: list[int]  # where each row goes in the caller's order
+    input_ids: np.ndarray  # (batch, seq) int64
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+
+class TextTokenizer:
+    def __init__(self, tokenizer_file: Path, max_seq_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        if not tokenizer_file.is_file():
+            raise ModelLoadError(f"{tokenizer_file} not found: this backend needs a fast tokenizer file (tokenizer.json)")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
+            raise ModelLoadError(f"{tokenizer_file}: not a valid tokenizer: {exc}") from exc
+        self.max_seq_length = max_seq_length
+        self._tokenizer.enable_truncation(max_length=max_seq_length)
+        self._tokenizer.no_padding()
+        self._pad_id = self._pad_token_id()
+
+    def _pad_token_id(self) -> int:
+        for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+            token_id = self._tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def vocabulary(self) -> dict[str, int]:
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded ids per text (for a remote endpoint that takes ragged lists)."""
+        return [encoding.ids for encoding in self._tokenizer.encode_batch([text.strip() for text in texts])]
+
+    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[TokenBatch]:
+        encodings = self._tokenizer.encode_batch([text.strip() for text in texts])
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            width = max(len(encodings[i].ids) for i in positions)
+            ids = np.full((len(positions), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(positions), width), dtype=np.int64)
+            types = np.zeros((len(positions), width), dtype=np.int64)
+            for row, index in enumerate(positions):
+                encoding = encodings[index]
+                length = len(encoding.ids)
+                ids[row, :length] = encoding.ids
+                mask[row, :length] = 1
+                types[row, :length] = encoding.type_ids
+            yield TokenBatch(positions, ids, mask, types)
+
+
+def encode_in_batches(texts: Sequence[str], tokenizer: TextTokenizer, batch_size: int, run: Callable[[TokenBatch], np.ndarray]) -> np.ndarray:
+    """Run ``run`` (a batch -> (rows, dim) vectors) over length-sorted batches; caller's order out."""
+    out: np.ndarray | None = None
+    for batch in tokenizer.batches(texts, batch_size):
+        vectors = run(batch)
+        if out is None:
+            out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[batch.positions] = vectors
+    assert out is not None, "encode_in_batches needs at least one text"
+    return out

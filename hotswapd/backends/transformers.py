@@ -1,0 +1,98 @@
+"""Backend ``transformers``: a plain ``AutoModel`` + tokenizer with configurable pooling.
+
+For models that are not sentence-transformers packages. Pooling is ``mean``, ``cls``,
+``max`` or ``last-token`` (default: the directory's own sentence-transformers pooling
+config if it has one, else mean), applied with the attention mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from hotswapd.backends.devices import torch_device
+from hotswapd.backends.layout import read_layout
+from hotswapd.backends.pooling import ST_SPELLING, PoolingName, l2_normalize, pool
+from hotswapd.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hotswapd.config import VersionConfig
+
+log = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pooling: PoolingName | None = None
+
+
+class TransformersEmbedder:
+    def __init__(self, model: Any, tokenizer: Any, pooling: str, normalizes: bool, max_length: int, device: str, batch_size: int) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._pooling = pooling
+        self._normalizes = normalizes
+        self._max_length = max_length
+        self._batch_size = batch_size
+        self.device = device
+        self.dimension = int(model.config.hidden_size) * len(pooling.split("+"))
+
+    def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        stripped = [text.strip() for text in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(stripped[i]), reverse=True)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            positions = order[start : start + self._batch_size]
+            batch = self._tokenizer(
+                [stripped[i] for i in positions], padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                tokens = self._model(**batch).last_hidden_state
+            out[positions] = pool(tokens.float().cpu().numpy(), batch["attention_mask"].cpu().numpy(), self._pooling)
+        return l2_normalize(out) if normalize or self._normalizes else out
+
+    def space(self) -> dict[str, object]:
+        vocab = json.dumps(sorted(self._tokenizer.get_vocab().items())).encode()
+        pooling = "+".join(ST_SPELLING.get(part, part) for part in self._pooling.split("+"))
+        return {"pooling": pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+
+    def close(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            del self._model
+            torch.cuda.empty_cache()
+
+
+def load(path: Path, version: VersionConfig) -> TransformersEmbedder:
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise ModelLoadError("backend 'transformers' needs transformers and torch: pip install 'hotswap[sentence-transformers]'") from exc
+    options: Options = version.options  # type: ignore[assignment]
+    layout = read_layout(path)
+    device = torch_device(version.device, version.fallback)
+    common = {"local_files_only": True, "trust_remote_code": version.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(layout.transformer_dir), **common)
+        # safetensors only: a pickled .bin could run code when loaded.
+        model = AutoModel.from_pretrained(str(layout.transformer_dir), use_safetensors=True, **common).to(device)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"transformers could not load {layout.transformer_dir}: {exc}") from exc
+    model.eval()
+    pooling = options.pooling or layout.pooling or "mean"
+    max_length = version.max_seq_length or layout.max_seq_length
+    log.info("transformers: loaded %s (%s pooling, max %d tokens) on %s", path, pooling, max_length, device)
+    return TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)
