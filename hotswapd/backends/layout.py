@@ -66,6 +66,13 @@ def read_layout(root: Path) -> ModelLayout:
 
 
 def _pooling_mode(config: dict) -> str:
+    # sentence-transformers 6 writes "pooling_mode" (a name or a list); earlier releases
+    # wrote one boolean per mode.
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str) and mode:
+        return mode
+    if isinstance(mode, list) and mode:
+        return "+".join(str(part) for part in mode)
     modes = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
     return "+".join(modes) or "mean"
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from hotswapd.backends.devices import pick_device
 from hotswapd.backends.layout import ModelLayout, read_layout
-from hotswapd.backends.pooling import POOLING_NAMES, ST_SPELLING, l2_normalize, pool
+from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.tokenizing import TextTokenizer, TokenBatch, encode_in_batches
 from hotswapd.errors import ModelLoadError
 
@@ -54,7 +54,7 @@ class Options(BaseModel):
     # torch model on the check sample falls below this is refused.
     min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)
     reference: str | None = None  # a sentence-transformers source to check a given file against
-    pooling: str | None = None  # default: the model's own pooling config, else mean
+    pooling: PoolingName | None = None  # default: the model's own pooling config, else mean
     intra_op_threads: PositiveInt | None = None  # default: ONNX Runtime's (one per core)
 
 
@@ -98,8 +98,7 @@ class OnnxEmbedder:
 
     def space(self) -> dict[str, object]:
         vocab = json.dumps(sorted(self._tokenizer.vocabulary().items())).encode()
-        pooling = "+".join(ST_SPELLING.get(part, part) for part in self._pooling.split("+"))
-        return {"pooling": pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
 
     def describe(self) -> dict[str, Any]:
         return dict(self.details)
@@ -114,25 +113,18 @@ def onnx_device(requested: str, fallback: str | None) -> str:
     return pick_device(requested, fallback, "CUDAExecutionProvider" in onnxruntime.get_available_providers(), "onnxruntime")
 
 
-def check_pooling(pooling: str | None) -> None:
-    for part in (pooling or "mean").split("+"):
-        if part not in POOLING_NAMES and part not in ST_SPELLING:
-            raise ModelLoadError(f"unknown pooling {pooling!r}; known: {', '.join(POOLING_NAMES)}")
-
-
 def load(path: Path, version: VersionConfig) -> OnnxEmbedder:
     try:
         import onnxruntime  # noqa: F401 -- fail early with an install hint
     except ImportError as exc:
         raise ModelLoadError("backend 'onnx' needs onnxruntime: pip install 'hotswap[onnx]'") from exc
     options: Options = version.options  # type: ignore[assignment]
-    check_pooling(options.pooling)
     device = onnx_device(version.device, version.fallback)
     file, layout_dir, details = _onnx_file(path, version, options)
     layout = read_layout(layout_dir)
     if version.max_seq_length is not None:
         layout = ModelLayout(layout.root, layout.transformer_dir, layout.pooling, layout.normalizes, version.max_seq_length)
-    pooling = options.pooling or layout.pooling or "mean"
+    pooling = choose_mode(options.pooling, layout.pooling)
     embedder = OnnxEmbedder.create(file, layout, pooling, device=device, batch_size=version.batch_size, threads=options.intra_op_threads)
     embedder.details = details
     log.info("onnx: serving %s (%s pooling, max %d tokens) on %s", file, pooling, layout.max_seq_length, device)

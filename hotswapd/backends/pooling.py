@@ -10,11 +10,29 @@ from typing import Literal
 
 import numpy as np
 
+from hotswapd.errors import ModelLoadError
+
 PoolingName = Literal["mean", "cls", "max", "last-token"]
 POOLING_NAMES: tuple[str, ...] = ("mean", "cls", "max", "last-token")
 # The spelling sentence-transformers' get_pooling_mode_str() uses, so the switch guard
 # sees an ONNX copy and the sentence-transformers original as the same space.
 ST_SPELLING = {"mean": "mean", "cls": "cls", "max": "max", "last-token": "lasttoken", "lasttoken": "lasttoken"}
+# Modes only a sentence-transformers pooling config names; supported so such models load.
+_ST_ONLY = ("mean_sqrt_len_tokens", "weightedmean")
+
+
+def checked_mode(mode: str) -> str:
+    """The mode in sentence-transformers' spelling; ModelLoadError for one we cannot compute."""
+    parts = [ST_SPELLING.get(part, part) for part in mode.split("+")]
+    unknown = [part for part in parts if part not in ST_SPELLING.values() and part not in _ST_ONLY]
+    if unknown:
+        raise ModelLoadError(f"unknown pooling {unknown[0]!r}; known: {', '.join(POOLING_NAMES + _ST_ONLY)}")
+    return "+".join(parts)
+
+
+def choose_mode(configured: str | None, from_model: str | None) -> str:
+    """The version's pooling option, else the model directory's own config, else mean."""
+    return checked_mode(configured or from_model or "mean")
 
 
 def pool(tokens: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -30,6 +48,11 @@ def pool(tokens: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
             parts.append(tokens[:, 0])
         elif name == "max":
             parts.append(np.where(weights > 0, tokens, np.float32(-1e9)).max(axis=1))
+        elif name == "mean_sqrt_len_tokens":
+            parts.append((tokens * weights).sum(axis=1) / np.sqrt(np.clip(weights.sum(axis=1), 1e-9, None)))
+        elif name == "weightedmean":
+            positions = weights * np.arange(1, tokens.shape[1] + 1, dtype=np.float32)[None, :, None]
+            parts.append((tokens * positions).sum(axis=1) / np.clip(positions.sum(axis=1), 1e-9, None))
         elif name == "lasttoken":
             last = np.maximum(mask.sum(axis=1).astype(np.int64) - 1, 0)
             parts.append(tokens[np.arange(tokens.shape[0]), last])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from hotswapd.backends.layout import read_layout
-from hotswapd.backends.pooling import ST_SPELLING, PoolingName, l2_normalize, pool
+from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.errors import InferenceError, ModelLoadError
 
@@ -108,8 +108,7 @@ class SageMakerEmbedder:
 
     def space(self) -> dict[str, object]:
         vocab = json.dumps(sorted(self._tokenizer.vocabulary().items())).encode()
-        pooling = "+".join(ST_SPELLING.get(part, part) for part in self._pooling.split("+"))
-        return {"pooling": pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self._options.endpoint, "endpoint_url": self._options.endpoint_url}
@@ -138,7 +137,7 @@ def load(path: Path, version: VersionConfig) -> SageMakerEmbedder:
     except BotoCoreError as exc:
         raise ModelLoadError(f"cannot set up the sagemaker-runtime client: {exc}") from exc
     try:
-        embedder = SageMakerEmbedder(client, options, tokenizer, options.pooling or layout.pooling or "mean", layout.normalizes, version.batch_size)
+        embedder = SageMakerEmbedder(client, options, tokenizer, choose_mode(options.pooling, layout.pooling), layout.normalizes, version.batch_size)
     except InferenceError as exc:
         client.close()
         raise ModelLoadError(f"sagemaker endpoint check failed: {exc.message}") from exc

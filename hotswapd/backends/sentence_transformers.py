@@ -60,11 +60,23 @@ def _describe_space(model: SentenceTransformer) -> dict[str, object]:
     normalizes = False
     for module in model:
         kind = type(module).__name__
-        if kind == "Pooling" and hasattr(module, "get_pooling_mode_str"):
-            pooling = module.get_pooling_mode_str()
+        if kind == "Pooling":
+            pooling = _pooling_name(module)
         normalizes = normalizes or kind == "Normalize"
     vocab = json.dumps(sorted(model.tokenizer.get_vocab().items())).encode()
     return {"pooling": pooling, "model_normalizes": normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+
+
+def _pooling_name(module: object) -> str | None:
+    # sentence-transformers 6 names the mode in `pooling_mode` (a string or a list);
+    # earlier releases offered get_pooling_mode_str().
+    mode = getattr(module, "pooling_mode", None)
+    if isinstance(mode, str):
+        return mode
+    if isinstance(mode, (list, tuple)):
+        return "+".join(mode)
+    describe = getattr(module, "get_pooling_mode_str", None)
+    return describe() if callable(describe) else None
 
 
 def _quiet_transformers() -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import read_layout
-from hotswapd.backends.pooling import ST_SPELLING, PoolingName, l2_normalize, pool
+from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ class TransformersEmbedder:
 
     def space(self) -> dict[str, object]:
         vocab = json.dumps(sorted(self._tokenizer.get_vocab().items())).encode()
-        pooling = "+".join(ST_SPELLING.get(part, part) for part in self._pooling.split("+"))
-        return {"pooling": pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
 
     def close(self) -> None:
         if self.device.startswith("cuda"):
@@ -92,7 +91,7 @@ def load(path: Path, version: VersionConfig) -> TransformersEmbedder:
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"transformers could not load {layout.transformer_dir}: {exc}") from exc
     model.eval()
-    pooling = options.pooling or layout.pooling or "mean"
+    pooling = choose_mode(options.pooling, layout.pooling)
     max_length = version.max_seq_length or layout.max_seq_length
     log.info("transformers: loaded %s (%s pooling, max %d tokens) on %s", path, pooling, max_length, device)
     return TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)

@@ -1,0 +1,205 @@
+"""The local backends (onnx, transformers, a plugin) on a real daemon, against sentence-transformers in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotswapd import Client
+from hotswapd.errors import ModelLoadError
+from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+
+TEXTS = [
+    "The bank raised rates.",
+    "  leading and trailing spaces  ",
+    "A much longer sentence about the weather, the markets, football, elections and music festivals " * 3,
+    "short",
+    "Der schnelle braune Fuchs.",
+]
+PLUGIN_DIR = Path(__file__).parent / "plugin"
+
+
+def st_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+def onnx_sees_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin package, really installed (pip) into a directory of its own."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(PLUGIN_DIR)],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("backends")
+
+
+def backends_config(workdir: Path, tiny: Path) -> Path:
+    return write_config(
+        workdir / "config.toml",
+        f"""
+[models.tiny]
+active = "st"
+[models.tiny.versions.st]
+source = "{tiny}"
+[models.tiny.versions.onnx]
+backend = "onnx"
+source = "{tiny}"
+[models.tiny.versions.int8_strict]
+backend = "onnx"
+source = "{tiny}"
+quantize = "int8"
+min_cosine = 0.999999
+[models.tiny.versions.mean]
+backend = "transformers"
+source = "{tiny}"
+pooling = "mean"
+[models.tiny.versions.cls]
+backend = "transformers"
+source = "{tiny}"
+pooling = "cls"
+normalize = false
+[models.tiny.versions.gpu]
+backend = "onnx"
+source = "{tiny}"
+device = "cuda"
+[models.tiny.versions.gpu_or_cpu]
+backend = "onnx"
+source = "{tiny}"
+device = "cuda"
+fallback = "cpu"
+
+[models.plugged]
+active = "v1"
+[models.plugged.versions.v1]
+backend = "letter-counts"
+source = "{tiny}"
+scale = 2.0
+""",
+    )
+
+
+def start(workdir: Path, tiny: Path, plugin_site: Path) -> RunningDaemon:
+    env = {"XDG_CACHE_HOME": str(workdir / "cache"), "PYTHONPATH": os.pathsep.join([str(plugin_site), str(Path.cwd())])}
+    daemon = start_daemon(backends_config(workdir, tiny), workdir, extra_env=env)
+    with daemon.client() as client:
+        wait_ready(client)
+    return daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(workdir: Path, tiny_model: Path, plugin_site: Path) -> Iterator[RunningDaemon]:
+    daemon = start(workdir, tiny_model, plugin_site)
+    yield daemon
+    if daemon.process.poll() is None:
+        assert daemon.stop() == 0, daemon.log()
+
+
+@pytest.fixture()
+def client(daemon: RunningDaemon) -> Iterator[Client]:
+    with daemon.client() as c:
+        yield c
+
+
+def test_onnx_export_matches_sentence_transformers(client: Client, tiny_model: Path) -> None:
+    loaded = client.preload("tiny@onnx")
+    assert loaded["backend"] == "onnx" and loaded["details"]["exported_now"] is True
+    assert loaded["details"]["check"]["mean_cosine"] >= 0.9999
+    got = client.encode(TEXTS, "tiny@onnx").embeddings
+    assert cosines(got, st_reference(tiny_model, TEXTS)).min() >= 0.9999
+
+
+def test_transformers_mean_pooling_matches_sentence_transformers(client: Client, tiny_model: Path) -> None:
+    got = client.encode(TEXTS, "tiny@mean").embeddings
+    assert cosines(got, st_reference(tiny_model, TEXTS)).min() >= 0.9999
+
+
+def test_transformers_cls_pooling_is_the_first_token(client: Client, tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    model = AutoModel.from_pretrained(str(tiny_model)).eval()
+    with torch.inference_mode():
+        batch = tokenizer([t.strip() for t in TEXTS], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        expected = model(**batch).last_hidden_state[:, 0].numpy()
+    got = client.encode(TEXTS, "tiny@cls").embeddings
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_switch_between_backends_passes_the_space_guard(client: Client) -> None:
+    # Same weights, same tokenizer, same pooling: onnx and sentence-transformers share a space.
+    assert client.switch("tiny", "onnx")["outcome"] == "done"
+    assert client.encode(["after the switch"], "tiny").version == "onnx"
+    client.switch("tiny", "st")
+
+
+def test_int8_below_min_cosine_is_refused_and_nothing_else_changes(client: Client) -> None:
+    before = client.encode(["still here"], "tiny").embeddings.copy()
+    with pytest.raises(ModelLoadError, match=r"int8 ONNX export .* below min_cosine 0.999999: refused"):
+        client.preload("tiny@int8_strict")
+    np.testing.assert_array_equal(client.encode(["still here"], "tiny").embeddings, before)
+
+
+def test_cuda_without_a_gpu_fails_clearly_or_falls_back(client: Client) -> None:
+    if onnx_sees_cuda():
+        assert client.preload("tiny@gpu")["device"] == "cuda"
+    else:
+        with pytest.raises(ModelLoadError, match="device 'cuda' was requested but onnxruntime sees no CUDA device"):
+            client.preload("tiny@gpu")
+    assert client.preload("tiny@gpu_or_cpu")["device"] == ("cuda" if onnx_sees_cuda() else "cpu")
+
+
+def test_plugin_backend_from_an_entry_point(client: Client, plugin_site: Path) -> None:
+    sys.path.insert(0, str(plugin_site))
+    try:
+        from letter_counts import letter_vector
+    finally:
+        sys.path.remove(str(plugin_site))
+    got = client.encode(["abc", "hello"], "plugged", normalize=False)
+    np.testing.assert_array_equal(got.embeddings, np.stack([letter_vector("abc", 2.0), letter_vector("hello", 2.0)]))
+
+
+def test_export_cache_is_reused_by_the_next_start(daemon: RunningDaemon, workdir: Path, tiny_model: Path, plugin_site: Path) -> None:
+    with daemon.client() as client:
+        first = client.preload("tiny@onnx")["details"]
+    exported = Path(first["onnx_file"])
+    stat_before = exported.stat()
+    assert daemon.stop() == 0, daemon.log()
+    again = start(workdir, tiny_model, plugin_site)
+    try:
+        with again.client() as client:
+            second = client.preload("tiny@onnx")["details"]
+            assert second["onnx_file"] == first["onnx_file"] and second["exported_now"] is False
+            stat_after = exported.stat()
+            assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
+            assert client.encode(["cached export"], "tiny@onnx").embeddings.shape == (1, 32)
+    finally:
+        assert again.stop() == 0, again.log()
