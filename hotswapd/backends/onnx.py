@@ -56,6 +56,10 @@ class Options(BaseModel):
     reference: str | None = None  # a sentence-transformers source to check a given file against
     pooling: PoolingName | None = None  # default: the model's own pooling config, else mean
     intra_op_threads: PositiveInt | None = None  # default: ONNX Runtime's (one per core)
+    # ORT's worker threads busy-wait after each run by default. Measured on 2 cores, that
+    # took the CPU from the processes using the daemon (an in-process model's single-text
+    # p50 went from ~24 to ~94 ms beside an idle-spinning daemon); off unless asked for.
+    spin_wait: bool = False
 
 
 class OnnxEmbedder:
@@ -71,12 +75,13 @@ class OnnxEmbedder:
         self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
 
     @classmethod
-    def create(cls, file: Path, layout: ModelLayout, pooling: str, *, device: str, batch_size: int, threads: int | None) -> OnnxEmbedder:
+    def create(cls, file: Path, layout: ModelLayout, pooling: str, *, device: str, batch_size: int, threads: int | None, spin_wait: bool = False) -> OnnxEmbedder:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         if threads:
             options.intra_op_num_threads = threads
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
@@ -125,7 +130,7 @@ def load(path: Path, version: VersionConfig) -> OnnxEmbedder:
     if version.max_seq_length is not None:
         layout = ModelLayout(layout.root, layout.transformer_dir, layout.pooling, layout.normalizes, version.max_seq_length)
     pooling = choose_mode(options.pooling, layout.pooling)
-    embedder = OnnxEmbedder.create(file, layout, pooling, device=device, batch_size=version.batch_size, threads=options.intra_op_threads)
+    embedder = OnnxEmbedder.create(file, layout, pooling, device=device, batch_size=version.batch_size, threads=options.intra_op_threads, spin_wait=options.spin_wait)
     embedder.details = details
     log.info("onnx: serving %s (%s pooling, max %d tokens) on %s", file, pooling, layout.max_seq_length, device)
     return embedder
