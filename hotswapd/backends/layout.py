@@ -9,6 +9,7 @@ A plain transformers directory has none of these files, and gets the defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +94,10 @@ def _max_seq_length(root: Path, transformer_dir: Path) -> int:
         limits.append(model_config["max_position_embeddings"])
     sane = [limit for limit in limits if 0 < limit < 1_000_000]
     return min(sane) if sane else DEFAULT_MAX_SEQ_LENGTH
+
+
+def vector_space(pooling: str | None, normalizes: bool, vocabulary: dict[str, int]) -> dict[str, object]:
+    """What the switch guard compares between versions: pooling, built-in normalisation and
+    a hash of the tokenizer vocabulary (the same for every backend of the same model)."""
+    vocab = json.dumps(sorted(vocabulary.items())).encode()
+    return {"pooling": pooling, "model_normalizes": normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}

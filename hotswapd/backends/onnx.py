@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from hotswapd.backends.devices import pick_device
-from hotswapd.backends.layout import ModelLayout, read_layout
+from hotswapd.backends.layout import ModelLayout, read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.tokenizing import TextTokenizer, TokenBatch, encode_in_batches
 from hotswapd.errors import ModelLoadError
@@ -102,8 +102,7 @@ class OnnxEmbedder:
         return l2_normalize(vectors) if normalize or self._normalizes else vectors
 
     def space(self) -> dict[str, object]:
-        vocab = json.dumps(sorted(self._tokenizer.vocabulary().items())).encode()
-        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return vector_space(self._pooling, self._normalizes, self._tokenizer.vocabulary())
 
     def describe(self) -> dict[str, Any]:
         return dict(self.details)

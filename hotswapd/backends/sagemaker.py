@@ -10,7 +10,6 @@ applies the attention mask here. A remote model holds no memory in the daemon.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from hotswapd.backends.layout import read_layout
+from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.errors import InferenceError, ModelLoadError
@@ -107,8 +106,7 @@ class SageMakerEmbedder:
         return answer
 
     def space(self) -> dict[str, object]:
-        vocab = json.dumps(sorted(self._tokenizer.vocabulary().items())).encode()
-        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return vector_space(self._pooling, self._normalizes, self._tokenizer.vocabulary())
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self._options.endpoint, "endpoint_url": self._options.endpoint_url}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hotswapd.backends.devices import torch_device
+from hotswapd.backends.layout import vector_space
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -53,9 +54,6 @@ class SentenceTransformerEmbedder:
 
 
 def _describe_space(model: SentenceTransformer) -> dict[str, object]:
-    import hashlib
-    import json
-
     pooling = None
     normalizes = False
     for module in model:
@@ -63,8 +61,7 @@ def _describe_space(model: SentenceTransformer) -> dict[str, object]:
         if kind == "Pooling":
             pooling = _pooling_name(module)
         normalizes = normalizes or kind == "Normalize"
-    vocab = json.dumps(sorted(model.tokenizer.get_vocab().items())).encode()
-    return {"pooling": pooling, "model_normalizes": normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+    return vector_space(pooling, normalizes, model.tokenizer.get_vocab())
 
 
 def _pooling_name(module: object) -> str | None:

@@ -7,8 +7,6 @@ config if it has one, else mean), applied with the attention mask.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from hotswapd.backends.devices import torch_device
-from hotswapd.backends.layout import read_layout
+from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.errors import ModelLoadError
 
@@ -64,8 +62,7 @@ class TransformersEmbedder:
         return l2_normalize(out) if normalize or self._normalizes else out
 
     def space(self) -> dict[str, object]:
-        vocab = json.dumps(sorted(self._tokenizer.get_vocab().items())).encode()
-        return {"pooling": self._pooling, "model_normalizes": self._normalizes, "vocab": hashlib.sha256(vocab).hexdigest()[:12]}
+        return vector_space(self._pooling, self._normalizes, self._tokenizer.get_vocab())
 
     def close(self) -> None:
         if self.device.startswith("cuda"):
