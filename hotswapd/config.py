@@ -59,6 +59,14 @@ class VersionConfig(_Frozen):
     # quantised copy); a switch between them checks the claim on a probe set.
     compatible_with: str | None = None
     min_agreement: float = Field(default=0.98, ge=-1.0, le=1.0)
+    # Dynamic batching; unset means the [daemon] default. max_batch_size = 1 with
+    # max_wait_ms = 0 turns batching off for this version.
+    max_batch_size: PositiveInt | None = None
+    max_batch_tokens: PositiveInt | None = None
+    max_wait_ms: float | None = Field(default=None, ge=0, le=1000)
+    # Memory: a pinned version is never evicted; ram_gb is a hint used before the first load.
+    pinned: bool = False
+    ram_gb: float | None = Field(default=None, gt=0)
     # The directory relative sources resolve against: the config file's (set by Config).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -144,6 +152,9 @@ class ModelConfig(_Frozen):
     versions: dict[str, VersionConfig] = Field(min_length=1)
     rollout: RolloutConfig = RolloutConfig()
     health: HealthConfig = HealthConfig()
+    # Unload a version of this model after this many seconds unused (like Ollama's
+    # keep_alive); None keeps it loaded. It reloads on the next request.
+    ttl: float | None = Field(default=None, gt=0)
 
     @field_validator("versions")
     @classmethod
@@ -178,10 +189,30 @@ class DaemonConfig(_Frozen):
     watch_debounce_seconds: float = Field(default=0.3, ge=0)
     # How often a config held in SSM Parameter Store (--config ssm:/path) is re-read.
     config_poll_seconds: float = Field(default=30.0, gt=0)
+    # Dynamic batching defaults (each version may override them).
+    max_batch_size: PositiveInt = 64
+    max_batch_tokens: PositiveInt = 16384
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+
+
+class CacheConfig(_Frozen):
+    """The in-memory embedding cache; max_mb = 0 turns it off."""
+
+    max_mb: float = Field(default=256.0, ge=0)
+
+
+class MemoryConfig(_Frozen):
+    """The budget every load is checked against; None: no limit of that kind."""
+
+    max_gb: float | None = Field(default=None, gt=0)  # the loaded versions' total
+    min_free_gb: float | None = Field(default=None, ge=0)  # system memory kept available
+    policy: Literal["lru", "largest"] = "lru"  # which idle, unpinned version goes first
 
 
 class Config(_Frozen):
     daemon: DaemonConfig = DaemonConfig()
+    cache: CacheConfig = CacheConfig()
+    memory: MemoryConfig = MemoryConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Where this config came from; None for the built-in default. Relative sources resolve
     # against this file's directory.

@@ -18,7 +18,9 @@ import psutil
 
 from hotswapd import __version__
 from hotswapd.daemon.audit import SWITCH_EVENTS, AuditLog
+from hotswapd.daemon.batching import BatchLimits
 from hotswapd.daemon.health import HealthBook
+from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import LoadedVersion, Registry
 from hotswapd.daemon.switching import Switchboard, SwitchRequest
@@ -74,6 +76,7 @@ class Services:
     metrics: Metrics
     audit: AuditLog
     reload: Callable[[str], dict[str, Any]]
+    inference: Inference
 
 
 def _option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
@@ -157,6 +160,8 @@ class Handlers:
                 "in_flight": self._state.in_flight,
                 "rss_bytes": self._process.memory_info().rss,
                 "models_memory_bytes": sum(item.memory_bytes for item in loaded),
+                "cache": self._s.inference.cache.describe(),
+                "evicted": self._registry.evictions(),
             }
         )
 
@@ -190,17 +195,34 @@ class Handlers:
         def job() -> Outcome:
             loaded = self._registry.get(name, version)
             started = time.perf_counter()
-            try:
-                vectors = _run_encoder(loaded, texts, normalize)
-            except InferenceError:
-                self._record(name, version, False, time.perf_counter() - started, len(texts))
-                raise
+            with self._registry.using(loaded):
+                try:
+                    vectors, cached = self._s.inference.encode(loaded, texts, normalize, self._limits(loaded))
+                except InferenceError:
+                    self._record(name, version, False, time.perf_counter() - started, len(texts))
+                    raise
             self._record(name, version, True, time.perf_counter() - started, len(texts))
             count, dim = vectors.shape
-            result = {"model": name, "version": version, "fingerprint": loaded.fingerprint, "dim": dim, "count": count, "dtype": VECTOR_DTYPE}
+            result = {
+                "model": name,
+                "version": version,
+                "fingerprint": loaded.fingerprint,
+                "dim": dim,
+                "count": count,
+                "dtype": VECTOR_DTYPE,
+                "cached": cached,
+            }
             return Outcome(result, [vectors])
 
         return job
+
+    def _limits(self, loaded: LoadedVersion) -> BatchLimits:
+        spec, defaults = loaded.config, self._registry.config.daemon
+        return BatchLimits(
+            max_batch_size=spec.max_batch_size or defaults.max_batch_size,
+            max_batch_tokens=spec.max_batch_tokens or defaults.max_batch_tokens,
+            max_wait_ms=defaults.max_wait_ms if spec.max_wait_ms is None else spec.max_wait_ms,
+        )
 
     def _record(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
         self._s.health.record(model, version, ok, seconds * 1000)
@@ -265,25 +287,6 @@ class Handlers:
             except UnicodeDecodeError as exc:
                 raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})") from exc
         return texts
-
-
-def _run_encoder(loaded: LoadedVersion, texts: list[str], normalize: bool) -> Any:
-    import numpy as np
-
-    try:
-        vectors = loaded.embedder.encode(texts, normalize=normalize)
-    except Exception as exc:  # the backend's own failure, whatever its type, is reported to the caller
-        raise InferenceError(f"{loaded.model}@{loaded.version} failed to encode: {type(exc).__name__}: {exc}") from exc
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
-    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-        raise InferenceError(f"{loaded.model}@{loaded.version} returned shape {vectors.shape} for {len(texts)} texts")
-    # Output sanity: a NaN, infinite or all-zero vector is an error, never an answer.
-    finite = np.isfinite(vectors).all(axis=1)
-    nonzero = np.any(vectors != 0, axis=1)
-    if not (finite.all() and nonzero.all()):
-        bad = int(np.flatnonzero(~(finite & nonzero))[0])
-        raise InferenceError(f"{loaded.model}@{loaded.version} produced an unusable vector (NaN, infinite or zero) for text {bad}")
-    return vectors
 
 
 def _describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:

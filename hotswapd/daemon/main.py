@@ -19,7 +19,9 @@ from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.handlers import DaemonState, Handlers, Services
+from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.daemon.health import HealthBook
+from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
@@ -82,9 +84,10 @@ class Daemon:
         self.switchboard = Switchboard(self.registry, self.health, self.audit, statefile, schedule=self._submit_loading)
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
-        self.metrics.watch(self.registry, self.switchboard)
+        self.inference = Inference(EmbeddingCache(int(config.cache.max_mb * 2**20)), self.metrics.record_batch)
+        self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload)
+        services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference)
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state)
         self._watcher = origin.watcher(config)
 
@@ -111,6 +114,7 @@ class Daemon:
         finally:
             self._watcher.stop()
             self._router.close()
+            self.inference.stop()
             self.registry.close()
             self._context.term()
             self._lock.release()
@@ -160,6 +164,7 @@ class Daemon:
         elif self._watcher.due():
             self._reload_quietly("config edit")
         self.switchboard.tick()
+        self.registry.expire_idle()
 
     def _reload_quietly(self, trigger: str) -> None:
         try:
@@ -187,6 +192,7 @@ class Daemon:
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
         removed, changed = self.registry.replace_config(config)
+        self.inference.cache.resize(int(config.cache.max_mb * 2**20))
         switched = self.switchboard.adopt_config(config)
         for model, version in changed:
             self._router.submit_loading(lambda m=model, v=version: self._reload_version(m, v))

@@ -10,22 +10,25 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from hotswapd.daemon.cache import EmbeddingCache
     from hotswapd.daemon.registry import Registry
     from hotswapd.daemon.switching import Switchboard
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class _LiveState(Collector):
     """Gauges computed from the registry and switchboard when scraped, so they are never stale."""
 
-    def __init__(self, registry: Registry, switchboard: Switchboard) -> None:
+    def __init__(self, registry: Registry, switchboard: Switchboard, cache: EmbeddingCache) -> None:
         self._registry = registry
         self._switchboard = switchboard
+        self._cache = cache
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         active = GaugeMetricFamily("hotswapd_active_version", "1 for each model's active version", labels=["model", "version"])
@@ -44,6 +47,10 @@ class _LiveState(Collector):
             memory.add_metric([loaded.model, loaded.version], float(loaded.memory_bytes))
             load.add_metric([loaded.model, loaded.version], loaded.load_seconds)
         yield from (active, share, memory, load)
+        stats = self._cache.describe()
+        for name in ("hits", "misses", "evictions"):
+            yield CounterMetricFamily(f"hotswapd_cache_{name}", f"Embedding cache {name}", value=stats[name])
+        yield GaugeMetricFamily("hotswapd_cache_bytes", "Bytes the embedding cache holds", value=stats["bytes"])
 
 
 class Metrics:
@@ -52,10 +59,16 @@ class Metrics:
         self.requests = Counter("hotswapd_requests", "Encode requests by outcome", ["model", "version", "outcome"], registry=self.registry)
         self.texts = Counter("hotswapd_texts", "Texts encoded", ["model", "version"], registry=self.registry)
         self.latency = Histogram("hotswapd_inference_seconds", "Inference time of one request", ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_texts = Histogram("hotswapd_batch_texts", "Texts per inference batch", ["model", "version"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_requests = Histogram("hotswapd_batch_requests", "Requests merged into one inference batch", ["model", "version"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.switches = Counter("hotswapd_switches", "Switches, rollbacks and rollout steps", ["model", "event", "outcome"], registry=self.registry)
 
-    def watch(self, registry: Registry, switchboard: Switchboard) -> None:
-        self.registry.register(_LiveState(registry, switchboard))
+    def watch(self, registry: Registry, switchboard: Switchboard, cache: EmbeddingCache) -> None:
+        self.registry.register(_LiveState(registry, switchboard, cache))
+
+    def record_batch(self, model: str, version: str, texts: int, requests: int) -> None:
+        self.batch_texts.labels(model, version).observe(texts)
+        self.batch_requests.labels(model, version).observe(requests)
 
     def record_request(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
         self.requests.labels(model, version, "ok" if ok else "error").inc()

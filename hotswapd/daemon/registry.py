@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ import psutil
 
 from hotswapd.backends import Embedder, get_loader
 from hotswapd.config import Config, ModelConfig, VersionConfig
+from hotswapd.daemon import memory
 from hotswapd.daemon.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 
@@ -66,6 +69,11 @@ class Registry:
         self._guard = threading.Lock()
         self._process = psutil.Process()
         self._on_event = on_event or (lambda event, **fields: None)
+        # Loads are checked against the memory budget one at a time.
+        self._budget_lock = threading.Lock()
+        self._in_use: Counter[int] = Counter()  # id(LoadedVersion) -> requests running on it
+        self._measured: dict[tuple[str, str], int] = {}
+        self._evicted: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def config(self) -> Config:
@@ -120,11 +128,16 @@ class Registry:
         return slot.loaded
 
     def _load(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
+        with self._budget_lock:
+            return self._load_within_budget(slot, model, version, spec)
+
+    def _load_within_budget(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
-        rss_before = self._process.memory_info().rss
         started = time.perf_counter()
         try:
             path = spec.resolve(spec.source)
+            self._make_room(model, version, memory.estimate(spec, path, self._measured.get((model, version))))
+            rss_before = self._process.memory_info().rss
             digest = fingerprint(path)
             embedder = get_loader(spec.backend)(path, spec)
         except HotswapError as exc:
@@ -137,11 +150,59 @@ class Registry:
         seconds = time.perf_counter() - started
         measured = max(0, self._process.memory_info().rss - rss_before)
         # A backend that knows better (a remote endpoint holds nothing here) says so.
-        memory = getattr(embedder, "memory_bytes", measured)
+        used = getattr(embedder, "memory_bytes", measured)
+        self._measured[(model, version)] = used
+        self._evicted.pop((model, version), None)
         slot.last_error = None
-        log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, memory / 2**20, digest)
+        log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, used / 2**20, digest)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
-        return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, memory)
+        return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+
+    def _make_room(self, model: str, version: str, need: int) -> None:
+        budget = self._config.memory
+        if budget.max_gb is None and budget.min_free_gb is None:
+            return
+        loaded = [item for item in self.loaded() if (item.model, item.version) != (model, version)]
+        over = memory.bytes_over(budget, loaded, need)
+        if over <= 0:
+            return
+        with self._guard:
+            in_use = {key for key, count in self._in_use.items() if count > 0}
+        for victim in memory.victims(budget, loaded, over, in_use, f"{model}@{version}"):
+            why = f"memory budget ({budget.policy}): made room for {model}@{version}"
+            self.unload(victim.model, victim.version, "memory", why)
+
+    @contextmanager
+    def using(self, loaded: LoadedVersion) -> Iterator[None]:
+        """Marks a version busy for the duration of a request: the budget never evicts it."""
+        with self._guard:
+            self._in_use[id(loaded)] += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._in_use[id(loaded)] -= 1
+                if self._in_use[id(loaded)] <= 0:
+                    del self._in_use[id(loaded)]
+            loaded.last_used = time.time()
+
+    def expire_idle(self, now: float | None = None) -> list[str]:
+        """Unload versions of models with a ``ttl`` that have been unused that long."""
+        now = time.time() if now is None else now
+        expired = []
+        for item in self.loaded():
+            model_cfg = self._config.models.get(item.model)
+            ttl = model_cfg.ttl if model_cfg else None
+            with self._guard:
+                busy = self._in_use.get(id(item), 0) > 0
+            if ttl is not None and not busy and now - item.last_used >= ttl:
+                if self.unload(item.model, item.version, "ttl", f"ttl: unused for {ttl:g} s"):
+                    expired.append(f"{item.model}@{item.version}")
+        return expired
+
+    def evictions(self) -> list[dict[str, Any]]:
+        """Versions unloaded by the budget, a ttl or `hs evict`, and why (until they load again)."""
+        return [{"model": m, "version": v, **info} for (m, v), info in sorted(self._evicted.items())]
 
     def _failed(self, slot: _Slot, model: str, version: str, reason: str) -> None:
         slot.last_error = reason
@@ -158,7 +219,7 @@ class Registry:
             self._release(old, "reload")
         return fresh
 
-    def unload(self, model: str, version: str, reason: str = "unload") -> bool:
+    def unload(self, model: str, version: str, reason: str = "unload", why: str | None = None) -> bool:
         slot = self._slots.get((model, version))
         if slot is None:
             return False
@@ -166,6 +227,8 @@ class Registry:
             old, slot.loaded = slot.loaded, None
         if old is None:
             return False
+        if reason in ("evict", "memory", "ttl"):
+            self._evicted[(model, version)] = {"reason": why or "hs evict", "at": time.time()}
         self._release(old, reason)
         return True
 

@@ -30,6 +30,7 @@ POLL_MS = 100
 # Bigger than any frame we accept, so oversized texts get a typed error instead of ZeroMQ
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
+REQUEST_THREADS = 64
 _router_ids = itertools.count()
 
 
@@ -45,10 +46,12 @@ class Router:
         self._replies_address = f"inproc://hotswapd-replies-{os.getpid()}-{next(_router_ids)}"
         self._replies = context.socket(zmq.PULL)
         self._replies.bind(self._replies_address)
-        # Inference gets one thread: the backends parallelise inside a batch, and two
-        # batches at once on a few cores only slow each other down. Loading gets its own
-        # so a preload never queues behind inference.
-        self._inference = ThreadPoolExecutor(1, thread_name_prefix="hotswapd-infer")
+        # Request threads mostly wait: on the batcher's single inference thread (the
+        # backends parallelise inside a batch, and two batches at once on a few cores only
+        # slow each other down) or on a load. Enough of them to let a crowd of clients
+        # merge into full batches. Loading ops get their own thread, so a preload never
+        # queues behind inference.
+        self._requests = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="hotswapd-request")
         self._loading = ThreadPoolExecutor(1, thread_name_prefix="hotswapd-load")
         self._local = threading.local()
         self._push_sockets: list[zmq.Socket[Any]] = []
@@ -130,7 +133,7 @@ class Router:
         if isinstance(outcome, Outcome):
             self._send([identity, *encode_ok(request_id, outcome.result, outcome.payload)])
             return
-        pool = self._loading if request.op in SLOW_OPS else self._inference
+        pool = self._loading if request.op in SLOW_OPS else self._requests
         self._state.in_flight += 1
         pool.submit(self._run_job, identity, request_id, outcome)
 
@@ -163,7 +166,7 @@ class Router:
             log.debug("reply dropped: %s", exc)
 
     def close(self) -> None:
-        self._inference.shutdown(wait=True, cancel_futures=True)
+        self._requests.shutdown(wait=True, cancel_futures=True)
         self._loading.shutdown(wait=True, cancel_futures=True)
         self._forward_replies()
         for sock in self._push_sockets:

@@ -1,0 +1,108 @@
+"""The embedding cache: an LRU of vectors bounded in bytes.
+
+A key is the version's weights fingerprint, a digest of its options (backend keys,
+max_seq_length, ...), the normalisation flag and the text. A switch therefore can never
+serve a vector of another version: another version has another fingerprint or options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hotswapd.daemon.registry import LoadedVersion
+
+ENTRY_OVERHEAD = 100  # bytes per entry beyond its vector and key: dict slot, bytes headers
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
+def version_key(loaded: LoadedVersion) -> bytes:
+    """What besides the text decides a vector: the weights and every option of the version."""
+    options = loaded.config.model_dump_json(exclude={"preload", "embeddings_path", "compatible_with", "min_agreement"})
+    return hashlib.sha256(f"{loaded.fingerprint}|{options}".encode()).digest()[:16]
+
+
+class EmbeddingCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    @staticmethod
+    def key(version: bytes, normalize: bool, text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=version + bytes([normalize])).digest()
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        with self._lock:
+            found = []
+            for key in keys:
+                vector = self._entries.get(key)
+                if vector is not None:
+                    self._entries.move_to_end(key)
+                found.append(vector)
+            hits = sum(vector is not None for vector in found)
+            self.stats.hits += hits
+            self.stats.misses += len(keys) - hits
+            return found
+
+    def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        with self._lock:
+            for key, row in zip(keys, vectors, strict=True):
+                blob = row.tobytes()
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self._bytes -= len(old) + len(key) + ENTRY_OVERHEAD
+                self._entries[key] = blob
+                self._bytes += len(blob) + len(key) + ENTRY_OVERHEAD
+            while self._bytes > self.max_bytes and self._entries:
+                key, blob = self._entries.popitem(last=False)
+                self._bytes -= len(blob) + len(key) + ENTRY_OVERHEAD
+                self.stats.evictions += 1
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+        if max_bytes <= 0:
+            self.clear()
+        else:
+            self.put_many([], _empty())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def describe(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "max_bytes": self.max_bytes,
+                "hits": self.stats.hits,
+                "misses": self.stats.misses,
+                "evictions": self.stats.evictions,
+            }
+
+
+def _empty() -> np.ndarray:
+    import numpy as np
+
+    return np.empty((0, 0), dtype=np.float32)

@@ -1,0 +1,79 @@
+"""The memory budget: before a load, make room by evicting idle, unpinned versions.
+
+A version's size is known three ways: measured at load (RSS delta, shown by ``hs models``),
+the config's ``ram_gb`` hint, or, before its first load, the size of its files. The budget
+is ``memory.max_gb`` for the loaded versions together, and/or ``memory.min_free_gb`` of
+system memory kept available. Versions with requests in flight and pinned versions are
+never chosen; among the rest ``policy`` picks the least recently used (``lru``) or the
+largest first (the seed's ``largest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+
+from hotswapd.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from hotswapd.config import MemoryConfig, VersionConfig
+    from hotswapd.daemon.registry import LoadedVersion
+
+GB = 1024**3
+MiB = 1024**2
+
+
+def files_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def estimate(spec: VersionConfig, path: Path | None, measured_before: int | None) -> int:
+    """Bytes a load is expected to take: the hint, else the last measurement, else the files."""
+    if spec.ram_gb is not None:
+        return int(spec.ram_gb * GB)
+    if measured_before is not None:
+        return measured_before
+    return files_size(path) if path is not None and path.exists() else 0
+
+
+def bytes_over(config: MemoryConfig, loaded: Sequence[LoadedVersion], need: int) -> int:
+    """How many bytes must be freed before loading ``need`` more; 0 or less means it fits."""
+    over = 0
+    if config.max_gb is not None:
+        over = sum(item.memory_bytes for item in loaded) + need - int(config.max_gb * GB)
+    if config.min_free_gb is not None:
+        available = psutil.virtual_memory().available
+        over = max(over, int(config.min_free_gb * GB) - (available - need))
+    return over
+
+
+def victims(config: MemoryConfig, loaded: Sequence[LoadedVersion], over: int, in_use: set[int], loading: str) -> list[LoadedVersion]:
+    """The versions to evict to free ``over`` bytes, or ModelLoadError naming what holds memory."""
+    candidates = [item for item in loaded if not item.config.pinned and id(item) not in in_use]
+    if config.policy == "largest":
+        candidates.sort(key=lambda item: item.memory_bytes, reverse=True)
+    else:
+        candidates.sort(key=lambda item: item.last_used)
+    chosen, freed = [], 0
+    for item in candidates:
+        if freed >= over:
+            break
+        chosen.append(item)
+        freed += item.memory_bytes
+    if freed < over:
+        held = ", ".join(
+            f"{item.model}@{item.version} {item.memory_bytes / MiB:.0f} MiB"
+            + (" (pinned)" if item.config.pinned else " (in use)" if id(item) in in_use else "")
+            for item in sorted(loaded, key=lambda item: item.memory_bytes, reverse=True)
+        )
+        limit = f"memory.max_gb = {config.max_gb}" if config.max_gb is not None else f"memory.min_free_gb = {config.min_free_gb}"
+        raise ModelLoadError(
+            f"{loading} does not fit within {limit}: {over / MiB:.0f} MiB more would be needed "
+            f"and only {freed / MiB:.0f} MiB can be evicted; loaded: {held or 'nothing'}"
+        )
+    return chosen
