@@ -42,6 +42,7 @@ class EncodeResult:
         self.fingerprint: str | None = result.get("fingerprint")
         self.dim: int = int(result["dim"])
         self.count: int = int(result["count"])
+        self.cached: int = int(result.get("cached", 0))  # how many rows the daemon's cache served
         if len(buffer) != self.count * self.dim * 4:
             raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
         self.buffer = buffer

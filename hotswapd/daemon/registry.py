@@ -152,6 +152,8 @@ class Registry:
         # A backend that knows better (a remote endpoint holds nothing here) says so.
         used = getattr(embedder, "memory_bytes", measured)
         self._measured[(model, version)] = used
+        if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta
+            used = int(spec.ram_gb * memory.GB)
         self._evicted.pop((model, version), None)
         slot.last_error = None
         log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, used / 2**20, digest)
