@@ -16,7 +16,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import compare, config, daemon, encode, models, switching
+from hotswap_cli import bench, compare, config, daemon, encode, models, switching
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.command()(switching.switch)
 app.command()(switching.rollback)
 app.command()(switching.history)
 app.command()(compare.compare)
+app.command()(bench.bench)
 app.command()(models.metrics)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")

@@ -90,6 +90,17 @@ def show_status(info: dict[str, Any]) -> None:
         ["memory (RSS)", human_bytes(info["rss_bytes"])],
         ["memory (models)", human_bytes(info["models_memory_bytes"])],
     ]
+    cache = info.get("cache")
+    if cache:
+        looked_up = cache["hits"] + cache["misses"]
+        rate = f", {cache['hits'] / looked_up:.0%} hit rate" if looked_up else ""
+        rows.append([
+            "embedding cache",
+            f"{cache['entries']} vectors, {human_bytes(cache['bytes'])} of {human_bytes(cache['max_bytes'])}; "
+            f"{cache['hits']} hits, {cache['misses']} misses{rate}",
+        ])
+    for item in info.get("evicted", []):
+        rows.append([f"evicted {item['model']}@{item['version']}", f"{item['reason']} ({human_ago(item['at'])})"])
     for model, rollout in sorted(info.get("rollouts", {}).items()):
         health = rollout["health"][rollout["target"]]
         rows.append([

@@ -189,6 +189,9 @@ class DaemonConfig(_Frozen):
     watch_debounce_seconds: float = Field(default=0.3, ge=0)
     # How often a config held in SSM Parameter Store (--config ssm:/path) is re-read.
     config_poll_seconds: float = Field(default=30.0, gt=0)
+    # Threads for torch-based backends (OMP_NUM_THREADS, read when torch is imported);
+    # default: one per core. Only one batch runs at a time, so backends never compete.
+    torch_threads: PositiveInt | None = None
     # Dynamic batching defaults (each version may override them).
     max_batch_size: PositiveInt = 64
     max_batch_tokens: PositiveInt = 16384

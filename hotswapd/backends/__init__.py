@@ -7,6 +7,8 @@ A backend is a module with:
   :class:`~hotswapd.config.VersionConfig`, whose ``options`` are the backend's own keys.
 - optionally ``Options``: a pydantic model of the backend's own config keys. Config
   validation checks a version's extra keys against it; without it, extra keys are refused.
+- optionally ``import_libraries()``: imports its heavy libraries, called before a load's
+  memory is measured, so the first model of a backend is not charged for torch itself.
 
 Built-in backends are named in :data:`BUILTIN`; third-party ones register a module under
 the entry-point group ``hotswapd.backends``. Modules are imported on first use, and a
@@ -91,6 +93,13 @@ def get_loader(name: str) -> Loader:
     if not callable(getattr(module, "load", None)):
         raise ConfigError(f"backend {name!r} has no load(path, version) function")
     return module.load
+
+
+def import_libraries(name: str) -> None:
+    """Let a backend import its libraries before a load is measured (optional hook)."""
+    hook = getattr(_module(name), "import_libraries", None)
+    if callable(hook):
+        hook()
 
 
 def options_schema(name: str) -> type[BaseModel] | None:

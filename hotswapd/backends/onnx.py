@@ -220,3 +220,12 @@ def _enforce(check: dict[str, Any], threshold: float, what: str) -> None:
             f"(min {check['min_cosine']:.4f}) on the {check['sample_size']}-text check sample, "
             f"below min_cosine {threshold}: refused"
         )
+
+
+def import_libraries() -> None:
+    """Import what load() needs, so the RSS measured around a load is the model's, not the libraries'."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError:
+        pass  # load() reports the missing package with an install hint

@@ -141,3 +141,12 @@ def load(path: Path, version: VersionConfig) -> SageMakerEmbedder:
         raise ModelLoadError(f"sagemaker endpoint check failed: {exc.message}") from exc
     log.info("sagemaker: endpoint %s answers %d-dim token embeddings", options.endpoint, embedder.dimension)
     return embedder
+
+
+def import_libraries() -> None:
+    """Import what load() needs, so the RSS measured around a load is the model's, not the libraries'."""
+    try:
+        import boto3  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError:
+        pass  # load() reports the missing package with an install hint

@@ -111,3 +111,12 @@ def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
     model.eval()
     log.info("loaded sentence-transformers model from %s on %s", path, device)
     return SentenceTransformerEmbedder(model, device, version.batch_size)
+
+
+def import_libraries() -> None:
+    """Import what load() needs, so the RSS measured around a load is the model's, not the libraries'."""
+    try:
+        import sentence_transformers  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        pass  # load() reports the missing package with an install hint

@@ -92,3 +92,12 @@ def load(path: Path, version: VersionConfig) -> TransformersEmbedder:
     max_length = version.max_seq_length or layout.max_seq_length
     log.info("transformers: loaded %s (%s pooling, max %d tokens) on %s", path, pooling, max_length, device)
     return TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)
+
+
+def import_libraries() -> None:
+    """Import what load() needs, so the RSS measured around a load is the model's, not the libraries'."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        pass  # load() reports the missing package with an install hint

@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars are for terminals; in a daemon's log they are noise.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if config.daemon.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(config.daemon.torch_threads)
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds).run()

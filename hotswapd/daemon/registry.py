@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from hotswapd.backends import Embedder, get_loader
+from hotswapd.backends import Embedder, get_loader, import_libraries
 from hotswapd.config import Config, ModelConfig, VersionConfig
 from hotswapd.daemon import memory
 from hotswapd.daemon.fingerprint import fingerprint
@@ -137,6 +137,7 @@ class Registry:
         try:
             path = spec.resolve(spec.source)
             self._make_room(model, version, memory.estimate(spec, path, self._measured.get((model, version))))
+            import_libraries(spec.backend)
             rss_before = self._process.memory_info().rss
             digest = fingerprint(path)
             embedder = get_loader(spec.backend)(path, spec)

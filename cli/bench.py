@@ -1,0 +1,201 @@
+"""``hs bench``: measure model versions through the daemon, and keep a history of the runs."""
+
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hotswapd.client import Client
+from hotswapd.probe import PROBE_TEXTS
+
+from hotswap_cli.output import print_json, print_table
+
+HISTORY_SHOWN = 20
+
+
+def builtin_corpus() -> list[str]:
+    """256 texts of varied length from the probe set: every ordered pair of probe texts."""
+    return [a if a is b else f"{a} {b}" for a in PROBE_TEXTS for b in PROBE_TEXTS]
+
+
+def _texts(input_file: Path | None) -> list[str]:
+    if input_file is None:
+        return builtin_corpus()
+    lines = [line.strip() for line in input_file.read_text(encoding="utf-8", errors="replace").splitlines()]
+    texts = [line for line in lines if line]
+    if not texts:
+        raise typer.BadParameter(f"{input_file} has no non-empty lines", param_hint="--input")
+    return texts
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def _latencies(client: Client, spec: str, texts: list[str]) -> list[float]:
+    out = []
+    for text in texts:
+        started = time.perf_counter()
+        client.encode([text], spec)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def _throughput(client: Client, spec: str, texts: list[str], batch: int, concurrency: int, seconds: float, tag: str) -> float:
+    """Texts per second with ``concurrency`` clients sending ``batch`` texts each, for ``seconds``."""
+    done = [0] * concurrency
+    deadline = time.monotonic() + seconds
+
+    def worker(index: int) -> None:
+        with Client(client.endpoint, timeout=client.timeout) as own:
+            round_ = 0
+            while time.monotonic() < deadline:
+                # Unique texts, so the cache does not flatter the figure.
+                start = (round_ * batch) % len(texts)
+                chunk = [f"{text} [{tag}-{index}-{round_}]" for text in (texts * 2)[start : start + batch]]
+                own.encode(chunk, spec)
+                done[index] += len(chunk)
+                round_ += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def measure(client: Client, spec: str, texts: list[str], batch: int, concurrency: int, seconds: float, advance: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    loaded = client.preload(spec)
+    advance()
+    sample = [f"{text} [{tag}]" for text in texts[:100]]
+    cold = _latencies(client, spec, sample)
+    warm = _latencies(client, spec, sample)  # the same texts again: served by the cache
+    advance()
+    throughput = _throughput(client, spec, texts, batch, concurrency, seconds, tag)
+    advance()
+    return {
+        "model": loaded["model"],
+        "version": loaded["version"],
+        "backend": loaded.get("backend"),
+        "load_seconds": loaded["load_seconds"],
+        "memory_bytes": loaded["memory_bytes"],
+        "p50_ms": round(_percentile(cold, 50), 3),
+        "p95_ms": round(_percentile(cold, 95), 3),
+        "p99_ms": round(_percentile(cold, 99), 3),
+        "cached_p50_ms": round(_percentile(warm, 50), 3),
+        "texts_per_s": round(throughput, 1),
+        "batch_size": batch,
+        "concurrency": concurrency,
+    }
+
+
+def _agreement(client: Client, rows: list[dict[str, Any]], texts: list[str]) -> None:
+    """Mean cosine of each version with the first version of the same model on the sample."""
+    import numpy as np
+
+    sample = texts[:64]
+    first: dict[str, Any] = {}
+    for row in rows:
+        vectors = np.asarray(client.encode(sample, f"{row['model']}@{row['version']}").embeddings, dtype=np.float64)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        base = first.setdefault(row["model"], vectors)
+        if base is not vectors and base.shape == vectors.shape:
+            row["cosine_vs_first"] = round(float(np.sum(base * vectors, axis=1).mean()), 5)
+
+
+def _history_path() -> Path:
+    from hotswapd.paths import state_dir
+
+    return state_dir() / "bench.jsonl"
+
+
+def _record(rows: list[dict[str, Any]]) -> None:
+    path = _history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at = time.time()
+    with open(path, "a", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps({"at": at, **row}) + "\n")
+
+
+def _show_history(as_json: bool) -> None:
+    path = _history_path()
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    entries = entries[-HISTORY_SHOWN:]
+    if as_json:
+        print_json(entries)
+        return
+    previous: dict[str, float] = {}
+    rows = []
+    for entry in entries:
+        name = f"{entry['model']}@{entry['version']}"
+        speed = entry["texts_per_s"]
+        trend = f"{(speed / previous[name] - 1) * 100:+.0f}%" if name in previous else ""
+        previous[name] = speed
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["at"]))
+        rows.append([when, name, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}", f"b{entry['batch_size']} c{entry['concurrency']}"])
+    print_table(f"bench history ({path})", ["when", "version", "texts/s", "vs last", "p50 ms", "p99 ms", "setup"], rows)
+
+
+def bench(
+    ctx: typer.Context,
+    specs: Annotated[list[str] | None, typer.Argument(help="MODEL or MODEL@VERSION, one or more (default: the default model).")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="Texts, one per line.", exists=True, dir_okay=False)] = None,
+    corpus: Annotated[str, typer.Option(help="Texts to use without --input: 'builtin'.")] = "builtin",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per request in the throughput phase.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Clients sending at once in the throughput phase.")] = 4,
+    duration: Annotated[float, typer.Option(min=0.5, help="Seconds of the throughput phase, per version.")] = 5.0,
+    history: Annotated[bool, typer.Option("--history", help="Show past runs and their trend instead of measuring.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Measure versions through the daemon: load, memory, latency, throughput, cache, agreement."""
+    if history:
+        _show_history(as_json)
+        return
+    if corpus != "builtin":
+        raise typer.BadParameter("the only corpus is 'builtin' (or give --input FILE)", param_hint="--corpus")
+    texts = _texts(input_file)
+    client = ctx.obj.client()
+    targets = specs or [""]
+    from rich.progress import Progress
+
+    rows = []
+    with Progress(transient=True, disable=as_json) as progress:
+        task = progress.add_task("benchmarking", total=3 * len(targets))
+        for spec in targets:
+            progress.update(task, description=f"benchmarking {spec or 'default model'}")
+            rows.append(measure(client, spec or None, texts, batch_size, concurrency, duration, lambda: progress.advance(task)))  # type: ignore[arg-type]
+    _agreement(client, rows, texts)
+    _record(rows)
+    if as_json:
+        print_json(rows)
+        return
+    fastest = max(range(len(rows)), key=lambda i: rows[i]["texts_per_s"])
+    table = []
+    for index, row in enumerate(rows):
+        mark = " ★" if index == fastest and len(rows) > 1 else ""
+        memory = f"{row['memory_bytes'] / 2**20:.0f} MiB" if row["memory_bytes"] is not None else "-"
+        table.append([
+            f"{row['model']}@{row['version']}{mark}",
+            row["backend"] or "-",
+            f"{row['load_seconds']:.2f} s",
+            memory,
+            f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f} / {row['p99_ms']:.1f}",
+            f"{row['cached_p50_ms']:.1f}",
+            f"{row['texts_per_s']:.1f}",
+            f"{row['cosine_vs_first']:.4f}" if "cosine_vs_first" in row else "-",
+        ])
+    print_table(
+        f"hs bench: {len(texts)} texts, batch {batch_size}, {concurrency} clients, {duration:g} s each (★ fastest)",
+        ["version", "backend", "load", "memory", "p50 / p95 / p99 ms", "cached p50 ms", "texts/s", "cosine vs first"],
+        table,
+    )
