@@ -202,6 +202,9 @@ class CacheConfig(_Frozen):
     """The in-memory embedding cache; max_mb = 0 turns it off."""
 
     max_mb: float = Field(default=256.0, ge=0)
+    # A second tier in sqlite under the cache dir, kept across restarts (off by default).
+    persist: bool = False
+    persist_max_mb: float = Field(default=1024.0, gt=0)
 
 
 class MemoryConfig(_Frozen):

@@ -193,3 +193,29 @@ def test_ttl_unloads_an_unused_version(client: Client) -> None:
     wait_for(client.status, lambda s: "ephemeral@v1" not in s["loaded"], timeout=10)
     assert evicted(client)["ephemeral@v1"] == "ttl: unused for 0.5 s"
     assert client.encode(["back again"], "ephemeral").embeddings.shape == (1, 32)  # lazy reload
+
+
+def test_the_persistent_cache_survives_a_restart(tmp_path: Path, tiny_model: Path) -> None:
+    config = write_config(
+        tmp_path / "config.toml",
+        f'[cache]\nmax_mb = 1\npersist = true\n[models.tiny]\nactive = "v1"\n[models.tiny.versions.v1]\nsource = "{tiny_model}"\n',
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    texts = ["kept across restarts", "and this one"]
+    first = start_daemon(config, tmp_path, extra_env=env)
+    try:
+        with first.client() as client:
+            before = client.encode(texts, "tiny")
+            assert before.cached == 0
+            vectors = before.embeddings.copy()
+    finally:
+        assert first.stop() == 0, first.log()
+    second = start_daemon(config, tmp_path, extra_env=env)
+    try:
+        with second.client() as client:
+            after = client.encode(texts, "tiny")
+            assert after.cached == 2
+            np.testing.assert_array_equal(after.embeddings, vectors)
+            assert client.status()["cache"]["persistent"].endswith("embeddings.sqlite")
+    finally:
+        assert second.stop() == 0, second.log()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from hotswapd.daemon.disk_cache import DiskCache
     from hotswapd.daemon.registry import LoadedVersion
 
 ENTRY_OVERHEAD = 100  # bytes per entry beyond its vector and key: dict slot, bytes headers
@@ -35,8 +36,9 @@ def version_key(loaded: LoadedVersion) -> bytes:
 
 
 class EmbeddingCache:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, disk: DiskCache | None = None) -> None:
         self.max_bytes = max_bytes
+        self.disk = disk
         self._entries: OrderedDict[bytes, bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -44,7 +46,7 @@ class EmbeddingCache:
 
     @property
     def enabled(self) -> bool:
-        return self.max_bytes > 0
+        return self.max_bytes > 0 or self.disk is not None
 
     @staticmethod
     def key(version: bytes, normalize: bool, text: str) -> bytes:
@@ -58,15 +60,25 @@ class EmbeddingCache:
                 if vector is not None:
                     self._entries.move_to_end(key)
                 found.append(vector)
+        if self.disk is not None and any(vector is None for vector in found):
+            stored = self.disk.get_many([key for key, vector in zip(keys, found, strict=True) if vector is None])
+            found = [vector if vector is not None else stored.get(key) for key, vector in zip(keys, found, strict=True)]
+            self._remember(stored)
+        with self._lock:
             hits = sum(vector is not None for vector in found)
             self.stats.hits += hits
             self.stats.misses += len(keys) - hits
             return found
 
     def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        blobs = {key: row.tobytes() for key, row in zip(keys, vectors, strict=True)}
+        self._remember(blobs)
+        if self.disk is not None and blobs:
+            self.disk.put_many(list(blobs.items()))
+
+    def _remember(self, blobs: dict[bytes, bytes]) -> None:
         with self._lock:
-            for key, row in zip(keys, vectors, strict=True):
-                blob = row.tobytes()
+            for key, blob in blobs.items():
                 old = self._entries.pop(key, None)
                 if old is not None:
                     self._bytes -= len(old) + len(key) + ENTRY_OVERHEAD
@@ -83,14 +95,14 @@ class EmbeddingCache:
         if max_bytes <= 0:
             self.clear()
         else:
-            self.put_many([], _empty())
+            self._remember({})
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
 
-    def describe(self) -> dict[str, int]:
+    def describe(self) -> dict[str, object]:
         with self._lock:
             return {
                 "entries": len(self._entries),
@@ -99,10 +111,6 @@ class EmbeddingCache:
                 "hits": self.stats.hits,
                 "misses": self.stats.misses,
                 "evictions": self.stats.evictions,
+                "persistent": str(self.disk.path) if self.disk else None,
             }
 
-
-def _empty() -> np.ndarray:
-    import numpy as np
-
-    return np.empty((0, 0), dtype=np.float32)

@@ -20,6 +20,7 @@ from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.handlers import DaemonState, Handlers, Services
 from hotswapd.daemon.cache import EmbeddingCache
+from hotswapd.daemon.disk_cache import DiskCache
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
@@ -64,6 +65,13 @@ def config_may_be_missing(explicit: str | None) -> bool:
     return explicit is None and CONFIG_ENV not in os.environ
 
 
+def embedding_cache(config: Config) -> EmbeddingCache:
+    disk = None
+    if config.cache.persist:
+        disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
+    return EmbeddingCache(int(config.cache.max_mb * 2**20), disk)
+
+
 class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
@@ -84,7 +92,7 @@ class Daemon:
         self.switchboard = Switchboard(self.registry, self.health, self.audit, statefile, schedule=self._submit_loading)
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
-        self.inference = Inference(EmbeddingCache(int(config.cache.max_mb * 2**20)), self.metrics.record_batch)
+        self.inference = Inference(embedding_cache(config), self.metrics.record_batch)
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference)
@@ -115,6 +123,8 @@ class Daemon:
             self._watcher.stop()
             self._router.close()
             self.inference.stop()
+            if self.inference.cache.disk is not None:
+                self.inference.cache.disk.close()
             self.registry.close()
             self._context.term()
             self._lock.release()

@@ -1,0 +1,57 @@
+"""The optional persistent tier of the embedding cache: sqlite under the cache dir.
+
+Off by default (``[cache] persist = true``). Same keys as the memory tier (they already
+include the version's fingerprint and options), so vectors survive a restart and are never
+served for another version. Bounded by ``persist_max_mb``: the oldest-written rows go first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+TRIM_EVERY = 1000  # writes between size checks
+
+
+class DiskCache:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._writes = 0
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            rows = self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", keys).fetchall()  # noqa: S608 -- placeholders only
+        return {bytes(key): bytes(vector) for key, vector in rows}
+
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)", items)
+            self._writes += len(items)
+            if self._writes >= TRIM_EVERY:
+                self._writes = 0
+                self._trim()
+
+    def _trim(self) -> None:
+        (count, size) = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(vector) + LENGTH(key)), 0) FROM vectors").fetchone()
+        if size <= self._max_bytes or not count:
+            return
+        drop = int(count * (1 - self._max_bytes / size)) + 1
+        self._db.execute("DELETE FROM vectors WHERE rowid IN (SELECT rowid FROM vectors ORDER BY rowid LIMIT ?)", (drop,))
+        log.info("persistent cache trimmed by %d vectors", drop)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
