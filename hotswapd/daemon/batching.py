@@ -4,9 +4,9 @@ Request threads call :meth:`Batcher.encode`, which splits a request into pieces 
 version's limits (``max_batch_size`` texts, ``max_batch_tokens`` estimated tokens), queues
 them and waits. One inference thread takes the oldest piece, gathers every queued piece of
 the same version and normalisation that still fits the limits, and runs them as one
-batch. It waits up to ``max_wait_ms`` for more only when the previous batch of that
-version merged several requests, so a lone client never pays the wait, and a crowd gets
-full batches. Backends sort a batch by length before padding, so a merged batch of short
+batch. It waits up to ``max_wait_ms`` for more only when recent batches of that version
+merged several requests (and only for as many as they did), so a lone client never pays
+the wait, and a crowd gets fuller batches. Backends sort a batch by length before padding, so a merged batch of short
 and long texts is padded per length group, not to its longest text.
 
 A failure of a merged batch is retried request by request, so one client's bad text fails
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hotswapd.daemon.registry import LoadedVersion
 
 log = logging.getLogger(__name__)
+RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
 
 
@@ -83,7 +84,8 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[_Piece] = deque()
         self._cond = threading.Condition()
-        self._last_requests: dict[tuple[int, bool], int] = {}
+        # Requests merged by the last few batches of each version: how much company to expect.
+        self._recent: dict[tuple[int, bool], deque[int]] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
@@ -122,7 +124,7 @@ class Batcher:
                 self._cond.wait()
             oldest = self._queue[0]
             batch = self._gather(oldest)
-            expected = self._last_requests.get(oldest.key, 1)
+            expected = max(self._recent.get(oldest.key, (1,)))
             remaining = oldest.enqueued + oldest.limits.max_wait_ms / 1000 - time.monotonic()
             full = sum(len(p.texts) for p in batch) >= oldest.limits.max_batch_size
             if full or len(batch) >= expected or remaining <= 0 or self._stopping:
@@ -147,7 +149,7 @@ class Batcher:
     def _execute(self, batch: list[_Piece]) -> None:
         first = batch[0]
         texts = [text for piece in batch for text in piece.texts]
-        self._last_requests[first.key] = len(batch)
+        self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
         try:
             vectors = self._run(first.loaded, texts, first.normalize)
         except Exception as exc:  # noqa: BLE001 -- handed to the requests, which raise it
