@@ -10,6 +10,9 @@ largest first (the seed's ``largest``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,3 +80,16 @@ def victims(config: MemoryConfig, loaded: Sequence[LoadedVersion], over: int, in
             f"and only {freed / MiB:.0f} MiB can be evicted; loaded: {held or 'nothing'}"
         )
     return chosen
+
+
+def give_back() -> None:
+    """After an unload: collect the model's reference cycles (torch modules have them) and
+    ask glibc to return freed heap to the system, so RSS falls instead of ratcheting up
+    with every load and unload."""
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        try:
+            ctypes.CDLL(libc_name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass  # not glibc: nothing to trim

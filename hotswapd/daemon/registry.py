@@ -151,7 +151,11 @@ class Registry:
         seconds = time.perf_counter() - started
         measured = max(0, self._process.memory_info().rss - rss_before)
         # A backend that knows better (a remote endpoint holds nothing here) says so.
-        used = getattr(embedder, "memory_bytes", measured)
+        # An RSS delta reads low when the load reuses pages the allocator kept from an
+        # earlier unload, or maps weights lazily: a version counts at least its files'
+        # size and the largest size ever measured for it.
+        declared = getattr(embedder, "memory_bytes", None)
+        used = declared if declared is not None else max(measured, memory.files_size(path), self._measured.get((model, version), 0))
         self._measured[(model, version)] = used
         if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta
             used = int(spec.ram_gb * memory.GB)
@@ -248,6 +252,8 @@ class Registry:
             loaded.embedder.close()
         except Exception:  # closing must never take the daemon down
             log.exception("closing %s@%s failed", loaded.model, loaded.version)
+        if reason != "reload":  # a request may still hold it; collected on a later unload
+            memory.give_back()
 
     def replace_config(self, config: Config) -> tuple[list[str], list[tuple[str, str]]]:
         """Adopt a new config. Versions it removed are unloaded; loaded versions whose
