@@ -8,7 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,16 @@ def wait_for(probe: Callable[[], Any], condition: Callable[[Any], bool], timeout
             return value
         time.sleep(0.05)
     raise AssertionError(f"condition not met; last value {value!r}")
+
+
+@contextmanager
+def serving(config_path: Path, workdir: Path, *, ready_within: float = 120.0, **start: Any) -> Iterator[RunningDaemon]:
+    """A started daemon, ready (preloads done); stopped at the end, which must exit 0."""
+    daemon = start_daemon(config_path, workdir, **start)
+    try:
+        with daemon.client() as client:
+            wait_ready(client, ready_within)
+        yield daemon
+    finally:
+        if daemon.process.poll() is None:
+            assert daemon.stop() == 0, daemon.log()

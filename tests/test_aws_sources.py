@@ -14,7 +14,7 @@ import pytest
 from hotswapd import s3
 from hotswapd.errors import ModelLoadError
 from tests.conftest import run_hs
-from tests.daemons import RunningDaemon, daemon_env, start_daemon, wait_for, wait_ready, write_config
+from tests.daemons import RunningDaemon, daemon_env, serving, start_daemon, wait_for, wait_ready, write_config
 from tests.test_sagemaker import AWS_TEST_ENV
 
 BUCKET = "models"
@@ -125,11 +125,8 @@ source = "{uploaded}"
 source = "s3://{BUCKET}/missing"
 """,
     )
-    daemon = start_daemon(config, workdir, extra_env={**moto_env, "XDG_CACHE_HOME": str(workdir / "cache")})
-    with daemon.client() as client:
-        wait_ready(client)
-    yield daemon
-    assert daemon.stop() == 0, daemon.log()
+    with serving(config, workdir, extra_env={**moto_env, "XDG_CACHE_HOME": str(workdir / "cache")}) as daemon:
+        yield daemon
 
 
 def test_daemon_serves_a_model_from_s3(s3_daemon: RunningDaemon) -> None:

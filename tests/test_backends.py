@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from hotswapd import Client
 from hotswapd.errors import ModelLoadError
-from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+from tests.daemons import RunningDaemon, serving, write_config
 
 TEXTS = [
     "The bank raised rates.",
@@ -106,20 +107,15 @@ scale = 2.0
     )
 
 
-def start(workdir: Path, tiny: Path, plugin_site: Path) -> RunningDaemon:
+def start(workdir: Path, tiny: Path, plugin_site: Path) -> AbstractContextManager[RunningDaemon]:
     env = {"XDG_CACHE_HOME": str(workdir / "cache"), "PYTHONPATH": os.pathsep.join([str(plugin_site), str(Path.cwd())])}
-    daemon = start_daemon(backends_config(workdir, tiny), workdir, extra_env=env)
-    with daemon.client() as client:
-        wait_ready(client)
-    return daemon
+    return serving(backends_config(workdir, tiny), workdir, extra_env=env)
 
 
 @pytest.fixture(scope="module")
 def daemon(workdir: Path, tiny_model: Path, plugin_site: Path) -> Iterator[RunningDaemon]:
-    daemon = start(workdir, tiny_model, plugin_site)
-    yield daemon
-    if daemon.process.poll() is None:
-        assert daemon.stop() == 0, daemon.log()
+    with start(workdir, tiny_model, plugin_site) as daemon:
+        yield daemon
 
 
 @pytest.fixture()
@@ -193,13 +189,9 @@ def test_export_cache_is_reused_by_the_next_start(daemon: RunningDaemon, workdir
     exported = Path(first["onnx_file"])
     stat_before = exported.stat()
     assert daemon.stop() == 0, daemon.log()
-    again = start(workdir, tiny_model, plugin_site)
-    try:
-        with again.client() as client:
-            second = client.preload("tiny@onnx")["details"]
-            assert second["onnx_file"] == first["onnx_file"] and second["exported_now"] is False
-            stat_after = exported.stat()
-            assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
-            assert client.encode(["cached export"], "tiny@onnx").embeddings.shape == (1, 32)
-    finally:
-        assert again.stop() == 0, again.log()
+    with start(workdir, tiny_model, plugin_site) as again, again.client() as client:
+        second = client.preload("tiny@onnx")["details"]
+        assert second["onnx_file"] == first["onnx_file"] and second["exported_now"] is False
+        stat_after = exported.stat()
+        assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
+        assert client.encode(["cached export"], "tiny@onnx").embeddings.shape == (1, 32)

@@ -10,7 +10,7 @@ import pytest
 
 from hotswapd import Client
 from hotswapd.backends.onnx_export import check_sample
-from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+from tests.daemons import RunningDaemon, serving, write_config
 from tests.test_backends import cosines, st_reference
 from tests.tinymodel import minilm_dir
 
@@ -47,11 +47,8 @@ tokenizer = "{MINILM}"
 reference = "{MINILM}"
 """,
     )
-    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")})
-    with daemon.client() as client:
-        wait_ready(client, wait=600)
-    yield daemon
-    assert daemon.stop() == 0, daemon.log()
+    with serving(config, workdir, ready_within=600, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")}) as daemon:
+        yield daemon
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import pytest
 
 from hotswapd import Client
 from hotswapd.errors import InferenceError, ModelLoadError
-from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
+from tests.daemons import RunningDaemon, serving, write_config
 from tests.sagemaker_server import SageMakerServer
 from tests.test_backends import TEXTS, cosines, st_reference
 
@@ -49,11 +49,8 @@ active = "v1"
 source = "{tiny_model}"
 """,
     )
-    daemon = start_daemon(config, workdir, extra_env=AWS_TEST_ENV)
-    with daemon.client() as client:
-        wait_ready(client)
-    yield daemon
-    assert daemon.stop() == 0, daemon.log()
+    with serving(config, workdir, extra_env=AWS_TEST_ENV) as daemon:
+        yield daemon
 
 
 @pytest.fixture()

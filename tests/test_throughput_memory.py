@@ -12,7 +12,7 @@ import pytest
 
 from hotswapd import Client
 from hotswapd.errors import ModelLoadError
-from tests.daemons import RunningDaemon, start_daemon, wait_for, wait_ready, write_config
+from tests.daemons import RunningDaemon, serving, start_daemon, wait_for, write_config
 
 CLIENTS = 16
 CACHE_MB = 0.05
@@ -70,11 +70,8 @@ source = "{v1}"
 ram_gb = 0.01
 """,
     )
-    daemon = start_daemon(config, workdir)
-    with daemon.client() as client:
-        wait_ready(client)
-    yield daemon
-    assert daemon.stop() == 0, daemon.log()
+    with serving(config, workdir) as daemon:
+        yield daemon
 
 
 @pytest.fixture()
