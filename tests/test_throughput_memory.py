@@ -216,3 +216,23 @@ def test_the_persistent_cache_survives_a_restart(tmp_path: Path, tiny_model: Pat
             assert client.status()["cache"]["persistent"].endswith("embeddings.sqlite")
     finally:
         assert second.stop() == 0, second.log()
+
+
+def test_policy_largest_evicts_the_biggest_idle_version_first() -> None:
+    from hotswapd.config import MemoryConfig, VersionConfig
+    from hotswapd.daemon.memory import victims
+    from hotswapd.daemon.registry import LoadedVersion
+
+    def loaded(version: str, mib: int, last_used: float, pinned: bool = False) -> LoadedVersion:
+        spec = VersionConfig(source="/models/x", pinned=pinned)
+        return LoadedVersion("m", version, spec, None, "f", 0.0, 0.0, mib * 2**20, last_used=last_used)  # type: ignore[arg-type]
+
+    small_old, big_new, huge_pinned = loaded("small", 100, 1.0), loaded("big", 300, 5.0), loaded("huge", 900, 0.0, pinned=True)
+    fleet = [small_old, big_new, huge_pinned]
+    assert victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 50 * 2**20, set(), "m@new") == [big_new]
+    assert victims(MemoryConfig(max_gb=1, policy="lru"), fleet, 50 * 2**20, set(), "m@new") == [small_old]
+    assert victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 350 * 2**20, set(), "m@new") == [big_new, small_old]
+    with pytest.raises(ModelLoadError, match=r"m@small 100 MiB \(in use\)"):
+        victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 350 * 2**20, {id(small_old)}, "m@new")
+    with pytest.raises(ModelLoadError, match=r"m@new does not fit .* m@huge 900 MiB \(pinned\)"):
+        victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 500 * 2**20, set(), "m@new")
