@@ -17,11 +17,27 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(rows)
         return
-    print_table(
-        "models",
-        ["name", "version", "backend", "source", "loaded", "memory", "device", "last used"],
-        [_model_row(row) for row in rows],
-    )
+    table = []
+    for row in rows:
+        table.append(_model_row(row))
+        # Other loaded versions (a previous one kept for rollback, a canary, a pinned one).
+        for item in row.get("loaded_detail", []):
+            if item["version"] != row["version"]:
+                table.append(_loaded_row(item))
+    print_table("models", ["name", "version", "backend", "source", "loaded", "memory", "device", "last used"], table)
+
+
+def _loaded_row(item: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        item["version"],
+        item["backend"],
+        "",
+        "yes" + (" (pinned)" if item["pinned"] else ""),
+        human_bytes(item["memory_bytes"]),
+        item["device"],
+        human_ago(item["last_used"]),
+    ]
 
 
 def _model_row(row: dict[str, Any]) -> list[str]:

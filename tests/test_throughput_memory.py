@@ -236,3 +236,17 @@ def test_policy_largest_evicts_the_biggest_idle_version_first() -> None:
         victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 350 * 2**20, {id(small_old)}, "m@new")
     with pytest.raises(ModelLoadError, match=r"m@new does not fit .* m@huge 900 MiB \(pinned\)"):
         victims(MemoryConfig(max_gb=1, policy="largest"), fleet, 500 * 2**20, set(), "m@new")
+
+
+def test_hs_models_shows_every_loaded_version_with_its_memory(client: Client, daemon: RunningDaemon) -> None:
+    from tests.conftest import run_hs
+
+    client.preload("switchy@v1")
+    client.preload("switchy@v2")
+    row = next(item for item in client.models() if item["name"] == "switchy")
+    detail = {item["version"]: item for item in row["loaded_detail"]}
+    assert set(detail) == {"v1", "v2"} and detail["v2"]["memory_bytes"] == int(0.01 * 1024**3)
+    shown = run_hs("models", endpoint=daemon.endpoint)
+    assert shown.returncode == 0
+    lines = [line for line in shown.stdout.decode().splitlines() if " v2 " in line]
+    assert lines and "10.2" in lines[0]  # MiB; rich wraps the unit on a narrow terminal

@@ -120,6 +120,19 @@ class Handlers:
             "version": active,
             "versions": sorted(model.versions),
             "loaded_versions": sorted(v for v in model.versions if self._registry.peek(name, v) is not None),
+            # Every loaded version with what it holds: the memory budget's view of the model.
+            "loaded_detail": [
+                {
+                    "version": item.version,
+                    "backend": item.config.backend,
+                    "memory_bytes": item.memory_bytes,
+                    "device": item.embedder.device,
+                    "pinned": item.config.pinned,
+                    "last_used": item.last_used,
+                }
+                for item in sorted(self._registry.loaded(), key=lambda item: item.version)
+                if item.model == name
+            ],
             "backend": spec.backend,
             "source": spec.source,
             "embeddings_path": spec.embeddings_path,
