@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hotswapd.daemon.disk_cache import DiskCache
-    from hotswapd.daemon.registry import LoadedVersion
 
 ENTRY_OVERHEAD = 100  # bytes per entry beyond its vector and key: dict slot, bytes headers
 
@@ -27,12 +26,6 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     evictions: int = 0
-
-
-def version_key(loaded: LoadedVersion) -> bytes:
-    """What besides the text decides a vector: the weights and every option of the version."""
-    options = loaded.config.model_dump_json(exclude={"preload", "embeddings_path", "compatible_with", "min_agreement"})
-    return hashlib.sha256(f"{loaded.fingerprint}|{options}".encode()).digest()[:16]
 
 
 class EmbeddingCache:
@@ -81,26 +74,22 @@ class EmbeddingCache:
             for key, blob in blobs.items():
                 old = self._entries.pop(key, None)
                 if old is not None:
-                    self._bytes -= len(old) + len(key) + ENTRY_OVERHEAD
+                    self._bytes -= _cost(key, old)
                 self._entries[key] = blob
-                self._bytes += len(blob) + len(key) + ENTRY_OVERHEAD
-            while self._bytes > self.max_bytes and self._entries:
-                key, blob = self._entries.popitem(last=False)
-                self._bytes -= len(blob) + len(key) + ENTRY_OVERHEAD
-                self.stats.evictions += 1
+                self._bytes += _cost(key, blob)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop least recently used entries until within the bound; call with the lock held."""
+        while self._bytes > self.max_bytes and self._entries:
+            key, blob = self._entries.popitem(last=False)
+            self._bytes -= _cost(key, blob)
+            self.stats.evictions += 1
 
     def resize(self, max_bytes: int) -> None:
         with self._lock:
             self.max_bytes = max_bytes
-        if max_bytes <= 0:
-            self.clear()
-        else:
-            self._remember({})
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+            self._trim()
 
     def describe(self) -> dict[str, object]:
         with self._lock:
@@ -114,3 +103,6 @@ class EmbeddingCache:
                 "persistent": str(self.disk.path) if self.disk else None,
             }
 
+
+def _cost(key: bytes, blob: bytes) -> int:
+    return len(blob) + len(key) + ENTRY_OVERHEAD

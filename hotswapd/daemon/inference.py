@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink
-from hotswapd.daemon.cache import EmbeddingCache, version_key
+from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
 if TYPE_CHECKING:
@@ -57,8 +57,7 @@ class Inference:
             vectors = self.batcher.encode(loaded, texts, normalize, limits)
             check_vectors(loaded, vectors)
             return vectors, 0
-        prefix = version_key(loaded)
-        keys = [EmbeddingCache.key(prefix, normalize, text) for text in texts]
+        keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
         found = self.cache.get_many(keys)
         missing = [index for index, vector in enumerate(found) if vector is None]
         if not missing:

@@ -35,13 +35,11 @@ def files_size(path: Path) -> int:
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
-def estimate(spec: VersionConfig, path: Path | None, measured_before: int | None) -> int:
+def estimate(spec: VersionConfig, on_disk: int, measured_before: int | None) -> int:
     """Bytes a load is expected to take: the hint, else the last measurement, else the files."""
     if spec.ram_gb is not None:
         return int(spec.ram_gb * GB)
-    if measured_before is not None:
-        return measured_before
-    return files_size(path) if path is not None and path.exists() else 0
+    return measured_before if measured_before is not None else on_disk
 
 
 def bytes_over(config: MemoryConfig, loaded: Sequence[LoadedVersion], need: int) -> int:

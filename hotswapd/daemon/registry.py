@@ -9,6 +9,7 @@ request lets go, so an eviction or reload never breaks a request in flight.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import psutil
@@ -43,6 +45,12 @@ class LoadedVersion:
     memory_bytes: int
     last_used: float = field(default_factory=time.time)
     warmed: bool = False
+
+    @cached_property
+    def vector_identity(self) -> bytes:
+        """What besides the text decides this version's vectors: its weights and options."""
+        options = self.config.model_dump_json(exclude={"preload", "embeddings_path", "compatible_with", "min_agreement"})
+        return hashlib.sha256(f"{self.fingerprint}|{options}".encode()).digest()[:16]
 
 
 @dataclass
@@ -136,7 +144,8 @@ class Registry:
         started = time.perf_counter()
         try:
             path = spec.resolve(spec.source)
-            self._make_room(model, version, memory.estimate(spec, path, self._measured.get((model, version))))
+            on_disk = memory.files_size(path)
+            self._make_room(model, version, memory.estimate(spec, on_disk, self._measured.get((model, version))))
             import_libraries(spec.backend)
             rss_before = self._process.memory_info().rss
             digest = fingerprint(path)
@@ -155,13 +164,15 @@ class Registry:
         # earlier unload, or maps weights lazily: a version counts at least its files'
         # size and the largest size ever measured for it.
         declared = getattr(embedder, "memory_bytes", None)
-        used = declared if declared is not None else max(measured, memory.files_size(path), self._measured.get((model, version), 0))
+        used = declared if declared is not None else max(measured, on_disk, self._measured.get((model, version), 0))
         self._measured[(model, version)] = used
         if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta
             used = int(spec.ram_gb * memory.GB)
         self._evicted.pop((model, version), None)
         slot.last_error = None
-        log.info("loaded %s@%s in %.2f s (+%.0f MiB RSS, fingerprint %s)", model, version, seconds, used / 2**20, digest)
+        log.info(
+            "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; fingerprint %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
+        )
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
         return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
 
@@ -174,7 +185,7 @@ class Registry:
         if over <= 0:
             return
         with self._guard:
-            in_use = {key for key, count in self._in_use.items() if count > 0}
+            in_use = set(self._in_use)  # entries leave the counter when their count reaches 0
         for victim in memory.victims(budget, loaded, over, in_use, f"{model}@{version}"):
             why = f"memory budget ({budget.policy}): made room for {model}@{version}"
             self.unload(victim.model, victim.version, "memory", why)
