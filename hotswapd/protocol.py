@@ -44,9 +44,10 @@ if TYPE_CHECKING:
         model: str | None
         options: dict[str, Any]
 
-    class ErrorBody(TypedDict):
+    class ErrorBody(TypedDict, total=False):
         code: str
         message: str
+        retry_after: float
 
     class ReplyHeader(TypedDict, total=False):
         v: int
@@ -153,12 +154,11 @@ def encode_ok(request_id: str, result: dict[str, Any], payload: list[Any] | None
 
 
 def encode_error(request_id: str, error: HotswapError) -> list[bytes]:
-    header: ReplyHeader = {
-        "v": WIRE_VERSION,
-        "id": request_id,
-        "ok": False,
-        "error": {"code": error.code, "message": error.message},
-    }
+    body: ErrorBody = {"code": error.code, "message": error.message}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        body["retry_after"] = round(float(retry_after), 3)  # seconds, for `busy`
+    header: ReplyHeader = {"v": WIRE_VERSION, "id": request_id, "ok": False, "error": body}
     return [json.dumps(header, separators=(",", ":")).encode()]
 
 
@@ -173,5 +173,9 @@ def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any], list[me
         return rid, header["result"], frames[1:], True
     error = header.get("error")
     if isinstance(error, dict) and isinstance(error.get("code"), str):
-        return rid, {"code": error["code"], "message": str(error.get("message", ""))}, [], False
+        body: dict[str, Any] = {"code": error["code"], "message": str(error.get("message", ""))}
+        retry_after = error.get("retry_after")
+        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool) and 0 <= retry_after <= 3600:
+            body["retry_after"] = float(retry_after)
+        return rid, body, [], False
     raise ProtocolError("reply header has neither a result nor an error")

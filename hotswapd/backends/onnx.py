@@ -68,7 +68,7 @@ class OnnxEmbedder:
         self._tokenizer = tokenizer
         self._pooling = pooling
         self._normalizes = normalizes
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._inputs = {item.name for item in session.get_inputs()}
         self.device = device
         self.details: dict[str, Any] = {}
@@ -98,7 +98,7 @@ class OnnxEmbedder:
         return pool(tokens, batch.attention_mask, self._pooling)
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
-        vectors = encode_in_batches(texts, self._tokenizer, self._batch_size, self._run)
+        vectors = encode_in_batches(texts, self._tokenizer, self.batch_size, self._run)
         return l2_normalize(vectors) if normalize or self._normalizes else vectors
 
     def space(self) -> dict[str, object]:

@@ -52,14 +52,14 @@ class SageMakerEmbedder:
         self._tokenizer = tokenizer
         self._pooling = pooling
         self._normalizes = normalizes
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
 
         ids = self._tokenizer.token_ids(texts)
-        parts = [self._pooled(ids[start : start + self._batch_size]) for start in range(0, len(ids), self._batch_size)]
+        parts = [self._pooled(ids[start : start + self.batch_size]) for start in range(0, len(ids), self.batch_size)]
         vectors = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
         return l2_normalize(vectors) if normalize or self._normalizes else vectors
 

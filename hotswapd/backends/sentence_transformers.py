@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class SentenceTransformerEmbedder:
     def __init__(self, model: SentenceTransformer, device: str, batch_size: int) -> None:
         self._model = model
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
@@ -34,7 +34,7 @@ class SentenceTransformerEmbedder:
 
         vectors = self._model.encode(
             list(texts),
-            batch_size=self._batch_size,
+            batch_size=self.batch_size,
             normalize_embeddings=normalize,
             convert_to_numpy=True,
             show_progress_bar=False,

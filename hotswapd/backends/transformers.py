@@ -40,7 +40,7 @@ class TransformersEmbedder:
         self._pooling = pooling
         self._normalizes = normalizes
         self._max_length = max_length
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.device = device
         self.dimension = int(model.config.hidden_size) * len(pooling.split("+"))
 
@@ -51,8 +51,8 @@ class TransformersEmbedder:
         stripped = [text.strip() for text in texts]
         order = sorted(range(len(texts)), key=lambda i: len(stripped[i]), reverse=True)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            positions = order[start : start + self._batch_size]
+        for start in range(0, len(order), self.batch_size):
+            positions = order[start : start + self.batch_size]
             batch = self._tokenizer(
                 [stripped[i] for i in positions], padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
             ).to(self.device)

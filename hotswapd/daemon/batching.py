@@ -1,16 +1,20 @@
 """Dynamic batching: requests for the same version from different clients share a forward pass.
 
-Request threads call :meth:`Batcher.encode`, which splits a request into pieces within the
-version's limits (``max_batch_size`` texts, ``max_batch_tokens`` estimated tokens), queues
-them and waits. One inference thread takes the oldest piece, gathers every queued piece of
-the same version and normalisation that still fits the limits, and runs them as one
-batch. It waits up to ``max_wait_ms`` for more only when recent batches of that version
+The socket thread calls :meth:`Batcher.submit` with a completion callback; it splits a
+request into pieces within the version's limits (``max_batch_size`` texts,
+``max_batch_tokens`` estimated tokens) and queues them, without waiting. One inference
+thread takes the oldest piece, gathers every queued piece of the same version and
+normalisation that still fits the limits, runs them as one batch, and hands each request
+its rows through its callback (which builds and sends the reply): no thread is parked per
+request. It waits up to ``max_wait_ms`` for more only when recent batches of that version
 merged several requests (and only for as many as they did), so a lone client never pays
-the wait, and a crowd gets fuller batches. Backends sort a batch by length before padding, so a merged batch of short
-and long texts is padded per length group, not to its longest text.
+the wait, and a crowd gets fuller batches. Backends sort a batch by length before
+padding, so a merged batch of short and long texts is padded per length group.
 
 A failure of a merged batch is retried request by request, so one client's bad text fails
-only that client.
+only that client. A piece whose client's deadline has passed is dropped unrun. Other work
+that must not run beside a batch (a new version's warm-up, agreement probes) goes through
+:meth:`Batcher.call`, on the same thread. No exception ends the inference thread.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hotswapd.errors import DeadlineExceeded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
+# Called once per request: (rows in input order, None) or (None, the error).
+Done = Callable[["np.ndarray | None", "BaseException | None"], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,53 @@ class _Piece:
     tokens: int
     normalize: bool
     limits: BatchLimits
+    done: Callable[[np.ndarray | None, BaseException | None], None]
+    deadline: float | None = None
     enqueued: float = field(default_factory=time.monotonic)
-    future: Future[Any] = field(default_factory=Future)
 
     @property
     def key(self) -> tuple[int, bool]:
         return id(self.loaded), self.normalize
+
+
+@dataclass
+class _Task:
+    """Work other than a batch that must run on the inference thread."""
+
+    work: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+    key: tuple[int, bool] = (0, False)  # never equal to a piece's key: tasks do not merge
+
+
+class _Collector:
+    """Gathers the pieces of one request and calls its ``done`` once, rows in order."""
+
+    def __init__(self, count: int, done: Done) -> None:
+        self._parts: list[np.ndarray | None] = [None] * count
+        self._left = count
+        self._done: Done | None = done
+        self._lock = threading.Lock()
+
+    def piece_done(self, index: int, rows: np.ndarray | None, error: BaseException | None) -> None:
+        with self._lock:
+            done = self._done
+            if done is None:
+                return  # an earlier piece failed: the request is already answered
+            if error is not None:
+                self._done = None
+            else:
+                self._parts[index] = rows
+                self._left -= 1
+                if self._left:
+                    return
+                self._done = None
+        if error is not None:
+            done(None, error)
+            return
+        import numpy as np
+
+        parts = self._parts
+        done(parts[0] if len(parts) == 1 else np.concatenate(parts), None)  # type: ignore[arg-type]
 
 
 def split(texts: Sequence[str], limits: BatchLimits) -> list[tuple[list[str], int]]:
@@ -82,7 +132,7 @@ class Batcher:
     def __init__(self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink) -> None:
         self._run = run
         self._on_batch = on_batch
-        self._queue: deque[_Piece] = deque()
+        self._queue: deque[_Piece | _Task] = deque()
         self._cond = threading.Condition()
         # Requests merged by the last few batches of each version: how much company to expect.
         self._recent: dict[tuple[int, bool], deque[int]] = {}
@@ -90,16 +140,46 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
 
-    def encode(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits) -> np.ndarray:
-        """Blocks the calling (request) thread until all its pieces are done; rows in input order."""
-        import numpy as np
-
-        pieces = [_Piece(loaded, part, tokens, normalize, limits) for part, tokens in split(texts, limits)]
+    def submit(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, done: Done, deadline: float | None = None) -> None:
+        """Queue a request; ``done`` is called once, on the inference thread, with its rows
+        in input order or with its error. Never blocks."""
+        parts = split(texts, limits)
+        collector = _Collector(len(parts), done)
+        pieces = [
+            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline)
+            for i, (part, tokens) in enumerate(parts)
+        ]
         with self._cond:
             self._queue.extend(pieces)
             self._cond.notify()
-        results = [piece.future.result() for piece in pieces]
-        return results[0] if len(results) == 1 else np.concatenate(results)
+
+    def encode(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits) -> np.ndarray:
+        """Blocking form of :meth:`submit`, for callers that have a thread to spare."""
+        future: Future[np.ndarray] = Future()
+
+        def done(rows: np.ndarray | None, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(rows)  # type: ignore[arg-type]
+
+        self.submit(loaded, texts, normalize, limits, done)
+        return future.result()
+
+    def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``work`` on the inference thread between batches and return its result, so
+        that it never runs beside a live batch (backends share cores and libraries)."""
+        if threading.current_thread() is self._thread:
+            return work()
+        task = _Task(work)
+        with self._cond:
+            self._queue.append(task)
+            self._cond.notify()
+        return task.future.result(timeout)
+
+    def queued_pieces(self) -> int:
+        with self._cond:
+            return len(self._queue)
 
     def stop(self) -> None:
         with self._cond:
@@ -109,20 +189,37 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                batch = self._next_batch()
-                if batch is None:
+            expired: list[_Piece] = []
+            try:
+                with self._cond:
+                    work = self._next_work(expired)
+                for piece in expired:
+                    self._finish(piece, None, DeadlineExceeded("the request's deadline passed while it was queued; it was not run"))
+                if work is None:
                     return
-            self._execute(batch)
+                if isinstance(work, _Task):
+                    self._run_task(work)
+                else:
+                    self._execute(work)
+            except Exception:  # noqa: BLE001 -- the inference thread must outlive any bug
+                log.exception("inference loop: unexpected error; carrying on")
 
-    def _next_batch(self) -> list[_Piece] | None:
-        """Called with the lock held; waits for work, then for company if company is likely."""
+    def _next_work(self, expired: list[_Piece]) -> list[_Piece] | _Task | None:
+        """Called with the lock held; waits for work, then for company if company is likely.
+        Pieces whose deadline has passed are moved to ``expired``. None: stop."""
         while True:
             while not self._queue:
                 if self._stopping:
                     return None
                 self._cond.wait()
+            self._drop_expired(expired)
+            if not self._queue:
+                if expired:
+                    return [] if not self._stopping else None
+                continue
             oldest = self._queue[0]
+            if isinstance(oldest, _Task):
+                return self._queue.popleft()  # type: ignore[return-value]
             batch = self._gather(oldest)
             expected = max(self._recent.get(oldest.key, (1,)))
             remaining = oldest.enqueued + oldest.limits.max_wait_ms / 1000 - time.monotonic()
@@ -133,11 +230,23 @@ class Batcher:
                 return batch
             self._cond.wait(remaining)
 
+    def _drop_expired(self, expired: list[_Piece]) -> None:
+        now = time.monotonic()
+        if any(isinstance(item, _Piece) and item.deadline is not None and item.deadline <= now for item in self._queue):
+            kept: deque[_Piece | _Task] = deque()
+            for item in self._queue:
+                if isinstance(item, _Piece) and item.deadline is not None and item.deadline <= now:
+                    expired.append(item)
+                else:
+                    kept.append(item)
+            self._queue = kept
+
     def _gather(self, oldest: _Piece) -> list[_Piece]:
         limits = oldest.limits
-        batch, texts, tokens = [], 0, 0
+        batch: list[_Piece] = []
+        texts = tokens = 0
         for piece in self._queue:
-            if piece.key != oldest.key:
+            if piece.key != oldest.key or not isinstance(piece, _Piece):
                 continue
             if batch and (texts + len(piece.texts) > limits.max_batch_size or tokens + piece.tokens > limits.max_batch_tokens):
                 break
@@ -146,22 +255,41 @@ class Batcher:
             tokens += piece.tokens
         return batch
 
+    @staticmethod
+    def _run_task(task: _Task) -> None:
+        try:
+            task.future.set_result(task.work())
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller, who raises it
+            task.future.set_exception(exc)
+
     def _execute(self, batch: list[_Piece]) -> None:
+        if not batch:
+            return
         first = batch[0]
         texts = [text for piece in batch for text in piece.texts]
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
         try:
             vectors = self._run(first.loaded, texts, first.normalize)
-        except Exception as exc:  # noqa: BLE001 -- handed to the requests, which raise it
+        except Exception as exc:  # noqa: BLE001 -- handed to the requests, which answer with it
             if len(batch) == 1:
-                first.future.set_exception(exc)
+                self._finish(first, None, exc)
             else:
                 log.info("a merged batch of %d requests failed (%s); running them one by one", len(batch), exc)
                 for piece in batch:
                     self._execute([piece])
             return
-        self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
+        try:
+            self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
+        except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
+            log.exception("recording a batch failed")
         start = 0
         for piece in batch:
-            piece.future.set_result(vectors[start : start + len(piece.texts)])
+            self._finish(piece, vectors[start : start + len(piece.texts)], None)
             start += len(piece.texts)
+
+    @staticmethod
+    def _finish(piece: _Piece, rows: np.ndarray | None, error: BaseException | None) -> None:
+        try:
+            piece.done(rows, error)
+        except Exception:  # noqa: BLE001 -- one request's reply path must not fail the others
+            log.exception("answering a request of %s@%s failed", piece.loaded.model, piece.loaded.version)

@@ -46,6 +46,16 @@ class EmbeddingCache:
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=version + bytes([normalize])).digest()
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Both tiers, counted: the blocking form of :meth:`memory_lookup` + :meth:`disk_lookup`."""
+        found = self.memory_lookup(keys)
+        if self.disk is not None and any(vector is None for vector in found):
+            found = self.disk_lookup(keys, found)
+        hits = sum(vector is not None for vector in found)
+        self.count(hits, len(keys) - hits)
+        return found
+
+    def memory_lookup(self, keys: list[bytes]) -> list[bytes | None]:
+        """The in-memory tier only (cheap: the socket thread calls it); not counted."""
         with self._lock:
             found = []
             for key in keys:
@@ -53,21 +63,33 @@ class EmbeddingCache:
                 if vector is not None:
                     self._entries.move_to_end(key)
                 found.append(vector)
-        if self.disk is not None and any(vector is None for vector in found):
-            stored = self.disk.get_many([key for key, vector in zip(keys, found, strict=True) if vector is None])
-            found = [vector if vector is not None else stored.get(key) for key, vector in zip(keys, found, strict=True)]
-            self._remember(stored)
-        with self._lock:
-            hits = sum(vector is not None for vector in found)
-            self.stats.hits += hits
-            self.stats.misses += len(keys) - hits
+        return found
+
+    def disk_lookup(self, keys: list[bytes], found: list[bytes | None]) -> list[bytes | None]:
+        """Fill the gaps of ``found`` from the sqlite tier (disk I/O: not on the socket thread)."""
+        if self.disk is None:
             return found
+        stored = self.disk.get_many([key for key, vector in zip(keys, found, strict=True) if vector is None])
+        self._remember(stored)
+        return [vector if vector is not None else stored.get(key) for key, vector in zip(keys, found, strict=True)]
+
+    def count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self.stats.hits += hits
+            self.stats.misses += misses
 
     def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        blobs = {key: row.tobytes() for key, row in zip(keys, vectors, strict=True)}
-        self._remember(blobs)
-        if self.disk is not None and blobs:
-            self.disk.put_many(list(blobs.items()))
+        self.remember(keys, vectors)
+        self.persist(keys, vectors)
+
+    def remember(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        """Store in the in-memory tier."""
+        self._remember({key: row.tobytes() for key, row in zip(keys, vectors, strict=True)})
+
+    def persist(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        """Store in the sqlite tier, if there is one (disk I/O)."""
+        if self.disk is not None and keys:
+            self.disk.put_many([(key, row.tobytes()) for key, row in zip(keys, vectors, strict=True)])
 
     def _remember(self, blobs: dict[bytes, bytes]) -> None:
         with self._lock:

@@ -1,9 +1,16 @@
 """What each op does. The router calls :meth:`Handlers.handle` on its own thread.
 
-An op answers either at once (an :class:`Outcome`) or with a *job*: a callable the router
-runs on a worker thread, for anything that may take long (inference, loading). All
-validation happens before a job is made, so a bad request is answered without waiting
-behind a running inference.
+An op answers in one of three ways:
+
+- at once, with an :class:`Outcome` (cheap reads of in-memory state: ping, status, models);
+- with a :class:`Queued` job the router runs on a worker pool (anything that touches disk
+  or may take long: switches, loads, history, reloads);
+- with a :class:`Deferred` (encode): started on the socket thread without blocking, and
+  answered by a callback from whichever thread finishes it, so no thread is parked per
+  request.
+
+All validation, admission and the choice of version happen before, on the socket thread,
+so a bad or excess request is answered at once.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import psutil
 
 from hotswapd import __version__
+from hotswapd.daemon.admission import Admission
 from hotswapd.daemon.audit import SWITCH_EVENTS, AuditLog
 from hotswapd.daemon.batching import BatchLimits
 from hotswapd.daemon.health import HealthBook
@@ -24,10 +32,12 @@ from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import LoadedVersion, Registry
 from hotswapd.daemon.switching import Switchboard, SwitchRequest
+from hotswapd.daemon.workers import Pool, Workers
 from hotswapd.errors import (
     BatchTooLarge,
     EmptyRequest,
-    InferenceError,
+    HotswapError,
+    InternalError,
     InvalidText,
     ProtocolError,
     TextTooLong,
@@ -42,6 +52,23 @@ class Outcome:
 
 
 Job = Callable[[], Outcome]
+Reply = Callable[["Outcome | HotswapError"], None]
+
+
+@dataclass
+class Queued:
+    """A job for a worker pool; its Outcome (or error) is the reply."""
+
+    pool: Pool
+    job: Job
+
+
+@dataclass
+class Deferred:
+    """Work started on the socket thread that answers later: ``start(reply)`` must not
+    block, and ``reply`` is called exactly once, from any thread."""
+
+    start: Callable[[Reply], None]
 
 
 @dataclass
@@ -58,12 +85,11 @@ class DaemonState:
 
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
-    "encode": {"normalize", "key"},
+    "encode": {"normalize", "key", "deadline_ms"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort"},
     "rollback": set(),
     "history": {"limit", "all"},
 }
-SLOW_OPS = {"preload", "switch", "rollback"}  # run on the loading thread
 
 
 @dataclass
@@ -77,6 +103,8 @@ class Services:
     audit: AuditLog
     reload: Callable[[str], dict[str, Any]]
     inference: Inference
+    admission: Admission
+    workers: Workers
 
 
 def _option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
@@ -97,7 +125,7 @@ class Handlers:
         self._state = state
         self._process = psutil.Process()
 
-    def handle(self, request: Request) -> Outcome | Job:
+    def handle(self, request: Request) -> Outcome | Queued | Deferred:
         unknown = set(request.options) - ALLOWED_OPTIONS.get(request.op, set())
         if unknown:
             raise ProtocolError(f"op {request.op!r} takes no option(s) {', '.join(sorted(unknown))}")
@@ -171,6 +199,8 @@ class Handlers:
                 "rollouts": rollouts,
                 "loaded": [f"{item.model}@{item.version}" for item in loaded],
                 "in_flight": self._state.in_flight,
+                "queue": self._s.admission.describe(),
+                "draining": [f"{item.model}@{item.version}" for item in self._registry.draining()],
                 "rss_bytes": self._process.memory_info().rss,
                 "models_memory_bytes": sum(item.memory_bytes for item in loaded),
                 "cache": self._s.inference.cache.describe(),
@@ -182,52 +212,85 @@ class Handlers:
         self._state.stop_requested = True
         return Outcome({"stopping": True, "pid": os.getpid()})
 
-    def _op_evict(self, request: Request) -> Outcome:
+    def _op_evict(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
-        return Outcome({"model": name, "evicted": self._registry.evict(name)})
+        return Queued("control", lambda: Outcome({"model": name, "evicted": self._registry.evict(name)}))
 
-    def _op_preload(self, request: Request) -> Job:
+    def _op_preload(self, request: Request) -> Queued:
         name, _, pinned = self._registry.resolve(request.model)
         version = pinned or self._s.switchboard.route(name).active
+        return Queued("control", lambda: Outcome(_describe_loaded(self._registry.get(name, version))))
 
-        def job() -> Outcome:
-            return Outcome(_describe_loaded(self._registry.get(name, version)))
-
-        return job
-
-    def _op_encode(self, request: Request) -> Job:
+    def _op_encode(self, request: Request) -> Deferred:
         name, model, pinned = self._registry.resolve(request.model)
         texts = self._decode_texts(request.payload)
         normalize = _option(request, "normalize", bool)
         key = _option(request, "key", str)
+        deadline_ms = _option(request, "deadline_ms", (int, float))
+        if deadline_ms is not None and not 0 < deadline_ms <= 86_400_000:
+            raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
         # The version is fixed here, at dispatch: a switch after this point does not touch it.
         version = pinned or self._s.switchboard.pick(name, key)
         if normalize is None:
             normalize = model.versions[version].normalize
+        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload))
+        deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
+        return Deferred(lambda reply: self._start_encode(name, version, texts, normalize, deadline, ticket.release, reply))
 
-        def job() -> Outcome:
-            loaded = self._registry.get(name, version)
-            started = time.perf_counter()
-            with self._registry.using(loaded):
-                try:
-                    vectors, cached = self._s.inference.encode(loaded, texts, normalize, self._limits(loaded))
-                except InferenceError:
-                    self._record(name, version, False, time.perf_counter() - started, len(texts))
-                    raise
-            self._record(name, version, True, time.perf_counter() - started, len(texts))
-            count, dim = vectors.shape
-            result = {
-                "model": name,
-                "version": version,
+    def _start_encode(self, name: str, version: str, texts: list[str], normalize: bool, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+        started = time.perf_counter()
+
+        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None) -> None:
+            try:
+                self._registry.release(loaded)
+                outcome = self._encode_outcome(loaded, result, error, time.perf_counter() - started, len(texts))
+            finally:
+                release_ticket()
+            reply(outcome)
+
+        def run(loaded: LoadedVersion) -> None:
+            try:
+                self._s.inference.submit(loaded, texts, normalize, self._limits(loaded), lambda result, error: answer(loaded, result, error), deadline)
+            except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
+                answer(loaded, None, exc)
+
+        loaded = self._registry.try_lease(name, version)
+        if loaded is not None:
+            run(loaded)
+            return
+
+        def load_then_run() -> None:
+            try:
+                leased = self._registry.lease(name, version)
+            except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer
+                release_ticket()
+                reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
+                return
+            run(leased)
+
+        self._s.workers.submit("loader", load_then_run)
+
+    def _encode_outcome(self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int) -> Outcome | HotswapError:
+        if error is not None or result is None:
+            self._record(loaded.model, loaded.version, False, seconds, texts)
+            if isinstance(error, HotswapError):
+                return error
+            return InternalError(f"{type(error).__name__}: {error}")
+        self._record(loaded.model, loaded.version, True, seconds, texts)
+        vectors, cached = result
+        count, dim = vectors.shape
+        return Outcome(
+            {
+                "model": loaded.model,
+                "version": loaded.version,
                 "fingerprint": loaded.fingerprint,
                 "dim": dim,
                 "count": count,
                 "dtype": VECTOR_DTYPE,
                 "cached": cached,
-            }
-            return Outcome(result, [vectors])
-
-        return job
+            },
+            [vectors],
+        )
 
     def _limits(self, loaded: LoadedVersion) -> BatchLimits:
         spec, defaults = loaded.config, self._registry.config.daemon
@@ -241,10 +304,11 @@ class Handlers:
         self._s.health.record(model, version, ok, seconds * 1000)
         self._s.metrics.record_request(model, version, ok, seconds, texts)
 
-    def _op_switch(self, request: Request) -> Outcome | Job:
+    def _op_switch(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
         if _option(request, "abort", bool, False):
-            return Outcome(self._s.switchboard.abort(name, reason="aborted by request"))
+            # Not behind a switch that may be loading for a while on the control thread.
+            return Queued("io", lambda: Outcome(self._s.switchboard.abort(name, reason="aborted by request")))
         version = _option(request, "version", str)
         if not version:
             raise ProtocolError("op 'switch' needs option 'version'")
@@ -262,23 +326,23 @@ class Handlers:
             step_requests=_option(request, "step_requests", int),
             force=_option(request, "force", bool, False),
         )
-        return lambda: Outcome(self._s.switchboard.switch(switch))
+        return Queued("control", lambda: Outcome(self._s.switchboard.switch(switch)))
 
-    def _op_rollback(self, request: Request) -> Job:
+    def _op_rollback(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
-        return lambda: Outcome(self._s.switchboard.rollback(name))
+        return Queued("control", lambda: Outcome(self._s.switchboard.rollback(name)))
 
-    def _op_history(self, request: Request) -> Outcome:
+    def _op_history(self, request: Request) -> Queued:
         name = self._registry.resolve(request.model)[0] if request.model else None
         limit = _option(request, "limit", int, 50)
         events = None if _option(request, "all", bool, False) else SWITCH_EVENTS | {"config_rejected"}
-        return Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)})
+        return Queued("io", lambda: Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)}))
 
-    def _op_reload(self, request: Request) -> Outcome:
-        return Outcome(self._s.reload("command"))
+    def _op_reload(self, request: Request) -> Queued:
+        return Queued("control", lambda: Outcome(self._s.reload("command")))
 
-    def _op_metrics(self, request: Request) -> Outcome:
-        return Outcome({"text": self._s.metrics.exposition()})
+    def _op_metrics(self, request: Request) -> Queued:
+        return Queued("io", lambda: Outcome({"text": self._s.metrics.exposition()}))
 
     def _decode_texts(self, frames: list[bytes]) -> list[str]:
         limits = self._registry.config.daemon

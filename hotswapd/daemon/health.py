@@ -1,4 +1,10 @@
-"""Per-version health over a sliding time window: error rate and latency percentiles."""
+"""Per-version health over a sliding time window: error rate and latency percentiles.
+
+Memory is bounded whatever the traffic: each version keeps at most ``max_events`` of its
+latest outcomes (and none older than the retention window). Under heavy traffic the
+window thus covers the last ``max_events`` requests, which is plenty for an error rate
+or a p95.
+"""
 
 from __future__ import annotations
 
@@ -29,18 +35,22 @@ class HealthSnapshot:
         }
 
 
+MAX_EVENTS = 10_000
+
+
 class HealthBook:
     """Outcomes of requests, by (model, version). Written by workers, read by the loop."""
 
-    def __init__(self, window_seconds: float = 60.0) -> None:
+    def __init__(self, window_seconds: float = 60.0, max_events: int = MAX_EVENTS) -> None:
         self._window = window_seconds
+        self._max_events = max_events
         self._events: dict[tuple[str, str], deque[tuple[float, bool, float]]] = {}
         self._lock = threading.Lock()
 
     def record(self, model: str, version: str, ok: bool, latency_ms: float) -> None:
         now = time.monotonic()
         with self._lock:
-            events = self._events.setdefault((model, version), deque())
+            events = self._events.setdefault((model, version), deque(maxlen=self._max_events))
             events.append((now, ok, latency_ms))
             self._trim(events, now, self._window)
 
@@ -57,6 +67,11 @@ class HealthBook:
         latencies = sorted(e[2] for e in events)
         errors = sum(1 for e in events if not e[1])
         return HealthSnapshot(len(events), errors, _percentile(latencies, 50), _percentile(latencies, 95))
+
+    def retained(self, model: str, version: str) -> int:
+        """How many outcomes are held for a version (the memory bound, observable)."""
+        with self._lock:
+            return len(self._events.get((model, version), ()))
 
     def forget(self, model: str, version: str) -> None:
         with self._lock:

@@ -1,18 +1,26 @@
 """An encode request's path past the registry: the cache, then the batcher, then the backend.
 
-Misses go to the :class:`~hotswapd.daemon.batching.Batcher` as one request of their own;
-hits are copied from the cache. Every vector that leaves is checked: a NaN, infinite or
-all-zero vector is an error, never an answer, and is never cached.
+:meth:`Inference.submit` never blocks: the in-memory cache is consulted on the caller's
+(socket) thread, the sqlite tier, if any, on a cache I/O thread, and the misses go to the
+:class:`~hotswapd.daemon.batching.Batcher` as one request of their own. The answer is
+assembled on the inference thread and handed to a callback. Every vector that leaves is
+checked: a NaN, infinite or all-zero vector is an error, never an answer, and is never
+cached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, TypeVar
 
 from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
+
+T = TypeVar("T")
+# Called once per request: ((vectors, rows served by the cache), None) or (None, error).
+Answer = Callable[["tuple[np.ndarray, int] | None", "BaseException | None"], None]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,34 +53,98 @@ def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
 
 
 class Inference:
-    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink) -> None:
+    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None) -> None:
         self.cache = cache
         self.batcher = Batcher(run_backend, on_batch)
+        # Where the sqlite tier is read and written (disk I/O stays off the socket and
+        # inference threads); without one, it runs inline.
+        self._cache_io = cache_io
+
+    def submit(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None) -> None:
+        """Start encoding ``texts``; ``answer`` is called once, from whichever thread
+        finishes the work (often the inference thread). Never blocks."""
+        if not self.cache.enabled:
+            self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error: self._fresh(loaded, rows, error, answer), deadline)
+            return
+        keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
+        found = self.cache.memory_lookup(keys)
+        if self.cache.disk is not None and any(vector is None for vector in found):
+            self._io(lambda: self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, self.cache.disk_lookup(keys, found)), answer)
+        else:
+            self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, found)
 
     def encode(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits) -> tuple[np.ndarray, int]:
-        """The vectors of ``texts`` in order, and how many came from the cache."""
+        """Blocking form of :meth:`submit`: the vectors in order, and how many came from the cache."""
+        from concurrent.futures import Future
+
+        future: Future[tuple[np.ndarray, int]] = Future()
+        self.submit(loaded, texts, normalize, limits, lambda result, error: future.set_exception(error) if error else future.set_result(result))  # type: ignore[arg-type]
+        return future.result()
+
+    def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``work`` on the inference thread, never beside a batch (warm-up, probes)."""
+        return self.batcher.call(work, timeout)
+
+    def _io(self, work: Callable[[], None], answer: Answer) -> None:
+        def guarded() -> None:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 -- the request gets the error, the thread lives
+                answer(None, exc)
+
+        if self._cache_io is None:
+            guarded()
+        else:
+            self._cache_io.submit(guarded)
+
+    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
         import numpy as np
 
-        if not self.cache.enabled:
-            vectors = self.batcher.encode(loaded, texts, normalize, limits)
-            check_vectors(loaded, vectors)
-            return vectors, 0
-        keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
-        found = self.cache.get_many(keys)
         missing = [index for index, vector in enumerate(found) if vector is None]
+        self.cache.count(len(texts) - len(missing), len(missing))
         if not missing:
-            return np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)  # type: ignore[arg-type]
-        fresh = self.batcher.encode(loaded, [texts[i] for i in missing], normalize, limits)
-        check_vectors(loaded, fresh)
-        self.cache.put_many([keys[i] for i in missing], fresh)
-        if len(missing) == len(texts):
-            return fresh, 0
-        out = np.empty((len(texts), fresh.shape[1]), dtype="<f4")
-        out[missing] = fresh
-        for index, vector in enumerate(found):
-            if vector is not None:
-                out[index] = np.frombuffer(vector, dtype="<f4")
-        return out, len(texts) - len(missing)
+            answer((np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)), None)  # type: ignore[arg-type]
+            return
+
+        def fresh(rows: np.ndarray | None, error: BaseException | None) -> None:
+            if error is not None or rows is None:
+                answer(None, error)
+                return
+            try:
+                check_vectors(loaded, rows)
+            except InferenceError as exc:
+                answer(None, exc)
+                return
+            missing_keys = [keys[i] for i in missing]
+            self.cache.remember(missing_keys, rows)
+            if self.cache.disk is not None:
+                self._io(lambda: self.cache.persist(missing_keys, rows), lambda result, error: None)
+            answer((rows, 0) if len(missing) == len(texts) else (_merge(rows, missing, found), len(texts) - len(missing)), None)
+
+        self.batcher.submit(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
+
+    @staticmethod
+    def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> None:
+        if error is not None or rows is None:
+            answer(None, error)
+            return
+        try:
+            check_vectors(loaded, rows)
+        except InferenceError as exc:
+            answer(None, exc)
+            return
+        answer((rows, 0), None)
 
     def stop(self) -> None:
         self.batcher.stop()
+
+
+def _merge(fresh: np.ndarray, missing: list[int], found: list[bytes | None]) -> np.ndarray:
+    import numpy as np
+
+    out = np.empty((len(found), fresh.shape[1]), dtype="<f4")
+    out[missing] = fresh
+    for index, vector in enumerate(found):
+        if vector is not None:
+            out[index] = np.frombuffer(vector, dtype="<f4")
+    return out

@@ -17,6 +17,7 @@ import zmq
 from hotswapd import __version__, paths, systemd
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
+from hotswapd.daemon.admission import Admission, limits_from
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.handlers import DaemonState, Handlers, Services
 from hotswapd.daemon.cache import EmbeddingCache
@@ -28,12 +29,15 @@ from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
 from hotswapd.daemon.statefile import StateFile
 from hotswapd.daemon.switching import Switchboard, SwitchRequest
+from hotswapd.daemon.ticker import Ticker
+from hotswapd.daemon.workers import Workers
 from hotswapd.errors import ConfigError, HotswapError
 from hotswapd.lockfile import EndpointLock
 from hotswapd.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
 
 log = logging.getLogger("hotswapd")
 HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
+TICK_SECONDS = 0.1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,27 +84,35 @@ class Daemon:
         self._drain_seconds = drain_seconds
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        self._reload_lock = threading.Lock()  # the ticker and a `reload` command may race
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
         self.state = DaemonState(endpoint=endpoint, config_path=origin.name if (config.path or not origin.is_file) else None)
         state_dir = paths.state_dir()
+        self.workers = Workers()
         self.metrics = Metrics()
         self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
-        self.registry = Registry(config, on_event=self.audit.record)
+        self.registry = Registry(config, on_event=self.audit.record, closer=lambda work: self.workers.submit("io", work))
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
-        self.switchboard = Switchboard(self.registry, self.health, self.audit, statefile, schedule=self._submit_loading)
+        self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"))
+        self.switchboard = Switchboard(
+            self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
+        )
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
-        self.inference = Inference(embedding_cache(config), self.metrics.record_batch)
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
+        self.admission = Admission(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        services = Services(self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference)
-        self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state)
+        services = Services(
+            self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers
+        )
+        self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)
+        self._ticker = Ticker(self._on_tick, TICK_SECONDS, self._stop)
 
-    def _submit_loading(self, work: Callable[[], None]) -> None:
-        self._router.submit_loading(work)
+    def _submit_control(self, work: Callable[[], None]) -> None:
+        self.workers.submit("control", work)
 
     def run(self) -> int:
         endpoint = self.state.endpoint
@@ -116,11 +128,15 @@ class Daemon:
             self._serve_metrics()
             self._watcher.start()
             self._install_signal_handlers()
-            self._router.submit_loading(self._preload_then_ready)
-            self._router.serve(self._stop, self._on_tick, self._drain_seconds)
+            self._submit_control(self._preload_then_ready)
+            self._ticker.start()
+            self._router.serve(self._stop, self._drain_seconds)
             systemd.notify("STOPPING=1")
         finally:
+            self._stop.set()
+            self._ticker.join()
             self._watcher.stop()
+            self.workers.close()
             self._router.close()
             self.inference.stop()
             if self.inference.cache.disk is not None:
@@ -155,7 +171,13 @@ class Daemon:
         systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f"{m.model}@{m.version}" for m in self.registry.loaded()))
         log.info("ready")
 
+    def request_stop(self) -> None:
+        """Stop as SIGTERM would: drain the requests in flight, then exit ``run``."""
+        self._stop.set()
+
     def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # an in-process daemon (tests) is stopped with request_stop()
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, lambda signum, frame: self._reload_requested.set())
@@ -168,6 +190,7 @@ class Daemon:
         self._stop.set()
 
     def _on_tick(self) -> None:
+        """Housekeeping, on the ticker thread (never the socket thread)."""
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self._reload_quietly("signal")
@@ -184,6 +207,10 @@ class Daemon:
 
     def reload(self, trigger: str) -> dict[str, Any]:
         """Re-read the config and apply the difference; a bad file changes nothing."""
+        with self._reload_lock:
+            return self._reload(trigger)
+
+    def _reload(self, trigger: str) -> dict[str, Any]:
         systemd.notify("RELOADING=1")
         try:
             try:
@@ -201,15 +228,16 @@ class Daemon:
             systemd.notify("READY=1")
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
-        removed, changed = self.registry.replace_config(config)
+        removed, changed, live = self.registry.replace_config(config)
         self.inference.cache.resize(int(config.cache.max_mb * 2**20))
+        self.admission.set_limits(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
         switched = self.switchboard.adopt_config(config)
         for model, version in changed:
-            self._router.submit_loading(lambda m=model, v=version: self._reload_version(m, v))
+            self._submit_control(lambda m=model, v=version: self._reload_version(m, v))
         for model in switched:
-            self._router.submit_loading(lambda m=model: self._switch_from_config(m))
-        self._router.submit_loading(self._preload_then_ready)
-        summary = {"removed": removed, "reloaded": [f"{m}@{v}" for m, v in changed], "switching": switched}
+            self._submit_control(lambda m=model: self._switch_from_config(m))
+        self._submit_control(self._preload_then_ready)
+        summary = {"removed": removed, "reloaded": [f"{m}@{v}" for m, v in changed], "applied_live": live, "switching": switched}
         self.audit.record("config_applied", trigger=trigger, **summary)
         log.info("config applied (%s): %s", trigger, summary)
         return {"applied": True, **summary}

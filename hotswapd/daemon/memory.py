@@ -14,8 +14,9 @@ import ctypes
 import ctypes.util
 import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
@@ -23,10 +24,36 @@ from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from hotswapd.config import MemoryConfig, VersionConfig
-    from hotswapd.daemon.registry import LoadedVersion
 
 GB = 1024**3
 MiB = 1024**2
+
+
+class Holding(Protocol):
+    """Anything that holds memory the budget counts: a loaded or retiring version, a load
+    in progress."""
+
+    memory_bytes: int
+
+
+class Evictable(Holding, Protocol):
+    """A loaded version, as the budget sees it (kept apart from the registry's class so
+    the budget does not import the registry)."""
+
+    model: str
+    version: str
+    last_used: float
+
+    @property
+    def config(self) -> VersionConfig: ...
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Memory promised to a load in progress, counted until the load has measured itself."""
+
+    name: str
+    memory_bytes: int
 
 
 def files_size(path: Path) -> int:
@@ -42,7 +69,7 @@ def estimate(spec: VersionConfig, on_disk: int, measured_before: int | None) -> 
     return measured_before if measured_before is not None else on_disk
 
 
-def bytes_over(config: MemoryConfig, loaded: Sequence[LoadedVersion], need: int) -> int:
+def bytes_over(config: MemoryConfig, loaded: Sequence[Holding], need: int) -> int:
     """How many bytes must be freed before loading ``need`` more; 0 or less means it fits."""
     over = 0
     if config.max_gb is not None:
@@ -53,7 +80,7 @@ def bytes_over(config: MemoryConfig, loaded: Sequence[LoadedVersion], need: int)
     return over
 
 
-def victims(config: MemoryConfig, loaded: Sequence[LoadedVersion], over: int, in_use: set[int], loading: str) -> list[LoadedVersion]:
+def victims(config: MemoryConfig, loaded: Sequence[Evictable], over: int, in_use: set[int], loading: str, draining: Sequence[Evictable] = ()) -> list[Evictable]:
     """The versions to evict to free ``over`` bytes, or ModelLoadError naming what holds memory."""
     candidates = [item for item in loaded if not item.config.pinned and id(item) not in in_use]
     if config.policy == "largest":
@@ -72,6 +99,7 @@ def victims(config: MemoryConfig, loaded: Sequence[LoadedVersion], over: int, in
             + (" (pinned)" if item.config.pinned else " (in use)" if id(item) in in_use else "")
             for item in sorted(loaded, key=lambda item: item.memory_bytes, reverse=True)
         )
+        held += "".join(f", {item.model}@{item.version} {item.memory_bytes / MiB:.0f} MiB (draining)" for item in draining)
         limit = f"memory.max_gb = {config.max_gb}" if config.max_gb is not None else f"memory.min_free_gb = {config.min_free_gb}"
         raise ModelLoadError(
             f"{loading} does not fit within {limit}: {over / MiB:.0f} MiB more would be needed "

@@ -1,10 +1,14 @@
 """Which model versions are loaded, and loading them on demand.
 
 The registry knows backends only through :func:`hotswapd.backends.get_loader`, and knows
-nothing of which version is active (that is :mod:`hotswapd.daemon.switching`). A request
-takes a reference to a :class:`LoadedVersion` and keeps using it even if the version is
-unloaded meanwhile: the embedder is closed, but Python keeps the object alive until the
-request lets go, so an eviction or reload never breaks a request in flight.
+nothing of which version is active (that is :mod:`hotswapd.daemon.switching`).
+
+Leases: a request that picked a version takes a lease on its :class:`LoadedVersion` and
+returns it when its reply is built. Unloading (evict, ttl, memory budget, reload, a
+version removed from the config) only *retires* a version: it takes no new leases, and
+its embedder is closed when the last lease is returned. Until then the memory budget
+keeps counting it, so an eviction or reload never breaks a request in flight and never
+frees memory on paper that queued requests still hold.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ from typing import Any
 import psutil
 
 from hotswapd.backends import Embedder, get_loader, import_libraries
-from hotswapd.config import Config, ModelConfig, VersionConfig
+from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.daemon import memory
 from hotswapd.daemon.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
@@ -45,11 +48,15 @@ class LoadedVersion:
     memory_bytes: int
     last_used: float = field(default_factory=time.time)
     warmed: bool = False
+    # Guarded by the registry's lock: requests holding it, and whether it takes new ones.
+    leases: int = 0
+    retired: bool = False
+    closed: bool = False
 
     @cached_property
     def vector_identity(self) -> bytes:
         """What besides the text decides this version's vectors: its weights and options."""
-        options = self.config.model_dump_json(exclude={"preload", "embeddings_path", "compatible_with", "min_agreement"})
+        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | {"embeddings_path"})
         return hashlib.sha256(f"{self.fingerprint}|{options}".encode()).digest()[:16]
 
 
@@ -70,16 +77,25 @@ def split_spec(spec: str | None) -> tuple[str | None, str | None]:
     return (name or None), (version if sep else None)
 
 
+DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free their memory
+
+
 class Registry:
-    def __init__(self, config: Config, on_event: EventSink | None = None) -> None:
+    def __init__(self, config: Config, on_event: EventSink | None = None, closer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._config = config
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._guard = threading.Lock()
+        # Guards slots, leases and the retired list; never held across I/O or a load.
+        self._guard = threading.Condition(threading.Lock())
         self._process = psutil.Process()
         self._on_event = on_event or (lambda event, **fields: None)
-        # Loads are checked against the memory budget one at a time.
+        # Closing a retired version (gc + malloc_trim) is slow: it runs where the daemon
+        # says (a housekeeping thread), never on the thread that returned the last lease.
+        self._closer = closer or (lambda work: work())
+        # Memory decisions (what to evict, what a load may count on) are made one at a
+        # time; the slow part of a load runs outside this lock on a reservation.
         self._budget_lock = threading.Lock()
-        self._in_use: Counter[int] = Counter()  # id(LoadedVersion) -> requests running on it
+        self._reserved: dict[tuple[str, str], int] = {}
+        self._retired: list[LoadedVersion] = []  # unloaded, waiting for their last lease
         self._measured: dict[tuple[str, str], int] = {}
         self._evicted: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -107,8 +123,53 @@ class Registry:
         with self._guard:
             return self._slots.setdefault((model, version), _Slot())
 
+    # -- leases --------------------------------------------------------------------------
+    def try_lease(self, model: str, version: str) -> LoadedVersion | None:
+        """A lease on the loaded version, or None if it is not loaded. Never blocks on a
+        load: the socket thread calls it."""
+        with self._guard:
+            slot = self._slots.get((model, version))
+            loaded = slot.loaded if slot else None
+            if loaded is None or loaded.retired:
+                return None
+            loaded.leases += 1
+        loaded.last_used = time.time()
+        return loaded
+
+    def lease(self, model: str, version: str) -> LoadedVersion:
+        """A lease on the version, loading it first if needed (concurrent callers share a load)."""
+        while True:
+            loaded = self.get(model, version)
+            with self._guard:
+                if not loaded.retired:
+                    loaded.leases += 1
+                    loaded.last_used = time.time()
+                    return loaded
+            # Retired between the load and the lease (an eviction raced us): load again.
+
+    def release(self, loaded: LoadedVersion) -> None:
+        """Return a lease; a retired version is closed when its last lease comes back."""
+        with self._guard:
+            loaded.leases -= 1
+            close_now = loaded.retired and loaded.leases <= 0 and not loaded.closed
+            if close_now:
+                loaded.closed = True
+        loaded.last_used = time.time()
+        if close_now:
+            self._closer(lambda: self._close(loaded))
+
+    @contextmanager
+    def leased(self, model: str, version: str) -> Iterator[LoadedVersion]:
+        """A lease for the duration of a block (warm-up, agreement probes, housekeeping)."""
+        loaded = self.lease(model, version)
+        try:
+            yield loaded
+        finally:
+            self.release(loaded)
+
     def get(self, model: str, version: str) -> LoadedVersion:
-        """A loaded version, loading it first if needed (concurrent callers share one load)."""
+        """A loaded version, loading it first if needed. Without a lease it may be retired
+        at any moment: callers that run inference on it use :meth:`lease`."""
         slot = self._slot(model, version)
         loaded = slot.loaded
         if loaded is None:
@@ -132,24 +193,36 @@ class Registry:
         return model_cfg.versions[version]
 
     def _load_into(self, slot: _Slot, model: str, version: str) -> LoadedVersion:
-        slot.loaded = self._load(slot, model, version, self._spec(model, version))
-        return slot.loaded
+        loaded = self._load(slot, model, version, self._spec(model, version))
+        with self._guard:
+            slot.loaded = loaded
+        return loaded
 
+    # -- loading -------------------------------------------------------------------------
     def _load(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
-        with self._budget_lock:
-            return self._load_within_budget(slot, model, version, spec)
-
-    def _load_within_budget(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
         started = time.perf_counter()
+        key = (model, version)
         try:
             path = spec.resolve(spec.source)
             on_disk = memory.files_size(path)
-            self._make_room(model, version, memory.estimate(spec, on_disk, self._measured.get((model, version))))
-            import_libraries(spec.backend)
-            rss_before = self._process.memory_info().rss
-            digest = fingerprint(path)
-            embedder = get_loader(spec.backend)(path, spec)
+            need = memory.estimate(spec, on_disk, self._measured.get(key))
+            # Room is made and reserved under the budget lock; the slow part (imports,
+            # fingerprint, export, weights) runs outside it, so one slow load does not hold
+            # up every other.
+            with self._budget_lock:
+                self._make_room(model, version, need)
+                self._reserved[key] = self._reserved.get(key, 0) + need
+            try:
+                import_libraries(spec.backend)
+                rss_before = self._process.memory_info().rss
+                digest = fingerprint(path)
+                embedder = get_loader(spec.backend)(path, spec)
+            finally:
+                with self._budget_lock:
+                    left = self._reserved.pop(key, 0) - need
+                    if left > 0:
+                        self._reserved[key] = left
         except HotswapError as exc:
             self._failed(slot, model, version, exc.message)
             raise
@@ -164,11 +237,11 @@ class Registry:
         # earlier unload, or maps weights lazily: a version counts at least its files'
         # size and the largest size ever measured for it.
         declared = getattr(embedder, "memory_bytes", None)
-        used = declared if declared is not None else max(measured, on_disk, self._measured.get((model, version), 0))
-        self._measured[(model, version)] = used
+        used = declared if declared is not None else max(measured, on_disk, self._measured.get(key, 0))
+        self._measured[key] = used
         if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta
             used = int(spec.ram_gb * memory.GB)
-        self._evicted.pop((model, version), None)
+        self._evicted.pop(key, None)
         slot.last_error = None
         log.info(
             "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; fingerprint %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
@@ -177,32 +250,35 @@ class Registry:
         return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
 
     def _make_room(self, model: str, version: str, need: int) -> None:
+        """Evict idle versions until ``need`` more bytes fit; call with the budget lock held.
+        Retired versions still draining their leases count until they are closed: when
+        only they stand in the way, wait for them (up to DRAIN_WAIT_SECONDS)."""
         budget = self._config.memory
         if budget.max_gb is None and budget.min_free_gb is None:
             return
-        loaded = [item for item in self.loaded() if (item.model, item.version) != (model, version)]
-        over = memory.bytes_over(budget, loaded, need)
-        if over <= 0:
-            return
-        with self._guard:
-            in_use = set(self._in_use)  # entries leave the counter when their count reaches 0
-        for victim in memory.victims(budget, loaded, over, in_use, f"{model}@{version}"):
-            why = f"memory budget ({budget.policy}): made room for {model}@{version}"
-            self.unload(victim.model, victim.version, "memory", why)
-
-    @contextmanager
-    def using(self, loaded: LoadedVersion) -> Iterator[None]:
-        """Marks a version busy for the duration of a request: the budget never evicts it."""
-        with self._guard:
-            self._in_use[id(loaded)] += 1
-        try:
-            yield
-        finally:
+        deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+        while True:
             with self._guard:
-                self._in_use[id(loaded)] -= 1
-                if self._in_use[id(loaded)] <= 0:
-                    del self._in_use[id(loaded)]
-            loaded.last_used = time.time()
+                loaded = [s.loaded for k, s in self._slots.items() if s.loaded is not None and k != (model, version)]
+                draining = list(self._retired)
+                busy = {id(item) for item in loaded if item.leases > 0}
+            holding = [*loaded, *draining, *self._reservations()]
+            over = memory.bytes_over(budget, holding, need)
+            if over <= 0:
+                return
+            evictable = sum(item.memory_bytes for item in loaded if not item.config.pinned and id(item) not in busy)
+            if evictable < over and draining and time.monotonic() < deadline:
+                # What blocks the load is memory that retiring versions give back soon.
+                with self._guard:
+                    self._guard.wait(0.05)
+                continue
+            for victim in memory.victims(budget, loaded, over, busy, f"{model}@{version}", draining):
+                why = f"memory budget ({budget.policy}): made room for {model}@{version}"
+                self.unload(victim.model, victim.version, "memory", why)
+            return
+
+    def _reservations(self) -> list[memory.Reservation]:
+        return [memory.Reservation(f"{m}@{v}", size) for (m, v), size in self._reserved.items()]
 
     def expire_idle(self, now: float | None = None) -> list[str]:
         """Unload versions of models with a ``ttl`` that have been unused that long."""
@@ -211,9 +287,7 @@ class Registry:
         for item in self.loaded():
             model_cfg = self._config.models.get(item.model)
             ttl = model_cfg.ttl if model_cfg else None
-            with self._guard:
-                busy = self._in_use.get(id(item), 0) > 0
-            if ttl is not None and not busy and now - item.last_used >= ttl:
+            if ttl is not None and item.leases == 0 and now - item.last_used >= ttl:
                 if self.unload(item.model, item.version, "ttl", f"ttl: unused for {ttl:g} s"):
                     expired.append(f"{item.model}@{item.version}")
         return expired
@@ -230,24 +304,25 @@ class Registry:
     def reload(self, model: str, version: str) -> LoadedVersion:
         """Load a fresh copy (new options) while the old one keeps serving, then swap them."""
         slot = self._slot(model, version)
-        fresh = self._load(slot, model, version, self._spec(model, version))
         with slot.lock:
-            old, slot.loaded = slot.loaded, fresh
+            fresh = self._load(slot, model, version, self._spec(model, version))
+            with self._guard:
+                old, slot.loaded = slot.loaded, fresh
         if old is not None:
-            self._release(old, "reload")
+            self._retire(old, "reload")
         return fresh
 
     def unload(self, model: str, version: str, reason: str = "unload", why: str | None = None) -> bool:
         slot = self._slots.get((model, version))
         if slot is None:
             return False
-        with slot.lock:
+        with self._guard:
             old, slot.loaded = slot.loaded, None
         if old is None:
             return False
         if reason in ("evict", "memory", "ttl"):
             self._evicted[(model, version)] = {"reason": why or "hs evict", "at": time.time()}
-        self._release(old, reason)
+        self._retire(old, reason)
         return True
 
     def evict(self, model: str) -> list[str]:
@@ -256,34 +331,64 @@ class Registry:
             versions = [version for (name, version) in self._slots if name == model]
         return [version for version in versions if self.unload(model, version, "evict")]
 
-    def _release(self, loaded: LoadedVersion, reason: str) -> None:
-        log.info("unloading %s@%s (%s)", loaded.model, loaded.version, reason)
+    def _retire(self, loaded: LoadedVersion, reason: str) -> None:
+        """No new leases; close now if none is held, else when the last one comes back."""
+        with self._guard:
+            loaded.retired = True
+            close_now = loaded.leases <= 0 and not loaded.closed
+            if close_now:
+                loaded.closed = True
+            else:
+                self._retired.append(loaded)
+        log.info("unloading %s@%s (%s)%s", loaded.model, loaded.version, reason, "" if close_now else f" after its {loaded.leases} request(s) in flight")
         self._on_event(reason, model=loaded.model, version=loaded.version)
+        if close_now:
+            self._closer(lambda: self._close(loaded))
+
+    def _close(self, loaded: LoadedVersion) -> None:
         try:
             loaded.embedder.close()
         except Exception:  # closing must never take the daemon down
             log.exception("closing %s@%s failed", loaded.model, loaded.version)
-        if reason != "reload":  # a request may still hold it; collected on a later unload
-            memory.give_back()
+        memory.give_back()
+        with self._guard:
+            if loaded in self._retired:
+                self._retired.remove(loaded)
+            self._guard.notify_all()  # a load waiting for drained memory may go on
+        log.debug("closed %s@%s", loaded.model, loaded.version)
 
-    def replace_config(self, config: Config) -> tuple[list[str], list[tuple[str, str]]]:
-        """Adopt a new config. Versions it removed are unloaded; loaded versions whose
-        options changed are returned, for the caller to reload off the socket thread."""
+    def draining(self) -> list[LoadedVersion]:
+        """Retired versions still held by requests in flight (the budget counts them)."""
+        with self._guard:
+            return list(self._retired)
+
+    def replace_config(self, config: Config) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """Adopt a new config. Versions it removed are unloaded; a loaded version whose
+        serving-only fields changed takes them in place; versions whose other options
+        changed are returned, for the caller to reload off the socket thread.
+        Returns (removed, to reload, applied live)."""
         self._config = config
-        removed, changed = [], []
+        removed, changed, live = [], [], []
         with self._guard:
             items = list(self._slots.items())
         for (model, version), slot in items:
             model_cfg = config.models.get(model)
             current = model_cfg.versions.get(version) if model_cfg else None
+            loaded = slot.loaded
             if current is None:
                 if self.unload(model, version, "unload"):
                     removed.append(f"{model}@{version}")
                 with self._guard:
                     self._slots.pop((model, version), None)
-            elif slot.loaded is not None and slot.loaded.config != current:
-                changed.append((model, version))
-        return removed, changed
+            elif loaded is not None and loaded.config != current:
+                fields = changed_fields(loaded.config, current)
+                if fields <= LIVE_FIELDS:
+                    apply_live(loaded, current)
+                    live.append(f"{model}@{version} ({', '.join(sorted(fields))})")
+                else:
+                    changed.append((model, version))
+                    log.info("%s@%s reloads: %s changed", model, version, ", ".join(sorted(fields - LIVE_FIELDS)))
+        return removed, changed, live
 
     def loaded(self) -> list[LoadedVersion]:
         with self._guard:
@@ -291,4 +396,16 @@ class Registry:
 
     def close(self) -> None:
         for loaded in self.loaded():
-            self._release(loaded, "unload")
+            self._retire(loaded, "unload")
+
+
+def changed_fields(old: VersionConfig, new: VersionConfig) -> set[str]:
+    before, after = old.model_dump(), new.model_dump()
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+
+
+def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
+    """Give a loaded version its new serving-only fields without touching its weights."""
+    if config.batch_size != loaded.config.batch_size and hasattr(loaded.embedder, "batch_size"):
+        loaded.embedder.batch_size = config.batch_size  # backends read it per call
+    loaded.config = config

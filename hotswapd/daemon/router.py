@@ -1,9 +1,11 @@
-"""The socket loop: receive, validate, dispatch, reply.
+"""The socket loop: receive, validate, route, send. Nothing else runs on this thread.
 
-One thread owns the ROUTER socket. Cheap ops are answered on it directly; jobs
-(inference, loading) go to worker threads, which hand their replies back through an
-inproc PUSH/PULL pair because ZeroMQ sockets must not be shared between threads. So a
-long batch never stops ``ping`` or ``status`` from being answered.
+One thread owns the ROUTER socket. Cheap ops (ping, status, models) are answered on it
+directly; an encode is admitted, given its version and handed to the batcher with a
+completion callback; everything that may block (loads, switches, files) goes to a worker
+pool. Replies from other threads come back through an inproc PUSH/PULL pair because
+ZeroMQ sockets must not be shared between threads. So a long batch, a load or a slow disk
+never stops ``ping`` or ``status`` from being answered.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
 
-from hotswapd.daemon.handlers import SLOW_OPS, DaemonState, Handlers, Job, Outcome
+from hotswapd.daemon.handlers import DaemonState, Deferred, Handlers, Outcome, Queued
+from hotswapd.daemon.workers import Workers
 from hotswapd.errors import HotswapError, InternalError, ShuttingDown
 from hotswapd.paths import ipc_path
 from hotswapd.protocol import decode_request, encode_error, encode_ok, request_id_of
@@ -27,35 +28,30 @@ from hotswapd.protocol import decode_request, encode_error, encode_ok, request_i
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+SOCKET_CHECK_SECONDS = 1.0  # how often the ipc socket file is checked for having vanished
 # Bigger than any frame we accept, so oversized texts get a typed error instead of ZeroMQ
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
-REQUEST_THREADS = 64
 _router_ids = itertools.count()
 
 
 class Router:
-    def __init__(self, context: zmq.Context[Any], endpoint: str, handlers: Handlers, state: DaemonState) -> None:
+    def __init__(self, context: zmq.Context[Any], endpoint: str, handlers: Handlers, state: DaemonState, workers: Workers) -> None:
         self._context = context
         self._endpoint = endpoint
         self._handlers = handlers
         self._state = state
+        self._workers = workers
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._replies_address = f"inproc://hotswapd-replies-{os.getpid()}-{next(_router_ids)}"
         self._replies = context.socket(zmq.PULL)
         self._replies.bind(self._replies_address)
-        # Request threads mostly wait: on the batcher's single inference thread (the
-        # backends parallelise inside a batch, and two batches at once on a few cores only
-        # slow each other down) or on a load. Enough of them to let a crowd of clients
-        # merge into full batches. Loading ops get their own thread, so a preload never
-        # queues behind inference.
-        self._requests = ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="hotswapd-request")
-        self._loading = ThreadPoolExecutor(1, thread_name_prefix="hotswapd-load")
         self._local = threading.local()
         self._push_sockets: list[zmq.Socket[Any]] = []
         self._push_lock = threading.Lock()
+        self._socket_checked = time.monotonic()
 
     def bind(self) -> None:
         """Bind the endpoint; an ipc socket file is made readable and writable by its owner only."""
@@ -69,11 +65,7 @@ class Router:
             os.chmod(path, 0o600)
         log.info("listening on %s", self._endpoint)
 
-    def submit_loading(self, work: Callable[[], None]) -> None:
-        """Run housekeeping (start-up preloads, reload preloads) on the loading thread."""
-        self._loading.submit(work)
-
-    def serve(self, stop: threading.Event, on_tick: Callable[[], None], drain_seconds: float) -> None:
+    def serve(self, stop: threading.Event, drain_seconds: float) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._replies, zmq.POLLIN)
@@ -89,12 +81,35 @@ class Router:
                 if time.monotonic() > drain_deadline:
                     log.warning("stopping with %d request(s) unfinished after %.0f s", self._state.in_flight, drain_seconds)
                     break
-            events = dict(poller.poll(POLL_MS))
-            if self._replies in events:
-                self._forward_replies()
-            if self._socket in events:
-                self._receive_requests()
-            on_tick()
+            try:
+                events = dict(poller.poll(POLL_MS))
+                if self._replies in events:
+                    self._forward_replies()
+                if self._socket in events:
+                    self._receive_requests()
+                self._check_socket_file()
+            except Exception:  # noqa: BLE001 -- the socket thread must outlive any bug
+                log.exception("socket loop: unexpected error; carrying on")
+
+    def _check_socket_file(self) -> None:
+        """Re-create the ipc socket file if somebody deleted it (a tmp cleaner, a user):
+        without it no client can reach a daemon that still holds the endpoint's lock."""
+        now = time.monotonic()
+        if now - self._socket_checked < SOCKET_CHECK_SECONDS:
+            return
+        self._socket_checked = now
+        path = ipc_path(self._endpoint)
+        if path is None or path.exists():
+            return
+        log.warning("socket file %s vanished; binding it again", path)
+        try:
+            self._socket.unbind(self._endpoint)
+        except zmq.ZMQError as exc:
+            log.debug("unbind before re-binding: %s", exc)
+        try:
+            self.bind()
+        except (OSError, zmq.ZMQError) as exc:
+            log.error("cannot re-create socket file %s: %s", path, exc)
 
     def _forward_replies(self) -> None:
         while True:
@@ -117,8 +132,9 @@ class Router:
             self._dispatch(identity, frames)
 
     def _dispatch(self, identity: bytes, frames: list[bytes]) -> None:
-        request_id = request_id_of(frames)
+        request_id = ""
         try:
+            request_id = request_id_of(frames)
             if self._state.phase == "stopping":
                 raise ShuttingDown("hotswapd is shutting down and takes no new requests")
             request = decode_request(frames)
@@ -133,26 +149,28 @@ class Router:
         if isinstance(outcome, Outcome):
             self._send([identity, *encode_ok(request_id, outcome.result, outcome.payload)])
             return
-        pool = self._loading if request.op in SLOW_OPS else self._requests
         self._state.in_flight += 1
-        pool.submit(self._run_job, identity, request_id, outcome)
-
-    def _run_job(self, identity: bytes, request_id: str, job: Job) -> None:
-        """Runs on a worker thread; whatever happens, exactly one reply goes back."""
+        reply = _OneReply(self, identity, request_id)
+        if isinstance(outcome, Queued):
+            job = outcome.job
+            self._workers.submit(outcome.pool, lambda: reply(_run(job, request_id)))
+            return
+        assert isinstance(outcome, Deferred)
         try:
-            outcome = job()
-            frames = encode_ok(request_id, outcome.result, outcome.payload)
-        except HotswapError as exc:
-            frames = encode_error(request_id, exc)
-        except Exception as exc:  # the job's failure belongs to its request, not to the worker
-            log.exception("job failed for request %s", request_id)
-            frames = encode_error(request_id, InternalError(f"{type(exc).__name__}: {exc}"))
-        self._push_socket().send_multipart([identity, *frames], copy=False)
+            outcome.start(reply)
+        except Exception as exc:  # noqa: BLE001 -- whatever failed, the request gets its one reply
+            log.exception("starting request %s failed", request_id)
+            reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def push_reply(self, frames: list[Any]) -> None:
+        """Hand a finished reply to the socket thread (from any thread, this one included)."""
+        self._push_socket().send_multipart(frames, copy=False)
 
     def _push_socket(self) -> zmq.Socket[Any]:
         sock = getattr(self._local, "push", None)
         if sock is None:
             sock = self._context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by admission, never dropped here
             sock.connect(self._replies_address)
             self._local.push = sock
             with self._push_lock:
@@ -166,13 +184,51 @@ class Router:
             log.debug("reply dropped: %s", exc)
 
     def close(self) -> None:
-        self._requests.shutdown(wait=True, cancel_futures=True)
-        self._loading.shutdown(wait=True, cancel_futures=True)
         self._forward_replies()
-        for sock in self._push_sockets:
-            sock.close(linger=0)
+        with self._push_lock:
+            for sock in self._push_sockets:
+                sock.close(linger=0)
         self._replies.close(linger=0)
         self._socket.close()
         path = ipc_path(self._endpoint)
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+class _OneReply:
+    """The reply of one request: encoded and pushed exactly once, whatever thread calls it."""
+
+    __slots__ = ("_router", "_identity", "_request_id", "_sent", "_lock")
+
+    def __init__(self, router: Router, identity: bytes, request_id: str) -> None:
+        self._router = router
+        self._identity = identity
+        self._request_id = request_id
+        self._sent = False
+        self._lock = threading.Lock()
+
+    def __call__(self, outcome: Outcome | HotswapError) -> None:
+        with self._lock:
+            if self._sent:
+                log.error("a second reply to request %s was dropped", self._request_id)
+                return
+            self._sent = True
+        try:
+            if isinstance(outcome, Outcome):
+                frames = encode_ok(self._request_id, outcome.result, outcome.payload)
+            else:
+                frames = encode_error(self._request_id, outcome)
+        except Exception as exc:  # noqa: BLE001 -- an unencodable result still gets an answer
+            log.exception("encoding the reply to %s failed", self._request_id)
+            frames = encode_error(self._request_id, InternalError(f"{type(exc).__name__}: {exc}"))
+        self._router.push_reply([self._identity, *frames])
+
+
+def _run(job: Any, request_id: str) -> Outcome | HotswapError:
+    try:
+        return job()
+    except HotswapError as exc:
+        return exc
+    except Exception as exc:  # the job's failure belongs to its request, not to the worker
+        log.exception("job failed for request %s", request_id)
+        return InternalError(f"{type(exc).__name__}: {exc}")

@@ -3,8 +3,14 @@
 Decisions about *which* version serves a request are made here, on the socket thread,
 with :meth:`Switchboard.pick`; a request then runs on the version it was given, so a
 switch never changes the version under a request in flight. Anything slow (loading the
-target, warming it up, the compatibility probe) runs on the loading thread before the
+target, warming it up, the compatibility probe) runs on the control thread before the
 pointer moves, and the move itself is one assignment under a lock.
+
+Two locks: ``_lock`` guards the routes and is held only for in-memory work, because
+``pick`` takes it for every request; ``_changes`` serialises changes of state together
+with their state-file write and audit entry (disk I/O), and ``pick`` never waits on it.
+Warm-up and agreement probes run on the inference thread (``exclusive``), never beside a
+live batch, under a lease on each version.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
 from hotswapd.daemon.audit import AuditLog
@@ -35,6 +41,8 @@ from hotswapd.errors import (
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.1
+T = TypeVar("T")
+Exclusive = Callable[[Callable[[], Any]], Any]
 WARM_UP_TEXTS = ["hotswap warm-up", "a second, somewhat longer warm-up sentence for the new version"]
 
 
@@ -55,14 +63,16 @@ class SwitchRequest:
 
 
 class Switchboard:
-    def __init__(self, registry: Registry, health: HealthBook, audit: AuditLog, state: StateFile, schedule: Callable[[Callable[[], None]], None]) -> None:
+    def __init__(self, registry: Registry, health: HealthBook, audit: AuditLog, state: StateFile, schedule: Callable[[Callable[[], None]], None], exclusive: Exclusive | None = None) -> None:
         self._registry = registry
         self._health = health
         self._audit = audit
         self._state = state
-        self._schedule = schedule  # runs work on the loading thread
+        self._schedule = schedule  # runs work on the control thread
+        self._exclusive: Exclusive = exclusive or (lambda work: work())
         self._routes: dict[str, Route] = {}
         self._lock = threading.RLock()
+        self._changes = threading.RLock()
         self._advancing: set[str] = set()
         self._releases: list[tuple[float, str, str]] = []
         self._last_tick = 0.0
@@ -80,7 +90,7 @@ class Switchboard:
     def adopt_config(self, config: Config) -> list[str]:
         """Bring routes in line with a new config; returns models whose file `active` changed."""
         changed = []
-        with self._lock:
+        with self._changes, self._lock:
             for name in set(self._routes) - set(config.models):
                 del self._routes[name]
             for name, model in config.models.items():
@@ -93,7 +103,8 @@ class Switchboard:
                     route.config_active = model.active
                     if model.active != route.active or route.rollout is not None:
                         changed.append(name)
-        self._persist()
+        with self._changes:
+            self._persist()
         return changed
 
     @staticmethod
@@ -107,7 +118,7 @@ class Switchboard:
 
     def restore(self, saved: dict[str, Any], config: Config) -> None:
         """Re-apply state persisted by an earlier run, where the file has not changed since."""
-        with self._lock:
+        with self._changes, self._lock:
             for name, data in (saved.get("models") or {}).items():
                 model, route = config.models.get(name), self._routes.get(name)
                 if model is None or route is None or data.get("config_active") != model.active:
@@ -121,9 +132,11 @@ class Switchboard:
                     if {rollout.source, rollout.target} <= set(model.versions):
                         route.rollout = rollout
                 log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
-        self._persist()
+        with self._changes:
+            self._persist()
 
     def _persist(self) -> None:
+        """Write the routes (call with ``_changes`` held, never with ``_lock``: it fsyncs)."""
         with self._lock:
             data = {"models": {name: route.to_dict() for name, route in self._routes.items()}}
         self._state.save(data)
@@ -142,22 +155,23 @@ class Switchboard:
             return self._summary(request, current, "unchanged")
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
         try:
-            target = self._prepare(request.model, request.target)
+            self._prepare(request.model, request.target)
             if not promoting and not request.force and request.check_space:
-                self._check_compatible(self._registry.get(request.model, current), target)
+                self._check_compatible(request.model, current, request.target)
         except HotswapError as exc:
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message)
             raise
         # State, state file and audit entry change together, so `hs history` never lags
-        # behind what `hs status` shows.
-        with self._lock:
-            if request.strategy == "immediate":
-                self._complete(request.model, route, request.target)
-                outcome = "done"
-            else:
-                route.rollout = self._new_rollout(request, model_cfg, current)
-                self._health.forget(request.model, request.target)
-                outcome = "started"
+        # behind what `hs status` shows; requests keep being routed meanwhile.
+        with self._changes:
+            with self._lock:
+                if request.strategy == "immediate":
+                    self._complete(request.model, route, request.target)
+                    outcome = "done"
+                else:
+                    route.rollout = self._new_rollout(request, model_cfg, current)
+                    self._health.forget(request.model, request.target)
+                    outcome = "started"
             self._persist()
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
                                trigger=request.trigger, outcome=outcome, forced=request.force or None,
@@ -170,23 +184,31 @@ class Switchboard:
             raise UnknownModel(f"unknown model {model!r}; configured: {', '.join(sorted(self._routes))}")
         return model_cfg
 
-    def _prepare(self, model: str, version: str) -> LoadedVersion:
+    def _prepare(self, model: str, version: str) -> None:
         """Load and warm up a version before any traffic can reach it (once per load)."""
-        loaded = self._registry.get(model, version)
-        if loaded.warmed:
-            return loaded
-        import numpy as np
+        with self._registry.leased(model, version) as loaded:
+            if loaded.warmed:
+                return
+            import numpy as np
 
-        try:
-            vectors = np.asarray(loaded.embedder.encode(WARM_UP_TEXTS, normalize=loaded.config.normalize))
-        except Exception as exc:  # whatever the backend raises, the switch is refused
-            raise ModelLoadError(f"warm-up of {model}@{version} failed: {type(exc).__name__}: {exc}") from exc
-        if vectors.shape[0] != len(WARM_UP_TEXTS) or not np.isfinite(vectors).all():
-            raise ModelLoadError(f"warm-up of {model}@{version} returned unusable vectors (shape {vectors.shape})")
-        loaded.warmed = True
-        return loaded
+            try:
+                vectors = np.asarray(self._exclusive(lambda: loaded.embedder.encode(WARM_UP_TEXTS, normalize=loaded.config.normalize)))
+            except Exception as exc:  # whatever the backend raises, the switch is refused
+                raise ModelLoadError(f"warm-up of {model}@{version} failed: {type(exc).__name__}: {exc}") from exc
+            if vectors.shape[0] != len(WARM_UP_TEXTS) or not np.isfinite(vectors).all():
+                raise ModelLoadError(f"warm-up of {model}@{version} returned unusable vectors (shape {vectors.shape})")
+            loaded.warmed = True
 
-    def _check_compatible(self, current: LoadedVersion, target: LoadedVersion) -> None:
+    def _agreement(self, model: str, source: str, target: str) -> tuple[float, float]:
+        """Probe agreement of two versions, on the inference thread, each under a lease."""
+        with self._registry.leased(model, source) as a, self._registry.leased(model, target) as b:
+            return self._exclusive(lambda: agreement(a, b))  # type: ignore[no-any-return]
+
+    def _check_compatible(self, model: str, current_version: str, target_version: str) -> None:
+        with self._registry.leased(model, current_version) as current, self._registry.leased(model, target_version) as target:
+            self._check_space(current, target)
+
+    def _check_space(self, current: LoadedVersion, target: LoadedVersion) -> None:
         problems = incompatibilities(describe_space(current), describe_space(target))
         if problems:
             raise IncompatibleVersions(
@@ -197,7 +219,7 @@ class Switchboard:
         claimed = target.config.compatible_with == current.version or current.config.compatible_with == target.version
         if claimed:
             threshold = target.config.min_agreement if target.config.compatible_with else current.config.min_agreement
-            mean, lowest = agreement(current, target)
+            mean, lowest = self._exclusive(lambda: agreement(current, target))
             if mean < threshold:
                 raise IncompatibleVersions(
                     f"{target.model}@{target.version} claims compatibility with {current.version} but their vectors "
@@ -230,7 +252,7 @@ class Switchboard:
         route.active, route.rollout = target, None
         release = self._registry.config.models[model].rollout.release_previous_after
         if release is not None and old != target:
-            self._releases.append((time.monotonic() + release, model, old))
+            self._releases.append((time.monotonic() + release, model, old))  # under _lock
 
     @staticmethod
     def _summary(request: SwitchRequest, current: str, outcome: str) -> dict[str, Any]:
@@ -253,13 +275,14 @@ class Switchboard:
     def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli") -> dict[str, Any]:
         """End a rollout; all traffic returns to its source version."""
         self._model_config(model)
-        with self._lock:
-            route = self._routes[model]
-            rollout = route.rollout
-            if rollout is None:
-                raise NothingToRollBack(f"{model} has no rollout in progress")
-            route.rollout = None
-            route.active = rollout.source
+        with self._changes:
+            with self._lock:
+                route = self._routes[model]
+                rollout = route.rollout
+                if rollout is None:
+                    raise NothingToRollBack(f"{model} has no rollout in progress")
+                route.rollout = None
+                route.active = rollout.source
             self._persist()
             self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
@@ -276,9 +299,16 @@ class Switchboard:
         for name, rollout in rollouts:
             breach = self._health_breach(name, rollout)
             if breach:
-                self.abort(name, reason=breach, event="auto_rollback", trigger="health")
-            elif rollout.step_due(now) and name not in self._advancing:
-                self._advancing.add(name)
+                try:
+                    self.abort(name, reason=breach, event="auto_rollback", trigger="health")
+                except NothingToRollBack:
+                    pass  # ended by someone else meanwhile
+                continue
+            with self._lock:
+                due = rollout.step_due(now) and name not in self._advancing
+                if due:
+                    self._advancing.add(name)
+            if due:
                 self._schedule(lambda name=name: self._advance(name))
         self._release_due(now)
 
@@ -303,32 +333,38 @@ class Switchboard:
                 return
             gate = self._registry.config.models[model].health.min_agreement
             if gate is not None:
-                mean, _ = agreement(self._registry.get(model, rollout.source), self._registry.get(model, rollout.target))
+                mean, _ = self._agreement(model, rollout.source, rollout.target)
                 if mean < gate:
                     self.abort(model, reason=f"agreement {mean:.4f} with {rollout.source} < min_agreement {gate}", event="auto_rollback", trigger="health")
                     return
-            with self._lock:
-                if route.rollout is not rollout:
-                    return
-                nxt = rollout.next_share()
-                if nxt is None or nxt >= 100:
-                    self._complete(model, route, rollout.target)
-                    event, share = "rollout_complete", 100.0
-                else:
-                    rollout.share, rollout.step_started, rollout.step_served = nxt, time.monotonic(), 0
-                    event, share = "rollout_step", nxt
+            with self._changes:
+                with self._lock:
+                    if route.rollout is not rollout:
+                        return
+                    nxt = rollout.next_share()
+                    if nxt is None or nxt >= 100:
+                        self._complete(model, route, rollout.target)
+                        event, share = "rollout_complete", 100.0
+                    else:
+                        rollout.share, rollout.step_started, rollout.step_served = nxt, time.monotonic(), 0
+                        event, share = "rollout_step", nxt
                 self._persist()
                 self._audit.record(event, model=model, **{"from": rollout.source}, to=rollout.target, strategy="gradual", trigger="schedule", outcome="done", share=share)
         except HotswapError as exc:
-            self.abort(model, reason=f"step failed: {exc.message}", event="auto_rollback", trigger="health")
+            try:
+                self.abort(model, reason=f"step failed: {exc.message}", event="auto_rollback", trigger="health")
+            except NothingToRollBack:
+                pass
         finally:
-            self._advancing.discard(model)
+            with self._lock:
+                self._advancing.discard(model)
 
     def _release_due(self, now: float) -> None:
-        due = [item for item in self._releases if item[0] <= now]
-        if not due:
-            return
-        self._releases = [item for item in self._releases if item[0] > now]
+        with self._lock:
+            due = [item for item in self._releases if item[0] <= now]
+            if not due:
+                return
+            self._releases = [item for item in self._releases if item[0] > now]
         for _, model, version in due:
             with self._lock:
                 route = self._routes.get(model)

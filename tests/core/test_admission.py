@@ -1,0 +1,81 @@
+"""Issue 11, item 4: a bounded queue, a typed `busy` past it, and work for callers that gave up is dropped."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hotswapd.errors import Busy, DaemonTimeout
+from tests.conftest import run_hs
+from tests.core.conftest import StartDaemon
+from tests.core.test_leases import hold
+from tests.fakebackend import CONTROLS
+from tests.inproc import fake_config
+
+BOUNDED = "[daemon]\nmax_queue_texts = 10\nmax_queue_mb = 1\n"
+
+
+def test_past_the_bound_requests_get_busy_at_once(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}}, extra=BOUNDED)) as daemon, daemon.client() as a, daemon.client() as b:
+        a.encode(["warm up"])
+        gate = hold("v1")
+        held = a.send("encode", payload=[f"held {i}".encode() for i in range(8)])
+        assert CONTROLS["v1"].entered.wait(5)
+        started = time.monotonic()
+        with pytest.raises(Busy) as refused:
+            b.encode([f"more {i}" for i in range(8)])
+        assert time.monotonic() - started < 0.5
+        assert 0 < refused.value.retry_after <= 5
+        assert "max_queue_texts" in refused.value.message
+        fits = b.send("encode", payload=[b"fits 1", b"fits 2"])  # 8 + 2 = 10: admitted
+        status = b.status()["queue"]
+        assert status["queued_texts"] == 10 and status["refused"] == 1
+        gate.set()
+        assert a.receive(held)[0]["count"] == 8
+        assert b.receive(fits)[0]["count"] == 2
+        assert b.status()["queue"]["queued_texts"] == 0
+
+
+def test_bytes_bound_and_a_lone_large_request_is_still_served(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}}, extra=BOUNDED)) as daemon, daemon.client() as a, daemon.client() as b:
+        big = ["x" * 200_000] * 6  # 1.2 MB: over max_queue_mb alone, admitted into an empty queue
+        assert a.encode(big).count == 6
+        gate = hold("v1")
+        held = a.send("encode", payload=[b"y" * 200_000] * 3)
+        assert CONTROLS["v1"].entered.wait(5)
+        with pytest.raises(Busy):
+            b.encode(["z" * 250_000] * 2)  # 3 texts, 1.1 MB: under the texts bound, over the bytes bound
+        gate.set()
+        a.receive(held)
+
+
+def test_cli_reports_busy_in_one_line_with_its_own_exit_code(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}}, extra=BOUNDED)) as daemon, daemon.client() as a:
+        a.encode(["warm up"])
+        gate = hold("v1")
+        held = a.send("encode", payload=[f"held {i}".encode() for i in range(10)])
+        assert CONTROLS["v1"].entered.wait(5)
+        done = run_hs("encode", "one", "two", endpoint=daemon.endpoint, env={"XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]})
+        gate.set()
+        a.receive(held)
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 75, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("hs: error: hotswapd is busy")
+
+
+def test_queued_work_of_a_caller_that_gave_up_is_not_computed(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client(timeout=0.3) as impatient:
+        a.encode(["warm up"])
+        gate = hold("v1")
+        held = a.send("encode", payload=[b"held"])
+        assert CONTROLS["v1"].entered.wait(5)
+        with pytest.raises(DaemonTimeout):
+            impatient.encode(["abandoned"])
+        gate.set()
+        a.receive(held)
+        assert a.encode(["later"]).count == 1
+        assert "abandoned" not in CONTROLS["v1"].seen
+        assert a.status()["queue"]["queued_texts"] == 0

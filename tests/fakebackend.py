@@ -1,0 +1,116 @@
+"""A fake backend for the in-process tests: deterministic vectors, and misbehaviour on demand.
+
+Each version names a ``tag``; :data:`CONTROLS` holds one :class:`Control` per tag, through
+which a test makes the model slow, fail, hang, or block on an event, and reads what
+happened (loads, closes, encodes, the texts it saw). Encoding on a closed model raises,
+as ONNX Runtime does on a deleted session, so a close under a live request is caught.
+A vector is a function of the text and ``scale``: a test can tell which version made it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tag: str = "default"
+    scale: float = 1.0
+    dim: int = 8
+    # For a daemon in another process, where a test cannot reach the controls: every
+    # encode call sleeps this long.
+    sleep_seconds: float = 0.0
+
+
+@dataclass
+class Control:
+    gate: threading.Event | None = None  # encode waits on it (up to 60 s) while set here
+    load_gate: threading.Event | None = None  # load waits on it
+    fail: str | None = None  # encode raises RuntimeError(fail)
+    fail_load: str | None = None
+    delay: float = 0.0  # seconds per encode call
+    entered: threading.Event = field(default_factory=threading.Event)  # an encode has begun
+    loads: int = 0
+    closes: int = 0
+    encodes: int = 0
+    seen: list[str] = field(default_factory=list)  # every text encoded, in order
+
+
+CONTROLS: dict[str, Control] = defaultdict(Control)
+_lock = threading.Lock()
+_inside = 0
+max_concurrent = 0  # the most encode calls ever running at once, across all fake models
+
+
+def reset() -> None:
+    global max_concurrent
+    CONTROLS.clear()
+    max_concurrent = 0
+
+
+def vector(text: str, scale: float, dim: int) -> np.ndarray:
+    out = np.ones(dim, dtype=np.float32)
+    for char in text:
+        out[ord(char) % dim] += 1.0
+    return out * scale
+
+
+class FakeEmbedder:
+    device = "cpu"
+
+    def __init__(self, options: Options) -> None:
+        self.dimension = options.dim
+        self.batch_size = 32
+        self._options = options
+        self._control = CONTROLS[options.tag]
+        self.closed = False
+
+    def encode(self, texts: list[str], *, normalize: bool) -> np.ndarray:
+        global _inside, max_concurrent
+        control = self._control
+        with _lock:
+            _inside += 1
+            max_concurrent = max(max_concurrent, _inside)
+        try:
+            if self.closed:
+                raise RuntimeError(f"fake model {self._options.tag!r} used after close()")
+            control.entered.set()
+            if control.gate is not None:
+                control.gate.wait(60)
+            if control.delay or self._options.sleep_seconds:
+                time.sleep(control.delay or self._options.sleep_seconds)
+            if control.fail:
+                raise RuntimeError(control.fail)
+            control.encodes += 1
+            control.seen.extend(texts)
+            vectors = np.stack([vector(text, self._options.scale, self._options.dim) for text in texts])
+            if normalize:
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            return vectors
+        finally:
+            with _lock:
+                _inside -= 1
+
+    def close(self) -> None:
+        self.closed = True
+        self._control.closes += 1
+
+
+def load(path: Path, version: Any) -> FakeEmbedder:
+    options: Options = version.options
+    control = CONTROLS[options.tag]
+    if control.load_gate is not None:
+        control.load_gate.wait(60)
+    if control.fail_load:
+        raise RuntimeError(control.fail_load)
+    control.loads += 1
+    return FakeEmbedder(options)
