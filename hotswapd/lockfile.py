@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from hotswapd.errors import DaemonAlreadyRunning
+
+PROBE_RETRIES = 25
+PROBE_RETRY_SECONDS = 0.01
 
 
 def holder_pid(path: Path) -> int | None:
@@ -39,6 +43,20 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
+def _lock_exclusive(fd: int, attempts: int = PROBE_RETRIES) -> None:
+    """Take the exclusive lock. A client probing with :func:`holder_pid` holds a shared
+    lock for a few microseconds; a daemon starting in that instant must not mistake the
+    probe for a running daemon, so a refusal is retried briefly before it counts."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(PROBE_RETRY_SECONDS)
+
+
 class EndpointLock:
     def __init__(self, path: Path, endpoint: str) -> None:
         self.path = path
@@ -48,7 +66,7 @@ class EndpointLock:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)

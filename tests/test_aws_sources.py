@@ -17,6 +17,9 @@ from tests.conftest import run_hs
 from tests.daemons import RunningDaemon, daemon_env, serving, start_daemon, wait_for, wait_ready, write_config
 from tests.test_sagemaker import AWS_TEST_ENV
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 BUCKET = "models"
 
 

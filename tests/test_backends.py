@@ -16,6 +16,9 @@ from hotswapd import Client
 from hotswapd.errors import ModelLoadError
 from tests.daemons import RunningDaemon, serving, write_config
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 TEXTS = [
     "The bank raised rates.",
     "  leading and trailing spaces  ",

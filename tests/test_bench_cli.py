@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
 from tests.conftest import HsRunner
+
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
 
 
 def test_bench_measures_versions_and_keeps_a_history(hs: HsRunner, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import io
 import json
 
@@ -10,6 +12,9 @@ import numpy as np
 from hotswapd import Client
 from tests.conftest import HsRunner, run_hs
 from tests.daemons import REPO
+
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
 
 
 def test_encode_json(hs: HsRunner, client: Client) -> None:

@@ -8,6 +8,9 @@ import pytest
 from hotswapd import Client
 from tests.tinymodel import minilm_dir
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 TEXTS = [
     "hello world",
     "The quick brown fox jumps over the lazy dog.",

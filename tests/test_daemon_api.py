@@ -22,6 +22,9 @@ from hotswapd.errors import (
 )
 from tests.conftest import MAX_BATCH_TEXTS, MAX_TEXT_BYTES
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 
 def test_encode_one_text(client: Client) -> None:
     result = client.encode(["hello world"])

@@ -19,6 +19,9 @@ from hotswapd.errors import ModelLoadError
 from tests.conftest import run_hs
 from tests.daemons import REPO, daemon_env, short_socket_dir, start_daemon, wait_for, wait_ready, write_config
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 
 def tiny_config(path: Path, tiny_model: Path, *, preload: bool = False, extra: str = "") -> Path:
     return write_config(

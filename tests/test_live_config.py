@@ -14,6 +14,9 @@ from hotswapd.errors import ConfigError
 from tests.conftest import run_hs
 from tests.daemons import RunningDaemon, start_daemon, wait_for, wait_ready, write_config
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 
 def config_text(paths: dict[str, Path], active: str, versions: tuple[str, ...] = ("v1", "v2"), extra_model: bool = False) -> str:
     text = f'[daemon]\ndefault_model = "live"\nwatch_debounce_seconds = 0.2\n[models.live]\nactive = "{active}"\n'

@@ -14,6 +14,9 @@ from tests.daemons import RunningDaemon, serving, write_config
 from tests.sagemaker_server import SageMakerServer
 from tests.test_backends import TEXTS, cosines, st_reference
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 RETRIES = 2
 

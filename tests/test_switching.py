@@ -16,6 +16,9 @@ from hotswapd.errors import HotswapError, IncompatibleVersions, InferenceError, 
 from tests.conftest import run_hs
 from tests.daemons import RunningDaemon, start_daemon, wait_ready, write_config
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 LONG = " ".join(["token"] * 40)  # over the rigged model's 20 positions
 
 

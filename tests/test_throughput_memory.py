@@ -14,6 +14,9 @@ from hotswapd import Client
 from hotswapd.errors import ModelLoadError
 from tests.daemons import RunningDaemon, serving, start_daemon, wait_for, write_config
 
+# A real daemon process (torch imported at start): the slow depth.
+pytestmark = pytest.mark.slow
+
 CLIENTS = 16
 CACHE_MB = 0.05
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from hotswapd import Client
 from hotswapd.errors import DaemonDied
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
-from tests.daemons import REPO, daemon_env, short_socket_dir, wait_until_answering, RunningDaemon
+from tests.daemons import REPO, RunningDaemon, daemon_env, short_socket_dir, wait_until_answering
 from tests.inproc import fake_config
 
 # A real daemon process serving the fake backend (no torch): `kill -9` needs another process.
@@ -56,3 +57,31 @@ def test_a_deleted_socket_file_is_bound_again(start: StartDaemon, tmp_path: Path
         assert done.returncode == 0, done.stderr
         assert daemon.socket_path.exists()
         assert oct(daemon.socket_path.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_a_client_probing_the_lock_does_not_stop_a_daemon_from_starting(tmp_path: Path) -> None:
+    """`hs` probes the lock file (a shared flock for microseconds) while a daemon starts:
+    the daemon must not take the probe for another daemon."""
+    from hotswapd.lockfile import EndpointLock, holder_pid
+
+    path = tmp_path / "d.sock.lock"
+    path.write_text("")
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            holder_pid(path)
+
+    probers = [threading.Thread(target=probe) for _ in range(2)]
+    for thread in probers:
+        thread.start()
+    try:
+        for _ in range(50):
+            lock = EndpointLock(path, "ipc://test")
+            lock.acquire()
+            lock.release()
+            path.write_text("")
+    finally:
+        stop.set()
+        for thread in probers:
+            thread.join()
