@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import numpy as np
     from pydantic import BaseModel
 
-    from hotswapd.config import VersionConfig
 
 ENTRY_POINT_GROUP = "hotswapd.backends"
 BUILTIN: dict[str, str] = {
@@ -61,8 +60,25 @@ class Embedder(Protocol):
         ...
 
 
+class VersionSpec(Protocol):
+    """What a loader reads of a version's config (a :class:`hotswapd.config.VersionConfig`;
+    named by its shape here so that this seam does not import the config module, which
+    imports it)."""
+
+    backend: str
+    source: str
+    device: str
+    normalize: bool
+    batch_size: int
+    max_seq_length: int | None
+    trust_remote_code: bool
+
+    @property
+    def options(self) -> BaseModel: ...
+
+
 class Loader(Protocol):
-    def __call__(self, path: Path, version: VersionConfig) -> Embedder: ...
+    def __call__(self, path: Path, version: VersionSpec) -> Embedder: ...
 
 
 @cache

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
+# What the exporter (onnx_export, run in a subprocess) writes; part of the export cache key.
+OPSET = 17
+# Part of the export cache key: bump it when the exported graph would differ.
+EXPORT_FORMAT = 1
 EXPORT_TIMEOUT_SECONDS = 1800.0
 
 
@@ -176,8 +180,7 @@ def _cache_root() -> Path:
 
 
 def _cache_key(source: Path, reference: Path | None, variant: str) -> str:
-    from hotswapd.backends.onnx_export import EXPORT_FORMAT, OPSET
-    from hotswapd.daemon.fingerprint import fingerprint
+    from hotswapd.fingerprint import fingerprint
 
     parts = [fingerprint(source), fingerprint(reference) if reference else "", variant, f"opset{OPSET}", f"format{EXPORT_FORMAT}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from hotswapd.backends.layout import read_layout
+from hotswapd.backends.onnx import EXPORT_FORMAT, OPSET
 from hotswapd.probe import PROBE_TEXTS
 
-OPSET = 17
-# Part of the export cache key: bump it when the exported graph would differ.
-EXPORT_FORMAT = 1
 
 
 def check_sample() -> list[str]:

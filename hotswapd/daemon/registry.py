@@ -28,7 +28,7 @@ import psutil
 from hotswapd.backends import Embedder, get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.daemon import memory
-from hotswapd.daemon.fingerprint import fingerprint
+from hotswapd.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 
 log = logging.getLogger(__name__)
