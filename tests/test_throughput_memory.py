@@ -224,7 +224,7 @@ def test_the_persistent_cache_survives_a_restart(tmp_path: Path, tiny_model: Pat
 def test_policy_largest_evicts_the_biggest_idle_version_first() -> None:
     from hotswapd.config import MemoryConfig, VersionConfig
     from hotswapd.daemon.memory import victims
-    from hotswapd.daemon.registry import LoadedVersion
+    from hotswapd.daemon.loaded import LoadedVersion
 
     def loaded(version: str, mib: int, last_used: float, pinned: bool = False) -> LoadedVersion:
         spec = VersionConfig(source="/models/x", pinned=pinned)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hotswapd.backends.layout import read_layout
-from hotswapd.backends.onnx import EXPORT_FORMAT, OPSET
+from hotswapd.backends.onnx import OPSET
 from hotswapd.probe import PROBE_TEXTS
 
 

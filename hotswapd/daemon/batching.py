@@ -33,7 +33,7 @@ from hotswapd.errors import DeadlineExceeded
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.daemon.registry import LoadedVersion
+    from hotswapd.daemon.loaded import LoadedVersion
 
 log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hotswapd.probe import PROBE_TEXTS
 
 if TYPE_CHECKING:
-    from hotswapd.daemon.registry import LoadedVersion
+    from hotswapd.daemon.loaded import LoadedVersion
 
 def describe_space(loaded: LoadedVersion) -> dict[str, Any]:
     """What defines a version's vector space, as far as its backend can tell."""

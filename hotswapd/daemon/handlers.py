@@ -30,7 +30,8 @@ from hotswapd.daemon.batching import BatchLimits
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
-from hotswapd.daemon.registry import LoadedVersion, Registry
+from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.switching import Switchboard, SwitchRequest
 from hotswapd.daemon.workers import Pool, Workers
 from hotswapd.errors import (
@@ -241,9 +242,12 @@ class Handlers:
         started = time.perf_counter()
 
         def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None) -> None:
+            outcome: Outcome | HotswapError
             try:
                 self._registry.release(loaded)
                 outcome = self._encode_outcome(loaded, result, error, time.perf_counter() - started, len(texts))
+            except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
+                outcome = InternalError(f"{type(exc).__name__}: {exc}")
             finally:
                 release_ticket()
             reply(outcome)
@@ -336,7 +340,12 @@ class Handlers:
         name = self._registry.resolve(request.model)[0] if request.model else None
         limit = _option(request, "limit", int, 50)
         events = None if _option(request, "all", bool, False) else SWITCH_EVENTS | {"config_rejected"}
-        return Queued("io", lambda: Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)}))
+
+        def read() -> Outcome:
+            self._s.switchboard.settle()
+            return Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)})
+
+        return Queued("io", read)
 
     def _op_reload(self, request: Request) -> Queued:
         return Queued("control", lambda: Outcome(self._s.reload("command")))

@@ -25,7 +25,7 @@ Answer = Callable[["tuple[np.ndarray, int] | None", "BaseException | None"], Non
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.daemon.registry import LoadedVersion
+    from hotswapd.daemon.loaded import LoadedVersion
 
 
 def run_backend(loaded: LoadedVersion, texts: list[str], normalize: bool) -> np.ndarray:

@@ -13,20 +13,19 @@ frees memory on paper that queued requests still hold.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import psutil
 
-from hotswapd.backends import Embedder, get_loader, import_libraries
+from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
+from hotswapd.daemon.loaded import LoadedVersion, apply_live, changed_fields
 from hotswapd.daemon import memory
 from hotswapd.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
@@ -34,30 +33,6 @@ from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownV
 log = logging.getLogger(__name__)
 
 EventSink = Callable[..., Any]
-
-
-@dataclass
-class LoadedVersion:
-    model: str
-    version: str
-    config: VersionConfig
-    embedder: Embedder
-    fingerprint: str
-    loaded_at: float
-    load_seconds: float
-    memory_bytes: int
-    last_used: float = field(default_factory=time.time)
-    warmed: bool = False
-    # Guarded by the registry's lock: requests holding it, and whether it takes new ones.
-    leases: int = 0
-    retired: bool = False
-    closed: bool = False
-
-    @cached_property
-    def vector_identity(self) -> bytes:
-        """What besides the text decides this version's vectors: its weights and options."""
-        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | {"embeddings_path"})
-        return hashlib.sha256(f"{self.fingerprint}|{options}".encode()).digest()[:16]
 
 
 @dataclass
@@ -397,15 +372,3 @@ class Registry:
     def close(self) -> None:
         for loaded in self.loaded():
             self._retire(loaded, "unload")
-
-
-def changed_fields(old: VersionConfig, new: VersionConfig) -> set[str]:
-    before, after = old.model_dump(), new.model_dump()
-    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
-
-
-def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
-    """Give a loaded version its new serving-only fields without touching its weights."""
-    if config.batch_size != loaded.config.batch_size and hasattr(loaded.embedder, "batch_size"):
-        loaded.embedder.batch_size = config.batch_size  # backends read it per call
-    loaded.config = config

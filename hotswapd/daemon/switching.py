@@ -26,7 +26,8 @@ from hotswapd.config import Config, ModelConfig
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
 from hotswapd.daemon.health import HealthBook
-from hotswapd.daemon.registry import LoadedVersion, Registry
+from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.rollout import STRATEGIES, Rollout, Route
 from hotswapd.daemon.statefile import StateFile
 from hotswapd.errors import (
@@ -80,7 +81,17 @@ class Switchboard:
     # -- routing -------------------------------------------------------------------------
     def pick(self, model: str, key: str | None = None) -> str:
         with self._lock:
-            return self._routes[model].choose(model, key)
+            route = self._routes.get(model)
+            if route is None:  # configured a moment ago; its route is being set up
+                raise UnknownModel(f"model {model!r} is not routable yet; retry")
+            return route.choose(model, key)
+
+    def settle(self) -> None:
+        """Wait until no change is half-recorded: a change is visible to ``pick`` and ``status``
+        before its state-file write and audit entry are done (they happen outside the routing
+        lock), so a reader of the audit log calls this first and never lags behind status."""
+        with self._changes:
+            pass
 
     def route(self, model: str) -> Route:
         with self._lock:

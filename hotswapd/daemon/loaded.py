@@ -1,0 +1,51 @@
+"""A loaded model version: what the registry hands out, with its leases and its config.
+
+The registry decides when a version is loaded, leased, retired and closed; this module
+holds the record itself and how a config edit of serving-only fields is applied to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from hotswapd.backends import Embedder
+from hotswapd.config import LIVE_FIELDS, VersionConfig
+
+
+@dataclass
+class LoadedVersion:
+    model: str
+    version: str
+    config: VersionConfig
+    embedder: Embedder
+    fingerprint: str
+    loaded_at: float
+    load_seconds: float
+    memory_bytes: int
+    last_used: float = field(default_factory=time.time)
+    warmed: bool = False
+    # Guarded by the registry's lock: requests holding it, and whether it takes new ones.
+    leases: int = 0
+    retired: bool = False
+    closed: bool = False
+
+    @cached_property
+    def vector_identity(self) -> bytes:
+        """What besides the text decides this version's vectors: its weights and options."""
+        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | {"embeddings_path"})
+        return hashlib.sha256(f"{self.fingerprint}|{options}".encode()).digest()[:16]
+
+
+def changed_fields(old: VersionConfig, new: VersionConfig) -> set[str]:
+    before, after = old.model_dump(), new.model_dump()
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+
+
+def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
+    """Give a loaded version its new serving-only fields without touching its weights."""
+    if config.batch_size != loaded.config.batch_size and hasattr(loaded.embedder, "batch_size"):
+        loaded.embedder.batch_size = config.batch_size  # backends read it per call
+    loaded.config = config
