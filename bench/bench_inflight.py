@@ -9,8 +9,9 @@ the next of:
   evict        `evict` of the model: its active version is retired while requests use it
   live edit    the config's max_wait_ms changes (a serving-only field: applied in place)
   weights edit the config's intra_op_threads changes (a backend option: the weights reload)
-  budget       `preload` of a spare version; memory.max_gb fits the active version and one
-               spare, so the other spare is evicted by the memory budget
+  budget       `preload` of both spare versions in turn; memory.max_gb fits the active
+               version and one spare, so the second load evicts the first by the budget
+               (the budget never evicts a version with requests in flight, by design)
 Reported: requests and failures by error code in each phase, p50/p99 latency in the
 steady phase and during the churn, and what the daemon did (loads, reloads, evictions).
 Target: 0 failed requests over >= 20,000 during the churn.
@@ -79,8 +80,10 @@ def churn(endpoint: str, config: Path, models: dict[str, Path], delay: float, st
                 elif action == "weights edit":
                     config.write_text(config_text(models, 4.0 if (step // 4) % 2 == 0 else 2.0, threads))
                     client.reload_config()
-                else:
-                    client.preload("m@s1" if (step // 4) % 2 == 0 else "m@s2")
+                else:  # the second load must evict the first spare to fit
+                    first, second = ("m@s1", "m@s2") if (step // 4) % 2 == 0 else ("m@s2", "m@s1")
+                    client.preload(first)
+                    client.preload(second)
                 log.append((time.time(), action))
             except Exception as exc:  # noqa: BLE001 -- a churn step that fails is reported, not fatal
                 log.append((time.time(), f"{action} FAILED: {exc}"))

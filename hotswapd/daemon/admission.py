@@ -7,6 +7,13 @@ it, a request that would take the queue past ``daemon.max_queue_texts`` texts or
 retry hint, so callers back off instead of waiting blind. A lone request larger than the
 bound is still admitted into an empty queue: every request valid under the per-request
 limits can be served.
+
+The bound in texts and bytes says nothing of time: 64 one-megabyte texts fit 64 MiB but
+take half a minute to tokenize. So admission also knows what work costs: the inference
+thread reports every batch (texts, characters, seconds), a least-squares fit of
+``seconds = a * texts + b * chars`` over the last batches prices the queue, and a request
+whose caller's deadline would pass before the queued work ahead of it and its own are
+done is refused at once with ``busy``, not admitted to time out.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from hotswapd.errors import Busy
 MB = 2**20
 RETRY_FLOOR = 0.05  # seconds: a retry hint is never shorter than this
 RETRY_CEILING = 5.0
+COST_WINDOW = 64  # batches the cost model is fitted on
+DEADLINE_MARGIN = 0.9  # admit only work expected to finish within this share of its deadline
 
 
 @dataclass(frozen=True)
@@ -55,22 +64,47 @@ class Admission:
         self.refused = 0
         # Recent completions (monotonic time, texts) to estimate how fast room frees up.
         self._done: deque[tuple[float, int]] = deque(maxlen=256)
+        self._batches: deque[tuple[int, int, float]] = deque(maxlen=COST_WINDOW)
+        self._cost = (0.0, 0.0)  # seconds per text, seconds per byte
 
-    def admit(self, texts: int, nbytes: int) -> Ticket:
-        """A ticket for the work, or :class:`Busy` if it would pass the bound."""
+    def admit(self, texts: int, nbytes: int, deadline_seconds: float | None = None) -> Ticket:
+        """A ticket for the work, or :class:`Busy` if it would pass the bound, or would not
+        be done within ``deadline_seconds`` behind the work already queued."""
         with self._lock:
             empty = self._texts == 0
             if not empty and (self._texts + texts > self.limits.max_texts or self._bytes + nbytes > self.limits.max_bytes):
-                self.refused += 1
-                raise Busy(
+                self._refuse(
                     f"hotswapd is busy: {self._texts} texts ({self._bytes / MB:.1f} MiB) already queued, the bound is "
                     f"{self.limits.max_texts} texts / {self.limits.max_bytes / MB:g} MiB (daemon.max_queue_texts, "
                     f"daemon.max_queue_mb); retry later",
-                    retry_after=self._retry_after(texts),
+                    texts,
                 )
+            if not empty and deadline_seconds is not None:
+                wait = self._seconds_for(self._texts + texts, self._bytes + nbytes)
+                if wait > deadline_seconds * DEADLINE_MARGIN:
+                    self._refuse(
+                        f"hotswapd is busy: the work queued ahead would take about {wait:.1f} s, past this "
+                        f"request's deadline of {deadline_seconds:g} s; retry later",
+                        texts,
+                    )
             self._texts += texts
             self._bytes += nbytes
         return Ticket(self, texts, nbytes)
+
+    def _refuse(self, message: str, texts: int) -> None:
+        """Raise Busy (lock held)."""
+        self.refused += 1
+        raise Busy(message, retry_after=self._retry_after(texts))
+
+    def observe(self, texts: int, chars: int, seconds: float) -> None:
+        """One batch's cost, reported by the inference thread: refits the cost model."""
+        with self._lock:
+            self._batches.append((texts, chars, seconds))
+            self._cost = fit_cost(self._batches)
+
+    def _seconds_for(self, texts: int, nbytes: int) -> float:
+        per_text, per_byte = self._cost
+        return per_text * texts + per_byte * nbytes
 
     def set_limits(self, limits: QueueLimits) -> None:
         with self._lock:
@@ -101,6 +135,25 @@ class Admission:
                 "max_bytes": self.limits.max_bytes,
                 "refused": self.refused,
             }
+
+
+def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]]) -> tuple[float, float]:
+    """Least squares, no intercept: seconds = a * texts + b * chars, with a, b >= 0. When
+    the batches cannot tell the two apart (all alike), all of the cost goes to chars."""
+    snn = sum(n * n for n, _, _ in batches)
+    scc = sum(c * c for _, c, _ in batches)
+    snc = sum(n * c for n, c, _ in batches)
+    snt = sum(n * t for n, _, t in batches)
+    sct = sum(c * t for _, c, t in batches)
+    det = snn * scc - snc * snc
+    if det > 1e-9 * snn * scc:
+        a = (snt * scc - sct * snc) / det
+        b = (sct * snn - snt * snc) / det
+        if a >= 0 and b >= 0:
+            return a, b
+    if scc > 0 and (det <= 1e-9 * snn * scc or snt * scc - sct * snc < 0):
+        return 0.0, max(0.0, sct / scc)
+    return (max(0.0, snt / snn), 0.0) if snn > 0 else (0.0, 0.0)
 
 
 def limits_from(max_texts: int, max_mb: float) -> QueueLimits:

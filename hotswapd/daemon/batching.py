@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
+CostSink = Callable[[int, int, float], None]  # texts, characters, seconds of one batch
 # Called once per request: (rows in input order, None) or (None, the error).
 Done = Callable[["np.ndarray | None", "BaseException | None"], None]
 T = TypeVar("T")
@@ -129,9 +130,10 @@ def split(texts: Sequence[str], limits: BatchLimits) -> list[tuple[list[str], in
 
 
 class Batcher:
-    def __init__(self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink) -> None:
+    def __init__(self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None) -> None:
         self._run = run
         self._on_batch = on_batch
+        self._on_cost = on_cost
         self._queue: deque[_Piece | _Task] = deque()
         self._cond = threading.Condition()
         # Requests merged by the last few batches of each version: how much company to expect.
@@ -268,6 +270,7 @@ class Batcher:
         first = batch[0]
         texts = [text for piece in batch for text in piece.texts]
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
+        started = time.perf_counter()
         try:
             vectors = self._run(first.loaded, texts, first.normalize)
         except Exception as exc:  # noqa: BLE001 -- handed to the requests, which answer with it
@@ -279,6 +282,8 @@ class Batcher:
                     self._execute([piece])
             return
         try:
+            if self._on_cost is not None:
+                self._on_cost(len(texts), sum(len(text) for text in texts), time.perf_counter() - started)
             self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
         except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
             log.exception("recording a batch failed")

@@ -234,7 +234,7 @@ class Handlers:
         version = pinned or self._s.switchboard.pick(name, key)
         if normalize is None:
             normalize = model.versions[version].normalize
-        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload))
+        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         return Deferred(lambda reply: self._start_encode(name, version, texts, normalize, deadline, ticket.release, reply))
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, TypeVar
 
-from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink
+from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink, CostSink
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
@@ -53,9 +53,9 @@ def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
 
 
 class Inference:
-    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None) -> None:
+    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None, on_cost: CostSink | None = None) -> None:
         self.cache = cache
-        self.batcher = Batcher(run_backend, on_batch)
+        self.batcher = Batcher(run_backend, on_batch, on_cost)
         # Where the sqlite tier is read and written (disk I/O stays off the socket and
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io

@@ -24,6 +24,7 @@ from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.daemon.disk_cache import DiskCache
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
+from hotswapd.daemon import memory
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
@@ -95,14 +96,14 @@ class Daemon:
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
-        self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"))
+        self.admission = Admission(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
+        self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe)
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
         )
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
-        self.admission = Admission(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(
             self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if config.daemon.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(config.daemon.torch_threads)
+    memory.return_large_blocks()
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds).run()

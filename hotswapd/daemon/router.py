@@ -32,6 +32,7 @@ SOCKET_CHECK_SECONDS = 1.0  # how often the ipc socket file is checked for havin
 # Bigger than any frame we accept, so oversized texts get a typed error instead of ZeroMQ
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
+RECEIVE_HWM = 128
 _router_ids = itertools.count()
 
 
@@ -44,6 +45,9 @@ class Router:
         self._workers = workers
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        # Messages ZeroMQ may hold per client before the socket thread reads them: a client
+        # flooding huge requests waits in its own send queue instead of our memory.
+        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._replies_address = f"inproc://hotswapd-replies-{os.getpid()}-{next(_router_ids)}"
         self._replies = context.socket(zmq.PULL)

@@ -79,3 +79,28 @@ def test_queued_work_of_a_caller_that_gave_up_is_not_computed(start: StartDaemon
         assert a.encode(["later"]).count == 1
         assert "abandoned" not in CONTROLS["v1"].seen
         assert a.status()["queue"]["queued_texts"] == 0
+
+
+def test_work_that_would_miss_its_deadline_is_refused_at_once(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client(timeout=1.0) as hurried:
+        CONTROLS["v1"].delay = 0.4
+        a.encode(["price"])  # the daemon learns what a batch like this costs
+        gate = hold("v1")
+        held = a.send("encode", payload=[b"ahead"])
+        assert CONTROLS["v1"].entered.wait(5)
+        started = time.monotonic()
+        with pytest.raises(Busy, match="past this request's deadline of 1 s"):
+            hurried.encode(["queued behind the held request"])
+        assert time.monotonic() - started < 0.5
+        gate.set()
+        a.receive(held)
+
+
+def test_cost_model_separates_per_text_and_per_character_cost() -> None:
+    from hotswapd.daemon.admission import fit_cost
+
+    batches = [(n, c, 0.002 * n + 1e-6 * c) for n, c in [(1, 100), (64, 3000), (8, 80_000), (32, 500), (2, 1_000_000)]]
+    per_text, per_char = fit_cost(batches)
+    assert abs(per_text - 0.002) < 1e-6 and abs(per_char - 1e-6) < 1e-9
+    assert fit_cost([(1, 1000, 0.5)]) == (0.0, 0.0005)  # one kind of batch: all cost on chars
+    assert fit_cost([]) == (0.0, 0.0)
