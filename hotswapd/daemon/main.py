@@ -96,7 +96,9 @@ class Daemon:
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
-        self.admission = Admission(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
+        self.admission = Admission(
+            limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=lambda: self.workers.submit("io", memory.trim)
+        )
         self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe)
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
@@ -280,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if config.daemon.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(config.daemon.torch_threads)
-    memory.return_large_blocks()
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds).run()

@@ -108,21 +108,14 @@ def victims(config: MemoryConfig, loaded: Sequence[Evictable], over: int, in_use
     return chosen
 
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MMAP_THRESHOLD_BYTES = 256 * 1024
-
-
-def return_large_blocks() -> None:
-    """Have glibc map every allocation of 256 KiB or more on its own and unmap it when
-    freed. By default glibc raises that threshold after the first large free (up to 32
-    MiB), so a burst of 1 MB request texts leaves its memory in the heap for good (+109
-    MiB RSS after an overload run, measured); with a fixed threshold it goes back."""
+def trim() -> None:
+    """Ask glibc to return the free parts of its heap to the system (no collection)."""
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         try:
-            ctypes.CDLL(libc_name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            ctypes.CDLL(libc_name).malloc_trim(0)
         except (OSError, AttributeError):
-            pass  # not glibc
+            pass  # not glibc: nothing to trim
 
 
 def give_back() -> None:
@@ -130,9 +123,4 @@ def give_back() -> None:
     ask glibc to return freed heap to the system, so RSS falls instead of ratcheting up
     with every load and unload."""
     gc.collect()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        try:
-            ctypes.CDLL(libc_name).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass  # not glibc: nothing to trim
+    trim()
