@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--forget", type=int, default=400)
     parser.add_argument("--queue-mb", type=float, default=64.0)
+    parser.add_argument("--arenas2", action="store_true", help="run the daemon with MALLOC_ARENA_MAX=2 (experiment)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     model = build_tiny_model(workdir / "tiny", seed=0)
@@ -90,7 +91,7 @@ backend = "onnx"
 source = "{model}"
 preload = true
 """)
-    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")})
+    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache"), **({"MALLOC_ARENA_MAX": "2"} if "--arenas2" in sys.argv else {})})
     proc = psutil.Process(daemon.process.pid)
     try:
         with daemon.client(timeout=300) as client:

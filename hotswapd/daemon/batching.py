@@ -51,16 +51,24 @@ class BatchLimits:
     max_wait_ms: float
 
 
-def estimated_tokens(text: str) -> int:
+Text = str | bytes  # bytes: UTF-8 as it came off the wire, decoded only when its batch runs
+
+
+def estimated_tokens(text: Text) -> int:
     """A tokenizer-free estimate (about 4 bytes a token, plus the special tokens): the daemon
     core does not know the backend's tokenizer, and a bound needs no more precision."""
-    return len(text.encode("utf-8", "surrogatepass")) // 4 + 2
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    return size // 4 + 2
+
+
+def as_str(texts: list[Text]) -> list[str]:
+    return [text.decode("utf-8") if isinstance(text, bytes) else text for text in texts]
 
 
 @dataclass
 class _Piece:
     loaded: LoadedVersion
-    texts: list[str]
+    texts: list[Text]
     tokens: int
     normalize: bool
     limits: BatchLimits
@@ -113,10 +121,10 @@ class _Collector:
         done(parts[0] if len(parts) == 1 else np.concatenate(parts), None)  # type: ignore[arg-type]
 
 
-def split(texts: Sequence[str], limits: BatchLimits) -> list[tuple[list[str], int]]:
+def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
     """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each."""
-    pieces: list[tuple[list[str], int]] = []
-    current: list[str] = []
+    pieces: list[tuple[list[Text], int]] = []
+    current: list[Text] = []
     tokens = 0
     for text in texts:
         cost = estimated_tokens(text)
@@ -142,7 +150,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, done: Done, deadline: float | None = None) -> None:
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: float | None = None) -> None:
         """Queue a request; ``done`` is called once, on the inference thread, with its rows
         in input order or with its error. Never blocks."""
         parts = split(texts, limits)
@@ -155,7 +163,7 @@ class Batcher:
             self._queue.extend(pieces)
             self._cond.notify()
 
-    def encode(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits) -> np.ndarray:
+    def encode(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits) -> np.ndarray:
         """Blocking form of :meth:`submit`, for callers that have a thread to spare."""
         future: Future[np.ndarray] = Future()
 
@@ -268,7 +276,9 @@ class Batcher:
         if not batch:
             return
         first = batch[0]
-        texts = [text for piece in batch for text in piece.texts]
+        # Request texts wait in the queue as the wire's bytes (one copy in memory, not two);
+        # only the running batch is decoded.
+        texts = as_str([text for piece in batch for text in piece.texts])
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
         started = time.perf_counter()
         try:

@@ -42,8 +42,9 @@ class EmbeddingCache:
         return self.max_bytes > 0 or self.disk is not None
 
     @staticmethod
-    def key(version: bytes, normalize: bool, text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=version + bytes([normalize])).digest()
+    def key(version: bytes, normalize: bool, text: str | bytes) -> bytes:
+        data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=16, key=version + bytes([normalize])).digest()
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         """Both tiers, counted: the blocking form of :meth:`memory_lookup` + :meth:`disk_lookup`."""

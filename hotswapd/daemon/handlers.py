@@ -238,7 +238,7 @@ class Handlers:
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         return Deferred(lambda reply: self._start_encode(name, version, texts, normalize, deadline, ticket.release, reply))
 
-    def _start_encode(self, name: str, version: str, texts: list[str], normalize: bool, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+    def _start_encode(self, name: str, version: str, texts: list[bytes], normalize: bool, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
         started = time.perf_counter()
 
         def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None) -> None:
@@ -353,7 +353,7 @@ class Handlers:
     def _op_metrics(self, request: Request) -> Queued:
         return Queued("io", lambda: Outcome({"text": self._s.metrics.exposition()}))
 
-    def _decode_texts(self, frames: list[bytes]) -> list[str]:
+    def _decode_texts(self, frames: list[bytes]) -> list[bytes]:
         limits = self._registry.config.daemon
         if not frames:
             raise EmptyRequest("encode needs at least one text")
@@ -362,14 +362,15 @@ class Handlers:
                 f"{len(frames)} texts in one request; the limit is {limits.max_batch_texts} "
                 "(daemon.max_batch_texts): send smaller chunks"
             )
-        texts = []
+        texts: list[bytes] = []
         for index, frame in enumerate(frames):
             if len(frame) > limits.max_text_bytes:
                 raise TextTooLong(
                     f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)"
                 )
             try:
-                texts.append(bytes(frame).decode("utf-8"))
+                bytes(frame).decode("utf-8")  # validated now, decoded again when its batch runs
+                texts.append(frame if isinstance(frame, bytes) else bytes(frame))
             except UnicodeDecodeError as exc:
                 raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})") from exc
         return texts

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, TypeVar
 
-from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink, CostSink
+from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink, CostSink, Text
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
@@ -60,7 +60,7 @@ class Inference:
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None) -> None:
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None) -> None:
         """Start encoding ``texts``; ``answer`` is called once, from whichever thread
         finishes the work (often the inference thread). Never blocks."""
         if not self.cache.enabled:
@@ -73,7 +73,7 @@ class Inference:
         else:
             self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, found)
 
-    def encode(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits) -> tuple[np.ndarray, int]:
+    def encode(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits) -> tuple[np.ndarray, int]:
         """Blocking form of :meth:`submit`: the vectors in order, and how many came from the cache."""
         from concurrent.futures import Future
 
@@ -97,7 +97,7 @@ class Inference:
         else:
             self._cache_io.submit(guarded)
 
-    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[str], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
+    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
         import numpy as np
 
         missing = [index for index, vector in enumerate(found) if vector is None]

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -39,6 +40,7 @@ from hotswapd.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, i
 log = logging.getLogger("hotswapd")
 HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
 TICK_SECONDS = 0.1
+TRIM_DELAY_SECONDS = 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,8 +99,9 @@ class Daemon:
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
         self.admission = Admission(
-            limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=lambda: self.workers.submit("io", memory.trim)
+            limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=self._trim_soon
         )
+        self._trim_at: float | None = None
         self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe)
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
@@ -113,6 +116,11 @@ class Daemon:
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)
         self._ticker = Ticker(self._on_tick, TICK_SECONDS, self._stop)
+
+    def _trim_soon(self) -> None:
+        """A burst of traffic has drained: give its freed heap back a moment later, once the
+        last requests' buffers are gone too (on the io thread, from the ticker)."""
+        self._trim_at = time.monotonic() + TRIM_DELAY_SECONDS
 
     def _submit_control(self, work: Callable[[], None]) -> None:
         self.workers.submit("control", work)
@@ -201,6 +209,9 @@ class Daemon:
             self._reload_quietly("config edit")
         self.switchboard.tick()
         self.registry.expire_idle()
+        if self._trim_at is not None and time.monotonic() >= self._trim_at:
+            self._trim_at = None
+            self.workers.submit("io", memory.trim)
 
     def _reload_quietly(self, trigger: str) -> None:
         try:
@@ -282,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if config.daemon.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(config.daemon.torch_threads)
+    memory.few_heaps()
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds).run()
