@@ -107,13 +107,8 @@ class Inference:
             return
 
         def fresh(rows: np.ndarray | None, error: BaseException | None) -> None:
-            if error is not None or rows is None:
-                answer(None, error)
-                return
-            try:
-                check_vectors(loaded, rows)
-            except InferenceError as exc:
-                answer(None, exc)
+            rows = _checked(loaded, rows, error, answer)
+            if rows is None:
                 return
             missing_keys = [keys[i] for i in missing]
             self.cache.remember(missing_keys, rows)
@@ -125,18 +120,25 @@ class Inference:
 
     @staticmethod
     def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> None:
-        if error is not None or rows is None:
-            answer(None, error)
-            return
-        try:
-            check_vectors(loaded, rows)
-        except InferenceError as exc:
-            answer(None, exc)
-            return
-        answer((rows, 0), None)
+        rows = _checked(loaded, rows, error, answer)
+        if rows is not None:
+            answer((rows, 0), None)
 
     def stop(self) -> None:
         self.batcher.stop()
+
+
+def _checked(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> np.ndarray | None:
+    """The rows if they are usable; otherwise the request is answered with the error and None returned."""
+    if error is not None or rows is None:
+        answer(None, error)
+        return None
+    try:
+        check_vectors(loaded, rows)
+    except InferenceError as exc:
+        answer(None, exc)
+        return None
+    return rows
 
 
 def _merge(fresh: np.ndarray, missing: list[int], found: list[bytes | None]) -> np.ndarray:
