@@ -6,13 +6,14 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hotswapd.errors import Busy, DaemonTimeout
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.core.test_leases import hold
-from tests.fakebackend import CONTROLS
+from tests.fakebackend import CONTROLS, vector
 from tests.inproc import fake_config
 
 BOUNDED = "[daemon]\nmax_queue_texts = 10\nmax_queue_mb = 1\n"
@@ -104,3 +105,27 @@ def test_cost_model_separates_per_text_and_per_character_cost() -> None:
     assert abs(per_text - 0.002) < 1e-6 and abs(per_char - 1e-6) < 1e-9
     assert fit_cost([(1, 1000, 0.5)]) == (0.0, 0.0005)  # one kind of batch: all cost on chars
     assert fit_cost([]) == (0.0, 0.0)
+
+
+def test_a_stream_job_backs_off_on_busy_and_keeps_its_order(start: StartDaemon, tmp_path: Path) -> None:
+    import threading
+
+    with start(fake_config(tmp_path, {"v1": {}}, extra=BOUNDED)) as daemon, daemon.client() as a, daemon.client() as streamer:
+        a.encode(["warm up"])
+        gate = hold("v1")
+        held = a.send("encode", payload=[f"held {i}".encode() for i in range(8)])
+        assert CONTROLS["v1"].entered.wait(5)
+        chunks = [[f"chunk {c} text {i}" for i in range(5)] for c in range(4)]
+        results: list[object] = []
+        worker = threading.Thread(target=lambda: results.extend(streamer.encode_stream(chunks, "m@v1", window=2)))
+        worker.start()
+        time.sleep(0.4)  # every chunk is refused as busy meanwhile, and retried
+        assert not results and daemon.daemon.admission.describe()["refused"] >= 1
+        gate.set()
+        worker.join(20)
+        a.receive(held)
+        assert len(results) == 4 and all(r.count == 5 for r in results)  # type: ignore[attr-defined]
+        for chunk, result in zip(chunks, results, strict=True):  # yielded in input order
+            expected = np.stack([vector(text, 1.0, 8) for text in chunk])
+            expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+            np.testing.assert_allclose(result.embeddings, expected, rtol=1e-6)  # type: ignore[attr-defined]
