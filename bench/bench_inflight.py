@@ -141,7 +141,7 @@ def main() -> None:
     console.print(table)
     done = Counter(what.split(" FAILED")[0] + (" (failed)" if "FAILED" in what else "") for _, what in actions if what != "start")
     console.print("churn actions: " + ", ".join(f"{what} x{n}" for what, n in sorted(done.items())))
-    for at, what in actions:
+    for _, what in actions:
         if "FAILED" in what:
             console.print(f"  {what}")
     console.print("daemon audit: " + ", ".join(f"{event} {n}" for event, n in sorted(audit.items())))

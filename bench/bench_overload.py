@@ -118,7 +118,6 @@ preload = true
             with Client(daemon.endpoint, timeout=2.0) as leaver:
                 for _ in range(args.forget):
                     leaver._send_encode([TEXT], None, None)  # never read: the caller is gone
-            forget_codes: Counter[str] = Counter()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # until the daemon has nothing queued
                 queue_state = client.status()["queue"]

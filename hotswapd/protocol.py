@@ -93,8 +93,8 @@ def _load_header(frame: bytes) -> dict[str, Any]:
         raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}")
     try:
         header = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"header frame is not a UTF-8 JSON object: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
+        raise ProtocolError(f"header frame is not a UTF-8 JSON object: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(header, dict):
         raise ProtocolError("header frame must be a JSON object")
     return header
@@ -102,7 +102,7 @@ def _load_header(frame: bytes) -> dict[str, Any]:
 
 def _check_version(header: dict[str, Any]) -> None:
     version = header.get("v")
-    if version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:  # `true == 1` in Python; not on the wire
         raise UnsupportedVersion(f"wire version {version!r} is not supported; this side speaks {WIRE_VERSION}")
 
 
@@ -119,7 +119,7 @@ def request_id_of(frames: list[bytes]) -> str:
     """Best-effort id of a possibly malformed request, so even its error reply can be matched."""
     try:
         header = json.loads(frames[0]) if frames and len(frames[0]) <= MAX_HEADER_BYTES else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
         return ""
     rid = header.get("id") if isinstance(header, dict) else None
     return rid if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS else ""

@@ -36,10 +36,12 @@ class Control:
     gate: threading.Event | None = None  # encode waits on it (up to 60 s) while set here
     load_gate: threading.Event | None = None  # load waits on it
     fail: str | None = None  # encode raises RuntimeError(fail)
+    fail_on: str | None = None  # encode raises when this text is in its batch
     fail_load: str | None = None
     delay: float = 0.0  # seconds per encode call
     entered: threading.Event = field(default_factory=threading.Event)  # an encode has begun
     loads: int = 0
+    load_attempts: int = 0
     closes: int = 0
     encodes: int = 0
     seen: list[str] = field(default_factory=list)  # every text encoded, in order
@@ -90,6 +92,8 @@ class FakeEmbedder:
                 time.sleep(control.delay or self._options.sleep_seconds)
             if control.fail:
                 raise RuntimeError(control.fail)
+            if control.fail_on is not None and control.fail_on in texts:
+                raise RuntimeError(f"fake model refuses {control.fail_on!r}")
             control.encodes += 1
             control.seen.extend(texts)
             vectors = np.stack([vector(text, self._options.scale, self._options.dim) for text in texts])
@@ -108,6 +112,7 @@ class FakeEmbedder:
 def load(path: Path, version: Any) -> FakeEmbedder:
     options: Options = version.options
     control = CONTROLS[options.tag]
+    control.load_attempts += 1
     if control.load_gate is not None:
         control.load_gate.wait(60)
     if control.fail_load:

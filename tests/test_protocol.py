@@ -83,3 +83,16 @@ def test_request_id_of_malformed_input() -> None:
     assert request_id_of([]) == ""
     assert request_id_of([b'{"id": "abc"}']) == "abc"
     assert request_id_of([b'{"id": 5}']) == ""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[" * 990, b'{"v": 1, "id": "x", "op": "ping", "n": ' + b"9" * 5000 + b"}", b'{"v": true, "id": "x", "op": "ping"}', b'{"v": 1.0, "id": "x", "op": "ping"}'],
+)
+def test_hostile_headers_are_typed_protocol_errors(header: bytes) -> None:
+    from hotswapd.errors import ProtocolError
+    from hotswapd.protocol import decode_request, request_id_of
+
+    request_id_of([header])  # never raises
+    with pytest.raises(ProtocolError):
+        decode_request([header])

@@ -17,6 +17,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 64 * 1024
+MAX_LINE_BYTES = 1024 * 1024  # an audit entry is a few hundred bytes; longer lines are garbage
 SWITCH_EVENTS = {"switch", "rollback", "abort", "auto_rollback", "rollout_step", "rollout_complete"}
 
 
@@ -44,15 +45,13 @@ class AuditLog:
         """The last ``limit`` entries, oldest first, optionally for one model and some events.
 
         Read from the end of the file backwards, block by block, so the cost is that of the
-        entries asked for, not of the whole log."""
+        entries asked for, not of the whole log. Lines that are not entries (torn by a
+        crash, garbage, absurdly long) are skipped."""
         kept: list[dict[str, Any]] = []
         try:
             for line in _lines_backwards(self.path):
-                try:
-                    entry = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                    continue  # a line torn by a crash mid-write, or not ours
-                if not isinstance(entry, dict):
+                entry = _entry(line)
+                if entry is None:
                     continue
                 if model is not None and entry.get("model") != model:
                     continue
@@ -63,25 +62,55 @@ class AuditLog:
                     break
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            log.error("cannot read audit log %s: %s", self.path, exc)
+            return []
         kept.reverse()
         return kept
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    if len(line) > MAX_LINE_BYTES:
+        return None  # no entry of ours is that long
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, a 5,000-digit number
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _lines_backwards(path: Path, block: int = READ_BLOCK) -> Iterator[bytes]:
     """The file's lines, last first, reading ``block`` bytes at a time."""
     with open(path, "rb") as handle:
         position = handle.seek(0, os.SEEK_END)
-        tail = b""
+        partial: list[bytes] = []  # the line being read, its later pieces first
+        partial_size = 0
         while position > 0:
             step = min(block, position)
             position -= step
             handle.seek(position)
-            chunk = handle.read(step) + tail
-            lines = chunk.split(b"\n")
-            tail = lines.pop(0)  # may continue in the block before
-            for line in reversed(lines):
+            parts = handle.read(step).split(b"\n")
+            if len(parts) == 1:  # no line break in this block: all of it continues the line
+                if partial_size <= MAX_LINE_BYTES:
+                    partial.append(parts[0])
+                partial_size += len(parts[0])
+            else:
+                line = _joined([*partial, parts[-1]], partial_size + len(parts[-1]))
                 if line:
                     yield line
+                for middle in reversed(parts[1:-1]):
+                    if middle:
+                        yield middle
+                partial, partial_size = [parts[0]], len(parts[0])
             time.sleep(0)  # let the socket thread have the GIL between blocks
-        if tail:
-            yield tail
+        line = _joined(partial, partial_size)
+        if line:
+            yield line
+
+
+def _joined(pieces_later_first: list[bytes], size: int) -> bytes:
+    """A line from its pieces; one too long to be an entry becomes a stand-in that is none
+    (never assembled: a 64 MiB garbage line costs a scan, not a copy per block)."""
+    if size > MAX_LINE_BYTES:
+        return b"-"
+    return b"".join(reversed(pieces_later_first))

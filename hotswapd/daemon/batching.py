@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
-CostSink = Callable[[int, int, float], None]  # texts, characters, seconds of one batch
+CostSink = Callable[[int, int, float], None]  # texts, UTF-8 bytes, seconds of one batch
 # Called once per request: (rows in input order, None) or (None, the error).
 Done = Callable[["np.ndarray | None", "BaseException | None"], None]
 T = TypeVar("T")
@@ -57,8 +57,11 @@ Text = str | bytes  # bytes: UTF-8 as it came off the wire, decoded only when it
 def estimated_tokens(text: Text) -> int:
     """A tokenizer-free estimate (about 4 bytes a token, plus the special tokens): the daemon
     core does not know the backend's tokenizer, and a bound needs no more precision."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    return size // 4 + 2
+    return utf8_size(text) // 4 + 2
+
+
+def utf8_size(text: Text) -> int:
+    return len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
 
 
 def as_str(texts: list[Text]) -> list[str]:
@@ -74,7 +77,16 @@ class _Piece:
     limits: BatchLimits
     done: Callable[[np.ndarray | None, BaseException | None], None]
     deadline: float | None = None
+    collector: _Collector | None = None
     enqueued: float = field(default_factory=time.monotonic)
+
+    def dropped(self, now: float) -> BaseException | None:
+        """Why this piece must not run any more: its deadline passed, or a sibling failed."""
+        if self.collector is not None and self.collector.failed is not None:
+            return self.collector.failed
+        if self.deadline is not None and self.deadline <= now:
+            return DeadlineExceeded("the request's deadline passed while it was queued; it was not run")
+        return None
 
     @property
     def key(self) -> tuple[int, bool]:
@@ -91,34 +103,33 @@ class _Task:
 
 
 class _Collector:
-    """Gathers the pieces of one request and calls its ``done`` once, rows in order."""
+    """Gathers the pieces of one request and calls its ``done`` once, rows in order, when
+    every piece is finished: the request holds its version's lease until then, so no piece
+    of it ever runs on a closed version. Once a piece fails, the pieces still queued are
+    dropped unrun (:attr:`failed`)."""
 
     def __init__(self, count: int, done: Done) -> None:
         self._parts: list[np.ndarray | None] = [None] * count
         self._left = count
-        self._done: Done | None = done
+        self._done = done
+        self.failed: BaseException | None = None
         self._lock = threading.Lock()
 
     def piece_done(self, index: int, rows: np.ndarray | None, error: BaseException | None) -> None:
         with self._lock:
-            done = self._done
-            if done is None:
-                return  # an earlier piece failed: the request is already answered
-            if error is not None:
-                self._done = None
-            else:
-                self._parts[index] = rows
-                self._left -= 1
-                if self._left:
-                    return
-                self._done = None
-        if error is not None:
-            done(None, error)
+            if error is not None and self.failed is None:
+                self.failed = error
+            self._parts[index] = rows
+            self._left -= 1
+            if self._left:
+                return
+        if self.failed is not None:
+            self._done(None, self.failed)
             return
         import numpy as np
 
         parts = self._parts
-        done(parts[0] if len(parts) == 1 else np.concatenate(parts), None)  # type: ignore[arg-type]
+        self._done(parts[0] if len(parts) == 1 else np.concatenate(parts), None)  # type: ignore[arg-type]
 
 
 def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
@@ -156,7 +167,7 @@ class Batcher:
         parts = split(texts, limits)
         collector = _Collector(len(parts), done)
         pieces = [
-            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline)
+            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline, collector)
             for i, (part, tokens) in enumerate(parts)
         ]
         with self._cond:
@@ -187,6 +198,9 @@ class Batcher:
             self._cond.notify()
         return task.future.result(timeout)
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def queued_pieces(self) -> int:
         with self._cond:
             return len(self._queue)
@@ -199,12 +213,12 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
-            expired: list[_Piece] = []
+            expired: list[tuple[_Piece, BaseException]] = []
             try:
                 with self._cond:
                     work = self._next_work(expired)
-                for piece in expired:
-                    self._finish(piece, None, DeadlineExceeded("the request's deadline passed while it was queued; it was not run"))
+                for piece, why in expired:
+                    self._finish(piece, None, why)
                 if work is None:
                     return
                 if isinstance(work, _Task):
@@ -214,7 +228,7 @@ class Batcher:
             except Exception:  # noqa: BLE001 -- the inference thread must outlive any bug
                 log.exception("inference loop: unexpected error; carrying on")
 
-    def _next_work(self, expired: list[_Piece]) -> list[_Piece] | _Task | None:
+    def _next_work(self, expired: list[tuple[_Piece, BaseException]]) -> list[_Piece] | _Task | None:
         """Called with the lock held; waits for work, then for company if company is likely.
         Pieces whose deadline has passed are moved to ``expired``. None: stop."""
         while True:
@@ -240,13 +254,15 @@ class Batcher:
                 return batch
             self._cond.wait(remaining)
 
-    def _drop_expired(self, expired: list[_Piece]) -> None:
+    def _drop_expired(self, expired: list[tuple[_Piece, BaseException]]) -> None:
+        """Move pieces that must not run (deadline passed, a sibling failed) to ``expired``."""
         now = time.monotonic()
-        if any(isinstance(item, _Piece) and item.deadline is not None and item.deadline <= now for item in self._queue):
+        if any(isinstance(item, _Piece) and item.dropped(now) is not None for item in self._queue):
             kept: deque[_Piece | _Task] = deque()
             for item in self._queue:
-                if isinstance(item, _Piece) and item.deadline is not None and item.deadline <= now:
-                    expired.append(item)
+                why = item.dropped(now) if isinstance(item, _Piece) else None
+                if why is not None:
+                    expired.append((item, why))  # type: ignore[arg-type]
                 else:
                     kept.append(item)
             self._queue = kept
@@ -273,12 +289,17 @@ class Batcher:
             task.future.set_exception(exc)
 
     def _execute(self, batch: list[_Piece]) -> None:
+        now = time.monotonic()
+        for piece in [piece for piece in batch if piece.dropped(now) is not None]:
+            self._finish(piece, None, piece.dropped(now))
+            batch.remove(piece)
         if not batch:
             return
         first = batch[0]
         # Request texts wait in the queue as the wire's bytes (one copy in memory, not two);
         # only the running batch is decoded.
-        texts = as_str([text for piece in batch for text in piece.texts])
+        raw = [text for piece in batch for text in piece.texts]
+        texts = as_str(raw)
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
         started = time.perf_counter()
         try:
@@ -293,7 +314,7 @@ class Batcher:
             return
         try:
             if self._on_cost is not None:
-                self._on_cost(len(texts), sum(len(text) for text in texts), time.perf_counter() - started)
+                self._on_cost(len(texts), sum(utf8_size(text) for text in raw), time.perf_counter() - started)
             self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
         except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
             log.exception("recording a batch failed")

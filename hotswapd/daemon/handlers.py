@@ -16,6 +16,7 @@ so a bad or excess request is answered at once.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,12 +37,14 @@ from hotswapd.daemon.switching import Switchboard, SwitchRequest
 from hotswapd.daemon.workers import Pool, Workers
 from hotswapd.errors import (
     BatchTooLarge,
+    DeadlineExceeded,
     EmptyRequest,
     HotswapError,
     InternalError,
     InvalidText,
     ProtocolError,
     TextTooLong,
+    UnknownVersion,
 )
 from hotswapd.protocol import VECTOR_DTYPE, Request
 
@@ -232,8 +235,16 @@ class Handlers:
             raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
         # The version is fixed here, at dispatch: a switch after this point does not touch it.
         version = pinned or self._s.switchboard.pick(name, key)
+        spec = model.versions.get(version)
+        if spec is None:
+            # A config reload is between updating the routes and the registry: ask again.
+            name, model, pinned = self._registry.resolve(request.model)
+            version = pinned or self._s.switchboard.pick(name, key)
+            spec = model.versions.get(version)
+            if spec is None:
+                raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
         if normalize is None:
-            normalize = model.versions[version].normalize
+            normalize = spec.normalize
         ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         return Deferred(lambda reply: self._start_encode(name, version, texts, normalize, deadline, ticket.release, reply))
@@ -241,7 +252,12 @@ class Handlers:
     def _start_encode(self, name: str, version: str, texts: list[bytes], normalize: bool, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
         started = time.perf_counter()
 
+        answered = threading.Event()
+
         def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None) -> None:
+            if answered.is_set():
+                return  # a failure after the answer was given must not return the lease twice
+            answered.set()
             outcome: Outcome | HotswapError
             try:
                 self._registry.release(loaded)
@@ -264,6 +280,10 @@ class Handlers:
             return
 
         def load_then_run() -> None:
+            if deadline is not None and time.monotonic() >= deadline:
+                release_ticket()
+                reply(DeadlineExceeded("the request's deadline passed while it waited for its model to load"))
+                return
             try:
                 leased = self._registry.lease(name, version)
             except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer

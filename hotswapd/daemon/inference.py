@@ -127,6 +127,9 @@ class Inference:
     def stop(self) -> None:
         self.batcher.stop()
 
+    def running(self) -> bool:
+        return self.batcher.running()
+
 
 def _checked(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> np.ndarray | None:
     """The rows if they are usable; otherwise the request is answered with the error and None returned."""

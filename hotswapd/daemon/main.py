@@ -148,12 +148,19 @@ class Daemon:
             self._ticker.join()
             self._watcher.stop()
             self.workers.close()
-            self._router.close()
+            # The inference thread stops before the router closes: a batch that outlived the
+            # drain still pushes its reply through a socket of its own, which must be closed
+            # (by the router, below) before the context can terminate.
             self.inference.stop()
+            self._router.close()
             if self.inference.cache.disk is not None:
                 self.inference.cache.disk.close()
             self.registry.close()
-            self._context.term()
+            if self.inference.running():
+                log.warning("the inference thread is still in a batch; closing its sockets regardless")
+                self._context.destroy(linger=0)
+            else:
+                self._context.term()
             self._lock.release()
         log.info("stopped")
         return 0
@@ -242,10 +249,12 @@ class Daemon:
             systemd.notify("READY=1")
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
+        # Routes first: from here on, pick() names only versions of the new config (a request
+        # resolved against the old one in between asks again; see Handlers._op_encode).
+        switched = self.switchboard.adopt_config(config)
         removed, changed, live = self.registry.replace_config(config)
         self.inference.cache.resize(int(config.cache.max_mb * 2**20))
         self.admission.set_limits(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
-        switched = self.switchboard.adopt_config(config)
         for model, version in changed:
             self._submit_control(lambda m=model, v=version: self._reload_version(m, v))
         for model in switched:

@@ -42,6 +42,7 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     loaded: LoadedVersion | None = None
     last_error: str | None = None
+    failures: int = 0  # failed loads; callers that waited on one share its failure
 
 
 def split_spec(spec: str | None) -> tuple[str | None, str | None]:
@@ -145,11 +146,19 @@ class Registry:
     def get(self, model: str, version: str) -> LoadedVersion:
         """A loaded version, loading it first if needed. Without a lease it may be retired
         at any moment: callers that run inference on it use :meth:`lease`."""
+        self._spec(model, version)  # a version not (or no longer) configured gets no slot
         slot = self._slot(model, version)
         loaded = slot.loaded
         if loaded is None:
+            failures = slot.failures
             with slot.lock:
-                loaded = slot.loaded or self._load_into(slot, model, version)
+                loaded = slot.loaded
+                if loaded is None:
+                    if slot.failures != failures and slot.last_error is not None:
+                        # The load this caller queued behind has just failed: share its
+                        # answer instead of trying again, once per waiting request.
+                        raise ModelLoadError(f"loading {model}@{version} failed: {slot.last_error}")
+                    loaded = self._load_into(slot, model, version)
         loaded.last_used = time.time()
         return loaded
 
@@ -169,9 +178,20 @@ class Registry:
 
     def _load_into(self, slot: _Slot, model: str, version: str) -> LoadedVersion:
         loaded = self._load(slot, model, version, self._spec(model, version))
-        with self._guard:
-            slot.loaded = loaded
+        self._place(slot, model, version, loaded)
         return loaded
+
+    def _place(self, slot: _Slot, model: str, version: str, loaded: LoadedVersion) -> LoadedVersion | None:
+        """Put a fresh load in its slot; returns what it replaced. A version removed from the
+        config while it loaded is retired at once (closed after the requests that wait on it)."""
+        with self._guard:
+            orphaned = self._slots.get((model, version)) is not slot
+            old = None
+            if not orphaned:
+                old, slot.loaded = slot.loaded, loaded
+        if orphaned:
+            self._retire(loaded, "unload")
+        return old
 
     # -- loading -------------------------------------------------------------------------
     def _load(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
@@ -183,11 +203,17 @@ class Registry:
             on_disk = memory.files_size(path)
             need = memory.estimate(spec, on_disk, self._measured.get(key))
             # Room is made and reserved under the budget lock; the slow part (imports,
-            # fingerprint, export, weights) runs outside it, so one slow load does not hold
-            # up every other.
-            with self._budget_lock:
-                self._make_room(model, version, need)
-                self._reserved[key] = self._reserved.get(key, 0) + need
+            # fingerprint, export, weights) and any wait for draining versions run outside
+            # it, so one slow load does not hold up every other.
+            deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+            while True:
+                with self._budget_lock:
+                    made = self._make_room(model, version, need, waiting_allowed=time.monotonic() < deadline)
+                    if made:
+                        self._reserved[key] = self._reserved.get(key, 0) + need
+                        break
+                with self._guard:
+                    self._guard.wait(0.05)  # a retiring version gives its memory back
             try:
                 import_libraries(spec.backend)
                 rss_before = self._process.memory_info().rss
@@ -224,33 +250,27 @@ class Registry:
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
         return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
 
-    def _make_room(self, model: str, version: str, need: int) -> None:
-        """Evict idle versions until ``need`` more bytes fit; call with the budget lock held.
-        Retired versions still draining their leases count until they are closed: when
-        only they stand in the way, wait for them (up to DRAIN_WAIT_SECONDS)."""
+    def _make_room(self, model: str, version: str, need: int, waiting_allowed: bool) -> bool:
+        """Evict idle versions until ``need`` more bytes fit (call with the budget lock held).
+        Retired versions still draining their leases count until they are closed: when only
+        they stand in the way and ``waiting_allowed``, return False for the caller to wait."""
         budget = self._config.memory
         if budget.max_gb is None and budget.min_free_gb is None:
-            return
-        deadline = time.monotonic() + DRAIN_WAIT_SECONDS
-        while True:
-            with self._guard:
-                loaded = [s.loaded for k, s in self._slots.items() if s.loaded is not None and k != (model, version)]
-                draining = list(self._retired)
-                busy = {id(item) for item in loaded if item.leases > 0}
-            holding = [*loaded, *draining, *self._reservations()]
-            over = memory.bytes_over(budget, holding, need)
-            if over <= 0:
-                return
-            evictable = sum(item.memory_bytes for item in loaded if not item.config.pinned and id(item) not in busy)
-            if evictable < over and draining and time.monotonic() < deadline:
-                # What blocks the load is memory that retiring versions give back soon.
-                with self._guard:
-                    self._guard.wait(0.05)
-                continue
-            for victim in memory.victims(budget, loaded, over, busy, f"{model}@{version}", draining):
-                why = f"memory budget ({budget.policy}): made room for {model}@{version}"
-                self.unload(victim.model, victim.version, "memory", why)
-            return
+            return True
+        with self._guard:
+            loaded = [s.loaded for k, s in self._slots.items() if s.loaded is not None and k != (model, version)]
+            draining = list(self._retired)
+            busy = {id(item) for item in loaded if item.leases > 0}
+        over = memory.bytes_over(budget, [*loaded, *draining, *self._reservations()], need)
+        if over <= 0:
+            return True
+        evictable = sum(item.memory_bytes for item in loaded if not item.config.pinned and id(item) not in busy)
+        if evictable < over and draining and waiting_allowed:
+            return False
+        for victim in memory.victims(budget, loaded, over, busy, f"{model}@{version}", draining):
+            why = f"memory budget ({budget.policy}): made room for {model}@{version}"
+            self.unload(victim.model, victim.version, "memory", why)
+        return True
 
     def _reservations(self) -> list[memory.Reservation]:
         return [memory.Reservation(f"{m}@{v}", size) for (m, v), size in self._reserved.items()]
@@ -273,6 +293,7 @@ class Registry:
 
     def _failed(self, slot: _Slot, model: str, version: str, reason: str) -> None:
         slot.last_error = reason
+        slot.failures += 1
         log.error("loading %s@%s failed: %s", model, version, reason)
         self._on_event("load_failed", model=model, version=version, reason=reason)
 
@@ -281,8 +302,7 @@ class Registry:
         slot = self._slot(model, version)
         with slot.lock:
             fresh = self._load(slot, model, version, self._spec(model, version))
-            with self._guard:
-                old, slot.loaded = slot.loaded, fresh
+            old = self._place(slot, model, version, fresh)
         if old is not None:
             self._retire(old, "reload")
         return fresh
@@ -370,5 +390,13 @@ class Registry:
             return [slot.loaded for slot in self._slots.values() if slot.loaded is not None]
 
     def close(self) -> None:
+        """At shutdown: close everything, draining versions included (no request is left)."""
+        self._closer = lambda work: work()
         for loaded in self.loaded():
             self._retire(loaded, "unload")
+        with self._guard:
+            left = [item for item in self._retired if not item.closed]
+            for item in left:
+                item.closed = True
+        for item in left:
+            self._close(item)

@@ -55,6 +55,7 @@ class Router:
         self._local = threading.local()
         self._push_sockets: list[zmq.Socket[Any]] = []
         self._push_lock = threading.Lock()
+        self._closed = False
         self._socket_checked = time.monotonic()
 
     def bind(self) -> None:
@@ -167,19 +168,21 @@ class Router:
             reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
 
     def push_reply(self, frames: list[Any]) -> None:
-        """Hand a finished reply to the socket thread (from any thread, this one included)."""
-        self._push_socket().send_multipart(frames, copy=False)
-
-    def _push_socket(self) -> zmq.Socket[Any]:
-        sock = getattr(self._local, "push", None)
-        if sock is None:
-            sock = self._context.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by admission, never dropped here
-            sock.connect(self._replies_address)
-            self._local.push = sock
-            with self._push_lock:
+        """Hand a finished reply to the socket thread (from any thread, this one included).
+        After :meth:`close` there is nobody to send it: it is dropped."""
+        with self._push_lock:
+            if self._closed:
+                log.debug("reply dropped: the daemon has stopped serving")
+                return
+            sock = getattr(self._local, "push", None)
+            if sock is None:
+                sock = self._context.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by admission, never dropped here
+                sock.connect(self._replies_address)
+                self._local.push = sock
                 self._push_sockets.append(sock)
-        return sock
+            # Under the lock, so that close() never closes a socket while a thread sends on it.
+            sock.send_multipart(frames, copy=False)
 
     def _send(self, frames: list[Any]) -> None:
         try:
@@ -190,6 +193,7 @@ class Router:
     def close(self) -> None:
         self._forward_replies()
         with self._push_lock:
+            self._closed = True
             for sock in self._push_sockets:
                 sock.close(linger=0)
         self._replies.close(linger=0)

@@ -324,7 +324,10 @@ class Switchboard:
         self._release_due(now)
 
     def _health_breach(self, model: str, rollout: Rollout) -> str | None:
-        limits = self._registry.config.models[model].health
+        model_cfg = self._registry.config.models.get(model)
+        if model_cfg is None:  # a config reload is half applied; the next tick looks again
+            return None
+        limits = model_cfg.health
         snap = self._health.snapshot(model, rollout.target, limits.window_seconds)
         if snap.requests < limits.min_requests:
             return None
@@ -389,8 +392,9 @@ class Switchboard:
             route = self._routes[model]
             rollout = route.rollout
             data: dict[str, Any] = {"active": route.active, "previous": route.previous, "rollout": None}
-        if rollout is not None:
-            window = self._registry.config.models[model].health.window_seconds
+        model_cfg = self._registry.config.models.get(model)
+        if rollout is not None and model_cfg is not None:
+            window = model_cfg.health.window_seconds
             data["rollout"] = {
                 **rollout.to_dict(),
                 "health": {

@@ -24,3 +24,15 @@ def test_reads_the_last_entries_in_order_across_blocks_and_bad_lines(tmp_path: P
     assert [entry["n"] for entry in got] == [191, 193, 195, 197, 199]
     assert len(log.read(limit=10_000)) == 200
     assert AuditLog(tmp_path / "missing.jsonl").read() == []
+
+
+def test_garbage_lines_of_any_size_are_skipped_quickly(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "audit.jsonl"
+    good = json.dumps({"event": "switch", "model": "m", "n": 1})
+    path.write_bytes(good.encode() + b"\n" + b"z" * (16 * 2**20) + b"\n" + b"9" * 5000 + b"\n" + b'{"event": "switch", "model": "m", "n": 2}\n')
+    started = time.monotonic()
+    entries = AuditLog(path).read("m", limit=10)
+    assert [entry["n"] for entry in entries] == [1, 2]
+    assert time.monotonic() - started < 2.0
