@@ -28,6 +28,7 @@ from hotswapd import __version__
 from hotswapd.daemon.admission import Admission
 from hotswapd.daemon.audit import SWITCH_EVENTS, AuditLog
 from hotswapd.daemon.batching import BatchLimits
+from hotswapd.daemon.describe import describe_loaded, describe_model
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
@@ -139,48 +140,7 @@ class Handlers:
         return Outcome({"pong": True, "pid": os.getpid(), "phase": self._state.phase})
 
     def _op_models(self, request: Request) -> Outcome:
-        return Outcome({"models": [self._describe_model(name) for name in sorted(self._registry.config.models)]})
-
-    def _describe_model(self, name: str) -> dict[str, Any]:
-        model = self._registry.config.models[name]
-        routing = self._s.switchboard.describe(name)
-        active = routing["active"]
-        spec = model.versions[active]
-        loaded = self._registry.peek(name, active)
-        return {
-            "name": name,
-            "version": active,
-            "versions": sorted(model.versions),
-            "loaded_versions": sorted(v for v in model.versions if self._registry.peek(name, v) is not None),
-            # Every loaded version with what it holds: the memory budget's view of the model.
-            "loaded_detail": [
-                {
-                    "version": item.version,
-                    "backend": item.config.backend,
-                    "memory_bytes": item.memory_bytes,
-                    "device": item.embedder.device,
-                    "pinned": item.config.pinned,
-                    "last_used": item.last_used,
-                }
-                for item in sorted(self._registry.loaded(), key=lambda item: item.version)
-                if item.model == name
-            ],
-            "backend": spec.backend,
-            "source": spec.source,
-            "embeddings_path": spec.embeddings_path,
-            "loaded": loaded is not None,
-            "fingerprint": loaded.fingerprint if loaded else None,
-            "device": loaded.embedder.device if loaded else spec.device,
-            "dimension": loaded.embedder.dimension if loaded else None,
-            "memory_bytes": loaded.memory_bytes if loaded else None,
-            "details": backend_details(loaded) if loaded else {},
-            "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
-            "last_used": loaded.last_used if loaded else None,
-            "last_error": self._registry.last_error(name, active),
-            "default": name == self._registry.config.default_model,
-            "previous": routing["previous"],
-            "rollout": routing["rollout"],
-        }
+        return Outcome({"models": [describe_model(self._registry, self._s.switchboard, name) for name in sorted(self._registry.config.models)]})
 
     def _op_status(self, request: Request) -> Outcome:
         loaded = self._registry.loaded()
@@ -223,7 +183,7 @@ class Handlers:
     def _op_preload(self, request: Request) -> Queued:
         name, _, pinned = self._registry.resolve(request.model)
         version = pinned or self._s.switchboard.route(name).active
-        return Queued("control", lambda: Outcome(_describe_loaded(self._registry.get(name, version))))
+        return Queued("control", lambda: Outcome(describe_loaded(self._registry.get(name, version))))
 
     def _op_encode(self, request: Request) -> Deferred:
         name, model, pinned = self._registry.resolve(request.model)
@@ -394,23 +354,3 @@ class Handlers:
             except UnicodeDecodeError as exc:
                 raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})") from exc
         return texts
-
-
-def _describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
-    return {
-        "model": loaded.model,
-        "version": loaded.version,
-        "fingerprint": loaded.fingerprint,
-        "device": loaded.embedder.device,
-        "dimension": loaded.embedder.dimension,
-        "load_seconds": round(loaded.load_seconds, 3),
-        "memory_bytes": loaded.memory_bytes,
-        "backend": loaded.config.backend,
-        "details": backend_details(loaded),
-    }
-
-
-def backend_details(loaded: LoadedVersion) -> dict[str, Any]:
-    """What the backend tells of itself (an exported file, an endpoint), if it tells anything."""
-    describe = getattr(loaded.embedder, "describe", None)
-    return describe() if callable(describe) else {}
