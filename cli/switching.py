@@ -73,6 +73,9 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
     else:
         forced = " (forced)" if result.get("forced") else ""
         typer.echo(f"{model}: {old} -> {new}{forced}")
+    if result.get("persisted") is False:
+        # Applied and serving, but a restart would bring back the last saved state.
+        typer.echo(f"hs: warning: applied but not persisted: {result.get('not_persisted')}", err=True)
 
 
 def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(help="Model (default: the default model).")] = None, as_json: JsonFlag = False) -> None:

@@ -287,8 +287,13 @@ class Client:
     def rollback(self, model: str | None = None) -> dict[str, Any]:
         return self.request("rollback", model=model)[0]
 
-    def history(self, model: str | None = None, *, limit: int = 50, all_events: bool = False) -> list[dict[str, Any]]:
-        return self.request("history", model=model, options={"limit": limit, "all": all_events})[0]["entries"]
+    def history(self, model: str | None = None, *, limit: int = 50, all_events: bool = False, skip: int = 0) -> list[dict[str, Any]]:
+        """The last ``limit`` audit entries (at most 10,000 a call), oldest first; ``skip``
+        leaves out that many newer ones, to page further back."""
+        options: dict[str, Any] = {"limit": limit, "all": all_events}
+        if skip:
+            options["skip"] = skip
+        return self.request("history", model=model, options=options)[0]["entries"]
 
     def reload_config(self) -> dict[str, Any]:
         return self.request("reload")[0]

@@ -210,6 +210,9 @@ class DaemonConfig(_Frozen):
     # the bound is still admitted into an empty queue.
     max_queue_texts: PositiveInt = 16384
     max_queue_mb: float = Field(default=64.0, gt=0)
+    # A load (resolve or download, fingerprint, export, weights) that takes longer fails with
+    # a typed error; the daemon stops waiting for it (a hung network mount cannot wedge it).
+    load_timeout_seconds: float = Field(default=900.0, gt=0)
 
 
 class CacheConfig(_Frozen):
@@ -287,6 +290,8 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
         return Config.model_validate({**data, "path": path})
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_describe_validation_error(exc)}") from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # whatever the bytes, a typed answer
+        raise ConfigError(f"{where}: invalid config: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -311,6 +316,6 @@ def load_config(path: Path, *, missing_ok: bool = False) -> Config:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or TOML, a 5,000-digit number, deep nesting
+        raise ConfigError(f"{path}: not valid TOML: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return parse_config(data, path)

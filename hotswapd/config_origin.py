@@ -97,7 +97,7 @@ class SsmOrigin:
     def _parse(self, text: str) -> dict[str, Any]:
         try:
             return json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise ConfigError(f"{self.name}: neither valid TOML nor valid JSON: {exc}") from exc
 
     def watcher(self, config: Config) -> ChangeDetector:

@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from hotswapd.errors import ModelLoadError
+
 CHUNK = 1 << 20
 
 
 def fingerprint(path: Path) -> str:
+    if not (path.is_dir() or path.is_file()):
+        # A device (/dev/zero), a FIFO or a socket would be read forever.
+        raise ModelLoadError(f"source {path} is not a regular file or a directory")
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:

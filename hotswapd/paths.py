@@ -131,3 +131,20 @@ def ensure_socket_dir(socket_path: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     if directory == runtime_dir() and directory.stat().st_mode & 0o077:
         os.chmod(directory, 0o700)
+
+
+def ensure_private_dir(directory: Path) -> str | None:
+    """Create one of hotswap's own directories owner-only (0700), and tighten it if it
+    exists with wider permissions (it may hold the audit log, state, cached vectors). None
+    when done; else why not (a read-only or foreign directory): the caller carries on."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(directory, 0o700)
+            import logging
+
+            logging.getLogger("hotswapd").warning("tightened %s from %o to 700: it holds hotswap's private files", directory, mode)
+    except OSError as exc:
+        return f"{directory}: {exc.strerror or exc}"
+    return None

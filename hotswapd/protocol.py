@@ -27,7 +27,8 @@ Op = Literal[
 ]
 REQUEST_FIELDS = frozenset({"v", "id", "op", "model", "options"})
 
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # a request's header: small, from an untrusted peer
+MAX_REPLY_HEADER_BYTES = 64 * 2**20  # a reply's (status, models, history): from the daemon
 MAX_ID_CHARS = 64
 MAX_NAME_CHARS = 256
 
@@ -88,9 +89,9 @@ def encode_request(
     return [json.dumps(header, separators=(",", ":")).encode(), *(payload or [])]
 
 
-def _load_header(frame: bytes) -> dict[str, Any]:
-    if len(frame) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}")
+def _load_header(frame: bytes, limit: int = MAX_HEADER_BYTES) -> dict[str, Any]:
+    if len(frame) > limit:
+        raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {limit}")
     try:
         header = json.loads(frame)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
@@ -166,7 +167,7 @@ def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any], list[me
     """Split a reply into (id, result-or-error, payload, ok) for the client."""
     if not frames:
         raise ProtocolError("empty reply from daemon")
-    header = _load_header(bytes(frames[0]))
+    header = _load_header(bytes(frames[0]), MAX_REPLY_HEADER_BYTES)
     _check_version(header)
     rid = header.get("id", "")
     if header.get("ok") is True and isinstance(header.get("result"), dict):

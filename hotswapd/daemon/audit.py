@@ -14,42 +14,83 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hotswapd.paths import ensure_private_dir
+
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 64 * 1024
+ROTATE_BYTES = 16 * 2**20  # the log is rotated past this size ...
+KEEP_FILES = 4  # ... keeping this many older files (audit.jsonl.1 .. .4)
 MAX_LINE_BYTES = 1024 * 1024  # an audit entry is a few hundred bytes; longer lines are garbage
 SWITCH_EVENTS = {"switch", "rollback", "abort", "auto_rollback", "rollout_step", "rollout_complete"}
 
 
 class AuditLog:
-    def __init__(self, path: Path, listener: Callable[..., None] | None = None) -> None:
+    def __init__(self, path: Path, listener: Callable[..., None] | None = None, max_bytes: int = ROTATE_BYTES, keep: int = KEEP_FILES) -> None:
         self.path = path
         self._listener = listener
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._max_bytes = max_bytes
+        self._keep = keep
+        problem = ensure_private_dir(path.parent)
+        if problem:  # a read-only state dir: serve anyway, without an audit trail
+            log.error("audit log unavailable (%s); switches are not recorded", problem)
+        for existing in self.files_newest_first():
+            try:
+                if existing.exists() and existing.stat().st_mode & 0o077:
+                    os.chmod(existing, 0o600)
+                    log.warning("tightened %s to 600: it names every model, version and switch", existing)
+            except OSError:
+                pass  # not ours to change (read-only): reading it still works
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         entry = {"ts": round(time.time(), 3), "event": event, **{k: v for k, v in fields.items() if v is not None}}
-        line = json.dumps(entry, sort_keys=True) + "\n"
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
         with self._lock:
             try:
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(line)
+                self._rotate_if_full()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                finally:
+                    os.close(fd)
             except OSError as exc:  # an unwritable audit log must not stop serving
                 log.error("cannot append to audit log %s: %s", self.path, exc)
         if self._listener is not None:
             self._listener(event, **fields)
         return entry
 
-    def read(self, model: str | None = None, limit: int = 50, events: set[str] | None = None) -> list[dict[str, Any]]:
-        """The last ``limit`` entries, oldest first, optionally for one model and some events.
+    def _rotate_if_full(self) -> None:
+        """audit.jsonl -> .1 -> .2 ... keeping ``keep`` old files (lock held)."""
+        try:
+            if self.path.stat().st_size < self._max_bytes:
+                return
+        except FileNotFoundError:
+            return
+        for n in range(self._keep, 0, -1):
+            older = self._numbered(n)
+            if n == self._keep:
+                older.unlink(missing_ok=True)
+            elif older.exists():
+                os.replace(older, self._numbered(n + 1))
+        os.replace(self.path, self._numbered(1))
+
+    def _numbered(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def files_newest_first(self) -> list[Path]:
+        return [self.path, *(self._numbered(n) for n in range(1, self._keep + 1))]
+
+    def read(self, model: str | None = None, limit: int = 50, events: set[str] | None = None, skip: int = 0) -> list[dict[str, Any]]:
+        """The last ``limit`` entries, oldest first, optionally for one model and some events,
+        leaving out the ``skip`` newest (pages of history, newest page first).
 
         Read from the end of the file backwards, block by block, so the cost is that of the
         entries asked for, not of the whole log. Lines that are not entries (torn by a
         crash, garbage, absurdly long) are skipped."""
         kept: list[dict[str, Any]] = []
         try:
-            for line in _lines_backwards(self.path):
+            for line in self._all_lines_backwards():
                 entry = _entry(line)
                 if entry is None:
                     continue
@@ -57,16 +98,24 @@ class AuditLog:
                     continue
                 if events is not None and entry.get("event") not in events:
                     continue
+                if skip > 0:
+                    skip -= 1
+                    continue
                 kept.append(entry)
                 if len(kept) >= limit:
                     break
-        except FileNotFoundError:
-            return []
         except OSError as exc:
             log.error("cannot read audit log %s: %s", self.path, exc)
             return []
         kept.reverse()
         return kept
+
+    def _all_lines_backwards(self) -> Iterator[bytes]:
+        for path in self.files_newest_first():
+            try:
+                yield from _lines_backwards(path)
+            except FileNotFoundError:
+                continue
 
 
 def _entry(line: bytes) -> dict[str, Any] | None:

@@ -70,7 +70,7 @@ class EmbeddingCache:
         """Fill the gaps of ``found`` from the sqlite tier (disk I/O: not on the socket thread)."""
         if self.disk is None:
             return found
-        stored = self.disk.get_many([key for key, vector in zip(keys, found, strict=True) if vector is None])
+        stored = {key: blob for key, blob in self.disk.get_many([key for key, vector in zip(keys, found, strict=True) if vector is None]).items() if _finite_vector(blob)}
         self._remember(stored)
         return [vector if vector is not None else stored.get(key) for key, vector in zip(keys, found, strict=True)]
 
@@ -129,3 +129,13 @@ class EmbeddingCache:
 
 def _cost(key: bytes, blob: bytes) -> int:
     return len(blob) + len(key) + ENTRY_OVERHEAD
+
+
+def _finite_vector(blob: bytes) -> bool:
+    """A stored row that can be a vector: whole float32 values, all finite, not all zero."""
+    if not blob or len(blob) % 4:
+        return False
+    import numpy as np
+
+    values = np.frombuffer(blob, dtype="<f4")
+    return bool(np.isfinite(values).all() and values.any())

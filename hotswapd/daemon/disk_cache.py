@@ -8,8 +8,10 @@ served for another version. Bounded by ``persist_max_mb``: the oldest-written ro
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -18,15 +20,21 @@ TRIM_EVERY = 1000  # writes between size checks
 
 class DiskCache:
     def __init__(self, path: Path, max_bytes: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._writes = 0
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            # Not a database (garbage, a truncated file): set it aside and start empty.
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            log.error("persistent cache %s cannot be opened (%s); moved to %s, starting empty", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{path}{suffix}")
+                if part.exists():
+                    part.replace(f"{aside}{suffix}")
+            self._db = _open(path)
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]:
         if not keys:
@@ -55,3 +63,22 @@ class DiskCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (owner-only) and check the schema: a file that is not a database fails here."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+        db.execute("SELECT key, vector FROM vectors LIMIT 1").fetchall()
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db

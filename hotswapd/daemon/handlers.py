@@ -93,7 +93,7 @@ ALLOWED_OPTIONS: dict[str, set[str]] = {
     "encode": {"normalize", "key", "deadline_ms"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort"},
     "rollback": set(),
-    "history": {"limit", "all"},
+    "history": {"limit", "all", "skip"},
 }
 
 
@@ -174,6 +174,7 @@ class Handlers:
 
     def _op_shutdown(self, request: Request) -> Outcome:
         self._state.stop_requested = True
+        self._registry.stop_loading()
         return Outcome({"stopping": True, "pid": os.getpid()})
 
     def _op_evict(self, request: Request) -> Queued:
@@ -319,11 +320,13 @@ class Handlers:
     def _op_history(self, request: Request) -> Queued:
         name = self._registry.resolve(request.model)[0] if request.model else None
         limit = _option(request, "limit", int, 50)
+        skip = _option(request, "skip", int, 0)
         events = None if _option(request, "all", bool, False) else SWITCH_EVENTS | {"config_rejected"}
 
         def read() -> Outcome:
             self._s.switchboard.settle()
-            return Outcome({"entries": self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events)})
+            entries = self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events, skip=max(0, skip))
+            return Outcome({"entries": entries})
 
         return Queued("io", read)
 

@@ -100,6 +100,10 @@ class Inference:
     def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
         import numpy as np
 
+        # A cached row is used only if it is a whole vector of this version's dimension: the
+        # sqlite tier is a file on disk, and anything may have written it.
+        width = loaded.embedder.dimension * 4
+        found = [vector if vector is not None and len(vector) == width else None for vector in found]
         missing = [index for index, vector in enumerate(found) if vector is None]
         self.cache.count(len(texts) - len(missing), len(missing))
         if not missing:

@@ -91,6 +91,10 @@ class Daemon:
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
         self.state = DaemonState(endpoint=endpoint, config_path=origin.name if (config.path or not origin.is_file) else None)
         state_dir = paths.state_dir()
+        for private in (state_dir, paths.cache_dir()):
+            problem = paths.ensure_private_dir(private)
+            if problem:
+                log.error("cannot use %s; serving without what it would hold", problem)
         self.workers = Workers()
         self.metrics = Metrics()
         self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
@@ -98,6 +102,8 @@ class Daemon:
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
+        if statefile.set_aside:
+            self.audit.record("state_rejected", reason=statefile.set_aside)
         self.admission = Admission(
             limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=self._trim_soon
         )
@@ -147,6 +153,7 @@ class Daemon:
             self._stop.set()
             self._ticker.join()
             self._watcher.stop()
+            self.registry.stop_loading()  # a load waiting on a hung mount gives up now
             self.workers.close()
             # The inference thread stops before the router closes: a batch that outlived the
             # drain still pushes its reply through a socket of its own, which must be closed
@@ -192,6 +199,7 @@ class Daemon:
     def request_stop(self) -> None:
         """Stop as SIGTERM would: drain the requests in flight, then exit ``run``."""
         self._stop.set()
+        self.registry.stop_loading()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -206,6 +214,7 @@ class Daemon:
             log.warning("second %s: exiting now", signal.Signals(signum).name)
             os._exit(1)
         self._stop.set()
+        self.registry.stop_loading()  # requests waiting on a hung load are answered, not drained for
 
     def _on_tick(self) -> None:
         """Housekeeping, on the ticker thread (never the socket thread)."""
@@ -225,6 +234,9 @@ class Daemon:
             self.reload(trigger)
         except ConfigError:
             pass  # already logged, audited and shown by status
+        except Exception as exc:  # noqa: BLE001 -- a bad edit is reported; the running config stays
+            log.exception("applying the config (%s) failed; the running config stays", trigger)
+            self.state.config_error = f"{type(exc).__name__}: {exc}"
 
     def reload(self, trigger: str) -> dict[str, Any]:
         """Re-read the config and apply the difference; a bad file changes nothing."""

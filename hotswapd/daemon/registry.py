@@ -19,18 +19,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
+from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.loaded import LoadedVersion, apply_live, changed_fields
 from hotswapd.daemon import memory
 from hotswapd.fingerprint import fingerprint
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EventSink = Callable[..., Any]
 
@@ -73,6 +75,7 @@ class Registry:
         self._reserved: dict[tuple[str, str], int] = {}
         self._retired: list[LoadedVersion] = []  # unloaded, waiting for their last lease
         self._measured: dict[tuple[str, str], int] = {}
+        self._stopping = threading.Event()  # loads in progress stop waiting
         self._evicted: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
@@ -199,8 +202,7 @@ class Registry:
         started = time.perf_counter()
         key = (model, version)
         try:
-            path = spec.resolve(spec.source)
-            on_disk = memory.files_size(path)
+            path, on_disk = self._bounded(lambda: _resolved(spec), f"{model}@{version}", started)
             need = memory.estimate(spec, on_disk, self._measured.get(key))
             # Room is made and reserved under the budget lock; the slow part (imports,
             # fingerprint, export, weights) and any wait for draining versions run outside
@@ -217,8 +219,7 @@ class Registry:
             try:
                 import_libraries(spec.backend)
                 rss_before = self._process.memory_info().rss
-                digest = fingerprint(path)
-                embedder = get_loader(spec.backend)(path, spec)
+                digest, embedder = self._bounded(lambda: (fingerprint(path), get_loader(spec.backend)(path, spec)), f"{model}@{version}", started)
             finally:
                 with self._budget_lock:
                     left = self._reserved.pop(key, 0) - need
@@ -249,6 +250,9 @@ class Registry:
         )
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
         return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+
+    def _bounded(self, work: Callable[[], T], what: str, started: float) -> T:
+        return run_bounded(work, what, started, self._config.daemon.load_timeout_seconds, self._stopping)
 
     def _make_room(self, model: str, version: str, need: int, waiting_allowed: bool) -> bool:
         """Evict idle versions until ``need`` more bytes fit (call with the budget lock held).
@@ -389,8 +393,13 @@ class Registry:
         with self._guard:
             return [slot.loaded for slot in self._slots.values() if slot.loaded is not None]
 
+    def stop_loading(self) -> None:
+        """Loads in progress give up waiting (the daemon is stopping)."""
+        self._stopping.set()
+
     def close(self) -> None:
         """At shutdown: close everything, draining versions included (no request is left)."""
+        self._stopping.set()
         self._closer = lambda work: work()
         for loaded in self.loaded():
             self._retire(loaded, "unload")
@@ -400,3 +409,9 @@ class Registry:
                 item.closed = True
         for item in left:
             self._close(item)
+
+
+def _resolved(spec: VersionConfig) -> tuple[Any, int]:
+    """Where the version's files are (downloading them if remote) and their size."""
+    path = spec.resolve(spec.source)
+    return path, memory.files_size(path)

@@ -146,11 +146,14 @@ class Switchboard:
         with self._changes:
             self._persist()
 
-    def _persist(self) -> None:
-        """Write the routes (call with ``_changes`` held, never with ``_lock``: it fsyncs)."""
+    def _persist(self) -> str | None:
+        """Write the routes (call with ``_changes`` held, never with ``_lock``: it fsyncs).
+        None when written; else why not. A change that cannot be persisted stays applied
+        (the daemon serves what it was told) and is reported and audited as not persisted:
+        a restart would bring back the last state that was."""
         with self._lock:
             data = {"models": {name: route.to_dict() for name, route in self._routes.items()}}
-        self._state.save(data)
+        return None if self._state.save(data) else self._state.last_error
 
     # -- switching (loading thread) -------------------------------------------------------
     def switch(self, request: SwitchRequest) -> dict[str, Any]:
@@ -183,11 +186,11 @@ class Switchboard:
                     route.rollout = self._new_rollout(request, model_cfg, current)
                     self._health.forget(request.model, request.target)
                     outcome = "started"
-            self._persist()
+            unsaved = self._persist()
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
                                trigger=request.trigger, outcome=outcome, forced=request.force or None,
-                               share=route.rollout.share if route.rollout else None)
-        return self._summary(request, current, outcome)
+                               share=route.rollout.share if route.rollout else None, not_persisted=unsaved)
+        return {**self._summary(request, current, outcome), **_persisted(unsaved)}
 
     def _model_config(self, model: str) -> ModelConfig:
         model_cfg = self._registry.config.models.get(model)
@@ -294,10 +297,10 @@ class Switchboard:
                     raise NothingToRollBack(f"{model} has no rollout in progress")
                 route.rollout = None
                 route.active = rollout.source
-            self._persist()
-            self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason)
+            unsaved = self._persist()
+            self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason, not_persisted=unsaved)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
-        return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason}
+        return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason, **_persisted(unsaved)}
 
     # -- periodic work (socket thread) ----------------------------------------------------
     def tick(self) -> None:
@@ -407,3 +410,8 @@ class Switchboard:
     def models(self) -> list[str]:
         with self._lock:
             return sorted(self._routes)
+
+
+def _persisted(unsaved: str | None) -> dict[str, Any]:
+    """What a reply says of persistence: ``persisted``, and why not when it was not."""
+    return {"persisted": True} if unsaved is None else {"persisted": False, "not_persisted": unsaved}
