@@ -16,7 +16,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import bench, compare, config, daemon, encode, models, switching
+from hotswap_cli import bench, compare, config, daemon, encode, keys, models, switching
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command()(bench.bench)
 app.command()(models.metrics)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
+app.add_typer(keys.app, name="keys")
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

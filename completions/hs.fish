@@ -13,6 +13,7 @@ complete -c hs -n '__fish_use_subcommand' -a bench -d 'Measure versions through 
 complete -c hs -n '__fish_use_subcommand' -a metrics -d 'Print the daemon\'s Prometheus metrics (text exposition...'
 complete -c hs -n '__fish_use_subcommand' -a daemon -d 'Run, start, stop and install the daemon.'
 complete -c hs -n '__fish_use_subcommand' -a config -d 'Check and locate the config file.'
+complete -c hs -n '__fish_use_subcommand' -a keys -d 'CURVE keys for TCP endpoints: the daemon\'s, yours, and...'
 complete -c hs -n '__fish_use_subcommand' -l socket -x -d 'Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.'
 complete -c hs -n '__fish_use_subcommand' -l config -r -F -d 'Config file for a daemon this command starts.'
 complete -c hs -n '__fish_use_subcommand' -l timeout -x -d 'Seconds to wait for the daemon\'s answer.'
@@ -90,3 +91,16 @@ complete -c hs -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_
 complete -c hs -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from validate' -r -F
 complete -c hs -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from path' -l help -d 'Show help and exit.'
 complete -c hs -n '__fish_seen_subcommand_from config && __fish_seen_subcommand_from reload' -l help -d 'Show help and exit.'
+complete -c hs -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from init add remove list' -a init -d 'Create the daemon\'s and your key pairs (if missing) and...'
+complete -c hs -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from init add remove list' -a add -d 'Allow a client in by its public key; takes effect at its...'
+complete -c hs -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from init add remove list' -a remove -d 'Stop letting a client in (from its next connection).'
+complete -c hs -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from init add remove list' -a list -d 'The clients allowed in, with their public keys.'
+complete -c hs -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from init add remove list' -l help -d 'Show help and exit.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from init' -l json -d 'Machine-readable output.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from init' -l help -d 'Show help and exit.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from add' -l help -d 'Show help and exit.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from add' -x -a "(hs --no-autostart models --json 2>/dev/null | string match -rg '"name": "([^"]*)"')"
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from remove' -l help -d 'Show help and exit.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from remove' -x -a "(hs --no-autostart models --json 2>/dev/null | string match -rg '"name": "([^"]*)"')"
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from list' -l json -d 'Machine-readable output.'
+complete -c hs -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from list' -l help -d 'Show help and exit.'

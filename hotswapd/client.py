@@ -106,6 +106,10 @@ class Client:
             self.check_daemon()
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.endpoint.startswith("tcp://"):
+                from hotswapd.keys import client_keys  # TCP is CURVE-secured, always
+
+                sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = client_keys()
             sock.connect(self.endpoint)
             self._socket = sock
         return self._socket

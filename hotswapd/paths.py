@@ -70,8 +70,9 @@ def resolve_endpoint(explicit: str | None) -> str:
 def normalize_endpoint(value: str) -> str:
     """Turn ``ipc://PATH``, ``tcp://127.0.0.1:PORT`` or a bare path into a ZeroMQ endpoint.
 
-    TCP is accepted on loopback addresses only: the daemon has no authentication yet, and
-    a socket on another interface would let anyone on the network drive it.
+    TCP is always CURVE-secured (only authorised client keys get in; see hotswapd.keys),
+    and accepted on loopback addresses only: CURVE authenticates and encrypts, but a daemon
+    reachable from the network is more than this tool means to offer.
     """
     value = value.strip()
     if value.startswith("tcp://"):
@@ -81,7 +82,7 @@ def normalize_endpoint(value: str) -> str:
         if not _is_loopback(host.strip("[]")):
             raise ConfigError(
                 f"socket {value!r}: only loopback TCP addresses are allowed "
-                "(the daemon has no authentication; use an ipc socket or 127.0.0.1)"
+                "(use an ipc socket or 127.0.0.1)"
             )
         return value
     path = value[len("ipc://") :] if value.startswith("ipc://") else value

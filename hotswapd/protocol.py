@@ -61,14 +61,15 @@ if TYPE_CHECKING:
 class Request:
     """A request the daemon has validated at the wire level."""
 
-    __slots__ = ("id", "op", "model", "options", "payload")
+    __slots__ = ("id", "op", "model", "options", "payload", "peer")
 
-    def __init__(self, id: str, op: Op, model: str | None, options: dict[str, Any], payload: list[bytes]) -> None:
+    def __init__(self, id: str, op: Op, model: str | None, options: dict[str, Any], payload: list[bytes], peer: str | None = None) -> None:
         self.id = id
         self.op = op
         self.model = model
         self.options = options
         self.payload = payload
+        self.peer = peer  # the CURVE key's name of a TCP client; None over ipc
 
 
 def encode_request(

@@ -57,7 +57,7 @@ def fake_source(workdir: Path, name: str) -> Path:
 
 
 @contextmanager
-def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, ready: bool = True) -> Iterator[InprocDaemon]:
+def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, ready: bool = True, endpoint: str | None = None) -> Iterator[InprocDaemon]:
     monkeypatch.setitem(backends.BUILTIN, "fake", FAKE)
     monkeypatch.setenv("XDG_STATE_HOME", str(workdir / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
@@ -65,7 +65,7 @@ def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPat
     config_path = workdir / "config.toml"
     config_path.write_text(config_text)
     origin = origin_for(str(config_path), config_path, missing_ok=False)
-    endpoint = "ipc://" + str(short_socket_dir() / "d.sock")
+    endpoint = endpoint or "ipc://" + str(short_socket_dir() / "d.sock")
     daemon = Daemon(load_config(config_path), origin, endpoint, drain_seconds=10.0)
     failure: list[BaseException] = []
 

@@ -293,7 +293,7 @@ class Handlers:
         name, _, _ = self._registry.resolve(request.model)
         if _option(request, "abort", bool, False):
             # Not behind a switch that may be loading for a while on the control thread.
-            return Queued("io", lambda: Outcome(self._s.switchboard.abort(name, reason="aborted by request")))
+            return Queued("io", lambda: Outcome(self._s.switchboard.abort(name, reason="aborted by request", client=request.peer)))
         version = _option(request, "version", str)
         if not version:
             raise ProtocolError("op 'switch' needs option 'version'")
@@ -310,12 +310,13 @@ class Handlers:
             step_seconds=_option(request, "step_seconds", (int, float)),
             step_requests=_option(request, "step_requests", int),
             force=_option(request, "force", bool, False),
+            client=request.peer,
         )
         return Queued("control", lambda: Outcome(self._s.switchboard.switch(switch)))
 
     def _op_rollback(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
-        return Queued("control", lambda: Outcome(self._s.switchboard.rollback(name)))
+        return Queued("control", lambda: Outcome(self._s.switchboard.rollback(name, client=request.peer)))
 
     def _op_history(self, request: Request) -> Queued:
         name = self._registry.resolve(request.model)[0] if request.model else None

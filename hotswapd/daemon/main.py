@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from hotswapd import __version__, paths, systemd
+from hotswapd import __version__, keys, paths, systemd
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon.admission import Admission, limits_from
@@ -83,6 +83,8 @@ class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
     def __init__(self, config: Config, origin: ConfigOrigin, endpoint: str, drain_seconds: float) -> None:
+        if endpoint.startswith("tcp://"):
+            keys.server_keys()  # TCP is served with CURVE only: no keys, no start (before anything is built)
         self._origin = origin
         self._drain_seconds = drain_seconds
         self._stop = threading.Event()
@@ -136,6 +138,10 @@ class Daemon:
         sock_path = ipc_path(endpoint)
         if sock_path is not None:
             ensure_socket_dir(sock_path)
+        else:  # a TCP endpoint's lock file lives in the runtime dir, which may not exist yet
+            problem = paths.ensure_private_dir(lock_path(endpoint).parent)
+            if problem:
+                raise ConfigError(f"cannot create the runtime dir for {endpoint}'s lock file: {problem}")
         self._lock.acquire()
         try:
             if sock_path is not None and sock_path.exists():

@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq
 
+from hotswapd.daemon.curve import secure
 from hotswapd.daemon.handlers import DaemonState, Deferred, Handlers, Outcome, Queued
 from hotswapd.daemon.workers import Workers
 from hotswapd.errors import HotswapError, InternalError, ShuttingDown
@@ -57,6 +58,7 @@ class Router:
         self._push_lock = threading.Lock()
         self._closed = False
         self._socket_checked = time.monotonic()
+        self._auth = secure(context, self._socket) if endpoint.startswith("tcp://") else None
 
     def bind(self) -> None:
         """Bind the endpoint; an ipc socket file is made readable and writable by its owner only."""
@@ -128,21 +130,28 @@ class Router:
     def _receive_requests(self) -> None:
         # Bounded, so a flood of requests cannot starve reply forwarding.
         for _ in range(256):
+            peer = None
             try:
-                identity, *frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                if self._auth is None:
+                    identity, *frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                else:  # frames as objects, to read the CURVE key's name the ZAP handler set
+                    message = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    peer = _user_id(message[-1])
+                    identity, *frames = [frame.bytes for frame in message]
             except zmq.Again:
                 return
             except ValueError:  # a message with no identity frame cannot be answered
                 continue
-            self._dispatch(identity, frames)
+            self._dispatch(identity, frames, peer)
 
-    def _dispatch(self, identity: bytes, frames: list[bytes]) -> None:
+    def _dispatch(self, identity: bytes, frames: list[bytes], peer: str | None = None) -> None:
         request_id = ""
         try:
             request_id = request_id_of(frames)
             if self._state.phase == "stopping":
                 raise ShuttingDown("hotswapd is shutting down and takes no new requests")
             request = decode_request(frames)
+            request.peer = peer
             outcome = self._handlers.handle(request)
         except HotswapError as exc:
             self._send([identity, *encode_error(request_id, exc)])
@@ -198,6 +207,8 @@ class Router:
                 sock.close(linger=0)
         self._replies.close(linger=0)
         self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()
         path = ipc_path(self._endpoint)
         if path is not None:
             path.unlink(missing_ok=True)
@@ -230,6 +241,13 @@ class _OneReply:
             log.exception("encoding the reply to %s failed", self._request_id)
             frames = encode_error(self._request_id, InternalError(f"{type(exc).__name__}: {exc}"))
         self._router.push_reply([self._identity, *frames])
+
+
+def _user_id(frame: Any) -> str | None:
+    try:
+        return frame.get("User-Id") or None
+    except (zmq.ZMQError, KeyError, AttributeError):
+        return None
 
 
 def _run(job: Any, request_id: str) -> Outcome | HotswapError:

@@ -61,6 +61,7 @@ class SwitchRequest:
     trigger: str = "cli"
     event: str = "switch"
     check_space: bool = True
+    client: str | None = None  # the CURVE key's name of a TCP client, for the audit log
 
 
 class Switchboard:
@@ -173,7 +174,7 @@ class Switchboard:
             if not promoting and not request.force and request.check_space:
                 self._check_compatible(request.model, current, request.target)
         except HotswapError as exc:
-            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message)
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message, client=request.client)
             raise
         # State, state file and audit entry change together, so `hs history` never lags
         # behind what `hs status` shows; requests keep being routed meanwhile.
@@ -189,7 +190,7 @@ class Switchboard:
             unsaved = self._persist()
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
                                trigger=request.trigger, outcome=outcome, forced=request.force or None,
-                               share=route.rollout.share if route.rollout else None, not_persisted=unsaved)
+                               share=route.rollout.share if route.rollout else None, not_persisted=unsaved, client=request.client)
         return {**self._summary(request, current, outcome), **_persisted(unsaved)}
 
     def _model_config(self, model: str) -> ModelConfig:
@@ -272,21 +273,21 @@ class Switchboard:
     def _summary(request: SwitchRequest, current: str, outcome: str) -> dict[str, Any]:
         return {"model": request.model, "from": current, "to": request.target, "strategy": request.strategy, "outcome": outcome, "forced": request.force}
 
-    def rollback(self, model: str, trigger: str = "cli") -> dict[str, Any]:
+    def rollback(self, model: str, trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """Undo the last change: end a rollout in progress, or return to the previous version."""
         self._model_config(model)
         with self._lock:
             route = self._routes[model]
             if route.rollout is not None:
-                return self.abort(model, reason="rolled back by request", event="rollback", trigger=trigger)
+                return self.abort(model, reason="rolled back by request", event="rollback", trigger=trigger, client=client)
             previous = route.previous
         if previous is None:
             raise NothingToRollBack(f"{model} has no previous version to roll back to")
         # Going back to what served before needs no compatibility check: it is the space
         # the callers' data was built in before the switch.
-        return self.switch(SwitchRequest(model, previous, trigger=trigger, event="rollback", check_space=False))
+        return self.switch(SwitchRequest(model, previous, trigger=trigger, event="rollback", check_space=False, client=client))
 
-    def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli") -> dict[str, Any]:
+    def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """End a rollout; all traffic returns to its source version."""
         self._model_config(model)
         with self._changes:
@@ -298,7 +299,7 @@ class Switchboard:
                 route.rollout = None
                 route.active = rollout.source
             unsaved = self._persist()
-            self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason, not_persisted=unsaved)
+            self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason, not_persisted=unsaved, client=client)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
         return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason, **_persisted(unsaved)}
 
