@@ -67,7 +67,7 @@ def references(client: Client, model: str, texts: list[str]) -> dict[str, np.nda
 def test_immediate_switch_rollback_and_history(client: Client, daemon: RunningDaemon) -> None:
     before = client.encode(["x"], "guard")
     assert before.version == "v1" and len(before.fingerprint or "") == 16
-    assert client.switch("guard", "v2") == {"model": "guard", "from": "v1", "to": "v2", "strategy": "immediate", "outcome": "done", "forced": False}
+    assert client.switch("guard", "v2") == {"model": "guard", "from": "v1", "to": "v2", "strategy": "immediate", "outcome": "done", "forced": False, "persisted": True}
     after = client.encode(["x"], "guard")
     assert after.version == "v2" and after.fingerprint != before.fingerprint
     assert client.switch("guard", "v2")["outcome"] == "unchanged"
