@@ -32,6 +32,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._max_bytes = max_bytes
         self._keep = keep
+        self.last_skipped = 0  # lines the last read passed over as not entries (torn, garbage)
         problem = ensure_private_dir(path.parent)
         if problem:  # a read-only state dir: serve anyway, without an audit trail
             log.error("audit log unavailable (%s); switches are not recorded", problem)
@@ -89,10 +90,12 @@ class AuditLog:
         entries asked for, not of the whole log. Lines that are not entries (torn by a
         crash, garbage, absurdly long) are skipped."""
         kept: list[dict[str, Any]] = []
+        skipped = 0
         try:
             for line in self._all_lines_backwards():
                 entry = _entry(line)
                 if entry is None:
+                    skipped += 1
                     continue
                 if model is not None and entry.get("model") != model:
                     continue
@@ -108,6 +111,7 @@ class AuditLog:
             log.error("cannot read audit log %s: %s", self.path, exc)
             return []
         kept.reverse()
+        self.last_skipped = skipped
         return kept
 
     def _all_lines_backwards(self) -> Iterator[bytes]:

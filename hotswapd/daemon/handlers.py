@@ -327,7 +327,7 @@ class Handlers:
         def read() -> Outcome:
             self._s.switchboard.settle()
             entries = self._s.audit.read(name, limit=max(1, min(limit, 10_000)), events=events, skip=max(0, skip))
-            return Outcome({"entries": entries})
+            return Outcome({"entries": entries, "skipped_lines": self._s.audit.last_skipped})
 
         return Queued("io", read)
 

@@ -22,6 +22,7 @@ def test_reads_the_last_entries_in_order_across_blocks_and_bad_lines(tmp_path: P
         assert entries[0] == lines[-1].encode()
     got = log.read("m", limit=5, events={"switch"})
     assert [entry["n"] for entry in got] == [191, 193, 195, 197, 199]
+    assert log.read(limit=10_000) and log.last_skipped == 2  # the torn line and the list, counted
     assert len(log.read(limit=10_000)) == 200
     assert AuditLog(tmp_path / "missing.jsonl").read() == []
 
