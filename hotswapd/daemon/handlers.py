@@ -113,9 +113,9 @@ class Services:
 
 
 def _option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = request.options.get(name, default)
-    if value is None:
-        return None
+    value = request.options.get(name)
+    if value is None:  # absent, or an explicit null: the default
+        return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python; on the wire `true` is never a number.
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):

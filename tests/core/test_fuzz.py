@@ -101,6 +101,7 @@ def test_the_daemon_answers_every_fuzzed_request_with_a_typed_reply(start: Start
             @given(st.lists(st.one_of(mutated_headers(), st.binary(max_size=100)), min_size=1, max_size=3))
             @example([HOSTILE_HEADERS[3]])
             @example([HOSTILE_HEADERS[4], b"text"])
+            @example([b'{"v": 1, "id": "x", "op": "history", "options": {"limit": null, "skip": null}}'])  # found by bench_faults
             def one(frames: list[bytes]) -> None:
                 sock.send_multipart(frames)
                 assert sock.poll(10_000), f"no reply to {frames!r}"
