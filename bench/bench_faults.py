@@ -259,7 +259,7 @@ def main() -> None:
         process = start(workdir, config, endpoint)
         stop = threading.Event()
 
-        def flip() -> None:
+        def flip(stop: threading.Event = stop) -> None:
             with Client(endpoint, timeout=5) as client:
                 version = "v1"
                 while not stop.is_set():

@@ -33,7 +33,9 @@ def validate(
                 check_source(spec.source, config.base_dir)
             except ModelLoadError as exc:
                 problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
-            if spec.embeddings_path and not (config.base_dir / spec.embeddings_path).exists():
+            except (OSError, ValueError) as exc:  # a name too long, a path the system refuses
+                problems.append(f"models.{name}.versions.{version}.source: {type(exc).__name__}: {str(exc)[:200]}")
+            if spec.embeddings_path and not _exists(config.base_dir / spec.embeddings_path):
                 problems.append(f"models.{name}.versions.{version}.embeddings_path: {spec.embeddings_path} does not exist")
     if problems:
         raise ConfigError(f"{target}: " + "; ".join(problems))
@@ -60,3 +62,10 @@ def reload(ctx: typer.Context) -> None:
     result = ctx.obj.client().reload_config()
     parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
     typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))
+
+
+def _exists(path: object) -> bool:
+    try:
+        return path.exists()  # type: ignore[attr-defined,no-any-return]
+    except (OSError, ValueError):
+        return False

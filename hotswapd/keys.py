@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hotswapd.errors import ConfigError
 from hotswapd.paths import config_dir
+from hotswapd.safefiles import is_regular, tighten
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
@@ -37,7 +38,7 @@ def authorized_dir() -> Path:
 
 def _private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    tighten(path, 0o700)
     return path
 
 
@@ -46,17 +47,20 @@ def init_keys() -> dict[str, str]:
     client key as ``local``. Returns the public keys."""
     import zmq.auth
 
-    base = _private_dir(keys_dir())
-    _private_dir(authorized_dir())
-    for name in ("server", "client"):
-        if not (base / f"{name}.key_secret").exists():
-            zmq.auth.create_certificates(str(base), name)
-        for suffix in (".key", ".key_secret"):
-            os.chmod(base / f"{name}{suffix}", 0o600)
-    client_public, _ = zmq.auth.load_certificate(str(base / "client.key_secret"))
+    try:
+        base = _private_dir(keys_dir())
+        _private_dir(authorized_dir())
+        for name in ("server", "client"):
+            if not (base / f"{name}.key_secret").exists():
+                zmq.auth.create_certificates(str(base), name)
+            for suffix in (".key", ".key_secret"):
+                tighten(base / f"{name}{suffix}", 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot create keys in {keys_dir()}: {exc.strerror or exc}") from exc
+    client_public, _ = _pair(base / "client.key_secret", "this client")
     if not any(public == client_public for public in authorized().values()):
         add_key("local", client_public.decode())
-    server_public, _ = zmq.auth.load_certificate(str(base / "server.key"))
+    server_public, _ = _pair(base / "server.key_secret", "the daemon")
     return {"server": server_public.decode(), "client": client_public.decode()}
 
 
@@ -65,7 +69,9 @@ def add_key(name: str, public_key: str) -> Path:
     if not KEY_NAME.match(name):
         raise ConfigError(f"key name {name!r} must match {KEY_NAME.pattern}")
     if not Z85_KEY.match(public_key):
-        raise ConfigError("a public key is 40 Z85 characters (as printed by `hs keys init` or `hs keys show`)")
+        raise ConfigError("a public key is 40 Z85 characters (as printed by `hs keys init`)")
+    if public_key.encode() in authorized().values():
+        raise ConfigError("that public key is already authorised under another name (`hs keys list`)")
     path = _private_dir(authorized_dir()) / f"{name}.key"
     if path.exists():
         raise ConfigError(f"a key named {name!r} is already authorised ({path}); remove it first")
@@ -93,6 +99,8 @@ def authorized() -> dict[str, bytes]:
     if not directory.is_dir():
         return found
     for path in sorted(directory.glob("*.key")):
+        if not is_regular(path):  # a FIFO would block the ZAP handler, and every new client
+            continue
         try:
             public, _ = zmq.auth.load_certificate(str(path))
         except (OSError, ValueError) as exc:  # a hand-edited or truncated file: skipped
@@ -116,6 +124,8 @@ def client_keys() -> tuple[bytes, bytes, bytes]:
 
     public, secret = _pair(keys_dir() / "client.key_secret", "this client")
     try:
+        if not is_regular(keys_dir() / "server.key"):
+            raise OSError("missing or not a regular file")
         server_public, _ = zmq.auth.load_certificate(str(keys_dir() / "server.key"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"TCP needs the daemon's public key {keys_dir() / 'server.key'}: {exc}; run `hs keys init`") from exc
@@ -126,6 +136,8 @@ def _pair(path: Path, whose: str) -> tuple[bytes, bytes]:
     import zmq.auth
 
     try:
+        if path.exists() and not is_regular(path):
+            raise OSError(f"{path} is not a regular file")
         public, secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"TCP endpoints need CURVE keys and {whose} has none ({path}: {exc}); run `hs keys init`") from exc

@@ -138,14 +138,18 @@ def ensure_private_dir(directory: Path) -> str | None:
     """Create one of hotswap's own directories owner-only (0700), and tighten it if it
     exists with wider permissions (it may hold the audit log, state, cached vectors). None
     when done; else why not (a read-only or foreign directory): the caller carries on."""
+    from hotswapd.safefiles import tighten
+
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        mode = directory.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(directory, 0o700)
+        # Missing ancestors are made owner-only too: XDG_RUNTIME_DIR created 0755 would be
+        # refused by platformdirs later, and clients would look for the lock elsewhere.
+        missing = [parent for parent in [directory, *directory.parents] if not parent.exists()]
+        for parent in reversed(missing):
+            parent.mkdir(mode=0o700, exist_ok=True)
+        if tighten(directory, 0o700):  # never through a symlink
             import logging
 
-            logging.getLogger("hotswapd").warning("tightened %s from %o to 700: it holds hotswap's private files", directory, mode)
+            logging.getLogger("hotswapd").warning("tightened %s to 700: it holds hotswap's private files", directory)
     except OSError as exc:
         return f"{directory}: {exc.strerror or exc}"
     return None

@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hotswapd.paths import ensure_private_dir
+from hotswapd.safefiles import tighten
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,7 @@ class AuditLog:
             log.error("audit log unavailable (%s); switches are not recorded", problem)
         for existing in self.files_newest_first():
             try:
-                if existing.exists() and existing.stat().st_mode & 0o077:
-                    os.chmod(existing, 0o600)
+                if tighten(existing, 0o600):  # a regular file of ours, never through a link
                     log.warning("tightened %s to 600: it names every model, version and switch", existing)
             except OSError:
                 pass  # not ours to change (read-only): reading it still works
@@ -50,8 +52,11 @@ class AuditLog:
         with self._lock:
             try:
                 self._rotate_if_full()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                # O_NONBLOCK: a FIFO put where the log should be must not block the writer.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
                 try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise OSError(f"{self.path} is not a regular file")
                     os.write(fd, line)
                 finally:
                     os.close(fd)
@@ -115,11 +120,26 @@ class AuditLog:
         return kept
 
     def _all_lines_backwards(self) -> Iterator[bytes]:
-        for path in self.files_newest_first():
-            try:
-                yield from _lines_backwards(path)
-            except FileNotFoundError:
-                continue
+        # Opened together under the writer's lock, so a rotation during the read cannot
+        # show an entry twice or out of order: the open files are the ones read.
+        handles = []
+        with self._lock:
+            for path in self.files_newest_first():
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    log.error("skipping %s in the audit trail: not a regular file", path)
+                    continue
+                handles.append(os.fdopen(fd, "rb"))
+        try:
+            for handle in handles:
+                yield from _lines_backwards(handle)
+        finally:
+            for handle in handles:
+                handle.close()
 
 
 def _entry(line: bytes) -> dict[str, Any] | None:
@@ -132,9 +152,9 @@ def _entry(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) else None
 
 
-def _lines_backwards(path: Path, block: int = READ_BLOCK) -> Iterator[bytes]:
+def _lines_backwards(source: Path | BinaryIO, block: int = READ_BLOCK) -> Iterator[bytes]:
     """The file's lines, last first, reading ``block`` bytes at a time."""
-    with open(path, "rb") as handle:
+    with (open(source, "rb") if isinstance(source, Path) else nullcontext(source)) as handle:
         position = handle.seek(0, os.SEEK_END)
         partial: list[bytes] = []  # the line being read, its later pieces first
         partial_size = 0

@@ -20,24 +20,46 @@ from hotswapd import keys
 log = logging.getLogger(__name__)
 
 
+class _KeyBook:
+    """The authorised keys, re-read only when the directory changes (adding or removing a
+    key file changes its mtime), so a flood of handshakes does not rescan it each time."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, int] | None = None
+        self._by_key: dict[bytes, str] = {}
+
+    def name_of(self, z85_key: bytes) -> str | None:
+        directory = keys.authorized_dir()
+        try:
+            info = directory.stat()
+            stamp = (info.st_mtime_ns, info.st_ino)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp or stamp is None:
+            self._by_key = {public: name for name, public in reversed(list(keys.authorized().items()))}
+            self._stamp = stamp
+        return self._by_key.get(z85_key)
+
+
 class _AuthorisedKeys:
-    """The credentials provider: asked for every CURVE handshake."""
+    """The credentials provider: asked for every CURVE handshake (on the ZAP thread)."""
+
+    def __init__(self, book: _KeyBook) -> None:
+        self._book = book
 
     def callback(self, domain: str, client_key: bytes) -> bool:
-        known = set(keys.authorized().values())
-        allowed = _z85(client_key) in known
+        allowed = self._book.name_of(_z85(client_key)) is not None
         if not allowed:
             log.warning("refused a TCP client with an unknown CURVE key %s", _z85(client_key).decode())
         return allowed
 
 
 class _NamingAuthenticator(ThreadAuthenticator):
+    book = _KeyBook()
+
     def curve_user_id(self, client_public_key: bytes) -> str:
         z85 = _z85(client_public_key)
-        for name, public in keys.authorized().items():
-            if public == z85:
-                return name
-        return z85.decode()
+        return self.book.name_of(z85) or z85.decode()
 
 
 def _z85(key: bytes) -> bytes:
@@ -50,7 +72,7 @@ def secure(context: zmq.Context[Any], socket: zmq.Socket[Any]) -> ThreadAuthenti
     public, secret = keys.server_keys()
     auth = _NamingAuthenticator(context)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_AuthorisedKeys())
+    auth.configure_curve_callback(domain="*", credentials_provider=_AuthorisedKeys(auth.book))
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_server = True

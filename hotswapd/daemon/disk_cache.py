@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from hotswapd.safefiles import tighten
+
 log = logging.getLogger(__name__)
 TRIM_EVERY = 1000  # writes between size checks
 
@@ -26,6 +28,8 @@ class DiskCache:
         self._writes = 0
         try:
             self._db = _open(path)
+        except sqlite3.OperationalError:
+            raise  # locked or busy (another process): not garbage; the caller goes without
         except sqlite3.DatabaseError as exc:
             # Not a database (garbage, a truncated file): set it aside and start empty.
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -70,9 +74,10 @@ def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    elif path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    else:
+        tighten(path, 0o600)  # never through a symlink
+    # A cache waits little for a lock another process holds: it serves without it instead.
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=1.0)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

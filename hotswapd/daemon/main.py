@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -75,7 +76,10 @@ def config_may_be_missing(explicit: str | None) -> bool:
 def embedding_cache(config: Config) -> EmbeddingCache:
     disk = None
     if config.cache.persist:
-        disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
+        try:
+            disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
+        except (OSError, sqlite3.Error) as exc:  # locked by another process, unwritable: serve without it
+            log.error("persistent cache unavailable (%s); serving with the in-memory cache only", exc)
     return EmbeddingCache(int(config.cache.max_mb * 2**20), disk)
 
 

@@ -14,9 +14,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hotswapd.safefiles import NotRegularFile, read_regular
 
 log = logging.getLogger(__name__)
 MAX_STATE_BYTES = 4 * 2**20
@@ -27,16 +29,22 @@ class _RolloutState(BaseModel):
 
     source: str
     target: str
-    strategy: str
-    share: float
+    strategy: Literal["canary", "split", "gradual"]
+    share: float = Field(ge=0, le=100, allow_inf_nan=False)
     sticky: bool = False
-    steps: list[float] = []
-    step_seconds: float | None = None
-    step_requests: int | None = None
+    steps: list[Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]] = Field(default_factory=list, max_length=100)
+    step_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    step_requests: int | None = Field(default=None, gt=0, le=10**9)
     forced: bool = False
     trigger: str = "cli"
-    started_at: float = 0.0
-    step_served: int = 0
+    started_at: float = Field(default=0.0, allow_inf_nan=False)
+    step_served: int = Field(default=0, ge=0, le=10**12)
+
+    @model_validator(mode="after")
+    def _gradual_has_steps(self) -> _RolloutState:
+        if self.strategy == "gradual" and not self.steps:
+            raise ValueError("a gradual rollout needs its steps")
+        return self
 
 
 class _RouteState(BaseModel):
@@ -63,15 +71,16 @@ class StateFile:
     def load(self) -> dict[str, Any]:
         """The saved state, validated; {} when there is none or it was unusable."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
+            return {}
+        except (NotRegularFile, ValueError) as exc:  # a FIFO, a device, a directory; too big
+            self._set_aside(str(exc))
             return {}
         except OSError as exc:
             log.error("cannot read state file %s (%s); starting from the config's defaults", self.path, exc.strerror)
             return {}
         try:
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError(f"{len(raw)} bytes, more than a state file ever holds")
             return _State.model_validate(json.loads(raw)).model_dump()
         except (ValueError, RecursionError, ValidationError) as exc:  # bad UTF-8/JSON, huge numbers, nesting, shape
             self._set_aside(f"{type(exc).__name__}: {str(exc)[:300]}")

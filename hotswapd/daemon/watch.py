@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def file_digest(path: Path) -> str | None:
+    from hotswapd.config import MAX_CONFIG_BYTES
+    from hotswapd.safefiles import read_regular
+
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular(path, MAX_CONFIG_BYTES)).hexdigest()
+    except (OSError, ValueError):  # missing, not a regular file (a FIFO would block), too big
         return None
 
 

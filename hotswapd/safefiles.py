@@ -1,0 +1,66 @@
+"""Reading files that anyone may have replaced: only regular files, never more than a bound.
+
+A FIFO, a device (/dev/zero) or a socket where a config, state, audit or key file should be
+would block a read forever or fill memory. Opening with O_NONBLOCK never blocks on a FIFO,
+and the file's type is checked on the open descriptor, so the check and the read are about
+the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+class NotRegularFile(OSError):
+    """The path exists but is not a regular file (a directory, FIFO, device or socket)."""
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; NotRegularFile for anything but a regular file, ValueError past
+    ``max_bytes``; FileNotFoundError and other OSErrors as they come."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{path} is {info.st_size} bytes; more than {max_bytes} is not one of ours")
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise ValueError(f"{path} grew past {max_bytes} bytes while read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def is_regular(path: Path) -> bool:
+    """A regular file (following links), without ever opening it."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def tighten(path: Path, mode: int) -> bool:
+    """chmod ``path`` to ``mode`` if it is our own regular file or directory, never through a
+    symbolic link (as root, a link could point at /dev/zero or a system file). True if changed."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(info.st_mode) or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        return False
+    if info.st_uid != os.geteuid() or not info.st_mode & 0o077:
+        return False
+    os.chmod(path, mode)
+    return True
