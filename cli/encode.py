@@ -55,7 +55,12 @@ def encode(
         writer.finish()
         out.flush()
         return
-    _encode_stdin(writer, client.encode_stream(read_lines(sys.stdin.buffer, chunk_size), model, normalize=normalize, key=key, pin=not follow))
+    from hotswapd.errors import InvalidText, TextTooLong
+
+    try:
+        _encode_stdin(writer, client.encode_stream(read_lines(sys.stdin.buffer, chunk_size), model, normalize=normalize, key=key, pin=not follow))
+    except (InvalidText, TextTooLong) as exc:  # name the line, as the user counts them
+        raise type(exc)(exc.message.replace("input text ", "line ", 1), exc.index) from None
     out.flush()
 
 

@@ -34,13 +34,26 @@ def switch(
     abort: Annotated[bool, typer.Option("--abort", help="End the rollout in progress; all traffic back to the old version.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Make VERSION active (loaded and warmed first), or roll it out gradually."""
+    """Make VERSION active (loaded and warmed first), or roll it out gradually.
+
+    --steps, --step-seconds and --step-requests imply --gradual when no strategy is named;
+    options that do not apply to the strategy chosen are a usage error, never ignored.
+    """
     target = target or []
+    gradual_options = [name for name, value in (("--steps", steps), ("--step-seconds", step_seconds), ("--step-requests", step_requests)) if value is not None]
+    if abort and (gradual_options or canary is not None or split is not None or gradual or sticky_key or force):
+        raise typer.BadParameter("--abort takes no other option")
+    if gradual_options and (canary is not None or split is not None):
+        raise typer.BadParameter(f"{', '.join(gradual_options)} apply to --gradual only, not to --canary or --split")
+    if gradual_options and not gradual:
+        gradual = True  # unambiguous: only a gradual rollout has steps
+    if sticky_key and canary is None and split is None and not gradual:
+        raise typer.BadParameter("--sticky-key applies to a rollout (--canary, --split or --gradual), not to an immediate switch")
     client = ctx.obj.client()
     if abort:
         if len(target) > 1:
             raise typer.BadParameter("--abort takes at most MODEL", param_hint="[MODEL]")
-        _show(client.abort_rollout(target[0] if target else None), as_json)
+        _show(client.abort_rollout(target[0] if target else None, trigger="cli"), as_json)
         return
     if not 1 <= len(target) <= 2:
         raise typer.BadParameter("give VERSION or MODEL VERSION", param_hint="[MODEL] VERSION")
@@ -56,7 +69,7 @@ def switch(
             options[key] = value
     if sticky_key:
         options["sticky"] = True
-    _show(client.switch(model, version, strategy, **options), as_json)
+    _show(client.switch(model, version, strategy, **{**options, "trigger": "cli"}), as_json)
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -80,7 +93,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 
 def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(help="Model (default: the default model).")] = None, as_json: JsonFlag = False) -> None:
     """Return to the previous active version, or end a rollout in progress."""
-    _show(ctx.obj.client().rollback(model), as_json)
+    _show(ctx.obj.client().rollback(model, trigger="cli"), as_json)
 
 
 def history(

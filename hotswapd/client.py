@@ -13,12 +13,12 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from hotswapd.errors import Busy, DaemonDied, DaemonError, DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, error_from_wire
+from hotswapd.errors import Busy, DaemonDied, DaemonError, DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, TextTooLong, error_from_wire
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
@@ -76,6 +76,18 @@ class EncodeResult:
             values = memoryview(swapped)
         dim = self.dim
         return [values[i * dim : (i + 1) * dim].tolist() for i in range(self.count)]
+
+
+def _in_input_terms(receive: Callable[[], EncodeResult], start: int) -> EncodeResult:
+    """A chunk's answer; a text error names the text by its position in the whole input
+    ("input text 600", counted from 1, as a line number is), not inside the chunk."""
+    try:
+        return receive()
+    except (InvalidText, TextTooLong) as exc:
+        if exc.index is None:
+            raise
+        position = start + exc.index
+        raise type(exc)(exc.message.replace(f"text {exc.index}", f"input text {position + 1}", 1), position) from None
 
 
 def _as_bytes(index: int, text: Text) -> bytes:
@@ -151,7 +163,7 @@ class Client:
         self._outstanding.pop(request_id, None)
         body, payload, ok = reply
         if not ok:
-            raise error_from_wire(body["code"], body["message"], body.get("retry_after"))
+            raise error_from_wire(body["code"], body["message"], body.get("retry_after"), body.get("index"))
         return body, payload
 
     def _await(self, request_id: str, timeout: float | None) -> _Decoded:
@@ -217,20 +229,27 @@ class Client:
         refuses as ``busy`` is sent again after the daemon's retry hint, in order.
         """
         iterator = iter(chunks)
+        start = 0  # input position of the chunk's first text: errors name the text in input terms
         if pin and (model is None or "@" not in model):
             first = next(iterator, None)
             if first is None:
                 return
-            result = self._encode_retrying(first, model, normalize, key)
+            result = _in_input_terms(lambda: self._encode_retrying(first, model, normalize, key), start)
             model = f"{result.model}@{result.version}"
+            start += len(first)
             yield result
-        pending: deque[tuple[str, Sequence[Text]]] = deque()
+        pending: deque[tuple[str, Sequence[Text], int]] = deque()
         for chunk in iterator:
-            pending.append((self._send_encode(chunk, model, normalize, key), chunk))
+            pending.append((self._send_encode(chunk, model, normalize, key), chunk, start))
+            start += len(chunk)
             if len(pending) >= window:
-                yield self._receive_retrying(*pending.popleft(), model, normalize, key)
+                yield self._receive_in_order(pending.popleft(), model, normalize, key)
         while pending:
-            yield self._receive_retrying(*pending.popleft(), model, normalize, key)
+            yield self._receive_in_order(pending.popleft(), model, normalize, key)
+
+    def _receive_in_order(self, sent: tuple[str, Sequence[Text], int], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
+        request_id, chunk, start = sent
+        return _in_input_terms(lambda: self._receive_retrying(request_id, chunk, model, normalize, key), start)
 
     def _encode_retrying(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
         return self._receive_retrying(self._send_encode(texts, model, normalize, key), texts, model, normalize, key)
@@ -281,15 +300,16 @@ class Client:
     def switch(self, model: str | None, version: str, strategy: str = "immediate", **options: Any) -> dict[str, Any]:
         """Make ``version`` active (strategy immediate) or start a canary/split/gradual rollout.
 
-        Options: share (percent), sticky, steps, step_seconds, step_requests, force.
+        Options: share (percent), sticky, steps, step_seconds, step_requests, force. The
+        audit log records the switch as made through the API (``hs`` passes trigger="cli").
         """
-        return self.request("switch", model=model, options={"version": version, "strategy": strategy, **options})[0]
+        return self.request("switch", model=model, options={"version": version, "strategy": strategy, "trigger": "api", **options})[0]
 
-    def abort_rollout(self, model: str | None = None) -> dict[str, Any]:
-        return self.request("switch", model=model, options={"abort": True})[0]
+    def abort_rollout(self, model: str | None = None, *, trigger: str = "api") -> dict[str, Any]:
+        return self.request("switch", model=model, options={"abort": True, "trigger": trigger})[0]
 
-    def rollback(self, model: str | None = None) -> dict[str, Any]:
-        return self.request("rollback", model=model)[0]
+    def rollback(self, model: str | None = None, *, trigger: str = "api") -> dict[str, Any]:
+        return self.request("rollback", model=model, options={"trigger": trigger})[0]
 
     def history(self, model: str | None = None, *, limit: int = 50, all_events: bool = False, skip: int = 0) -> list[dict[str, Any]]:
         """The last ``limit`` audit entries (at most 10,000 a call), oldest first; ``skip``

@@ -77,11 +77,20 @@ class EmptyRequest(RequestError):
     code = "empty_request"
 
 
-class InvalidText(RequestError):
+class _TextError(RequestError):
+    """An error about one text of a request; ``index`` is its position in the request, so a
+    client that split a larger input can name the text in the caller's terms."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class InvalidText(_TextError):
     code = "invalid_text"
 
 
-class TextTooLong(RequestError):
+class TextTooLong(_TextError):
     code = "text_too_long"
 
 
@@ -161,8 +170,11 @@ ERRORS_BY_CODE: dict[str, type[HotswapError]] = {
 }
 
 
-def error_from_wire(code: str, message: str, retry_after: float | None = None) -> HotswapError:
+def error_from_wire(code: str, message: str, retry_after: float | None = None, index: int | None = None) -> HotswapError:
     """Rebuild the exception a daemon reported; unknown codes become the root class."""
     if code == Busy.code:
         return Busy(message, retry_after if retry_after is not None else 0.1)
-    return ERRORS_BY_CODE.get(code, HotswapError)(message)
+    cls = ERRORS_BY_CODE.get(code, HotswapError)
+    if issubclass(cls, _TextError):
+        return cls(message, index)
+    return cls(message)

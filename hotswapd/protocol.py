@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         code: str
         message: str
         retry_after: float
+        index: int
 
     class ReplyHeader(TypedDict, total=False):
         v: int
@@ -160,6 +161,9 @@ def encode_error(request_id: str, error: HotswapError) -> list[bytes]:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         body["retry_after"] = round(float(retry_after), 3)  # seconds, for `busy`
+    index = getattr(error, "index", None)
+    if index is not None:
+        body["index"] = int(index)  # which text of the request, for invalid_text / text_too_long
     header: ReplyHeader = {"v": WIRE_VERSION, "id": request_id, "ok": False, "error": body}
     return [json.dumps(header, separators=(",", ":")).encode()]
 
@@ -179,5 +183,8 @@ def decode_reply(frames: list[memoryview]) -> tuple[str, dict[str, Any], list[me
         retry_after = error.get("retry_after")
         if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool) and 0 <= retry_after <= 3600:
             body["retry_after"] = float(retry_after)
+        index = error.get("index")
+        if type(index) is int and index >= 0:
+            body["index"] = index
         return rid, body, [], False
     raise ProtocolError("reply header has neither a result nor an error")

@@ -91,8 +91,8 @@ class DaemonState:
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
     "encode": {"normalize", "key", "deadline_ms"},
-    "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort"},
-    "rollback": set(),
+    "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
+    "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
 }
 
@@ -121,6 +121,16 @@ def _option(request: Request, name: str, kind: type | tuple[type, ...], default:
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise ProtocolError(f"option {name!r} of op {request.op!r} must be {' or '.join(k.__name__ for k in kinds)}")
     return value
+
+
+TRIGGERS = ("cli", "api")  # who asked, as the audit log records it; the client says which
+
+
+def _trigger(request: Request) -> str:
+    trigger = _option(request, "trigger", str, "api")
+    if trigger not in TRIGGERS:
+        raise ProtocolError(f"option 'trigger' must be one of {', '.join(TRIGGERS)}")
+    return trigger  # type: ignore[no-any-return]
 
 
 class Handlers:
@@ -293,7 +303,7 @@ class Handlers:
         name, _, _ = self._registry.resolve(request.model)
         if _option(request, "abort", bool, False):
             # Not behind a switch that may be loading for a while on the control thread.
-            return Queued("io", lambda: Outcome(self._s.switchboard.abort(name, reason="aborted by request", client=request.peer)))
+            return Queued("io", lambda: Outcome(self._s.switchboard.abort(name, reason="aborted by request", trigger=_trigger(request), client=request.peer)))
         version = _option(request, "version", str)
         if not version:
             raise ProtocolError("op 'switch' needs option 'version'")
@@ -311,12 +321,13 @@ class Handlers:
             step_requests=_option(request, "step_requests", int),
             force=_option(request, "force", bool, False),
             client=request.peer,
+            trigger=_trigger(request),
         )
         return Queued("control", lambda: Outcome(self._s.switchboard.switch(switch)))
 
     def _op_rollback(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
-        return Queued("control", lambda: Outcome(self._s.switchboard.rollback(name, client=request.peer)))
+        return Queued("control", lambda: Outcome(self._s.switchboard.rollback(name, trigger=_trigger(request), client=request.peer)))
 
     def _op_history(self, request: Request) -> Queued:
         name = self._registry.resolve(request.model)[0] if request.model else None
@@ -350,11 +361,11 @@ class Handlers:
         for index, frame in enumerate(frames):
             if len(frame) > limits.max_text_bytes:
                 raise TextTooLong(
-                    f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)"
+                    f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)", index
                 )
             try:
                 bytes(frame).decode("utf-8")  # validated now, decoded again when its batch runs
                 texts.append(frame if isinstance(frame, bytes) else bytes(frame))
             except UnicodeDecodeError as exc:
-                raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})") from exc
+                raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})", index) from exc
         return texts

@@ -266,6 +266,8 @@ class Daemon:
             finally:
                 self._watcher.mark_applied()
             self.state.config_error = None
+            # A config file that appeared after a start on the built-in default is now the one.
+            self.state.config_path = self._origin.name if (config.path or not self._origin.is_file) else None
             return self._apply(config, trigger)
         finally:
             systemd.notify("READY=1")
