@@ -102,7 +102,7 @@ def test_unknown_model_is_one_line_on_stderr(hs: HsRunner) -> None:
 def test_non_utf8_stdin_is_refused_clearly(hs: HsRunner) -> None:
     done = hs("encode", "-m", "tiny", stdin=b"good\n\xff\xfe bad\n")
     assert done.returncode == 1
-    assert done.stderr.decode().strip() == "hs: error: text 1 is not valid UTF-8 (byte 0)"
+    assert done.stderr.decode().strip() == "hs: error: line 2 is not valid UTF-8 (byte 0)"  # the input line, counted from 1
 
 
 def test_no_daemon_and_no_autostart(tmp_path) -> None:
