@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from hotswapd.errors import Busy, DaemonDied, DaemonError, DaemonNotRunning, DaemonTimeout, InvalidText, ProtocolError, TextTooLong, error_from_wire
+from hotswapd.errors import (
+    Busy,
+    DaemonDied,
+    DaemonError,
+    DaemonNotRunning,
+    DaemonTimeout,
+    InvalidText,
+    ProtocolError,
+    TextTooLong,
+    error_from_wire,
+)
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request

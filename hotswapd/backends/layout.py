@@ -44,8 +44,8 @@ def _read_json(path: Path) -> dict | list | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: unreadable: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, nesting
+        raise ModelLoadError(f"{path}: unreadable: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def read_layout(root: Path) -> ModelLayout:

@@ -189,9 +189,13 @@ def _cache_key(source: Path, reference: Path | None, variant: str) -> str:
 def _cached_or_created(key: str, arguments: list[str], version: VersionConfig) -> dict[str, Any]:
     """The check of a cached export, or export and check now (in a subprocess) and cache it."""
     final = _cache_root() / key
-    if (final / "check.json").is_file():
-        log.info("onnx: reusing %s", final)
-        return {**json.loads((final / "check.json").read_text()), "exported_now": False}
+    if (final / "check.json").exists():
+        cached = _read_check(final)
+        if cached is not None:
+            log.info("onnx: reusing %s", final)
+            return {**cached, "exported_now": False}
+        log.warning("onnx: the cached export %s has an unusable check.json; exporting again", final)
+        shutil.rmtree(final, ignore_errors=True)
     staging = _cache_root() / f"{key}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     command = [sys.executable, "-m", "hotswapd.backends.onnx_export", *arguments, "--out", str(staging)]
@@ -213,7 +217,25 @@ def _cached_or_created(key: str, arguments: list[str], version: VersionConfig) -
         shutil.rmtree(staging, ignore_errors=True)  # another daemon placed the same export first
     for item in final.iterdir():
         item.chmod(0o444)
-    return {**json.loads((final / "check.json").read_text()), "exported_now": True}
+    fresh = _read_check(final)
+    if fresh is None:
+        raise ModelLoadError(f"ONNX export wrote an unusable {final / 'check.json'}")
+    return {**fresh, "exported_now": True}
+
+
+def _read_check(directory: Path) -> dict[str, Any] | None:
+    """The export's agreement check, or None if the file is not one (the cache is a
+    directory on disk: anything may have written it)."""
+    from hotswapd.safefiles import read_regular
+
+    try:
+        check = json.loads(read_regular(directory / "check.json", 1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return None
+    numbers = ("mean_cosine", "min_cosine", "sample_size")
+    if not isinstance(check, dict) or not all(isinstance(check.get(key), (int, float)) and not isinstance(check.get(key), bool) for key in numbers):
+        return None
+    return check
 
 
 def _enforce(check: dict[str, Any], threshold: float, what: str) -> None:

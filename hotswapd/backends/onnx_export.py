@@ -26,7 +26,6 @@ from hotswapd.backends.onnx import OPSET
 from hotswapd.probe import PROBE_TEXTS
 
 
-
 def check_sample() -> list[str]:
     """Short texts, ~200-token passages, and one past any max sequence length (truncation)."""
     passages = [" ".join(PROBE_TEXTS[i:] + PROBE_TEXTS[:i]) for i in range(0, 16, 4)]

@@ -97,7 +97,7 @@ class SageMakerEmbedder:
             raise InferenceError(f"endpoint {name!r} unreachable: {exc}") from exc
         try:
             answer = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, huge numbers, deep nesting
             raise InferenceError(f"endpoint {name!r} answered invalid JSON: {body[:80]!r}") from exc
         if isinstance(answer, dict):
             answer = answer.get("predictions", answer.get("embeddings"))

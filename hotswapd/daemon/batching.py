@@ -201,10 +201,6 @@ class Batcher:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def queued_pieces(self) -> int:
-        with self._cond:
-            return len(self._queue)
-
     def stop(self) -> None:
         with self._cond:
             self._stopping = True

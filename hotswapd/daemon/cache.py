@@ -46,15 +46,6 @@ class EmbeddingCache:
         data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
         return hashlib.blake2b(data, digest_size=16, key=version + bytes([normalize])).digest()
 
-    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        """Both tiers, counted: the blocking form of :meth:`memory_lookup` + :meth:`disk_lookup`."""
-        found = self.memory_lookup(keys)
-        if self.disk is not None and any(vector is None for vector in found):
-            found = self.disk_lookup(keys, found)
-        hits = sum(vector is not None for vector in found)
-        self.count(hits, len(keys) - hits)
-        return found
-
     def memory_lookup(self, keys: list[bytes]) -> list[bytes | None]:
         """The in-memory tier only (cheap: the socket thread calls it); not counted."""
         with self._lock:
@@ -78,10 +69,6 @@ class EmbeddingCache:
         with self._lock:
             self.stats.hits += hits
             self.stats.misses += misses
-
-    def put_many(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        self.remember(keys, vectors)
-        self.persist(keys, vectors)
 
     def remember(self, keys: list[bytes], vectors: np.ndarray) -> None:
         """Store in the in-memory tier."""

@@ -31,10 +31,11 @@ from hotswapd.daemon.batching import BatchLimits
 from hotswapd.daemon.describe import describe_loaded, describe_model
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
-from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
-from hotswapd.daemon.switching import Switchboard, SwitchRequest
+from hotswapd.daemon.switch_request import SwitchRequest
+from hotswapd.daemon.switching import Switchboard
 from hotswapd.daemon.workers import Pool, Workers
 from hotswapd.errors import (
     BatchTooLarge,

@@ -73,14 +73,6 @@ class Inference:
         else:
             self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, found)
 
-    def encode(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits) -> tuple[np.ndarray, int]:
-        """Blocking form of :meth:`submit`: the vectors in order, and how many came from the cache."""
-        from concurrent.futures import Future
-
-        future: Future[tuple[np.ndarray, int]] = Future()
-        self.submit(loaded, texts, normalize, limits, lambda result, error: future.set_exception(error) if error else future.set_result(result))  # type: ignore[arg-type]
-        return future.result()
-
     def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``work`` on the inference thread, never beside a batch (warm-up, probes)."""
         return self.batcher.call(work, timeout)

@@ -7,6 +7,7 @@ holds the record itself and how a config edit of serving-only fields is applied 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,3 +50,21 @@ def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
     if config.batch_size != loaded.config.batch_size and hasattr(loaded.embedder, "batch_size"):
         loaded.embedder.batch_size = config.batch_size  # backends read it per call
     loaded.config = config
+
+
+@dataclass
+class Slot:
+    """The registry's per-version state: the lock that serialises its loads, and what it holds."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded: LoadedVersion | None = None
+    last_error: str | None = None
+    failures: int = 0  # failed loads; callers that waited on one share its failure
+
+
+def split_spec(spec: str | None) -> tuple[str | None, str | None]:
+    """``"name@version"`` -> (name, version); ``"name"`` -> (name, None)."""
+    if spec is None:
+        return None, None
+    name, sep, version = spec.partition("@")
+    return (name or None), (version if sep else None)

@@ -19,19 +19,20 @@ import zmq
 from hotswapd import __version__, keys, paths, systemd
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
+from hotswapd.daemon import memory
 from hotswapd.daemon.admission import Admission, limits_from
 from hotswapd.daemon.audit import AuditLog
-from hotswapd.daemon.handlers import DaemonState, Handlers, Services
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.daemon.disk_cache import DiskCache
+from hotswapd.daemon.handlers import DaemonState, Handlers, Services
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
-from hotswapd.daemon import memory
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
 from hotswapd.daemon.statefile import StateFile
-from hotswapd.daemon.switching import Switchboard, SwitchRequest
+from hotswapd.daemon.switch_request import SwitchRequest
+from hotswapd.daemon.switching import Switchboard
 from hotswapd.daemon.ticker import Ticker
 from hotswapd.daemon.workers import Workers
 from hotswapd.errors import ConfigError, HotswapError

@@ -18,41 +18,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psutil
 
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
-from hotswapd.daemon.bounded import run_bounded
-from hotswapd.daemon.loaded import LoadedVersion, apply_live, changed_fields
 from hotswapd.daemon import memory
-from hotswapd.fingerprint import fingerprint
+from hotswapd.daemon.bounded import run_bounded
+from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
+from hotswapd.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EventSink = Callable[..., Any]
-
-
-@dataclass
-class _Slot:
-    """Per-version state: the lock that serialises its loads, and what it holds."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    loaded: LoadedVersion | None = None
-    last_error: str | None = None
-    failures: int = 0  # failed loads; callers that waited on one share its failure
-
-
-def split_spec(spec: str | None) -> tuple[str | None, str | None]:
-    """``"name@version"`` -> (name, version); ``"name"`` -> (name, None)."""
-    if spec is None:
-        return None, None
-    name, sep, version = spec.partition("@")
-    return (name or None), (version if sep else None)
 
 
 DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free their memory
@@ -61,7 +42,7 @@ DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free 
 class Registry:
     def __init__(self, config: Config, on_event: EventSink | None = None, closer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._config = config
-        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._slots: dict[tuple[str, str], Slot] = {}
         # Guards slots, leases and the retired list; never held across I/O or a load.
         self._guard = threading.Condition(threading.Lock())
         self._process = psutil.Process()
@@ -98,9 +79,9 @@ class Registry:
     def _configured(self) -> str:
         return ", ".join(sorted(self._config.models)) or "(none)"
 
-    def _slot(self, model: str, version: str) -> _Slot:
+    def _slot(self, model: str, version: str) -> Slot:
         with self._guard:
-            return self._slots.setdefault((model, version), _Slot())
+            return self._slots.setdefault((model, version), Slot())
 
     # -- leases --------------------------------------------------------------------------
     def try_lease(self, model: str, version: str) -> LoadedVersion | None:
@@ -179,12 +160,12 @@ class Registry:
             raise UnknownVersion(f"{model}@{version} is not in the config")
         return model_cfg.versions[version]
 
-    def _load_into(self, slot: _Slot, model: str, version: str) -> LoadedVersion:
+    def _load_into(self, slot: Slot, model: str, version: str) -> LoadedVersion:
         loaded = self._load(slot, model, version, self._spec(model, version))
         self._place(slot, model, version, loaded)
         return loaded
 
-    def _place(self, slot: _Slot, model: str, version: str, loaded: LoadedVersion) -> LoadedVersion | None:
+    def _place(self, slot: Slot, model: str, version: str, loaded: LoadedVersion) -> LoadedVersion | None:
         """Put a fresh load in its slot; returns what it replaced. A version removed from the
         config while it loaded is retired at once (closed after the requests that wait on it)."""
         with self._guard:
@@ -197,7 +178,7 @@ class Registry:
         return old
 
     # -- loading -------------------------------------------------------------------------
-    def _load(self, slot: _Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
+    def _load(self, slot: Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
         started = time.perf_counter()
         key = (model, version)
@@ -295,7 +276,7 @@ class Registry:
         """Versions unloaded by the budget, a ttl or `hs evict`, and why (until they load again)."""
         return [{"model": m, "version": v, **info} for (m, v), info in sorted(self._evicted.items())]
 
-    def _failed(self, slot: _Slot, model: str, version: str, reason: str) -> None:
+    def _failed(self, slot: Slot, model: str, version: str, reason: str) -> None:
         slot.last_error = reason
         slot.failures += 1
         log.error("loading %s@%s failed: %s", model, version, reason)

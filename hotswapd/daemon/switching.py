@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
@@ -30,6 +29,7 @@ from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.rollout import STRATEGIES, Rollout, Route
 from hotswapd.daemon.statefile import StateFile
+from hotswapd.daemon.switch_request import SwitchRequest, new_rollout, persisted, summary
 from hotswapd.errors import (
     HotswapError,
     IncompatibleVersions,
@@ -45,23 +45,6 @@ TICK_SECONDS = 0.1
 T = TypeVar("T")
 Exclusive = Callable[[Callable[[], Any]], Any]
 WARM_UP_TEXTS = ["hotswap warm-up", "a second, somewhat longer warm-up sentence for the new version"]
-
-
-@dataclass(frozen=True)
-class SwitchRequest:
-    model: str
-    target: str
-    strategy: str = "immediate"
-    share: float | None = None
-    sticky: bool | None = None
-    steps: list[float] | None = None
-    step_seconds: float | None = None
-    step_requests: int | None = None
-    force: bool = False
-    trigger: str = "cli"
-    event: str = "switch"
-    check_space: bool = True
-    client: str | None = None  # the CURVE key's name of a TCP client, for the audit log
 
 
 class Switchboard:
@@ -167,7 +150,7 @@ class Switchboard:
             route = self._routes[request.model]
             current, rollout = route.active, route.rollout
         if request.target == current and rollout is None:
-            return self._summary(request, current, "unchanged")
+            return summary(request, current, "unchanged")
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
         try:
             self._prepare(request.model, request.target)
@@ -184,14 +167,14 @@ class Switchboard:
                     self._complete(request.model, route, request.target)
                     outcome = "done"
                 else:
-                    route.rollout = self._new_rollout(request, model_cfg, current)
+                    route.rollout = new_rollout(request, model_cfg, current)
                     self._health.forget(request.model, request.target)
                     outcome = "started"
             unsaved = self._persist()
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
                                trigger=request.trigger, outcome=outcome, forced=request.force or None,
                                share=route.rollout.share if route.rollout else None, not_persisted=unsaved, client=request.client)
-        return {**self._summary(request, current, outcome), **_persisted(unsaved)}
+        return {**summary(request, current, outcome), **persisted(unsaved)}
 
     def _model_config(self, model: str) -> ModelConfig:
         model_cfg = self._registry.config.models.get(model)
@@ -241,24 +224,6 @@ class Switchboard:
                     f"agree only {mean:.4f} on the probe set (min {lowest:.4f}; need {threshold}); switch with --force to override"
                 )
 
-    @staticmethod
-    def _new_rollout(request: SwitchRequest, model_cfg: ModelConfig, current: str) -> Rollout:
-        defaults = model_cfg.rollout
-        steps = request.steps or defaults.steps
-        share = steps[0] if request.strategy == "gradual" else (request.share if request.share is not None else defaults.share)
-        return Rollout(
-            source=current,
-            target=request.target,
-            strategy=request.strategy,
-            share=float(share),
-            sticky=defaults.sticky if request.sticky is None else request.sticky,
-            steps=[float(s) for s in steps],
-            step_seconds=request.step_seconds if request.step_seconds is not None else (None if request.step_requests else defaults.step_seconds),
-            step_requests=request.step_requests if request.step_requests is not None else defaults.step_requests,
-            forced=request.force,
-            trigger=request.trigger,
-        )
-
     def _complete(self, model: str, route: Route, target: str) -> None:
         """Make ``target`` the active version (caller holds the lock)."""
         old = route.active
@@ -268,10 +233,6 @@ class Switchboard:
         release = self._registry.config.models[model].rollout.release_previous_after
         if release is not None and old != target:
             self._releases.append((time.monotonic() + release, model, old))  # under _lock
-
-    @staticmethod
-    def _summary(request: SwitchRequest, current: str, outcome: str) -> dict[str, Any]:
-        return {"model": request.model, "from": current, "to": request.target, "strategy": request.strategy, "outcome": outcome, "forced": request.force}
 
     def rollback(self, model: str, trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """Undo the last change: end a rollout in progress, or return to the previous version."""
@@ -301,7 +262,7 @@ class Switchboard:
             unsaved = self._persist()
             self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason, not_persisted=unsaved, client=client)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
-        return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason, **_persisted(unsaved)}
+        return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason, **persisted(unsaved)}
 
     # -- periodic work (socket thread) ----------------------------------------------------
     def tick(self) -> None:
@@ -412,7 +373,3 @@ class Switchboard:
         with self._lock:
             return sorted(self._routes)
 
-
-def _persisted(unsaved: str | None) -> dict[str, Any]:
-    """What a reply says of persistence: ``persisted``, and why not when it was not."""
-    return {"persisted": True} if unsaved is None else {"persisted": False, "not_persisted": unsaved}

@@ -171,3 +171,13 @@ def test_config_validate_with_an_absurd_source_is_one_line(tmp_path: Path) -> No
     config.write_text(f'[models.m]\nactive = "v1"\n[models.m.versions.v1]\nsource = "{"x" * 100_000}"\n')
     done = run_hs("config", "validate", str(config))
     assert done.returncode == 2 and len(done.stderr.decode().strip().splitlines()) == 1, done.stderr[-500:]
+
+
+def test_an_unusable_onnx_export_check_is_not_trusted(tmp_path: Path) -> None:
+    from hotswapd.backends.onnx import _read_check
+
+    for garbage in (b"[" * 5000, b'{"mean_cosine": ' + b"9" * 5000 + b"}", b"\xff", b'{"mean_cosine": "high"}', b"[]"):
+        (tmp_path / "check.json").write_bytes(garbage)
+        assert _read_check(tmp_path) is None
+    (tmp_path / "check.json").write_text('{"mean_cosine": 0.999, "min_cosine": 0.99, "sample_size": 21}')
+    assert _read_check(tmp_path) == {"mean_cosine": 0.999, "min_cosine": 0.99, "sample_size": 21}
