@@ -16,7 +16,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import bench, compare, config, daemon, encode, keys, models, switching
+from hotswap_cli import bench, compare, config, daemon, doctor, encode, keys, models, switching
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command()(switching.history)
 app.command()(compare.compare)
 app.command()(bench.bench)
 app.command()(models.metrics)
+app.command()(doctor.doctor)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
