@@ -13,7 +13,7 @@ import typer
 from hotswapd.client import Client
 from hotswapd.probe import PROBE_TEXTS
 
-from hotswap_cli.output import print_json, print_table
+from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 HISTORY_SHOWN = 20
 
@@ -129,8 +129,7 @@ def _record(rows: list[dict[str, Any]]) -> None:
 
 def _show_history(as_json: bool) -> None:
     path = _history_path()
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    entries = entries[-HISTORY_SHOWN:]
+    entries = _read_history(path)[-HISTORY_SHOWN:]
     if as_json:
         print_json(entries)
         return
@@ -141,14 +140,46 @@ def _show_history(as_json: bool) -> None:
         speed = entry["texts_per_s"]
         trend = f"{(speed / previous[name] - 1) * 100:+.0f}%" if name in previous else ""
         previous[name] = speed
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["at"]))
+        when = short_time(entry["at"]) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))
         rows.append([when, name, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}", f"b{entry['batch_size']} c{entry['concurrency']}"])
-    print_table(f"bench history ({path})", ["when", "version", "texts/s", "vs last", "p50 ms", "p99 ms", "setup"], rows)
+    print_table(f"bench history ({path})", HISTORY_COLUMNS, rows)
+
+
+BENCH_COLUMNS = [
+    Column("version"),
+    Column("backend", drop=4),
+    Column("load", drop=3),
+    Column("memory", drop=2),
+    Column("p50/p95/p99 ms"),
+    Column("cached p50", drop=1),
+    Column("texts/s"),
+    Column("cos vs first", drop=5),
+]
+HISTORY_COLUMNS = [Column("when"), Column("version"), Column("texts/s"), Column("vs last"), Column("p50 ms"), Column("p99 ms", drop=1), Column("setup", drop=2)]
+HISTORY_KEYS = {"at": (int, float), "model": str, "version": str, "texts_per_s": (int, float), "p50_ms": (int, float), "p99_ms": (int, float), "batch_size": int, "concurrency": int}
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """The runs recorded in ``path``; a line that is not a whole, well-typed record (a run
+    killed mid-write, a hand edit) is skipped, not a traceback."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) for key, kind in HISTORY_KEYS.items()):
+            entries.append(entry)
+    return entries
 
 
 def bench(
     ctx: typer.Context,
-    specs: Annotated[list[str] | None, typer.Argument(help="MODEL or MODEL@VERSION, one or more (default: the default model).")] = None,
+    specs: Annotated[list[str] | None, typer.Argument(help="MODEL or MODEL@VERSION, one or more (default: the default model).", metavar="[MODEL[@VERSION]]...")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="Texts, one per line.", exists=True, dir_okay=False)] = None,
     corpus: Annotated[str, typer.Option(help="Texts to use without --input: 'builtin'.")] = "builtin",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per request in the throughput phase.")] = 32,
@@ -157,7 +188,10 @@ def bench(
     history: Annotated[bool, typer.Option("--history", help="Show past runs and their trend instead of measuring.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Measure versions through the daemon: load, memory, latency, throughput, cache, agreement."""
+    """Measure versions through the daemon: load, memory, latency, throughput, cache, agreement.
+
+    Example: hs bench minilm@v1 minilm@v2 --duration 10; hs bench --history
+    """
     if history:
         _show_history(as_json)
         return
@@ -196,6 +230,6 @@ def bench(
         ])
     print_table(
         f"hs bench: {len(texts)} texts, batch {batch_size}, {concurrency} clients, {duration:g} s each (★ fastest)",
-        ["version", "backend", "load", "memory", "p50 / p95 / p99 ms", "cached p50 ms", "texts/s", "cosine vs first"],
+        BENCH_COLUMNS,
         table,
     )

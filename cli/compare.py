@@ -10,7 +10,7 @@ import typer
 from hotswapd.client import Client
 from hotswapd.probe import PROBE_TEXTS
 
-from hotswap_cli.output import print_json, print_table
+from hotswap_cli.output import Column, print_json, print_table
 
 NEIGHBOURS = 10
 
@@ -23,16 +23,18 @@ def _sample(path: Path | None, limit: int) -> list[str]:
 
 
 def _encode_timed(client: Client, texts: list[str], spec: str, chunk: int = 256) -> tuple[Any, float, float]:
-    """All vectors, throughput (texts/s) and single-text p50 latency (ms) of one version."""
+    """All vectors, throughput (texts/s) and single-text p50 latency (ms) of one version,
+    computed by the model: the daemon's embedding cache is bypassed (no_cache), or a second
+    run would time cache hits."""
     import numpy as np
 
     started = time.perf_counter()
-    parts = [client.encode(texts[i : i + chunk], spec).embeddings for i in range(0, len(texts), chunk)]
+    parts = [client.encode(texts[i : i + chunk], spec, no_cache=True).embeddings for i in range(0, len(texts), chunk)]
     throughput = len(texts) / (time.perf_counter() - started)
     latencies = []
     for text in texts[:50]:
         t = time.perf_counter()
-        client.encode([text], spec)
+        client.encode([text], spec, no_cache=True)
         latencies.append((time.perf_counter() - t) * 1000)
     return np.vstack(parts), throughput, float(np.median(latencies))
 
@@ -65,14 +67,17 @@ def compare_vectors(a: Any, b: Any) -> dict[str, float | None]:
 
 def compare(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model name.")],
-    first: Annotated[str, typer.Argument(help="A version.")],
-    second: Annotated[str, typer.Argument(help="Another version.")],
+    model: Annotated[str, typer.Argument(help="Model name.", metavar="MODEL")],
+    first: Annotated[str, typer.Argument(help="A version.", metavar="VERSION")],
+    second: Annotated[str, typer.Argument(help="Another version.", metavar="VERSION")],
     input_file: Annotated[Path | None, typer.Option("--input", help="Sample texts, one per line (default: a built-in probe set).", exists=True, dir_okay=False)] = None,
     limit: Annotated[int, typer.Option(help="At most this many lines of --input.", min=2)] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Encode a sample with two versions: agreement, neighbour overlap, speed."""
+    """Encode a sample with two versions: agreement, neighbour overlap, speed (cache bypassed).
+
+    Example: hs compare minilm v1 v2 --input sample.txt
+    """
     texts = _sample(input_file, limit)
     client = ctx.obj.client()
     a, speed_a, p50_a = _encode_timed(client, texts, f"{model}@{first}")
@@ -93,14 +98,23 @@ def compare(
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
+    # Speed is a figure per version; agreement is one figure for the pair, so it gets its
+    # own table rather than a cell under either version.
     print_table(
         f"{model}: {first} vs {second} on {len(texts)} texts",
-        ["", first, second],
+        [Column(""), Column(first), Column(second)],
         [
             ["dimension", str(a.shape[1]), str(b.shape[1])],
             ["throughput (texts/s)", f"{speed_a:.1f}", f"{speed_b:.1f}"],
             ["one text p50 (ms)", f"{p50_a:.2f}", f"{p50_b:.2f}"],
-            ["mean / min cosine", fmt(result["mean_cosine"]), fmt(result["min_cosine"])],
-            [f"top-{NEIGHBOURS} neighbour overlap", fmt(result["neighbour_overlap"]), ""],
+        ],
+    )
+    print_table(
+        "agreement",
+        [Column("measure"), Column("value")],
+        [
+            ["mean cosine", fmt(result["mean_cosine"])],
+            ["min cosine", fmt(result["min_cosine"])],
+            [f"top-{NEIGHBOURS} neighbour overlap", fmt(result["neighbour_overlap"])],
         ],
     )

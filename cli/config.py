@@ -14,9 +14,12 @@ app = typer.Typer(help="Check and locate the config file.", no_args_is_help=True
 @app.command()
 def validate(
     ctx: typer.Context,
-    path: Annotated[str | None, typer.Argument(help="Config file or ssm:/PARAMETER (default: the one the daemon reads).")] = None,
+    path: Annotated[str | None, typer.Argument(help="Config file or ssm:/PARAMETER (default: the one the daemon reads).", metavar="[PATH]")] = None,
 ) -> None:
-    """Check a config: TOML syntax, schema, and that every source and embeddings file exists."""
+    """Check a config: TOML syntax, schema, and that every source and embeddings file exists.
+
+    Example: hs config validate ~/.config/hotswapd/config.toml
+    """
     # Imported here: pydantic is needed by this command only.
     from hotswapd.config_origin import origin_for
     from hotswapd.errors import ConfigError, ModelLoadError
@@ -45,7 +48,10 @@ def validate(
 
 @app.command()
 def path(ctx: typer.Context) -> None:
-    """Print the config file the daemon reads, and where that choice came from."""
+    """Print the config file the daemon reads, and where that choice came from.
+
+    Example: hs config path
+    """
     settings = ctx.obj
     target = resolve_config_path(settings.config)
     origin = {"commandline": "--config", "environment": CONFIG_ENV}.get(settings.config_origin, "default")
@@ -58,7 +64,10 @@ def path(ctx: typer.Context) -> None:
 
 @app.command()
 def reload(ctx: typer.Context) -> None:
-    """Make the daemon re-read its config now (as SIGHUP does); a bad file changes nothing."""
+    """Make the daemon re-read its config now (as SIGHUP does); a bad file changes nothing.
+
+    Example: hs config reload
+    """
     result = ctx.obj.client().reload_config()
     parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
     typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))

@@ -1,14 +1,18 @@
 """``hs encode``: texts in, embeddings out."""
 
 
+import os
+import stat
 import sys
+import time
 from collections.abc import Iterator
 from enum import Enum
 from typing import Annotated, BinaryIO
 
 import typer
 
-from hotswapd.client import EncodeResult
+from hotswapd.client import Client, EncodeResult
+from hotswapd.protocol import VECTOR_DTYPE
 
 from hotswap_cli.formats import WRITERS, Writer
 from hotswap_cli.settings import Settings
@@ -16,10 +20,19 @@ from hotswap_cli.settings import Settings
 STDIN_CHUNK = 256  # texts per request when streaming stdin; well under daemon.max_batch_texts
 
 
-def read_lines(stream: BinaryIO, chunk_size: int) -> Iterator[list[bytes]]:
+class ReadCounter:
+    """How far through its input ``read_lines`` is, for the progress bar's ETA."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+def read_lines(stream: BinaryIO, chunk_size: int, counter: ReadCounter | None = None) -> Iterator[list[bytes]]:
     """Lines of ``stream`` as raw bytes (the daemon checks UTF-8), ``chunk_size`` at a time."""
     chunk: list[bytes] = []
     for line in stream:
+        if counter is not None:
+            counter.bytes += len(line)
         chunk.append(line.rstrip(b"\r\n") if line.endswith(b"\n") else line)
         if len(chunk) == chunk_size:
             yield chunk
@@ -36,19 +49,25 @@ class OutputFormat(str, Enum):
 
 def encode(
     ctx: typer.Context,
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; none or '-' reads one text per line from stdin.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (default: daemon.default_model).")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.json,
-    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Return vectors without L2 normalisation.")] = False,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; none or '-' reads one text per line from stdin.", metavar="TEXT...")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL or MODEL@VERSION (default: daemon.default_model).", metavar="MODEL")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format; npy needs a redirect (> vectors.npy).")] = OutputFormat.json,
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Return the pooled vectors without L2 normalisation (the model's own Normalize step is skipped too).")] = False,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Texts per request when reading stdin.")] = STDIN_CHUNK,
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Reading stdin, follow the active version instead of pinning the first chunk's.")] = False,
 ) -> None:
-    """Embed texts with a model served by the daemon."""
+    """Embed texts with a model served by the daemon.
+
+    Examples: hs encode "hello world" -m minilm; cat docs.txt | hs encode -f jsonl > out.jsonl;
+    hs encode -f npy < docs.txt > vectors.npy
+    """
+    out = sys.stdout.buffer
+    if fmt is OutputFormat.npy and sys.stdout.isatty():
+        raise typer.BadParameter("npy is binary and stdout is a terminal; redirect it: hs encode ... -f npy > vectors.npy", param_hint="'--format'")
     settings: Settings = ctx.obj
     client = settings.client()
     normalize = False if no_normalize else None
-    out = sys.stdout.buffer
     writer: Writer = WRITERS[fmt.value](out)
     if texts and texts != ["-"]:
         writer.write(client.encode(texts, model, normalize=normalize, key=key))
@@ -57,26 +76,62 @@ def encode(
         return
     from hotswapd.errors import InvalidText, TextTooLong
 
+    counter = ReadCounter()
     try:
-        _encode_stdin(writer, client.encode_stream(read_lines(sys.stdin.buffer, chunk_size), model, normalize=normalize, key=key, pin=not follow))
+        results = client.encode_stream(read_lines(sys.stdin.buffer, chunk_size, counter), model, normalize=normalize, key=key, pin=not follow)
+        if not _encode_stdin(writer, results, counter):
+            # Empty input: still say which model and dimension, so a script's (0, dim)
+            # array or "dim" field is right.
+            writer.write(_empty_result(client, model))
+        writer.finish()
     except (InvalidText, TextTooLong) as exc:  # name the line, as the user counts them
         raise type(exc)(exc.message.replace("input text ", "line ", 1), exc.index) from None
     out.flush()
 
 
-def _encode_stdin(writer: Writer, results: Iterator[EncodeResult]) -> None:
-    if not sys.stderr.isatty():
-        for result in results:
-            writer.write(result)
-        writer.finish()
-        return
-    from rich.console import Console
-    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def _empty_result(client: Client, model: str | None) -> EncodeResult:
+    loaded = client.preload(model)
+    head = {"dtype": VECTOR_DTYPE, "model": loaded["model"], "version": loaded["version"], "fingerprint": loaded.get("fingerprint"), "dim": loaded["dimension"], "count": 0}
+    return EncodeResult(head, memoryview(b""))
 
-    columns = (SpinnerColumn(), TextColumn("encoding"), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("encode", total=None)
+
+def _input_size() -> int | None:
+    """stdin's size when it is a regular file (``< docs.txt``): the progress bar can then
+    show an ETA. A pipe has no size."""
+    try:
+        info = os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
+
+
+def _encode_stdin(writer: Writer, results: Iterator[EncodeResult], counter: ReadCounter) -> int:
+    """Write every result; returns the rows written. On a terminal: a progress bar while
+    it runs and a summary line at the end, on stderr."""
+    if not sys.stderr.isatty():
+        rows = 0
         for result in results:
             writer.write(result)
-            progress.advance(task, result.count)
-    writer.finish()
+            rows += result.count
+        return rows
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    size = _input_size()
+    console = Console(stderr=True)
+    columns = [SpinnerColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f}/s"), TimeElapsedColumn()]
+    if size is not None:
+        columns[1:1] = [BarColumn(), TextColumn("{task.percentage:>3.0f}%")]
+        columns.append(TimeRemainingColumn())
+    started = time.perf_counter()
+    rows, version = 0, "-"
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("encode", total=size, rows=0, rate=0.0)
+        for result in results:
+            writer.write(result)
+            rows += result.count
+            version = f"{result.model}@{result.version}"
+            progress.update(task, completed=counter.bytes, rows=rows, rate=rows / max(time.perf_counter() - started, 1e-9))
+    seconds = time.perf_counter() - started
+    console.print(f"encoded {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s) with {version}", highlight=False)
+    return rows

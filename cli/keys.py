@@ -14,7 +14,10 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 @app.command("init")
 def init(as_json: JsonFlag = False) -> None:
-    """Create the daemon's and your key pairs (if missing) and allow your key in as `local`."""
+    """Create the daemon's and your key pairs (if missing) and allow your key in as `local`.
+
+    Example: hs keys init
+    """
     from hotswapd.keys import init_keys, keys_dir
 
     public = init_keys()
@@ -28,18 +31,24 @@ def init(as_json: JsonFlag = False) -> None:
 
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="A name for the client (recorded in the audit log).")],
-    public_key: Annotated[str, typer.Argument(help="The client's public key: 40 Z85 characters.")],
+    name: Annotated[str, typer.Argument(help="A name for the client (recorded in the audit log).", metavar="NAME")],
+    public_key: Annotated[str, typer.Argument(help="The client's public key: 40 Z85 characters.", metavar="PUBLIC_KEY")],
 ) -> None:
-    """Allow a client in by its public key; takes effect at its next connection."""
+    """Allow a client in by its public key; takes effect at its next connection.
+
+    Example: hs keys add laptop 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7'
+    """
     from hotswapd.keys import add_key
 
     typer.echo(f"authorised {name}: {add_key(name, public_key)}")
 
 
 @app.command("remove")
-def remove(name: Annotated[str, typer.Argument(help="The client's name.")]) -> None:
-    """Stop letting a client in (from its next connection)."""
+def remove(name: Annotated[str, typer.Argument(help="The client's name.", metavar="NAME")]) -> None:
+    """Stop letting a client in (from its next connection).
+
+    Example: hs keys remove laptop
+    """
     from hotswapd.errors import ConfigError
     from hotswapd.keys import remove_key
 
@@ -50,7 +59,10 @@ def remove(name: Annotated[str, typer.Argument(help="The client's name.")]) -> N
 
 @app.command("list")
 def list_keys(as_json: JsonFlag = False) -> None:
-    """The clients allowed in, with their public keys."""
+    """The clients allowed in, with their public keys.
+
+    Example: hs keys list
+    """
     from hotswapd.keys import authorized
 
     rows = [[name, key.decode()] for name, key in authorized().items()]

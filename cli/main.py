@@ -17,6 +17,7 @@ from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
 from hotswap_cli import bench, compare, config, daemon, doctor, encode, keys, models, switching
+from hotswap_cli.arguments import USAGE_ERRORS, hoist_global_options
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command()(encode.encode)
 app.command()(models.models)
@@ -48,14 +50,27 @@ EXIT_NOT_RUNNING = daemon.EXIT_NOT_RUNNING
 EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: the daemon's queue is full; retrying later will work
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"hs {version('hotswap')}")
+        except PackageNotFoundError:
+            typer.echo("hs (version unknown: not installed as a package)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
     socket: Annotated[str | None, typer.Option(help="Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.", envvar="HOTSWAPD_SOCKET", show_envvar=True)] = None,
     config_file: Annotated[str | None, typer.Option("--config", help="Config file for a daemon this command starts.", envvar="HOTSWAPD_CONFIG", show_envvar=True)] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer.", min=0.001)] = DEFAULT_TIMEOUT,
-    no_autostart: Annotated[bool, typer.Option("--no-autostart", help="Fail instead of starting a daemon when none runs (env HOTSWAPD_NO_AUTOSTART=1).")] = False,
+    no_autostart: Annotated[bool, typer.Option("--no-autostart", help="Fail instead of starting a daemon when none runs.", envvar="HOTSWAPD_NO_AUTOSTART", show_envvar=True)] = False,
+    show_version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
 ) -> None:
+    """Global options may also follow the command: hs encode "x" --timeout 5."""
     source = ctx.get_parameter_source("config_file")
     ctx.obj = Settings(
         socket=socket,
@@ -76,10 +91,20 @@ def exit_code(error: HotswapError) -> int:
     return EXIT_ERROR
 
 
-def run() -> None:
-    """Console-script entry point: every HotswapError becomes one line on stderr."""
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error, usage errors included, is one line on stderr."""
+    command = typer.main.get_command(app)
+    args = hoist_global_options(command, sys.argv[1:] if argv is None else argv)
     try:
-        app()
+        code = command.main(args, prog_name="hs", standalone_mode=False)
+    except USAGE_ERRORS as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `hs` or `hs daemon`: the help
+            typer.echo(error.format_message())
+            sys.exit(0)
+        sys.stderr.write(f"hs: error: {_usage_message(error)}\n")
+        sys.exit(EXIT_CONFIG)
+    except typer.Abort:
+        sys.exit(130)
     except HotswapError as error:
         sys.stderr.write(f"hs: error: {error.message}\n")
         sys.exit(exit_code(error))
@@ -89,3 +114,12 @@ def run() -> None:
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error: Exception) -> str:
+    """click's message, with where to look, on one line."""
+    message = " ".join(error.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(error, "ctx", None)
+    where = f" (see: {context.command_path} --help)" if context is not None else ""
+    return message + where

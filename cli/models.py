@@ -1,62 +1,77 @@
 """``hs models``, ``hs preload``, ``hs evict``, ``hs status``."""
 
 
+import time
 from typing import Annotated, Any
 
 import typer
 
-from hotswap_cli.output import human_ago, human_bytes, human_duration, print_json, print_table
+from hotswap_cli.output import Column, human_ago, human_bytes, human_duration, print_json, print_table, short_duration
 from hotswap_cli.settings import Settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print model names only, one per line.")]
+
+MODELS_COLUMNS = [
+    Column("model"),
+    Column("version"),
+    Column("active"),
+    Column("state"),
+    Column("memory", drop=3),
+    Column("dim", drop=5),
+    Column("max tokens", drop=6),
+    Column("unloads", drop=4),
+    Column("backend", drop=7),
+    Column("source", drop=9, wrap=True),
+    Column("error", note=True),
+]
 
 
-def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List configured models and what is loaded."""
-    rows = ctx.obj.client().models()
+def models(ctx: typer.Context, as_json: JsonFlag = False, quiet: QuietFlag = False) -> None:
+    """List every configured version: which is active, its share, loaded or not, memory.
+
+    Example: hs models; hs models -q; hs models --json | jq '.[].name'
+    """
+    rows = ctx.obj.client(start=False).models()
     if as_json:
         print_json(rows)
         return
-    table = []
-    for row in rows:
-        table.append(_model_row(row))
-        # Other loaded versions (a previous one kept for rollback, a canary, a pinned one).
-        for item in row.get("loaded_detail", []):
-            if item["version"] != row["version"]:
-                table.append(_loaded_row(item))
-    print_table("models", ["name", "version", "backend", "source", "loaded", "memory", "device", "last used"], table)
+    if quiet:
+        typer.echo("\n".join(row["name"] for row in rows))
+        return
+    print_table("models", MODELS_COLUMNS, [version_row(row, item) for row in rows for item in row.get("version_detail", [])])
 
 
-def _loaded_row(item: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        item["version"],
-        item["backend"],
-        "",
-        "yes" + (" (pinned)" if item["pinned"] else ""),
-        human_bytes(item["memory_bytes"]),
-        item["device"],
-        human_ago(item["last_used"]),
-    ]
-
-
-def _model_row(row: dict[str, Any]) -> list[str]:
-    name = row["name"] + (" (default)" if row.get("default") else "")
-    loaded = "yes" if row["loaded"] else ("failed" if row.get("last_error") else "no")
+def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
+    """One line of `hs models`: a configured version of a model."""
+    name = model["name"] + (" (default)" if model.get("default") else "")
+    if item["active"]:
+        active = "*" if item["share"] >= 100 else f"* {item['share']:g}%"
+    else:
+        active = f"{item['share']:g}%" if item["share"] > 0 else ""
+    unloads = "-"
+    if item["state"] == "loaded":
+        unloads = "pinned" if item["pinned"] else ("in " + short_duration(max(0.0, item["unloads_at"] - time.time())) if item["unloads_at"] else "never")
     return [
         name,
-        row["version"],
-        row["backend"],
-        row["source"],
-        loaded,
-        human_bytes(row.get("memory_bytes")),
-        row.get("device") or "-",
-        human_ago(row.get("last_used")),
+        item["version"],
+        active,
+        item["state"],
+        human_bytes(item.get("memory_bytes")),
+        str(item["dimension"]) if item.get("dimension") else "-",
+        str(item["max_tokens"]) if item.get("max_tokens") else "-",
+        unloads,
+        item["backend"],
+        item["source"],
+        item.get("last_error") or "",
     ]
 
 
-def preload(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to load now.")], as_json: JsonFlag = False) -> None:
-    """Load a model's active version now, so the next encode does not wait."""
+def preload(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to load now (MODEL@VERSION for another version).", metavar="MODEL")], as_json: JsonFlag = False) -> None:
+    """Load a model's active version now, so the next encode does not wait.
+
+    Example: hs preload minilm; hs preload minilm@v2
+    """
     result = ctx.obj.client().preload(name)
     if as_json:
         print_json(result)
@@ -67,8 +82,11 @@ def preload(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model 
     )
 
 
-def evict(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to unload.")], as_json: JsonFlag = False) -> None:
-    """Unload a model; it loads again on next use."""
+def evict(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to unload.", metavar="MODEL")], as_json: JsonFlag = False) -> None:
+    """Unload a model; it loads again on next use.
+
+    Example: hs evict minilm
+    """
     result = ctx.obj.client().evict(name)
     if as_json:
         print_json(result)
@@ -78,9 +96,12 @@ def evict(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to
 
 
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Show the daemon: pid, uptime, socket, config, loaded models, memory."""
+    """Show the daemon: pid, uptime, socket, config, loaded models, memory. Never starts one.
+
+    Example: hs status; hs status --json
+    """
     settings: Settings = ctx.obj
-    info = settings.client().status()
+    info = settings.client(start=False).status()
     if as_json:
         print_json(info)
         return
@@ -88,8 +109,11 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 
 def metrics(ctx: typer.Context) -> None:
-    """Print the daemon's Prometheus metrics (text exposition format)."""
-    typer.echo(ctx.obj.client().metrics(), nl=False)
+    """Print the daemon's Prometheus metrics (text exposition format).
+
+    Example: hs metrics | grep hotswapd_requests
+    """
+    typer.echo(ctx.obj.client(start=False).metrics(), nl=False)
 
 
 def show_status(info: dict[str, Any]) -> None:
@@ -126,4 +150,4 @@ def show_status(info: dict[str, Any]) -> None:
         ])
     if info.get("config_error"):
         rows.append(["config error", info["config_error"]])
-    print_table(f"hotswapd {info['version']}", ["", ""], rows, header=False)
+    print_table(f"hotswapd {info['version']}", [Column("field"), Column("value", wrap=True)], rows, header=False)

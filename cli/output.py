@@ -1,27 +1,110 @@
-"""Printing for people (rich, imported only when a table is drawn) and for scripts (JSON)."""
+"""Printing for people (rich, imported only when a table is drawn) and for scripts.
+
+A listing goes out three ways: a rich table on a terminal, sized to it; tab-separated
+lines with a header when stdout is a pipe or a file (what ``cut`` and ``awk`` read); JSON
+with ``--json``. At any width the identifying columns (name, version, time) are printed
+whole: columns marked ``drop`` go first, from the right, and long free text (``note``
+columns: reasons, errors) is printed under the table with a marker in its cell.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+NOTE_INLINE = 24  # a note column's text longer than this goes under the table
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    drop: int = 0  # 0: always shown; otherwise dropped on a narrow terminal, highest first
+    note: bool = False  # long values go under the table, marked [n] in the cell
+    wrap: bool = False  # may wrap inside its cell (a path) rather than be dropped
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def print_table(title: str, columns: list[str], rows: list[list[str]], *, header: bool = True) -> None:
-    from rich.console import Console
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_table(title: str, columns: Sequence[Column | str], rows: list[list[str]], *, header: bool = True, console: Console | None = None) -> None:
+    """A table on a terminal (or on ``console``), TSV with a header line elsewhere."""
+    spec = [c if isinstance(c, Column) else Column(c) for c in columns]
+    if console is None and not stdout_is_terminal():
+        write_tsv(spec, rows, header=header)
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    render_table(console, title, spec, rows, header=header)
+
+
+def write_tsv(columns: Sequence[Column], rows: list[list[str]], *, header: bool = True) -> None:
+    def clean(cell: str) -> str:
+        return " ".join(cell.split()) if cell.strip() else "-"
+
+    lines = ["\t".join(c.header.replace(" ", "_") or f"col{i}" for i, c in enumerate(columns))] if header else []
+    lines += ["\t".join(clean(cell) for cell in row) for row in rows]
+    sys.stdout.write("".join(line + "\n" for line in lines))
+
+
+def render_table(console: Console, title: str, columns: Sequence[Column], rows: list[list[str]], *, header: bool = True) -> None:
+    from rich.measure import Measurement
+
+    rows, notes = _move_notes(columns, rows)
+    shown = list(range(len(columns)))
+    for index in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: (-columns[i].drop, -i)):
+        table = _table(title, columns, rows, shown, header)
+        if Measurement.get(console, console.options, table).maximum <= console.width:
+            break
+        shown.remove(index)
+    console.print(_table(title, columns, rows, shown, header))
+    for number, text in notes:
+        console.print(f"[{number}] {text}", markup=False, highlight=False, soft_wrap=False)
+
+
+def _move_notes(columns: Sequence[Column], rows: list[list[str]]) -> tuple[list[list[str]], list[tuple[int, str]]]:
+    notes: list[tuple[int, str]] = []
+    moved = []
+    for row in rows:
+        row = list(row)
+        for i, column in enumerate(columns):
+            if column.note and len(row[i]) > NOTE_INLINE:
+                notes.append((len(notes) + 1, row[i]))
+                row[i] = f"[{len(notes)}]"
+        moved.append(row)
+    return moved, notes
+
+
+def _table(title: str, columns: Sequence[Column], rows: list[list[str]], shown: list[int], header: bool) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_header=header)
-    for column in columns:
-        table.add_column(column)
+    table = Table(title=title or None, title_justify="left", show_header=header, box=None if not header else _box(), pad_edge=False)
+    for i in shown:
+        # "fold", never "ellipsis": when even the kept columns are too wide for the terminal,
+        # a name continues on the next line rather than losing its end to "…".
+        table.add_column(columns[i].header, no_wrap=not (columns[i].wrap or columns[i].note), overflow="fold")
     for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+        table.add_row(*(row[i] for i in shown), end_section=False)
+    return table
+
+
+def _box() -> Any:
+    from rich import box
+
+    return box.SIMPLE_HEAD  # no side walls: three fewer characters per column than the default
 
 
 def human_bytes(value: int | None) -> str:
@@ -51,4 +134,25 @@ def human_duration(seconds: float) -> str:
 def human_ago(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return human_duration(max(0.0, time.time() - timestamp)) + " ago"
+    return short_duration(max(0.0, time.time() - timestamp)) + " ago"
+
+
+def short_duration(seconds: float) -> str:
+    """The largest unit or two: 45s, 3m12s, 2h5m, 4d3h (fits a narrow column)."""
+    seconds = int(seconds)
+    for size, unit, smaller, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"), (60, "m", 1, "s")):
+        if seconds >= size:
+            rest = (seconds % size) // smaller
+            return f"{seconds // size}{unit}" + (f"{rest}{small_unit}" if rest else "")
+    return f"{seconds}s"
+
+
+def short_time(timestamp: float, now: float | None = None) -> str:
+    """HH:MM:SS today, 'Nov 29 14:02' this year, '2025-11-29' before: never wider than 12."""
+    now = time.time() if now is None else now
+    at, today = time.localtime(timestamp), time.localtime(now)
+    if at[:3] == today[:3]:
+        return time.strftime("%H:%M:%S", at)
+    if at.tm_year == today.tm_year:
+        return time.strftime("%b %d %H:%M", at)
+    return time.strftime("%Y-%m-%d", at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotswapd.client import DEFAULT_TIMEOUT, Client
 from hotswapd.errors import DaemonNotRunning
@@ -25,19 +26,36 @@ class Settings:
     def endpoint(self) -> str:
         return resolve_endpoint(self.socket)
 
-    def client(self) -> Client:
-        """A client for the daemon, starting one first when none runs and autostart is on."""
+    def client(self, *, start: bool = True) -> Client:
+        """A client for the daemon. When none runs, commands that need one (``start``) start
+        it if autostart is on; read-only commands (status, models, history, metrics) never
+        do: they say none is running, as ``systemctl status`` does (exit 3)."""
         client = Client(self.socket, timeout=self.timeout)
         try:
             client.check_daemon()
         except DaemonNotRunning:
-            if not self.autostart:
+            if not (start and self.autostart):
                 raise
             from hotswapd.launcher import daemon_log_path, start_daemon
 
             print(f"hs: no daemon on {client.endpoint}; starting hotswapd (log: {daemon_log_path()})", file=sys.stderr)
             start_daemon(client.endpoint, self.config)
+            return client
+        if self.config and self.config_origin != "default":
+            _warn_other_config(client, self.config)
         return client
+
+
+def _warn_other_config(client: Client, wanted: str) -> None:
+    """--config names the config of a daemon this command starts; one already runs, maybe
+    with another file. Say so rather than let the option be silently ignored."""
+    running = client.status().get("config_path")
+    if running is None or Path(running).resolve() != Path(wanted).expanduser().resolve():
+        print(
+            f"hs: warning: the running daemon uses {running or 'the built-in default config'}, not {wanted}; "
+            "--config applies to a daemon hs starts (restart it to change: hs daemon stop)",
+            file=sys.stderr,
+        )
 
 
 def autostart_default() -> bool:

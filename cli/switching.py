@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hotswap_cli.output import print_json, print_table
+from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -22,7 +22,7 @@ def _parse_steps(value: str | None) -> list[float] | None:
 
 def switch(
     ctx: typer.Context,
-    target: Annotated[list[str] | None, typer.Argument(help="[MODEL] VERSION (MODEL may be left out when a default model is set).", metavar="[MODEL] VERSION")] = None,
+    target: Annotated[list[str] | None, typer.Argument(help="[MODEL] VERSION (MODEL may be left out when a default model is set).", metavar="[MODEL] VERSION", show_default=False)] = None,
     canary: Annotated[float | None, typer.Option(help="Send this percent of requests to VERSION; promote later with a plain switch.", min=0.01, max=100)] = None,
     split: Annotated[float | None, typer.Option(help="A/B: send this percent of requests to VERSION until promoted or aborted.", min=0.01, max=100)] = None,
     gradual: Annotated[bool, typer.Option("--gradual", help="Step the share up on a schedule (--steps), each step gated on health.")] = False,
@@ -38,6 +38,8 @@ def switch(
 
     --steps, --step-seconds and --step-requests imply --gradual when no strategy is named;
     options that do not apply to the strategy chosen are a usage error, never ignored.
+
+    Examples: hs switch minilm v2; hs switch minilm v2 --canary 5; hs switch minilm v2 --steps 10,50,100
     """
     target = target or []
     gradual_options = [name for name, value in (("--steps", steps), ("--step-seconds", step_seconds), ("--step-requests", step_requests)) if value is not None]
@@ -91,26 +93,33 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"hs: warning: applied but not persisted: {result.get('not_persisted')}", err=True)
 
 
-def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(help="Model (default: the default model).")] = None, as_json: JsonFlag = False) -> None:
-    """Return to the previous active version, or end a rollout in progress."""
+def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(help="Model (default: the default model).", metavar="[MODEL]")] = None, as_json: JsonFlag = False) -> None:
+    """Return to the previous active version, or end a rollout in progress.
+
+    Example: hs rollback minilm
+    """
     _show(ctx.obj.client().rollback(model, trigger="cli"), as_json)
 
 
 def history(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    model: Annotated[str | None, typer.Argument(help="Only this model.", metavar="[MODEL]")] = None,
     limit: Annotated[int, typer.Option(help="How many entries, newest last.", min=1)] = 50,
     all_events: Annotated[bool, typer.Option("--all", help="Also loads, unloads and config reloads.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Switches, rollbacks and rollouts: when, from, to, how, why, and how it ended."""
-    entries = ctx.obj.client().history(model, limit=limit, all_events=all_events)
+    """Switches, rollbacks and rollouts: when, from, to, how, why, and how it ended.
+
+    Example: hs history minilm --limit 10
+    """
+    entries = ctx.obj.client(start=False).history(model, limit=limit, all_events=all_events)
     if as_json:
         print_json(entries)
         return
+    now = time.time()
     rows = [
         [
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["ts"])),
+            short_time(entry["ts"], now) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["ts"])),
             entry.get("model", "-"),
             entry["event"],
             entry.get("from", entry.get("version", "-")),
@@ -122,4 +131,17 @@ def history(
         ]
         for entry in entries
     ]
-    print_table("history", ["when", "model", "event", "from", "to", "strategy", "trigger", "outcome", "reason"], rows)
+    print_table("history", HISTORY_COLUMNS, rows)
+
+
+HISTORY_COLUMNS = [
+    Column("when"),
+    Column("model"),
+    Column("event"),
+    Column("from"),
+    Column("to"),
+    Column("strategy", drop=2),
+    Column("trigger", drop=3),
+    Column("outcome", drop=1),
+    Column("reason", note=True),
+]

@@ -221,13 +221,14 @@ class Client:
         return self.receive(self.send(op, model=model, options=options, payload=payload), timeout)
 
     # -- API ----------------------------------------------------------------------------
-    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None) -> EncodeResult:
+    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None, no_cache: bool = False) -> EncodeResult:
         """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts).
 
         ``model`` may pin a version as ``"name@version"``. ``key`` is the sticky key of a
-        rollout: the same key always lands on the same version.
+        rollout: the same key always lands on the same version. ``no_cache`` skips the
+        daemon's embedding cache (to time the model itself).
         """
-        request_id = self._send_encode(texts, model, normalize, key, timeout)
+        request_id = self._send_encode(texts, model, normalize, key, timeout, no_cache)
         return self._receive_encode(request_id, timeout)
 
     def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, window: int = 4, pin: bool = True) -> Iterator[EncodeResult]:
@@ -275,12 +276,14 @@ class Client:
                 request_id = self._send_encode(texts, model, normalize, key)
         raise AssertionError("unreachable")
 
-    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None, timeout: float | None = None) -> str:
+    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None, timeout: float | None = None, no_cache: bool = False) -> str:
         if isinstance(texts, (str, bytes)):
             raise TypeError("encode takes a sequence of texts, not a single string")
         options: dict[str, Any] = {} if normalize is None else {"normalize": normalize}
         if key is not None:
             options["key"] = key
+        if no_cache:
+            options["no_cache"] = True
         # The daemon drops queued work whose caller has given up waiting for it.
         options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else timeout) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]

@@ -102,3 +102,30 @@ def test_switch_between_torch_and_int8_under_load(client: Client, daemon: Runnin
             worker.join()
     assert not errors, errors[:3]
     assert served["st"] > 0 and served["int8"] > 0
+
+
+@pytest.mark.parametrize("version", ["st", "fp32"])
+def test_no_normalize_returns_the_pooled_vectors(client: Client, version: str) -> None:
+    """all-MiniLM-L6-v2 ships a Normalize module; normalize=False must not be a no-op."""
+    texts = check_sample()[:6]
+    raw = client.encode(texts, f"minilm@{version}", normalize=False).embeddings
+    unit = client.encode(texts, f"minilm@{version}").embeddings
+    norms = np.linalg.norm(raw, axis=1)
+    assert np.all(np.abs(norms - 1.0) > 0.1), norms
+    np.testing.assert_allclose(raw / norms[:, None], unit, atol=1e-5)
+
+
+def test_torch_and_onnx_pooled_vectors_agree(client: Client) -> None:
+    texts = check_sample()[:6]
+    torch_raw = client.encode(texts, "minilm@st", normalize=False).embeddings
+    onnx_raw = client.encode(texts, "minilm@fp32", normalize=False).embeddings
+    np.testing.assert_allclose(onnx_raw, torch_raw, rtol=1e-3, atol=1e-4)
+
+
+def test_fingerprint_tells_backends_apart_and_weights_agree(client: Client) -> None:
+    described = {version: client.preload(f"minilm@{version}") for version in ("st", "fp32", "int8")}
+    fingerprints = {version: info["fingerprint"] for version, info in described.items()}
+    assert len(set(fingerprints.values())) == 3, fingerprints
+    assert len({info["weights"] for info in described.values()}) == 1
+    replies = {version: client.encode(["x"], f"minilm@{version}").fingerprint for version in fingerprints}
+    assert replies == fingerprints

@@ -101,9 +101,13 @@ class OnnxEmbedder:
         (tokens,) = self._session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs})[:1]
         return pool(tokens, batch.attention_mask, self._pooling)
 
+    @property
+    def max_tokens(self) -> int:
+        return self._tokenizer.max_seq_length
+
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         vectors = encode_in_batches(texts, self._tokenizer, self.batch_size, self._run)
-        return l2_normalize(vectors) if normalize or self._normalizes else vectors
+        return l2_normalize(vectors) if normalize else vectors
 
     def space(self) -> dict[str, object]:
         return vector_space(self._pooling, self._normalizes, self._tokenizer.vocabulary())

@@ -55,13 +55,17 @@ class SageMakerEmbedder:
         self.batch_size = batch_size
         self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
 
+    @property
+    def max_tokens(self) -> int:
+        return self._tokenizer.max_seq_length
+
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
 
         ids = self._tokenizer.token_ids(texts)
         parts = [self._pooled(ids[start : start + self.batch_size]) for start in range(0, len(ids), self.batch_size)]
         vectors = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-        return l2_normalize(vectors) if normalize or self._normalizes else vectors
+        return l2_normalize(vectors) if normalize else vectors
 
     def _pooled(self, ids: list[list[int]]) -> np.ndarray:
         import numpy as np

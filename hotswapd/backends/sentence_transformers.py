@@ -22,12 +22,19 @@ log = logging.getLogger(__name__)
 
 class SentenceTransformerEmbedder:
     def __init__(self, model: SentenceTransformer, device: str, batch_size: int) -> None:
-        self._model = model
+        # The space is described before the pipeline's own Normalize is taken out: it says
+        # what the model ships as, which is what the switch guard compares.
+        self._space = _describe_space(model)
+        self._model = _without_normalize(model)
         self.batch_size = batch_size
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
-        self._space = _describe_space(model)
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Longer texts are truncated to this many tokens (shown by `hs models`)."""
+        return getattr(self._model, "max_seq_length", None)
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
@@ -51,6 +58,16 @@ class SentenceTransformerEmbedder:
 
             del self._model
             torch.cuda.empty_cache()
+
+
+def _without_normalize(model: SentenceTransformer) -> SentenceTransformer:
+    """The pipeline without its Normalize modules. normalize_embeddings=True does the same
+    L2 step, so normalised output is unchanged; but with them in place `normalize=False`
+    (``hs encode --no-normalize``, a version's ``normalize = false``) was silently ignored."""
+    for index in reversed(range(len(model))):
+        if type(model[index]).__name__ == "Normalize":
+            del model[index]
+    return model
 
 
 def _describe_space(model: SentenceTransformer) -> dict[str, object]:

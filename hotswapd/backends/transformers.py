@@ -44,6 +44,10 @@ class TransformersEmbedder:
         self.device = device
         self.dimension = int(model.config.hidden_size) * len(pooling.split("+"))
 
+    @property
+    def max_tokens(self) -> int:
+        return self._max_length
+
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
         import torch
@@ -59,7 +63,7 @@ class TransformersEmbedder:
             with torch.inference_mode():
                 tokens = self._model(**batch).last_hidden_state
             out[positions] = pool(tokens.float().cpu().numpy(), batch["attention_mask"].cpu().numpy(), self._pooling)
-        return l2_normalize(out) if normalize or self._normalizes else out
+        return l2_normalize(out) if normalize else out
 
     def space(self) -> dict[str, object]:
         return vector_space(self._pooling, self._normalizes, self._tokenizer.get_vocab())

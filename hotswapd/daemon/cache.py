@@ -1,6 +1,6 @@
 """The embedding cache: an LRU of vectors bounded in bytes.
 
-A key is the version's weights fingerprint, a digest of its options (backend keys,
+A key is the version's vector identity (weights digest, backend, precision and options,
 max_seq_length, ...), the normalisation flag and the text. A switch therefore can never
 serve a vector of another version: another version has another fingerprint or options.
 """

@@ -39,6 +39,7 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> d
         "embeddings_path": spec.embeddings_path,
         "loaded": loaded is not None,
         "fingerprint": loaded.fingerprint if loaded else None,
+        "weights": loaded.weights if loaded else None,
         "device": loaded.embedder.device if loaded else spec.device,
         "dimension": loaded.embedder.dimension if loaded else None,
         "memory_bytes": loaded.memory_bytes if loaded else None,
@@ -49,7 +50,51 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> d
         "default": name == registry.config.default_model,
         "previous": routing["previous"],
         "rollout": routing["rollout"],
+        # Every configured version, loaded or not: what `hs models` lists, and what a
+        # switch could go to.
+        "version_detail": [describe_version(registry, name, version, routing) for version in sorted(model.versions)],
     }
+
+
+def describe_version(registry: Registry, name: str, version: str, routing: dict[str, Any]) -> dict[str, Any]:
+    """One configured version: its share of the traffic, whether it is loaded and what it holds."""
+    spec = registry.config.models[name].versions[version]
+    ttl = registry.config.models[name].ttl
+    loaded = registry.peek(name, version)
+    last_error = registry.last_error(name, version)
+    state = "loaded" if loaded else ("failed" if last_error else "not loaded")
+    unloads_at = None
+    if loaded is not None and ttl is not None and not spec.pinned:
+        unloads_at = loaded.last_used + ttl
+    return {
+        "version": version,
+        "active": version == routing["active"],
+        "share": _share(version, routing),
+        "state": state,
+        "backend": spec.backend,
+        "source": spec.source,
+        "device": loaded.embedder.device if loaded else spec.device,
+        "dimension": loaded.embedder.dimension if loaded else None,
+        "max_tokens": (getattr(loaded.embedder, "max_tokens", None) if loaded else None) or spec.max_seq_length,
+        "memory_bytes": loaded.memory_bytes if loaded else None,
+        "fingerprint": loaded.fingerprint if loaded else None,
+        "pinned": spec.pinned,
+        "last_used": loaded.last_used if loaded else None,
+        "unloads_at": unloads_at,
+        "last_error": last_error,
+    }
+
+
+def _share(version: str, routing: dict[str, Any]) -> float:
+    """Percent of the model's traffic this version gets now."""
+    rollout = routing["rollout"]
+    if rollout is None:
+        return 100.0 if version == routing["active"] else 0.0
+    if version == rollout["target"]:
+        return float(rollout["share"])
+    if version == rollout["source"]:
+        return 100.0 - float(rollout["share"])
+    return 0.0
 
 
 def describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
@@ -57,6 +102,7 @@ def describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
         "model": loaded.model,
         "version": loaded.version,
         "fingerprint": loaded.fingerprint,
+        "weights": loaded.weights,
         "device": loaded.embedder.device,
         "dimension": loaded.embedder.dimension,
         "load_seconds": round(loaded.load_seconds, 3),

@@ -91,7 +91,7 @@ class DaemonState:
 
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
-    "encode": {"normalize", "key", "deadline_ms"},
+    "encode": {"normalize", "key", "deadline_ms", "no_cache"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
@@ -202,6 +202,7 @@ class Handlers:
         texts = self._decode_texts(request.payload)
         normalize = _option(request, "normalize", bool)
         key = _option(request, "key", str)
+        use_cache = not _option(request, "no_cache", bool)  # `hs compare` times the model, not the cache
         deadline_ms = _option(request, "deadline_ms", (int, float))
         if deadline_ms is not None and not 0 < deadline_ms <= 86_400_000:
             raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
@@ -219,9 +220,10 @@ class Handlers:
             normalize = spec.normalize
         ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
-        return Deferred(lambda reply: self._start_encode(name, version, texts, normalize, deadline, ticket.release, reply))
+        return Deferred(lambda reply: self._start_encode(name, version, texts, (normalize, use_cache), deadline, ticket.release, reply))
 
-    def _start_encode(self, name: str, version: str, texts: list[bytes], normalize: bool, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+    def _start_encode(self, name: str, version: str, texts: list[bytes], flags: tuple[bool, bool], deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+        normalize, use_cache = flags
         started = time.perf_counter()
 
         answered = threading.Event()
@@ -242,7 +244,7 @@ class Handlers:
 
         def run(loaded: LoadedVersion) -> None:
             try:
-                self._s.inference.submit(loaded, texts, normalize, self._limits(loaded), lambda result, error: answer(loaded, result, error), deadline)
+                self._s.inference.submit(loaded, texts, normalize, self._limits(loaded), lambda result, error: answer(loaded, result, error), deadline, use_cache=use_cache)
             except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
                 answer(loaded, None, exc)
 

@@ -60,10 +60,11 @@ class Inference:
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None) -> None:
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None, *, use_cache: bool = True) -> None:
         """Start encoding ``texts``; ``answer`` is called once, from whichever thread
-        finishes the work (often the inference thread). Never blocks."""
-        if not self.cache.enabled:
+        finishes the work (often the inference thread). Never blocks. ``use_cache=False``
+        neither reads nor fills the cache."""
+        if not (self.cache.enabled and use_cache):
             self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error: self._fresh(loaded, rows, error, answer), deadline)
             return
         keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]

@@ -15,6 +15,11 @@ from functools import cached_property
 from hotswapd.backends import Embedder
 from hotswapd.config import LIVE_FIELDS, VersionConfig
 
+# Config fields that do not take part in computing a vector: where the files come from (the
+# weights digest covers their content) and the device as written ("auto"; the device a
+# version really runs on is part of its identity instead).
+NOT_COMPUTATION = frozenset({"embeddings_path", "source", "device", "fallback"})
+
 
 @dataclass
 class LoadedVersion:
@@ -22,7 +27,7 @@ class LoadedVersion:
     version: str
     config: VersionConfig
     embedder: Embedder
-    fingerprint: str
+    weights: str  # digest of the source's files (hotswapd.fingerprint): the same model copied anywhere agrees
     loaded_at: float
     load_seconds: float
     memory_bytes: int
@@ -35,9 +40,17 @@ class LoadedVersion:
 
     @cached_property
     def vector_identity(self) -> bytes:
-        """What besides the text decides this version's vectors: its weights and options."""
-        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | {"embeddings_path"})
-        return hashlib.sha256(f"{self.fingerprint}|{options}".encode()).digest()[:16]
+        """What besides the text decides this version's vectors: the weights, and what computes
+        with them (backend, precision, export and pooling options, the device it runs on).
+        Where the files came from, and serving-only fields, change nothing."""
+        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
+        return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}".encode()).digest()[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """The vector identity as reported (replies, ``hs models``, history): the torch and the
+        ONNX int8 versions of one model differ here, though their weights digest is the same."""
+        return self.vector_identity.hex()[:16]
 
 
 def changed_fields(old: VersionConfig, new: VersionConfig) -> set[str]:

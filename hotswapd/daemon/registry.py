@@ -227,10 +227,11 @@ class Registry:
         self._evicted.pop(key, None)
         slot.last_error = None
         log.info(
-            "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; fingerprint %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
+            "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; weights %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
         )
-        self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=digest)
-        return LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+        self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
+        return loaded
 
     def _bounded(self, work: Callable[[], T], what: str, started: float) -> T:
         return run_bounded(work, what, started, self._config.daemon.load_timeout_seconds, self._stopping)
