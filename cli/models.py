@@ -39,12 +39,13 @@ def models(ctx: typer.Context, as_json: JsonFlag = False, quiet: QuietFlag = Fal
     if quiet:
         typer.echo("\n".join(row["name"] for row in rows))
         return
-    print_table("models", MODELS_COLUMNS, [version_row(row, item) for row in rows for item in row.get("version_detail", [])])
+    default = next((row["name"] for row in rows if row.get("default")), None)
+    title = f"models (default: {default})" if default else "models"
+    print_table(title, MODELS_COLUMNS, [version_row(row, item) for row in rows for item in row.get("version_detail", [])])
 
 
 def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
     """One line of `hs models`: a configured version of a model."""
-    name = model["name"] + (" (default)" if model.get("default") else "")
     if item["active"]:
         active = "*" if item["share"] >= 100 else f"* {item['share']:g}%"
     else:
@@ -53,7 +54,7 @@ def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
     if item["state"] == "loaded":
         unloads = "pinned" if item["pinned"] else ("in " + short_duration(max(0.0, item["unloads_at"] - time.time())) if item["unloads_at"] else "never")
     return [
-        name,
+        model["name"],
         item["version"],
         active,
         item["state"],

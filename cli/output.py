@@ -10,6 +10,7 @@ columns: reasons, errors) is printed under the table with a marker in its cell.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +36,11 @@ def print_json(data: Any) -> None:
 
 
 def stdout_is_terminal() -> bool:
+    """A terminal, or what claims to be one: TTY_COMPATIBLE=1/0 overrides, as rich reads it
+    (a pager with colours, a recorded session, the tests)."""
+    claimed = os.environ.get("TTY_COMPATIBLE", "")
+    if claimed in ("0", "1"):
+        return claimed == "1"
     return sys.stdout.isatty()
 
 
@@ -64,10 +70,16 @@ def render_table(console: Console, title: str, columns: Sequence[Column], rows: 
     from rich.measure import Measurement
 
     rows, notes = _move_notes(columns, rows)
-    shown = list(range(len(columns)))
+    # A column of notes with nothing to say (no errors) takes no room.
+    shown = [i for i, c in enumerate(columns) if not (c.note and not any(row[i].strip() for row in rows))]
+    unbounded = console.options.update(max_width=1 << 16)  # the table's natural width, not clamped to the terminal's
     for index in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: (-columns[i].drop, -i)):
-        table = _table(title, columns, rows, shown, header)
-        if Measurement.get(console, console.options, table).maximum <= console.width:
+        if index not in shown:
+            continue
+        wrapping = sum(Measurement.get(console, unbounded, _table("", columns, rows, [i], header)).maximum for i in shown if columns[i].wrap)
+        natural = Measurement.get(console, unbounded, _table(title, columns, rows, shown, header)).maximum
+        # A column that may wrap (a path) counts at a third of its width: it folds to fit.
+        if natural - wrapping * 2 // 3 <= console.width:
             break
         shown.remove(index)
     console.print(_table(title, columns, rows, shown, header))
@@ -91,11 +103,11 @@ def _move_notes(columns: Sequence[Column], rows: list[list[str]]) -> tuple[list[
 def _table(title: str, columns: Sequence[Column], rows: list[list[str]], shown: list[int], header: bool) -> Any:
     from rich.table import Table
 
-    table = Table(title=title or None, title_justify="left", show_header=header, box=None if not header else _box(), pad_edge=False)
+    table = Table(title=title or None, title_justify="left", show_header=header, box=None if not header else _box(), pad_edge=False, collapse_padding=True)
     for i in shown:
-        # "fold", never "ellipsis": when even the kept columns are too wide for the terminal,
-        # a name continues on the next line rather than losing its end to "…".
-        table.add_column(columns[i].header, no_wrap=not (columns[i].wrap or columns[i].note), overflow="fold")
+        # Wrapping on, "fold" overflow: when even the kept columns are too wide for the
+        # terminal, a name continues on the next line rather than losing its end to "…".
+        table.add_column(columns[i].header, overflow="fold", ratio=1 if columns[i].wrap else None)
     for row in rows:
         table.add_row(*(row[i] for i in shown), end_section=False)
     return table

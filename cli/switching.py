@@ -117,6 +117,10 @@ def history(
         print_json(entries)
         return
     now = time.time()
+    # One model throughout (the usual `hs history MODEL`): it goes in the title, and its
+    # column's room goes to the versions.
+    models = {entry.get("model", "-") for entry in entries}
+    single = len(models) == 1 and stdout_is_terminal()
     rows = [
         [
             short_time(entry["ts"], now) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["ts"])),
@@ -131,7 +135,10 @@ def history(
         ]
         for entry in entries
     ]
-    print_table("history", HISTORY_COLUMNS, rows)
+    if single:
+        print_table(f"history of {next(iter(models))}", HISTORY_COLUMNS[:1] + HISTORY_COLUMNS[2:], [row[:1] + row[2:] for row in rows])
+    else:
+        print_table("history", HISTORY_COLUMNS, rows)
 
 
 HISTORY_COLUMNS = [

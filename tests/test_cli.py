@@ -70,10 +70,11 @@ def test_stdin_dash_npy_and_json(hs: HsRunner, client: Client) -> None:
     assert len(as_json["embeddings"]) == 3 and as_json["model"] == "tiny"
 
 
-def test_empty_stdin_gives_empty_output(hs: HsRunner) -> None:
-    assert json.loads(hs("encode", "-m", "tiny", stdin=b"").stdout)["embeddings"] == []
+def test_empty_stdin_gives_empty_output_of_the_models_dimension(hs: HsRunner) -> None:
+    empty = json.loads(hs("encode", "-m", "tiny", stdin=b"").stdout)
+    assert empty["embeddings"] == [] and empty["dim"] == 32 and empty["model"] == "tiny"
     assert hs("encode", "-m", "tiny", "-f", "jsonl", stdin=b"").stdout == b""
-    assert np.load(io.BytesIO(hs("encode", "-m", "tiny", "-f", "npy", stdin=b"").stdout)).shape == (0, 0)
+    assert np.load(io.BytesIO(hs("encode", "-m", "tiny", "-f", "npy", stdin=b"").stdout)).shape == (0, 32)
 
 
 def test_models_status_preload_evict(hs: HsRunner) -> None:
