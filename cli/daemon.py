@@ -94,24 +94,40 @@ def daemon_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--j
         show_status(info)
 
 
-def _exec_start(settings: Settings) -> str:
-    hotswapd = shutil.which("hotswapd") or f"{sys.executable} -m hotswapd"
-    return " ".join([hotswapd, *_daemon_args(settings)])
+def _hotswapd_executable() -> list[str]:
+    """The daemon of the installation this `hs` runs from, as absolute words for ExecStart."""
+    sibling = os.path.join(os.path.dirname(sys.executable), "hotswapd")
+    if os.access(sibling, os.X_OK):  # the console script beside this interpreter: same version
+        return [sibling]
+    found = shutil.which("hotswapd")
+    return [os.path.abspath(found)] if found else [sys.executable, "-m", "hotswapd"]
+
+
+def current_unit(settings: Settings) -> str:
+    """The unit `hs daemon unit` writes for these settings (hs doctor compares it too)."""
+    from hotswapd.systemd import unit_spec, unit_text
+
+    return unit_text(unit_spec(_hotswapd_executable(), settings.socket, settings.config))
 
 
 @app.command()
 def unit(
     ctx: typer.Context,
     install: Annotated[bool, typer.Option("--install", help="Write it to the user's systemd directory.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --install: replace an installed unit that differs.")] = False,
 ) -> None:
-    """Print a systemd user unit for the daemon (Type=notify)."""
-    from hotswapd.systemd import unit_text, user_unit_dir
+    """Print a hardened systemd user unit for the daemon (Type=notify)."""
+    from hotswapd.systemd import install_unit, user_unit_path
 
-    text = unit_text(_exec_start(ctx.obj))
+    text = current_unit(ctx.obj)
     if not install:
         typer.echo(text, nl=False)
         return
-    target = user_unit_dir() / "hotswapd.service"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    typer.echo(f"wrote {target}\nnext: systemctl --user daemon-reload && systemctl --user enable --now hotswapd")
+    target = user_unit_path()
+    outcome = install_unit(text, force=force, target=target)
+    if outcome == "unchanged":
+        typer.echo(f"{target} is already installed with this content")
+    elif outcome == "replaced":
+        typer.echo(f"replaced {target}\nnext: systemctl --user daemon-reload && systemctl --user restart hotswapd")
+    else:
+        typer.echo(f"wrote {target}\nnext: systemctl --user daemon-reload && systemctl --user enable --now hotswapd")
