@@ -116,7 +116,10 @@ def unit(
     install: Annotated[bool, typer.Option("--install", help="Write it to the user's systemd directory.")] = False,
     force: Annotated[bool, typer.Option("--force", help="With --install: replace an installed unit that differs.")] = False,
 ) -> None:
-    """Print a hardened systemd user unit for the daemon (Type=notify)."""
+    """Print a hardened systemd user unit for the daemon (Type=notify), or install it.
+
+    Example: hs --config ~/hotswap.toml daemon unit --install
+    """
     from hotswapd.systemd import install_unit, user_unit_path
 
     text = current_unit(ctx.obj)
