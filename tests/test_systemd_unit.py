@@ -29,7 +29,7 @@ def xdg(tmp_path: Path) -> dict[str, str]:
 
 
 def hs(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HS), *args], capture_output=True, text=True, env=daemon_env(**env), cwd=cwd, timeout=60)
+    return subprocess.run([str(HS), *args], check=False, capture_output=True, text=True, env=daemon_env(**env), cwd=cwd, timeout=60)
 
 
 def exec_start(unit: str) -> str:
@@ -41,7 +41,7 @@ def exposure(unit: str, workdir: Path, env: dict[str, str]) -> float:
     path.write_text(unit)
     done = subprocess.run(
         [str(ANALYZE), "security", "--offline=true", "--user", "--no-pager", str(path)],
-        capture_output=True, text=True, env=daemon_env(**env), timeout=60,
+        check=False, capture_output=True, text=True, env=daemon_env(**env), timeout=60,
     )
     match = re.search(r"Overall exposure level for hotswapd\.service: (\d+(?:\.\d+)?)", done.stdout)
     assert match, done.stdout + done.stderr
@@ -78,7 +78,8 @@ def test_every_variant_stays_at_most_4(tmp_path: Path, xdg: dict[str, str], vari
 def test_unit_verifies(tmp_path: Path, xdg: dict[str, str]) -> None:
     path = tmp_path / "hotswapd.service"
     path.write_text(hs("daemon", "unit", env=xdg).stdout)
-    done = subprocess.run([str(ANALYZE), "verify", "--user", str(path)], capture_output=True, text=True, env=daemon_env(**xdg), timeout=60)
+    command = [str(ANALYZE), "verify", "--user", str(path)]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=daemon_env(**xdg), timeout=60)
     assert done.returncode == 0, done.stderr
 
 
