@@ -43,7 +43,10 @@ def run(
     ctx: typer.Context,
     log_level: Annotated[LogLevel | None, typer.Option(help="Overrides daemon.log_level.")] = None,
 ) -> None:
-    """Run the daemon in the foreground (what systemd runs)."""
+    """Run the daemon in the foreground (what systemd runs).
+
+    Example: hs daemon run --log-level debug
+    """
     args = [sys.executable, "-m", "hotswapd", *_daemon_args(ctx.obj)]
     if log_level:
         args += ["--log-level", log_level.value]
@@ -53,7 +56,10 @@ def run(
 
 @app.command()
 def start(ctx: typer.Context) -> None:
-    """Start a detached daemon and return once it answers."""
+    """Start a detached daemon and return once it answers.
+
+    Example: hs --config ~/hotswap.toml daemon start
+    """
     settings: Settings = ctx.obj
     endpoint = settings.endpoint
     pid = holder_pid(lock_path(endpoint))
@@ -68,7 +74,10 @@ def start(ctx: typer.Context) -> None:
 
 @app.command()
 def stop(ctx: typer.Context) -> None:
-    """Stop the daemon after the requests in flight finish."""
+    """Stop the daemon after the requests in flight finish.
+
+    Example: hs daemon stop
+    """
     from hotswapd.launcher import stop_daemon
 
     endpoint = ctx.obj.endpoint
@@ -78,7 +87,10 @@ def stop(ctx: typer.Context) -> None:
 
 @app.command("status")
 def daemon_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Is the daemon running? Exit status 3 when it is not."""
+    """Is the daemon running? Exit status 3 when it is not.
+
+    Example: hs daemon status --json
+    """
     settings: Settings = ctx.obj
     try:
         info = Client(settings.socket, timeout=settings.timeout).status()

@@ -251,5 +251,6 @@ def test_hs_models_shows_every_loaded_version_with_its_memory(client: Client, da
     assert set(detail) == {"v1", "v2"} and detail["v2"]["memory_bytes"] == int(0.01 * 1024**3)
     shown = run_hs("models", endpoint=daemon.endpoint)
     assert shown.returncode == 0
-    lines = [line for line in shown.stdout.decode().splitlines() if " v2 " in line]
-    assert lines and "10.2" in lines[0]  # MiB; rich wraps the unit on a narrow terminal
+    header, *lines = [line.split("\t") for line in shown.stdout.decode().splitlines()]  # piped: TSV
+    rows = [dict(zip(header, line, strict=True)) for line in lines]
+    assert [row["memory"] for row in rows if row["model"] == "switchy" and row["version"] == "v2"] == ["10.2 MiB"]
