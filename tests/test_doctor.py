@@ -172,17 +172,25 @@ def test_dirs_writable_and_owner_only(env: dict[str, str], valid_config: Path) -
     assert code == 1 and row["status"] == "fail" and "not a directory" in row["detail"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
 def test_unwritable_cache_dir_fails(env: dict[str, str], valid_config: Path) -> None:
+    """Not writable by mode for a user; for root (CI), a read-only bind mount in a mount
+    namespace of its own: root may write through any mode."""
     cache = Path(env["XDG_CACHE_HOME"]) / "hotswapd"
     cache.mkdir(parents=True)
-    cache.chmod(0o500)
-    try:
-        code, rows = doctor_json(env, "--config", str(valid_config))
-    finally:
-        cache.chmod(0o700)
+    if os.geteuid() != 0:
+        cache.chmod(0o500)
+        try:
+            code, rows = doctor_json(env, "--config", str(valid_config))
+        finally:
+            cache.chmod(0o700)
+        expected = "not writable"
+    else:
+        script = f"mount --bind -o ro {cache} {cache} && exec {HS} --config {valid_config} doctor --json"
+        done = subprocess.run(["unshare", "--mount", "sh", "-c", script], env=daemon_env(**env), capture_output=True, check=False, timeout=60)
+        code, rows = done.returncode, json.loads(done.stdout)
+        expected = "read-only file system"
     [row] = [row for row in rows if row["check"] == "dir" and row["detail"].startswith("cache")]
-    assert code == 1 and row["status"] == "fail" and "not writable" in row["detail"]
+    assert code == 1 and row["status"] == "fail" and expected in row["detail"], row
 
 
 def test_stale_socket_file_is_named(env: dict[str, str], valid_config: Path) -> None:
