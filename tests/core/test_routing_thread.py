@@ -49,13 +49,20 @@ def test_ping_is_answered_while_history_reads_a_large_audit_log(start: StartDaem
         reading = threading.Thread(target=lambda: a.history("m", limit=10))
         b.ping()  # connected before the read starts
         times = []
+        read_started = time.monotonic()
         reading.start()
         while reading.is_alive():
             started = time.monotonic()
             b.ping()
             times.append(time.monotonic() - started)
         reading.join()
-        assert max(times) < 0.1, f"ping took {max(times):.2f} s while history was read: {[round(t, 3) for t in times]}"
+        read_seconds = time.monotonic() - read_started
+        # A router blocked by the read would hold a ping for most of the read. One scheduler
+        # stall on a loaded 2-core machine is allowed; the typical ping is instant.
+        times.sort()
+        assert times[len(times) // 2] < 0.01 and times[-1] < max(0.1, read_seconds / 3), (
+            f"ping took up to {times[-1]:.2f} s (median {times[len(times) // 2]:.3f}) during a {read_seconds:.2f} s read"
+        )
 
 
 def test_requests_in_flight_park_no_threads(start: StartDaemon, tmp_path: Path) -> None:
