@@ -8,6 +8,7 @@ value of one of the command's own options.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import typer
@@ -31,43 +32,39 @@ def hoist_global_options(root: Any, args: list[str]) -> list[str]:
     """``args`` with the root's options that follow the command moved before it."""
     globals_ = _options(root)
     front: list[str] = []
-    command, position = root, 0
-    # Walk to the leaf command: leading root options, then group names.
-    while position < len(args):
-        word = args[position]
+    kept: list[str] = []
+    command, index = root, 0
+    while index < len(args):
+        word = args[index]
         if word == "--":
-            return args
-        if word.startswith("-"):
-            takes_value = globals_.get(word.split("=", 1)[0], False) and "=" not in word and command is root
-            position += 2 if takes_value else 1
-            continue
-        subcommands = getattr(command, "commands", None)
-        if not subcommands or word not in subcommands:
-            break
-        command = subcommands[word]
-        position += 1
-        if not getattr(command, "commands", None):
-            break
-    if command is root:
-        return args
-    own = _options(command)
-    head, rest, tail = args[:position], args[position:], []
-    index = 0
-    while index < len(rest):
-        word = rest[index]
-        if word == "--":
-            tail.extend(rest[index:])
+            kept.extend(args[index:])
             break
         name = word.split("=", 1)[0]
-        if name in own:
-            takes_value = own[name] and "=" not in word
-            tail.extend(rest[index : index + (2 if takes_value else 1)])
-            index += 2 if takes_value else 1
-        elif name in globals_ and name not in ("--help", "-h"):
-            takes_value = globals_[name] and "=" not in word
-            front.extend(rest[index : index + (2 if takes_value else 1)])
-            index += 2 if takes_value else 1
+        own = _options(command)
+        if word.startswith("-") and name in own and command is not root:
+            width = 2 if own[name] and "=" not in word else 1
+            kept.extend(args[index : index + width])
+        elif word.startswith("-") and name in globals_ and name not in ("--help", "-h"):
+            width = 2 if globals_[name] and "=" not in word else 1
+            if index + width > len(args):
+                raise USAGE_ERRORS(f"Option '{name}' requires an argument.")
+            (front if command is not root else kept).extend(args[index : index + width])
         else:
-            tail.append(word)
-            index += 1
-    return front + head + tail
+            width = 1
+            kept.append(word)
+            subcommands = getattr(command, "commands", None)
+            if not word.startswith("-") and subcommands:
+                if word not in subcommands:  # an unknown command: click says so
+                    kept.extend(args[index + 1 :])
+                    break
+                command = subcommands[word]
+        index += width
+    return front + kept
+
+
+def finite(value: float | None) -> float | None:
+    """An option callback: click's float ranges let NaN through (every comparison with it is
+    false) and take "inf"; neither is a timeout, a share or a duration."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value

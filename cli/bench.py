@@ -11,8 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from hotswapd.client import Client
+from hotswapd.errors import HotswapError
 from hotswapd.probe import PROBE_TEXTS
 
+from hotswap_cli.arguments import finite
 from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 HISTORY_SHOWN = 20
@@ -138,7 +140,7 @@ def _show_history(as_json: bool) -> None:
     for entry in entries:
         name = f"{entry['model']}@{entry['version']}"
         speed = entry["texts_per_s"]
-        trend = f"{(speed / previous[name] - 1) * 100:+.0f}%" if name in previous else ""
+        trend = f"{(speed / previous[name] - 1) * 100:+.0f}%" if previous.get(name) else ""
         previous[name] = speed
         when = short_time(entry["at"]) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))
         rows.append([when, name, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}", f"b{entry['batch_size']} c{entry['concurrency']}"])
@@ -166,15 +168,28 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
+    except OSError as exc:  # a directory, no permission
+        raise HotswapError(f"cannot read the bench history {path}: {exc.strerror or exc}") from None
     entries = []
     for line in lines:
         try:
-            entry = json.loads(line)
+            entry = json.loads(line, parse_constant=lambda name: None)  # NaN/Infinity: not a record
         except ValueError:
             continue
-        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) for key, kind in HISTORY_KEYS.items()):
+        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) and _sane(key, entry[key]) for key, kind in HISTORY_KEYS.items()):
             entries.append(entry)
     return entries
+
+
+def _sane(key: str, value: Any) -> bool:
+    """Numbers a real run could have written: a timestamp between 1970 and 5138, positive speeds."""
+    if key == "at":
+        return 0 <= value < 1e11
+    if key == "texts_per_s":
+        return 0 < value < 1e12
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 0 <= value < 1e12
+    return True
 
 
 def bench(
@@ -184,7 +199,7 @@ def bench(
     corpus: Annotated[str, typer.Option(help="Texts to use without --input: 'builtin'.")] = "builtin",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Texts per request in the throughput phase.")] = 32,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Clients sending at once in the throughput phase.")] = 4,
-    duration: Annotated[float, typer.Option(min=0.5, help="Seconds of the throughput phase, per version.")] = 5.0,
+    duration: Annotated[float, typer.Option(min=0.5, max=86400, help="Seconds of the throughput phase, per version.", callback=finite)] = 5.0,
     history: Annotated[bool, typer.Option("--history", help="Show past runs and their trend instead of measuring.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:

@@ -19,7 +19,10 @@ def _sample(path: Path | None, limit: int) -> list[str]:
     if path is None:
         return list(PROBE_TEXTS)
     lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    return [line for line in lines if line][:limit]
+    texts = [line for line in lines if line][:limit]
+    if len(texts) < 2:  # neighbours need at least two texts
+        raise typer.BadParameter(f"{path} has {len(texts)} non-empty lines; at least 2 are needed", param_hint="'--input'")
+    return texts
 
 
 def _encode_timed(client: Client, texts: list[str], spec: str, chunk: int = 256) -> tuple[Any, float, float]:
@@ -78,8 +81,13 @@ def compare(
 
     Example: hs compare minilm v1 v2 --input sample.txt
     """
+    if first == second:
+        raise typer.BadParameter(f"compare two different versions, not {first} with itself", param_hint="VERSION")
     texts = _sample(input_file, limit)
     client = ctx.obj.client()
+    for version in (first, second):  # loaded and warm before any clock starts
+        client.preload(f"{model}@{version}")
+        client.encode(texts[:8], f"{model}@{version}", no_cache=True)
     a, speed_a, p50_a = _encode_timed(client, texts, f"{model}@{first}")
     b, speed_b, p50_b = _encode_timed(client, texts, f"{model}@{second}")
     result = {

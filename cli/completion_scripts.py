@@ -36,7 +36,7 @@ OPTION_KINDS = {"model": "specs"}  # --model/-m takes MODEL or MODEL@VERSION
 ARGUMENT_KINDS = {"model": "models", "specs": "specs"}
 # Arguments whose names do not tell: (command path, parameter) -> kind by position.
 POSITIONS: dict[tuple[str, str], list[str]] = {
-    ("preload", "name"): ["models"],
+    ("preload", "name"): ["specs"],  # MODEL or MODEL@VERSION
     ("evict", "name"): ["models"],
     ("switch", "target"): ["models", "versions"],  # [MODEL] VERSION
     ("compare", "first"): ["versions"],

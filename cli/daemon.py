@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from hotswapd.client import Client
-from hotswapd.errors import DaemonNotRunning
+from hotswapd.errors import DaemonNotRunning, HotswapError
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import lock_path
 
@@ -65,6 +65,12 @@ def start(ctx: typer.Context) -> None:
     pid = holder_pid(lock_path(endpoint))
     if pid is not None:
         typer.echo(f"hotswapd is already running (pid {pid}) on {endpoint}")
+        if settings.config_named:
+            try:
+                with Client(settings.socket, timeout=settings.timeout) as client:
+                    settings.warn_if_other_config(client.status().get("config_path"))
+            except HotswapError:
+                pass  # it is starting or stopping: nothing to compare yet
         return
     from hotswapd.launcher import start_daemon  # subprocess: only for this command
 
@@ -100,6 +106,7 @@ def daemon_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--j
         else:
             typer.echo(exc.message)
         raise typer.Exit(EXIT_NOT_RUNNING) from None
+    settings.warn_if_other_config(info.get("config_path"))
     if as_json:
         print_json({"running": True, **info})
     else:
@@ -139,7 +146,10 @@ def unit(
         typer.echo(text, nl=False)
         return
     target = user_unit_path()
+    link = os.readlink(target) if target.is_symlink() else None
     outcome = install_unit(text, force=force, target=target)
+    if link is not None and outcome != "unchanged":
+        typer.echo(f"note: {target} was a symbolic link to {link}; it is now a regular file (the link's target is untouched)", err=True)
     if outcome == "unchanged":
         typer.echo(f"{target} is already installed with this content")
     elif outcome == "replaced":

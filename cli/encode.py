@@ -18,6 +18,7 @@ from hotswap_cli.formats import WRITERS, Writer
 from hotswap_cli.settings import Settings
 
 STDIN_CHUNK = 256  # texts per request when streaming stdin; well under daemon.max_batch_texts
+LINE_LIMIT = 16 * 2**20  # bytes; far over any daemon.max_text_bytes worth setting
 
 
 class ReadCounter:
@@ -28,9 +29,17 @@ class ReadCounter:
 
 
 def read_lines(stream: BinaryIO, chunk_size: int, counter: ReadCounter | None = None) -> Iterator[list[bytes]]:
-    """Lines of ``stream`` as raw bytes (the daemon checks UTF-8), ``chunk_size`` at a time."""
+    """Lines of ``stream`` as raw bytes (the daemon checks UTF-8), ``chunk_size`` at a time.
+    A line is read at most LINE_LIMIT bytes at a time: input without newlines (a binary
+    file, /dev/zero) is refused at once instead of filling memory."""
     chunk: list[bytes] = []
-    for line in stream:
+    number = 0
+    while line := stream.readline(LINE_LIMIT + 1):
+        number += 1
+        if len(line) > LINE_LIMIT:
+            from hotswapd.errors import TextTooLong
+
+            raise TextTooLong(f"line {number} is longer than {LINE_LIMIT // 2**20} MiB; is this a text file?", number - 1)
         if counter is not None:
             counter.bytes += len(line)
         chunk.append(line.rstrip(b"\r\n") if line.endswith(b"\n") else line)
@@ -90,8 +99,22 @@ def encode(
 
 
 def _empty_result(client: Client, model: str | None) -> EncodeResult:
-    loaded = client.preload(model)
-    head = {"dtype": VECTOR_DTYPE, "model": loaded["model"], "version": loaded["version"], "fingerprint": loaded.get("fingerprint"), "dim": loaded["dimension"], "count": 0}
+    """What an empty input is "encoded" as: the version that would have answered, with its
+    dimension when it is loaded (an empty input does not load a model; dim 0 otherwise)."""
+    name, _, pinned = (model or "").partition("@")
+    rows = client.models()
+    row = next((r for r in rows if r["name"] == name), None) if name else next((r for r in rows if r.get("default")), None)
+    if row is None:
+        from hotswapd.errors import UnknownModel
+
+        raise UnknownModel(f"unknown model {name!r}" if name else "no model given and no default model configured")
+    version = pinned or row["version"]
+    if version not in row.get("versions", [version]):
+        from hotswapd.errors import UnknownVersion
+
+        raise UnknownVersion(f"unknown version {row['name']}@{version}; configured: {', '.join(row['versions'])}")
+    detail = next((item for item in row.get("version_detail", []) if item["version"] == version), {})
+    head = {"dtype": VECTOR_DTYPE, "model": row["name"], "version": version, "fingerprint": detail.get("fingerprint"), "dim": detail.get("dimension") or 0, "count": 0}
     return EncodeResult(head, memoryview(b""))
 
 
@@ -108,7 +131,8 @@ def _input_size() -> int | None:
 def _encode_stdin(writer: Writer, results: Iterator[EncodeResult], counter: ReadCounter) -> int:
     """Write every result; returns the rows written. On a terminal: a progress bar while
     it runs and a summary line at the end, on stderr."""
-    if not sys.stderr.isatty():
+    # No live display when stdin is the terminal too: it would redraw over what is typed.
+    if not sys.stderr.isatty() or sys.stdin.isatty():
         rows = 0
         for result in results:
             writer.write(result)
@@ -133,5 +157,6 @@ def _encode_stdin(writer: Writer, results: Iterator[EncodeResult], counter: Read
             version = f"{result.model}@{result.version}"
             progress.update(task, completed=counter.bytes, rows=rows, rate=rows / max(time.perf_counter() - started, 1e-9))
     seconds = time.perf_counter() - started
-    console.print(f"encoded {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s) with {version}", highlight=False)
+    if rows:
+        console.print(f"encoded {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s) with {version}", highlight=False)
     return rows

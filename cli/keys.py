@@ -69,4 +69,4 @@ def list_keys(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json([{"name": name, "public_key": key} for name, key in rows])
         return
-    print_table("authorised keys", ["name", "public key"], rows)
+    print_table("authorised keys", ["name", "public key"], rows, empty="no client keys are authorised (hs keys init, hs keys add NAME KEY)")

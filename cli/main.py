@@ -17,7 +17,7 @@ from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
 from hotswap_cli import bench, compare, config, daemon, doctor, encode, keys, models, switching
-from hotswap_cli.arguments import USAGE_ERRORS, hoist_global_options
+from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -66,7 +66,7 @@ def main(
     ctx: typer.Context,
     socket: Annotated[str | None, typer.Option(help="Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.", envvar="HOTSWAPD_SOCKET", show_envvar=True)] = None,
     config_file: Annotated[str | None, typer.Option("--config", help="Config file for a daemon this command starts.", envvar="HOTSWAPD_CONFIG", show_envvar=True)] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer.", min=0.001)] = DEFAULT_TIMEOUT,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer.", min=0.001, max=86400, callback=finite)] = DEFAULT_TIMEOUT,
     no_autostart: Annotated[bool, typer.Option("--no-autostart", help="Fail instead of starting a daemon when none runs.", envvar="HOTSWAPD_NO_AUTOSTART", show_envvar=True)] = False,
     show_version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
 ) -> None:
@@ -93,9 +93,11 @@ def exit_code(error: HotswapError) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error, usage errors included, is one line on stderr."""
+    if sys.stdout is None or sys.stdin is None:  # started with `>&-` or `<&-`
+        _closed_stream()
     command = typer.main.get_command(app)
-    args = hoist_global_options(command, sys.argv[1:] if argv is None else argv)
     try:
+        args = hoist_global_options(command, sys.argv[1:] if argv is None else argv)
         code = command.main(args, prog_name="hs", standalone_mode=False)
     except USAGE_ERRORS as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # bare `hs` or `hs daemon`: the help
@@ -106,7 +108,7 @@ def run(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(130)
     except HotswapError as error:
-        sys.stderr.write(f"hs: error: {error.message}\n")
+        sys.stderr.write(f"hs: error: {one_line(error.message)}\n")
         sys.exit(exit_code(error))
     except BrokenPipeError:
         # `hs encode ... | head`: the reader left; say nothing, like other Unix tools.
@@ -115,6 +117,23 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _closed_stream() -> None:
+    """A closed stdin reads as empty; a closed stdout cannot take results, and saying nothing
+    would look like an empty answer."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115 -- lives as long as the process
+    if sys.stdout is None:
+        if sys.stderr is not None:
+            sys.stderr.write("hs: error: stdout is closed; nothing could be written\n")
+        sys.exit(EXIT_ERROR)
+
+
+def one_line(message: str) -> str:
+    """An error is one line: a newline or other control character inside it (a path, a
+    remote error's body) is shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def _usage_message(error: Exception) -> str:

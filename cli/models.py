@@ -41,7 +41,7 @@ def models(ctx: typer.Context, as_json: JsonFlag = False, quiet: QuietFlag = Fal
         return
     default = next((row["name"] for row in rows if row.get("default")), None)
     title = f"models (default: {default})" if default else "models"
-    print_table(title, MODELS_COLUMNS, [version_row(row, item) for row in rows for item in row.get("version_detail", [])])
+    print_table(title, MODELS_COLUMNS, [version_row(row, item) for row in rows for item in row.get("version_detail", [])], empty="no models configured")
 
 
 def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
@@ -88,7 +88,7 @@ def evict(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to
 
     Example: hs evict minilm
     """
-    result = ctx.obj.client().evict(name)
+    result = ctx.obj.client(start=False).evict(name)  # no daemon: nothing is loaded to unload
     if as_json:
         print_json(result)
         return

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 NOTE_INLINE = 24  # a note column's text longer than this goes under the table
+WRAP_MIN = 24  # the narrowest a wrapping column (a path) is folded to before columns are dropped
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,9 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def print_table(title: str, columns: Sequence[Column | str], rows: list[list[str]], *, header: bool = True, console: Console | None = None) -> None:
-    """A table on a terminal (or on ``console``), TSV with a header line elsewhere."""
+def print_table(title: str, columns: Sequence[Column | str], rows: list[list[str]], *, header: bool = True, console: Console | None = None, empty: str | None = None) -> None:
+    """A table on a terminal (or on ``console``), TSV with a header line elsewhere. With no
+    rows, a terminal gets the ``empty`` sentence instead of a bare header."""
     spec = [c if isinstance(c, Column) else Column(c) for c in columns]
     if console is None and not stdout_is_terminal():
         write_tsv(spec, rows, header=header)
@@ -54,12 +56,16 @@ def print_table(title: str, columns: Sequence[Column | str], rows: list[list[str
         from rich.console import Console
 
         console = Console()
+    if not rows and empty:
+        console.print(empty, markup=False, highlight=False)
+        return
     render_table(console, title, spec, rows, header=header)
 
 
 def write_tsv(columns: Sequence[Column], rows: list[list[str]], *, header: bool = True) -> None:
     def clean(cell: str) -> str:
-        return " ".join(cell.split()) if cell.strip() else "-"
+        # A tab or a line break inside a value would split it into fields or records.
+        return cell.replace("\t", " ").replace("\r", " ").replace("\n", " ") if cell.strip() else "-"
 
     lines = ["\t".join(c.header.replace(" ", "_") or f"col{i}" for i, c in enumerate(columns))] if header else []
     lines += ["\t".join(clean(cell) for cell in row) for row in rows]
@@ -67,24 +73,34 @@ def write_tsv(columns: Sequence[Column], rows: list[list[str]], *, header: bool 
 
 
 def render_table(console: Console, title: str, columns: Sequence[Column], rows: list[list[str]], *, header: bool = True) -> None:
-    from rich.measure import Measurement
-
     rows, notes = _move_notes(columns, rows)
     # A column of notes with nothing to say (no errors) takes no room.
     shown = [i for i, c in enumerate(columns) if not (c.note and not any(row[i].strip() for row in rows))]
-    unbounded = console.options.update(max_width=1 << 16)  # the table's natural width, not clamped to the terminal's
     for index in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: (-columns[i].drop, -i)):
-        if index not in shown:
-            continue
-        wrapping = sum(Measurement.get(console, unbounded, _table("", columns, rows, [i], header)).maximum for i in shown if columns[i].wrap)
-        natural = Measurement.get(console, unbounded, _table(title, columns, rows, shown, header)).maximum
-        # A column that may wrap (a path) counts at a third of its width: it folds to fit.
-        if natural - wrapping * 2 // 3 <= console.width:
+        if _needed_width(console, columns, rows, shown, header) <= console.width:
             break
-        shown.remove(index)
-    console.print(_table(title, columns, rows, shown, header))
+        if index in shown:
+            shown.remove(index)
+    # Only when even the kept columns cannot fit (a very narrow terminal) may the identifying
+    # ones wrap; they fold onto a second line then, never lose their end to "…".
+    squeezed = _needed_width(console, columns, rows, shown, header) > console.width
+    console.print(_table(title, columns, rows, shown, header, squeezed))
     for number, text in notes:
         console.print(f"[{number}] {text}", markup=False, highlight=False, soft_wrap=False)
+
+
+def _needed_width(console: Console, columns: Sequence[Column], rows: list[list[str]], shown: list[int], header: bool) -> int:
+    """The table's width with every column whole, except that a wrapping column (a path or a
+    note) may fold down to WRAP_MIN."""
+    from rich.measure import Measurement
+
+    unbounded = console.options.update(max_width=1 << 16)  # natural widths, not clamped to the terminal's
+    natural = Measurement.get(console, unbounded, _table("", columns, rows, shown, header, False)).maximum
+    for i in shown:
+        if columns[i].wrap or columns[i].note:
+            alone = Measurement.get(console, unbounded, _table("", columns, rows, [i], header, False)).maximum
+            natural -= max(0, alone - WRAP_MIN)
+    return natural
 
 
 def _move_notes(columns: Sequence[Column], rows: list[list[str]]) -> tuple[list[list[str]], list[tuple[int, str]]]:
@@ -100,14 +116,14 @@ def _move_notes(columns: Sequence[Column], rows: list[list[str]]) -> tuple[list[
     return moved, notes
 
 
-def _table(title: str, columns: Sequence[Column], rows: list[list[str]], shown: list[int], header: bool) -> Any:
+def _table(title: str, columns: Sequence[Column], rows: list[list[str]], shown: list[int], header: bool, squeezed: bool) -> Any:
     from rich.table import Table
 
     table = Table(title=title or None, title_justify="left", show_header=header, box=None if not header else _box(), pad_edge=False, collapse_padding=True)
     for i in shown:
-        # Wrapping on, "fold" overflow: when even the kept columns are too wide for the
-        # terminal, a name continues on the next line rather than losing its end to "…".
-        table.add_column(columns[i].header, overflow="fold", ratio=1 if columns[i].wrap else None)
+        wraps = columns[i].wrap or columns[i].note or squeezed
+        # rich narrows only the columns that may wrap; the others keep their whole width.
+        table.add_column(columns[i].header, no_wrap=not wraps, overflow="fold", ratio=1 if columns[i].wrap else None)
     for row in rows:
         table.add_row(*(row[i] for i in shown), end_section=False)
     return table

@@ -41,15 +41,23 @@ class Settings:
             print(f"hs: no daemon on {client.endpoint}; starting hotswapd (log: {daemon_log_path()})", file=sys.stderr)
             start_daemon(client.endpoint, self.config)
             return client
-        if self.config and self.config_origin != "default":
-            _warn_other_config(client, self.config)
+        if self.config_named:
+            self.warn_if_other_config(client.status().get("config_path"))
         return client
 
+    @property
+    def config_named(self) -> bool:
+        """--config or HOTSWAPD_CONFIG was given (not the platform default)."""
+        return bool(self.config) and self.config_origin != "default"
 
-def _warn_other_config(client: Client, wanted: str) -> None:
-    """--config names the config of a daemon this command starts; one already runs, maybe
-    with another file. Say so rather than let the option be silently ignored."""
-    running = client.status().get("config_path")
+    def warn_if_other_config(self, running: str | None) -> None:
+        """--config names the config of a daemon this command starts; one already runs, maybe
+        with another file (``running``). Say so rather than let the option be silently ignored."""
+        if self.config and self.config_named:
+            _warn_other_config(running, self.config)
+
+
+def _warn_other_config(running: str | None, wanted: str) -> None:
     if running is None or Path(running).resolve() != Path(wanted).expanduser().resolve():
         print(
             f"hs: warning: the running daemon uses {running or 'the built-in default config'}, not {wanted}; "

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hotswap_cli.arguments import finite
 from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -15,19 +16,22 @@ def _parse_steps(value: str | None) -> list[float] | None:
     if value is None:
         return None
     try:
-        return [float(part) for part in value.split(",") if part.strip()]
+        steps = [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter("expected comma-separated percentages, e.g. 10,25,50,100", param_hint="'--steps'") from None
+        steps = []
+    if not steps or not all(0 < step <= 100 for step in steps):  # false for NaN too
+        raise typer.BadParameter("expected comma-separated percentages in (0, 100], e.g. 10,25,50,100", param_hint="'--steps'")
+    return steps
 
 
 def switch(
     ctx: typer.Context,
     target: Annotated[list[str] | None, typer.Argument(help="[MODEL] VERSION (MODEL may be left out when a default model is set).", metavar="[MODEL] VERSION", show_default=False)] = None,
-    canary: Annotated[float | None, typer.Option(help="Send this percent of requests to VERSION; promote later with a plain switch.", min=0.01, max=100)] = None,
-    split: Annotated[float | None, typer.Option(help="A/B: send this percent of requests to VERSION until promoted or aborted.", min=0.01, max=100)] = None,
+    canary: Annotated[float | None, typer.Option(help="Send this percent of requests to VERSION; promote later with a plain switch.", min=0.01, max=100, callback=finite)] = None,
+    split: Annotated[float | None, typer.Option(help="A/B: send this percent of requests to VERSION until promoted or aborted.", min=0.01, max=100, callback=finite)] = None,
     gradual: Annotated[bool, typer.Option("--gradual", help="Step the share up on a schedule (--steps), each step gated on health.")] = False,
     steps: Annotated[str | None, typer.Option(help="Gradual steps in percent, e.g. 10,25,50,100.")] = None,
-    step_seconds: Annotated[float | None, typer.Option(help="Seconds between gradual steps.", min=0.001)] = None,
+    step_seconds: Annotated[float | None, typer.Option(help="Seconds between gradual steps.", min=0.001, max=30 * 86400, callback=finite)] = None,
     step_requests: Annotated[int | None, typer.Option(help="Requests to the new version between gradual steps.", min=1)] = None,
     sticky_key: Annotated[bool, typer.Option("--sticky-key", help="Requests with the same --key always land on the same side.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Switch even if the versions' embedding spaces differ.")] = False,
@@ -138,7 +142,7 @@ def history(
     if single:
         print_table(f"history of {next(iter(models))}", HISTORY_COLUMNS[:1] + HISTORY_COLUMNS[2:], [row[:1] + row[2:] for row in rows])
     else:
-        print_table("history", HISTORY_COLUMNS, rows)
+        print_table("history", HISTORY_COLUMNS, rows, empty="no switches yet" + ("" if all_events else " (--all also lists loads, unloads and config reloads)"))
 
 
 HISTORY_COLUMNS = [

@@ -90,7 +90,7 @@ _hs() {
     else
         case "$path_:${#_hs_args[@]}" in
             ":0") kind=choices choices="encode models preload evict status switch rollback history compare bench metrics doctor daemon config keys";;
-            "preload:0") kind=models;;
+            "preload:0") kind=specs;;
             "evict:0") kind=models;;
             "switch:0") kind=models;;
             "switch:1") kind=versions;;

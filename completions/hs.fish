@@ -102,7 +102,7 @@ complete -c hs -n '__hs_at "models"' -l quiet -s q -d 'Print model names only, o
 complete -c hs -n '__hs_at "models"' -s h -l help -d 'Show help and exit.'
 complete -c hs -n '__hs_at "preload"' -l json -d 'Print JSON for scripts.'
 complete -c hs -n '__hs_at "preload"' -s h -l help -d 'Show help and exit.'
-complete -c hs -n '__hs_arg "preload" 0' -a '(__hs_list models)'
+complete -c hs -n '__hs_arg "preload" 0' -a '(__hs_specs)'
 complete -c hs -n '__hs_at "evict"' -l json -d 'Print JSON for scripts.'
 complete -c hs -n '__hs_at "evict"' -s h -l help -d 'Show help and exit.'
 complete -c hs -n '__hs_arg "evict" 0' -a '(__hs_list models)'

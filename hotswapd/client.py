@@ -9,6 +9,7 @@ for :attr:`EncodeResult.embeddings`.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -100,6 +101,13 @@ def _in_input_terms(receive: Callable[[], EncodeResult], start: int) -> EncodeRe
         raise type(exc)(exc.message.replace(f"text {exc.index}", f"input text {position + 1}", 1), position) from None
 
 
+def _seconds(value: float) -> float:
+    """A timeout: NaN would pass every comparison and infinity cannot become milliseconds."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"a timeout must be a finite number of seconds above 0, not {value!r}")
+    return float(value)
+
+
 def _as_bytes(index: int, text: Text) -> bytes:
     if isinstance(text, bytes):
         return text
@@ -114,7 +122,7 @@ class Client:
 
     def __init__(self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, context: zmq.Context[Any] | None = None) -> None:
         self.endpoint = resolve_endpoint(socket)
-        self.timeout = timeout
+        self.timeout = _seconds(timeout)
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
         self._counter = 0
@@ -178,7 +186,7 @@ class Client:
 
     def _await(self, request_id: str, timeout: float | None) -> _Decoded:
         sock = self._connect()
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else _seconds(timeout)
         deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
@@ -285,7 +293,7 @@ class Client:
         if no_cache:
             options["no_cache"] = True
         # The daemon drops queued work whose caller has given up waiting for it.
-        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else timeout) * 1000)))
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.send("encode", model=model, options=options, payload=payload)
 

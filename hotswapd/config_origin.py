@@ -135,10 +135,12 @@ class SsmPoller:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
 
 def origin_for(spec: str | None, default_path: Path, missing_ok: bool) -> ConfigOrigin:
     if spec and spec.startswith(SSM_PREFIX):
         return SsmOrigin(spec)
-    return FileOrigin(Path(spec).expanduser() if spec else default_path, missing_ok)
+    # Absolute: `hs status` and the --config mismatch check compare it from other directories.
+    return FileOrigin(Path(spec).expanduser().absolute() if spec else default_path, missing_ok)

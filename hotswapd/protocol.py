@@ -95,12 +95,18 @@ def _load_header(frame: bytes, limit: int = MAX_HEADER_BYTES) -> dict[str, Any]:
     if len(frame) > limit:
         raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {limit}")
     try:
-        header = json.loads(frame)
+        header = json.loads(frame, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise ProtocolError(f"header frame is not a UTF-8 JSON object: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(header, dict):
         raise ProtocolError("header frame must be a JSON object")
     return header
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; Python's decoder takes them unless told not to, and a
+    NaN share or timeout passes every range check."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _check_version(header: dict[str, Any]) -> None:

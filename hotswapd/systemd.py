@@ -54,7 +54,9 @@ def notify(message: str) -> bool:
 
 
 def user_unit_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is invalid and ignored
+        base = str(Path.home() / ".config")
     return Path(base) / "systemd" / "user"
 
 

@@ -80,12 +80,15 @@ def client(shared_daemon: RunningDaemon) -> Iterator[object]:
 HsRunner = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
-def run_hs(*args: str, endpoint: str | None = None, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
-    """Run the installed `hs` console script, as a user would."""
+def run_hs(
+    *args: str, endpoint: str | None = None, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 180, stdout_closed: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `hs` console script, as a user would (``stdout_closed``: as `hs ... >&-`)."""
     environment = daemon_env(**{"HOTSWAPD_NO_AUTOSTART": "1", **(env or {})})
     if endpoint:
         environment["HOTSWAPD_SOCKET"] = endpoint
-    return subprocess.run([str(HS), *args], input=stdin, capture_output=True, env=environment, timeout=timeout)
+    command = ["bash", "-c", 'exec "$0" "$@" >&-', str(HS), *args] if stdout_closed else [str(HS), *args]
+    return subprocess.run(command, input=stdin, capture_output=True, env=environment, timeout=timeout)
 
 
 @pytest.fixture()

@@ -311,17 +311,26 @@ class Handlers:
         if not version:
             raise ProtocolError("op 'switch' needs option 'version'")
         steps = _option(request, "steps", list)
-        if steps is not None and not all(isinstance(step, (int, float)) for step in steps):
-            raise ProtocolError("option 'steps' must be a list of percentages")
+        if steps is not None and not (steps and all(isinstance(step, (int, float)) and not isinstance(step, bool) and 0 < step <= 100 for step in steps)):
+            raise ProtocolError("option 'steps' must be a non-empty list of percentages in (0, 100]")
+        share = _option(request, "share", (int, float))
+        if share is not None and not 0 < share <= 100:
+            raise ProtocolError("option 'share' must be a percentage in (0, 100]")
+        step_seconds = _option(request, "step_seconds", (int, float))
+        if step_seconds is not None and not 0 < step_seconds <= 30 * 86400:
+            raise ProtocolError("option 'step_seconds' must be in (0, 2592000]")
+        step_requests = _option(request, "step_requests", int)
+        if step_requests is not None and step_requests < 1:
+            raise ProtocolError("option 'step_requests' must be at least 1")
         switch = SwitchRequest(
             model=name,
             target=version,
             strategy=_option(request, "strategy", str, "immediate"),
-            share=_option(request, "share", (int, float)),
+            share=share,
             sticky=_option(request, "sticky", bool),
             steps=steps,
-            step_seconds=_option(request, "step_seconds", (int, float)),
-            step_requests=_option(request, "step_requests", int),
+            step_seconds=step_seconds,
+            step_requests=step_requests,
             force=_option(request, "force", bool, False),
             client=request.peer,
             trigger=_trigger(request),

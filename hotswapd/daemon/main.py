@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -149,7 +150,11 @@ class Daemon:
                 raise ConfigError(f"cannot create the runtime dir for {endpoint}'s lock file: {problem}")
         self._lock.acquire()
         try:
-            if sock_path is not None and sock_path.exists():
+            if sock_path is not None and (sock_path.exists() or sock_path.is_symlink()):
+                # We hold the lock, so no daemon serves it; but only a socket file is ours to
+                # remove: a regular file, a directory or a link there is somebody's data.
+                if sock_path.is_symlink() or not stat.S_ISSOCK(sock_path.lstat().st_mode):
+                    raise ConfigError(f"{sock_path} exists and is not a socket; refusing to replace it (choose another --socket or move it away)")
                 log.warning("removing stale socket %s left by a daemon that did not stop cleanly", sock_path)
                 sock_path.unlink()
             self._router.bind()

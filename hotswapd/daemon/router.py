@@ -57,6 +57,7 @@ class Router:
         self._push_sockets: list[zmq.Socket[Any]] = []
         self._push_lock = threading.Lock()
         self._closed = False
+        self._bound = False  # only a socket file this router bound is its to remove
         self._socket_checked = time.monotonic()
         self._auth = secure(context, self._socket) if endpoint.startswith("tcp://") else None
 
@@ -67,6 +68,7 @@ class Router:
             self._socket.bind(self._endpoint)
         finally:
             os.umask(old_umask)
+        self._bound = True
         path = ipc_path(self._endpoint)
         if path is not None:
             os.chmod(path, 0o600)
@@ -210,7 +212,7 @@ class Router:
         if self._auth is not None:
             self._auth.stop()
         path = ipc_path(self._endpoint)
-        if path is not None:
+        if path is not None and self._bound:
             path.unlink(missing_ok=True)
 
 

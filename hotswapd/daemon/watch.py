@@ -79,5 +79,7 @@ class ConfigWatcher:
         self._applied_digest = file_digest(self.path)
 
     def stop(self) -> None:
+        if not self._observer.is_alive():
+            return  # never started: the daemon failed before it got that far (its error is the one to report)
         self._observer.stop()
         self._observer.join(timeout=5)
