@@ -81,8 +81,6 @@ def compare(
 
     Example: hs compare minilm v1 v2 --input sample.txt
     """
-    if first == second:
-        raise typer.BadParameter(f"compare two different versions, not {first} with itself", param_hint="VERSION")
     texts = _sample(input_file, limit)
     client = ctx.obj.client()
     for version in (first, second):  # loaded and warm before any clock starts
