@@ -26,6 +26,7 @@ from pydantic import (
 
 from hotswapd.backends import backend_names, options_schema
 from hotswapd.errors import ConfigError
+from hotswapd.http.settings import HttpConfig
 from hotswapd.sources import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -246,6 +247,7 @@ class Config(_Frozen):
     daemon: DaemonConfig = DaemonConfig()
     cache: CacheConfig = CacheConfig()
     memory: MemoryConfig = MemoryConfig()
+    http: HttpConfig = HttpConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Where this config came from; None for the built-in default. Relative sources resolve
     # against this file's directory.

@@ -101,6 +101,9 @@ class OnnxEmbedder:
         (tokens,) = self._session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs})[:1]
         return pool(tokens, batch.attention_mask, self._pooling)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._tokenizer.count_tokens(texts)
+
     @property
     def max_tokens(self) -> int:
         return self._tokenizer.max_seq_length

@@ -55,6 +55,9 @@ class SageMakerEmbedder:
         self.batch_size = batch_size
         self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._tokenizer.count_tokens(texts)
+
     @property
     def max_tokens(self) -> int:
         return self._tokenizer.max_seq_length

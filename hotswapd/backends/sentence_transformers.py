@@ -26,10 +26,15 @@ class SentenceTransformerEmbedder:
         # what the model ships as, which is what the switch guard compares.
         self._space = _describe_space(model)
         self._model = _without_normalize(model)
+        self._tokenizer = model.tokenizer
         self.batch_size = batch_size
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
+        return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
 
     @property
     def max_tokens(self) -> int | None:

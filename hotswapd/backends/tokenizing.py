@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_length=max_seq_length)
         self._tokenizer.no_padding()
         self._pad_id = self._pad_token_id()
+        self._counting: Any = None  # the untruncated copy, made on first use
 
     def _pad_token_id(self) -> int:
         for token in ("[PAD]", "<pad>", "<|endoftext|>"):
@@ -45,6 +47,17 @@ class TextTokenizer:
             if token_id is not None:
                 return token_id
         return 0
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation (OpenAI's usage).
+        A copy without truncation: the inference thread uses the truncating one meanwhile."""
+        if self._counting is None:
+            from tokenizers import Tokenizer
+
+            self._counting = Tokenizer.from_str(self._tokenizer.to_str())
+            self._counting.no_truncation()
+            self._counting.no_padding()
+        return [len(encoding.ids) for encoding in self._counting.encode_batch([text.strip() for text in texts])]
 
     def vocabulary(self) -> dict[str, int]:
         return self._tokenizer.get_vocab(with_added_tokens=True)

@@ -44,6 +44,10 @@ class TransformersEmbedder:
         self.device = device
         self.dimension = int(model.config.hidden_size) * len(pooling.split("+"))
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
+        return [len(ids) for ids in self._tokenizer([text.strip() for text in texts], truncation=False, verbose=False)["input_ids"]]
+
     @property
     def max_tokens(self) -> int:
         return self._max_length

@@ -16,65 +16,22 @@ so a bad or excess request is answered at once.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psutil
 
 from hotswapd import __version__
-from hotswapd.daemon.admission import Admission
-from hotswapd.daemon.audit import SWITCH_EVENTS, AuditLog
-from hotswapd.daemon.batching import BatchLimits
+from hotswapd.daemon.audit import SWITCH_EVENTS
 from hotswapd.daemon.describe import describe_loaded, describe_model
-from hotswapd.daemon.health import HealthBook
-from hotswapd.daemon.inference import Inference
-from hotswapd.daemon.loaded import LoadedVersion
-from hotswapd.daemon.metrics import Metrics
-from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.switch_request import SwitchRequest
-from hotswapd.daemon.switching import Switchboard
-from hotswapd.daemon.workers import Pool, Workers
 from hotswapd.errors import (
-    BatchTooLarge,
-    DeadlineExceeded,
-    EmptyRequest,
-    HotswapError,
-    InternalError,
-    InvalidText,
     ProtocolError,
-    TextTooLong,
-    UnknownVersion,
 )
-from hotswapd.protocol import VECTOR_DTYPE, Request
-
-
-@dataclass
-class Outcome:
-    result: dict[str, Any]
-    payload: list[Any] = field(default_factory=list)
-
-
-Job = Callable[[], Outcome]
-Reply = Callable[["Outcome | HotswapError"], None]
-
-
-@dataclass
-class Queued:
-    """A job for a worker pool; its Outcome (or error) is the reply."""
-
-    pool: Pool
-    job: Job
-
-
-@dataclass
-class Deferred:
-    """Work started on the socket thread that answers later: ``start(reply)`` must not
-    block, and ``reply`` is called exactly once, from any thread."""
-
-    start: Callable[[Reply], None]
+from hotswapd.daemon.encode_op import EncodeOp
+from hotswapd.daemon.services import Services
+from hotswapd.daemon.op_types import Deferred, Outcome, Queued, option as _option
+from hotswapd.protocol import Request
 
 
 @dataclass
@@ -91,37 +48,11 @@ class DaemonState:
 
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
-    "encode": {"normalize", "key", "deadline_ms", "no_cache"},
+    "encode": {"normalize", "key", "deadline_ms", "no_cache", "count_tokens"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
 }
-
-
-@dataclass
-class Services:
-    """What the handlers work with; built once by the daemon."""
-
-    registry: Registry
-    switchboard: Switchboard
-    health: HealthBook
-    metrics: Metrics
-    audit: AuditLog
-    reload: Callable[[str], dict[str, Any]]
-    inference: Inference
-    admission: Admission
-    workers: Workers
-
-
-def _option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = request.options.get(name)
-    if value is None:  # absent, or an explicit null: the default
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int in Python; on the wire `true` is never a number.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProtocolError(f"option {name!r} of op {request.op!r} must be {' or '.join(k.__name__ for k in kinds)}")
-    return value
 
 
 TRIGGERS = ("cli", "api")  # who asked, as the audit log records it; the client says which
@@ -140,6 +71,7 @@ class Handlers:
         self._registry = services.registry
         self._state = state
         self._process = psutil.Process()
+        self._encode = EncodeOp(services)
 
     def handle(self, request: Request) -> Outcome | Queued | Deferred:
         unknown = set(request.options) - ALLOWED_OPTIONS.get(request.op, set())
@@ -198,109 +130,7 @@ class Handlers:
         return Queued("control", lambda: Outcome(describe_loaded(self._registry.get(name, version))))
 
     def _op_encode(self, request: Request) -> Deferred:
-        name, model, pinned = self._registry.resolve(request.model)
-        texts = self._decode_texts(request.payload)
-        normalize = _option(request, "normalize", bool)
-        key = _option(request, "key", str)
-        use_cache = not _option(request, "no_cache", bool)  # `hs compare` times the model, not the cache
-        deadline_ms = _option(request, "deadline_ms", (int, float))
-        if deadline_ms is not None and not 0 < deadline_ms <= 86_400_000:
-            raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
-        # The version is fixed here, at dispatch: a switch after this point does not touch it.
-        version = pinned or self._s.switchboard.pick(name, key)
-        spec = model.versions.get(version)
-        if spec is None:
-            # A config reload is between updating the routes and the registry: ask again.
-            name, model, pinned = self._registry.resolve(request.model)
-            version = pinned or self._s.switchboard.pick(name, key)
-            spec = model.versions.get(version)
-            if spec is None:
-                raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
-        if normalize is None:
-            normalize = spec.normalize
-        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
-        deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
-        return Deferred(lambda reply: self._start_encode(name, version, texts, (normalize, use_cache), deadline, ticket.release, reply))
-
-    def _start_encode(self, name: str, version: str, texts: list[bytes], flags: tuple[bool, bool], deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
-        normalize, use_cache = flags
-        started = time.perf_counter()
-
-        answered = threading.Event()
-
-        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None) -> None:
-            if answered.is_set():
-                return  # a failure after the answer was given must not return the lease twice
-            answered.set()
-            outcome: Outcome | HotswapError
-            try:
-                self._registry.release(loaded)
-                outcome = self._encode_outcome(loaded, result, error, time.perf_counter() - started, len(texts))
-            except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
-                outcome = InternalError(f"{type(exc).__name__}: {exc}")
-            finally:
-                release_ticket()
-            reply(outcome)
-
-        def run(loaded: LoadedVersion) -> None:
-            try:
-                self._s.inference.submit(loaded, texts, normalize, self._limits(loaded), lambda result, error: answer(loaded, result, error), deadline, use_cache=use_cache)
-            except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
-                answer(loaded, None, exc)
-
-        loaded = self._registry.try_lease(name, version)
-        if loaded is not None:
-            run(loaded)
-            return
-
-        def load_then_run() -> None:
-            if deadline is not None and time.monotonic() >= deadline:
-                release_ticket()
-                reply(DeadlineExceeded("the request's deadline passed while it waited for its model to load"))
-                return
-            try:
-                leased = self._registry.lease(name, version)
-            except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer
-                release_ticket()
-                reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
-                return
-            run(leased)
-
-        self._s.workers.submit("loader", load_then_run)
-
-    def _encode_outcome(self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int) -> Outcome | HotswapError:
-        if error is not None or result is None:
-            self._record(loaded.model, loaded.version, False, seconds, texts)
-            if isinstance(error, HotswapError):
-                return error
-            return InternalError(f"{type(error).__name__}: {error}")
-        self._record(loaded.model, loaded.version, True, seconds, texts)
-        vectors, cached = result
-        count, dim = vectors.shape
-        return Outcome(
-            {
-                "model": loaded.model,
-                "version": loaded.version,
-                "fingerprint": loaded.fingerprint,
-                "dim": dim,
-                "count": count,
-                "dtype": VECTOR_DTYPE,
-                "cached": cached,
-            },
-            [vectors],
-        )
-
-    def _limits(self, loaded: LoadedVersion) -> BatchLimits:
-        spec, defaults = loaded.config, self._registry.config.daemon
-        return BatchLimits(
-            max_batch_size=spec.max_batch_size or defaults.max_batch_size,
-            max_batch_tokens=spec.max_batch_tokens or defaults.max_batch_tokens,
-            max_wait_ms=defaults.max_wait_ms if spec.max_wait_ms is None else spec.max_wait_ms,
-        )
-
-    def _record(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
-        self._s.health.record(model, version, ok, seconds * 1000)
-        self._s.metrics.record_request(model, version, ok, seconds, texts)
+        return self._encode.prepare(request)
 
     def _op_switch(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)
@@ -359,25 +189,3 @@ class Handlers:
 
     def _op_metrics(self, request: Request) -> Queued:
         return Queued("io", lambda: Outcome({"text": self._s.metrics.exposition()}))
-
-    def _decode_texts(self, frames: list[bytes]) -> list[bytes]:
-        limits = self._registry.config.daemon
-        if not frames:
-            raise EmptyRequest("encode needs at least one text")
-        if len(frames) > limits.max_batch_texts:
-            raise BatchTooLarge(
-                f"{len(frames)} texts in one request; the limit is {limits.max_batch_texts} "
-                "(daemon.max_batch_texts): send smaller chunks"
-            )
-        texts: list[bytes] = []
-        for index, frame in enumerate(frames):
-            if len(frame) > limits.max_text_bytes:
-                raise TextTooLong(
-                    f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)", index
-                )
-            try:
-                bytes(frame).decode("utf-8")  # validated now, decoded again when its batch runs
-                texts.append(frame if isinstance(frame, bytes) else bytes(frame))
-            except UnicodeDecodeError as exc:
-                raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})", index) from exc
-        return texts

@@ -25,7 +25,8 @@ from hotswapd.daemon.admission import Admission, limits_from
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.daemon.disk_cache import DiskCache
-from hotswapd.daemon.handlers import DaemonState, Handlers, Services
+from hotswapd.daemon.handlers import DaemonState, Handlers
+from hotswapd.daemon.services import Services
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics

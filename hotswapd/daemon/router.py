@@ -20,7 +20,8 @@ from typing import Any
 import zmq
 
 from hotswapd.daemon.curve import secure
-from hotswapd.daemon.handlers import DaemonState, Deferred, Handlers, Outcome, Queued
+from hotswapd.daemon.handlers import DaemonState, Handlers
+from hotswapd.daemon.op_types import Deferred, Outcome, Queued
 from hotswapd.daemon.workers import Workers
 from hotswapd.errors import HotswapError, InternalError, ShuttingDown
 from hotswapd.paths import ipc_path

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-Pool = Literal["control", "loader", "io"]
-SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1}
+Pool = Literal["control", "loader", "io", "tokens"]
+# tokens: counting texts' tokens for a request that asks (the HTTP endpoint's usage).
+SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1, "tokens": 1}
 
 
 class Workers:

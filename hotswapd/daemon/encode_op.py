@@ -1,0 +1,196 @@
+"""The encode op: validated, admitted and given its version on the socket thread; answered
+by a callback from whichever thread finishes it.
+
+A request that asks for ``count_tokens`` (the HTTP endpoint's ``usage``) has its texts
+counted by the version's own tokenizer on the ``tokens`` pool first: tokenizing is CPU work
+the socket thread must not do, and the inference thread is kept for the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hotswapd.daemon.batching import BatchLimits
+from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
+from hotswapd.daemon.services import Services
+from hotswapd.errors import (
+    BatchTooLarge,
+    DeadlineExceeded,
+    EmptyRequest,
+    HotswapError,
+    InternalError,
+    InvalidText,
+    ProtocolError,
+    TextTooLong,
+    UnknownVersion,
+)
+from hotswapd.protocol import VECTOR_DTYPE, Request
+
+@dataclass(frozen=True)
+class EncodeFlags:
+    normalize: bool
+    use_cache: bool  # False: `hs compare` times the model, not the cache
+    count_tokens: bool  # the reply says how many tokens the texts are (OpenAI's usage)
+
+
+def count_tokens(loaded: LoadedVersion, texts: Sequence[bytes]) -> int | None:
+    """The texts' tokens by the version's own tokenizer, special tokens included and before
+    any truncation; None for a backend that cannot tell (a plugin without ``count_tokens``)."""
+    counter = getattr(loaded.embedder, "count_tokens", None)
+    if not callable(counter):
+        return None
+    return int(sum(counter([text.decode("utf-8") for text in texts])))
+
+
+class EncodeOp:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._registry = services.registry
+
+    def prepare(self, request: Request) -> Deferred:
+        name, model, pinned = self._registry.resolve(request.model)
+        texts = self.decode_texts(request.payload)
+        normalize = option(request, "normalize", bool)
+        key = option(request, "key", str)
+        use_cache = not option(request, "no_cache", bool)
+        wants_tokens = bool(option(request, "count_tokens", bool))
+        deadline_ms = option(request, "deadline_ms", (int, float))
+        if deadline_ms is not None and not 0 < deadline_ms <= 86_400_000:
+            raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
+        # The version is fixed here, at dispatch: a switch after this point does not touch it.
+        version = pinned or self._s.switchboard.pick(name, key)
+        spec = model.versions.get(version)
+        if spec is None:
+            # A config reload is between updating the routes and the registry: ask again.
+            name, model, pinned = self._registry.resolve(request.model)
+            version = pinned or self._s.switchboard.pick(name, key)
+            spec = model.versions.get(version)
+            if spec is None:
+                raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
+        flags = EncodeFlags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens)
+        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
+        deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
+        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, reply))
+
+    def _start(self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+        started = time.perf_counter()
+        answered = threading.Event()
+
+        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, tokens: int | None = None) -> None:
+            if answered.is_set():
+                return  # a failure after the answer was given must not return the lease twice
+            answered.set()
+            outcome: Outcome | HotswapError
+            try:
+                self._registry.release(loaded)
+                outcome = self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, tokens)
+            except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
+                outcome = InternalError(f"{type(exc).__name__}: {exc}")
+            finally:
+                release_ticket()
+            reply(outcome)
+
+        def submit(loaded: LoadedVersion, tokens: int | None) -> None:
+            try:
+                done = lambda result, error: answer(loaded, result, error, tokens)  # noqa: E731
+                self._s.inference.submit(loaded, texts, flags.normalize, self._limits(loaded), done, deadline, use_cache=flags.use_cache)
+            except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
+                answer(loaded, None, exc)
+
+        def count_then_submit(loaded: LoadedVersion) -> None:
+            try:
+                tokens = count_tokens(loaded, texts)
+            except Exception as exc:  # noqa: BLE001 -- a tokenizer failure is this request's answer
+                answer(loaded, None, exc)
+                return
+            submit(loaded, tokens)
+
+        def run(loaded: LoadedVersion) -> None:
+            if flags.count_tokens:
+                self._s.workers.submit("tokens", lambda: count_then_submit(loaded))
+            else:
+                submit(loaded, None)
+
+        loaded = self._registry.try_lease(name, version)
+        if loaded is not None:
+            run(loaded)
+            return
+
+        def load_then_run() -> None:
+            if deadline is not None and time.monotonic() >= deadline:
+                release_ticket()
+                reply(DeadlineExceeded("the request's deadline passed while it waited for its model to load"))
+                return
+            try:
+                leased = self._registry.lease(name, version)
+            except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer
+                release_ticket()
+                reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
+                return
+            run(leased)
+
+        self._s.workers.submit("loader", load_then_run)
+
+    def _outcome(
+        self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int, flags: EncodeFlags, tokens: int | None
+    ) -> Outcome | HotswapError:
+        if error is not None or result is None:
+            self.record(loaded.model, loaded.version, False, seconds, texts)
+            if isinstance(error, HotswapError):
+                return error
+            return InternalError(f"{type(error).__name__}: {error}")
+        self.record(loaded.model, loaded.version, True, seconds, texts)
+        vectors, cached = result
+        count, dim = vectors.shape
+        header = {
+            "model": loaded.model,
+            "version": loaded.version,
+            "fingerprint": loaded.fingerprint,
+            "dim": dim,
+            "count": count,
+            "dtype": VECTOR_DTYPE,
+            "cached": cached,
+            "normalized": flags.normalize,
+        }
+        if flags.count_tokens:
+            header["tokens"] = tokens
+        return Outcome(header, [vectors])
+
+    def _limits(self, loaded: LoadedVersion) -> BatchLimits:
+        spec, defaults = loaded.config, self._registry.config.daemon
+        return BatchLimits(
+            max_batch_size=spec.max_batch_size or defaults.max_batch_size,
+            max_batch_tokens=spec.max_batch_tokens or defaults.max_batch_tokens,
+            max_wait_ms=defaults.max_wait_ms if spec.max_wait_ms is None else spec.max_wait_ms,
+        )
+
+    def record(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
+        self._s.health.record(model, version, ok, seconds * 1000)
+        self._s.metrics.record_request(model, version, ok, seconds, texts)
+
+    def decode_texts(self, frames: list[bytes]) -> list[bytes]:
+        limits = self._registry.config.daemon
+        if not frames:
+            raise EmptyRequest("encode needs at least one text")
+        if len(frames) > limits.max_batch_texts:
+            raise BatchTooLarge(
+                f"{len(frames)} texts in one request; the limit is {limits.max_batch_texts} "
+                "(daemon.max_batch_texts): send smaller chunks"
+            )
+        texts: list[bytes] = []
+        for index, frame in enumerate(frames):
+            if len(frame) > limits.max_text_bytes:
+                raise TextTooLong(
+                    f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)", index
+                )
+            try:
+                bytes(frame).decode("utf-8")  # validated now, decoded again when its batch runs
+                texts.append(frame if isinstance(frame, bytes) else bytes(frame))
+            except UnicodeDecodeError as exc:
+                raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})", index) from exc
+        return texts
