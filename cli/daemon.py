@@ -55,10 +55,13 @@ def run(
 
 
 @app.command()
-def start(ctx: typer.Context) -> None:
+def start(
+    ctx: typer.Context,
+    http: Annotated[str | None, typer.Option("--http", metavar="HOST:PORT", help="Also serve the OpenAI-compatible HTTP endpoint there (overrides http.listen).")] = None,
+) -> None:
     """Start a detached daemon and return once it answers.
 
-    Example: hs --config ~/hotswap.toml daemon start
+    Example: hs --config ~/hotswap.toml daemon start --http 127.0.0.1:8080
     """
     settings: Settings = ctx.obj
     endpoint = settings.endpoint
@@ -74,8 +77,11 @@ def start(ctx: typer.Context) -> None:
         return
     from hotswapd.launcher import start_daemon  # subprocess: only for this command
 
-    pid = start_daemon(endpoint, settings.config)
+    pid = start_daemon(endpoint, settings.config, http=http)
     typer.echo(f"started hotswapd (pid {pid}) on {endpoint}")
+    if http:
+        with Client(settings.socket, timeout=settings.timeout) as client:
+            typer.echo(f"OpenAI-compatible endpoint: {client.status().get('http')}/v1")
 
 
 @app.command()

@@ -123,6 +123,7 @@ def show_status(info: dict[str, Any]) -> None:
         ["phase", info["phase"]],
         ["uptime", human_duration(info["uptime_seconds"])],
         ["socket", info["socket"]],
+        ["http", f"{info['http']}/v1 (OpenAI-compatible)" if info.get("http") else "off"],
         ["config", info["config_path"] or "built-in default"],
         ["default model", info.get("default_model") or "-"],
         ["active", ", ".join(f"{m}@{v}" for m, v in sorted(info.get("active", {}).items())) or "-"],

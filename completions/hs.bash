@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -73,7 +73,7 @@ _hs() {
             "doctor") choices="--json -h --help";;
             "daemon") choices="-h --help";;
             "daemon run") choices="--log-level -h --help";;
-            "daemon start") choices="-h --help";;
+            "daemon start") choices="--http -h --help";;
             "daemon stop") choices="-h --help";;
             "daemon status") choices="--json -h --help";;
             "daemon unit") choices="--install --force -h --help";;

@@ -18,13 +18,15 @@ def daemon_log_path() -> Path:
     return state_dir() / "hotswapd.log"
 
 
-def start_daemon(endpoint: str, config: str | None = None, *, wait_seconds: float = 30.0) -> int:
+def start_daemon(endpoint: str, config: str | None = None, *, wait_seconds: float = 30.0, http: str | None = None) -> int:
     """Spawn a detached daemon and return its pid once it answers ``ping``."""
     log_path = daemon_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "hotswapd", "--socket", endpoint]
     if config:
         command += ["--config", config]
+    if http:
+        command += ["--http", http]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,

@@ -45,6 +45,7 @@ class DaemonState:
     in_flight: int = 0
     config_error: str | None = None
     stop_requested: bool = False
+    http_url: str | None = None  # the OpenAI-compatible endpoint, when it is on
 
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
@@ -99,6 +100,7 @@ class Handlers:
                 "phase": self._state.phase,
                 "uptime_seconds": round(time.time() - self._state.started_at, 3),
                 "socket": self._state.endpoint,
+                "http": self._state.http_url,
                 "config_path": self._state.config_path,
                 "config_error": self._state.config_error,
                 "default_model": self._registry.config.default_model,

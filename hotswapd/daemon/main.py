@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
+from pydantic import ValidationError
 
 from hotswapd import __version__, keys, paths, systemd
 from hotswapd.config import Config
@@ -26,20 +27,24 @@ from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.cache import EmbeddingCache
 from hotswapd.daemon.disk_cache import DiskCache
 from hotswapd.daemon.handlers import DaemonState, Handlers
-from hotswapd.daemon.services import Services
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
 from hotswapd.daemon.metrics import Metrics
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.router import Router
+from hotswapd.daemon.services import Services
 from hotswapd.daemon.statefile import StateFile
 from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.daemon.switching import Switchboard
 from hotswapd.daemon.ticker import Ticker
 from hotswapd.daemon.workers import Workers
 from hotswapd.errors import ConfigError, HotswapError
+from hotswapd.http.settings import HttpConfig
 from hotswapd.lockfile import EndpointLock
 from hotswapd.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
+
+if TYPE_CHECKING:
+    from hotswapd.http.server import HttpServer
 
 log = logging.getLogger("hotswapd")
 HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
@@ -52,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--socket", help="ZeroMQ endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path (env HOTSWAPD_SOCKET)")
     parser.add_argument("--config", help="TOML config file, or ssm:/PARAMETER in SSM Parameter Store (env HOTSWAPD_CONFIG)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
+    parser.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible HTTP endpoint there (overrides http.listen)")
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long a stop waits for requests in flight")
     parser.add_argument("--version", action="version", version=f"hotswapd {__version__}")
     return parser.parse_args(argv)
@@ -69,6 +75,16 @@ def configure_logging(level: str) -> None:
     # boto3 logs every client it creates at INFO; an SSM poll would fill the log.
     for chatty in ("botocore", "boto3", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def http_settings(config: Config, listen: str | None) -> HttpConfig:
+    """``[http]``, with ``--http HOST:PORT`` in place of its listen (checked the same way)."""
+    if listen is None:
+        return config.http
+    try:
+        return HttpConfig.model_validate({**config.http.model_dump(), "listen": listen})
+    except ValidationError as exc:
+        raise ConfigError(f"--http {listen}: {exc.errors()[0]['msg']}") from None
 
 
 def config_may_be_missing(explicit: str | None) -> bool:
@@ -89,7 +105,7 @@ def embedding_cache(config: Config) -> EmbeddingCache:
 class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
-    def __init__(self, config: Config, origin: ConfigOrigin, endpoint: str, drain_seconds: float) -> None:
+    def __init__(self, config: Config, origin: ConfigOrigin, endpoint: str, drain_seconds: float, http: HttpConfig | None = None) -> None:
         if endpoint.startswith("tcp://"):
             keys.server_keys()  # TCP is served with CURVE only: no keys, no start (before anything is built)
         self._origin = origin
@@ -131,6 +147,9 @@ class Daemon:
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)
         self._ticker = Ticker(self._on_tick, TICK_SECONDS, self._stop)
+        self._http_settings = http or config.http  # read at start; a change needs a restart
+        self._http_base = config.base_dir
+        self.http: HttpServer | None = None
 
     def _trim_soon(self) -> None:
         """A burst of traffic has drained: give its freed heap back a moment later, once the
@@ -159,6 +178,7 @@ class Daemon:
                 log.warning("removing stale socket %s left by a daemon that did not stop cleanly", sock_path)
                 sock_path.unlink()
             self._router.bind()
+            self._start_http()
             self._serve_metrics()
             self._watcher.start()
             self._install_signal_handlers()
@@ -168,6 +188,8 @@ class Daemon:
             systemd.notify("STOPPING=1")
         finally:
             self._stop.set()
+            if self.http is not None:  # its requests in flight were drained with the others
+                self.http.stop()
             self._ticker.join()
             self._watcher.stop()
             self.registry.stop_loading()  # a load waiting on a hung mount gives up now
@@ -188,6 +210,17 @@ class Daemon:
             self._lock.release()
         log.info("stopped")
         return 0
+
+    def _start_http(self) -> None:
+        settings = self._http_settings
+        if not settings.listen:
+            return
+        from hotswapd.http.server import HttpServer
+
+        address = self._router.bind_inproc()
+        self.http = HttpServer(settings, settings.listen, self._http_base, self._context, address, lambda: self.state.phase)
+        self.http.start()
+        self.state.http_url = self.http.url
 
     def _serve_metrics(self) -> None:
         port = self.registry.config.daemon.metrics_port
@@ -320,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         origin = origin_for(spec, default_config_path(), missing_ok=config_may_be_missing(args.config))
         config = origin.load()
         endpoint = resolve_endpoint(args.socket)
+        http = http_settings(config, args.http)
     except ConfigError as exc:
         configure_logging(args.log_level or "info")
         log.error("%s", exc.message)
@@ -336,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     memory.few_heaps()
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
-        return Daemon(config, origin, endpoint, args.drain_seconds).run()
+        return Daemon(config, origin, endpoint, args.drain_seconds, http).run()
     except HotswapError as exc:
         log.error("%s", exc.message)
         return 1

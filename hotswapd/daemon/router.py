@@ -75,6 +75,13 @@ class Router:
             os.chmod(path, 0o600)
         log.info("listening on %s", self._endpoint)
 
+    def bind_inproc(self) -> str:
+        """Also listen on an in-process address: the HTTP endpoint's bridge connects there and
+        is one more client (no CURVE on inproc; it never leaves the process)."""
+        address = f"inproc://hotswapd-http-{os.getpid()}-{next(_router_ids)}"
+        self._socket.bind(address)
+        return address
+
     def serve(self, stop: threading.Event, drain_seconds: float) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)

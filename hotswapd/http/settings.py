@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 class HttpConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # HOST:PORT ("127.0.0.1:8080", "[::1]:8080"); off when unset (or `hotswapd --http`).
+    # HOST:PORT ("127.0.0.1:8080", "[::1]:8080"; port 0: any free one, see `hs status`);
+    # off when unset (or `hotswapd --http`).
     listen: str | None = None
     # API keys, one per line, in an owner-only file; or in an environment variable (comma-
     # or newline-separated). With keys, every request needs `Authorization: Bearer KEY`; a
@@ -44,8 +45,8 @@ class HttpConfig(BaseModel):
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port); an IPv6 host in brackets."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r}: expected HOST:PORT with a port in 1..65535, e.g. 127.0.0.1:8080")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r}: expected HOST:PORT with a port in 0..65535 (0: any free one), e.g. 127.0.0.1:8080")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)

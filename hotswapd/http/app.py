@@ -1,0 +1,126 @@
+"""The HTTP routes (Starlette): ``POST /v1/embeddings``, ``GET /v1/models``, ``/health``,
+``/metrics``. Every answer, errors included, is built here; nothing raises past a route.
+
+Admin operations (switch, rollback, evict, reload, shutdown) are deliberately absent: they
+stay on the owner-only ZeroMQ socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import zmq
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hotswapd.errors import HotswapError
+from hotswapd.http.auth import authorised
+from hotswapd.http.bridge import Bridge
+from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
+from hotswapd.http.settings import HttpConfig
+from hotswapd.protocol import VECTOR_DTYPE
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> Starlette:
+    bridge = Bridge(context, address, settings.max_pending)
+    timeout = settings.timeout_seconds
+    max_body = int(settings.max_body_mb * 2**20)
+
+    def guarded(handler: Handler, *, public: bool = False) -> Handler:
+        async def route(request: Request) -> Response:
+            try:
+                if not public and not authorised(request.headers.get("authorization"), keys):
+                    raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY", code="invalid_api_key")
+                return await handler(request)
+            except ApiError as exc:
+                return Response(exc.body(), exc.status, exc.headers, media_type=JSON)
+            except HotswapError as exc:
+                error = from_hotswap(exc)
+                return Response(error.body(), error.status, error.headers, media_type=JSON)
+            except Exception as exc:  # noqa: BLE001 -- an answer, never a trace or a hung connection
+                log.exception("HTTP %s %s failed", request.method, request.url.path)
+                error = ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error")
+                return Response(error.body(), 500, media_type=JSON)
+
+        return route
+
+    async def embeddings(request: Request) -> Response:
+        parsed = parse_embeddings(await _body(request, max_body))
+        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True}
+        key = request.headers.get(settings.sticky_header)
+        if key:
+            options["key"] = key
+        payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
+        head, frames = await bridge.request("encode", timeout=timeout, model=parsed.model, options=options, payload=payload)
+        vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
+        vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
+        name = f"{head['model']}@{head['version']}"
+        headers = {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
+        return Response(embeddings_body(vectors, parsed.encoding_format, name, head.get("tokens")), 200, headers, media_type=JSON)
+
+    async def models(request: Request) -> Response:
+        head, _ = await bridge.request("models", timeout=timeout)
+        data = []
+        for row in head["models"]:
+            data.append({"id": row["name"], "object": "model", "created": 0, "owned_by": "hotswap"})
+            for item in row.get("version_detail", []):
+                if item.get("state") == "loaded":
+                    data.append({"id": f"{row['name']}@{item['version']}", "object": "model", "created": 0, "owned_by": "hotswap"})
+        return Response(orjson.dumps({"object": "list", "data": data}), 200, media_type=JSON)
+
+    async def health(request: Request) -> Response:
+        now = phase()
+        return Response(orjson.dumps({"status": now}), 200 if now == "ready" else 503, media_type=JSON)
+
+    async def metrics(request: Request) -> Response:
+        head, _ = await bridge.request("metrics", timeout=timeout)
+        return Response(head["text"], 200, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await bridge.start()
+        try:
+            yield
+        finally:
+            await bridge.close()
+
+    routes = [
+        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/embeddings", guarded(embeddings), methods=["POST"]),  # clients configured without /v1
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/health", guarded(health, public=True), methods=["GET"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit} (http.max_body_mb)", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body passed {limit} bytes (http.max_body_mb)", code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _utf8(text: str, index: int) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON (\ud800)
+        raise ApiError(400, f"'input'[{index}] is not valid Unicode (a lone surrogate)", param="input") from None

@@ -1,0 +1,89 @@
+"""Runs the HTTP app (uvicorn) on a thread of its own, beside the router.
+
+Why uvicorn + Starlette: the most used ASGI server and a small, well-kept toolkit under it
+(FastAPI is built on the same two); no schema machinery we would not use, and uvicorn
+runs on a plain thread with its own event loop, which is what a daemon that already owns
+its main thread needs. The listening socket is bound here, before the thread starts, so a
+port in use is a clear start-up error rather than a thread that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from hotswapd.errors import ConfigError
+from hotswapd.http.auth import load_keys
+from hotswapd.http.settings import HttpConfig, parse_listen
+
+log = logging.getLogger(__name__)
+STARTED_WITHIN_SECONDS = 10.0
+GRACEFUL_SECONDS = 10
+
+
+class HttpServer:
+    def __init__(self, settings: HttpConfig, listen: str, base_dir: Path, context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> None:
+        import uvicorn
+
+        from hotswapd.http.app import build_app
+
+        keys = load_keys(settings, base_dir)
+        host, port = parse_listen(listen)
+        self.listen = listen
+        self._socket = _bind(host, port)
+        app = build_app(settings, keys, context, address, phase)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="hotswapd-http", daemon=True)
+        self.failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """Where it listens, with the port really bound (``listen`` may say port 0)."""
+        host, port = self._socket.getsockname()[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + STARTED_WITHIN_SECONDS
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            raise ConfigError(f"the HTTP endpoint on {self.listen} did not start: {self.failure or 'no answer within 10 s'}")
+        log.info("OpenAI-compatible HTTP endpoint on %s/v1", self.url)
+
+    def stop(self) -> None:
+        """Stop taking connections; requests in flight finish (the router drains them)."""
+        self._server.should_exit = True
+        self._thread.join(GRACEFUL_SECONDS + 5)
+        self._socket.close()
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # noqa: BLE001 -- uvicorn exits with SystemExit on a failed start
+            self.failure = exc
+            log.error("the HTTP endpoint stopped: %s: %s", type(exc).__name__, exc)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} for HTTP: {exc.strerror or exc}") from exc
+    sock.set_inheritable(False)
+    # Inherited by every accepted connection. Without it, a kept-alive connection waited
+    # ~40 ms per request (Nagle against delayed ACKs): uvicorn, handed a socket, did not
+    # set it on the connections (measured: 44 ms per request before, 0.2 ms after).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

@@ -1,0 +1,205 @@
+"""The OpenAI-compatible HTTP endpoint, driven by the real `openai` package and by httpx,
+against an in-process daemon serving fake models (issue 14)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from hotswapd.config import Config
+from hotswapd.errors import ConfigError
+from tests import fakebackend
+from tests.core.conftest import StartDaemon
+from tests.inproc import InprocDaemon, fake_config
+
+KEY = "k" * 32
+
+
+def http_config(tmp_path: Path, extra_http: str = "", daemon: str = "", **versions: dict[str, object]) -> str:
+    extra = f'[daemon]\n{daemon}\n[http]\nlisten = "127.0.0.1:0"\n{extra_http}\n'
+    return fake_config(tmp_path, versions or {"v1": {}, "v2": {"scale": 2.0}}, extra=extra)
+
+
+@contextmanager
+def serving(start: StartDaemon, config: str) -> Iterator[tuple[InprocDaemon, str]]:
+    with start(config) as daemon:
+        assert daemon.daemon.http is not None
+        yield daemon, daemon.daemon.http.url
+
+
+def test_openai_package_gets_what_hs_gets(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path)) as (daemon, url), daemon.client() as client:
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        texts = ["hello world", "a somewhat longer sentence about embeddings"]
+        expected = client.encode(texts, "m").embeddings
+        # No encoding_format: the openai package asks for base64 and decodes it itself.
+        default = api.embeddings.create(model="m", input=texts)
+        assert default.model == "m@v1"
+        got = np.array([item.embedding for item in default.data], dtype=np.float32)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+        assert [item.index for item in default.data] == [0, 1]
+        assert default.usage.prompt_tokens == default.usage.total_tokens == sum(len(t.split()) + 2 for t in texts)
+        as_float = api.embeddings.create(model="m", input=texts, encoding_format="float")
+        np.testing.assert_allclose(np.array([item.embedding for item in as_float.data]), expected, rtol=1e-6, atol=1e-7)
+        single = api.embeddings.create(model="m@v2", input="hello world")
+        assert single.model == "m@v2" and len(single.data) == 1
+        np.testing.assert_allclose(single.data[0].embedding, client.encode(["hello world"], "m@v2").embeddings[0], rtol=1e-6)
+        raw = api.embeddings.with_raw_response.create(model="m", input="x")
+        assert raw.headers["x-hotswap-version"] == "v1" and raw.headers["x-hotswap-fingerprint"] == client.encode(["x"], "m").fingerprint
+
+
+def test_dimensions_cut_and_renormalise(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path)) as (daemon, url), daemon.client() as client:
+        full = client.encode(["matryoshka"], "m").embeddings[0]
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        cut = np.array(api.embeddings.create(model="m", input="matryoshka", dimensions=4, encoding_format="float").data[0].embedding)
+        np.testing.assert_allclose(cut, full[:4] / np.linalg.norm(full[:4]), rtol=1e-5)
+        with pytest.raises(openai.BadRequestError, match="dimensions"):
+            api.embeddings.create(model="m", input="x", dimensions=9)
+
+
+def test_a_canary_splits_http_traffic_and_a_sticky_header_holds(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path)) as (daemon, url), daemon.client() as client, httpx.Client(base_url=url) as web:
+        client.switch("m", "v2", "canary", share=50, sticky=True)
+        seen = [web.post("/v1/embeddings", json={"model": "m", "input": f"text {i}"}).headers["x-hotswap-version"] for i in range(200)]
+        assert 60 <= seen.count("v2") <= 140, seen.count("v2")
+        sticky = {web.post("/v1/embeddings", json={"model": "m", "input": "t"}, headers={"X-Hotswap-Key": "user-7"}).headers["x-hotswap-version"] for _ in range(20)}
+        assert len(sticky) == 1
+
+
+BAD_REQUESTS: list[tuple[dict[str, object], int, str | None]] = [
+    ({"model": "m", "input": []}, 400, "non-empty"),
+    ({"model": "m", "input": ""}, 400, "empty string"),
+    ({"model": "m", "input": ["ok", 3]}, 400, "'input'[1] is a int"),
+    ({"model": "m", "input": [101, 2023]}, 400, "token ids is not supported"),
+    ({"model": "m", "input": [[101, 2023]]}, 400, "token ids is not supported"),
+    ({"model": "m", "input": ["x"] * 60}, 400, "max_batch_texts"),
+    ({"model": "m", "input": "y" * 3000}, 400, "max_text_bytes"),
+    ({"model": "m", "input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
+    ({"model": "m", "input": "x", "dimensions": 0}, 400, "dimensions"),
+    ({"model": 5, "input": "x"}, 400, "'model'"),
+    ({"model": "nope", "input": "x"}, 404, "unknown model"),
+    ({"model": "m@v9", "input": "x"}, 404, "v9"),
+]
+
+
+def test_bad_requests_get_openai_errors(start: StartDaemon, tmp_path: Path) -> None:
+    config = http_config(tmp_path, daemon="max_batch_texts = 50\nmax_text_bytes = 2000")
+    with serving(start, config) as (_, url), httpx.Client(base_url=url) as web:
+        for body, status, says in BAD_REQUESTS:
+            answer = web.post("/v1/embeddings", json=body)
+            assert answer.status_code == status, (body, answer.text)
+            error = answer.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+            assert says is None or says in error["message"], (body, error)
+        assert web.post("/v1/embeddings", json={"model": "m", "input": "still serving"}).status_code == 200
+
+
+def test_malformed_and_oversized_bodies(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path, extra_http="max_body_mb = 0.01")) as (_, url), httpx.Client(base_url=url) as web:
+        for raw in (b"{not json", b"[1, 2]", b'{"input": NaN}', b"\xff\xfe"):
+            answer = web.post("/v1/embeddings", content=raw, headers={"content-type": "application/json"})
+            assert answer.status_code == 400, (raw, answer.text)
+        big = web.post("/v1/embeddings", json={"model": "m", "input": ["z" * 1000] * 20})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused while it streams in
+            yield b'{"model": "m", "input": ["'
+            for _ in range(100):
+                yield b"z" * 1000
+            yield b'"]}'
+
+        streamed = web.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+
+
+def test_overload_is_429_with_retry_after(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path, extra_http="max_pending = 2")) as (_, url):
+        gate = threading.Event()
+        fakebackend.CONTROLS["v1"].gate = gate
+        results: list[int] = []
+
+        def call() -> None:
+            with httpx.Client(base_url=url, timeout=30) as web:
+                results.append(web.post("/v1/embeddings", json={"model": "m", "input": "slow"}).status_code)
+
+        waiting = [threading.Thread(target=call) for _ in range(2)]
+        for thread in waiting:
+            thread.start()
+        assert fakebackend.CONTROLS["v1"].entered.wait(5)
+        with httpx.Client(base_url=url) as web:
+            deadline = 0
+            while deadline < 200:  # until both calls are pending in the bridge
+                answer = web.post("/v1/embeddings", json={"model": "m", "input": "one more"})
+                if answer.status_code == 429:
+                    break
+                deadline += 1
+            assert answer.status_code == 429 and int(answer.headers["retry-after"]) >= 1
+            assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+        gate.set()
+        for thread in waiting:
+            thread.join(10)
+        assert results == [200, 200]
+
+
+def test_keys_guard_every_route_but_health(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTSWAP_TEST_KEYS", f"{KEY},{'q' * 20}")
+    with serving(start, http_config(tmp_path, extra_http='api_keys_env = "HOTSWAP_TEST_KEYS"')) as (_, url), httpx.Client(base_url=url) as web:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-wrong-key"}, {"Authorization": KEY}):
+            answer = web.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers=headers)
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key"
+            assert web.get("/v1/models", headers=headers).status_code == 401
+            assert web.get("/metrics", headers=headers).status_code == 401
+        assert web.get("/health").status_code == 200
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        assert api.embeddings.create(model="m", input="x").model == "m@v1"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="not-it-not-it-not-it", max_retries=0).embeddings.create(model="m", input="x")
+
+
+def test_a_non_loopback_bind_needs_keys() -> None:
+    with pytest.raises(ValueError, match="reachable from other machines"):
+        Config.model_validate({"http": {"listen": "0.0.0.0:8080"}})
+    assert Config.model_validate({"http": {"listen": "0.0.0.0:8080", "api_keys_env": "K"}}).http.listen == "0.0.0.0:8080"
+
+
+def test_a_world_readable_keys_file_is_refused(tmp_path: Path) -> None:
+    from hotswapd.http.auth import load_keys
+    from hotswapd.http.settings import HttpConfig
+
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    keys.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_keys(HttpConfig(api_keys_file=str(keys)), tmp_path)
+    keys.chmod(0o600)
+    assert load_keys(HttpConfig(api_keys_file=str(keys)), tmp_path) == [KEY.encode()]
+
+
+def test_models_health_and_metrics(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path)) as (daemon, url), httpx.Client(base_url=url) as web:
+        web.post("/v1/embeddings", json={"model": "m", "input": "counted"})
+        listed = web.get("/v1/models").json()
+        assert listed["object"] == "list" and {"m", "m@v1"} <= {item["id"] for item in listed["data"]}
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert "m" in [model.id for model in api.models.list()]
+        assert web.get("/health").json() == {"status": "ready"}
+        metrics = web.get("/metrics").text
+        assert 'hotswapd_requests_total{model="m",outcome="ok",version="v1"}' in metrics
+        with daemon.client() as client:
+            assert client.status()["http"] == url
+        # Every accepted connection inherits it: without it a kept-alive connection waited
+        # ~40 ms per request (Nagle against delayed ACKs).
+        import socket
+
+        assert daemon.daemon.http._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        daemon.daemon.state.phase = "stopping"
+        assert web.get("/health").status_code == 503
