@@ -33,9 +33,12 @@ class JsonWriter:
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._started = False
+        self._truncated = self._chunked = 0
 
     def write(self, result: EncodeResult) -> None:
         rows = result.rows()
+        self._truncated += result.truncated
+        self._chunked += result.chunked
         if not self._started:
             head = {"model": result.model, "version": result.version, "fingerprint": result.fingerprint, "dim": result.dim}
             self._out.write((json.dumps(head)[:-1] + ', "embeddings": [').encode())
@@ -47,7 +50,8 @@ class JsonWriter:
     def finish(self) -> None:
         if not self._started:
             self._out.write(b'{"model": null, "version": null, "fingerprint": null, "dim": 0, "embeddings": [')
-        self._out.write(b"]}\n")
+        # Known only at the end of a stream: texts over the maximum tokens, cut or chunked.
+        self._out.write(f'], "truncated": {self._truncated}, "chunked": {self._chunked}}}\n'.encode())
 
 
 class JsonlWriter:

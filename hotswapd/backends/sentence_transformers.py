@@ -36,6 +36,13 @@ class SentenceTransformerEmbedder:
         """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
         return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
 
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
+        from hotswapd.backends.tokenizing import windows_from_offsets
+
+        offsets = self._tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        return windows_from_offsets(text, offsets, window, overlap)
+
     @property
     def max_tokens(self) -> int | None:
         """Longer texts are truncated to this many tokens (shown by `hs models`)."""

@@ -51,13 +51,18 @@ class TextTokenizer:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation (OpenAI's usage).
         A copy without truncation: the inference thread uses the truncating one meanwhile."""
-        if self._counting is None:
+        if self._counting is None:  # made once, on the tokens pool
             from tokenizers import Tokenizer
 
             self._counting = Tokenizer.from_str(self._tokenizer.to_str())
             self._counting.no_truncation()
             self._counting.no_padding()
         return [len(encoding.ids) for encoding in self._counting.encode_batch([text.strip() for text in texts])]
+
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        self.count_tokens([])  # makes the untruncated copy
+        stripped = text.strip()
+        return windows_from_offsets(stripped, self._counting.encode(stripped, add_special_tokens=False).offsets, window, overlap)
 
     def vocabulary(self) -> dict[str, int]:
         return self._tokenizer.get_vocab(with_added_tokens=True)
@@ -94,3 +99,19 @@ def encode_in_batches(texts: Sequence[str], tokenizer: TextTokenizer, batch_size
         out[batch.positions] = vectors
     assert out is not None, "encode_in_batches needs at least one text"
     return out
+
+
+def windows_from_offsets(text: str, offsets: Sequence[tuple[int, int]], window: int, overlap: int) -> list[tuple[str, int]]:
+    """Overlapping windows of at most ``window`` tokens, as exact substrings of ``text`` (from
+    the tokenizer's character offsets, so nothing is lost to decoding), with their token counts."""
+    spans = [span for span in offsets if span[1] > span[0]]
+    if not spans:
+        return [(text, 0)]
+    pieces = []
+    start = 0
+    while True:
+        end = min(start + window, len(spans))
+        pieces.append((text[spans[start][0] : spans[end - 1][1]], end - start))
+        if end == len(spans):
+            return pieces
+        start = max(end - overlap, start + 1)

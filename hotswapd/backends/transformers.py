@@ -48,6 +48,13 @@ class TransformersEmbedder:
         """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
         return [len(ids) for ids in self._tokenizer([text.strip() for text in texts], truncation=False, verbose=False)["input_ids"]]
 
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        from hotswapd.backends.tokenizing import windows_from_offsets
+
+        stripped = text.strip()
+        offsets = self._tokenizer(stripped, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        return windows_from_offsets(stripped, offsets, window, overlap)
+
     @property
     def max_tokens(self) -> int:
         return self._max_length

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hotswapd.daemon import long_text
 from hotswapd.daemon.batching import BatchLimits
 from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.long_text import Plan
 from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
 from hotswapd.daemon.services import Services
 from hotswapd.errors import (
@@ -36,15 +38,6 @@ class EncodeFlags:
     normalize: bool
     use_cache: bool  # False: `hs compare` times the model, not the cache
     count_tokens: bool  # the reply says how many tokens the texts are (OpenAI's usage)
-
-
-def count_tokens(loaded: LoadedVersion, texts: Sequence[bytes]) -> int | None:
-    """The texts' tokens by the version's own tokenizer, special tokens included and before
-    any truncation; None for a backend that cannot tell (a plugin without ``count_tokens``)."""
-    counter = getattr(loaded.embedder, "count_tokens", None)
-    if not callable(counter):
-        return None
-    return int(sum(counter([text.decode("utf-8") for text in texts])))
 
 
 class EncodeOp:
@@ -81,38 +74,50 @@ class EncodeOp:
         started = time.perf_counter()
         answered = threading.Event()
 
-        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, tokens: int | None = None) -> None:
+        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, planned: Plan | None = None) -> None:
             if answered.is_set():
                 return  # a failure after the answer was given must not return the lease twice
             answered.set()
             outcome: Outcome | HotswapError
             try:
                 self._registry.release(loaded)
-                outcome = self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, tokens)
+                outcome = self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned)
             except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
                 outcome = InternalError(f"{type(exc).__name__}: {exc}")
             finally:
                 release_ticket()
             reply(outcome)
 
-        def submit(loaded: LoadedVersion, tokens: int | None) -> None:
+        def submit(loaded: LoadedVersion, planned: Plan | None) -> None:
+            reshaped = planned is not None and planned.reshaped
+
+            def done(result: tuple[Any, int] | None, error: BaseException | None) -> None:
+                if reshaped and result is not None and error is None:
+                    # Chunked texts came back as windows, unnormalised: one row per text again.
+                    result = (long_text.combine(result[0], planned, flags.normalize), 0)  # type: ignore[arg-type]
+                answer(loaded, result, error, planned)
+
             try:
-                done = lambda result, error: answer(loaded, result, error, tokens)  # noqa: E731
-                self._s.inference.submit(loaded, texts, flags.normalize, self._limits(loaded), done, deadline, use_cache=flags.use_cache)
+                to_encode = planned.texts if planned is not None else texts
+                normalize = flags.normalize and not reshaped
+                self._s.inference.submit(loaded, to_encode, normalize, self._limits(loaded), done, deadline, use_cache=flags.use_cache)
             except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
                 answer(loaded, None, exc)
 
-        def count_then_submit(loaded: LoadedVersion) -> None:
+        def plan_then_submit(loaded: LoadedVersion, suspects: list[int]) -> None:
             try:
-                tokens = count_tokens(loaded, texts)
-            except Exception as exc:  # noqa: BLE001 -- a tokenizer failure is this request's answer
+                planned = long_text.plan(loaded.embedder, texts, suspects, loaded.config.long_text, flags.count_tokens)
+            except Exception as exc:  # noqa: BLE001 -- a refused text or a tokenizer failure is this request's answer
                 answer(loaded, None, exc)
                 return
-            submit(loaded, tokens)
+            submit(loaded, planned)
 
         def run(loaded: LoadedVersion) -> None:
-            if flags.count_tokens:
-                self._s.workers.submit("tokens", lambda: count_then_submit(loaded))
+            # Tokenising is CPU work: done on the tokens pool, and only when a text could be
+            # over the version's maximum or the caller wants the count.
+            suspects = long_text.might_be_long(texts, getattr(loaded.embedder, "max_tokens", None))
+            if flags.count_tokens or suspects:
+                self._s.workers.submit("tokens", lambda: plan_then_submit(loaded, suspects))
             else:
                 submit(loaded, None)
 
@@ -137,7 +142,7 @@ class EncodeOp:
         self._s.workers.submit("loader", load_then_run)
 
     def _outcome(
-        self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int, flags: EncodeFlags, tokens: int | None
+        self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int, flags: EncodeFlags, planned: Plan | None
     ) -> Outcome | HotswapError:
         if error is not None or result is None:
             self.record(loaded.model, loaded.version, False, seconds, texts)
@@ -156,9 +161,12 @@ class EncodeOp:
             "dtype": VECTOR_DTYPE,
             "cached": cached,
             "normalized": flags.normalize,
+            # Texts over the version's maximum tokens, cut or averaged over windows (long_text).
+            "truncated": planned.truncated if planned is not None else 0,
+            "chunked": planned.chunked if planned is not None else 0,
         }
         if flags.count_tokens:
-            header["tokens"] = tokens
+            header["tokens"] = planned.tokens if planned is not None else None
         return Outcome(header, [vectors])
 
     def _limits(self, loaded: LoadedVersion) -> BatchLimits:

@@ -66,7 +66,14 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
         vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
         vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
         name = f"{head['model']}@{head['version']}"
-        headers = {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
+        headers = {
+            "X-Hotswap-Model": head["model"],
+            "X-Hotswap-Version": head["version"],
+            "X-Hotswap-Fingerprint": str(head.get("fingerprint")),
+            # Texts over the version's maximum tokens (long_text): never cut without a word.
+            "X-Hotswap-Truncated": str(head.get("truncated", 0)),
+            "X-Hotswap-Chunked": str(head.get("chunked", 0)),
+        }
         return Response(embeddings_body(vectors, parsed.encoding_format, name, head.get("tokens")), 200, headers, media_type=JSON)
 
     async def models(request: Request) -> Response:

@@ -1,0 +1,100 @@
+"""Texts longer than a version takes: never cut silently.
+
+A version's ``long_text`` says what happens to a text over its maximum tokens:
+``truncate`` (the default, as sentence-transformers does; the reply counts them),
+``error`` (the request is refused, naming the text), or ``chunk-mean`` (the text is cut
+into overlapping token windows, each embedded, and the vectors averaged weighted by their
+tokens: close to what mean pooling over the whole text would give).
+
+Only texts that could be too long are tokenised: a token covers at least one UTF-8 byte
+(WordPiece, byte-level BPE, SentencePiece alike), so a text of fewer bytes than the
+maximum, less a margin for special tokens, cannot be. Most requests skip all of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hotswapd.errors import TextTooLong
+
+SPECIAL_TOKENS_MARGIN = 8  # [CLS]/[SEP], <s>/</s>, a SentencePiece dummy prefix
+OVERLAP = 8  # windows overlap by 1/OVERLAP of their length
+
+
+@dataclass
+class Plan:
+    """What is sent to the model for a request, and how to put its answer back together."""
+
+    texts: list[bytes]  # to encode: the request's texts, with chunked ones replaced by their windows
+    groups: list[list[tuple[int, int]]] = field(default_factory=list)  # per original text: (row, tokens)
+    tokens: int | None = None  # the request's tokens (when counted), before any truncation
+    truncated: int = 0
+    chunked: int = 0
+
+    @property
+    def reshaped(self) -> bool:
+        return any(len(group) != 1 for group in self.groups)
+
+
+def might_be_long(texts: Sequence[bytes], max_tokens: int | None) -> list[int]:
+    if not max_tokens:
+        return []
+    return [index for index, text in enumerate(texts) if len(text) + SPECIAL_TOKENS_MARGIN > max_tokens]
+
+
+def plan(embedder: Any, texts: Sequence[bytes], suspects: list[int], policy: str, count_all: bool) -> Plan:
+    """Count what must be counted and apply ``policy`` (on the tokens pool, off the socket thread)."""
+    max_tokens = getattr(embedder, "max_tokens", None)
+    counter = getattr(embedder, "count_tokens", None)
+    result = Plan(list(texts), [[(i, 0)] for i in range(len(texts))])
+    if not callable(counter):
+        return result  # a plugin that cannot count: nothing known, nothing claimed
+    which = list(range(len(texts))) if count_all else suspects
+    counts = dict(zip(which, counter([texts[i].decode("utf-8") for i in which]), strict=True)) if which else {}
+    if count_all:
+        result.tokens = int(sum(counts.values()))
+    over = [i for i in suspects if max_tokens and counts[i] > max_tokens]
+    if not over:
+        return result
+    if policy == "error":
+        first = over[0]
+        raise TextTooLong(f"text {first} is {counts[first]} tokens; this version takes {max_tokens} (long_text = \"error\")", first)
+    if policy == "truncate" or not callable(getattr(embedder, "token_windows", None)):
+        result.truncated = len(over)
+        return result
+    return _chunked(embedder, texts, set(over), int(max_tokens), result)
+
+
+def _chunked(embedder: Any, texts: Sequence[bytes], over: set[int], max_tokens: int, base: Plan) -> Plan:
+    window = max(1, max_tokens - SPECIAL_TOKENS_MARGIN)
+    out = Plan([], [], base.tokens, 0, len(over))
+    for index, text in enumerate(texts):
+        if index not in over:
+            out.groups.append([(len(out.texts), 0)])
+            out.texts.append(text)
+            continue
+        group = []
+        for piece, tokens in embedder.token_windows(text.decode("utf-8"), window, max(1, window // OVERLAP)):
+            group.append((len(out.texts), tokens))
+            out.texts.append(piece.encode("utf-8"))
+        out.groups.append(group)
+    return out
+
+
+def combine(vectors: np.ndarray, plan_: Plan, normalize: bool) -> np.ndarray:
+    """One row per original text: a chunked text's windows averaged, weighted by their
+    tokens; rows normalised afterwards when asked (``vectors`` came unnormalised)."""
+    rows = np.empty((len(plan_.groups), vectors.shape[1]), dtype=np.float32)
+    for index, group in enumerate(plan_.groups):
+        if len(group) == 1:
+            rows[index] = vectors[group[0][0]]
+            continue
+        weights = np.array([max(tokens, 1) for _, tokens in group], dtype=np.float64)
+        rows[index] = (vectors[[row for row, _ in group]].astype(np.float64) * weights[:, None]).sum(axis=0) / weights.sum()
+    if normalize:
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return rows
