@@ -8,6 +8,8 @@ Spellings accepted in ``source``:
 - ``hf:ORG/NAME``: a Hugging Face hub id, resolved from the local HF cache only
 - ``s3://BUCKET/PREFIX``: objects in S3, downloaded once into the platformdirs cache dir
   (see :mod:`hotswapd.s3`)
+- ``remote:`` (anything may follow, as a note): no local files, for a backend whose model
+  lives elsewhere (``openai``); it resolves to an empty directory
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal
 
 from hotswapd.errors import ModelLoadError
 
-SourceKind = Literal["path", "package", "hf", "s3"]
+SourceKind = Literal["path", "package", "hf", "s3", "remote"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ def parse_source(value: str) -> Source:
         if repo.count("/") > 1 or not repo:
             raise ValueError(f"source {value!r}: expected hf:ORG/NAME")
         return Source("hf", repo)
+    if value.startswith("remote:"):
+        return Source("remote", value)
     if value.startswith("s3://"):
         from hotswapd.s3 import split_url
 
@@ -64,6 +68,11 @@ def resolve_source(value: str, base_dir: Path) -> Path:
         from hotswapd import paths, s3
 
         path = s3.fetch(source.location, paths.cache_dir())
+    elif source.kind == "remote":
+        from hotswapd import paths
+
+        path = paths.cache_dir() / "remote-source"  # empty: nothing local to read or fingerprint
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
     else:
         path = (base_dir / Path(source.location).expanduser()).resolve()
     if not path.exists():

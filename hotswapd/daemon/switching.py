@@ -208,13 +208,15 @@ class Switchboard:
 
     def _check_space(self, current: LoadedVersion, target: LoadedVersion) -> None:
         problems = incompatibilities(describe_space(current), describe_space(target))
-        if problems:
+        claimed = target.config.compatible_with == current.version or current.config.compatible_with == target.version
+        # A claim of compatibility is tested on the probe set instead: a remote endpoint or
+        # an export cannot describe its space the way a local model does.
+        if problems and not claimed:
             raise IncompatibleVersions(
                 f"{target.model}@{target.version} does not share {current.version}'s embedding space "
                 f"({'; '.join(problems)}): vectors indexed with one cannot be queried with the other. "
                 "Re-index, or switch with --force"
             )
-        claimed = target.config.compatible_with == current.version or current.config.compatible_with == target.version
         if claimed:
             threshold = target.config.min_agreement if target.config.compatible_with else current.config.min_agreement
             mean, lowest = self._exclusive(lambda: agreement(current, target))

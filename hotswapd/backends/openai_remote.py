@@ -1,0 +1,254 @@
+"""Backend ``openai``: any OpenAI-compatible embeddings endpoint (OpenAI, Infinity, TEI,
+Ollama, vLLM, another hotswapd) as a version.
+
+Texts go out as ``POST {endpoint}/embeddings`` with ``encoding_format = "base64"``, in
+calls of at most ``max_batch`` texts; 429, 5xx, timeouts and refused connections are
+retried with exponential backoff (``Retry-After`` honoured, capped), then become a typed
+``inference_error`` naming the endpoint and the status. The daemon keeps serving.
+
+What answers behind an endpoint can change without notice, so a load sends a probe and the
+version's ``identity`` (part of its fingerprint, hence of the embedding cache's keys) is a
+digest of the endpoint, the remote model's name and the probe's vectors. The probe is sent
+again every ``recheck_seconds``: a silent remote upgrade changes the fingerprint.
+
+``source`` may be ``remote:`` (no local files) or a directory with the remote model's
+``tokenizer.json``: then texts are counted (usage), and long texts handled, locally too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from hotswapd.backends.pooling import l2_normalize
+from hotswapd.errors import InferenceError, ModelLoadError
+from hotswapd.probe import PROBE_TEXTS
+
+if TYPE_CHECKING:
+    import httpx
+    import numpy as np
+
+    from hotswapd.config import VersionConfig
+
+log = logging.getLogger(__name__)
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+MAX_BACKOFF_SECONDS = 10.0
+MAX_ANSWER_BYTES = 256 * 2**20
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str = Field(min_length=1)  # the base URL, e.g. https://api.openai.com/v1
+    remote_model: str = Field(min_length=1)
+    api_key_env: str | None = None  # the environment variable holding the API key
+    timeout_seconds: PositiveFloat = 30.0
+    retries: int = Field(default=3, ge=0, le=10)
+    max_batch: PositiveInt = 256  # texts per remote call
+    dimensions: PositiveInt | None = None  # asked of the remote (Matryoshka models)
+    recheck_seconds: PositiveFloat = 300.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {value!r} must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class OpenAIEmbedder:
+    device = "remote"
+    memory_bytes = 0  # nothing of the model lives in the daemon
+
+    def __init__(self, client: httpx.Client, options: Options, batch_size: int, tokenizer: Any = None) -> None:
+        self._client = client
+        self._options = options
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.identity = ""
+        probe = self._recheck()
+        self.dimension = int(probe.shape[1])
+        if tokenizer is not None:  # usage counts and long texts, with the remote model's own tokenizer
+            self.count_tokens = tokenizer.count_tokens
+            self.token_windows = tokenizer.token_windows
+            self.max_tokens = tokenizer.max_seq_length
+        # On a thread of its own: a version served from the cache alone must notice too.
+        threading.Thread(target=self._recheck_every, name="hotswapd-openai-recheck", daemon=True).start()
+
+    def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        import numpy as np
+
+        step = self._options.max_batch
+        parts = [self._embed(list(texts[start : start + step])) for start in range(0, len(texts), step)]
+        vectors = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+        return l2_normalize(vectors) if normalize else vectors
+
+    def _recheck(self) -> np.ndarray:
+        """Probe the endpoint; a different answer than last time is a different model."""
+        import numpy as np
+
+        probe = self._embed(list(PROBE_TEXTS))
+        digest = hashlib.sha256(f"{self._options.endpoint}|{self._options.remote_model}|{self._options.dimensions}".encode())
+        digest.update(np.round(probe.astype(np.float64), 4).tobytes())  # rounding: float noise is no upgrade
+        identity = digest.hexdigest()[:16]
+        with self._lock:
+            if self.identity and identity != self.identity:
+                log.warning("openai: %s answers differently than before (identity %s -> %s): the remote model changed", self._url, self.identity, identity)
+            self.identity = identity
+        return probe
+
+    def _recheck_every(self) -> None:
+        while not self._closed.wait(self._options.recheck_seconds):
+            try:
+                self._recheck()
+            except InferenceError as exc:  # unreachable for now: requests will say so themselves
+                log.warning("openai: re-checking %s failed: %s", self._url, exc.message)
+
+    @property
+    def _url(self) -> str:
+        return f"{self._options.endpoint}/embeddings"
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
+        body: dict[str, Any] = {"model": self._options.remote_model, "input": texts, "encoding_format": "base64"}
+        if self._options.dimensions is not None:
+            body["dimensions"] = self._options.dimensions
+        answer = self._post(body)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or len(data) != len(texts):
+            raise InferenceError(f"{self._url} answered without one embedding per text ({len(texts)} sent)")
+        rows: list[Any] = [None] * len(texts)
+        for item in data:
+            index = item.get("index") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < len(texts) or rows[index] is not None:
+                raise InferenceError(f"{self._url} answered an embedding with a bad or repeated index")
+            rows[index] = _vector(item.get("embedding"), self._url)
+        widths = {len(row) for row in rows}
+        if len(widths) != 1 or 0 in widths:
+            raise InferenceError(f"{self._url} answered embeddings of different or zero lengths ({sorted(widths)})")
+        return np.stack(rows)
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        import httpx
+
+        for attempt in range(self._options.retries + 1):
+            last = attempt == self._options.retries
+            try:
+                response = self._client.post(self._url, json=body)
+            except httpx.HTTPError as exc:  # refused, reset, timed out
+                if last:
+                    raise InferenceError(f"{self._url} unreachable after {attempt + 1} attempts: {type(exc).__name__}: {exc}") from exc
+                time.sleep(_backoff(attempt, None))
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                time.sleep(_backoff(attempt, response.headers.get("retry-after")))
+                continue
+            if response.status_code != 200:
+                raise InferenceError(f"{self._url} answered HTTP {response.status_code}: {_error_message(response)}")
+            if len(response.content) > MAX_ANSWER_BYTES:
+                raise InferenceError(f"{self._url} answered {len(response.content)} bytes; more than {MAX_ANSWER_BYTES} is not an answer")
+            try:
+                return response.json()
+            except (ValueError, RecursionError) as exc:
+                raise InferenceError(f"{self._url} answered invalid JSON: {response.content[:80]!r}") from exc
+        raise AssertionError("unreachable")
+
+    def space(self) -> dict[str, object]:
+        return {"remote": self._options.endpoint, "remote_model": self._options.remote_model}
+
+    def describe(self) -> dict[str, Any]:
+        return {"endpoint": self._options.endpoint, "remote_model": self._options.remote_model, "identity": self.identity}
+
+    def close(self) -> None:
+        self._closed.set()
+        self._client.close()
+
+
+def _vector(value: Any, url: str) -> Any:
+    import numpy as np
+
+    if isinstance(value, str):  # base64 of little-endian float32
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise InferenceError(f"{url} answered an embedding that is not base64") from exc
+        if len(raw) % 4:
+            raise InferenceError(f"{url} answered an embedding of {len(raw)} bytes: not float32s")
+        return np.frombuffer(raw, dtype="<f4")
+    if isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        return np.asarray(value, dtype=np.float32)  # a server that ignores encoding_format
+    raise InferenceError(f"{url} answered an embedding that is neither base64 nor a list of numbers")
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    if retry_after is not None:
+        try:
+            return min(MAX_BACKOFF_SECONDS, max(0.0, float(retry_after)))
+        except ValueError:
+            pass
+    return min(MAX_BACKOFF_SECONDS, 0.2 * 2**attempt)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:300]
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ModelLoadError("backend 'openai' needs httpx: pip install 'hotswap[http]'") from exc
+    options: Options = version.options  # type: ignore[assignment]
+    headers = {}
+    if options.api_key_env:
+        key = os.environ.get(options.api_key_env)
+        if not key:
+            raise ModelLoadError(f"backend 'openai': {options.api_key_env} (api_key_env) is unset or empty")
+        headers["Authorization"] = f"Bearer {key}"
+    tokenizer = None
+    if (path / "tokenizer.json").is_file():
+        from hotswapd.backends.tokenizing import TextTokenizer
+
+        tokenizer = TextTokenizer(path / "tokenizer.json", version.max_seq_length or _max_tokens(path))
+    client = httpx.Client(timeout=options.timeout_seconds, headers=headers)
+    try:
+        embedder = OpenAIEmbedder(client, options, version.batch_size, tokenizer)
+    except InferenceError as exc:
+        client.close()
+        raise ModelLoadError(f"openai endpoint check failed: {exc.message}") from exc
+    log.info("openai: %s (%s) answers %d-dim vectors (identity %s)", options.endpoint, options.remote_model, embedder.dimension, embedder.identity)
+    return embedder
+
+
+def _max_tokens(path: Path) -> int:
+    """The tokenizer directory's own limit (sentence-transformers or tokenizer config), else 512."""
+    from hotswapd.backends.layout import read_layout
+
+    try:
+        return read_layout(path).max_seq_length
+    except (ModelLoadError, OSError, ValueError):
+        return 512
+
+
+def import_libraries() -> None:
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        pass  # load() says which extra to install
