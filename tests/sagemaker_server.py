@@ -20,7 +20,8 @@ INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 
 class SageMakerServer:
-    """Modes: ok, error500 (ModelError-like 5xx), slow (answers after ``slow_seconds``), badjson."""
+    """Modes: ok, error500 (ModelError-like 5xx), slow (answers after ``slow_seconds``), badjson,
+    upgraded (another model behind the same endpoint: the vectors change)."""
 
     def __init__(self, model_dir: Path, slow_seconds: float = 3.0) -> None:
         import torch
@@ -92,7 +93,10 @@ class SageMakerServer:
                         time.sleep(server.slow_seconds)
                     instances = json.loads(body)["instances"]
                     try:
-                        self._reply(200, json.dumps({"predictions": server.token_embeddings(instances)}).encode())
+                        rows = server.token_embeddings(instances)
+                        if mode == "upgraded":
+                            rows = [[[value * 2 + 0.5 for value in token] for token in row] for row in rows]
+                        self._reply(200, json.dumps({"predictions": rows}).encode())
                     except (BrokenPipeError, ConnectionResetError):
                         pass  # the client gave up waiting (the timeout test)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,9 @@ active = "v1"
 {common}endpoint = "embed"
 timeout_seconds = 1.0
 retries = {RETRIES}
+[models.remote.versions.rechecked]
+{common}endpoint = "embed"
+recheck_seconds = 0.5
 [models.remote.versions.gone]
 {common}endpoint = "no-such-endpoint"
 retries = 0
@@ -98,3 +102,16 @@ def test_endpoint_failures_are_typed_errors_and_the_daemon_keeps_serving(
     endpoint_server.modes["embed"] = "ok"
     assert np.isfinite(client.encode([f"after {mode}"], "remote").embeddings).all()
     assert client.encode(["local too"], "local").embeddings.shape == (1, 32)
+
+
+def test_a_model_changed_behind_the_endpoint_changes_the_fingerprint(client: Client, endpoint_server: SageMakerServer) -> None:
+    first = client.encode(["the same text"], "remote@rechecked")
+    endpoint_server.modes["embed"] = "upgraded"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the re-check runs every 0.5 s on its own thread
+        second = client.encode(["the same text"], "remote@rechecked")
+        if second.fingerprint != first.fingerprint:
+            break
+        time.sleep(0.2)
+    assert second.fingerprint != first.fingerprint
+    assert not np.allclose(second.embeddings, first.embeddings)  # not the old model's vectors from the cache

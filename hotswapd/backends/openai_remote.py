@@ -6,10 +6,9 @@ calls of at most ``max_batch`` texts; 429, 5xx, timeouts and refused connections
 retried with exponential backoff (``Retry-After`` honoured, capped), then become a typed
 ``inference_error`` naming the endpoint and the status. The daemon keeps serving.
 
-What answers behind an endpoint can change without notice, so a load sends a probe and the
-version's ``identity`` (part of its fingerprint, hence of the embedding cache's keys) is a
-digest of the endpoint, the remote model's name and the probe's vectors. The probe is sent
-again every ``recheck_seconds``: a silent remote upgrade changes the fingerprint.
+What answers behind an endpoint can change without notice: the version's ``identity``
+(:mod:`hotswapd.backends.remote_identity`) digests the endpoint, the remote model's name
+and the probe's vectors, at load and every ``recheck_seconds``.
 
 ``source`` may be ``remote:`` (no local files) or a directory with the remote model's
 ``tokenizer.json``: then texts are counted (usage), and long texts handled, locally too.
@@ -18,10 +17,8 @@ again every ``recheck_seconds``: a silent remote upgrade changes the fingerprint
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from hotswapd.backends.pooling import l2_normalize
+from hotswapd.backends.remote_identity import RemoteIdentity
 from hotswapd.errors import InferenceError, ModelLoadError
-from hotswapd.probe import PROBE_TEXTS
 
 if TYPE_CHECKING:
     import httpx
@@ -73,17 +70,19 @@ class OpenAIEmbedder:
         self._client = client
         self._options = options
         self.batch_size = batch_size
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self.identity = ""
-        probe = self._recheck()
-        self.dimension = int(probe.shape[1])
+        where = f"{options.endpoint}|{options.remote_model}|{options.dimensions}"
+        self._identity = RemoteIdentity(where, self._embed, options.recheck_seconds)
+        self.dimension = self._identity.dimension
         if tokenizer is not None:  # usage counts and long texts, with the remote model's own tokenizer
             self.count_tokens = tokenizer.count_tokens
             self.token_windows = tokenizer.token_windows
             self.max_tokens = tokenizer.max_seq_length
-        # On a thread of its own: a version served from the cache alone must notice too.
-        threading.Thread(target=self._recheck_every, name="hotswapd-openai-recheck", daemon=True).start()
+        self._identity.start()
+
+    @property
+    def identity(self) -> str:
+        """Part of the version's fingerprint: changes when the remote model does."""
+        return self._identity.value
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
@@ -92,27 +91,6 @@ class OpenAIEmbedder:
         parts = [self._embed(list(texts[start : start + step])) for start in range(0, len(texts), step)]
         vectors = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
         return l2_normalize(vectors) if normalize else vectors
-
-    def _recheck(self) -> np.ndarray:
-        """Probe the endpoint; a different answer than last time is a different model."""
-        import numpy as np
-
-        probe = self._embed(list(PROBE_TEXTS))
-        digest = hashlib.sha256(f"{self._options.endpoint}|{self._options.remote_model}|{self._options.dimensions}".encode())
-        digest.update(np.round(probe.astype(np.float64), 4).tobytes())  # rounding: float noise is no upgrade
-        identity = digest.hexdigest()[:16]
-        with self._lock:
-            if self.identity and identity != self.identity:
-                log.warning("openai: %s answers differently than before (identity %s -> %s): the remote model changed", self._url, self.identity, identity)
-            self.identity = identity
-        return probe
-
-    def _recheck_every(self) -> None:
-        while not self._closed.wait(self._options.recheck_seconds):
-            try:
-                self._recheck()
-            except InferenceError as exc:  # unreachable for now: requests will say so themselves
-                log.warning("openai: re-checking %s failed: %s", self._url, exc.message)
 
     @property
     def _url(self) -> str:
@@ -171,7 +149,7 @@ class OpenAIEmbedder:
         return {"endpoint": self._options.endpoint, "remote_model": self._options.remote_model, "identity": self.identity}
 
     def close(self) -> None:
-        self._closed.set()
+        self._identity.close()
         self._client.close()
 
 

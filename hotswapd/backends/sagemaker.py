@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
+from hotswapd.backends.remote_identity import RemoteIdentity
 from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.errors import InferenceError, ModelLoadError
 
@@ -40,6 +41,7 @@ class Options(BaseModel):
     timeout_seconds: PositiveFloat = 30.0
     retries: int = Field(default=2, ge=0, le=10)  # on 5xx, throttling and timeouts
     pooling: PoolingName | None = None
+    recheck_seconds: PositiveFloat = 300.0  # how often the endpoint's model is probed again
 
 
 class SageMakerEmbedder:
@@ -53,7 +55,15 @@ class SageMakerEmbedder:
         self._pooling = pooling
         self._normalizes = normalizes
         self.batch_size = batch_size
-        self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
+        where = f"sagemaker:{options.endpoint}|{options.endpoint_url}"
+        self._identity = RemoteIdentity(where, lambda texts: self.encode(texts, normalize=False), options.recheck_seconds)
+        self.dimension = self._identity.dimension
+        self._identity.start()
+
+    @property
+    def identity(self) -> str:
+        """Part of the version's fingerprint: changes when the model behind the endpoint does."""
+        return self._identity.value
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._tokenizer.count_tokens(texts)
@@ -122,6 +132,7 @@ class SageMakerEmbedder:
         return {"endpoint": self._options.endpoint, "endpoint_url": self._options.endpoint_url}
 
     def close(self) -> None:
+        self._identity.close()
         self._client.close()
 
 
