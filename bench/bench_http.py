@@ -1,0 +1,202 @@
+"""HTTP benchmark (issue 14): hotswapd's OpenAI endpoint, its ZeroMQ socket, and Infinity's
+own HTTP server, in one run and one process tree.
+
+    python bench/bench_http.py [--seconds 15] [--clients 16] [--no-infinity]
+
+Same model (all-MiniLM-L6-v2), same BBC News sentences, the embedding cache off; each
+path is driven by ``--clients`` client processes, first sending single texts, then
+batches of 32:
+  hotswapd HTTP, ONNX int8      POST /v1/embeddings (httpx, kept-alive connections)
+  hotswapd HTTP, sentence-transformers
+  hotswapd ZeroMQ, ONNX int8    the Python client, the baseline of the HTTP path
+  Infinity HTTP, torch          `infinity_emb v2 --engine torch` (its own venv, bench/.infinity-venv)
+  Infinity HTTP, optimum        `--engine optimum` (ONNX), pooling_method=mean
+Targets: the HTTP path >= 0.9x the ZeroMQ path on the same backend; hotswapd HTTP (best
+backend) >= 1.5x Infinity's best engine, both over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.corpus import sentences  # noqa: E402
+from tests.daemons import start_daemon, wait_ready, write_config  # noqa: E402
+from tests.tinymodel import minilm_dir  # noqa: E402
+
+INFINITY_VENV = HERE / ".infinity-venv"
+INFINITY_REQUIREMENT = "infinity-emb[torch,optimum,server]==0.0.78"
+BATCH = 32
+
+
+def http_worker(url: str, model: str, texts: list[str], batch: int, seconds: float, tag: str, out: Any) -> None:
+    import httpx
+
+    done = 0
+    with httpx.Client(base_url=url, timeout=300) as web:
+        web.post("/embeddings", json={"model": model, "input": [f"warm-up {tag}"]}).raise_for_status()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            chunk = [f"{texts[(done + i) % len(texts)]} [{tag}-{done + i}]" for i in range(batch)]
+            answer = web.post("/embeddings", json={"model": model, "input": chunk})
+            answer.raise_for_status()
+            done += batch
+    out.put(done)
+
+
+def zmq_worker(endpoint: str, model: str, texts: list[str], batch: int, seconds: float, tag: str, out: Any) -> None:
+    from hotswapd import Client
+
+    done = 0
+    with Client(endpoint, timeout=300) as client:
+        client.encode([f"warm-up {tag}"], model)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            client.encode([f"{texts[(done + i) % len(texts)]} [{tag}-{done + i}]" for i in range(batch)], model)
+            done += batch
+    out.put(done)
+
+
+def crowd(worker: Any, target: str, model: str, texts: list[str], clients: int, batch: int, seconds: float, tag: str) -> float:
+    """Texts per second of ``clients`` processes, each sending ``batch`` texts at a time."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(target, model, texts[i::clients], batch, seconds, f"{tag}{i}", out)) for i in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(out.get(timeout=seconds + 600) for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def infinity_server(engine: str, port: int, log: Path) -> subprocess.Popen[bytes] | str:
+    python = INFINITY_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(INFINITY_VENV)], check=True)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(HERE.parent / "constraints.txt"), INFINITY_REQUIREMENT], capture_output=True, text=True)
+        if done.returncode != 0:
+            return "pip could not install infinity-emb: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    command = [
+        str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", str(minilm_dir()), "--served-model-name", "minilm",
+        "--engine", engine, "--port", str(port), "--host", "127.0.0.1", "--batch-size", str(BATCH), "--no-bettertransformer",
+    ]
+    if engine == "optimum":
+        command += ["--pooling-method", "mean"]
+    env = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "PATH": f"{INFINITY_VENV / 'bin'}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    import httpx
+
+    deadline = time.monotonic() + 900  # the optimum engine exports to ONNX on first start
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"infinity ({engine}) exited: " + (log.read_text(errors="replace").strip().splitlines() or ["?"])[-1]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    process.kill()
+    return f"infinity ({engine}) did not answer within 900 s"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--no-infinity", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    texts = sentences(4000)
+    workdir = Path(tempfile.mkdtemp(prefix="hs-bench-http-"))
+    port = free_port()
+    int8 = f'backend = "onnx"\nsource = "{minilm_dir()}"\nquantize = "int8"\npreload = true\n'
+    torch = f'backend = "sentence-transformers"\nsource = "{minilm_dir()}"\ndevice = "cpu"\npreload = true\n'
+    config = write_config(
+        workdir / "config.toml",
+        f'[cache]\nmax_mb = 0\n[http]\nlisten = "127.0.0.1:{port}"\n[models.minilm]\nactive = "int8"\n'
+        f"[models.minilm.versions.int8]\n{int8}[models.minilm.versions.st]\n{torch}",
+    )
+    rows: dict[str, dict[str, float | str]] = {}
+    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")}, wait=600)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        with daemon.client(timeout=900) as client:
+            wait_ready(client, wait=900)
+        for name, worker, target, model in (
+            ("hotswapd HTTP, ONNX int8", http_worker, url, "minilm@int8"),
+            ("hotswapd ZeroMQ, ONNX int8", zmq_worker, daemon.endpoint, "minilm@int8"),
+            ("hotswapd HTTP, sentence-transformers", http_worker, url, "minilm@st"),
+            ("hotswapd ZeroMQ, sentence-transformers", zmq_worker, daemon.endpoint, "minilm@st"),
+        ):
+            rows[name] = {f"batch {b}": crowd(worker, target, model, texts, args.clients, b, args.seconds, name[:3]) for b in (1, BATCH)}
+    finally:
+        daemon.stop()
+    if not args.no_infinity:
+        for engine in ("torch", "optimum"):
+            port = free_port()
+            server = infinity_server(engine, port, workdir / f"infinity-{engine}.log")
+            name = f"Infinity HTTP, {engine}"
+            if isinstance(server, str):
+                rows[name] = {"batch 1": server, f"batch {BATCH}": server}
+                continue
+            try:
+                rows[name] = {f"batch {b}": crowd(http_worker, f"http://127.0.0.1:{port}", "minilm", texts, args.clients, b, args.seconds, "inf") for b in (1, BATCH)}
+            finally:
+                stop(server)
+    report(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def report(rows: dict[str, dict[str, float | str]]) -> None:
+    print(f"\n{'path':<42} {'texts/s, single':>16} {'texts/s, batch 32':>18}")
+    for name, figures in rows.items():
+        cells = [f"{value:>16.1f}" if isinstance(value, float) else f"  {value}" for value in figures.values()]
+        print(f"{name:<42} " + " ".join(cells))
+
+    def ratio(a: str, b: str, key: str) -> str:
+        x, y = rows.get(a, {}).get(key), rows.get(b, {}).get(key)
+        return f"{x / y:.2f}x" if isinstance(x, float) and isinstance(y, float) and y else "n/a"
+
+    for key in ("batch 1", f"batch {BATCH}"):
+        print(f"\n{key}: HTTP / ZeroMQ, int8: {ratio('hotswapd HTTP, ONNX int8', 'hotswapd ZeroMQ, ONNX int8', key)} (target >= 0.9x)")
+        print(f"{key}: HTTP / ZeroMQ, sentence-transformers: {ratio('hotswapd HTTP, sentence-transformers', 'hotswapd ZeroMQ, sentence-transformers', key)}")
+        infinity = [n for n in rows if n.startswith("Infinity") and isinstance(rows[n].get(key), float)]
+        best = max(infinity, key=lambda n: rows[n][key]) if infinity else None  # type: ignore[arg-type, return-value]
+        if best:
+            print(f"{key}: hotswapd HTTP int8 / {best}: {ratio('hotswapd HTTP, ONNX int8', best, key)} (target >= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
