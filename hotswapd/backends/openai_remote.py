@@ -109,13 +109,16 @@ class OpenAIEmbedder:
         rows: list[Any] = [None] * len(texts)
         for item in data:
             index = item.get("index") if isinstance(item, dict) else None
-            if not isinstance(index, int) or not 0 <= index < len(texts) or rows[index] is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(texts) or rows[index] is not None:
                 raise InferenceError(f"{self._url} answered an embedding with a bad or repeated index")
             rows[index] = _vector(item.get("embedding"), self._url)
         widths = {len(row) for row in rows}
         if len(widths) != 1 or 0 in widths:
             raise InferenceError(f"{self._url} answered embeddings of different or zero lengths ({sorted(widths)})")
-        return np.stack(rows)
+        vectors = np.stack(rows)
+        if not np.isfinite(vectors).all():
+            raise InferenceError(f"{self._url} answered NaN or infinite components")
+        return vectors
 
     def _post(self, body: dict[str, Any]) -> Any:
         import httpx
@@ -183,7 +186,7 @@ def _error_message(response: httpx.Response) -> str:
         error = response.json().get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return error["message"][:300]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
     return response.text[:300] or response.reason_phrase
 

@@ -29,6 +29,7 @@ from hotswapd.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+MAX_KEY_CHARS = 1024  # a sticky key; a longer one would only bloat the request header
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -60,6 +61,8 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
         options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True}
         key = request.headers.get(settings.sticky_header)
         if key:
+            if len(key) > MAX_KEY_CHARS:
+                raise ApiError(400, f"{settings.sticky_header} is longer than {MAX_KEY_CHARS} characters", param=settings.sticky_header)
             options["key"] = key
         payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
         head, frames = await bridge.request("encode", timeout=timeout, model=parsed.model, options=options, payload=payload)

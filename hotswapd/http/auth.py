@@ -49,9 +49,10 @@ def authorised(header: str | None, keys: list[bytes]) -> bool:
     """``Authorization: Bearer KEY`` against every key, each compared in constant time."""
     if not keys:
         return True
-    if header is None or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 7235)
         return False
-    given = header[len("Bearer ") :].strip().encode()
+    given = credentials.strip().encode()
     found = False
     for key in keys:  # no early exit: the time does not tell which key matched
         found |= hmac.compare_digest(given, key)

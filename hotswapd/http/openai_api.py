@@ -19,8 +19,11 @@ import numpy as np
 import orjson
 
 from hotswapd.errors import Busy, HotswapError
+from hotswapd.protocol import MAX_NAME_CHARS
 
 FORMATS = ("float", "base64")
+# A longer name cannot be a model (the wire's own limit), and would only bloat the header.
+MAX_MODEL_CHARS = MAX_NAME_CHARS
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,10 @@ def parse_embeddings(body: bytes) -> EmbeddingsRequest:
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     texts = _texts(data.get("input"))
     model = data.get("model")
-    if model is not None and (not isinstance(model, str) or not model):
-        raise ApiError(400, "'model' must be a model name (NAME or NAME@VERSION)", param="model")
-    fmt = data.get("encoding_format") or "float"
+    if model is not None and (not isinstance(model, str) or not model.partition("@")[0] or len(model) > MAX_MODEL_CHARS):
+        raise ApiError(400, f"'model' must be a model name (NAME or NAME@VERSION, at most {MAX_MODEL_CHARS} characters)", param="model")
+    fmt = data.get("encoding_format")
+    fmt = "float" if fmt is None else fmt
     if fmt not in FORMATS:
         raise ApiError(400, f"'encoding_format' must be one of {', '.join(FORMATS)}, not {fmt!r}", param="encoding_format")
     dimensions = data.get("dimensions")

@@ -86,6 +86,9 @@ BAD_REQUESTS: list[tuple[dict[str, object], int, str | None]] = [
     ({"model": "m", "input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
     ({"model": "m", "input": "x", "dimensions": 0}, 400, "dimensions"),
     ({"model": 5, "input": "x"}, 400, "'model'"),
+    ({"model": "m" * 100_000, "input": "x"}, 400, "'model'"),  # once a 60 s hang: the header passed the wire's limit
+    ({"model": "@v1", "input": "x"}, 400, "'model'"),
+    ({"model": "m", "input": "x", "encoding_format": 0}, 400, "encoding_format"),
     ({"model": "nope", "input": "x"}, 404, "unknown model"),
     ({"model": "m@v9", "input": "x"}, 404, "v9"),
 ]
@@ -100,6 +103,7 @@ def test_bad_requests_get_openai_errors(start: StartDaemon, tmp_path: Path) -> N
             error = answer.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
             assert says is None or says in error["message"], (body, error)
+        assert web.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers={"X-Hotswap-Key": "k" * 70_000}).status_code == 400
         assert web.post("/v1/embeddings", json={"model": "m", "input": "still serving"}).status_code == 200
 
 
@@ -159,6 +163,8 @@ def test_keys_guard_every_route_but_health(start: StartDaemon, tmp_path: Path, m
             assert web.get("/v1/models", headers=headers).status_code == 401
             assert web.get("/metrics", headers=headers).status_code == 401
         assert web.get("/health").status_code == 200
+        for scheme in ("bearer", "BEARER", "Bearer "):  # the scheme is case-insensitive
+            assert web.get("/v1/models", headers={"Authorization": f"{scheme} {KEY}"}).status_code == 200
         api = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         assert api.embeddings.create(model="m", input="x").model == "m@v1"
         with pytest.raises(openai.AuthenticationError):

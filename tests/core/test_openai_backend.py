@@ -26,7 +26,8 @@ def remote_vector(text: str, salt: str) -> np.ndarray:
 
 
 class Remote:
-    """What the server does next: mode 'ok', '500', 'stall', 'badjson', 'short'; salt = the model."""
+    """What the server does next: mode 'ok', '500', 'stall', 'badjson', 'short', 'nan', 'deep500',
+    'boolindex'; salt = the model."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -55,10 +56,16 @@ def remote() -> Iterator[tuple[Remote, str]]:
                 threading.Event().wait(2)
             if state.mode == "badjson":
                 return self._send(200, b"{not json")
+            if state.mode == "deep500":
+                return self._send(500, b"[" * 100_000)
             texts = body["input"]
             data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(remote_vector(t, state.salt).tobytes()).decode()} for i, t in enumerate(texts)]
             if state.mode == "short":
                 data = data[:-1]
+            if state.mode == "nan":
+                data[0]["embedding"] = [float("nan")] * DIM
+            if state.mode == "boolindex":
+                data[0]["index"] = True
             self._send(200, json.dumps({"object": "list", "data": data, "model": body["model"]}).encode())
 
         def _send(self, status: int, payload: bytes) -> None:
@@ -103,7 +110,8 @@ def test_remote_failures_are_typed_errors_and_the_daemon_serves_on(start: StartD
     with start(config(url)) as daemon, daemon.client() as client:
         state.failures_left = 2  # two 503s, then an answer: the retries absorb them
         assert client.encode(["retried"], "r").count == 1
-        for mode, says in (("500", "answered HTTP 500: the remote is down"), ("stall", "unreachable after 3 attempts"), ("badjson", "invalid JSON"), ("short", "one embedding per text")):
+        for mode, says in (("500", "answered HTTP 500: the remote is down"), ("stall", "unreachable after 3 attempts"), ("badjson", "invalid JSON"), ("short", "one embedding per text"),
+                           ("nan", "NaN or infinite"), ("deep500", "answered HTTP 500"), ("boolindex", "bad or repeated index")):
             state.mode = mode
             with pytest.raises(InferenceError, match=says):
                 client.encode([f"fails {mode}"], "r", no_cache=True)
