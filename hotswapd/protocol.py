@@ -15,6 +15,7 @@ This module imports nothing heavy: the CLI uses it on its fast path.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedVersion
@@ -124,10 +125,19 @@ def _optional_name(header: dict[str, Any], key: str) -> str | None:
     return value
 
 
+_EARLY_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,%d})"' % MAX_ID_CHARS)
+
+
 def request_id_of(frames: list[bytes]) -> str:
     """Best-effort id of a possibly malformed request, so even its error reply can be matched."""
+    if frames and len(frames[0]) > MAX_HEADER_BYTES:
+        # Too big to parse, but its sender is waiting for this id: clients write it near the
+        # start, so a bounded look at the first bytes finds it (else the caller would wait
+        # for its whole timeout on a reply it cannot match).
+        found = _EARLY_ID.search(bytes(frames[0][:512]))
+        return found.group(1).decode() if found else ""
     try:
-        header = json.loads(frames[0]) if frames and len(frames[0]) <= MAX_HEADER_BYTES else {}
+        header = json.loads(frames[0]) if frames else {}
     except (ValueError, RecursionError):
         return ""
     rid = header.get("id") if isinstance(header, dict) else None

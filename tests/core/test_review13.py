@@ -154,3 +154,25 @@ def test_long_names_are_whole_when_the_terminal_allows(tmp_path: Path) -> None:
         text = console.export_text()
         assert name in text and version in text and "…" not in text, (width, text)
         assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_an_oversized_request_header_is_answered_with_its_id(start: StartDaemon, tmp_path: Path) -> None:
+    """The header is past the wire's limit, but its sender still gets a typed error at once,
+    not a wait for its whole timeout (found through the HTTP endpoint)."""
+    import zmq
+
+    from hotswapd.protocol import decode_reply, encode_request
+
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon:
+        frames = encode_request("big-1", "encode", model="m" * 100_000, options={}, payload=[b"x"])
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        try:
+            sock.connect(daemon.endpoint)
+            sock.send_multipart(frames)
+            assert sock.poll(5000), "no answer to an oversized header"
+            request_id, body, _, ok = decode_reply([memoryview(f) for f in sock.recv_multipart()])
+            assert (request_id, ok, body["code"]) == ("big-1", False, "protocol_error")
+        finally:
+            sock.close(linger=0)
+            context.term()
