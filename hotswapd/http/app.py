@@ -7,6 +7,7 @@ stay on the owner-only ZeroMQ socket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -57,7 +58,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
         return route
 
     async def embeddings(request: Request) -> Response:
-        parsed = parse_embeddings(await _body(request, max_body))
+        parsed = parse_embeddings(await _body(request, max_body, settings.read_timeout_seconds))
         options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True}
         key = request.headers.get(settings.sticky_header)
         if key:
@@ -115,17 +116,23 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
+async def _body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit``: never read whole first; and
+    408 when it has not all come within ``seconds`` (a trickling client holds no slot long)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body is {declared} bytes; the limit is {limit} (http.max_body_mb)", code="request_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body passed {limit} bytes (http.max_body_mb)", code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the body passed {limit} bytes (http.max_body_mb)", code="request_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {seconds:g} s (http.read_timeout_seconds)", code="request_timeout",
+                       headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 

@@ -21,11 +21,13 @@ import zmq
 
 from hotswapd.errors import ConfigError
 from hotswapd.http.auth import load_keys
+from hotswapd.http.connections import guarded_protocol
 from hotswapd.http.settings import HttpConfig, parse_listen
 
 log = logging.getLogger(__name__)
 STARTED_WITHIN_SECONDS = 10.0
 GRACEFUL_SECONDS = 10
+KEEP_ALIVE_SECONDS = 15  # a pooling client (the openai package) reuses its connection across pauses
 
 
 class HttpServer:
@@ -36,11 +38,15 @@ class HttpServer:
 
         keys = load_keys(settings, base_dir)
         host, port = parse_listen(listen)
+        _descriptors_for(settings.max_connections)
         self.listen = listen
         self._socket = _bind(host, port)
         app = build_app(settings, keys, context, address, phase)
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False
+            app,
+            http=guarded_protocol(settings),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="hotswapd-http", daemon=True)
@@ -73,6 +79,20 @@ class HttpServer:
         except BaseException as exc:  # noqa: BLE001 -- uvicorn exits with SystemExit on a failed start
             self.failure = exc
             log.error("the HTTP endpoint stopped: %s: %s", type(exc).__name__, exc)
+
+
+def _descriptors_for(connections: int) -> None:
+    """Raise the soft limit on open files toward the hard one, so that ``max_connections``
+    open connections still leave descriptors for model files, sockets and the cache."""
+    import resource
+
+    needed = connections + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("open files are limited to %d: http.max_connections = %d leaves little for the rest", target, connections)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -22,6 +22,11 @@ class HttpConfig(BaseModel):
     max_pending: PositiveInt = 512
     max_body_mb: float = Field(default=32.0, gt=0, le=1024)
     timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # A client has this long to send a request (its head, then its body): a slow or silent
+    # connection is closed (head) or answered 408 (body) instead of holding a descriptor.
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # Open connections at once; past it, a new one is closed on accept.
+    max_connections: PositiveInt = 1024
     # The header a caller's sticky key comes in: during a rollout, one key, one version.
     sticky_header: str = "X-Hotswap-Key"
 

@@ -4,9 +4,11 @@ against an in-process daemon serving fake models (issue 14)."""
 from __future__ import annotations
 
 import base64
+import socket
+import time
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -209,3 +211,50 @@ def test_models_health_and_metrics(start: StartDaemon, tmp_path: Path) -> None:
         assert daemon.daemon.http._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         daemon.daemon.state.phase = "stopping"
         assert web.get("/health").status_code == 503
+
+
+def _closed_within(sock: "socket.socket", seconds: float) -> bool:
+    """True when the server closes ``sock`` (EOF or reset) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_silent_and_trickling_clients_are_cut_off(start: StartDaemon, tmp_path: Path) -> None:
+    """Slowloris: a connection that sends nothing, or its head a piece at a time, or a body
+    that never completes, is closed or answered 408 after read_timeout_seconds; the endpoint
+    keeps answering others, and a kept-alive client between requests is not cut mid-request."""
+    config = http_config(tmp_path, "read_timeout_seconds = 0.5\n")
+    with serving(start, config) as (daemon, url), httpx.Client(base_url=url) as web, ExitStack() as sockets:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        silent = sockets.enter_context(socket.create_connection((host, int(port))))
+        half_head = sockets.enter_context(socket.create_connection((host, int(port))))
+        half_head.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        half_body = sockets.enter_context(socket.create_connection((host, int(port))))
+        half_body.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in")
+        assert web.post("/v1/embeddings", json={"model": "m", "input": "still served"}).status_code == 200
+        assert _closed_within(silent, 5) and _closed_within(half_head, 5)
+        half_body.settimeout(5)
+        assert b"408" in half_body.recv(65536).split(b"\r\n")[0]
+        for _ in range(3):  # kept alive across pauses shorter than the keep-alive
+            assert web.post("/v1/embeddings", json={"model": "m", "input": "again"}).status_code == 200
+            time.sleep(0.3)
+
+
+def test_connections_past_the_bound_are_closed_on_accept(start: StartDaemon, tmp_path: Path) -> None:
+    config = http_config(tmp_path, "max_connections = 3\nread_timeout_seconds = 30\n")
+    with serving(start, config) as (daemon, url), ExitStack() as sockets:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        held = [sockets.enter_context(socket.create_connection((host, int(port)))) for _ in range(3)]
+        extra = sockets.enter_context(socket.create_connection((host, int(port))))
+        assert _closed_within(extra, 5)
+        held.pop().close()
+        time.sleep(0.2)
+        with httpx.Client(base_url=url) as web:
+            assert web.post("/v1/embeddings", json={"model": "m", "input": "a free slot"}).status_code == 200
