@@ -17,6 +17,7 @@ and the probe's vectors, at load and every ``recheck_seconds``.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from hotswapd.backends.pooling import l2_normalize
-from hotswapd.backends.remote_identity import RemoteIdentity
+from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
 from hotswapd.errors import InferenceError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 MAX_BACKOFF_SECONDS = 10.0
-MAX_ANSWER_BYTES = 256 * 2**20
 
 
 class Options(BaseModel):
@@ -126,24 +126,40 @@ class OpenAIEmbedder:
         for attempt in range(self._options.retries + 1):
             last = attempt == self._options.retries
             try:
-                response = self._client.post(self._url, json=body)
+                status, headers, content = self._exchange(body)
             except httpx.HTTPError as exc:  # refused, reset, timed out
                 if last:
                     raise InferenceError(f"{self._url} unreachable after {attempt + 1} attempts: {type(exc).__name__}: {exc}") from exc
                 time.sleep(_backoff(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
-                time.sleep(_backoff(attempt, response.headers.get("retry-after")))
+            if status in RETRY_STATUSES and not last:
+                time.sleep(_backoff(attempt, headers.get("retry-after")))
                 continue
-            if response.status_code != 200:
-                raise InferenceError(f"{self._url} answered HTTP {response.status_code}: {_error_message(response)}")
-            if len(response.content) > MAX_ANSWER_BYTES:
-                raise InferenceError(f"{self._url} answered {len(response.content)} bytes; more than {MAX_ANSWER_BYTES} is not an answer")
+            if status != 200:
+                raise InferenceError(f"{self._url} answered HTTP {status}: {_error_message(content)}")
             try:
-                return response.json()
+                return json.loads(content)
             except (ValueError, RecursionError) as exc:
-                raise InferenceError(f"{self._url} answered invalid JSON: {response.content[:80]!r}") from exc
+                raise InferenceError(f"{self._url} answered invalid JSON: {content[:80]!r}") from exc
         raise AssertionError("unreachable")
+
+    def _exchange(self, body: dict[str, Any]) -> tuple[int, httpx.Headers, bytes]:
+        """One call, read as it streams in: refused past ``MAX_ANSWER_BYTES`` (never held
+        whole first), and cut at ``timeout_seconds`` in all (httpx's own timeout is per read,
+        so a remote that trickles a byte a second would otherwise hold the batch forever)."""
+        import httpx
+
+        deadline = time.monotonic() + self._options.timeout_seconds
+        with self._client.stream("POST", self._url, json=body) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise InferenceError(f"{self._url} answered more than {MAX_ANSWER_BYTES} bytes: not an answer")
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the answer took more than {self._options.timeout_seconds:g} s in all")
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     def space(self) -> dict[str, object]:
         return {"remote": self._options.endpoint, "remote_model": self._options.remote_model}
@@ -181,14 +197,14 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return min(MAX_BACKOFF_SECONDS, 0.2 * 2**attempt)
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(content: bytes) -> str:
     try:
-        error = response.json().get("error")
+        error = json.loads(content).get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return error["message"][:300]
     except (ValueError, AttributeError, RecursionError):
         pass
-    return response.text[:300] or response.reason_phrase
+    return content[:300].decode("utf-8", "replace") or "no body"
 
 
 def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
+# The most a remote's answer may be, read as it arrives: a 256-text batch of 4096-dim
+# vectors as JSON floats is ~25 MB; anything near this is a broken or hostile remote.
+MAX_ANSWER_BYTES = 256 * 2**20
 
 
 class RemoteIdentity:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
-from hotswapd.backends.remote_identity import RemoteIdentity
+from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
 from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.errors import InferenceError, ModelLoadError
 
@@ -108,7 +108,9 @@ class SageMakerEmbedder:
             reply = self._client.invoke_endpoint(
                 EndpointName=name, ContentType="application/json", Accept="application/json", Body=json.dumps({"instances": ids})
             )
-            body = reply["Body"].read()
+            body = reply["Body"].read(MAX_ANSWER_BYTES + 1)  # never a whole unbounded answer in memory
+            if len(body) > MAX_ANSWER_BYTES:
+                raise InferenceError(f"endpoint {name!r} answered more than {MAX_ANSWER_BYTES} bytes: not an answer")
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
             message = exc.response.get("Error", {}).get("Message") or str(exc)

@@ -26,8 +26,8 @@ def remote_vector(text: str, salt: str) -> np.ndarray:
 
 
 class Remote:
-    """What the server does next: mode 'ok', '500', 'stall', 'badjson', 'short', 'nan', 'deep500',
-    'boolindex'; salt = the model."""
+    """What the server does next: mode 'ok', '500', 'stall', 'trickle', 'huge', 'badjson', 'short',
+    'nan', 'deep500', 'boolindex'; salt = the model."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -54,6 +54,10 @@ def remote() -> Iterator[tuple[Remote, str]]:
                 return self._send(503 if state.mode == "ok" else 500, b'{"error": {"message": "the remote is down"}}')
             if state.mode == "stall":
                 threading.Event().wait(2)
+            if state.mode == "trickle":  # each read in time, the whole answer never
+                return self._trickle()
+            if state.mode == "huge":
+                return self._send(200, b" " * (3 * 2**20) + b"{}")
             if state.mode == "badjson":
                 return self._send(200, b"{not json")
             if state.mode == "deep500":
@@ -67,6 +71,18 @@ def remote() -> Iterator[tuple[Remote, str]]:
             if state.mode == "boolindex":
                 data[0]["index"] = True
             self._send(200, json.dumps({"object": "list", "data": data, "model": body["model"]}).encode())
+
+        def _trickle(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            for _ in range(30):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                threading.Event().wait(0.1)
 
         def _send(self, status: int, payload: bytes) -> None:
             self.send_response(status)
@@ -105,12 +121,14 @@ def test_vectors_come_from_the_remote_in_order(start: StartDaemon, remote: tuple
         assert result.version == "v1" and client.preload("r")["device"] == "remote"
 
 
-def test_remote_failures_are_typed_errors_and_the_daemon_serves_on(start: StartDaemon, remote: tuple[Remote, str]) -> None:
+def test_remote_failures_are_typed_errors_and_the_daemon_serves_on(start: StartDaemon, remote: tuple[Remote, str], monkeypatch: pytest.MonkeyPatch) -> None:
     state, url = remote
+    monkeypatch.setattr("hotswapd.backends.openai_remote.MAX_ANSWER_BYTES", 2**20)
     with start(config(url)) as daemon, daemon.client() as client:
         state.failures_left = 2  # two 503s, then an answer: the retries absorb them
         assert client.encode(["retried"], "r").count == 1
-        for mode, says in (("500", "answered HTTP 500: the remote is down"), ("stall", "unreachable after 3 attempts"), ("badjson", "invalid JSON"), ("short", "one embedding per text"),
+        for mode, says in (("500", "answered HTTP 500: the remote is down"), ("stall", "unreachable after 3 attempts"),
+                           ("trickle", "more than 0.5 s in all"), ("huge", "more than 1048576 bytes"), ("badjson", "invalid JSON"), ("short", "one embedding per text"),
                            ("nan", "NaN or infinite"), ("deep500", "answered HTTP 500"), ("boolindex", "bad or repeated index")):
             state.mode = mode
             with pytest.raises(InferenceError, match=says):
