@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from hotswapd.backends.devices import pick_device
 from hotswapd.backends.layout import ModelLayout, read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
-from hotswapd.backends.tokenizing import TextTokenizer, TokenBatch, encode_in_batches
+from hotswapd.backends.tokenizing import TextTokenizer, TokenBatch, TokenizedBackend, encode_in_batches
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Options(BaseModel):
     spin_wait: bool = False
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(TokenizedBackend):
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: TextTokenizer, pooling: str, normalizes: bool, device: str, batch_size: int) -> None:
         self._session = session
         self._tokenizer = tokenizer
@@ -100,16 +100,6 @@ class OnnxEmbedder:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "token_type_ids": batch.token_type_ids}
         (tokens,) = self._session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs})[:1]
         return pool(tokens, batch.attention_mask, self._pooling)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._tokenizer.count_tokens(texts)
-
-    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        return self._tokenizer.token_windows(text, window, overlap)
-
-    @property
-    def max_tokens(self) -> int:
-        return self._tokenizer.max_seq_length
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         vectors = encode_in_batches(texts, self._tokenizer, self.batch_size, self._run)

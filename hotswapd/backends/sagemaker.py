@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
-from hotswapd.backends.tokenizing import TextTokenizer
+from hotswapd.backends.tokenizing import TextTokenizer, TokenizedBackend
 from hotswapd.errors import InferenceError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Options(BaseModel):
     recheck_seconds: PositiveFloat = 300.0  # how often the endpoint's model is probed again
 
 
-class SageMakerEmbedder:
+class SageMakerEmbedder(TokenizedBackend):
     device = "remote"
     memory_bytes = 0
 
@@ -64,16 +64,6 @@ class SageMakerEmbedder:
     def identity(self) -> str:
         """Part of the version's fingerprint: changes when the model behind the endpoint does."""
         return self._identity.value
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._tokenizer.count_tokens(texts)
-
-    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        return self._tokenizer.token_windows(text, window, overlap)
-
-    @property
-    def max_tokens(self) -> int:
-        return self._tokenizer.max_seq_length
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np

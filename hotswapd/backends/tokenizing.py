@@ -25,6 +25,23 @@ class TokenBatch:
     token_type_ids: np.ndarray
 
 
+class TokenizedBackend:
+    """What the daemon asks of a backend about tokens (usage counts, long texts), answered
+    by its :class:`TextTokenizer` (``self._tokenizer``)."""
+
+    _tokenizer: TextTokenizer
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._tokenizer.count_tokens(texts)
+
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        return self._tokenizer.token_windows(text, window, overlap)
+
+    @property
+    def max_tokens(self) -> int:
+        return self._tokenizer.max_seq_length
+
+
 class TextTokenizer:
     def __init__(self, tokenizer_file: Path, max_seq_length: int) -> None:
         from tokenizers import Tokenizer
