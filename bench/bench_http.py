@@ -6,11 +6,13 @@ own HTTP server, in one run and one process tree.
 Same model (all-MiniLM-L6-v2), same BBC News sentences, the embedding cache off; each
 path is driven by ``--clients`` client processes, first sending single texts, then
 batches of 32:
-  hotswapd HTTP, ONNX int8      POST /v1/embeddings (httpx, kept-alive connections)
+  hotswapd HTTP, ONNX int8      POST /v1/embeddings, base64 (a kept-alive socket client,
+                                bench/http_load.py; ``--client httpx`` for httpx)
   hotswapd HTTP, sentence-transformers
   hotswapd ZeroMQ, ONNX int8    the Python client, the baseline of the HTTP path
   Infinity HTTP, torch          `infinity_emb v2 --engine torch` (its own venv, bench/.infinity-venv)
   Infinity HTTP, optimum        `--engine optimum` (ONNX), pooling_method=mean
+Beside texts/s, the server's own CPU ms per text: clients and server share the machine.
 Targets: the HTTP path >= 0.9x the ZeroMQ path on the same backend; hotswapd HTTP (best
 backend) >= 1.5x Infinity's best engine, both over HTTP.
 """
@@ -45,17 +47,41 @@ BATCH = 32
 
 
 def http_worker(url: str, model: str, texts: list[str], batch: int, seconds: float, tag: str, out: Any) -> None:
-    import httpx
+    """POST /embeddings over one kept-alive connection (bench/http_load.py, or httpx with
+    ``--client httpx``), in the format the ``openai`` package asks for by default."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    prefix = parts.path.rstrip("/")
+    if os.environ.get("BENCH_HTTP_CLIENT") == "httpx":
+        import httpx
+
+        web = httpx.Client(timeout=300)
+
+        def post(body: dict[str, Any]) -> Any:
+            answer = web.post(f"{url}/embeddings", json=body)
+            answer.raise_for_status()
+            return answer.json()
+    else:
+        from bench.http_load import KeepAliveClient
+
+        web = KeepAliveClient(parts.hostname or "127.0.0.1", parts.port or 80)
+
+        def post(body: dict[str, Any]) -> Any:
+            return web.post_json(f"{prefix}/embeddings", body)
 
     done = 0
-    with httpx.Client(base_url=url, timeout=300) as web:
-        web.post("/embeddings", json={"model": model, "input": [f"warm-up {tag}"]}).raise_for_status()
+    try:
+        post({"model": model, "input": [f"warm-up {tag}"], "encoding_format": "base64"})
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             chunk = [f"{texts[(done + i) % len(texts)]} [{tag}-{done + i}]" for i in range(batch)]
-            answer = web.post("/embeddings", json={"model": model, "input": chunk})
-            answer.raise_for_status()
+            answer = post({"model": model, "input": chunk, "encoding_format": "base64"})
+            if len(answer["data"]) != batch:
+                raise RuntimeError(f"{len(answer['data'])} embeddings for {batch} texts")
             done += batch
+    finally:
+        web.close()
     out.put(done)
 
 
@@ -72,19 +98,46 @@ def zmq_worker(endpoint: str, model: str, texts: list[str], batch: int, seconds:
     out.put(done)
 
 
-def crowd(worker: Any, target: str, model: str, texts: list[str], clients: int, batch: int, seconds: float, tag: str) -> float:
-    """Texts per second of ``clients`` processes, each sending ``batch`` texts at a time."""
+def crowd(worker: Any, target: str, model: str, texts: list[str], clients: int, batch: int, seconds: float, tag: str, server: int) -> tuple[float, float]:
+    """Texts per second of ``clients`` processes, each sending ``batch`` texts at a time, and
+    the server's CPU milliseconds per text meanwhile (process ``server`` and its children):
+    on a machine the clients share, the second says what the server itself spends."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_run_reporting, args=(worker, target, model, texts[i::clients], batch, seconds, f"{tag}{i}", out)) for i in range(clients)]
     for proc in procs:
         proc.start()
+    before = cpu_seconds(server)
     counts = [out.get(timeout=seconds + 600) for _ in procs]
+    spent = cpu_seconds(server) - before
     for proc in procs:
         proc.join()
     if min(counts) < 0:
         raise RuntimeError(f"{sum(c < 0 for c in counts)} of {clients} clients failed (see stderr)")
-    return sum(counts) / seconds
+    return sum(counts) / seconds, 1000 * spent / max(1, sum(counts))
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and every process under it, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0.0) for pid in tree)
 
 
 def _run_reporting(worker: Any, *args: Any) -> None:
@@ -163,7 +216,10 @@ def main() -> None:
     parser.add_argument("--no-infinity", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="rounds over the hotswapd paths, interleaved; the median counts")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--client", choices=["socket", "httpx"], default="socket", help="the HTTP clients' library")
     args = parser.parse_args()
+    if args.client == "httpx":
+        os.environ["BENCH_HTTP_CLIENT"] = "httpx"  # inherited by the spawned clients
 
     texts = sentences(4000)
     workdir = Path(tempfile.mkdtemp(prefix="hs-bench-http-"))
@@ -189,13 +245,15 @@ def main() -> None:
         )
         # Rounds interleave the paths, so a slow minute of a shared machine does not land
         # on one path only; the median of the rounds is reported.
-        samples: dict[tuple[str, int], list[float]] = {}
+        samples: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for round_ in range(args.repeat):
             for batch in (1, BATCH):
                 for name, worker, target, model in paths:
-                    samples.setdefault((name, batch), []).append(crowd(worker, target, model, texts, args.clients, batch, args.seconds, f"{name[:3]}{round_}"))
+                    figures = crowd(worker, target, model, texts, args.clients, batch, args.seconds, f"{name[:3]}{round_}", daemon.process.pid)
+                    samples.setdefault((name, batch), []).append(figures)
         for (name, batch), values in samples.items():
-            rows.setdefault(name, {})[f"batch {batch}"] = statistics.median(values)
+            rows.setdefault(name, {})[f"batch {batch}"] = statistics.median(rate for rate, _ in values)
+            rows[name][f"cpu {batch}"] = statistics.median(cpu for _, cpu in values)
     finally:
         daemon.stop()
     if not args.no_infinity:
@@ -205,10 +263,12 @@ def main() -> None:
             server = infinity_server(engine, model, port, workdir / f"infinity-{engine}.log")
             name = f"Infinity HTTP, {engine}"
             if isinstance(server, str):
-                rows[name] = {"batch 1": server, f"batch {BATCH}": server}
+                rows[name] = {"batch 1": server}
                 continue
             try:
-                rows[name] = {f"batch {b}": crowd(http_worker, f"http://127.0.0.1:{port}", "minilm", texts, args.clients, b, args.seconds, "inf") for b in (1, BATCH)}
+                for b in (1, BATCH):
+                    rate, cpu = crowd(http_worker, f"http://127.0.0.1:{port}", "minilm", texts, args.clients, b, args.seconds, "inf", server.pid)
+                    rows.setdefault(name, {}).update({f"batch {b}": rate, f"cpu {b}": cpu})
             finally:
                 stop(server)
     report(rows)
@@ -217,10 +277,15 @@ def main() -> None:
 
 
 def report(rows: dict[str, dict[str, float | str]]) -> None:
-    print(f"\n{'path':<42} {'texts/s, single':>16} {'texts/s, batch 32':>18}")
+    client = os.environ.get("BENCH_HTTP_CLIENT", "keep-alive socket (bench/http_load.py)")
+    print(f"\nHTTP client: {client}; server CPU = ms of the server process tree's CPU per text")
+    print(f"{'path':<40} {'texts/s, single':>16} {'texts/s, batch 32':>18} {'CPU ms/text, single':>20} {'batch 32':>9}")
     for name, figures in rows.items():
-        cells = [f"{value:>16.1f}" if isinstance(value, float) else f"  {value}" for value in figures.values()]
-        print(f"{name:<42} " + " ".join(cells))
+        cells = []
+        for key, width in (("batch 1", 16), (f"batch {BATCH}", 18), ("cpu 1", 20), (f"cpu {BATCH}", 9)):
+            value = figures.get(key, "")
+            cells.append(f"{value:>{width}.{1 if key.startswith('batch') else 2}f}" if isinstance(value, float) else f"{value!s:>{width}}")
+        print(f"{name:<40} " + " ".join(cells))
 
     def ratio(a: str, b: str, key: str) -> str:
         x, y = rows.get(a, {}).get(key), rows.get(b, {}).get(key)
@@ -229,10 +294,13 @@ def report(rows: dict[str, dict[str, float | str]]) -> None:
     for key in ("batch 1", f"batch {BATCH}"):
         print(f"\n{key}: HTTP / ZeroMQ, int8: {ratio('hotswapd HTTP, ONNX int8', 'hotswapd ZeroMQ, ONNX int8', key)} (target >= 0.9x)")
         print(f"{key}: HTTP / ZeroMQ, sentence-transformers: {ratio('hotswapd HTTP, sentence-transformers', 'hotswapd ZeroMQ, sentence-transformers', key)}")
+        cpu = key.replace("batch", "cpu")
+        print(f"{key}: server CPU per text, ZeroMQ / HTTP, int8: {ratio('hotswapd ZeroMQ, ONNX int8', 'hotswapd HTTP, ONNX int8', cpu)} (1.00x: HTTP costs the server nothing more)")
         infinity = [n for n in rows if n.startswith("Infinity") and isinstance(rows[n].get(key), float)]
         best = max(infinity, key=lambda n: rows[n][key]) if infinity else None  # type: ignore[arg-type, return-value]
         if best:
             print(f"{key}: hotswapd HTTP int8 / {best}: {ratio('hotswapd HTTP, ONNX int8', best, key)} (target >= 1.5x)")
+            print(f"{key}: server CPU per text, {best} / hotswapd HTTP int8: {ratio(best, 'hotswapd HTTP, ONNX int8', cpu)}")
 
 
 if __name__ == "__main__":
