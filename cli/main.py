@@ -16,7 +16,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import bench, compare, config, daemon, doctor, encode, keys, models, switching
+from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching
 from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options
 from hotswap_cli.settings import Settings, autostart_default
 
@@ -36,6 +36,7 @@ app.command()(models.status)
 app.command()(switching.switch)
 app.command()(switching.rollback)
 app.command()(switching.history)
+app.command()(search.search)
 app.command()(compare.compare)
 app.command()(bench.bench)
 app.command()(models.metrics)
@@ -43,6 +44,7 @@ app.command()(doctor.doctor)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
+app.add_typer(index.app, name="index")
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -51,9 +51,12 @@ _hs() {
             ":--config") kind=files;;
             "encode:--model"|"encode:-m") kind=specs;;
             "encode:--format"|"encode:-f") kind=choices choices="json jsonl npy";;
+            "search:--model"|"search:-m") kind=specs;;
             "compare:--input") kind=files;;
             "bench:--input") kind=files;;
             "daemon run:--log-level") kind=choices choices="debug info warning error";;
+            "index build:--input"|"index build:-i") kind=files;;
+            "index build:--output"|"index build:-o") kind=files;;
         esac
     elif [[ -z $dd && $cur == -* ]]; then
         kind=choices
@@ -67,6 +70,7 @@ _hs() {
             "switch") choices="--canary --split --gradual --steps --step-seconds --step-requests --sticky-key --force --abort --json -h --help";;
             "rollback") choices="--json -h --help";;
             "history") choices="--limit --all --json -h --help";;
+            "search") choices="--model -m --k -k --key --json -h --help";;
             "compare") choices="--input --limit --json -h --help";;
             "bench") choices="--input --corpus --batch-size --concurrency --duration --history --json -h --help";;
             "metrics") choices="-h --help";;
@@ -86,10 +90,12 @@ _hs() {
             "keys add") choices="-h --help";;
             "keys remove") choices="-h --help";;
             "keys list") choices="--json -h --help";;
+            "index") choices="-h --help";;
+            "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume -h --help";;
         esac
     else
         case "$path_:${#_hs_args[@]}" in
-            ":0") kind=choices choices="encode models preload evict status switch rollback history compare bench metrics doctor daemon config keys";;
+            ":0") kind=choices choices="encode models preload evict status switch rollback history search compare bench metrics doctor daemon config keys index";;
             "preload:0") kind=specs;;
             "evict:0") kind=models;;
             "switch:0") kind=models;;
@@ -104,6 +110,7 @@ _hs() {
             "config:0") kind=choices choices="validate path reload";;
             "config validate:0") kind=files;;
             "keys:0") kind=choices choices="init add remove list";;
+            "index:0") kind=choices choices="build";;
         esac
     fi
     [[ $kind == specs ]] && { [[ $cur == *@* ]] && model="${cur%%@*}" || kind=models; }

@@ -74,9 +74,12 @@ class VersionConfig(_Frozen):
     preload: bool = False
     max_seq_length: PositiveInt | None = None
     batch_size: PositiveInt = 32
-    # A precomputed .npy matrix of a corpus encoded with this version: whatever depends on
-    # the vector space (an index) travels with the version.
+    # This version's corpus (hotswapd.corpus): a directory `hs index build` wrote (or a bare
+    # .npy matrix), as a path, package: or s3:// source. It loads, switches and rolls back
+    # with the version; `hs search` scores queries against it with the same version.
     embeddings_path: str | None = None
+    # Serve a corpus whose manifest names other weights (recorded in the audit log).
+    accept_foreign_corpus: bool = False
     # This version claims to give the same vectors as another version of the model (say a
     # quantised copy); a switch between them checks the claim on a probe set.
     compatible_with: str | None = None

@@ -106,6 +106,12 @@ class NothingToRollBack(RequestError):
     code = "nothing_to_roll_back"
 
 
+class CorpusUnavailable(RequestError):
+    """A search on a version with no usable corpus (none configured, missing, foreign)."""
+
+    code = "corpus_unavailable"
+
+
 class ModelLoadError(HotswapError):
     code = "model_load_error"
 

@@ -22,9 +22,9 @@ from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedV
 
 WIRE_VERSION = 1
 VECTOR_DTYPE = "<f4"
-OPS = ("encode", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics")
+OPS = ("encode", "search", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics")
 Op = Literal[
-    "encode", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics"
+    "encode", "search", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics"
 ]
 REQUEST_FIELDS = frozenset({"v", "id", "op", "model", "options"})
 

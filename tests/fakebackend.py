@@ -25,6 +25,7 @@ class Options(BaseModel):
 
     tag: str = "default"
     scale: float = 1.0
+    shift: int = 0  # another mapping of characters to components: another embedding space
     dim: int = 8
     max_tokens: int = 512  # a word is a token here (see count_tokens)
     # For a daemon in another process, where a test cannot reach the controls: every
@@ -60,10 +61,10 @@ def reset() -> None:
     max_concurrent = 0
 
 
-def vector(text: str, scale: float, dim: int) -> np.ndarray:
+def vector(text: str, scale: float, dim: int, shift: int = 0) -> np.ndarray:
     out = np.ones(dim, dtype=np.float32)
     for char in text:
-        out[ord(char) % dim] += 1.0
+        out[(ord(char) * (1 + shift)) % dim] += 1.0
     return out * scale
 
 
@@ -97,7 +98,7 @@ class FakeEmbedder:
                 raise RuntimeError(f"fake model refuses {control.fail_on!r}")
             control.encodes += 1
             control.seen.extend(texts)
-            vectors = np.stack([vector(text, self._options.scale, self._options.dim) for text in texts])
+            vectors = np.stack([vector(text, self._options.scale, self._options.dim, self._options.shift) for text in texts])
             if normalize:
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             return vectors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.switching import Switchboard
@@ -37,6 +38,7 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> d
         "backend": spec.backend,
         "source": spec.source,
         "embeddings_path": spec.embeddings_path,
+        "corpus": describe_corpus(loaded) if loaded else None,
         "loaded": loaded is not None,
         "fingerprint": loaded.fingerprint if loaded else None,
         "weights": loaded.weights if loaded else None,
@@ -77,6 +79,7 @@ def describe_version(registry: Registry, name: str, version: str, routing: dict[
         "dimension": loaded.embedder.dimension if loaded else None,
         "max_tokens": (getattr(loaded.embedder, "max_tokens", None) if loaded else None) or spec.max_seq_length,
         "memory_bytes": loaded.memory_bytes if loaded else None,
+        "corpus": describe_corpus(loaded) if loaded else None,
         "fingerprint": loaded.fingerprint if loaded else None,
         "pinned": spec.pinned,
         "last_used": loaded.last_used if loaded else None,
@@ -109,6 +112,7 @@ def describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
         "memory_bytes": loaded.memory_bytes,
         "backend": loaded.config.backend,
         "details": backend_details(loaded),
+        "corpus": describe_corpus(loaded),
     }
 
 

@@ -65,12 +65,22 @@ class EncodeOp:
             spec = model.versions.get(version)
             if spec is None:
                 raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
-        flags = EncodeFlags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens)
+        flags = self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens)
+        context = self.context(request)
         ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
-        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, reply))
+        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, reply, context))
 
-    def _start(self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply) -> None:
+    def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
+        return EncodeFlags(normalize, use_cache, count_tokens)
+
+    def context(self, request: Request) -> Any:
+        """What an op built on this one reads from its request (search: k), for :meth:`respond`."""
+        return None
+
+    def _start(
+        self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any
+    ) -> None:
         started = time.perf_counter()
         answered = threading.Event()
 
@@ -78,15 +88,7 @@ class EncodeOp:
             if answered.is_set():
                 return  # a failure after the answer was given must not return the lease twice
             answered.set()
-            outcome: Outcome | HotswapError
-            try:
-                self._registry.release(loaded)
-                outcome = self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned)
-            except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
-                outcome = InternalError(f"{type(exc).__name__}: {exc}")
-            finally:
-                release_ticket()
-            reply(outcome)
+            self.respond(loaded, lambda: self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned), release_ticket, reply, context)
 
         def submit(loaded: LoadedVersion, planned: Plan | None) -> None:
             reshaped = planned is not None and planned.reshaped
@@ -140,6 +142,20 @@ class EncodeOp:
             run(leased)
 
         self._s.workers.submit("loader", load_then_run)
+
+    def respond(self, loaded: LoadedVersion, outcome: Callable[[], Outcome | HotswapError], release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
+        """Give the lease and the ticket back and answer, on the thread that finished the
+        encode. An op that does more with the vectors (search) overrides this, keeping the
+        lease until it is done: a version is closed only after its last request."""
+        answer: Outcome | HotswapError
+        try:
+            self._registry.release(loaded)
+            answer = outcome()
+        except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
+            answer = InternalError(f"{type(exc).__name__}: {exc}")
+        finally:
+            release_ticket()
+        reply(answer)
 
     def _outcome(
         self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int, flags: EncodeFlags, planned: Plan | None

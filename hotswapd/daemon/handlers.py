@@ -28,6 +28,7 @@ from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.errors import (
     ProtocolError,
 )
+from hotswapd.corpus.search_op import SearchOp
 from hotswapd.daemon.encode_op import EncodeOp
 from hotswapd.daemon.services import Services
 from hotswapd.daemon.op_types import Deferred, Outcome, Queued, option as _option
@@ -50,6 +51,7 @@ class DaemonState:
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
     "encode": {"normalize", "key", "deadline_ms", "no_cache", "count_tokens"},
+    "search": {"key", "deadline_ms", "no_cache", "k"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
@@ -73,6 +75,7 @@ class Handlers:
         self._state = state
         self._process = psutil.Process()
         self._encode = EncodeOp(services)
+        self._search = SearchOp(services)
 
     def handle(self, request: Request) -> Outcome | Queued | Deferred:
         unknown = set(request.options) - ALLOWED_OPTIONS.get(request.op, set())
@@ -133,6 +136,9 @@ class Handlers:
 
     def _op_encode(self, request: Request) -> Deferred:
         return self._encode.prepare(request)
+
+    def _op_search(self, request: Request) -> Deferred:
+        return self._search.prepare(request)
 
     def _op_switch(self, request: Request) -> Queued:
         name, _, _ = self._registry.resolve(request.model)

@@ -11,14 +11,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from hotswapd.backends import Embedder
 from hotswapd.config import LIVE_FIELDS, VersionConfig
 
+if TYPE_CHECKING:
+    from hotswapd.corpus.store import Corpus
+
 # Config fields that do not take part in computing a vector: where the files come from (the
 # weights digest covers their content) and the device as written ("auto"; the device a
 # version really runs on is part of its identity instead).
-NOT_COMPUTATION = frozenset({"embeddings_path", "source", "device", "fallback"})
+NOT_COMPUTATION = frozenset({"embeddings_path", "accept_foreign_corpus", "source", "device", "fallback"})
 
 
 @dataclass
@@ -37,6 +41,17 @@ class LoadedVersion:
     leases: int = 0
     retired: bool = False
     closed: bool = False
+    # Its corpus (embeddings_path), opened with it (hotswapd.corpus.attach), or why not.
+    corpus: Corpus | None = None
+    corpus_problem: str | None = None
+
+    def close(self) -> None:
+        """Release the model and the corpus: once, after the last request that leased it."""
+        try:
+            self.embedder.close()
+        finally:
+            if self.corpus is not None:
+                self.corpus.close()
 
     @cached_property
     def _local_identity(self) -> bytes:

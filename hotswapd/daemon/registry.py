@@ -24,6 +24,7 @@ import psutil
 
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
+from hotswapd.corpus.attach import attach as attach_corpus
 from hotswapd.daemon import memory
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
@@ -183,7 +184,8 @@ class Registry:
         started = time.perf_counter()
         key = (model, version)
         try:
-            path, on_disk = self._bounded(lambda: _resolved(spec), f"{model}@{version}", started)
+            path = self._bounded(lambda: spec.resolve(spec.source), f"{model}@{version}", started)  # downloads a remote source
+            on_disk = memory.files_size(path)
             need = memory.estimate(spec, on_disk, self._measured.get(key))
             # Room is made and reserved under the budget lock; the slow part (imports,
             # fingerprint, export, weights) and any wait for draining versions run outside
@@ -230,6 +232,7 @@ class Registry:
             "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; weights %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
         )
         loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+        attach_corpus(loaded, self._on_event)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
         return loaded
 
@@ -328,7 +331,7 @@ class Registry:
 
     def _close(self, loaded: LoadedVersion) -> None:
         try:
-            loaded.embedder.close()
+            loaded.close()
         except Exception:  # closing must never take the daemon down
             log.exception("closing %s@%s failed", loaded.model, loaded.version)
         memory.give_back()
@@ -392,8 +395,3 @@ class Registry:
         for item in left:
             self._close(item)
 
-
-def _resolved(spec: VersionConfig) -> tuple[Any, int]:
-    """Where the version's files are (downloading them if remote) and their size."""
-    path = spec.resolve(spec.source)
-    return path, memory.files_size(path)

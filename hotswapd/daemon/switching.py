@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
 from hotswapd.daemon.audit import AuditLog
+from hotswapd.corpus.attach import switch_guard as corpus_switch_guard
 from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.loaded import LoadedVersion
@@ -204,7 +205,8 @@ class Switchboard:
 
     def _check_compatible(self, model: str, current_version: str, target_version: str) -> None:
         with self._registry.leased(model, current_version) as current, self._registry.leased(model, target_version) as target:
-            self._check_space(current, target)
+            if not corpus_switch_guard(current, target):  # a corpus moving with its version needs no shared space
+                self._check_space(current, target)
 
     def _check_space(self, current: LoadedVersion, target: LoadedVersion) -> None:
         problems = incompatibilities(describe_space(current), describe_space(target))

@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-Pool = Literal["control", "loader", "io", "tokens"]
+Pool = Literal["control", "loader", "io", "tokens", "search"]
 # tokens: counting texts' tokens for a request that asks (the HTTP endpoint's usage).
-SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1, "tokens": 1}
+# search: scoring queries against a corpus (one: BLAS already uses every core).
+SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1, "tokens": 1, "search": 1}
 
 
 class Workers:

@@ -1,0 +1,88 @@
+"""The search op: queries encoded and scored against a corpus by the SAME version.
+
+It is the encode op with one more step: the version is picked once, at dispatch (so
+during a canary or a split each query meets the corpus of the version that encoded it,
+never the other's), the query vectors come back from the batcher, and the corpus is
+searched on the ``search`` pool while the request still holds its lease on the version
+(the corpus is closed only after its last search).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from hotswapd.corpus.layout import CorpusError
+from hotswapd.corpus.store import MAX_K
+from hotswapd.daemon.encode_op import EncodeFlags, EncodeOp
+from hotswapd.daemon.loaded import LoadedVersion
+from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
+from hotswapd.errors import CorpusUnavailable, HotswapError, InternalError, ProtocolError
+from hotswapd.protocol import Request
+
+MAX_QUERIES = 64
+DEFAULT_K = 10
+
+
+class SearchOp(EncodeOp):
+    def prepare(self, request: Request) -> Deferred:
+        if len(request.payload) > MAX_QUERIES:
+            raise ProtocolError(f"{len(request.payload)} queries in one search; the limit is {MAX_QUERIES}")
+        return super().prepare(request)
+
+    def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
+        # Cosine against a normalised corpus: the query is normalised whatever was asked.
+        return EncodeFlags(normalize=True, use_cache=use_cache, count_tokens=False)
+
+    def context(self, request: Request) -> int:
+        k = option(request, "k", int, DEFAULT_K)
+        if not 0 < k <= MAX_K:
+            raise ProtocolError(f"option 'k' must be in 1..{MAX_K}")
+        return int(k)
+
+    def respond(self, loaded: LoadedVersion, outcome: Callable[[], Outcome | HotswapError], release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
+        def search() -> None:
+            answer: Outcome | HotswapError
+            try:
+                encoded = outcome()
+                answer = encoded if isinstance(encoded, HotswapError) else self._search(loaded, encoded, context)
+            except HotswapError as exc:
+                answer = exc
+            except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
+                answer = InternalError(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._registry.release(loaded)
+                release_ticket()
+            reply(answer)
+
+        self._s.workers.submit("search", search)
+
+    def _search(self, loaded: LoadedVersion, encoded: Outcome, k: int) -> Outcome:
+        corpus = loaded.corpus
+        name = f"{loaded.model}@{loaded.version}"
+        if corpus is None:
+            raise CorpusUnavailable(f"{name} has no corpus to search: {loaded.corpus_problem or 'set embeddings_path (hs index build)'}")
+        head = encoded.result
+        queries = np.frombuffer(memoryview(encoded.payload[0]).cast("B"), dtype="<f4").reshape(int(head["count"]), int(head["dim"]))
+        started = time.perf_counter()
+        try:
+            results = [[asdict(hit) for hit in corpus.search(query, k)] for query in queries]
+        except CorpusError as exc:
+            raise CorpusUnavailable(f"{name}: {exc}") from None
+        seconds = time.perf_counter() - started
+        result = {
+            "model": loaded.model,
+            "version": loaded.version,
+            "fingerprint": loaded.fingerprint,
+            "corpus": str(corpus.where),
+            "rows": corpus.rows,
+            "k": k,
+            "results": results,
+            "search_ms": round(seconds * 1000, 3),
+            "cached": head.get("cached", 0),
+        }
+        return Outcome(result, [])

@@ -1,0 +1,165 @@
+"""A corpus opened by the daemon: the matrix memory-mapped (never copied), rows read on
+demand, searched exactly with one BLAS matrix-vector product.
+
+Every file here came from outside and is checked before use: the manifest against the
+matrix's real shape and dtype, the file sizes against the shape (a short file would fault
+on access), the row offsets for order. A check that fails is a :class:`CorpusError` with
+the reason, never a crash.
+
+Replace a corpus by writing a new directory and pointing the config at it (or renaming it
+into place): a memory-mapped file cut short in place under a running process faults it,
+as it would faiss or usearch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hotswapd.corpus.layout import MATRIX, OFFSETS, ROWS, CorpusError, Manifest, read_manifest, read_npy_header
+
+log = logging.getLogger(__name__)
+MAX_K = 1000
+MAX_ROW_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Hit:
+    row: int
+    score: float
+    id: Any
+    text: str | None
+
+
+class Corpus:
+    def __init__(self, where: Path, matrix: np.ndarray, manifest: Manifest | None, offsets: np.ndarray | None, rows_fd: int | None) -> None:
+        self.where = where
+        self.manifest = manifest
+        self._matrix = matrix
+        self._offsets = offsets
+        self._rows_fd = rows_fd
+
+    @property
+    def rows(self) -> int:
+        return int(self._matrix.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._matrix.shape[1])
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self._matrix.nbytes + (self._offsets.nbytes if self._offsets is not None else 0))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.where),
+            "rows": self.rows,
+            "dim": self.dim,
+            "memory_mb": round(self.memory_bytes / 2**20, 1),
+            "index": "exact",
+            "texts": bool(self.manifest and self.manifest.texts),
+            "built_by": self.manifest.fingerprint if self.manifest else None,
+        }
+
+    def search(self, query: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` rows most similar to ``query`` (cosine: both sides are normalised)."""
+        if not 0 < k <= MAX_K:
+            raise CorpusError(f"k must be in 1..{MAX_K}")
+        if self.rows == 0:
+            return []
+        scores = self._matrix @ np.asarray(query, dtype=np.float32).reshape(self.dim)
+        k = min(k, self.rows)
+        top = np.argpartition(scores, -k)[-k:] if k < self.rows else np.arange(self.rows)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [self._hit(int(row), float(scores[row])) for row in top]
+
+    def _hit(self, row: int, score: float) -> Hit:
+        if self._offsets is None or self._rows_fd is None:
+            return Hit(row, score, row, None)  # a bare matrix: the row number is the id
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        if not 0 < end - start <= MAX_ROW_BYTES:
+            raise CorpusError(f"{self.where / OFFSETS}: row {row} has a bad extent")
+        raw = os.pread(self._rows_fd, end - start, start)
+        try:
+            record = json.loads(raw)
+            return Hit(row, score, record["id"], record.get("text"))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise CorpusError(f"{self.where / ROWS}: row {row} is not a JSON object with an id") from None
+
+    def close(self) -> None:
+        if self._rows_fd is not None:
+            os.close(self._rows_fd)
+            self._rows_fd = None
+        # The maps go when the last reference does; a search in flight holds its own.
+        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._offsets = None
+
+
+def open_corpus(path: Path) -> Corpus:
+    """A corpus directory (with its manifest), or a bare ``.npy`` matrix (ids = row numbers)."""
+    if path.is_file():
+        log.warning("%s is a bare matrix with no manifest: its rows' ids are their numbers, and nothing says which model made it", path)
+        return Corpus(path, _matrix(path, None), None, None, None)
+    if not path.is_dir():
+        raise CorpusError(f"{path} does not exist")
+    manifest = read_manifest(path)
+    matrix = _matrix(path / MATRIX, manifest)
+    offsets, rows_fd = _rows(path, manifest.rows)
+    return Corpus(path, matrix, manifest, offsets, rows_fd)
+
+
+def _matrix(path: Path, manifest: Manifest | None) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            shape, descr, offset = read_npy_header(handle)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        raise CorpusError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except CorpusError as exc:
+        raise CorpusError(f"{path}: {exc}") from None
+    if descr not in ("<f4", "=f4") or len(shape) != 2:
+        raise CorpusError(f"{path}: a {descr} matrix of shape {shape}; a corpus is a 2-d little-endian float32 matrix")
+    rows, dim = shape
+    if manifest is not None and (rows, dim) != (manifest.rows, manifest.dim):
+        raise CorpusError(f"{path} is {rows} x {dim}; its manifest says {manifest.rows} x {manifest.dim}")
+    if size < offset + rows * dim * 4:
+        raise CorpusError(f"{path} is {size} bytes, short of its {rows} x {dim} float32 rows (cut off?)")
+    if rows == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=(rows, dim))
+
+
+def _rows(directory: Path, rows: int) -> tuple[np.ndarray, int]:
+    matrix = _matrix_int64(directory / OFFSETS, rows + 1)
+    try:
+        descriptor = os.open(directory / ROWS, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise CorpusError(f"cannot read {directory / ROWS}: {exc.strerror or exc}") from None
+    size = os.fstat(descriptor).st_size
+    if matrix[0] != 0 or matrix[-1] != size or (rows and not bool(np.all(np.diff(matrix) > 0))):
+        os.close(descriptor)
+        raise CorpusError(f"{directory / OFFSETS} does not describe {directory / ROWS} (rebuild the corpus)")
+    return matrix, descriptor
+
+
+def _matrix_int64(path: Path, length: int) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            shape, descr, offset = read_npy_header(handle)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except CorpusError as exc:
+        raise CorpusError(f"{path}: {exc}") from None
+    if descr not in ("<i8", "=i8") or shape != (length,) or size < offset + length * 8:
+        raise CorpusError(f"{path}: expected {length} little-endian int64 offsets, found a {descr} array of shape {shape}")
+    return np.memmap(path, dtype="<i8", mode="r", offset=offset, shape=(length,))

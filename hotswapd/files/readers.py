@@ -1,0 +1,186 @@
+"""Rows (number, id, text) from a data file, in file order, in constant memory.
+
+- ``.txt``: one text per line; the id is the line number (from 1).
+- ``.jsonl``: one JSON object per line; the text in ``text_field``, the id in ``id_field``
+  (the line number when no id field is named and the rows have none).
+- ``.csv``: a header row, then records (the standard library's csv module: quoted fields,
+  embedded newlines).
+- ``.parquet``: columns read in record batches with pyarrow (the ``files`` extra).
+
+A row without a usable text (missing, not a string, empty) is an :class:`InputError`
+naming the row, never a silent skip. ``position()`` tells how many bytes (or rows, for
+parquet) were read, for a progress bar's ETA.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from hotswapd.errors import HotswapError
+
+Format = Literal["txt", "jsonl", "csv", "parquet"]
+FORMATS: tuple[str, ...] = ("txt", "jsonl", "csv", "parquet")
+LINE_LIMIT = 16 * 2**20
+csv.field_size_limit(LINE_LIMIT)
+
+
+class InputError(HotswapError):
+    """A row (or the file) that cannot be read as asked, with where."""
+
+    code = "input_error"
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int  # from 1: the line (txt, jsonl), the record (csv, parquet)
+    id: Any
+    text: str
+
+
+def detect_format(path: Path, given: str | None) -> Format:
+    name = given or path.suffix.lstrip(".").lower()
+    if name == "ndjson":
+        name = "jsonl"
+    if name not in FORMATS:
+        raise InputError(f"cannot tell the format of {path.name}: name one with --input-format ({', '.join(FORMATS)})")
+    return name  # type: ignore[return-value]
+
+
+class RowReader:
+    def __init__(self, path: Path, fmt: Format, text_field: str = "text", id_field: str | None = None) -> None:
+        self.path, self.format, self.text_field, self.id_field = path, fmt, text_field, id_field
+        self._handle: BinaryIO | None = None
+        self._parquet_rows = 0
+
+    def size(self) -> int | None:
+        """The total ``position()`` will reach: bytes, or rows for parquet."""
+        if self.format == "parquet":
+            return _parquet_file(self.path).metadata.num_rows
+        return self.path.stat().st_size
+
+    def position(self) -> int:
+        if self.format == "parquet":
+            return self._parquet_rows
+        return self._handle.tell() if self._handle is not None and not self._handle.closed else 0
+
+    def __iter__(self) -> Iterator[Row]:
+        if self.format == "parquet":
+            yield from self._parquet()
+            return
+        try:
+            self._handle = open(self.path, "rb")  # noqa: SIM115 -- closed below; tell() feeds the progress bar
+        except OSError as exc:
+            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        try:
+            if self.format == "txt":
+                yield from self._txt(self._handle)
+            elif self.format == "jsonl":
+                yield from self._jsonl(self._handle)
+            else:
+                yield from self._csv(self._handle)
+        finally:
+            self._handle.close()
+
+    def _lines(self, handle: BinaryIO) -> Iterator[tuple[int, str]]:
+        number = 0
+        while line := handle.readline(LINE_LIMIT + 1):
+            number += 1
+            if len(line) > LINE_LIMIT:
+                raise InputError(f"line {number} is longer than {LINE_LIMIT // 2**20} MiB; is {self.path.name} a text file?")
+            try:
+                yield number, line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"line {number} is not valid UTF-8 (byte {exc.start})") from None
+
+    def _txt(self, handle: BinaryIO) -> Iterator[Row]:
+        for number, line in self._lines(handle):
+            yield Row(number, number, self._text(line, number))
+
+    def _jsonl(self, handle: BinaryIO) -> Iterator[Row]:
+        for number, line in self._lines(handle):
+            if not line.strip():
+                continue  # a blank line between records (a trailing newline) holds no row
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                raise InputError(f"line {number} is not JSON: {str(exc)[:100]}") from None
+            if not isinstance(record, dict):
+                raise InputError(f"line {number} is a JSON {type(record).__name__}, not an object")
+            yield self._record(record, number, "line")
+
+    def _csv(self, handle: BinaryIO) -> Iterator[Row]:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        try:
+            reader = csv.DictReader(text)
+            if reader.fieldnames is None:
+                return
+            self._check_columns(list(reader.fieldnames))
+            for number, record in enumerate(reader, start=1):
+                yield self._record(record, number, "record")
+        except csv.Error as exc:
+            raise InputError(f"{self.path.name}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{self.path.name} is not valid UTF-8 (near byte {exc.start})") from None
+        finally:
+            text.detach()
+
+    def _parquet(self) -> Iterator[Row]:
+        table = _parquet_file(self.path)
+        names = table.schema_arrow.names
+        self._check_columns(names)
+        columns = [self.text_field] + ([self.id_field] if self.id_field else [])
+        number = 0
+        for batch in table.iter_batches(batch_size=4096, columns=columns):
+            texts = batch.column(self.text_field).to_pylist()
+            ids = batch.column(self.id_field).to_pylist() if self.id_field else None
+            for offset, value in enumerate(texts):
+                number += 1
+                record = {self.text_field: value}
+                if ids is not None:
+                    record[self.id_field] = ids[offset]  # type: ignore[index]
+                yield self._record(record, number, "row")
+            self._parquet_rows = number
+
+    def _check_columns(self, names: list[str]) -> None:
+        for field in (self.text_field, self.id_field):
+            if field is not None and field not in names:
+                raise InputError(f"{self.path.name} has no column {field!r} (it has: {', '.join(names[:20])})")
+
+    def _record(self, record: dict[str, Any], number: int, unit: str) -> Row:
+        if self.text_field not in record:
+            raise InputError(f"{unit} {number} has no {self.text_field!r} field")
+        row_id: Any = number
+        if self.id_field is not None:
+            if record.get(self.id_field) is None:
+                raise InputError(f"{unit} {number} has no {self.id_field!r} (the id field)")
+            row_id = record[self.id_field]
+            if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
+                raise InputError(f"{unit} {number}: the id {row_id!r} is a {type(row_id).__name__}; ids are strings or integers")
+        elif "id" in record and isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool):
+            row_id = record["id"]
+        return Row(number, row_id, self._text(record[self.text_field], number, unit, row_id))
+
+    def _text(self, value: Any, number: int, unit: str = "line", row_id: Any = None) -> str:
+        named = f"{unit} {number}" + (f" (id {row_id!r})" if row_id not in (None, number) else "")
+        if not isinstance(value, str):
+            raise InputError(f"{named}: the text is a {type(value).__name__}, not a string")
+        if not value.strip():
+            raise InputError(f"{named}: the text is empty")
+        return value
+
+
+def _parquet_file(path: Path) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading parquet needs pyarrow: pip install 'hotswap[files]'") from None
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"cannot read {path} as parquet: {exc}") from None
