@@ -16,6 +16,7 @@ and the probe's vectors, at load and every ``recheck_seconds``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
+from hotswapd.backends.event_loop import LoopThread
 from hotswapd.backends.pooling import l2_normalize
 from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
 from hotswapd.errors import InferenceError, ModelLoadError
@@ -66,8 +68,9 @@ class OpenAIEmbedder:
     device = "remote"
     memory_bytes = 0  # nothing of the model lives in the daemon
 
-    def __init__(self, client: httpx.Client, options: Options, batch_size: int, tokenizer: Any = None) -> None:
+    def __init__(self, client: httpx.AsyncClient, loop: LoopThread, options: Options, batch_size: int, tokenizer: Any = None) -> None:
         self._client = client
+        self._loop = loop
         self._options = options
         self.batch_size = batch_size
         where = f"{options.endpoint}|{options.remote_model}|{options.dimensions}"
@@ -144,22 +147,28 @@ class OpenAIEmbedder:
         raise AssertionError("unreachable")
 
     def _exchange(self, body: dict[str, Any]) -> tuple[int, httpx.Headers, bytes]:
-        """One call, read as it streams in: refused past ``MAX_ANSWER_BYTES`` (never held
-        whole first), and cut at ``timeout_seconds`` in all (httpx's own timeout is per read,
-        so a remote that trickles a byte a second would otherwise hold the batch forever)."""
+        """One call, bounded in all: ``timeout_seconds`` from the request to the last byte
+        of the answer (httpx's own timeout is per read, so a remote that trickles its head or
+        its body a byte at a time would otherwise hold the batch for hours), and refused past
+        ``MAX_ANSWER_BYTES`` as it streams in (never held whole first). It runs on the
+        backend's event loop, where a deadline cancels the call wherever it is blocked."""
+        return self._loop.run(self._exchange_async(body))
+
+    async def _exchange_async(self, body: dict[str, Any]) -> tuple[int, httpx.Headers, bytes]:
         import httpx
 
-        deadline = time.monotonic() + self._options.timeout_seconds
-        with self._client.stream("POST", self._url, json=body) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise InferenceError(f"{self._url} answered more than {MAX_ANSWER_BYTES} bytes: not an answer")
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout(f"the answer took more than {self._options.timeout_seconds:g} s in all")
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
+        seconds = self._options.timeout_seconds
+        try:
+            async with asyncio.timeout(seconds), self._client.stream("POST", self._url, json=body) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise InferenceError(f"{self._url} answered more than {MAX_ANSWER_BYTES} bytes: not an answer")
+                    chunks.append(chunk)
+                return response.status_code, response.headers, b"".join(chunks)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"the answer took more than {seconds:g} s in all") from None
 
     def space(self) -> dict[str, object]:
         return {"remote": self._options.endpoint, "remote_model": self._options.remote_model}
@@ -169,7 +178,7 @@ class OpenAIEmbedder:
 
     def close(self) -> None:
         self._identity.close()
-        self._client.close()
+        self._loop.close(self._client.aclose())
 
 
 def _vector(value: Any, url: str) -> Any:
@@ -224,11 +233,12 @@ def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:
         from hotswapd.backends.tokenizing import TextTokenizer
 
         tokenizer = TextTokenizer(path / "tokenizer.json", version.max_seq_length or _max_tokens(path))
-    client = httpx.Client(timeout=options.timeout_seconds, headers=headers)
+    client = httpx.AsyncClient(timeout=options.timeout_seconds, headers=headers)
+    loop = LoopThread("hotswapd-openai")
     try:
-        embedder = OpenAIEmbedder(client, options, version.batch_size, tokenizer)
+        embedder = OpenAIEmbedder(client, loop, options, version.batch_size, tokenizer)
     except InferenceError as exc:
-        client.close()
+        loop.close(client.aclose())
         raise ModelLoadError(f"openai endpoint check failed: {exc.message}") from exc
     log.info("openai: %s (%s) answers %d-dim vectors (identity %s)", options.endpoint, options.remote_model, embedder.dimension, embedder.identity)
     return embedder

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import zmq
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -30,6 +30,8 @@ from hotswapd.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+CLOSE = {"Connection": "close"}  # after a refused body: uvicorn would otherwise read the rest of it
+MIN_BODY_RATE = 64 * 1024  # bytes per second a body may arrive at, past read_timeout_seconds
 MAX_KEY_CHARS = 1024  # a sticky key; a longer one would only bloat the request header
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -47,6 +49,9 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
                 return await handler(request)
             except ApiError as exc:
                 return Response(exc.body(), exc.status, exc.headers, media_type=JSON)
+            except ClientDisconnect:
+                log.debug("HTTP %s %s: the client left before its body was in", request.method, request.url.path)
+                return Response(b"", 499)  # nobody reads it; uvicorn drops it
             except HotswapError as exc:
                 error = from_hotswap(exc)
                 return Response(error.body(), error.status, error.headers, media_type=JSON)
@@ -118,21 +123,25 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
 
 async def _body(request: Request, limit: int, seconds: float) -> bytes:
     """The body, refused (413) as soon as it passes ``limit``: never read whole first; and
-    408 when it has not all come within ``seconds`` (a trickling client holds no slot long)."""
+    408 when it is too slow: it has ``seconds``, plus a second for each MIN_BODY_RATE bytes
+    that arrived (an honest slow upload goes on, a trickle of a byte now and then does not)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit} (http.max_body_mb)", code="request_too_large")
+        raise ApiError(413, f"the body is {declared} bytes; the limit is {limit} (http.max_body_mb)", code="request_too_large", headers=CLOSE)
     chunks, size = [], 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(seconds) as deadline:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, f"the body passed {limit} bytes (http.max_body_mb)", code="request_too_large")
+                    raise ApiError(413, f"the body passed {limit} bytes (http.max_body_mb)", code="request_too_large", headers=CLOSE)
                 chunks.append(chunk)
+                deadline.reschedule(started + seconds + size / MIN_BODY_RATE)
     except TimeoutError:
-        raise ApiError(408, f"the body did not arrive within {seconds:g} s (http.read_timeout_seconds)", code="request_timeout",
-                       headers={"Connection": "close"}) from None
+        raise ApiError(408, f"the body came too slowly (http.read_timeout_seconds: {seconds:g} s, then {MIN_BODY_RATE // 1024} KiB/s)",
+                       code="request_timeout", headers=CLOSE) from None
     return b"".join(chunks)
 
 

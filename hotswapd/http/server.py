@@ -27,7 +27,8 @@ from hotswapd.http.settings import HttpConfig, parse_listen
 log = logging.getLogger(__name__)
 STARTED_WITHIN_SECONDS = 10.0
 GRACEFUL_SECONDS = 10
-KEEP_ALIVE_SECONDS = 15  # a pooling client (the openai package) reuses its connection across pauses
+# uvicorn's idle keep-alive; the head deadline (read_timeout_seconds) closes an idle connection first when shorter.
+KEEP_ALIVE_SECONDS = 15
 
 
 class HttpServer:

@@ -4,6 +4,7 @@ against an in-process daemon serving fake models (issue 14)."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 import threading
@@ -258,3 +259,53 @@ def test_connections_past_the_bound_are_closed_on_accept(start: StartDaemon, tmp
         time.sleep(0.2)
         with httpx.Client(base_url=url) as web:
             assert web.post("/v1/embeddings", json={"model": "m", "input": "a free slot"}).status_code == 200
+
+
+def test_clients_that_do_not_read_lose_their_slot(start: StartDaemon, tmp_path: Path) -> None:
+    """A client that sends requests and never reads the answers must not hold its buffer
+    and its connection slot: after read_timeout_seconds without reading, it is dropped."""
+    config = http_config(tmp_path, "max_connections = 2\nread_timeout_seconds = 0.5\n", v1={"dim": 1024})
+    body = json.dumps({"model": "m", "input": [f"t{i}" for i in range(1500)], "encoding_format": "float"}).encode()  # ~30 MB answers
+    request = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with serving(start, config) as (daemon, url), ExitStack() as sockets:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sockets.enter_context(sock).connect((host, int(port)))
+            sock.sendall(request)  # and the answer never read
+        time.sleep(3)
+        assert len(daemon.daemon.http._server.server_state.connections) == 0
+        with httpx.Client(base_url=url) as web:
+            assert web.post("/v1/embeddings", json={"model": "m", "input": "a slot again"}).status_code == 200
+
+
+def test_a_huge_head_is_431_and_a_slow_honest_upload_is_served(start: StartDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = http_config(tmp_path, "read_timeout_seconds = 0.5\n")
+    with serving(start, config) as (daemon, url), ExitStack() as sockets:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        flood = sockets.enter_context(socket.create_connection((host, int(port))))
+        flood.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        flood.settimeout(5)
+        assert flood.recv(65536).startswith(b"HTTP/1.1 431")
+        # 160 KB at ~80 KB/s: past read_timeout_seconds, but arriving steadily.
+        body = json.dumps({"model": "m", "input": ["slow but steady " + "x" * 150_000]}).encode()
+        slow = sockets.enter_context(socket.create_connection((host, int(port))))
+        slow.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for start_at in range(0, len(body), 8000):
+            slow.sendall(body[start_at : start_at + 8000])
+            time.sleep(0.1)
+        slow.settimeout(10)
+        assert slow.recv(65536).startswith(b"HTTP/1.1 200")
+        # A client that leaves mid-body is no error worth a traceback in the log.
+        gone = socket.create_connection((host, int(port)))
+        gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"input\"")
+        time.sleep(0.1)
+        gone.close()
+        too_big = sockets.enter_context(socket.create_connection((host, int(port))))
+        too_big.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" % (64 * 2**20))
+        too_big.settimeout(5)
+        head = too_big.recv(65536).split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 413") and b"connection: close" in head
+        time.sleep(0.3)
+        assert not [r for r in caplog.records if r.levelname == "ERROR" and "embeddings failed" in r.getMessage()]

@@ -26,7 +26,7 @@ def remote_vector(text: str, salt: str) -> np.ndarray:
 
 
 class Remote:
-    """What the server does next: mode 'ok', '500', 'stall', 'trickle', 'huge', 'badjson', 'short',
+    """What the server does next: mode 'ok', '500', 'stall', 'trickle', 'headtrickle', 'huge', 'badjson', 'short',
     'nan', 'deep500', 'boolindex'; salt = the model."""
 
     def __init__(self) -> None:
@@ -56,6 +56,8 @@ def remote() -> Iterator[tuple[Remote, str]]:
                 threading.Event().wait(2)
             if state.mode == "trickle":  # each read in time, the whole answer never
                 return self._trickle()
+            if state.mode == "headtrickle":  # the same, before the head is even complete
+                return self._trickle_head()
             if state.mode == "huge":
                 return self._send(200, b" " * (3 * 2**20) + b"{}")
             if state.mode == "badjson":
@@ -83,6 +85,17 @@ def remote() -> Iterator[tuple[Remote, str]]:
                 except OSError:
                     return
                 threading.Event().wait(0.1)
+
+        def _trickle_head(self) -> None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(40):
+                try:
+                    self.wfile.write(b"X-Slow: 1\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                threading.Event().wait(0.1)
+            self.close_connection = True
 
         def _send(self, status: int, payload: bytes) -> None:
             self.send_response(status)
@@ -128,7 +141,7 @@ def test_remote_failures_are_typed_errors_and_the_daemon_serves_on(start: StartD
         state.failures_left = 1  # a 503, then an answer: the retry absorbs it
         assert client.encode(["retried"], "r").count == 1
         for mode, says in (("500", "answered HTTP 500: the remote is down"), ("stall", "unreachable after 2 attempts"),
-                           ("trickle", "more than 0.5 s in all"), ("huge", "more than 1048576 bytes"), ("badjson", "invalid JSON"), ("short", "one embedding per text"),
+                           ("trickle", "more than 0.5 s in all"), ("headtrickle", "more than 0.5 s in all"), ("huge", "more than 1048576 bytes"), ("badjson", "invalid JSON"), ("short", "one embedding per text"),
                            ("nan", "NaN or infinite"), ("deep500", "answered HTTP 500"), ("boolindex", "bad or repeated index")):
             state.mode = mode
             with pytest.raises(InferenceError, match=says):
