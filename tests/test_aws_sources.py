@@ -197,3 +197,24 @@ def test_an_unreadable_parameter_stops_the_start_with_a_clear_error(moto_env: di
     )
     assert done.returncode == 2
     assert "ssm:/hotswap/missing: no such SSM parameter" in done.stderr.decode()
+
+
+def test_a_corpus_from_s3_is_searched(uploaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """embeddings_path as an s3:// source: fetched like a model's files, then searched."""
+    import boto3
+
+    from tests.core.test_corpus import DIM, build_corpus, sentences, write_jsonl
+    from tests.inproc import fake_config, inproc_daemon
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    texts = sentences(30, seed=13)
+    source = write_jsonl(tmp_path / "docs.jsonl", texts)
+    config = fake_config(tmp_path, {"v1": {"dim": DIM, "embeddings_path": f"s3://{BUCKET}/corpus-v1"}})
+    with inproc_daemon(config, tmp_path, monkeypatch) as daemon, daemon.client() as client:
+        build_corpus(client, "m@v1", source, tmp_path / "corpus")
+        s3 = boto3.client("s3")
+        for file in sorted((tmp_path / "corpus").iterdir()):
+            s3.upload_file(str(file), BUCKET, f"corpus-v1/{file.name}")
+        client.evict("m")
+        answer = client.search(texts[3], "m", k=1)
+        assert answer["results"][0][0]["id"] == "d3" and answer["rows"] == 30

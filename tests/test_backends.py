@@ -198,3 +198,38 @@ def test_export_cache_is_reused_by_the_next_start(daemon: RunningDaemon, workdir
         stat_after = exported.stat()
         assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
         assert client.encode(["cached export"], "tiny@onnx").embeddings.shape == (1, 32)
+
+
+@pytest.mark.parametrize("backend", ["sentence-transformers", "transformers"])
+def test_counting_tokens_beside_an_encode_leaves_the_encode_alone(tiny_model: Path, backend: str) -> None:
+    """The tokens pool counts (HTTP usage, long texts) while the inference thread encodes.
+    A Hugging Face fast tokenizer sets truncation and padding on its shared Rust object at
+    every call: counting on the encoder's own tokenizer made its batches ragged ("Unable to
+    create tensor"), which failed requests under the HTTP benchmark."""
+    import threading
+
+    from hotswapd.backends import get_loader
+    from hotswapd.config import VersionConfig
+
+    spec = VersionConfig.model_validate({"backend": backend, "source": str(tiny_model), "device": "cpu"})
+    embedder = get_loader(backend)(tiny_model, spec)
+    texts = [("word " * n).strip() for n in (1, 3, 40, 7, 90, 2, 15, 60)]
+    stop, failures = threading.Event(), []
+
+    def count() -> None:
+        while not stop.is_set():
+            try:
+                assert embedder.count_tokens(texts)[2] == 42  # 40 words + [CLS] + [SEP]
+                embedder.token_windows(texts[4], 16, 4)
+            except Exception as exc:  # noqa: BLE001 -- collected for the assertion below
+                failures.append(exc)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        for _ in range(60):
+            assert embedder.encode(texts, normalize=True).shape[0] == len(texts)
+    finally:
+        stop.set()
+        counter.join()
+    assert not failures, failures[:3]

@@ -34,7 +34,7 @@ class LoopThread:
         if last is not None:
             try:
                 asyncio.run_coroutine_threadsafe(last, self._loop).result(CLOSE_SECONDS)
-            except Exception:  # noqa: BLE001 -- closing must not fail an unload
+            except Exception:
                 log.debug("closing on %s failed", self._thread.name, exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(CLOSE_SECONDS)

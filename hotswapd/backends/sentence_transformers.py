@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
+    from hotswapd.backends.tokenizing import TokenCounter
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,18 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
-        return [len(ids) for ids in self._tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+        return self._counter.count_tokens(texts)
 
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
-        from hotswapd.backends.tokenizing import windows_from_offsets
+        return self._counter.token_windows(text, window, overlap)
 
-        offsets = self._tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-        return windows_from_offsets(text, offsets, window, overlap)
+    @cached_property
+    def _counter(self) -> TokenCounter:
+        """A private copy of the tokenizer for the tokens pool (see TokenCounter)."""
+        from hotswapd.backends.tokenizing import TokenCounter
+
+        return TokenCounter(self._tokenizer)
 
     @property
     def max_tokens(self) -> int | None:

@@ -42,6 +42,46 @@ class TokenizedBackend:
         return self._tokenizer.max_seq_length
 
 
+class TokenCounter:
+    """Counts texts' tokens and cuts them into windows with a private, untruncated copy of a
+    tokenizer, used by the tokens pool only.
+
+    Never the inference thread's own tokenizer: a Hugging Face fast tokenizer sets
+    truncation and padding on its shared Rust object at every call, so counting on one
+    thread while another encoded made the encoder's batch ragged ("Unable to create
+    tensor": a sentence-transformers version failed requests under the HTTP benchmark).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        from tokenizers import Tokenizer
+
+        rust = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+        self._slow: Any = None
+        if rust is None:  # a slow (Python) tokenizer: a deep copy of it
+            import copy
+
+            self._slow = copy.deepcopy(tokenizer)
+            return
+        self._rust = Tokenizer.from_str(rust.to_str())
+        self._rust.no_truncation()
+        self._rust.no_padding()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        stripped = [text.strip() for text in texts]
+        if self._slow is not None:
+            return [len(ids) for ids in self._slow(stripped, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+        return [len(encoding.ids) for encoding in self._rust.encode_batch(stripped)]
+
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
+        stripped = text.strip()
+        if self._slow is not None:
+            offsets = self._slow(stripped, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        else:
+            offsets = self._rust.encode(stripped, add_special_tokens=False).offsets
+        return windows_from_offsets(stripped, offsets, window, overlap)
+
+
 class TextTokenizer:
     def __init__(self, tokenizer_file: Path, max_seq_length: int) -> None:
         from tokenizers import Tokenizer
@@ -66,20 +106,16 @@ class TextTokenizer:
         return 0
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before truncation (OpenAI's usage).
-        A copy without truncation: the inference thread uses the truncating one meanwhile."""
-        if self._counting is None:  # made once, on the tokens pool
-            from tokenizers import Tokenizer
-
-            self._counting = Tokenizer.from_str(self._tokenizer.to_str())
-            self._counting.no_truncation()
-            self._counting.no_padding()
-        return [len(encoding.ids) for encoding in self._counting.encode_batch([text.strip() for text in texts])]
+        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
+        return self._counter().count_tokens(texts)
 
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        self.count_tokens([])  # makes the untruncated copy
-        stripped = text.strip()
-        return windows_from_offsets(stripped, self._counting.encode(stripped, add_special_tokens=False).offsets, window, overlap)
+        return self._counter().token_windows(text, window, overlap)
+
+    def _counter(self) -> TokenCounter:
+        if self._counting is None:  # made once, on the tokens pool
+            self._counting = TokenCounter(self._tokenizer)
+        return self._counting  # type: ignore[no-any-return]
 
     def vocabulary(self) -> dict[str, int]:
         return self._tokenizer.get_vocab(with_added_tokens=True)

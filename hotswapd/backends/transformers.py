@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from hotswapd.errors import ModelLoadError
 if TYPE_CHECKING:
     import numpy as np
 
+    from hotswapd.backends.tokenizing import TokenCounter
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,18 @@ class TransformersEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
-        return [len(ids) for ids in self._tokenizer([text.strip() for text in texts], truncation=False, verbose=False)["input_ids"]]
+        return self._counter.count_tokens(texts)
 
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        from hotswapd.backends.tokenizing import windows_from_offsets
+        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
+        return self._counter.token_windows(text, window, overlap)
 
-        stripped = text.strip()
-        offsets = self._tokenizer(stripped, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-        return windows_from_offsets(stripped, offsets, window, overlap)
+    @cached_property
+    def _counter(self) -> TokenCounter:
+        """A private copy of the tokenizer for the tokens pool (see TokenCounter)."""
+        from hotswapd.backends.tokenizing import TokenCounter
+
+        return TokenCounter(self._tokenizer)
 
     @property
     def max_tokens(self) -> int:

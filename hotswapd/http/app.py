@@ -1,5 +1,5 @@
-"""The HTTP routes (Starlette): ``POST /v1/embeddings``, ``GET /v1/models``, ``/health``,
-``/metrics``. Every answer, errors included, is built here; nothing raises past a route.
+"""The HTTP routes (Starlette): ``POST /v1/embeddings``, ``POST /v1/search`` (a version's
+corpus), ``GET /v1/models``, ``/health``, ``/metrics``. Every answer, errors included, is built here; nothing raises past a route.
 
 Admin operations (switch, rollback, evict, reload, shutdown) are deliberately absent: they
 stay on the owner-only ZeroMQ socket.
@@ -25,6 +25,7 @@ from hotswapd.errors import HotswapError
 from hotswapd.http.auth import authorised
 from hotswapd.http.bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
+from hotswapd.http.search_api import parse_search, search_body
 from hotswapd.http.settings import HttpConfig
 from hotswapd.protocol import VECTOR_DTYPE
 
@@ -64,26 +65,34 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
 
     async def embeddings(request: Request) -> Response:
         parsed = parse_embeddings(await _body(request, max_body, settings.read_timeout_seconds))
-        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True}
-        key = request.headers.get(settings.sticky_header)
-        if key:
-            if len(key) > MAX_KEY_CHARS:
-                raise ApiError(400, f"{settings.sticky_header} is longer than {MAX_KEY_CHARS} characters", param=settings.sticky_header)
-            options["key"] = key
+        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True, **_sticky(request)}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
         head, frames = await bridge.request("encode", timeout=timeout, model=parsed.model, options=options, payload=payload)
         vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
         vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
         name = f"{head['model']}@{head['version']}"
         headers = {
-            "X-Hotswap-Model": head["model"],
-            "X-Hotswap-Version": head["version"],
-            "X-Hotswap-Fingerprint": str(head.get("fingerprint")),
+            **_version_headers(head),
             # Texts over the version's maximum tokens (long_text): never cut without a word.
             "X-Hotswap-Truncated": str(head.get("truncated", 0)),
             "X-Hotswap-Chunked": str(head.get("chunked", 0)),
         }
         return Response(embeddings_body(vectors, parsed.encoding_format, name, head.get("tokens")), 200, headers, media_type=JSON)
+
+    async def search(request: Request) -> Response:
+        parsed = parse_search(await _body(request, max_body, settings.read_timeout_seconds))
+        options = {**_sticky(request), "deadline_ms": int(timeout * 1000), "k": parsed.k}
+        payload = [_utf8(text, index) for index, text in enumerate(parsed.queries)]
+        head, _ = await bridge.request("search", timeout=timeout, model=parsed.model, options=options, payload=payload)
+        return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)
+
+    def _sticky(request: Request) -> dict[str, str]:
+        key = request.headers.get(settings.sticky_header)
+        if not key:
+            return {}
+        if len(key) > MAX_KEY_CHARS:
+            raise ApiError(400, f"{settings.sticky_header} is longer than {MAX_KEY_CHARS} characters", param=settings.sticky_header)
+        return {"key": key}
 
     async def models(request: Request) -> Response:
         head, _ = await bridge.request("models", timeout=timeout)
@@ -114,6 +123,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
     routes = [
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/embeddings", guarded(embeddings), methods=["POST"]),  # clients configured without /v1
+        Route("/v1/search", guarded(search), methods=["POST"]),  # a version's corpus (hotswapd.corpus)
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
@@ -143,6 +153,11 @@ async def _body(request: Request, limit: int, seconds: float) -> bytes:
         raise ApiError(408, f"the body came too slowly (http.read_timeout_seconds: {seconds:g} s, then {MIN_BODY_RATE // 1024} KiB/s)",
                        code="request_timeout", headers=CLOSE) from None
     return b"".join(chunks)
+
+
+def _version_headers(head: dict[str, Any]) -> dict[str, str]:
+    """Which version answered, so every vector and every score stays traceable."""
+    return {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
 
 
 def _utf8(text: str, index: int) -> bytes:

@@ -50,11 +50,11 @@ def expected_scores(texts: list[str], query: str, version: str) -> np.ndarray:
 
 
 @contextmanager
-def with_corpora(start: StartDaemon, tmp_path: Path, texts: list[str], versions: tuple[str, ...] = ("v1", "v2"), **overrides: dict[str, object]) -> Iterator[InprocDaemon]:
+def with_corpora(start: StartDaemon, tmp_path: Path, texts: list[str], versions: tuple[str, ...] = ("v1", "v2"), extra: str = "", **overrides: dict[str, object]) -> Iterator[InprocDaemon]:
     """A daemon whose versions each have a corpus of ``texts`` built by themselves."""
     source = write_jsonl(tmp_path / "docs.jsonl", texts)
     options = {v: {**SPACES[v], "embeddings_path": str(tmp_path / f"corpus-{v}"), **overrides.get(v, {})} for v in SPACES}
-    with start(fake_config(tmp_path, options)) as daemon, daemon.client() as client:
+    with start(fake_config(tmp_path, options, extra=extra)) as daemon, daemon.client() as client:
         for version in versions:
             build_corpus(client, f"m@{version}", source, tmp_path / f"corpus-{version}")
         client.evict("m")  # loaded again on next use, with the corpora now there
@@ -169,3 +169,22 @@ def test_a_build_refuses_to_overwrite_and_needs_a_version(start: StartDaemon, tm
             build_corpus(client, "m", tmp_path / "docs.jsonl", tmp_path / "other")
         offsets = np.load(tmp_path / "corpus-v1" / OFFSETS)
         assert offsets[0] == 0 and offsets[-1] == (tmp_path / "corpus-v1" / ROWS).stat().st_size and len(offsets) == 21
+
+
+def test_http_search_is_scored_by_the_version_it_names(start: StartDaemon, tmp_path: Path) -> None:
+    import httpx
+
+    texts = sentences(60, seed=12)
+    with with_corpora(start, tmp_path, texts, extra='[http]\nlisten = "127.0.0.1:0"\n') as daemon:
+        assert daemon.daemon.http is not None
+        with httpx.Client(base_url=daemon.daemon.http.url) as web:
+            answer = web.post("/v1/search", json={"model": "m@v2", "query": ["court law", "oil price"], "k": 4})
+            assert answer.status_code == 200 and answer.headers["x-hotswap-version"] == "v2"
+            body = answer.json()
+            assert body["model"] == "m@v2" and [item["index"] for item in body["data"]] == [0, 1]
+            for item, query in zip(body["data"], ["court law", "oil price"], strict=True):
+                expected = expected_scores(texts, query, "v2")
+                assert abs(item["results"][0]["score"] - expected.max()) < 1e-5 and len(item["results"]) == 4
+            for bad, param in (({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "k": True}, "k"), ({"query": ["x"] * 65}, "query")):
+                refused = web.post("/v1/search", json={"model": "m", **bad})
+                assert refused.status_code == 400 and refused.json()["error"]["param"] == param

@@ -1,0 +1,125 @@
+"""Corpus benchmark (issue 15): building a version's corpus through the daemon, and
+searching it, each against its baseline measured in the same run.
+
+    python bench/bench_search.py [--rows 100000] [--queries 300]
+
+Same model (all-MiniLM-L6-v2, ONNX int8), BBC News sentences (repeated with a suffix
+past the corpus's own count), the embedding cache off:
+  build     `hs index build` of the rows (jsonl)  vs  `hs encode -f npy` of the same texts
+            (target: build >= 0.95x the plain encode's rows/s)
+  search    `Client.search` k=10 through the daemon: the server's search time (reply's
+            search_ms) and the whole request (encode + search + the socket), p50/p99;
+            baseline: a bare numpy matrix-vector product + top-k over the same
+            memory-mapped matrix in this process (target: search <= 1.25x it)
+  memory    what the daemon counts for the corpus vs the raw matrix size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.corpus import sentences  # noqa: E402
+from tests.conftest import HS, daemon_env  # noqa: E402
+from tests.daemons import start_daemon, wait_ready, write_config  # noqa: E402
+from tests.tinymodel import minilm_dir  # noqa: E402
+
+
+def rows_of(count: int) -> list[str]:
+    base = sentences(min(count, 20000))
+    return [text if i < len(base) else f"{text} ({i // len(base)})" for i, text in ((i, base[i % len(base)]) for i in range(count))]
+
+
+def timed_hs(*args: str, endpoint: str, stdin: Path | None = None, stdout: Path | None = None) -> float:
+    env = daemon_env(HOTSWAPD_SOCKET=endpoint, HOTSWAPD_NO_AUTOSTART="1")
+    started = time.perf_counter()
+    with open(stdin or "/dev/null", "rb") as source, open(stdout or "/dev/null", "wb") as sink:
+        done = subprocess.run([str(HS), "--timeout", "600", *args], stdin=source, stdout=sink, stderr=subprocess.PIPE, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"hs {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+    return time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="hs-bench-search-"))
+    texts = rows_of(args.rows)
+    (workdir / "rows.txt").write_text("\n".join(texts) + "\n")
+    (workdir / "rows.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    corpus = workdir / "corpus"
+    int8 = f'backend = "onnx"\nsource = "{minilm_dir()}"\nquantize = "int8"\npreload = true\nembeddings_path = "{corpus}"\n'
+    config = write_config(workdir / "config.toml", f'[cache]\nmax_mb = 0\n[models.minilm]\nactive = "int8"\n[models.minilm.versions.int8]\n{int8}')
+    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")}, wait=900)
+    figures: dict[str, float] = {}
+    try:
+        with daemon.client(timeout=900) as client:
+            wait_ready(client, wait=900)
+            client.encode(["warm-up"], "minilm")
+        # Interleaved: encode, build, encode; the encode baseline is their mean.
+        encode_a = timed_hs("encode", "-m", "minilm@int8", "-f", "npy", endpoint=daemon.endpoint, stdin=workdir / "rows.txt", stdout=workdir / "plain.npy")
+        build = timed_hs("index", "build", "minilm@int8", "--input", str(workdir / "rows.jsonl"), "--output", str(corpus), endpoint=daemon.endpoint)
+        encode_b = timed_hs("encode", "-m", "minilm@int8", "-f", "npy", endpoint=daemon.endpoint, stdin=workdir / "rows.txt", stdout=workdir / "plain2.npy")
+        figures["encode rows/s"] = args.rows / ((encode_a + encode_b) / 2)
+        figures["build rows/s"] = args.rows / build
+        with daemon.client(timeout=900) as client:
+            client.evict("minilm")
+            queries = rows_of(args.queries + 20000)[-args.queries :]
+            client.search(queries[0], "minilm", k=10)  # loads the version and maps the corpus
+            server, whole = [], []
+            for query in queries:
+                started = time.perf_counter()
+                answer = client.search(query, "minilm", k=10)
+                whole.append((time.perf_counter() - started) * 1000)
+                server.append(answer["search_ms"])
+            detail = next(item for item in client.models()[0]["version_detail"] if item["version"] == "int8")
+            figures["corpus MiB counted"] = detail["corpus"]["memory_mb"]
+            vectors = np.stack([client.encode([q], "minilm").embeddings[0] for q in queries[:50]])
+        matrix = np.load(corpus / "embeddings.npy", mmap_mode="r")
+        figures["raw matrix MiB"] = matrix.nbytes / 2**20
+        bare = []
+        for _ in range(len(queries) // len(vectors) + 1):
+            for q in vectors:
+                started = time.perf_counter()
+                scores = matrix @ q
+                top = np.argpartition(scores, -10)[-10:]
+                top[np.argsort(-scores[top])]
+                bare.append((time.perf_counter() - started) * 1000)
+        figures.update({
+            "search p50 ms (server)": statistics.median(server), "search p99 ms (server)": percentile(server, 99),
+            "request p50 ms (encode+search)": statistics.median(whole), "request p99 ms": percentile(whole, 99),
+            "numpy p50 ms": statistics.median(bare), "numpy p99 ms": percentile(bare, 99),
+        })
+    finally:
+        daemon.stop()
+    width = max(len(name) for name in figures)
+    print(f"\n{args.rows:,} rows x 384, MiniLM ONNX int8")
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value:10.2f}")
+    print(f"\nbuild / plain encode: {figures['build rows/s'] / figures['encode rows/s']:.2f}x (target >= 0.95x)")
+    print(f"search p50 (server) / numpy p50: {figures['search p50 ms (server)'] / figures['numpy p50 ms']:.2f}x (target <= 1.25x)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``POST /v1/search``: hotswap's own route (OpenAI has none), shaped like its neighbours.
+
+Request: ``{"model": "NAME[@VERSION]", "query": "text" | ["text", ...], "k": 10}``.
+Answer: ``{"object": "list", "model": "NAME@VERSION", "data": [{"object": "search_result",
+"index": i, "results": [{"row", "score", "id", "text"}, ...]}], "rows": N, "search_ms": t}``:
+one entry per query, best first, all scored by the version named in ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hotswapd.corpus.search_op import DEFAULT_K, MAX_QUERIES
+from hotswapd.corpus.store import MAX_K
+from hotswapd.http.openai_api import MAX_MODEL_CHARS, ApiError
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    queries: list[str]
+    model: str | None
+    k: int
+
+
+def parse_search(body: bytes) -> SearchRequest:
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not a JSON object: {type(exc).__name__}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    queries = data.get("query")
+    if isinstance(queries, str):
+        queries = [queries]
+    if not isinstance(queries, list) or not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+        raise ApiError(400, "'query' must be a non-empty string or a list of them", param="query")
+    if len(queries) > MAX_QUERIES:
+        raise ApiError(400, f"{len(queries)} queries; at most {MAX_QUERIES} in one request", param="query")
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.partition("@")[0] or len(model) > MAX_MODEL_CHARS):
+        raise ApiError(400, "'model' must be a model name (NAME or NAME@VERSION)", param="model")
+    k = data.get("k", DEFAULT_K)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= MAX_K:
+        raise ApiError(400, f"'k' must be an integer in 1..{MAX_K}", param="k")
+    return SearchRequest(queries, model, k)
+
+
+def search_body(head: dict[str, Any]) -> dict[str, Any]:
+    data = [{"object": "search_result", "index": index, "results": results} for index, results in enumerate(head["results"])]
+    return {"object": "list", "model": f"{head['model']}@{head['version']}", "data": data, "rows": head["rows"], "search_ms": head["search_ms"]}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
