@@ -49,13 +49,19 @@ class ApiError(Exception):
         return orjson.dumps({"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}})
 
 
-def parse_embeddings(body: bytes) -> EmbeddingsRequest:
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, strictly (no NaN or Infinity), or a 400."""
     try:
         data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"the body is not a JSON object: {type(exc).__name__}: {str(exc)[:200]}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return data
+
+
+def parse_embeddings(body: bytes) -> EmbeddingsRequest:
+    data = json_object(body)
     texts = _texts(data.get("input"))
     model = data.get("model")
     if model is not None and (not isinstance(model, str) or not model.partition("@")[0] or len(model) > MAX_MODEL_CHARS):

@@ -8,13 +8,12 @@ one entry per query, best first, all scored by the version named in ``model``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from hotswapd.corpus.search_op import DEFAULT_K, MAX_QUERIES
 from hotswapd.corpus.store import MAX_K
-from hotswapd.http.openai_api import MAX_MODEL_CHARS, ApiError
+from hotswapd.http.openai_api import MAX_MODEL_CHARS, ApiError, json_object
 
 
 @dataclass(frozen=True)
@@ -25,12 +24,7 @@ class SearchRequest:
 
 
 def parse_search(body: bytes) -> SearchRequest:
-    try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"the body is not a JSON object: {type(exc).__name__}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    data = json_object(body)
     queries = data.get("query")
     if isinstance(queries, str):
         queries = [queries]
@@ -50,7 +44,3 @@ def parse_search(body: bytes) -> SearchRequest:
 def search_body(head: dict[str, Any]) -> dict[str, Any]:
     data = [{"object": "search_result", "index": index, "results": results} for index, results in enumerate(head["results"])]
     return {"object": "list", "model": f"{head['model']}@{head['version']}", "data": data, "rows": head["rows"], "search_ms": head["search_ms"]}
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
