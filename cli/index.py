@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
 from hotswap_cli.settings import Settings
 
 app = typer.Typer(help="Build the corpus a version searches (embeddings_path).", no_args_is_help=True)
@@ -79,3 +78,34 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._display is not None:
             self._display.stop()
+
+
+@app.command()
+def bridge(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="MODEL@VERSION: the new version, whose queries are mapped.", metavar="MODEL@VERSION")],
+    to_corpus_of: Annotated[str, typer.Option("--to-corpus-of", help="The version (of the same model) whose corpus is searched meanwhile.", metavar="VERSION")],
+    sample: Annotated[Path, typer.Option("--sample", help="Texts to fit and measure the map on (txt, jsonl, csv, parquet): say 2,000 like the corpus's.", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bridge directory to write; give it to the new version as bridge_path.")],
+    text_field: Annotated[str, typer.Option("--text-field", help="The text's field or column (jsonl, csv, parquet).")] = "text",
+    held_out: Annotated[float, typer.Option("--held-out", min=0.05, max=0.5, help="The share of the sample kept out of the fit to measure recall@10 on.")] = 0.2,
+) -> None:
+    """Let a new version search an old version's corpus until its own is built.
+
+    Fits a linear map from VERSION's query space into the old version's on the sample and
+    measures recall@10 against VERSION's own exact search on a held-out part. The daemon
+    uses it only when that recall reaches the version's bridge_min_recall.
+    Example: hs index bridge minilm@v2 --to-corpus-of v1 --sample sample.txt -o bridges/v2-v1
+    """
+    from hotswapd.corpus.bridge_fit import fit_bridge
+    from hotswapd.files.readers import RowReader, detect_format
+
+    settings: Settings = ctx.obj
+    reader = RowReader(sample, detect_format(sample, None), text_field)
+    done = fit_bridge(settings.client(), version, to_corpus_of, (row.text for row in reader), output, held_out=held_out)
+    m = done.manifest
+    sys.stderr.write(
+        f"bridge {m.model}@{m.from_version} -> the corpus of {m.model}@{m.to_version} ({m.kind} map): recall@10 {m.recall_at_10:.3f} "
+        f"on {m.held_out:,} held-out queries (fitted on {m.fitted_on:,}); written to {output}. "
+        f"Give {m.model}@{m.from_version} bridge_path = \"{output}\"\n"
+    )

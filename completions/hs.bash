@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -57,6 +57,8 @@ _hs() {
             "daemon run:--log-level") kind=choices choices="debug info warning error";;
             "index build:--input"|"index build:-i") kind=files;;
             "index build:--output"|"index build:-o") kind=files;;
+            "index bridge:--sample") kind=files;;
+            "index bridge:--output"|"index bridge:-o") kind=files;;
         esac
     elif [[ -z $dd && $cur == -* ]]; then
         kind=choices
@@ -92,6 +94,7 @@ _hs() {
             "keys list") choices="--json -h --help";;
             "index") choices="-h --help";;
             "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume -h --help";;
+            "index bridge") choices="--to-corpus-of --sample --output -o --text-field --held-out -h --help";;
         esac
     else
         case "$path_:${#_hs_args[@]}" in
@@ -110,7 +113,7 @@ _hs() {
             "config:0") kind=choices choices="validate path reload";;
             "config validate:0") kind=files;;
             "keys:0") kind=choices choices="init add remove list";;
-            "index:0") kind=choices choices="build";;
+            "index:0") kind=choices choices="build bridge";;
         esac
     fi
     [[ $kind == specs ]] && { [[ $cur == *@* ]] && model="${cur%%@*}" || kind=models; }

@@ -80,6 +80,11 @@ class VersionConfig(_Frozen):
     embeddings_path: str | None = None
     # Serve a corpus whose manifest names other weights (recorded in the audit log).
     accept_foreign_corpus: bool = False
+    # Until this version's own corpus exists: search another version's corpus through a
+    # map fitted by `hs index bridge` (a directory), if its measured recall@10 reaches
+    # bridge_min_recall.
+    bridge_path: str | None = None
+    bridge_min_recall: float = Field(default=0.9, ge=0.0, le=1.0)
     # This version claims to give the same vectors as another version of the model (say a
     # quantised copy); a switch between them checks the claim on a probe set.
     compatible_with: str | None = None

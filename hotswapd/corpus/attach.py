@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hotswapd.corpus.bridge import BridgedCorpus, read_bridge
 from hotswapd.corpus.layout import CorpusError
 from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
@@ -24,10 +26,17 @@ EventSink = Callable[..., None]
 
 
 def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
-    """Open ``loaded``'s corpus (``embeddings_path``) onto it, or record why not."""
+    """Open ``loaded``'s corpus (``embeddings_path``) onto it, or record why not; without a
+    usable one, another version's corpus through its bridge (``bridge_path``), if any."""
+    if loaded.config.embeddings_path:
+        _attach_own(loaded, on_event)
+    if loaded.corpus is None and loaded.config.bridge_path:
+        _attach_bridge(loaded, on_event)
+
+
+def _attach_own(loaded: LoadedVersion, on_event: EventSink) -> None:
     spec = loaded.config
-    if not spec.embeddings_path:
-        return
+    assert spec.embeddings_path is not None
     name = f"{loaded.model}@{loaded.version}"
     try:
         corpus = open_corpus(spec.resolve(spec.embeddings_path))
@@ -68,6 +77,36 @@ def belongs(corpus: Corpus, loaded: LoadedVersion) -> str | None:
     if loaded.config.accept_foreign_corpus:
         return reason
     raise CorpusError(f"{reason}: its vectors are not comparable. Rebuild it (hs index build {loaded.model}@{loaded.version}) or set accept_foreign_corpus = true")
+
+
+def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
+    spec = loaded.config
+    assert spec.bridge_path is not None
+    name = f"{loaded.model}@{loaded.version}"
+    own = loaded.corpus_problem
+    try:
+        where = spec.resolve(spec.bridge_path)
+        manifest, matrix = read_bridge(where)
+        if manifest.from_fingerprint != loaded.fingerprint:
+            raise CorpusError(f"{where} was fitted for fingerprint {manifest.from_fingerprint}; {name} is {loaded.fingerprint} (fit it again: hs index bridge)")
+        if manifest.recall_at_10 < spec.bridge_min_recall:
+            raise CorpusError(f"{where} recovers recall@10 {manifest.recall_at_10:.3f} of {name}'s own search; bridge_min_recall is {spec.bridge_min_recall}")
+        if getattr(loaded.embedder, "dimension", manifest.from_dim) != manifest.from_dim:
+            raise CorpusError(f"{where} maps {manifest.from_dim}-dim queries; {name} makes {loaded.embedder.dimension}-dim ones")
+        corpus = open_corpus(Path(manifest.corpus))
+    except (CorpusError, HotswapError, OSError) as exc:
+        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: {getattr(exc, 'message', None) or exc}"])))
+        return
+    if corpus.manifest is None or corpus.manifest.fingerprint != manifest.to_fingerprint or corpus.dim != manifest.to_dim:
+        corpus.close()
+        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: the corpus {corpus.where} is not the one {where} was fitted to (fit it again)"])))
+        return
+    loaded.corpus = BridgedCorpus(corpus, matrix, manifest, where)
+    loaded.corpus_problem = None
+    loaded.memory_bytes += loaded.corpus.memory_bytes
+    on_event("corpus_bridged", model=loaded.model, version=loaded.version, to=manifest.to_version, recall_at_10=manifest.recall_at_10, own=own)
+    log.warning("%s searches %s@%s's corpus through a bridge (recall@10 %.3f) until its own is built%s", name, manifest.model, manifest.to_version,
+                manifest.recall_at_10, f" ({own})" if own else "")
 
 
 def _refuse(loaded: LoadedVersion, on_event: EventSink, reason: str) -> None:

@@ -83,6 +83,8 @@ class SearchOp(EncodeOp):
             "k": k,
             "results": results,
             "search_ms": round(seconds * 1000, 3),
+            # Another version's corpus, searched through a fitted map until this one's is built.
+            "bridge": getattr(corpus, "bridge", None),
             "cached": head.get("cached", 0),
         }
         return Outcome(result, [])

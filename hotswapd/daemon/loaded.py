@@ -17,12 +17,13 @@ from hotswapd.backends import Embedder
 from hotswapd.config import LIVE_FIELDS, VersionConfig
 
 if TYPE_CHECKING:
+    from hotswapd.corpus.bridge import BridgedCorpus
     from hotswapd.corpus.store import Corpus
 
 # Config fields that do not take part in computing a vector: where the files come from (the
 # weights digest covers their content) and the device as written ("auto"; the device a
 # version really runs on is part of its identity instead).
-NOT_COMPUTATION = frozenset({"embeddings_path", "accept_foreign_corpus", "source", "device", "fallback"})
+NOT_COMPUTATION = frozenset({"embeddings_path", "accept_foreign_corpus", "bridge_path", "bridge_min_recall", "source", "device", "fallback"})
 
 
 @dataclass
@@ -42,7 +43,7 @@ class LoadedVersion:
     retired: bool = False
     closed: bool = False
     # Its corpus (embeddings_path), opened with it (hotswapd.corpus.attach), or why not.
-    corpus: Corpus | None = None
+    corpus: Corpus | BridgedCorpus | None = None
     corpus_problem: str | None = None
 
     def close(self) -> None:

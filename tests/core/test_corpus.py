@@ -188,3 +188,33 @@ def test_http_search_is_scored_by_the_version_it_names(start: StartDaemon, tmp_p
             for bad, param in (({"query": ""}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "k": True}, "k"), ({"query": ["x"] * 65}, "query")):
                 refused = web.post("/v1/search", json={"model": "m", **bad})
                 assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+
+
+def test_a_bridge_serves_the_old_corpus_until_the_new_one_is_built(start: StartDaemon, tmp_path: Path) -> None:
+    """v2 is another space (a permutation of v1's components); fitted on a sample, the map
+    finds v1-corpus neighbours for v2's queries, the reply says a bridge was used, and a
+    bridge below its floor or fitted for other weights is refused."""
+    from hotswapd.corpus.bridge_fit import fit_bridge
+
+    texts = sentences(200, seed=14)
+    bridge = {"v2": {"bridge_path": str(tmp_path / "bridge")}}
+    with with_corpora(start, tmp_path, texts, ("v1",), **bridge) as daemon, daemon.client() as client:
+        done = fit_bridge(client, "m@v2", "v1", sentences(400, seed=15), tmp_path / "bridge")
+        assert done.manifest.kind == "orthogonal" and done.manifest.recall_at_10 >= 0.95 and done.manifest.held_out == 80
+        client.evict("m")
+        answer = client.search("court law police", "m@v2", k=5)
+        assert answer["bridge"]["to"] == "m@v1" and answer["bridge"]["recall_at_10"] == done.manifest.recall_at_10
+        expected = expected_scores(texts, "court law police", "v1")  # v1's neighbours, found from a v2 query
+        assert abs(answer["results"][0][0]["score"] - expected.max()) < 1e-4
+        # With the bridge, the switch to v2 keeps searches working: not refused.
+        assert client.switch("m", "v2")["outcome"] == "done"
+        client.rollback("m")
+        manifest = json.loads((tmp_path / "bridge" / "manifest.json").read_text())
+        (tmp_path / "bridge" / "manifest.json").write_text(json.dumps({**manifest, "recall_at_10": 0.5}))
+        client.evict("m")
+        with pytest.raises(CorpusUnavailable, match=r"recall@10 0.500 .*bridge_min_recall is 0.9"):
+            client.search("court", "m@v2")
+        (tmp_path / "bridge" / "manifest.json").write_text(json.dumps({**manifest, "from_fingerprint": "0" * 16}))
+        client.evict("m")
+        with pytest.raises(CorpusUnavailable, match="was fitted for fingerprint 0000000000000000"):
+            client.search("court", "m@v2")
