@@ -22,6 +22,7 @@ def build(
     input_format: Annotated[str | None, typer.Option("--input-format", help="txt, jsonl, csv or parquet (default: from the file name).")] = None,
     texts: Annotated[bool, typer.Option("--texts/--no-texts", help="Keep the texts in the corpus (search results show them).")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted build in --output: no row lost or written twice.")] = False,
+    ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate index (usearch HNSW) and report its recall@10.")] = False,
 ) -> None:
     """Encode a file with exactly MODEL@VERSION into a corpus directory, resumable.
 
@@ -44,6 +45,28 @@ def build(
         f"built {output}: {result.rows:,} rows{resumed}, {new:,} in {result.seconds:.1f} s "
         f"({new / max(result.seconds, 1e-9):,.0f} rows/s) with {result.model}@{result.version} ({result.fingerprint})\n"
     )
+    if ann:
+        _ann(output)
+
+
+@app.command("ann")
+def ann_index(corpus: Annotated[Path, typer.Argument(help="A finished corpus directory.", exists=True, file_okay=False)]) -> None:
+    """Build (or build again) a corpus's approximate index, and measure its recall@10.
+
+    The daemon searches through it when it is there (hs search --exact scans every row).
+    Example: hs index ann corpora/v2
+    """
+    from hotswapd.corpus.layout import read_manifest
+
+    read_manifest(corpus)  # a finished corpus only
+    _ann(corpus)
+
+
+def _ann(corpus: Path) -> None:
+    from hotswapd.corpus.ann import build_ann
+
+    facts = build_ann(corpus)
+    sys.stderr.write(f"approximate index of {corpus}: {facts.rows:,} rows in {facts.seconds:.1f} s, recall@10 {facts.recall_at_10:.3f} vs exact search\n")
 
 
 class _progress:

@@ -21,6 +21,7 @@ MODELS_COLUMNS = [
     Column("dim", drop=5),
     Column("max tokens", drop=6),
     Column("unloads", drop=4),
+    Column("corpus", drop=8),
     Column("backend", drop=7),
     Column("source", drop=9, wrap=True),
     Column("error", note=True),
@@ -62,10 +63,29 @@ def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
         str(item["dimension"]) if item.get("dimension") else "-",
         str(item["max_tokens"]) if item.get("max_tokens") else "-",
         unloads,
+        corpus_cell(item.get("corpus")),
         item["backend"],
         item["source"],
-        item.get("last_error") or "",
+        item.get("last_error") or (item.get("corpus") or {}).get("problem") or "",
     ]
+
+
+def _corpus_line(corpus: dict[str, Any]) -> str:
+    if "problem" in corpus:
+        return f"refused: {corpus['problem']}"
+    bridge = f", through a bridge to {corpus['bridge']['to']}'s" if corpus.get("bridge") else ""
+    return f"{corpus['rows']:,} rows x {corpus['dim']}, {corpus['memory_mb']:,.0f} MiB, {corpus['index']}{bridge} ({corpus['path']})"
+
+
+def corpus_cell(corpus: dict[str, Any] | None) -> str:
+    """A version's corpus in a word: its rows and index, a bridge, or that it was refused."""
+    if not corpus:
+        return "-"
+    if "problem" in corpus:
+        return "refused"
+    index = "ann" if str(corpus.get("index", "")).startswith("ann") else "exact"
+    bridge = f" via {corpus['bridge']['to']}" if corpus.get("bridge") else ""
+    return f"{corpus['rows']:,} {index}{bridge}"
 
 
 def preload(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model to load now (MODEL@VERSION for another version).", metavar="MODEL")], as_json: JsonFlag = False) -> None:
@@ -128,6 +148,7 @@ def show_status(info: dict[str, Any]) -> None:
         ["default model", info.get("default_model") or "-"],
         ["active", ", ".join(f"{m}@{v}" for m, v in sorted(info.get("active", {}).items())) or "-"],
         ["loaded", ", ".join(info["loaded"]) or "none"],
+        *[[f"corpus of {name}", _corpus_line(corpus)] for name, corpus in sorted(info.get("corpora", {}).items())],
         ["requests in flight", str(info["in_flight"])],
         ["memory (RSS)", human_bytes(info["rss_bytes"])],
         ["memory (models)", human_bytes(info["models_memory_bytes"])],

@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -72,7 +72,7 @@ _hs() {
             "switch") choices="--canary --split --gradual --steps --step-seconds --step-requests --sticky-key --force --abort --json -h --help";;
             "rollback") choices="--json -h --help";;
             "history") choices="--limit --all --json -h --help";;
-            "search") choices="--model -m --k -k --key --json -h --help";;
+            "search") choices="--model -m --k -k --key --exact --json -h --help";;
             "compare") choices="--input --limit --json -h --help";;
             "bench") choices="--input --corpus --batch-size --concurrency --duration --history --json -h --help";;
             "metrics") choices="-h --help";;
@@ -93,7 +93,8 @@ _hs() {
             "keys remove") choices="-h --help";;
             "keys list") choices="--json -h --help";;
             "index") choices="-h --help";;
-            "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume -h --help";;
+            "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume --ann -h --help";;
+            "index ann") choices="-h --help";;
             "index bridge") choices="--to-corpus-of --sample --output -o --text-field --held-out -h --help";;
         esac
     else
@@ -113,7 +114,8 @@ _hs() {
             "config:0") kind=choices choices="validate path reload";;
             "config validate:0") kind=files;;
             "keys:0") kind=choices choices="init add remove list";;
-            "index:0") kind=choices choices="build bridge";;
+            "index:0") kind=choices choices="build ann bridge";;
+            "index ann:0") kind=files;;
         esac
     fi
     [[ $kind == specs ]] && { [[ $cur == *@* ]] && model="${cur%%@*}" || kind=models; }

@@ -118,9 +118,9 @@ class BridgedCorpus:
     def describe(self) -> dict[str, Any]:
         return {**self._corpus.describe(), "dim": self.dim, "bridge": self.bridge}
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int, *, exact: bool = False) -> list[Hit]:
         mapped = _normalised(np.asarray(query, dtype=np.float32).reshape(1, -1) @ self._matrix)[0]
-        return self._corpus.search(mapped, k)
+        return self._corpus.search(mapped, k, exact=exact)
 
     def close(self) -> None:
         self._corpus.close()

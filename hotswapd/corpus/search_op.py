@@ -38,11 +38,11 @@ class SearchOp(EncodeOp):
         # Cosine against a normalised corpus: the query is normalised whatever was asked.
         return EncodeFlags(normalize=True, use_cache=use_cache, count_tokens=False)
 
-    def context(self, request: Request) -> int:
+    def context(self, request: Request) -> tuple[int, bool]:
         k = option(request, "k", int, DEFAULT_K)
         if not 0 < k <= MAX_K:
             raise ProtocolError(f"option 'k' must be in 1..{MAX_K}")
-        return int(k)
+        return int(k), bool(option(request, "exact", bool, False))
 
     def respond(self, loaded: LoadedVersion, outcome: Callable[[], Outcome | HotswapError], release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
         def search() -> None:
@@ -61,7 +61,8 @@ class SearchOp(EncodeOp):
 
         self._s.workers.submit("search", search)
 
-    def _search(self, loaded: LoadedVersion, encoded: Outcome, k: int) -> Outcome:
+    def _search(self, loaded: LoadedVersion, encoded: Outcome, asked: tuple[int, bool]) -> Outcome:
+        k, exact = asked
         corpus = loaded.corpus
         name = f"{loaded.model}@{loaded.version}"
         if corpus is None:
@@ -70,7 +71,7 @@ class SearchOp(EncodeOp):
         queries = np.frombuffer(memoryview(encoded.payload[0]).cast("B"), dtype="<f4").reshape(int(head["count"]), int(head["dim"]))
         started = time.perf_counter()
         try:
-            results = [[asdict(hit) for hit in corpus.search(query, k)] for query in queries]
+            results = [[asdict(hit) for hit in corpus.search(query, k, exact=exact)] for query in queries]
         except CorpusError as exc:
             raise CorpusUnavailable(f"{name}: {exc}") from None
         seconds = time.perf_counter() - started
@@ -81,6 +82,7 @@ class SearchOp(EncodeOp):
             "corpus": str(corpus.where),
             "rows": corpus.rows,
             "k": k,
+            "index": "exact" if exact else corpus.describe()["index"],
             "results": results,
             "search_ms": round(seconds * 1000, 3),
             # Another version's corpus, searched through a fitted map until this one's is built.

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hotswapd.corpus.ann import AnnIndex, has_ann
 from hotswapd.corpus.layout import MATRIX, OFFSETS, ROWS, CorpusError, Manifest, read_manifest, read_npy_header
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ class Corpus:
         self._matrix = matrix
         self._offsets = offsets
         self._rows_fd = rows_fd
+        self._ann: AnnIndex | None = None
+        self.ann_problem: str | None = None
+        if manifest is not None and has_ann(where):
+            try:
+                self._ann = AnnIndex(where, manifest.rows)
+            except CorpusError as exc:
+                self.ann_problem = str(exc)
+                log.warning("%s is searched exactly: %s", where, exc)
 
     @property
     def rows(self) -> int:
@@ -63,19 +72,29 @@ class Corpus:
             "rows": self.rows,
             "dim": self.dim,
             "memory_mb": round(self.memory_bytes / 2**20, 1),
-            "index": "exact",
+            "index": self._ann.describe() if self._ann is not None else "exact",
+            "ann_problem": self.ann_problem,
             "texts": bool(self.manifest and self.manifest.texts),
             "built_by": self.manifest.fingerprint if self.manifest else None,
         }
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        """The ``k`` rows most similar to ``query`` (cosine: both sides are normalised)."""
+    def search(self, query: np.ndarray, k: int, *, exact: bool = False) -> list[Hit]:
+        """The ``k`` rows most similar to ``query`` (cosine: both sides are normalised):
+        through the approximate index when there is one (unless ``exact``), else by one
+        matrix-vector product over every row."""
         if not 0 < k <= MAX_K:
             raise CorpusError(f"k must be in 1..{MAX_K}")
         if self.rows == 0:
             return []
-        scores = self._matrix @ np.asarray(query, dtype=np.float32).reshape(self.dim)
+        query = np.asarray(query, dtype=np.float32).reshape(self.dim)
         k = min(k, self.rows)
+        if self._ann is not None and not exact:
+            rows = self._ann.candidates(query, k)
+            rows = rows[(rows >= 0) & (rows < self.rows)]
+            found = self._matrix[np.sort(rows)] @ query  # exact scores for what the index found
+            order = np.argsort(-found, kind="stable")
+            return [self._hit(int(row), float(score)) for row, score in zip(np.sort(rows)[order], found[order], strict=True)]
+        scores = self._matrix @ query
         top = np.argpartition(scores, -k)[-k:] if k < self.rows else np.arange(self.rows)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [self._hit(int(row), float(scores[row])) for row in top]

@@ -23,6 +23,7 @@ import psutil
 
 from hotswapd import __version__
 from hotswapd.daemon.audit import SWITCH_EVENTS
+from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.describe import describe_loaded, describe_model
 from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.errors import (
@@ -51,7 +52,7 @@ class DaemonState:
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
     "encode": {"normalize", "key", "deadline_ms", "no_cache", "count_tokens"},
-    "search": {"key", "deadline_ms", "no_cache", "k"},
+    "search": {"key", "deadline_ms", "no_cache", "k", "exact"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
@@ -110,6 +111,8 @@ class Handlers:
                 "active": {name: self._s.switchboard.route(name).active for name in self._s.switchboard.models()},
                 "rollouts": rollouts,
                 "loaded": [f"{item.model}@{item.version}" for item in loaded],
+                # Each loaded version's corpus: rows, dim, memory, index (or why it was refused).
+                "corpora": {f"{item.model}@{item.version}": describe_corpus(item) for item in loaded if describe_corpus(item)},
                 "in_flight": self._state.in_flight,
                 "queue": self._s.admission.describe(),
                 "draining": [f"{item.model}@{item.version}" for item in self._registry.draining()],

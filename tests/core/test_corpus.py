@@ -218,3 +218,32 @@ def test_a_bridge_serves_the_old_corpus_until_the_new_one_is_built(start: StartD
         client.evict("m")
         with pytest.raises(CorpusUnavailable, match="was fitted for fingerprint 0000000000000000"):
             client.search("court", "m@v2")
+
+
+def test_an_approximate_index_finds_what_exact_search_finds(start: StartDaemon, tmp_path: Path) -> None:
+    """usearch HNSW beside the matrix: recall@10 >= 0.95 against exact search, exact scores
+    for what it finds, and a damaged index is refused (the corpus searched exactly)."""
+    from hotswapd.corpus.ann import ANN, build_ann
+
+    texts = sentences(3000, seed=16)
+    with with_corpora(start, tmp_path, texts, ("v1",)) as daemon, daemon.client() as client:
+        facts = build_ann(tmp_path / "corpus-v1")
+        assert facts.recall_at_10 >= 0.95 and facts.rows == 3000
+        client.evict("m")
+        found = 0
+        for query in sentences(100, seed=17):
+            approximate = client.search(query, "m", k=10)
+            exact = client.search(query, "m", k=10, exact=True)
+            assert approximate["index"].startswith("ann (usearch") and exact["index"] == "exact"
+            scores = expected_scores(texts, query, "v1")
+            assert all(abs(scores[hit["row"]] - hit["score"]) < 1e-5 for hit in approximate["results"][0])
+            found += len({h["row"] for h in approximate["results"][0]} & {h["row"] for h in exact["results"][0]})
+        assert found / 1000 >= 0.95
+        with open(tmp_path / "corpus-v1" / ANN, "r+b") as handle:
+            handle.seek(200)
+            handle.write(b"\xff" * 64)
+        client.evict("m")
+        damaged = client.search("court", "m", k=3)
+        assert damaged["index"] == "exact" and damaged["rows"] == 3000
+        detail = next(item for item in client.models()[0]["version_detail"] if item["version"] == "v1")
+        assert "damaged" in detail["corpus"]["ann_problem"]
