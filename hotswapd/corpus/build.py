@@ -187,14 +187,8 @@ def _stream(client: Client, version_spec: str, rows: Iterator[Row], matrix: Any,
 
 
 def _weights(client: Client, model: str, version: str) -> str | None:
-    for row in client.models():
-        if row.get("name") == model:
-            for item in row.get("loaded_detail", []):
-                if item.get("version") == version:
-                    return item.get("weights")
-            if row.get("version") == version:
-                return row.get("weights")
-    return None
+    """The weights digest of the version that answered (loaded: it just encoded)."""
+    return client.preload(f"{model}@{version}").get("weights")
 
 
 def _checkpoint(output: Path, matrix: Any, lines: Any, state: _Progress) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from hotswapd.client import Client
 from hotswapd.corpus.build import build
-from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError
+from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError, read_manifest
 from hotswapd.errors import CorpusUnavailable, IncompatibleVersions
 from hotswapd.files.readers import RowReader
 from tests import fakebackend
@@ -82,6 +82,8 @@ def test_during_a_split_each_query_meets_its_own_versions_corpus(start: StartDae
     texts = sentences(300, seed=2)
     queries = sentences(1000, seed=3)
     with with_corpora(start, tmp_path, texts) as daemon, daemon.client() as client:
+        for version in ("v1", "v2"):  # the manifest names the weights of the version that built it, active or not
+            assert read_manifest(tmp_path / f"corpus-{version}").weights == client.preload(f"m@{version}")["weights"] is not None
         client.switch("m", "v2", "split", share=50)
         mismatches, seen = 0, {"v1": 0, "v2": 0}
         for query in queries:
