@@ -196,16 +196,23 @@ def test_a_bridge_serves_the_old_corpus_until_the_new_one_is_built(start: StartD
     """v2 is another space (a permutation of v1's components); fitted on a sample, the map
     finds v1-corpus neighbours for v2's queries, the reply says a bridge was used, and a
     bridge below its floor or fitted for other weights is refused."""
+    from hotswapd.corpus.bridge import BridgeManifest
     from hotswapd.corpus.bridge_fit import fit_bridge
+    from tests.conftest import run_hs
 
     texts = sentences(200, seed=14)
     bridge = {"v2": {"bridge_path": str(tmp_path / "bridge")}}
     with with_corpora(start, tmp_path, texts, ("v1",), **bridge) as daemon, daemon.client() as client:
-        done = fit_bridge(client, "m@v2", "v1", sentences(400, seed=15), tmp_path / "bridge")
-        assert done.manifest.kind == "orthogonal" and done.manifest.recall_at_10 >= 0.95 and done.manifest.held_out == 80
+        with pytest.raises(CorpusError, match="needs at least 50"):
+            fit_bridge(client, "m@v2", "v1", sentences(10, seed=15), tmp_path / "small")
+        (tmp_path / "sample.txt").write_text("\n".join(sentences(400, seed=15)) + "\n")
+        fitted = run_hs("index", "bridge", "m@v2", "--to-corpus-of", "v1", "--sample", str(tmp_path / "sample.txt"), "-o", str(tmp_path / "bridge"), endpoint=daemon.endpoint)
+        assert fitted.returncode == 0 and b"(orthogonal map): recall@10 1.000 on 80 held-out queries" in fitted.stderr, fitted.stderr
+        done = BridgeManifest.model_validate_json((tmp_path / "bridge" / "manifest.json").read_bytes())
+        assert done.kind == "orthogonal" and done.recall_at_10 >= 0.95 and done.held_out == 80
         client.evict("m")
         answer = client.search("court law police", "m@v2", k=5)
-        assert answer["bridge"]["to"] == "m@v1" and answer["bridge"]["recall_at_10"] == done.manifest.recall_at_10
+        assert answer["bridge"]["to"] == "m@v1" and answer["bridge"]["recall_at_10"] == done.recall_at_10
         expected = expected_scores(texts, "court law police", "v1")  # v1's neighbours, found from a v2 query
         assert abs(answer["results"][0][0]["score"] - expected.max()) < 1e-4
         # With the bridge, the switch to v2 keeps searches working: not refused.
