@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.corpus.bridge import BridgedCorpus, read_bridge
-from hotswapd.corpus.layout import CorpusError
+from hotswapd.corpus.layout import MATRIX, CorpusError
 from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
 
 if TYPE_CHECKING:
+    from hotswapd.config import VersionConfig
     from hotswapd.daemon.loaded import LoadedVersion
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,18 @@ def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
         _attach_own(loaded, on_event)
     if loaded.corpus is None and loaded.config.bridge_path:
         _attach_bridge(loaded, on_event)
+
+
+def expected_bytes(spec: VersionConfig) -> int:
+    """What a version's corpus will map, for the memory budget before the load (0 when
+    there is none or it cannot be found: the load then says why)."""
+    if not spec.embeddings_path:
+        return 0
+    try:
+        path = spec.resolve(spec.embeddings_path)
+        return (path if path.is_file() else path / MATRIX).stat().st_size
+    except (HotswapError, OSError):
+        return 0
 
 
 def _attach_own(loaded: LoadedVersion, on_event: EventSink) -> None:

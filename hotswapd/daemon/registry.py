@@ -25,6 +25,7 @@ import psutil
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.corpus.attach import attach as attach_corpus
+from hotswapd.corpus.attach import expected_bytes as expected_corpus_bytes
 from hotswapd.daemon import memory
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
@@ -184,9 +185,10 @@ class Registry:
         started = time.perf_counter()
         key = (model, version)
         try:
-            path = self._bounded(lambda: spec.resolve(spec.source), f"{model}@{version}", started)  # downloads a remote source
+            # Downloads a remote source (and corpus); the corpus's matrix counts in the budget too.
+            path, corpus_bytes = self._bounded(lambda: (spec.resolve(spec.source), expected_corpus_bytes(spec)), f"{model}@{version}", started)
             on_disk = memory.files_size(path)
-            need = memory.estimate(spec, on_disk, self._measured.get(key))
+            need = memory.estimate(spec, on_disk, self._measured.get(key)) + corpus_bytes
             # Room is made and reserved under the budget lock; the slow part (imports,
             # fingerprint, export, weights) and any wait for draining versions run outside
             # it, so one slow load does not hold up every other.
