@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from hotswapd.corpus.layout import MANIFEST, MATRIX, CorpusError, write_atomically
 
+log = logging.getLogger(__name__)
 ANN = "ann.usearch"
 ANN_FACTS = "ann.json"
 CONNECTIVITY = 16
@@ -42,7 +44,7 @@ class AnnFacts(BaseModel):
     library_version: str = Field(max_length=64)
     dtype: str = Field(max_length=8)
     connectivity: PositiveInt
-    expansion_search: PositiveInt
+    expansion_search: int = Field(ge=1, le=4096)
     rows: int
     recall_at_10: float = Field(ge=0, le=1)
     file_sha256: str = Field(max_length=64)
@@ -58,6 +60,8 @@ def build_ann(directory: Path, *, threads: int | None = None) -> AnnFacts:
     except ImportError:
         raise CorpusError("an approximate index needs usearch: pip install 'hotswap[ann]'") from None
     matrix = np.load(directory / MATRIX, mmap_mode="r")
+    if matrix.shape[0] == 0:
+        raise CorpusError(f"{directory} has no rows to index")
     started = time.perf_counter()
     index = Index(ndim=matrix.shape[1], metric="ip", dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
     step = 65536
@@ -92,7 +96,7 @@ def _recall(index: Any, matrix: np.ndarray, k: int = 10) -> float:
 class AnnIndex:
     """A loaded approximate index: rows to look at, ranked approximately."""
 
-    def __init__(self, directory: Path, rows: int) -> None:
+    def __init__(self, directory: Path, rows: int, dim: int) -> None:
         facts = _facts(directory)
         if facts.rows != rows:
             raise CorpusError(f"{directory / ANN} indexes {facts.rows} rows; the corpus has {rows} (build it again: hs index ann)")
@@ -103,13 +107,22 @@ class AnnIndex:
         except ImportError:
             raise CorpusError("the corpus has an approximate index and usearch is not installed: pip install 'hotswap[ann]'") from None
         self.facts = facts
-        self._index = Index.restore(str(directory / ANN), view=True)
-        if self._index is None:
-            raise CorpusError(f"{directory / ANN}: usearch cannot read it")
+        self._where = directory / ANN
+        try:
+            self._index = Index.restore(str(self._where), view=True)
+        except Exception as exc:  # noqa: BLE001 -- usearch refuses a damaged file with whatever it raises
+            raise CorpusError(f"{self._where}: usearch cannot read it ({type(exc).__name__}: {exc})") from None
+        if self._index is None or self._index.ndim != dim or len(self._index) != rows:
+            raise CorpusError(f"{self._where} does not index this corpus's {rows} x {dim} vectors (build it again: hs index ann)")
         self._index.expansion_search = facts.expansion_search
 
-    def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
-        return np.asarray(self._index.search(query, k).keys, dtype=np.int64)
+    def candidates(self, query: np.ndarray, k: int) -> np.ndarray | None:
+        """The rows the index finds, or None when it fails (the caller then scans every row)."""
+        try:
+            return np.asarray(self._index.search(query, k).keys, dtype=np.int64)
+        except Exception:
+            log.exception("%s failed a query; searching exactly", self._where)
+            return None
 
     def describe(self) -> str:
         return f"ann (usearch {self.facts.dtype}, recall@10 {self.facts.recall_at_10:.3f})"

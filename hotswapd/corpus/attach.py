@@ -29,10 +29,17 @@ EventSink = Callable[..., None]
 def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
     """Open ``loaded``'s corpus (``embeddings_path``) onto it, or record why not; without a
     usable one, another version's corpus through its bridge (``bridge_path``), if any."""
-    if loaded.config.embeddings_path:
-        _attach_own(loaded, on_event)
-    if loaded.corpus is None and loaded.config.bridge_path:
-        _attach_bridge(loaded, on_event)
+    try:
+        if loaded.config.embeddings_path:
+            _attach_own(loaded, on_event)
+        if loaded.corpus is None and loaded.config.bridge_path:
+            _attach_bridge(loaded, on_event)
+    except Exception as exc:
+        log.exception("%s@%s: opening its corpus failed", loaded.model, loaded.version)
+        if loaded.corpus is not None:
+            loaded.corpus.close()
+            loaded.corpus = None
+        _refuse(loaded, on_event, f"{type(exc).__name__}: {exc}")
 
 
 def expected_bytes(spec: VersionConfig) -> int:
@@ -43,7 +50,7 @@ def expected_bytes(spec: VersionConfig) -> int:
     try:
         path = spec.resolve(spec.embeddings_path)
         return (path if path.is_file() else path / MATRIX).stat().st_size
-    except (HotswapError, OSError):
+    except Exception:  # noqa: BLE001 -- a symlink loop is a RuntimeError; the load says why later
         return 0
 
 
@@ -107,8 +114,8 @@ def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
         if getattr(loaded.embedder, "dimension", manifest.from_dim) != manifest.from_dim:
             raise CorpusError(f"{where} maps {manifest.from_dim}-dim queries; {name} makes {loaded.embedder.dimension}-dim ones")
         corpus = open_corpus(Path(manifest.corpus))
-    except (CorpusError, HotswapError, OSError) as exc:
-        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: {getattr(exc, 'message', None) or exc}"])))
+    except Exception as exc:  # noqa: BLE001 -- CorpusError, a source error, or whatever a hostile file makes numpy raise
+        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: {getattr(exc, 'message', None) or f'{type(exc).__name__}: {exc}'}"])))
         return
     if corpus.manifest is None or corpus.manifest.fingerprint != manifest.to_fingerprint or corpus.dim != manifest.to_dim:
         corpus.close()

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from hotswapd.corpus.layout import MAX_MANIFEST_BYTES, CorpusError, write_atomically
+from hotswapd.corpus.layout import MAX_MANIFEST_BYTES, CorpusError, regular_file, write_atomically
 from hotswapd.corpus.store import Corpus, Hit
 
 BRIDGE_FORMAT = "hotswap-bridge/1"
@@ -79,18 +79,19 @@ def write_bridge(directory: Path, matrix: np.ndarray, manifest: BridgeManifest) 
 
 def read_bridge(directory: Path) -> tuple[BridgeManifest, np.ndarray]:
     try:
-        raw = (directory / MANIFEST).read_bytes()[: MAX_MANIFEST_BYTES + 1]
+        with open(regular_file(directory / MANIFEST), "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
         manifest = BridgeManifest.model_validate_json(raw)
-        matrix = np.load(directory / MAP, allow_pickle=False)
+        matrix = np.load(regular_file(directory / MAP), mmap_mode="r", allow_pickle=False)  # its header is checked before any copy
     except FileNotFoundError as exc:
         raise CorpusError(f"{directory} is not a bridge: {Path(exc.filename or '').name} is missing") from None
     except ValidationError as exc:
         raise CorpusError(f"{directory / MANIFEST}: {exc.errors()[0]['msg']}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise CorpusError(f"{directory}: unreadable bridge ({type(exc).__name__}: {exc})") from None
     if matrix.dtype != np.float32 or matrix.shape != (manifest.from_dim, manifest.to_dim) or not np.isfinite(matrix).all():
         raise CorpusError(f"{directory / MAP}: a {matrix.dtype} {matrix.shape} map; its manifest says {manifest.from_dim} x {manifest.to_dim} float32")
-    return manifest, matrix
+    return manifest, np.array(matrix)
 
 
 class BridgedCorpus:

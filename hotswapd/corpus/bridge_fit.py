@@ -33,9 +33,11 @@ def fit_bridge(client: Client, new: str, old_version: str, sample: Iterable[str]
     corpus = described.get("corpus") or {}
     if not corpus.get("path") or corpus.get("bridge"):
         raise CorpusError(f"{old} has no corpus of its own to bridge into ({corpus.get('problem') or 'no embeddings_path'})")
-    texts = [text for _, text in zip(range(limit), sample, strict=False)]
+    # Distinct texts only: repeats tie, and ties rank alike on both sides (a sample of one
+    # text repeated 60 times "measured" recall 1.0).
+    texts = list(dict.fromkeys(text for _, text in zip(range(limit), sample, strict=False)))
     if len(texts) < MIN_SAMPLE:
-        raise CorpusError(f"the sample has {len(texts)} texts; a bridge needs at least {MIN_SAMPLE}")
+        raise CorpusError(f"the sample has {len(texts)} distinct texts; a bridge needs at least {MIN_SAMPLE}")
     new_vectors, new_fingerprint = _encode(client, new, texts)
     old_vectors, old_fingerprint = _encode(client, old, texts)
     if corpus.get("built_by") not in (None, old_fingerprint):

@@ -87,10 +87,19 @@ def build(
     if "@" not in version_spec:
         raise CorpusError(f"name the version: {version_spec}@VERSION (a corpus belongs to one version)")
     started = time.perf_counter()
+    try:
+        return _build(client, version_spec, rows, output, input_facts, keep_texts, resume, on_rows, started)
+    except OSError as exc:  # a full disk, a file where the directory should be, no permission
+        raise CorpusError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
+
+
+def _build(client: Client, version_spec: str, rows: Iterable[Row], output: Path, input_facts: dict[str, Any], keep_texts: bool, resume: bool,
+           on_rows: Callable[[int], None] | None, started: float) -> BuildResult:
     state = _resume(output, version_spec, input_facts, keep_texts) if resume else _fresh(output)
     skip = state.rows if state else 0
     matrix = open(output / MATRIX, "r+b" if state else "w+b")  # noqa: SIM115 -- closed in finally
     lines = open(output / ROWS, "r+b" if state else "w+b")  # noqa: SIM115
+    created = state is None
     try:
         if state:
             matrix.truncate(NPY_HEADER_BYTES + state.rows * state.dim * 4)  # what a kill left past the checkpoint
@@ -101,10 +110,25 @@ def build(
             matrix.write(npy_header((0, 0), "<f4"))  # the real shape is written over it at the end
         state = _stream(client, version_spec, _skipped(rows, skip), matrix, lines, state, keep_texts, input_facts, output, on_rows)
         _finish(output, matrix, lines, state)
+    except BaseException:
+        # Stopped before its first checkpoint (a refused row, Ctrl-C, an unknown version):
+        # nothing worth resuming, and nothing of this build left to block the next one.
+        if created and not (output / PROGRESS).exists():
+            for name in (MATRIX, ROWS):
+                (output / name).unlink(missing_ok=True)
+        raise
     finally:
-        matrix.close()
-        lines.close()
+        for handle in (matrix, lines):
+            try:
+                handle.close()
+            except OSError:
+                pass  # the error that matters was raised already (a full disk fails the write first)
     return BuildResult(output, state.rows, skip, time.perf_counter() - started, state.model, state.version, state.fingerprint)
+
+
+def _unstarted(output: Path) -> bool:
+    """Only what a build killed before its first checkpoint leaves (no record to resume by)."""
+    return {item.name for item in output.iterdir()} <= {MATRIX, ROWS}
 
 
 def _fresh(output: Path) -> None:
@@ -113,7 +137,7 @@ def _fresh(output: Path) -> None:
     if (output / PROGRESS).exists():
         raise CorpusError(f"{output} holds an interrupted build: add --resume to go on with it, or remove the directory")
     output.mkdir(parents=True, exist_ok=True)
-    if any(output.iterdir()):
+    if not _unstarted(output):
         raise CorpusError(f"{output} is not empty; build into a new directory")
 
 
@@ -124,6 +148,8 @@ def _resume(output: Path, version_spec: str, input_facts: dict[str, Any], keep_t
         raw = json.loads((output / PROGRESS).read_bytes())
         state = _Progress(**raw)
     except FileNotFoundError:
+        if output.is_dir() and _unstarted(output):
+            return _fresh(output)  # killed before its first checkpoint: nothing kept, start over
         raise CorpusError(f"{output} has no interrupted build to resume ({PROGRESS} is missing)") from None
     except (ValueError, TypeError, OSError) as exc:
         raise CorpusError(f"{output / PROGRESS} is unreadable ({type(exc).__name__}); start the build again in a new directory") from None

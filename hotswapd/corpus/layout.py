@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import stat
 import struct
 import time
 from pathlib import Path
@@ -63,10 +64,23 @@ class Manifest(BaseModel):
     input: str | None = Field(default=None, max_length=4096)  # the file it was built from
 
 
+def regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file (a FIFO in its place would block the load forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise CorpusError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise CorpusError(f"{path} is not a regular file")
+    return path
+
+
 def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST
     try:
-        with open(path, "rb") as handle:
+        with open(regular_file(path), "rb") as handle:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         hint = " (a build is unfinished: hs index build --resume)" if (directory / PROGRESS).exists() else ""

@@ -21,7 +21,7 @@ from hotswapd.corpus.store import MAX_K
 from hotswapd.daemon.encode_op import EncodeFlags, EncodeOp
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
-from hotswapd.errors import CorpusUnavailable, HotswapError, InternalError, ProtocolError
+from hotswapd.errors import CorpusUnavailable, HotswapError, InternalError, InvalidText, ProtocolError
 from hotswapd.protocol import Request
 
 MAX_QUERIES = 64
@@ -32,6 +32,9 @@ class SearchOp(EncodeOp):
     def prepare(self, request: Request) -> Deferred:
         if len(request.payload) > MAX_QUERIES:
             raise ProtocolError(f"{len(request.payload)} queries in one search; the limit is {MAX_QUERIES}")
+        blank = next((i for i, frame in enumerate(request.payload) if not bytes(frame).strip()), None)
+        if blank is not None:
+            raise InvalidText(f"query {blank} is empty", blank)
         return super().prepare(request)
 
     def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:

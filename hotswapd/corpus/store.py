@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 
 from hotswapd.corpus.ann import AnnIndex, has_ann
-from hotswapd.corpus.layout import MATRIX, OFFSETS, ROWS, CorpusError, Manifest, read_manifest, read_npy_header
+from hotswapd.corpus.layout import (
+    MATRIX,
+    OFFSETS,
+    ROWS,
+    CorpusError,
+    Manifest,
+    read_manifest,
+    read_npy_header,
+    regular_file,
+)
 
 log = logging.getLogger(__name__)
 MAX_K = 1000
@@ -49,7 +58,7 @@ class Corpus:
         self.ann_problem: str | None = None
         if manifest is not None and has_ann(where):
             try:
-                self._ann = AnnIndex(where, manifest.rows)
+                self._ann = AnnIndex(where, manifest.rows, matrix.shape[1])
             except CorpusError as exc:
                 self.ann_problem = str(exc)
                 log.warning("%s is searched exactly: %s", where, exc)
@@ -88,16 +97,16 @@ class Corpus:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(self.dim)
         k = min(k, self.rows)
-        if self._ann is not None and not exact:
-            rows = self._ann.candidates(query, k)
+        rows = self._ann.candidates(query, k) if self._ann is not None and not exact else None
+        if rows is not None:
             rows = rows[(rows >= 0) & (rows < self.rows)]
             found = self._matrix[np.sort(rows)] @ query  # exact scores for what the index found
             order = np.argsort(-found, kind="stable")
-            return [self._hit(int(row), float(score)) for row, score in zip(np.sort(rows)[order], found[order], strict=True)]
+            return _finite([self._hit(int(row), float(score)) for row, score in zip(np.sort(rows)[order], found[order], strict=True)], self.where)
         scores = self._matrix @ query
         top = np.argpartition(scores, -k)[-k:] if k < self.rows else np.arange(self.rows)
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [self._hit(int(row), float(scores[row])) for row in top]
+        return _finite([self._hit(int(row), float(scores[row])) for row in top], self.where)
 
     def _hit(self, row: int, score: float) -> Hit:
         if self._offsets is None or self._rows_fd is None:
@@ -107,7 +116,7 @@ class Corpus:
             raise CorpusError(f"{self.where / OFFSETS}: row {row} has a bad extent")
         raw = os.pread(self._rows_fd, end - start, start)
         try:
-            record = json.loads(raw)
+            record = json.loads(raw, parse_constant=_no_constant)
             return Hit(row, score, record["id"], record.get("text"))
         except (ValueError, KeyError, TypeError, RecursionError):
             raise CorpusError(f"{self.where / ROWS}: row {row} is not a JSON object with an id") from None
@@ -119,6 +128,17 @@ class Corpus:
         # The maps go when the last reference does; a search in flight holds its own.
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
         self._offsets = None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(hits: list[Hit], where: Path) -> list[Hit]:
+    bad = next((hit.row for hit in hits if not np.isfinite(hit.score)), None)
+    if bad is not None:
+        raise CorpusError(f"{where}: row {bad} holds NaN or infinite values (rebuild the corpus)")
+    return hits
 
 
 def open_corpus(path: Path) -> Corpus:
@@ -136,7 +156,7 @@ def open_corpus(path: Path) -> Corpus:
 
 def _matrix(path: Path, manifest: Manifest | None) -> np.ndarray:
     try:
-        with open(path, "rb") as handle:
+        with open(regular_file(path), "rb") as handle:
             shape, descr, offset = read_npy_header(handle)
             size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
@@ -160,7 +180,7 @@ def _matrix(path: Path, manifest: Manifest | None) -> np.ndarray:
 def _rows(directory: Path, rows: int) -> tuple[np.ndarray, int]:
     matrix = _matrix_int64(directory / OFFSETS, rows + 1)
     try:
-        descriptor = os.open(directory / ROWS, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(regular_file(directory / ROWS), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise CorpusError(f"cannot read {directory / ROWS}: {exc.strerror or exc}") from None
     size = os.fstat(descriptor).st_size
@@ -172,7 +192,7 @@ def _rows(directory: Path, rows: int) -> tuple[np.ndarray, int]:
 
 def _matrix_int64(path: Path, length: int) -> np.ndarray:
     try:
-        with open(path, "rb") as handle:
+        with open(regular_file(path), "rb") as handle:
             shape, descr, offset = read_npy_header(handle)
             size = os.fstat(handle.fileno()).st_size
     except OSError as exc:

@@ -94,7 +94,8 @@ class RowReader:
             if len(line) > LINE_LIMIT:
                 raise InputError(f"line {number} is longer than {LINE_LIMIT // 2**20} MiB; is {self.path.name} a text file?")
             try:
-                yield number, line.decode("utf-8").rstrip("\r\n")
+                # utf-8-sig on the first line: a byte-order mark (Notepad, Excel) is no text.
+                yield number, line.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise InputError(f"line {number} is not valid UTF-8 (byte {exc.start})") from None
 
@@ -115,7 +116,7 @@ class RowReader:
             yield self._record(record, number, "line")
 
     def _csv(self, handle: BinaryIO) -> Iterator[Row]:
-        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # Excel writes a byte-order mark
         try:
             reader = csv.DictReader(text)
             if reader.fieldnames is None:
@@ -134,16 +135,17 @@ class RowReader:
         table = _parquet_file(self.path)
         names = table.schema_arrow.names
         self._check_columns(names)
-        columns = [self.text_field] + ([self.id_field] if self.id_field else [])
+        id_column = self.id_field or ("id" if "id" in names else None)  # as jsonl and csv: 'id' when present
+        columns = [self.text_field] + ([id_column] if id_column and id_column != self.text_field else [])
         number = 0
         for batch in table.iter_batches(batch_size=4096, columns=columns):
             texts = batch.column(self.text_field).to_pylist()
-            ids = batch.column(self.id_field).to_pylist() if self.id_field else None
+            ids = batch.column(id_column).to_pylist() if id_column else None
             for offset, value in enumerate(texts):
                 number += 1
                 record = {self.text_field: value}
-                if ids is not None:
-                    record[self.id_field] = ids[offset]  # type: ignore[index]
+                if ids is not None and id_column:
+                    record[id_column] = ids[offset]
                 yield self._record(record, number, "row")
             self._parquet_rows = number
 
@@ -164,15 +166,27 @@ class RowReader:
                 raise InputError(f"{unit} {number}: the id {row_id!r} is a {type(row_id).__name__}; ids are strings or integers")
         elif "id" in record and isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool):
             row_id = record["id"]
+        if isinstance(row_id, str) and not _utf8(row_id):
+            raise InputError(f"{unit} {number}: the id is not valid Unicode (a lone surrogate)")
         return Row(number, row_id, self._text(record[self.text_field], number, unit, row_id))
 
     def _text(self, value: Any, number: int, unit: str = "line", row_id: Any = None) -> str:
         named = f"{unit} {number}" + (f" (id {row_id!r})" if row_id not in (None, number) else "")
         if not isinstance(value, str):
             raise InputError(f"{named}: the text is a {type(value).__name__}, not a string")
+        if not _utf8(value):
+            raise InputError(f"{named}: the text is not valid Unicode (a lone surrogate)")
         if not value.strip():
             raise InputError(f"{named}: the text is empty")
         return value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parquet_file(path: Path) -> Any:

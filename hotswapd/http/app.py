@@ -81,7 +81,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
 
     async def search(request: Request) -> Response:
         parsed = parse_search(await _body(request, max_body, settings.read_timeout_seconds))
-        options = {**_sticky(request), "deadline_ms": int(timeout * 1000), "k": parsed.k}
+        options = {**_sticky(request), "deadline_ms": int(timeout * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.queries)]
         head, _ = await bridge.request("search", timeout=timeout, model=parsed.model, options=options, payload=payload)
         return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)

@@ -1,6 +1,6 @@
 """``POST /v1/search``: hotswap's own route (OpenAI has none), shaped like its neighbours.
 
-Request: ``{"model": "NAME[@VERSION]", "query": "text" | ["text", ...], "k": 10}``.
+Request: ``{"model": "NAME[@VERSION]", "query": "text" | ["text", ...], "k": 10, "exact": false}``.
 Answer: ``{"object": "list", "model": "NAME@VERSION", "data": [{"object": "search_result",
 "index": i, "results": [{"row", "score", "id", "text"}, ...]}], "rows": N, "search_ms": t}``:
 one entry per query, best first, all scored by the version named in ``model``.
@@ -21,6 +21,7 @@ class SearchRequest:
     queries: list[str]
     model: str | None
     k: int
+    exact: bool = False
 
 
 def parse_search(body: bytes) -> SearchRequest:
@@ -38,7 +39,10 @@ def parse_search(body: bytes) -> SearchRequest:
     k = data.get("k", DEFAULT_K)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= MAX_K:
         raise ApiError(400, f"'k' must be an integer in 1..{MAX_K}", param="k")
-    return SearchRequest(queries, model, k)
+    exact = data.get("exact", False)
+    if not isinstance(exact, bool):
+        raise ApiError(400, "'exact' must be true or false", param="exact")
+    return SearchRequest(queries, model, k, exact)
 
 
 def search_body(head: dict[str, Any]) -> dict[str, Any]:
