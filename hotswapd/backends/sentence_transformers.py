@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import vector_space
+from hotswapd.backends.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from hotswapd.backends.tokenizing import TokenCounter
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(CountsOnACopy):
     def __init__(self, model: SentenceTransformer, device: str, batch_size: int) -> None:
         # The space is described before the pipeline's own Normalize is taken out: it says
         # what the model ships as, which is what the switch guard compares.
@@ -33,21 +32,6 @@ class SentenceTransformerEmbedder:
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
-        return self._counter.count_tokens(texts)
-
-    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
-        return self._counter.token_windows(text, window, overlap)
-
-    @cached_property
-    def _counter(self) -> TokenCounter:
-        """A private copy of the tokenizer for the tokens pool (see TokenCounter)."""
-        from hotswapd.backends.tokenizing import TokenCounter
-
-        return TokenCounter(self._tokenizer)
 
     @property
     def max_tokens(self) -> int | None:

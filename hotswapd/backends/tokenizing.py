@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,25 @@ class TokenCounter:
         else:
             offsets = self._rust.encode(stripped, add_special_tokens=False).offsets
         return windows_from_offsets(stripped, offsets, window, overlap)
+
+
+class CountsOnACopy:
+    """Token questions for a backend whose ``_tokenizer`` is a Hugging Face tokenizer the
+    inference thread uses: answered by a private :class:`TokenCounter` copy of it."""
+
+    _tokenizer: Any
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
+        return self._counter.count_tokens(texts)
+
+    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
+        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
+        return self._counter.token_windows(text, window, overlap)
+
+    @cached_property
+    def _counter(self) -> TokenCounter:
+        return TokenCounter(self._tokenizer)
 
 
 class TextTokenizer:

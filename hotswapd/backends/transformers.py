@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +17,12 @@ from pydantic import BaseModel, ConfigDict
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
+from hotswapd.backends.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.backends.tokenizing import TokenCounter
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class Options(BaseModel):
     pooling: PoolingName | None = None
 
 
-class TransformersEmbedder:
+class TransformersEmbedder(CountsOnACopy):
     def __init__(self, model: Any, tokenizer: Any, pooling: str, normalizes: bool, max_length: int, device: str, batch_size: int) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -45,21 +44,6 @@ class TransformersEmbedder:
         self.batch_size = batch_size
         self.device = device
         self.dimension = int(model.config.hidden_size) * len(pooling.split("+"))
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before truncation (OpenAI's usage)."""
-        return self._counter.count_tokens(texts)
-
-    def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
-        """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
-        return self._counter.token_windows(text, window, overlap)
-
-    @cached_property
-    def _counter(self) -> TokenCounter:
-        """A private copy of the tokenizer for the tokens pool (see TokenCounter)."""
-        from hotswapd.backends.tokenizing import TokenCounter
-
-        return TokenCounter(self._tokenizer)
 
     @property
     def max_tokens(self) -> int:
