@@ -129,7 +129,7 @@ def test_malformed_and_oversized_bodies(start: StartDaemon, tmp_path: Path) -> N
 
 
 def test_overload_is_429_with_retry_after(start: StartDaemon, tmp_path: Path) -> None:
-    with serving(start, http_config(tmp_path, extra_http="max_pending = 2")) as (_, url):
+    with serving(start, http_config(tmp_path, extra_http="max_pending = 2")) as (daemon, url):
         gate = threading.Event()
         fakebackend.CONTROLS["v1"].gate = gate
         results: list[int] = []
@@ -142,13 +142,12 @@ def test_overload_is_429_with_retry_after(start: StartDaemon, tmp_path: Path) ->
         for thread in waiting:
             thread.start()
         assert fakebackend.CONTROLS["v1"].entered.wait(5)
+        with daemon.client() as client:  # both calls in the daemon: the bridge holds 2 (a loaded machine is slow to send the second)
+            deadline = time.monotonic() + 10
+            while client.status()["in_flight"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
         with httpx.Client(base_url=url) as web:
-            deadline = 0
-            while deadline < 200:  # until both calls are pending in the bridge
-                answer = web.post("/v1/embeddings", json={"model": "m", "input": "one more"})
-                if answer.status_code == 429:
-                    break
-                deadline += 1
+            answer = web.post("/v1/embeddings", json={"model": "m", "input": "one more"})
             assert answer.status_code == 429 and int(answer.headers["retry-after"]) >= 1
             assert answer.json()["error"]["code"] == "rate_limit_exceeded"
         gate.set()
