@@ -108,10 +108,11 @@ class _Collector:
     of it ever runs on a closed version. Once a piece fails, the pieces still queued are
     dropped unrun (:attr:`failed`)."""
 
-    def __init__(self, count: int, done: Done) -> None:
+    def __init__(self, count: int, done: Done, order: list[int] | None = None) -> None:
         self._parts: list[np.ndarray | None] = [None] * count
         self._left = count
         self._done = done
+        self._order = order  # the pieces hold the texts in this order; rows go back to the caller's
         self.failed: BaseException | None = None
         self._lock = threading.Lock()
 
@@ -129,7 +130,12 @@ class _Collector:
         import numpy as np
 
         parts = self._parts
-        self._done(parts[0] if len(parts) == 1 else np.concatenate(parts), None)  # type: ignore[arg-type]
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[arg-type]
+        if self._order is not None:
+            restored = np.empty_like(rows)
+            restored[self._order] = rows
+            rows = restored
+        self._done(rows, None)
 
 
 def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
@@ -165,7 +171,13 @@ class Batcher:
         """Queue a request; ``done`` is called once, on the inference thread, with its rows
         in input order or with its error. Never blocks."""
         parts = split(texts, limits)
-        collector = _Collector(len(parts), done)
+        order = None
+        if len(parts) > 1:
+            # Pieces of texts of like length: each is padded to its own longest text, so a
+            # request split in document order padded short sentences to its long ones.
+            order = sorted(range(len(texts)), key=lambda i: estimated_tokens(texts[i]), reverse=True)
+            parts = split([texts[i] for i in order], limits)
+        collector = _Collector(len(parts), done, order)
         pieces = [
             _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline, collector)
             for i, (part, tokens) in enumerate(parts)
