@@ -13,6 +13,7 @@ import tempfile
 from typing import BinaryIO, Protocol
 
 from hotswapd.client import EncodeResult
+from hotswapd.npy import npy_header
 
 _float = "{:.9g}".format
 
@@ -76,15 +77,6 @@ class JsonlWriter:
         self._out.flush()
 
 
-def npy_header(count: int, dim: int) -> bytes:
-    """A .npy v1.0 header for a C-order little-endian float32 matrix."""
-    body = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({count}, {dim}), }}"
-    # magic(6) + version(2) + length(2) + body + padding + newline, a multiple of 64 bytes
-    padding = -(10 + len(body) + 1) % 64
-    text = (body + " " * padding + "\n").encode("latin1")
-    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
-
-
 class NpyWriter:
     """A valid .npy file. The row count is known only at the end, so rows go to a spool
     file first and follow the header once it can be written: constant memory, and stdout
@@ -102,14 +94,14 @@ class NpyWriter:
         self._spool.write(result.buffer)
 
     def finish(self) -> None:
-        self._out.write(npy_header(self._count, self._dim))
+        self._out.write(npy_header((self._count, self._dim), "<f4"))
         self._spool.seek(0)
         shutil.copyfileobj(self._spool, self._out, 1 << 20)
         self._spool.close()
         self._out.flush()
 
 
-WRITERS: dict[str, type[JsonWriter] | type[JsonlWriter] | type[NpyWriter]] = {
+WRITERS: dict[str, type[JsonWriter | JsonlWriter | NpyWriter]] = {
     "json": JsonWriter,
     "jsonl": JsonlWriter,
     "npy": NpyWriter,

@@ -11,7 +11,6 @@ atomically: until then the directory is not a corpus (the daemon refuses it).
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
@@ -20,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hotswapd.client import Client
 from hotswapd.corpus.layout import (
@@ -56,20 +57,24 @@ class BuildResult:
     fingerprint: str
 
 
-@dataclass
-class _Progress:
+class _Progress(BaseModel):
+    """How far a build's files are good (``build.progress.json``); read back strictly: a
+    damaged record is refused, never trusted to cut the files."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     model: str
     version: str
     fingerprint: str
     weights: str | None
-    dim: int
-    rows: int
-    rows_bytes: int
+    dim: int = Field(ge=1)
+    rows: int = Field(ge=0)
+    rows_bytes: int = Field(ge=0)
     keep_texts: bool
     input: dict[str, Any]
 
     def save(self, output: Path) -> None:
-        write_atomically(output / PROGRESS, json.dumps(self.__dict__).encode())
+        write_atomically(output / PROGRESS, self.model_dump_json().encode())
 
 
 def build(
@@ -145,13 +150,12 @@ def _resume(output: Path, version_spec: str, input_facts: dict[str, Any], keep_t
     if (output / MANIFEST).exists():
         raise CorpusError(f"{output} is already finished: nothing to resume")
     try:
-        raw = json.loads((output / PROGRESS).read_bytes())
-        state = _Progress(**raw)
+        state = _Progress.model_validate_json((output / PROGRESS).read_bytes()[: 1 << 20])
     except FileNotFoundError:
         if output.is_dir() and _unstarted(output):
             return _fresh(output)  # killed before its first checkpoint: nothing kept, start over
         raise CorpusError(f"{output} has no interrupted build to resume ({PROGRESS} is missing)") from None
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValidationError, OSError) as exc:
         raise CorpusError(f"{output / PROGRESS} is unreadable ({type(exc).__name__}); start the build again in a new directory") from None
     if f"{state.model}@{state.version}" != version_spec:
         raise CorpusError(f"{output} was being built by {state.model}@{state.version}, not {version_spec}")
@@ -190,8 +194,9 @@ def _stream(client: Client, version_spec: str, rows: Iterator[Row], matrix: Any,
     for result in client.encode_stream(_chunks(rows, pending), version_spec, normalize=True):
         chunk = pending.popleft()
         if state is None:
-            state = _Progress(result.model, result.version, result.fingerprint or "", _weights(client, result.model, result.version),
-                              result.dim, 0, 0, keep_texts, input_facts)
+            state = _Progress(model=result.model, version=result.version, fingerprint=result.fingerprint or "",
+                              weights=_weights(client, result.model, result.version), dim=result.dim, rows=0, rows_bytes=0,
+                              keep_texts=keep_texts, input=input_facts)
         elif result.fingerprint != state.fingerprint or result.dim != state.dim:
             raise CorpusError(
                 f"{version_spec} changed during the build (fingerprint {state.fingerprint} -> {result.fingerprint}): "

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from hotswapd.errors import HotswapError
+from hotswapd.npy import npy_header as write_npy_header
 
 FORMAT = "hotswap-corpus/1"
 MANIFEST = "manifest.json"
@@ -121,12 +122,8 @@ def sync_directory(directory: Path) -> None:
 
 
 def npy_header(shape: tuple[int, ...], descr: str) -> bytes:
-    """A .npy (version 1.0) header of exactly NPY_HEADER_BYTES bytes."""
-    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({', '.join(str(n) for n in shape)}{',' if len(shape) == 1 else ''}), }}"
-    body_len = NPY_HEADER_BYTES - 10
-    if len(text) + 1 > body_len:
-        raise ValueError(f"shape {shape} does not fit a {NPY_HEADER_BYTES}-byte header")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + (text.ljust(body_len - 1) + "\n").encode("ascii")
+    """A .npy header of exactly NPY_HEADER_BYTES bytes (the shape is written over it at the end)."""
+    return write_npy_header(shape, descr, NPY_HEADER_BYTES)
 
 
 def read_npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], str, int]:

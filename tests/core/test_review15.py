@@ -135,3 +135,15 @@ def test_a_bridge_needs_distinct_sample_texts(start: StartDaemon, tmp_path: Path
     with with_corpora(start, tmp_path, sentences(60, seed=23), ("v1",)) as daemon, daemon.client() as client:
         with pytest.raises(CorpusError, match="1 distinct texts"):
             fit_bridge(client, "m@v2", "v1", ["the same text"] * 60, tmp_path / "bridge")
+
+
+@pytest.mark.parametrize("record", ["[" * 100_000, '{"rows": "x"}', "null"])
+def test_a_damaged_progress_record_is_refused_not_trusted(start: StartDaemon, tmp_path: Path, record: str) -> None:
+    from hotswapd.corpus.layout import PROGRESS
+
+    source = write_jsonl(tmp_path / "docs.jsonl", sentences(10, seed=24))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / PROGRESS).write_text(record)
+    with start(fake_config(tmp_path, {"v1": SPACES["v1"]})) as daemon, daemon.client() as client:
+        with pytest.raises(CorpusError, match="is unreadable"):
+            build_corpus(client, "m@v1", source, tmp_path / "out", resume=True)
