@@ -261,13 +261,20 @@ class Client:
             start += len(first)
             yield result
         pending: deque[tuple[str, Sequence[Text], int]] = deque()
-        for chunk in iterator:
-            pending.append((self._send_encode(chunk, model, normalize, key), chunk, start))
-            start += len(chunk)
-            if len(pending) >= window:
+        try:
+            for chunk in iterator:
+                pending.append((self._send_encode(chunk, model, normalize, key), chunk, start))
+                start += len(chunk)
+                if len(pending) >= window:
+                    yield self._receive_in_order(pending.popleft(), model, normalize, key)
+            while pending:
                 yield self._receive_in_order(pending.popleft(), model, normalize, key)
-        while pending:
-            yield self._receive_in_order(pending.popleft(), model, normalize, key)
+        finally:
+            # Stopped early (an error, a caller that broke off): the answers still in flight
+            # are nobody's; forget them, or each would be kept when it comes.
+            for request_id, _, _ in pending:
+                self._outstanding.pop(request_id, None)
+                self._early.pop(request_id, None)
 
     def _receive_in_order(self, sent: tuple[str, Sequence[Text], int], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
         request_id, chunk, start = sent

@@ -1,4 +1,5 @@
-"""Reading files that anyone may have replaced: only regular files, never more than a bound.
+"""Reading files that anyone may have replaced: only regular files, never more than a bound;
+and writing files so that a crash leaves the old one or the new one, never half of one.
 
 A FIFO, a device (/dev/zero) or a socket where a config, state, audit or key file should be
 would block a read forever or fill memory. Opening with O_NONBLOCK never blocks on a FIFO,
@@ -64,3 +65,23 @@ def tighten(path: Path, mode: int) -> bool:
         return False
     os.chmod(path, mode)
     return True
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Written beside, synced, renamed over, the directory synced: all of it or none."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` survive a power cut."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

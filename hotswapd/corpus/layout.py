@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from hotswapd.errors import HotswapError
 from hotswapd.npy import npy_header as write_npy_header
+from hotswapd.safefiles import sync_directory, write_atomically  # noqa: F401 -- re-exported for the corpus modules
 
 FORMAT = "hotswap-corpus/1"
 MANIFEST = "manifest.json"
@@ -101,24 +102,6 @@ def read_manifest(directory: Path) -> Manifest:
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Atomically: written beside, synced, renamed over (a reader sees all of it or none)."""
     write_atomically(directory / MANIFEST, manifest.model_dump_json(indent=1).encode())
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    sync_directory(path.parent)
-
-
-def sync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def npy_header(shape: tuple[int, ...], descr: str) -> bytes:

@@ -7,8 +7,9 @@
   embedded newlines).
 - ``.parquet``: columns read in record batches with pyarrow (the ``files`` extra).
 
-A row without a usable text (missing, not a string, empty) is an :class:`InputError`
-naming the row, never a silent skip. ``position()`` tells how many bytes (or rows, for
+A row without a usable text (missing, not a string, empty) is a :class:`RowRejected`
+naming the row and its id, never a silent skip; with ``on_error="skip"`` the reader yields
+it as a :class:`Rejected` in its place (a job writes it to its rejects file) and goes on. ``position()`` tells how many bytes (or rows, for
 parquet) were read, for a progress bar's ETA.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -36,11 +37,29 @@ class InputError(HotswapError):
     code = "input_error"
 
 
+class RowRejected(InputError):
+    """One row that cannot be used (the file itself is fine): where, its id, and why."""
+
+    def __init__(self, unit: str, number: int, row_id: Any, reason: str) -> None:
+        named = f"{unit} {number}" + (f" (id {row_id!r})" if row_id not in (None, number) else "")
+        super().__init__(f"{named}: {reason}")
+        self.rejected = Rejected(number, row_id, reason)
+
+
 @dataclass(frozen=True)
 class Row:
     number: int  # from 1: the line (txt, jsonl), the record (csv, parquet)
     id: Any
     text: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row skipped under ``on_error="skip"``: its number, its id when it had one, why."""
+
+    number: int
+    id: Any
+    reason: str
 
 
 def detect_format(path: Path, given: str | None) -> Format:
@@ -53,8 +72,11 @@ def detect_format(path: Path, given: str | None) -> Format:
 
 
 class RowReader:
-    def __init__(self, path: Path, fmt: Format, text_field: str = "text", id_field: str | None = None) -> None:
+    def __init__(self, path: Path, fmt: Format, text_field: str = "text", id_field: str | None = None, on_error: str = "fail") -> None:
+        if on_error not in ("fail", "skip"):
+            raise ValueError(f"on_error is 'fail' or 'skip', not {on_error!r}")
         self.path, self.format, self.text_field, self.id_field = path, fmt, text_field, id_field
+        self.skip_bad_rows = on_error == "skip"
         self._handle: BinaryIO | None = None
         self._parquet_rows = 0
 
@@ -69,7 +91,7 @@ class RowReader:
             return self._parquet_rows
         return self._handle.tell() if self._handle is not None and not self._handle.closed else 0
 
-    def __iter__(self) -> Iterator[Row]:
+    def __iter__(self) -> Iterator[Row | Rejected]:
         if self.format == "parquet":
             yield from self._parquet()
             return
@@ -101,19 +123,22 @@ class RowReader:
 
     def _txt(self, handle: BinaryIO) -> Iterator[Row]:
         for number, line in self._lines(handle):
-            yield Row(number, number, self._text(line, number))
+            yield self._checked(lambda: Row(number, number, self._text(line, number)))  # noqa: B023 -- called at once
 
     def _jsonl(self, handle: BinaryIO) -> Iterator[Row]:
         for number, line in self._lines(handle):
             if not line.strip():
                 continue  # a blank line between records (a trailing newline) holds no row
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError) as exc:
-                raise InputError(f"line {number} is not JSON: {str(exc)[:100]}") from None
-            if not isinstance(record, dict):
-                raise InputError(f"line {number} is a JSON {type(record).__name__}, not an object")
-            yield self._record(record, number, "line")
+            yield self._checked(lambda: self._json_record(line, number))  # noqa: B023 -- called at once
+
+    def _json_record(self, line: str, number: int) -> Row:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise RowRejected("line", number, None, f"not JSON: {str(exc)[:100]}") from None
+        if not isinstance(record, dict):
+            raise RowRejected("line", number, None, f"a JSON {type(record).__name__}, not an object")
+        return self._record(record, number, "line")
 
     def _csv(self, handle: BinaryIO) -> Iterator[Row]:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # Excel writes a byte-order mark
@@ -123,7 +148,7 @@ class RowReader:
                 return
             self._check_columns(list(reader.fieldnames))
             for number, record in enumerate(reader, start=1):
-                yield self._record(record, number, "record")
+                yield self._checked(lambda: self._record(record, number, "record"))  # noqa: B023 -- called at once
         except csv.Error as exc:
             raise InputError(f"{self.path.name}: {exc}") from None
         except UnicodeDecodeError as exc:
@@ -146,8 +171,16 @@ class RowReader:
                 record = {self.text_field: value}
                 if ids is not None and id_column:
                     record[id_column] = ids[offset]
-                yield self._record(record, number, "row")
+                yield self._checked(lambda: self._record(record, number, "row"))  # noqa: B023 -- called at once
             self._parquet_rows = number
+
+    def _checked(self, make: Callable[[], Row]) -> Row | Rejected:
+        try:
+            return make()
+        except RowRejected as exc:
+            if not self.skip_bad_rows:
+                raise
+            return exc.rejected
 
     def _check_columns(self, names: list[str]) -> None:
         for field in (self.text_field, self.id_field):
@@ -155,29 +188,28 @@ class RowReader:
                 raise InputError(f"{self.path.name} has no column {field!r} (it has: {', '.join(names[:20])})")
 
     def _record(self, record: dict[str, Any], number: int, unit: str) -> Row:
-        if self.text_field not in record:
-            raise InputError(f"{unit} {number} has no {self.text_field!r} field")
         row_id: Any = number
         if self.id_field is not None:
             if record.get(self.id_field) is None:
-                raise InputError(f"{unit} {number} has no {self.id_field!r} (the id field)")
+                raise RowRejected(unit, number, None, f"no {self.id_field!r} (the id field)")
             row_id = record[self.id_field]
             if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
-                raise InputError(f"{unit} {number}: the id {row_id!r} is a {type(row_id).__name__}; ids are strings or integers")
+                raise RowRejected(unit, number, None, f"the id {_short(row_id)} is a {type(row_id).__name__}; ids are strings or integers")
         elif "id" in record and isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool):
             row_id = record["id"]
         if isinstance(row_id, str) and not _utf8(row_id):
-            raise InputError(f"{unit} {number}: the id is not valid Unicode (a lone surrogate)")
+            raise RowRejected(unit, number, None, "the id is not valid Unicode (a lone surrogate)")
+        if self.text_field not in record:
+            raise RowRejected(unit, number, row_id, f"no {self.text_field!r} field")
         return Row(number, row_id, self._text(record[self.text_field], number, unit, row_id))
 
     def _text(self, value: Any, number: int, unit: str = "line", row_id: Any = None) -> str:
-        named = f"{unit} {number}" + (f" (id {row_id!r})" if row_id not in (None, number) else "")
         if not isinstance(value, str):
-            raise InputError(f"{named}: the text is a {type(value).__name__}, not a string")
+            raise RowRejected(unit, number, row_id, f"the text is a {type(value).__name__}, not a string")
         if not _utf8(value):
-            raise InputError(f"{named}: the text is not valid Unicode (a lone surrogate)")
+            raise RowRejected(unit, number, row_id, "the text is not valid Unicode (a lone surrogate)")
         if not value.strip():
-            raise InputError(f"{named}: the text is empty")
+            raise RowRejected(unit, number, row_id, "the text is empty")
         return value
 
 
@@ -198,3 +230,9 @@ def _parquet_file(path: Path) -> Any:
         return pq.ParquetFile(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path} as parquet: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    """A value as a message shows it: its repr, cut (a bad id may be a huge object)."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."

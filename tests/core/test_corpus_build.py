@@ -84,12 +84,12 @@ def test_every_input_format_gives_the_same_rows(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"doc": "a", "body": "fine"}\n{"doc": "b"}\n', "line 2 has no 'body' field"),
+        ('{"doc": "a", "body": "fine"}\n{"doc": "b"}\n', "line 2 (id 'b'): no 'body' field"),
         ('{"doc": "a", "body": "fine"}\n{"doc": "b", "body": "  "}\n', "line 2 (id 'b'): the text is empty"),
         ('{"doc": "a", "body": 7}\n', "line 1 (id 'a'): the text is a int"),
         ('{"doc": [1], "body": "x"}\n', "line 1: the id [1] is a list"),
-        ("[1, 2]\n", "line 1 is a JSON list, not an object"),
-        ("{not json\n", "line 1 is not JSON"),
+        ("[1, 2]\n", "line 1: a JSON list, not an object"),
+        ("{not json\n", "line 1: not JSON"),
     ],
 )
 def test_bad_rows_are_named(tmp_path: Path, content: str, message: str) -> None:

@@ -1,0 +1,119 @@
+"""Sinks that append to plain files: a .npy matrix with an ids file beside it, and .jsonl.
+
+Both write the daemon's reply frames as they come (little-endian float32 rows, the .npy
+layout already) and record how many bytes are good at each checkpoint; a resumed job cuts
+each file back to that and appends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from hotswapd.client import EncodeResult
+from hotswapd.corpus.layout import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
+from hotswapd.files.readers import Row
+from hotswapd.jobs.record import JobRecord
+
+CHECKPOINT_SECONDS = 2.0
+_float = "{:.9g}".format  # the fewest significant digits that round-trip every float32
+
+
+def vector_json(row: list[float]) -> str:
+    return "[" + ",".join(map(_float, row)) + "]"
+
+
+class _AppendedFiles:
+    """Files appended to, cut back to their recorded sizes on resume."""
+
+    checkpoint_seconds = CHECKPOINT_SECONDS
+
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
+        self.handles: list[BinaryIO] = []
+
+    def _open(self, sizes: Sequence[int] | None) -> list[BinaryIO]:
+        for index, path in enumerate(self.paths):
+            handle = open(path, "r+b" if sizes is not None else "w+b")  # noqa: SIM115 -- closed by close()
+            self.handles.append(handle)
+            if sizes is not None:
+                handle.truncate(sizes[index])  # what a kill left past the checkpoint
+                handle.seek(0, os.SEEK_END)
+        return self.handles
+
+    def _sync(self) -> list[int]:
+        for handle in self.handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+        return [handle.tell() for handle in self.handles]
+
+    def discard(self) -> None:
+        self.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            try:
+                handle.close()
+            except OSError:
+                pass  # the error that matters was raised already (a full disk fails the write first)
+        self.handles = []
+
+
+class MatrixSink(_AppendedFiles):
+    """``matrix``: a .npy of rows x dim float32; ``lines``: one {"id"[, "text"]} per row."""
+
+    def __init__(self, matrix: Path, lines: Path, keep_texts: bool = False) -> None:
+        super().__init__(matrix, lines)
+        self.keep_texts = keep_texts
+
+    def begin(self, record: JobRecord, resumed: bool) -> None:
+        sizes = [NPY_HEADER_BYTES + record.rows * record.dim * 4, int(record.sink.get("lines_bytes", 0))] if resumed else None
+        matrix, _ = self._open(sizes)
+        if not resumed:
+            matrix.write(npy_header((0, 0), "<f4"))  # the real shape is written over it at the end
+
+    def write(self, rows: Sequence[Row], result: EncodeResult) -> None:
+        matrix, lines = self.handles
+        matrix.write(result.buffer)
+        lines.write(b"".join(row_line(row.id, row.text if self.keep_texts else None) for row in rows))
+
+    def sync(self) -> dict[str, Any]:
+        return {"lines_bytes": self._sync()[1]}
+
+    def finish(self, record: JobRecord) -> None:
+        matrix = self.handles[0]
+        matrix.seek(0)
+        matrix.write(npy_header((record.rows, record.dim), "<f4"))
+        self._sync()
+
+
+class JsonlSink(_AppendedFiles):
+    """One object per row: {"id", "model", "version", "fingerprint", "embedding"}."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._prefix = ""
+
+    def begin(self, record: JobRecord, resumed: bool) -> None:
+        self._open([int(record.sink.get("bytes", 0))] if resumed else None)
+        self._prefix = (
+            f'"model": {json.dumps(record.model)}, "version": {json.dumps(record.version)}, '
+            f'"fingerprint": {json.dumps(record.fingerprint)}, "embedding": '
+        )
+
+    def write(self, rows: Sequence[Row], result: EncodeResult) -> None:
+        vectors = result.rows()
+        self.handles[0].write(
+            "".join(f'{{"id": {json.dumps(row.id, ensure_ascii=False)}, {self._prefix}{vector_json(vector)}}}\n' for row, vector in zip(rows, vectors, strict=True)).encode()
+        )
+
+    def sync(self) -> dict[str, Any]:
+        return {"bytes": self._sync()[0]}
+
+    def finish(self, record: JobRecord) -> None:
+        self._sync()
