@@ -7,15 +7,15 @@ import sys
 import time
 from collections.abc import Iterator
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
+from hotswap_cli.formats import WRITERS, Writer
+from hotswap_cli.settings import Settings
 
 from hotswapd.client import Client, EncodeResult
 from hotswapd.protocol import VECTOR_DTYPE
-
-from hotswap_cli.formats import WRITERS, Writer
-from hotswap_cli.settings import Settings
 
 STDIN_CHUNK = 256  # texts per request when streaming stdin; well under daemon.max_batch_texts
 LINE_LIMIT = 16 * 2**20  # bytes; far over any daemon.max_text_bytes worth setting
@@ -50,6 +50,11 @@ def read_lines(stream: BinaryIO, chunk_size: int, counter: ReadCounter | None = 
         yield chunk
 
 
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
 class OutputFormat(str, Enum):
     json = "json"
     jsonl = "jsonl"
@@ -65,19 +70,46 @@ def encode(
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Texts per request when reading stdin.")] = STDIN_CHUNK,
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Reading stdin, follow the active version instead of pinning the first chunk's.")] = False,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="A data file: txt (one text per line), jsonl, csv or parquet.", exists=True, dir_okay=False, readable=True, rich_help_panel="Files")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file: .parquet, .npy (+ .ids.jsonl) or .jsonl; resumable.", dir_okay=False, rich_help_panel="Files")] = None,
+    text_field: Annotated[str, typer.Option("--field", "--text-field", help="The text's field or column (jsonl, csv, parquet).", rich_help_panel="Files")] = "text",
+    id_field: Annotated[str | None, typer.Option("--id-field", help="The id's field or column (default: 'id' when present, else the row number).", rich_help_panel="Files")] = None,
+    input_format: Annotated[str | None, typer.Option("--input-format", help="txt, jsonl, csv or parquet (default: from the file name).", rich_help_panel="Files")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the interrupted job writing --output: no row lost or written twice.", rich_help_panel="Files")] = False,
+    on_error: Annotated[OnError, typer.Option("--on-error", help="A bad row (missing field, not a string, empty, refused): stop, or skip it into NAME.rejects.jsonl.", rich_help_panel="Files")] = OnError.fail,
 ) -> None:
     """Embed texts with a model served by the daemon.
 
     Examples: hs encode "hello world" -m minilm; cat docs.txt | hs encode -f jsonl > out.jsonl;
-    hs encode -f npy < docs.txt > vectors.npy
+    hs encode -f npy < docs.txt > vectors.npy;
+    hs encode --input docs.parquet --id-field doc_id --output vectors.parquet -m minilm
     """
+    settings: Settings = ctx.obj
+    normalize = False if no_normalize else None
+    if input_file is None and (output is not None or resume):
+        raise typer.BadParameter("--output and --resume go with --input FILE (stdin goes to stdout)", param_hint="'--output'")
+    if input_file is not None and texts:
+        raise typer.BadParameter("give texts or --input FILE, not both", param_hint="'--input'")
+    if input_file is not None and output is not None:
+        from hotswap_cli.encode_file import FileInput, encode_to_file
+
+        source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
+        encode_to_file(settings.client(), model, source, output, normalize, resume)
+        return
     out = sys.stdout.buffer
     if fmt is OutputFormat.npy and sys.stdout.isatty():
         raise typer.BadParameter("npy is binary and stdout is a terminal; redirect it: hs encode ... -f npy > vectors.npy", param_hint="'--format'")
-    settings: Settings = ctx.obj
     client = settings.client()
-    normalize = False if no_normalize else None
     writer: Writer = WRITERS[fmt.value](out)
+    if input_file is not None:
+        from hotswap_cli.encode_file import FileInput, encode_to_stdout
+
+        source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
+        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size):
+            writer.write(_empty_result(client, model))
+        writer.finish()
+        out.flush()
+        return
     if texts and texts != ["-"]:
         writer.write(client.encode(texts, model, normalize=normalize, key=key))
         writer.finish()

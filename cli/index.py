@@ -1,11 +1,11 @@
 """``hs index build``: a version's corpus, built through the daemon (hotswapd.corpus.build)."""
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from hotswap_cli.progress import RowProgress
 from hotswap_cli.settings import Settings
 
 app = typer.Typer(help="Build the corpus a version searches (embeddings_path).", no_args_is_help=True)
@@ -37,7 +37,7 @@ def build(
     facts: dict[str, Any] = {"path": str(input_file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                              "format": reader.format, "text_field": text_field, "id_field": id_field}
     client = settings.client()
-    with _progress(reader) as on_rows:
+    with RowProgress(reader) as on_rows:
         result = build_corpus(client, version, reader, output, input_facts=facts, keep_texts=texts, resume=resume, on_rows=on_rows)
     new = result.rows - result.resumed_from
     resumed = f" (resumed after {result.resumed_from:,})" if result.resumed_from else ""
@@ -67,40 +67,6 @@ def _ann(corpus: Path) -> None:
 
     facts = build_ann(corpus)
     sys.stderr.write(f"approximate index of {corpus}: {facts.rows:,} rows in {facts.seconds:.1f} s, recall@10 {facts.recall_at_10:.3f} vs exact search\n")
-
-
-class _progress:
-    """A progress bar on stderr when it is a terminal (rows, rate, ETA by the input read)."""
-
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
-        self._display: Any = None
-
-    def __enter__(self) -> Any:
-        if not sys.stderr.isatty():
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._display = Progress(
-            BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f}/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-        )
-        self._display.start()
-        task = self._display.add_task("index", total=self._reader.size(), rows=0, rate=0.0)
-        started = time.perf_counter()
-        first: list[int] = []
-
-        def on_rows(rows: int) -> None:
-            first.append(rows) if not first else None
-            done = rows - first[0]
-            self._display.update(task, completed=self._reader.position(), rows=rows, rate=done / max(time.perf_counter() - started, 1e-9))
-
-        return on_rows
-
-    def __exit__(self, *exc: object) -> None:
-        if self._display is not None:
-            self._display.stop()
 
 
 @app.command()

@@ -33,6 +33,7 @@ from hotswapd.errors import (
 )
 from hotswapd.protocol import VECTOR_DTYPE, Request
 
+
 @dataclass(frozen=True)
 class EncodeFlags:
     normalize: bool

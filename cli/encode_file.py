@@ -1,0 +1,74 @@
+"""``hs encode --input FILE``: a data file's rows, to a file (resumable) or to stdout."""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hotswap_cli.formats import Writer
+from hotswap_cli.progress import RowProgress
+
+from hotswapd.client import Client
+
+
+@dataclass(frozen=True)
+class FileInput:
+    path: Path
+    text_field: str
+    id_field: str | None
+    input_format: str | None
+    on_error: str
+
+
+def encode_to_file(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool) -> None:
+    from hotswapd.jobs.file_job import encode_file
+
+    reader = _reader(source)
+    with RowProgress(reader) as on_rows:
+        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows)
+    new = done.rows - done.resumed_from
+    resumed = f" (resumed after {done.resumed_from:,})" if done.resumed_from else ""
+    rejected = f", {done.rejected:,} rejected (see {done.rejects})" if done.rejected else ""
+    sys.stderr.write(
+        f"encoded {done.rows:,} rows{resumed}{rejected} into {output}: {new:,} in {done.seconds:.1f} s "
+        f"({new / max(done.seconds, 1e-9):,.0f} rows/s) with {done.model}@{done.version} ({done.fingerprint})\n"
+    )
+
+
+def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int) -> int:
+    """Rows of the file through the stdout writers (-f json|jsonl|npy); returns the rows.
+    Nothing to resume here: a job that must survive a kill names an --output."""
+    from hotswapd.files.readers import Rejected
+
+    if source.on_error != "fail":
+        raise _usage("--on-error skip writes the rejected rows beside the output: give --output")
+    reader = _reader(source)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        chunk: list[str] = []
+        for row in reader:
+            if isinstance(row, Rejected):  # not reached with on_error="fail": the reader raises
+                continue
+            chunk.append(row.text)
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    rows = 0
+    for result in client.encode_stream(chunks(), model, normalize=normalize):
+        writer.write(result)
+        rows += result.count
+    return rows
+
+
+def _reader(source: FileInput):  # type: ignore[no-untyped-def]
+    from hotswapd.files.readers import RowReader, detect_format
+
+    return RowReader(source.path, detect_format(source.path, source.input_format), source.text_field, source.id_field, source.on_error)
+
+
+def _usage(message: str) -> Exception:
+    import typer
+
+    return typer.BadParameter(message)

@@ -1,0 +1,137 @@
+"""A job's parquet output: the id column and ``embedding`` as ``fixed_size_list<float32>``.
+
+A parquet file is whole only once its footer is written, so a job cannot append to one
+across a kill. Rows go instead to part files in the job's work directory, one closed (and
+synced) at each checkpoint or every ``PART_ROWS`` rows; the record lists the parts that
+are good. At the end the parts are copied, in order, into one file whose schema metadata
+names the model, version and fingerprint (``hotswap.*`` keys, and ``hotswap`` as JSON),
+which is then renamed into place. pyarrow writes it: the ``files`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hotswapd.client import EncodeResult
+from hotswapd.files.readers import Row
+from hotswapd.jobs.record import JobError, JobRecord
+from hotswapd.safefiles import sync_directory
+
+PART_ROWS = 16384  # rows held in memory before a part is written, checkpoint or not
+MERGE_BYTES = 64 << 20  # rows gathered into one row group of the final file
+PART_PREFIX = "part-"
+
+
+def pyarrow_modules() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise JobError("writing parquet needs pyarrow: pip install 'hotswap[files]'") from None
+    return pa, pq
+
+
+class ParquetSink:
+    checkpoint_seconds = 5.0  # each checkpoint closes a part: not too many small ones
+
+    def __init__(self, work: Path, output: Path, id_column: str = "id") -> None:
+        self.pa, self.pq = pyarrow_modules()
+        self.work, self.output, self.id_column = work, output, id_column
+        self.parts: list[str] = []
+        self.id_type: str | None = None  # "int64" or "string", fixed by the first row
+        self.dim = 0
+        self._ids: list[Any] = []
+        self._vectors: list[bytes] = []
+
+    def begin(self, record: JobRecord, resumed: bool) -> None:
+        self.dim = record.dim
+        if resumed:
+            self.parts = [str(name) for name in record.sink.get("parts", [])]
+            self.id_type = record.sink.get("id_type")
+        for path in self.work.glob(f"{PART_PREFIX}*.parquet"):
+            if path.name not in self.parts:
+                path.unlink()  # written after the last checkpoint: its rows come again
+
+    def write(self, rows: Sequence[Row], result: EncodeResult) -> None:
+        for row in rows:
+            kind = "string" if isinstance(row.id, str) else "int64"
+            if self.id_type is None:
+                self.id_type = kind
+            elif kind != self.id_type:
+                raise JobError(f"row {row.number}: the id {row.id!r} is a {type(row.id).__name__}, but earlier ids are {self.id_type}s; one column holds one type")
+            self._ids.append(row.id)
+        self._vectors.append(bytes(result.buffer))
+        if len(self._ids) >= PART_ROWS:
+            self._write_part()
+
+    def sync(self) -> dict[str, Any]:
+        self._write_part()
+        sync_directory(self.work)
+        return {"parts": list(self.parts), "id_type": self.id_type}
+
+    def finish(self, record: JobRecord) -> None:
+        merged = self.work / "merged.parquet"
+        schema = self._schema().with_metadata(_metadata(record))
+        with open(merged, "wb") as handle:
+            writer = self.pq.ParquetWriter(handle, schema)
+            gathered: list[Any] = []
+            size = 0
+            for name in self.parts:
+                table = self.pq.read_table(self.work / name, schema=self._schema())
+                gathered.append(table)
+                size += table.nbytes
+                if size >= MERGE_BYTES:
+                    writer.write_table(self.pa.concat_tables(gathered))
+                    gathered, size = [], 0
+            if gathered:
+                writer.write_table(self.pa.concat_tables(gathered))
+            writer.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(merged, self.output)
+        sync_directory(self.output.parent)
+
+    def discard(self) -> None:
+        for path in self.work.glob(f"{PART_PREFIX}*.parquet"):
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._ids, self._vectors = [], []
+
+    def _schema(self) -> Any:
+        id_type = self.pa.string() if self.id_type == "string" else self.pa.int64()
+        return self.pa.schema([(self.id_column, id_type), ("embedding", self.pa.list_(self.pa.float32(), self.dim))])
+
+    def _write_part(self) -> None:
+        if not self._ids:
+            return
+        pa = self.pa
+        data = b"".join(self._vectors)
+        values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])  # the wire is little-endian float32
+        try:
+            ids = pa.array(self._ids, type=pa.string() if self.id_type == "string" else pa.int64())
+        except (OverflowError, pa.ArrowInvalid) as exc:
+            raise JobError(f"an id does not fit the id column: {exc}") from None
+        table = pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.dim)], schema=self._schema())
+        name = f"{PART_PREFIX}{len(self.parts):06d}.parquet"
+        with open(self.work / name, "wb") as handle:
+            self.pq.write_table(table, handle, compression="none")  # float32 vectors hardly compress
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.parts.append(name)
+        self._ids, self._vectors = [], []
+
+
+def _metadata(record: JobRecord) -> dict[str, str]:
+    facts = {
+        "model": record.model, "version": record.version, "fingerprint": record.fingerprint, "weights": record.weights,
+        "dim": record.dim, "rows": record.rows, "normalized": record.settings.get("normalize", True) is not False,
+        "created": round(time.time(), 3), "input": record.input.get("path"),
+    }
+    flat = {f"hotswap.{key}": str(facts[key]) for key in ("model", "version", "fingerprint")}
+    return {"hotswap": json.dumps(facts), **flat}
