@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from hotswap_cli.arguments import finite
-from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 from hotswapd.client import Client
 from hotswapd.errors import HotswapError
 from hotswapd.probe import PROBE_TEXTS
+
+from hotswap_cli.arguments import finite
+from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 
 HISTORY_SHOWN = 20
 
@@ -124,7 +125,8 @@ def _record(rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     at = time.time()
     with open(path, "a", encoding="utf-8") as out:
-        out.writelines(json.dumps({"at": at, **row}) + "\n" for row in rows)
+        for row in rows:
+            out.write(json.dumps({"at": at, **row}) + "\n")
 
 
 def _show_history(as_json: bool) -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from hotswap_cli.output import Column, print_json, print_table
 
 from hotswapd.client import Client
 from hotswapd.probe import PROBE_TEXTS
+
+from hotswap_cli.output import Column, print_json, print_table
 
 NEIGHBOURS = 10
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from hotswap_cli.completion_templates import BASH_BODY, FISH_HEAD, LIST_AWK, SH_WALK, ZSH_HEAD
 
 PROG = "hs"

@@ -8,15 +8,15 @@ from enum import Enum
 from typing import Annotated
 
 import typer
-from hotswap_cli.models import show_status
-from hotswap_cli.output import print_json
-from hotswap_cli.settings import Settings
 
 from hotswapd.client import Client
 from hotswapd.errors import DaemonNotRunning, HotswapError
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import lock_path
 
+from hotswap_cli.models import show_status
+from hotswap_cli.output import print_json
+from hotswap_cli.settings import Settings
 
 class LogLevel(str, Enum):
     debug = "debug"

@@ -61,9 +61,9 @@ def run_checks(settings: "Settings") -> "list[Check]":
 def _guarded(name: str, run: "Callable[[], list[Check]]") -> "list[Check]":
     """One check's rows; an error it did not expect becomes its fail line, so the other
     checks still report (a doctor that stops at the first problem is of little use)."""
-    from hotswap_cli.doctor_checks import Check
-
     from hotswapd.errors import HotswapError
+
+    from hotswap_cli.doctor_checks import Check
 
     try:
         return run()

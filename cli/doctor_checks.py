@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hotswap_cli.settings import Settings
-
 from hotswapd import paths
 from hotswapd.client import Client
 from hotswapd.errors import DaemonError, DaemonTimeout, HotswapError
 from hotswapd.lockfile import holder_pid
+
+from hotswap_cli.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
 PING_SECONDS = 2.0  # a daemon answers ping on its socket thread, even when its workers are busy
@@ -152,9 +152,9 @@ def _user() -> str:
 
 def unit_checks(settings: Settings) -> list[Check]:
     """The installed user unit against what ``hs daemon unit`` would write now."""
-    from hotswap_cli.daemon import current_unit
-
     from hotswapd.systemd import installed_unit, user_unit_path
+
+    from hotswap_cli.daemon import current_unit
 
     target = user_unit_path()
     installed = installed_unit(target)

@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hotswap_cli.doctor_checks import Check
-from hotswap_cli.settings import Settings
-
 from hotswapd.config import Config
 from hotswapd.config_origin import origin_for
 from hotswapd.errors import ConfigError, HotswapError, ModelLoadError
 from hotswapd.paths import resolve_config_path
 from hotswapd.sources import check_source, parse_source
+
+from hotswap_cli.doctor_checks import Check
+from hotswap_cli.settings import Settings
 
 S3_CONNECT_SECONDS = 5
 S3_READ_SECONDS = 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from hotswap_cli.output import print_json, print_table
 
 app = typer.Typer(help="CURVE keys for TCP endpoints: the daemon's, yours, and the clients allowed in.", no_args_is_help=True)

@@ -12,12 +12,13 @@ import sys
 from typing import Annotated
 
 import typer
-from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching
-from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options
-from hotswap_cli.settings import Settings, autostart_default
 
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
+
+from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching
+from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options
+from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
     name="hs",

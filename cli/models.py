@@ -5,6 +5,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+
 from hotswap_cli.output import Column, human_ago, human_bytes, human_duration, print_json, print_table, short_duration
 from hotswap_cli.settings import Settings
 

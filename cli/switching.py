@@ -5,6 +5,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+
 from hotswap_cli.arguments import finite
 from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
 

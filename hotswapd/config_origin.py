@@ -124,7 +124,7 @@ class SsmPoller:
                 self._seen = hashlib.sha256(self._origin.fetch().encode()).hexdigest()
             except ConfigError as exc:
                 log.warning("config poll failed, keeping the running config: %s", exc.message)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- the poller outlives any failure; the next poll runs
                 log.exception("config poll failed unexpectedly, keeping the running config")
 
     def due(self) -> bool:

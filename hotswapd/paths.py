@@ -85,7 +85,7 @@ def normalize_endpoint(value: str) -> str:
                 "(use an ipc socket or 127.0.0.1)"
             )
         return value
-    path = value.removeprefix("ipc://")
+    path = value[len("ipc://") :] if value.startswith("ipc://") else value
     if "://" in path or not path:
         raise ConfigError(f"socket {value!r}: expected ipc://PATH, tcp://127.0.0.1:PORT or a path")
     absolute = os.path.abspath(os.path.expanduser(path))

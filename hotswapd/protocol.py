@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 class Request:
     """A request the daemon has validated at the wire level."""
 
-    __slots__ = ("id", "model", "op", "options", "payload", "peer")
+    __slots__ = ("id", "op", "model", "options", "payload", "peer")
 
     def __init__(self, id: str, op: Op, model: str | None, options: dict[str, Any], payload: list[bytes], peer: str | None = None) -> None:
         self.id = id

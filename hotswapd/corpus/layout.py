@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import stat
 import struct
 import time

@@ -46,7 +46,7 @@ class QueueLimits:
 class Ticket:
     """Admitted work; :meth:`release` (once, idempotent) when its reply is built."""
 
-    __slots__ = ("_admission", "_released", "nbytes", "texts")
+    __slots__ = ("_admission", "texts", "nbytes", "_released")
 
     def __init__(self, admission: Admission, texts: int, nbytes: int) -> None:
         self._admission = admission

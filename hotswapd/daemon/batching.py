@@ -233,7 +233,7 @@ class Batcher:
                     self._run_task(work)
                 else:
                     self._execute(work)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- the inference thread must outlive any bug
                 log.exception("inference loop: unexpected error; carrying on")
 
     def _next_work(self, expired: list[tuple[_Piece, BaseException]]) -> list[_Piece] | _Task | None:
@@ -324,7 +324,7 @@ class Batcher:
             if self._on_cost is not None:
                 self._on_cost(len(texts), sum(utf8_size(text) for text in raw), time.perf_counter() - started)
             self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
-        except Exception:
+        except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
             log.exception("recording a batch failed")
         start = 0
         for piece in batch:
@@ -335,5 +335,5 @@ class Batcher:
     def _finish(piece: _Piece, rows: np.ndarray | None, error: BaseException | None) -> None:
         try:
             piece.done(rows, error)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- one request's reply path must not fail the others
             log.exception("answering a request of %s@%s failed", piece.loaded.model, piece.loaded.version)

@@ -96,5 +96,5 @@ def _close_quietly(value: Any) -> None:
         if callable(close):
             try:
                 close()
-            except Exception:
+            except Exception:  # noqa: BLE001 -- it was abandoned; nothing depends on it
                 log.exception("closing an abandoned load failed")

@@ -45,7 +45,7 @@ class DiskCache:
             return {}
         marks = ",".join("?" * len(keys))
         with self._lock:
-            rows = self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", keys).fetchall()
+            rows = self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", keys).fetchall()  # noqa: S608 -- placeholders only
         return {bytes(key): bytes(vector) for key, vector in rows}
 
     def put_many(self, items: list[tuple[bytes, bytes]]) -> None:

@@ -33,7 +33,6 @@ from hotswapd.errors import (
 )
 from hotswapd.protocol import VECTOR_DTYPE, Request
 
-
 @dataclass(frozen=True)
 class EncodeFlags:
     normalize: bool

@@ -22,18 +22,17 @@ from dataclasses import dataclass, field
 import psutil
 
 from hotswapd import __version__
-from hotswapd.corpus.attach import describe as describe_corpus
-from hotswapd.corpus.search_op import SearchOp
 from hotswapd.daemon.audit import SWITCH_EVENTS
+from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.describe import describe_loaded, describe_model
-from hotswapd.daemon.encode_op import EncodeOp
-from hotswapd.daemon.op_types import Deferred, Outcome, Queued
-from hotswapd.daemon.op_types import option as _option
-from hotswapd.daemon.services import Services
 from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.errors import (
     ProtocolError,
 )
+from hotswapd.corpus.search_op import SearchOp
+from hotswapd.daemon.encode_op import EncodeOp
+from hotswapd.daemon.services import Services
+from hotswapd.daemon.op_types import Deferred, Outcome, Queued, option as _option
 from hotswapd.protocol import Request
 
 

@@ -284,7 +284,7 @@ class Daemon:
             self.reload(trigger)
         except ConfigError:
             pass  # already logged, audited and shown by status
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a bad edit is reported; the running config stays
             log.exception("applying the config (%s) failed; the running config stays", trigger)
             self.state.config_error = f"{type(exc).__name__}: {exc}"
 

@@ -105,7 +105,7 @@ class Router:
                 if self._socket in events:
                     self._receive_requests()
                 self._check_socket_file()
-            except Exception:
+            except Exception:  # noqa: BLE001 -- the socket thread must outlive any bug
                 log.exception("socket loop: unexpected error; carrying on")
 
     def _check_socket_file(self) -> None:
@@ -182,7 +182,7 @@ class Router:
         assert isinstance(outcome, Deferred)
         try:
             outcome.start(reply)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- whatever failed, the request gets its one reply
             log.exception("starting request %s failed", request_id)
             reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
 
@@ -227,7 +227,7 @@ class Router:
 class _OneReply:
     """The reply of one request: encoded and pushed exactly once, whatever thread calls it."""
 
-    __slots__ = ("_identity", "_lock", "_request_id", "_router", "_sent")
+    __slots__ = ("_router", "_identity", "_request_id", "_sent", "_lock")
 
     def __init__(self, router: Router, identity: bytes, request_id: str) -> None:
         self._router = router
@@ -247,7 +247,7 @@ class _OneReply:
                 frames = encode_ok(self._request_id, outcome.result, outcome.payload)
             else:
                 frames = encode_error(self._request_id, outcome)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- an unencodable result still gets an answer
             log.exception("encoding the reply to %s failed", self._request_id)
             frames = encode_error(self._request_id, InternalError(f"{type(exc).__name__}: {exc}"))
         self._router.push_reply([self._identity, *frames])

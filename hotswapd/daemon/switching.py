@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
-from hotswapd.corpus.attach import switch_guard as corpus_switch_guard
 from hotswapd.daemon.audit import AuditLog
+from hotswapd.corpus.attach import switch_guard as corpus_switch_guard
 from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.loaded import LoadedVersion

@@ -31,5 +31,5 @@ class Ticker:
         while not self._stop.wait(self._every):
             try:
                 self._tick()
-            except Exception:
+            except Exception:  # noqa: BLE001 -- housekeeping must outlive any bug
                 log.exception("housekeeping tick failed; the next one runs as usual")

@@ -52,6 +52,6 @@ class Workers:
 def _guarded(work: Callable[[], Any]) -> Any:
     try:
         return work()
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a worker outlives any job
         log.exception("background job failed")
         return None

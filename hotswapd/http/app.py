@@ -56,7 +56,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
             except HotswapError as exc:
                 error = from_hotswap(exc)
                 return Response(error.body(), error.status, error.headers, media_type=JSON)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- an answer, never a trace or a hung connection
                 log.exception("HTTP %s %s failed", request.method, request.url.path)
                 error = ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error")
                 return Response(error.body(), 500, media_type=JSON)

@@ -136,7 +136,7 @@ class Job:
         if self.rejects_path is None:
             return None
         if record is None:
-            return open(self.rejects_path, "w+b")
+            return open(self.rejects_path, "w+b")  # closed by run()
         handle = open(self.rejects_path, "r+b") if self.rejects_path.exists() else open(self.rejects_path, "w+b")  # noqa: SIM115
         handle.truncate(record.rejects_bytes)
         handle.seek(0, os.SEEK_END)
