@@ -10,8 +10,10 @@ backend (sentence-transformers on torch, ONNX int8), round by round:
                the daemon exported)
   hs -f npy    `hs encode -m VERSION -f npy < file > out.npy` through the daemon
   client       Client.encode_stream of 256-text chunks (4 in flight), in this process
+  hs parquet   `hs encode -m VERSION --input in.parquet --output out.parquet` (id + text
+               columns in; id + fixed_size_list<float32> out, checkpointed as it goes)
 Rounds alternate the paths (this shared machine drifts by 10-20 % between minutes); the
-median counts. Target: hs -f npy >= 0.97x in-process, for both backends.
+median counts. Target: hs -f npy and hs parquet >= 0.97x in-process, for both backends.
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", default="st,int8", help="comma-separated: st, int8")
     args = parser.parse_args()
+    backends = [name for name in args.backends.split(",") if name]
 
     texts = sentences(args.sentences)
     work = Path(tempfile.mkdtemp(prefix="hs-bench-pipe-"))
     (work / "in.txt").write_text("\n".join(texts) + "\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), work / "in.parquet")
     model_dir = minilm_dir()
     st = f'backend = "sentence-transformers"\nsource = "{model_dir}"\ndevice = "cpu"\npreload = true\n'
     int8 = f'backend = "onnx"\nsource = "{model_dir}"\nquantize = "int8"\npreload = true\n'
@@ -54,12 +62,13 @@ def main() -> None:
     try:
         with daemon.client(timeout=900) as client:
             wait_ready(client, wait=900)
-            for version in ("st", "int8"):
+            for version in backends:
                 client.encode(["warm-up"], f"minilm@{version}")
-        in_process = {"st": _torch_encoder(model_dir), "int8": _onnx_encoder(work, model_dir)}
+        in_process = {"st": lambda: _torch_encoder(model_dir), "int8": lambda: _onnx_encoder(work, model_dir)}
+        in_process = {version: in_process[version]() for version in backends}
         env = daemon_env(HOTSWAPD_SOCKET=daemon.endpoint, HOTSWAPD_NO_AUTOSTART="1")
         for _ in range(args.rounds):
-            for version in ("st", "int8"):
+            for version in backends:
                 started = time.perf_counter()
                 in_process[version](texts)
                 samples.setdefault((version, "in-process"), []).append(len(texts) / (time.perf_counter() - started))
@@ -67,6 +76,11 @@ def main() -> None:
                 with open(work / "in.txt", "rb") as source, open(work / "out.npy", "wb") as sink:
                     subprocess.run([str(HS), "encode", "-m", f"minilm@{version}", "-f", "npy"], stdin=source, stdout=sink, env=env, check=True)
                 samples.setdefault((version, "hs -f npy"), []).append(len(texts) / (time.perf_counter() - started))
+                started = time.perf_counter()
+                (work / "out.parquet").unlink(missing_ok=True)
+                subprocess.run([str(HS), "encode", "-m", f"minilm@{version}", "-i", str(work / "in.parquet"), "-o", str(work / "out.parquet")],
+                               env=env, check=True, stderr=subprocess.DEVNULL)
+                samples.setdefault((version, "hs parquet"), []).append(len(texts) / (time.perf_counter() - started))
                 with daemon.client(timeout=900) as client:
                     started = time.perf_counter()
                     for _ in client.encode_stream([texts[i : i + 256] for i in range(0, len(texts), 256)], f"minilm@{version}"):
@@ -75,11 +89,15 @@ def main() -> None:
     finally:
         daemon.stop()
     print(f"\n{len(texts):,} BBC sentences, cache off, median of {args.rounds} rounds (texts/s)")
-    print(f"{'backend':<22} {'in-process':>11} {'hs -f npy':>10} {'client':>8} {'hs/in-process':>14} {'client/in-process':>18}")
+    paths = ("in-process", "hs -f npy", "hs parquet", "client")
+    print(f"{'backend':<22} " + " ".join(f"{path:>11}" for path in paths) + "   ratios to in-process")
     for version, name in (("st", "sentence-transformers"), ("int8", "ONNX int8")):
-        base, pipe, client_rate = (statistics.median(samples[(version, path)]) for path in ("in-process", "hs -f npy", "client"))
-        print(f"{name:<22} {base:11.0f} {pipe:10.0f} {client_rate:8.0f} {pipe / base:13.2f}x {client_rate / base:17.2f}x")
-    print("target: hs -f npy >= 0.97x in-process")
+        if version not in backends:
+            continue
+        rates = [statistics.median(samples[(version, path)]) for path in paths]
+        ratios = "  ".join(f"{path} {rate / rates[0]:.2f}x" for path, rate in zip(paths[1:], rates[1:], strict=True))
+        print(f"{name:<22} " + " ".join(f"{rate:11.0f}" for rate in rates) + f"   {ratios}")
+    print("target: hs -f npy and hs parquet >= 0.97x in-process")
 
 
 def _torch_encoder(model_dir: Path):  # type: ignore[no-untyped-def]

@@ -33,6 +33,7 @@ from hotswapd.errors import (
 from hotswapd.lockfile import holder_pid
 from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
+from hotswapd.stream_order import SORT_WINDOW, sorted_stream
 
 if TYPE_CHECKING:
     import numpy as np
@@ -242,14 +243,26 @@ class Client:
         request_id = self._send_encode(texts, model, normalize, key, timeout, no_cache)
         return self._receive_encode(request_id, timeout)
 
-    def encode_stream(self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, window: int = 4, pin: bool = True) -> Iterator[EncodeResult]:
-        """Embed chunk after chunk, keeping ``window`` requests in flight; results come in input order.
+    def encode_stream(
+        self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None,
+        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW,
+    ) -> Iterator[EncodeResult]:
+        """Embed chunk after chunk, keeping ``window`` requests in flight; one result per
+        chunk, in input order.
 
         With ``pin`` (the default) every chunk is encoded by the version that answered the
         first one, even if the active version changes mid-job, so one job's vectors all
-        come from one version. Memory stays bounded by ``window`` chunks. A chunk the daemon
-        refuses as ``busy`` is sent again after the daemon's retry hint, in order.
+        come from one version. Texts are sent in length order within windows of
+        ``sort_window`` texts (0: as they come), so batches are padded less; the rows come
+        back in the caller's order (hotswapd.stream_order). Memory stays bounded by the two
+        windows. A chunk the daemon refuses as ``busy`` is sent again after the daemon's
+        retry hint, in order.
         """
+        if sort_window > 0:
+            return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, normalize, key, window, pin))
+        return self._encode_in_flight(chunks, model, normalize, key, window, pin)
+
+    def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, normalize: bool | None, key: str | None, window: int, pin: bool) -> Iterator[EncodeResult]:
         iterator = iter(chunks)
         start = 0  # input position of the chunk's first text: errors name the text in input terms
         if pin and (model is None or "@" not in model):

@@ -194,12 +194,20 @@ class _Stream:
         return chunk if chunk.rows or chunk.rejects else None
 
     def _refused(self, exc: InvalidText | TextTooLong, received: int) -> None:
-        """The daemon refused one text of the chunk at the head: fail naming its row, or take
+        """The daemon refused one text of the chunks in flight: fail naming its row, or take
         it out as a reject and send the rest again, in order."""
-        chunk = self.pending[0]
-        offset = (exc.index or 0) - received
-        if exc.index is None or not 0 <= offset < len(chunk.rows):
+        if exc.index is None:
             raise exc
+        offset = exc.index - received
+        place = None
+        for number, item in enumerate(self.pending):
+            if 0 <= offset < len(item.rows):
+                place = number
+                break
+            offset -= len(item.rows)
+        if place is None:
+            raise exc
+        chunk = self.pending[place]
         bad = chunk.rows[offset]
         reason = re.sub(r"^(input )?text \d+:?\s*", "", exc.message)
         if not self.job.skip_bad_rows:
@@ -208,8 +216,12 @@ class _Stream:
         chunk.rejects.append(Rejected(bad.number, bad.id, reason))
         if self.record is not None:
             self.spec = f"{self.record.model}@{self.record.version}"  # stay on the pinned version
-        if not chunk.rows:
-            self._write(self.pending.popleft(), None)
+        if not chunk.rows:  # nothing left to send: its rejects go with the chunk before it, or now
+            del self.pending[place]
+            if place == 0:
+                self._write(chunk, None)
+            else:
+                self.pending[place - 1].rejects.extend(chunk.rejects)
         self.again.extendleft(reversed(self.pending))
         self.pending.clear()
 
