@@ -68,7 +68,7 @@ def test_a_daemon_stream_is_the_same_sorted_or_not(start: StartDaemon, tmp_path:
     rng = random.Random(5)
     texts = [" ".join(rng.choice(["alpha", "be", "gamma", "delta"]) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
     chunks = [texts[i : i + 256] for i in range(0, len(texts), 256)]
-    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as client:
+    with start(fake_config(tmp_path, {"v1": {}}, extra="[cache]\nmax_mb = 0\n")) as daemon, daemon.client() as client:
         plain = np.vstack([r.embeddings for r in client.encode_stream(chunks, sort_window=0)])
         fakebackend.CONTROLS["v1"].seen.clear()
         ordered = np.vstack([r.embeddings for r in client.encode_stream(chunks)])
