@@ -68,3 +68,19 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
+
+
+# Options whose value may be left out (``--ray`` alone: a local Ray; ``--ray auto``: a
+# cluster). click has no such option; the word it stands for is put in before parsing.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    filled: list[str] = []
+    for index, word in enumerate(args):
+        if word == "--":
+            return filled + args[index:]
+        filled.append(word)
+        if word in OPTIONAL_VALUES and (index + 1 == len(args) or args[index + 1].startswith("-")):
+            filled.append(OPTIONAL_VALUES[word])
+    return filled

@@ -77,6 +77,9 @@ def encode(
     input_format: Annotated[str | None, typer.Option("--input-format", help="txt, jsonl, csv or parquet (default: from the file name).", rich_help_panel="Files")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the interrupted job writing --output: no row lost or written twice.", rich_help_panel="Files")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="A bad row (missing field, not a string, empty, refused): stop, or skip it into NAME.rejects.jsonl.", rich_help_panel="Files")] = OnError.fail,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Run the file job on Ray: alone, a local Ray; 'auto' or ray://HOST:10001, a cluster (the ray extra).", rich_help_panel="Ray")] = None,
+    ray_actors: Annotated[int, typer.Option("--actors", min=1, help="Ray actors, each with the version loaded.", rich_help_panel="Ray")] = 1,
+    ray_cpus: Annotated[float, typer.Option("--cpus-per-actor", min=0.1, help="CPUs (and compute threads) per actor.", rich_help_panel="Ray")] = 1.0,
 ) -> None:
     """Embed texts with a model served by the daemon.
 
@@ -90,6 +93,14 @@ def encode(
         raise typer.BadParameter("--output and --resume go with --input FILE (stdin goes to stdout)", param_hint="'--output'")
     if input_file is not None and texts:
         raise typer.BadParameter("give texts or --input FILE, not both", param_hint="'--input'")
+    if ray is not None:
+        if input_file is None or output is None or resume or on_error is OnError.skip:
+            raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume or --on-error skip)", param_hint="'--ray'")
+        from hotswap_cli.encode_file import FileInput, encode_on_ray
+
+        source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
+        encode_on_ray(settings.client(), model, source, output, normalize, None if ray == "local" else ray, ray_actors, ray_cpus)
+        return
     if input_file is not None and output is not None:
         from hotswap_cli.encode_file import FileInput, encode_to_file
 

@@ -34,6 +34,19 @@ def encode_to_file(client: Client, model: str | None, source: FileInput, output:
     )
 
 
+def encode_on_ray(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, address: str | None, actors: int, cpus: float) -> None:
+    from hotswapd.jobs.ray_job import RaySettings, encode_file_on_ray
+
+    settings = RaySettings(address=address, actors=actors, cpus_per_actor=cpus)
+    done = encode_file_on_ray(client, model, source.path, output, text_field=source.text_field, id_field=source.id_field,
+                              input_format=source.input_format, normalize=normalize, settings=settings)
+    where = address or "a local Ray"
+    sys.stderr.write(
+        f"encoded {done.rows:,} rows into {output} on {where} ({done.actors} actor{'s' if done.actors > 1 else ''}): "
+        f"{done.seconds:.1f} s ({done.rows / max(done.seconds, 1e-9):,.0f} rows/s) with {done.model}@{done.version} ({done.fingerprint})\n"
+    )
+
+
 def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int) -> int:
     """Rows of the file through the stdout writers (-f json|jsonl|npy); returns the rows.
     Nothing to resume here: a job that must survive a kill names an --output."""

@@ -17,7 +17,7 @@ from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
 from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching
-from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options
+from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options, fill_optional_values
 from hotswap_cli.settings import Settings, autostart_default
 
 app = typer.Typer(
@@ -99,7 +99,7 @@ def run(argv: list[str] | None = None) -> None:
         _closed_stream()
     command = typer.main.get_command(app)
     try:
-        args = hoist_global_options(command, sys.argv[1:] if argv is None else argv)
+        args = hoist_global_options(command, fill_optional_values(sys.argv[1:] if argv is None else argv))
         code = command.main(args, prog_name="hs", standalone_mode=False)
     except USAGE_ERRORS as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # bare `hs` or `hs daemon`: the help
