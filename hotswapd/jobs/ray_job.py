@@ -30,6 +30,7 @@ from hotswapd.safefiles import sync_directory
 
 MISMATCH = "is not the daemon's"  # in the refusal a worker raises; the driver finds it in Ray's error
 BATCH_ROWS = 256
+MIN_BLOCK_BYTES = 64 * 1024
 
 
 class VersionEncoder:
@@ -102,7 +103,7 @@ def encode_file_on_ray(client: Client, model: str | None, input_path: Path, outp
         raise JobError("the daemon runs without a config file; a Ray job's workers load the version from the same config: start it with --config")
     ray = _ray()
     started = time.perf_counter()
-    _init(ray, settings)
+    _init(ray, settings, input_path.stat().st_size)
     try:
         dataset = _read(ray, fmt, input_path, text_field, id_field)
         encoded = dataset.map_batches(
@@ -130,13 +131,13 @@ def encode_file_on_ray(client: Client, model: str | None, input_path: Path, outp
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401 -- Ray Data, not only the core
+        import ray.data
     except ImportError:
         raise JobError("--ray needs Ray Data: pip install 'hotswap[ray]'") from None
     return ray
 
 
-def _init(ray: Any, settings: RaySettings) -> None:
+def _init(ray: Any, settings: RaySettings, input_bytes: int) -> None:
     if ray.is_initialized():
         ray.shutdown()
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
@@ -156,6 +157,10 @@ def _init(ray: Any, settings: RaySettings) -> None:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False
+    # Ray Data gives an actor whole blocks, and a small file (one parquet row group) is one
+    # block: every actor but one would idle. Blocks of a quarter of each actor's share, at
+    # least 64 KiB and at most Ray's own 128 MiB, keep them all busy.
+    context.target_max_block_size = max(MIN_BLOCK_BYTES, min(context.target_max_block_size, input_bytes // (4 * settings.actors)))
 
 
 def _read(ray: Any, fmt: str, path: Path, text_field: str, id_field: str | None) -> Any:
