@@ -13,13 +13,31 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.protocol import VECTOR_DTYPE
 
-if TYPE_CHECKING:
-    from hotswapd.client import EncodeResult, Text
+Text = str | bytes
+
+
+class _Answer(Protocol):
+    """What this module needs of hotswapd.client.EncodeResult (which uses this module)."""
+
+    model: str
+    version: str
+    fingerprint: str | None
+    dim: int
+    count: int
+    cached: int
+    truncated: int
+    chunked: int
+    buffer: memoryview
+
+    def __init__(self, result: dict[str, Any], buffer: memoryview) -> None: ...
+
+
+EncodeResult = TypeVar("EncodeResult", bound=_Answer)
 
 SORT_WINDOW = 2048  # texts: 8 requests of 256; at 384 float32 dimensions its answers take 3 MiB
 
@@ -61,8 +79,6 @@ class LengthSortedStream:
             yield from pieces
 
     def restored(self, results: Iterator[EncodeResult]) -> Iterator[EncodeResult]:
-        from hotswapd.client import EncodeResult
-
         sent = 0  # input position of the first text of the current window's answers
         while True:
             try:
@@ -88,7 +104,7 @@ class LengthSortedStream:
             counts = {key: sum(getattr(answer, key) for answer in answers) for key in ("cached", "truncated", "chunked")}
             at = 0
             for size in window.sizes:
-                yield EncodeResult({**head, "count": size, **counts}, memoryview(b"".join(rows[at : at + size])))
+                yield type(first)({**head, "count": size, **counts}, memoryview(b"".join(rows[at : at + size])))
                 counts = {key: 0 for key in counts}
                 at += size
             sent += len(window.order)
