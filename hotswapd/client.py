@@ -247,16 +247,12 @@ class Client:
         self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None,
         window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW,
     ) -> Iterator[EncodeResult]:
-        """Embed chunk after chunk, keeping ``window`` requests in flight; one result per
-        chunk, in input order.
+        """Embed chunk after chunk, ``window`` requests in flight; one result per chunk, in order.
 
-        With ``pin`` (the default) every chunk is encoded by the version that answered the
-        first one, even if the active version changes mid-job, so one job's vectors all
-        come from one version. Texts are sent in length order within windows of
-        ``sort_window`` texts (0: as they come), so batches are padded less; the rows come
-        back in the caller's order (hotswapd.stream_order). Memory stays bounded by the two
-        windows. A chunk the daemon refuses as ``busy`` is sent again after the daemon's
-        retry hint, in order.
+        ``pin``: every chunk is encoded by the version that answered the first one, even if
+        the active version changes mid-job. Texts go in length order within windows of
+        ``sort_window`` texts (0: as they come): batches pad less (hotswapd.stream_order).
+        A chunk refused as ``busy`` is sent again after the daemon's retry hint, in order.
         """
         if sort_window > 0:
             return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, normalize, key, window, pin))

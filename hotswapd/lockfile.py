@@ -57,6 +57,27 @@ def _lock_exclusive(fd: int, attempts: int = PROBE_RETRIES) -> None:
             time.sleep(PROBE_RETRY_SECONDS)
 
 
+class LockHeld(Exception):
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(f"held by pid {pid}" if pid else "held by another process")
+        self.owner = f"pid {pid}" if pid else "another process"
+
+
+def take_lock(path: Path) -> int:
+    """An exclusive lock on ``path`` (created), with this pid written in it: the open
+    descriptor, which holds the lock until closed. LockHeld when a live process has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _lock_exclusive(fd)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        raise LockHeld(pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class EndpointLock:
     def __init__(self, path: Path, endpoint: str) -> None:
         self.path = path
@@ -64,19 +85,10 @@ class EndpointLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _lock_exclusive(fd)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            owner = f"pid {pid}" if pid else "another process"
-            raise DaemonAlreadyRunning(
-                f"another hotswapd ({owner}) already serves {self._endpoint}; stop it first (hs daemon stop)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            self._fd = take_lock(self.path)
+        except LockHeld as held:
+            raise DaemonAlreadyRunning(f"another hotswapd ({held.owner}) already serves {self._endpoint}; stop it first (hs daemon stop)") from None
 
     def release(self) -> None:
         if self._fd is None:

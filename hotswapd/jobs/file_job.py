@@ -10,7 +10,8 @@ checkpoint record, the rejects); the finished files are renamed into place at th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hotswapd.jobs.engine import Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
 from hotswapd.jobs.record import JobError, JobRecord
 from hotswapd.jobs.sinks import JsonlSink, MatrixSink
+from hotswapd.lockfile import LockHeld, take_lock
 from hotswapd.safefiles import sync_directory
 
 OUTPUT_KINDS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -76,20 +78,41 @@ def encode_file(
     interrupted job of the same input and output."""
     paths = FileJobPaths.of(output)
     try:
-        resume = _prepare(paths, resume)
-        sink = _Published(_sink(paths, reader), _moves(paths))
-        job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, input_facts(reader),
-                  {"normalize": normalize, "output": paths.kind}, normalize=normalize, skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows)
-        try:
-            done = job.run(reader, resume)
-        except BaseException:
-            if not (paths.work / RECORD).exists():
-                _clear(paths.work)  # stopped before its first checkpoint: nothing to resume, nothing left
-            raise
-        _clear(paths.work)
+        with _only_job(paths):
+            return _encode_file(client, model, reader, paths, normalize, resume, on_rows)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
-    return FileJobResult(**vars(done), output=output, rejects=paths.rejects if done.rejected else None,
+
+
+@contextmanager
+def _only_job(paths: FileJobPaths) -> Iterator[None]:
+    """One job per output at a time: a second would clear or interleave the first's files."""
+    lock = paths.output.with_name(f".{paths.output.name}.lock")
+    try:
+        fd = take_lock(lock)
+    except LockHeld as held:
+        raise JobError(f"another job ({held.owner}) is writing {paths.output}; wait for it, or stop it and --resume") from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still holding it: a newcomer never locks a file we then delete
+        os.close(fd)
+
+
+def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,
+                 on_rows: Callable[[int], None] | None) -> FileJobResult:
+    resume = _prepare(paths, resume)
+    sink = _Published(_sink(paths, reader), _moves(paths))
+    job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, input_facts(reader),
+              {"normalize": normalize, "output": paths.kind}, normalize=normalize, skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows)
+    try:
+        done = job.run(reader, resume)
+    except BaseException:
+        if not (paths.work / RECORD).exists():
+            _clear(paths.work)  # stopped before its first checkpoint: nothing to resume, nothing left
+        raise
+    _clear(paths.work)
+    return FileJobResult(**vars(done), output=paths.output, rejects=paths.rejects if done.rejected else None,
                          ids=paths.ids if paths.kind == "npy" else None)
 
 

@@ -261,3 +261,23 @@ def test_a_daemon_that_dies_mid_job_is_a_clear_error_and_the_job_resumes_on_the_
         daemon.kill()
         daemon.wait(10)
     assert pq.read_metadata(output).num_rows == 3000
+
+
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(start: StartDaemon, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(2000, seed=12)])
+    output = tmp_path / "out.npy"
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}}, extra=NO_CACHE)) as daemon, daemon.client() as client:
+        fakebackend.CONTROLS["v1"].delay = 0.05
+        env = daemon_env(HOTSWAPD_SOCKET=daemon.endpoint, HOTSWAPD_NO_AUTOSTART="1")
+        first = subprocess.Popen([str(HS), "encode", "-i", str(source), "-o", str(output)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "out.npy.partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = run_hs("encode", "-i", str(source), "-o", str(output), endpoint=daemon.endpoint)
+        assert second.returncode == 1 and b"another job (pid" in second.stderr, second.stderr
+        fakebackend.CONTROLS["v1"].delay = 0.0
+        _, stderr = first.communicate(timeout=60)
+        assert first.returncode == 0, stderr
+        expected = client.encode([json.loads(line)["text"] for line in source.read_text().splitlines()], "m@v1").embeddings
+    np.testing.assert_array_equal(np.load(output), expected)
+    assert not (tmp_path / ".out.npy.lock").exists()
