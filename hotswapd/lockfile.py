@@ -66,13 +66,23 @@ class LockHeld(Exception):
 def take_lock(path: Path) -> int:
     """An exclusive lock on ``path`` (created), with this pid written in it: the open
     descriptor, which holds the lock until closed. LockHeld when a live process has it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        _lock_exclusive(fd)
-    except BlockingIOError:
-        pid = _read_pid(fd)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock_exclusive(fd)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise LockHeld(pid) from None
+        # The holder unlinks the file before it lets go: a lock won on a file no longer at
+        # ``path`` guards nothing (the next comer creates and locks a new one). Try again.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         os.close(fd)
-        raise LockHeld(pid) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
