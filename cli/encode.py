@@ -94,7 +94,9 @@ def encode(
     if input_file is not None and texts:
         raise typer.BadParameter("give texts or --input FILE, not both", param_hint="'--input'")
     if ray is not None:
-        if input_file is None or output is None or resume or on_error is OnError.skip:
+        if not ray.strip():
+            raise typer.BadParameter("give --ray an address (auto, ray://HOST:10001), or nothing for a local Ray", param_hint="'--ray'")
+        if input_file is None or output is None or resume or on_error is OnError.skip or fmt is not OutputFormat.json:
             raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume or --on-error skip)", param_hint="'--ray'")
         from hotswap_cli.encode_file import FileInput, encode_on_ray
 
@@ -102,10 +104,12 @@ def encode(
         encode_on_ray(settings.client(), model, source, output, normalize, None if ray == "local" else ray, ray_actors, ray_cpus)
         return
     if input_file is not None and output is not None:
+        if fmt is not OutputFormat.json or follow:
+            raise typer.BadParameter("with --output, the output's kind follows its name, and the job is pinned to one version", param_hint="'--format/--follow'")
         from hotswap_cli.encode_file import FileInput, encode_to_file
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        encode_to_file(settings.client(), model, source, output, normalize, resume)
+        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size)
         return
     out = sys.stdout.buffer
     if fmt is OutputFormat.npy and sys.stdout.isatty():
@@ -116,7 +120,7 @@ def encode(
         from hotswap_cli.encode_file import FileInput, encode_to_stdout
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size):
+        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size, key, not follow):
             writer.write(_empty_result(client, model))
         writer.finish()
         out.flush()

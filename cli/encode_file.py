@@ -19,12 +19,12 @@ class FileInput:
     on_error: str
 
 
-def encode_to_file(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool) -> None:
+def encode_to_file(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool, key: str | None, chunk_size: int) -> None:
     from hotswapd.jobs.file_job import encode_file
 
     reader = _reader(source)
     with RowProgress(reader) as on_rows:
-        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows)
+        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows, key=key, chunk_size=chunk_size)
     new = done.rows - done.resumed_from
     resumed = f" (resumed after {done.resumed_from:,})" if done.resumed_from else ""
     rejected = f", {done.rejected:,} rejected (see {done.rejects})" if done.rejected else ""
@@ -47,21 +47,23 @@ def encode_on_ray(client: Client, model: str | None, source: FileInput, output: 
     )
 
 
-def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int) -> int:
+def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int, key: str | None, pin: bool) -> int:
     """Rows of the file through the stdout writers (-f json|jsonl|npy); returns the rows.
     Nothing to resume here: a job that must survive a kill names an --output."""
-    from hotswapd.files.readers import Rejected
+    from collections import deque
+
+    from hotswapd.errors import InvalidText, TextTooLong
 
     if source.on_error != "fail":
         raise _usage("--on-error skip writes the rejected rows beside the output: give --output")
     reader = _reader(source)
+    numbers: deque[list[int]] = deque()  # the row numbers of the chunks in flight (the stream bounds them), to name a refused text
 
     def chunks():  # type: ignore[no-untyped-def]
         chunk: list[str] = []
-        for row in reader:
-            if isinstance(row, Rejected):  # not reached with on_error="fail": the reader raises
-                continue
-            chunk.append(row.text)
+        for row in reader:  # with on_error="fail" the reader raises on a bad row: all are Rows
+            chunk.append(row.text)  # type: ignore[union-attr]
+            numbers.append([row.number]) if len(chunk) == 1 else numbers[-1].append(row.number)  # type: ignore[union-attr]
             if len(chunk) == chunk_size:
                 yield chunk
                 chunk = []
@@ -69,9 +71,20 @@ def encode_to_stdout(client: Client, model: str | None, source: FileInput, write
             yield chunk
 
     rows = 0
-    for result in client.encode_stream(chunks(), model, normalize=normalize):
-        writer.write(result)
-        rows += result.count
+    try:
+        for result in client.encode_stream(chunks(), model, normalize=normalize, key=key, pin=pin):
+            writer.write(result)
+            rows += result.count
+            numbers.popleft()
+    except (InvalidText, TextTooLong) as exc:
+        if exc.index is None:
+            raise
+        flat = [number for chunk_numbers in numbers for number in chunk_numbers]
+        offset = exc.index - rows
+        if not 0 <= offset < len(flat):
+            raise
+        reason = exc.message.split(": ", 1)[-1]
+        raise type(exc)(f"row {flat[offset]}: {reason}", exc.index) from None
     return rows
 
 

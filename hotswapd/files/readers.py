@@ -77,6 +77,7 @@ class RowReader:
             raise ValueError(f"on_error is 'fail' or 'skip', not {on_error!r}")
         self.path, self.format, self.text_field, self.id_field = path, fmt, text_field, id_field
         self.skip_bad_rows = on_error == "skip"
+        self._ids_by_field: bool | None = None  # without id_field: whether rows carry an "id"
         self._handle: BinaryIO | None = None
         self._parquet_rows = 0
 
@@ -143,7 +144,7 @@ class RowReader:
     def _csv(self, handle: BinaryIO) -> Iterator[Row]:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # Excel writes a byte-order mark
         try:
-            reader = csv.DictReader(text)
+            reader = csv.DictReader(text, strict=True)  # an unterminated quote is an error, not rows swallowed
             if reader.fieldnames is None:
                 return
             self._check_columns(list(reader.fieldnames))
@@ -195,13 +196,25 @@ class RowReader:
             row_id = record[self.id_field]
             if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
                 raise RowRejected(unit, number, None, f"the id {_short(row_id)} is a {type(row_id).__name__}; ids are strings or integers")
-        elif "id" in record and isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool):
+        elif self._auto_id(record, unit, number):
             row_id = record["id"]
+            if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
+                raise RowRejected(unit, number, None, f"the id {_short(row_id)} is a {type(row_id).__name__}; ids are strings or integers")
         if isinstance(row_id, str) and not _utf8(row_id):
             raise RowRejected(unit, number, None, "the id is not valid Unicode (a lone surrogate)")
         if self.text_field not in record:
             raise RowRejected(unit, number, row_id, f"no {self.text_field!r} field")
         return Row(number, row_id, self._text(record[self.text_field], number, unit, row_id))
+
+    def _auto_id(self, record: dict[str, Any], unit: str, number: int) -> bool:
+        """Without --id-field, the first row decides: an ``id`` field there means every row
+        has one (a row without it is refused, not numbered: a number could repeat a real
+        id); none there means every row is numbered."""
+        if self._ids_by_field is None:
+            self._ids_by_field = "id" in record
+        if self._ids_by_field and "id" not in record:
+            raise RowRejected(unit, number, None, "no 'id' field, while the first row has one")
+        return self._ids_by_field
 
     def _text(self, value: Any, number: int, unit: str = "line", row_id: Any = None) -> str:
         if not isinstance(value, str):

@@ -86,9 +86,11 @@ class Job:
     input_facts: dict[str, Any]
     settings: dict[str, Any]
     normalize: bool | None = None
+    key: str | None = None  # a rollout's sticky key: the job lands where this key lands
     skip_bad_rows: bool = False
     on_rows: Callable[[int], None] | None = None
     chunk_size: int = CHUNK
+    before_finish: Callable[[], None] | None = None  # a last check before the output is made whole
 
     def run(self, items: Iterable[Row | Rejected], resume: bool = False) -> JobResult:
         started = time.perf_counter()
@@ -103,6 +105,8 @@ class Job:
             iterator = _skipped(iter(items), record.consumed if record else 0)
             record = _Stream(self, spec, iterator, record, rejects).run()
             checkpointed = True
+            if self.before_finish is not None:
+                self.before_finish()
             self.sink.finish(record)
             self.record_path.unlink(missing_ok=True)
             sync_directory(self.record_path.parent)
@@ -152,12 +156,13 @@ class _Stream:
         self.again: deque[_Chunk] = deque()  # to send again after a refused text was taken out
         self.last_checkpoint = time.monotonic()
         self._early_rejects = 0  # rejects before the first answer (no record yet to count them in)
+        self._first_reason = ""
 
     def run(self) -> JobRecord:
         while True:
             received = 0
             try:
-                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, pin=True):
+                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True):
                     chunk = self.pending.popleft()
                     received += len(chunk.rows)
                     self._write(chunk, result)
@@ -230,7 +235,8 @@ class _Stream:
             if self.rejects is None:
                 first = chunk.rejects[0]
                 raise JobError(f"row {first.number}{_id_note(first.number, first.id)}: {first.reason}")
-            self.rejects.write(b"".join(_reject_line(item) for item in chunk.rejects))
+            self._first_reason = self._first_reason or chunk.rejects[0].reason
+            self.rejects.write(b"".join(_reject_line(item) for item in sorted(chunk.rejects, key=lambda item: item.number)))
         if result is not None:
             self._check_version(result)
             assert self.record is not None
@@ -274,7 +280,7 @@ class _Stream:
 
     def _rejected_note(self) -> str:
         rejected = self.record.rejected if self.record else self._early_rejects
-        return f" ({rejected:,} rejected: see {self.job.rejects_path})" if rejected else ""
+        return f" ({rejected:,} rows rejected, the first for: {self._first_reason})" if rejected else ""
 
 
 def _skipped(rows: Iterator[Row | Rejected], count: int) -> Iterator[Row | Rejected]:

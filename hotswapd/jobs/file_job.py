@@ -18,7 +18,7 @@ from typing import Any
 
 from hotswapd.client import Client
 from hotswapd.files.readers import RowReader
-from hotswapd.jobs.engine import Job, JobResult, Sink
+from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
 from hotswapd.jobs.record import JobError, JobRecord
 from hotswapd.jobs.sinks import JsonlSink, MatrixSink
@@ -73,13 +73,15 @@ def encode_file(
     normalize: bool | None = None,
     resume: bool = False,
     on_rows: Callable[[int], None] | None = None,
+    key: str | None = None,
+    chunk_size: int = CHUNK,
 ) -> FileJobResult:
     """Encode every row ``reader`` gives into ``output``; ``resume`` goes on with an
     interrupted job of the same input and output."""
     paths = FileJobPaths.of(output)
     try:
         with _only_job(paths):
-            return _encode_file(client, model, reader, paths, normalize, resume, on_rows)
+            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
@@ -100,18 +102,25 @@ def _only_job(paths: FileJobPaths) -> Iterator[None]:
 
 
 def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,
-                 on_rows: Callable[[int], None] | None) -> FileJobResult:
+                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int) -> FileJobResult:
+    _check_targets(paths, reader)
     resume = _prepare(paths, resume)
     sink = _Published(_sink(paths, reader), _moves(paths))
-    job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, input_facts(reader),
-              {"normalize": normalize, "output": paths.kind}, normalize=normalize, skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows)
+    facts = input_facts(reader)
+    settings = {"normalize": normalize, "output": paths.kind, "text_field": reader.text_field, "id_field": reader.id_field,
+                "on_error": "skip" if reader.skip_bad_rows else "fail"}
+    job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, facts, settings, normalize=normalize, key=key,
+              skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, before_finish=lambda: _unchanged(reader, facts))
     try:
         done = job.run(reader, resume)
     except BaseException:
         if not (paths.work / RECORD).exists():
             _clear(paths.work)  # stopped before its first checkpoint: nothing to resume, nothing left
         raise
-    _clear(paths.work)
+    try:
+        _clear(paths.work)
+    except JobError:
+        pass  # someone else's files in it: the job is done all the same, and they stay
     return FileJobResult(**vars(done), output=paths.output, rejects=paths.rejects if done.rejected else None,
                          ids=paths.ids if paths.kind == "npy" else None)
 
@@ -119,8 +128,27 @@ def _encode_file(client: Client, model: str | None, reader: RowReader, paths: Fi
 def input_facts(reader: RowReader) -> dict[str, Any]:
     """What says the input is the same file on resume."""
     stat = reader.path.stat()
-    return {"path": str(reader.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": reader.format,
-            "text_field": reader.text_field, "id_field": reader.id_field, "on_error": "skip" if reader.skip_bad_rows else "fail"}
+    return {"path": str(reader.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": reader.format}
+
+
+def _unchanged(reader: RowReader, facts: dict[str, Any]) -> None:
+    """Before the output is published: a file rewritten or cut while it was read gave rows
+    of two files, or too few."""
+    if input_facts(reader) != facts:
+        raise JobError(f"{reader.path} changed while the job read it (size or modification time); start the job again")
+
+
+def _check_targets(paths: FileJobPaths, reader: RowReader) -> None:
+    """Refuse what would overwrite the input or cannot be published at the end."""
+    source = reader.path.resolve()
+    targets = [paths.output, paths.rejects] + ([paths.ids] if paths.kind == "npy" else [])
+    for target in targets:
+        if target.resolve() == source:
+            raise JobError(f"{target} is the input file; write the output elsewhere")
+        if target.is_dir():
+            raise JobError(f"{target} is a directory; the job would write a file there")
+    if paths.kind == "parquet" and (reader.id_field or "id") == "embedding":
+        raise JobError("the id column cannot be called 'embedding' in a parquet output (that is the vectors' column); rename it")
 
 
 def _sink(paths: FileJobPaths, reader: RowReader) -> Sink:
@@ -132,12 +160,14 @@ def _sink(paths: FileJobPaths, reader: RowReader) -> Sink:
 
 
 def _moves(paths: FileJobPaths) -> list[tuple[Path, Path]]:
+    """Work files to their places, the output itself last (the sink renames a parquet
+    output into place itself, before these)."""
     moves = [(paths.work / REJECTS, paths.rejects)]
     if paths.kind == "npy":
-        moves += [(paths.work / "embeddings.npy", paths.output), (paths.work / "ids.jsonl", paths.ids)]
+        moves += [(paths.work / "ids.jsonl", paths.ids), (paths.work / "embeddings.npy", paths.output)]
     elif paths.kind == "jsonl":
         moves.append((paths.work / "embeddings.jsonl", paths.output))
-    return moves  # parquet: the sink renames its merged file into place itself
+    return moves
 
 
 class _Published:
@@ -160,8 +190,7 @@ class _Published:
         self.inner.finish(record)
         for source, target in self.moves:
             if source.name == REJECTS and record.rejected == 0:
-                target.unlink(missing_ok=True)  # an earlier run's rejects would describe another output
-                continue
+                continue  # nothing rejected: no rejects file (and a file of that name is left alone)
             os.replace(source, target)
         sync_directory(self.moves[0][1].parent)
 
@@ -180,9 +209,8 @@ def _prepare(paths: FileJobPaths, resume: bool) -> bool:
             return True
         if not paths.work.exists() and paths.output.exists():
             raise JobError(f"{paths.output} is finished: there is nothing to resume")
-        if not paths.work.exists():
-            raise JobError(f"there is no interrupted job to resume ({paths.work} does not exist)")
-        # Killed before its first checkpoint: nothing was kept; start over.
+        # Stopped before its first checkpoint (Ctrl-C, kill -9), or never started: nothing
+        # was kept, so going on is starting.
     elif record.exists():
         raise JobError(f"{paths.work} holds an interrupted job: add --resume to go on with it, or remove it to start over")
     if paths.work.exists():

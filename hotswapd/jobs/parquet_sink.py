@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from hotswapd.safefiles import sync_directory
 PART_ROWS = 16384  # rows held in memory before a part is written, checkpoint or not
 MERGE_BYTES = 64 << 20  # rows gathered into one row group of the final file
 PART_PREFIX = "part-"
+PART_NAME = re.compile(r"part-\d{6}\.parquet")
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def pyarrow_modules() -> tuple[Any, Any]:
@@ -51,8 +54,13 @@ class ParquetSink:
     def begin(self, record: JobRecord, resumed: bool) -> None:
         self.dim = record.dim
         if resumed:
-            self.parts = [str(name) for name in record.sink.get("parts", [])]
-            self.id_type = record.sink.get("id_type")
+            parts, id_type = record.sink.get("parts"), record.sink.get("id_type")
+            # Only this directory's own part files, all there: a record naming other files
+            # (../x.parquet) or missing ones describes another job.
+            if (not isinstance(parts, list) or id_type not in ("int64", "string", None)
+                    or not all(isinstance(name, str) and PART_NAME.fullmatch(name) and (self.work / name).is_file() for name in parts)):
+                raise JobError(f"{self.work} does not hold the parts the job's record names; start the job again")
+            self.parts, self.id_type = list(parts), id_type
         for path in self.work.glob(f"{PART_PREFIX}*.parquet"):
             if path.name not in self.parts:
                 path.unlink()  # written after the last checkpoint: its rows come again
@@ -64,6 +72,8 @@ class ParquetSink:
                 self.id_type = kind
             elif kind != self.id_type:
                 raise JobError(f"row {row.number}: the id {row.id!r} is a {type(row.id).__name__}, but earlier ids are {self.id_type}s; one column holds one type")
+            if kind == "int64" and not INT64[0] <= row.id <= INT64[1]:
+                raise JobError(f"row {row.number}: the id {row.id} does not fit a 64-bit integer column; write .npy or .jsonl, or make the ids strings")
             self._ids.append(row.id)
         self._vectors.append(bytes(result.buffer))
         if len(self._ids) >= PART_ROWS:

@@ -164,21 +164,38 @@ def _init(ray: Any, settings: RaySettings, input_bytes: int) -> None:
 
 
 def _read(ray: Any, fmt: str, path: Path, text_field: str, id_field: str | None) -> Any:
+    """The columns the job needs, read as the daemon's job reads them: a .txt's blank lines
+    stay rows (and fail as empty texts), a CSV's fields stay strings, a named id column
+    must exist."""
     source = str(path.resolve())
+    if fmt == "txt":
+        if text_field != "text" or id_field is not None:
+            raise JobError("a .txt input has one column, text; its ids are the line numbers")
+        return ray.data.read_text(source, drop_empty_lines=False)
     if fmt == "parquet":
         names = _parquet_columns(path)
-        columns = [text_field] + ([id_field or "id"] if (id_field or "id") in names and (id_field or "id") != text_field else [])
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        with open(path, "rb") as handle:
+            header = pacsv.open_csv(handle).schema.names
+        names = list(header)
+    else:
+        names = list(ray.data.read_json(source, lines=True).schema().names)
+    for field in (text_field, id_field):
+        if field is not None and field not in names:
+            raise JobError(f"{path.name} has no column {field!r} (it has: {', '.join(names[:20])})")
+    id_column = id_field or ("id" if "id" in names else None)
+    columns = [text_field] + ([id_column] if id_column and id_column != text_field else [])
+    if fmt == "parquet":
         return ray.data.read_parquet(source, columns=columns)
-    if fmt == "txt":
-        if text_field != "text":
-            raise JobError("a .txt input has one column, text")
-        return ray.data.read_text(source)
-    dataset = ray.data.read_json(source, lines=True) if fmt == "jsonl" else ray.data.read_csv(source)
-    names = dataset.schema().names
-    if text_field not in names:
-        raise JobError(f"{path.name} has no column {text_field!r} (it has: {', '.join(names[:20])})")
-    keep = [text_field] + ([id_field or "id"] if (id_field or "id") in names else [])
-    return dataset.select_columns(keep)
+    if fmt == "csv":
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        strings = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), include_columns=columns)
+        return ray.data.read_csv(source, convert_options=strings)
+    return ray.data.read_json(source, lines=True).select_columns(columns)
 
 
 def _parquet_columns(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hotswapd.errors import HotswapError
 from hotswapd.safefiles import read_regular, write_atomically
@@ -40,6 +40,12 @@ class JobRecord(BaseModel):
     settings: dict[str, Any]  # what must not change on resume (normalize, texts kept...)
     sink: dict[str, Any]  # the sink's own "how far" (bytes written, parts)
 
+    @model_validator(mode="after")
+    def _counts_agree(self) -> JobRecord:
+        if self.rows + self.rejected != self.consumed:
+            raise ValueError("rows and rejects do not add up to the rows taken")
+        return self
+
 
 def save_record(path: Path, record: JobRecord) -> None:
     write_atomically(path, record.model_dump_json().encode())
@@ -52,4 +58,4 @@ def read_record(path: Path) -> JobRecord:
     except FileNotFoundError:
         raise
     except (ValidationError, ValueError, OSError) as exc:
-        raise JobError(f"{path} is unreadable ({type(exc).__name__}); start the job again") from None
+        raise JobError(f"{path} is unreadable ({type(exc).__name__}): remove {path.parent} and start the job again") from None

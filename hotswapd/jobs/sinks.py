@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from hotswapd.client import EncodeResult
 from hotswapd.corpus.layout import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
 from hotswapd.files.readers import Row
-from hotswapd.jobs.record import JobRecord
+from hotswapd.jobs.record import JobError, JobRecord
 
 CHECKPOINT_SECONDS = 2.0
 _float = "{:.9g}".format  # the fewest significant digits that round-trip every float32
@@ -35,12 +35,17 @@ class _AppendedFiles:
         self.paths = paths
         self.handles: list[BinaryIO] = []
 
-    def _open(self, sizes: Sequence[int] | None) -> list[BinaryIO]:
+    def _open(self, sizes: Sequence[Any] | None) -> list[BinaryIO]:
         for index, path in enumerate(self.paths):
             handle = open(path, "r+b" if sizes is not None else "w+b")  # noqa: SIM115 -- closed by close()
             self.handles.append(handle)
             if sizes is not None:
-                handle.truncate(sizes[index])  # what a kill left past the checkpoint
+                size = sizes[index]
+                # The files hold at least what the record says (they were synced first); a
+                # record that says more, or not a size, describes other files.
+                if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= os.fstat(handle.fileno()).st_size:
+                    raise JobError(f"{path} does not hold what the job's record says ({size!r} bytes); start the job again")
+                handle.truncate(size)  # what a kill left past the checkpoint
                 handle.seek(0, os.SEEK_END)
         return self.handles
 
@@ -72,7 +77,7 @@ class MatrixSink(_AppendedFiles):
         self.keep_texts = keep_texts
 
     def begin(self, record: JobRecord, resumed: bool) -> None:
-        sizes = [NPY_HEADER_BYTES + record.rows * record.dim * 4, int(record.sink.get("lines_bytes", 0))] if resumed else None
+        sizes = [NPY_HEADER_BYTES + record.rows * record.dim * 4, record.sink.get("lines_bytes")] if resumed else None
         matrix, _ = self._open(sizes)
         if not resumed:
             matrix.write(npy_header((0, 0), "<f4"))  # the real shape is written over it at the end
@@ -100,7 +105,7 @@ class JsonlSink(_AppendedFiles):
         self._prefix = ""
 
     def begin(self, record: JobRecord, resumed: bool) -> None:
-        self._open([int(record.sink.get("bytes", 0))] if resumed else None)
+        self._open([record.sink.get("bytes")] if resumed else None)
         self._prefix = (
             f'"model": {json.dumps(record.model)}, "version": {json.dumps(record.version)}, '
             f'"fingerprint": {json.dumps(record.fingerprint)}, "embedding": '

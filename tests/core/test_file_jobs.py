@@ -178,8 +178,9 @@ def test_resume_refuses_what_would_mix_two_jobs(start: StartDaemon, tmp_path: Pa
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(300, seed=6)])
     output = tmp_path / "out.jsonl"
     with start(fake_config(tmp_path, {"v1": {"dim": DIM}, "v2": {"dim": DIM}})) as daemon, daemon.client() as client:
+        # Nothing to go on with (stopped before the first checkpoint, or never begun): it begins.
         nothing = run_hs("encode", "-i", str(source), "-o", str(output), "--resume", endpoint=daemon.endpoint)
-        assert nothing.returncode == 1 and b"no interrupted job" in nothing.stderr
+        assert nothing.returncode == 0 and output.exists(), nothing.stderr
         work = output.with_name(output.name + ".partial")
         work.mkdir()
         encode_file(client, "m@v1", RowReader(source, "jsonl"), output)  # leaves no work directory behind
@@ -281,3 +282,79 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(start: 
         expected = client.encode([json.loads(line)["text"] for line in source.read_text().splitlines()], "m@v1").embeddings
     np.testing.assert_array_equal(np.load(output), expected)
     assert not (tmp_path / ".out.npy.lock").exists()
+
+
+def test_what_would_overwrite_the_input_or_misalign_ids_is_refused(start: StartDaemon, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(50, seed=13)])
+    (tmp_path / "x.rejects.jsonl").write_text(source.read_text())
+    (tmp_path / "d.ids.jsonl").mkdir()
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"id": [10, None, 2], "text": ["a", "b", "c"]}), tmp_path / "nullid.parquet")
+    write_jsonl(tmp_path / "mixed.jsonl", [{"id": 1, "text": "a"}, {"text": "b"}, {"id": 1.5, "text": "c"}, {"id": 3, "text": "d"}])
+    (tmp_path / "open.csv").write_text('id,text\n1,"unterminated\n2,b\n')
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon:
+        def hs(*args: str) -> tuple[int, str]:
+            done = run_hs("encode", *args, endpoint=daemon.endpoint)
+            return done.returncode, done.stderr.decode().strip()
+
+        assert hs("-i", str(source), "-o", str(source).replace(".jsonl", ".jsonl")) == (1, f"hs: error: {source} is the input file; write the output elsewhere")
+        assert hs("-i", str(tmp_path / "x.rejects.jsonl"), "-o", str(tmp_path / "x.parquet"))[1].endswith("is the input file; write the output elsewhere")
+        assert (tmp_path / "x.rejects.jsonl").read_text() == source.read_text()
+        assert hs("-i", str(source), "-o", str(tmp_path / "d.npy")) == (1, f"hs: error: {tmp_path / 'd.ids.jsonl'} is a directory; the job would write a file there")
+        assert hs("-i", str(tmp_path / "nullid.parquet"), "-o", str(tmp_path / "n.npy")) == (1, "hs: error: row 2: the id None is a NoneType; ids are strings or integers")
+        code, _ = hs("-i", str(tmp_path / "mixed.jsonl"), "-o", str(tmp_path / "m.jsonl"), "--on-error", "skip")
+        assert code == 0
+        assert [json.loads(line)["id"] for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 3]
+        assert [json.loads(line)["row"] for line in (tmp_path / "m.rejects.jsonl").read_text().splitlines()] == [2, 3]
+        code, message = hs("-i", str(tmp_path / "open.csv"), "-o", str(tmp_path / "o.npy"))
+        assert code == 1 and "open.csv" in message, message
+        code, message = hs("-i", str(source), "-o", str(tmp_path / "f.npy"), "-f", "npy")
+        assert code == 2 and "follows its name" in message
+
+
+def test_a_record_that_does_not_match_its_files_is_refused(start: StartDaemon, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(300, seed=14)])
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client:
+        fingerprint = client.encode(["x"], "m@v1").fingerprint
+        facts = {"path": str(source.resolve()), "size": source.stat().st_size, "mtime_ns": source.stat().st_mtime_ns, "format": "jsonl"}
+        settings = {"normalize": None, "text_field": "text", "id_field": None, "on_error": "fail"}
+        cases = [
+            ("a.npy", {"rows": 5, "consumed": 6}, {"lines_bytes": 0}, "unreadable"),
+            ("b.npy", {}, {"lines_bytes": 10**9}, "does not hold what the job's record says"),
+            ("c.parquet", {}, {"parts": ["../evil.parquet"], "id_type": "int64"}, "does not hold the parts"),
+        ]
+        for name, counts, sink, message in cases:
+            work = tmp_path / f"{name}.partial"
+            work.mkdir()
+            for file in ("embeddings.npy", "ids.jsonl"):
+                (work / file).write_bytes(b"\0" * 200)
+            record = {"model": "m", "version": "v1", "fingerprint": fingerprint, "weights": None, "dim": DIM, "consumed": 5, "rows": 5,
+                      "rejected": 0, "rejects_bytes": 0, "input": facts, "settings": {**settings, "output": name.split(".")[1]}, "sink": sink, **counts}
+            (work / "job.json").write_text(json.dumps(record))
+            done = run_hs("encode", "-i", str(source), "-o", str(tmp_path / name), "--resume", endpoint=daemon.endpoint)
+            assert done.returncode == 1 and message.encode() in done.stderr, (name, done.stderr)
+            assert not (tmp_path / name).exists()
+
+
+def test_an_input_changed_during_the_job_is_not_published(start: StartDaemon, tmp_path: Path) -> None:
+    source = tmp_path / "docs.txt"
+    source.write_text("\n".join(sentences(3000, seed=15)) + "\n")
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}}, extra=NO_CACHE)) as daemon, daemon.client() as client:
+        def on_rows(rows: int) -> None:
+            if rows >= 256 and source.stat().st_size > 10:
+                source.write_text("short\n")
+
+        with pytest.raises(JobError, match="changed while the job read it"):
+            encode_file(client, "m", RowReader(source, "txt"), tmp_path / "out.npy", on_rows=on_rows)
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_input_to_stdout_names_a_refused_text_by_its_row(start: StartDaemon, tmp_path: Path) -> None:
+    texts = sentences(600, seed=16)
+    texts[400] = "long " * 40
+    source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts])
+    source.write_text("\n" + source.read_text())  # a blank line first: rows and texts no longer count alike
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}}, extra="[daemon]\nmax_text_bytes = 128\n")) as daemon:
+        done = run_hs("encode", "-i", str(source), "-f", "npy", endpoint=daemon.endpoint)
+    assert done.returncode == 1 and done.stderr.decode().startswith("hs: error: row 402: "), done.stderr
