@@ -91,8 +91,8 @@ class ParquetSink:
             writer = self.pq.ParquetWriter(handle, schema)
             gathered: list[Any] = []
             size = 0
-            for name in self.parts:
-                table = self.pq.read_table(self.work / name, schema=self._schema())
+            tail = self._buffered()  # the rows since the last part: straight into the output
+            for table in [*(self.pq.read_table(self.work / name, schema=self._schema()) for name in self.parts), *([tail] if tail is not None else [])]:
                 gathered.append(table)
                 size += table.nbytes
                 if size >= MERGE_BYTES:
@@ -118,16 +118,9 @@ class ParquetSink:
         return self.pa.schema([(self.id_column, id_type), ("embedding", self.pa.list_(self.pa.float32(), self.dim))])
 
     def _write_part(self) -> None:
-        if not self._ids:
+        table = self._buffered()
+        if table is None:
             return
-        pa = self.pa
-        data = b"".join(self._vectors)
-        values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])  # the wire is little-endian float32
-        try:
-            ids = pa.array(self._ids, type=pa.string() if self.id_type == "string" else pa.int64())
-        except (OverflowError, pa.ArrowInvalid) as exc:
-            raise JobError(f"an id does not fit the id column: {exc}") from None
-        table = pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.dim)], schema=self._schema())
         name = f"{PART_PREFIX}{len(self.parts):06d}.parquet"
         with open(self.work / name, "wb") as handle:
             self.pq.write_table(table, handle, compression="none")  # float32 vectors hardly compress
@@ -135,6 +128,19 @@ class ParquetSink:
             os.fsync(handle.fileno())
         self.parts.append(name)
         self._ids, self._vectors = [], []
+
+    def _buffered(self) -> Any:
+        """The rows written since the last part, as a table (None: there are none)."""
+        if not self._ids:
+            return None
+        pa = self.pa
+        data = b"".join(self._vectors)
+        values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])  # the wire is little-endian float32
+        try:
+            ids = pa.array(self._ids, type=pa.string() if self.id_type == "string" else pa.int64())
+        except (OverflowError, pa.ArrowInvalid) as exc:
+            raise JobError(f"an id does not fit the id column: {exc}") from None
+        return pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.dim)], schema=self._schema())
 
 
 def _metadata(record: JobRecord) -> dict[str, str]:
