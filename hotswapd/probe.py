@@ -19,3 +19,10 @@ PROBE_TEXTS = [
     "Please find attached the invoice for last month's consulting work.",
     "The museum reopens next week with an exhibition of early photography.",
 ]
+
+
+def check_sample() -> list[str]:
+    """Short texts, ~200-token passages, and one past any max sequence length (truncation):
+    what a converted or reduced-precision path is checked on against the original."""
+    passages = [" ".join(PROBE_TEXTS[i:] + PROBE_TEXTS[:i]) for i in range(0, 16, 4)]
+    return [*PROBE_TEXTS, *passages, " ".join(PROBE_TEXTS * 6)]

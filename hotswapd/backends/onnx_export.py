@@ -23,13 +23,7 @@ import numpy as np
 
 from hotswapd.backends.layout import read_layout
 from hotswapd.backends.onnx import OPSET
-from hotswapd.probe import PROBE_TEXTS
-
-
-def check_sample() -> list[str]:
-    """Short texts, ~200-token passages, and one past any max sequence length (truncation)."""
-    passages = [" ".join(PROBE_TEXTS[i:] + PROBE_TEXTS[:i]) for i in range(0, 16, 4)]
-    return [*PROBE_TEXTS, *passages, " ".join(PROBE_TEXTS * 6)]
+from hotswapd.probe import check_sample
 
 
 def export_fp32(source: Path, out: Path, trust_remote_code: bool) -> None:

@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import vector_space
+from hotswapd.backends.precision import Choice, Precision, choose, running_in
 from hotswapd.backends.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
@@ -19,6 +22,15 @@ if TYPE_CHECKING:
     from hotswapd.config import VersionConfig
 
 log = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # bf16 (CPUs with AVX-512 BF16 or AMX, CUDA) or fp16 (CUDA), under torch.autocast;
+    # auto: bf16 where it runs fast and agrees with fp32, else fp32 (hotswapd.backends.precision).
+    precision: Precision = "fp32"
+    min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)  # a reduced precision's mean cosine to fp32, at least
 
 
 class SentenceTransformerEmbedder(CountsOnACopy):
@@ -32,6 +44,19 @@ class SentenceTransformerEmbedder(CountsOnACopy):
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
+        self.choice = Choice("fp32", "the default")
+
+    @property
+    def precision(self) -> str | None:
+        """What computes the vectors besides the weights: part of the fingerprint (None: fp32,
+        so fp32 versions keep the fingerprints they always had)."""
+        return None if self.choice.precision == "fp32" else self.choice.precision
+
+    def describe(self) -> dict[str, object]:
+        facts: dict[str, object] = {"precision": self.choice.precision, "precision_reason": self.choice.reason}
+        if self.choice.agreement:
+            facts["agreement_with_fp32"] = self.choice.agreement
+        return facts
 
     @property
     def max_tokens(self) -> int | None:
@@ -39,16 +64,20 @@ class SentenceTransformerEmbedder(CountsOnACopy):
         return getattr(self._model, "max_seq_length", None)
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        return self.encode_in(self.choice.precision, texts, normalize=normalize)
+
+    def encode_in(self, precision: str, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
 
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=normalize,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        with running_in(precision, self.device):
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=normalize,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)  # bf16 rows have no numpy dtype
 
     def space(self) -> dict[str, object]:
         """Pooling, tokenizer vocabulary and built-in normalisation: for the switch guard."""
@@ -128,8 +157,12 @@ def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
     if version.max_seq_length is not None:
         model.max_seq_length = version.max_seq_length
     model.eval()
-    log.info("loaded sentence-transformers model from %s on %s", path, device)
-    return SentenceTransformerEmbedder(model, device, version.batch_size)
+    embedder = SentenceTransformerEmbedder(model, device, version.batch_size)
+    options: Options = version.options  # type: ignore[assignment]
+    if options.precision != "fp32":
+        embedder.choice = choose(options.precision, device, options.min_cosine, lambda texts, p: embedder.encode_in(p, texts, normalize=True), str(path))
+    log.info("loaded sentence-transformers model from %s on %s (%s: %s)", path, device, embedder.choice.precision, embedder.choice.reason)
+    return embedder
 
 
 def import_libraries() -> None:

@@ -57,7 +57,11 @@ class LoadedVersion:
     @cached_property
     def _local_identity(self) -> bytes:
         options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
-        return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}".encode()).digest()[:16]
+        # A backend that chose its precision itself (precision = "auto") says which: the
+        # same config computes bf16 vectors on one machine and fp32 on another.
+        chosen = getattr(self.embedder, "precision", None)
+        suffix = f"|{chosen}" if chosen else ""
+        return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}{suffix}".encode()).digest()[:16]
 
     @property
     def vector_identity(self) -> bytes:

@@ -1,0 +1,113 @@
+"""Reduced precision for the torch backends: which the hardware runs fast, and a gate on accuracy.
+
+``precision = "bf16"`` runs the model under ``torch.autocast`` in bfloat16. On a CPU that
+is only fast with AVX-512 BF16 or AMX instructions (elsewhere torch emulates it, slower
+than fp32), and on CUDA with a GPU that supports it. ``"fp16"`` is CUDA only. A precision
+the hardware cannot run fast is refused with the reason; ``"auto"`` takes bf16 where it
+can and fp32 otherwise, and says why.
+
+Every reduced path is checked when it loads against the same model in fp32 on a fixed
+sample (short texts, passages, one over-length text, as the ONNX export check does): under
+the version's ``min_cosine`` (the mean) it is refused with the figures, or for ``auto``
+falls back to fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hotswapd.errors import ModelLoadError
+from hotswapd.probe import check_sample
+
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def why_not(precision: str, device: str) -> str | None:
+    """None when ``precision`` runs fast on ``device`` here; otherwise the reason."""
+    if precision == "fp32":
+        return None
+    if device.startswith("cuda"):
+        import torch
+
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            return "this GPU does not support bf16"
+        return None
+    if precision == "fp16":
+        return "fp16 runs fast on CUDA only; on a CPU use bf16 (with AVX-512 BF16 or AMX) or fp32"
+    if not any(flag in cpu_flags() for flag in BF16_CPU_FLAGS):
+        return "bf16 runs fast on a CPU only with AVX-512 BF16 or AMX instructions, and this one has neither (torch would emulate it, slower than fp32)"
+    return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    precision: str  # what runs: fp32, bf16 or fp16
+    reason: str  # why, for `hs models`
+    agreement: dict[str, float] | None = None  # mean/min cosine against fp32 on the check sample
+
+
+def choose(requested: str, device: str, min_cosine: float, encode: Callable[[list[str], str], Any], name: str) -> Choice:
+    """The precision to run ``name`` in: ``requested`` if the hardware runs it fast and it
+    agrees with fp32 (``encode(texts, precision)`` gives normalised rows); for ``auto``,
+    the best that does."""
+    candidates = [requested] if requested != "auto" else ["bf16", "fp32"]
+    refusals: list[str] = []
+    for precision in candidates:
+        if precision == "fp32":
+            return Choice("fp32", "asked for" if requested == "fp32" else f"auto: {'; '.join(refusals)}")
+        reason = why_not(precision, device)
+        if reason is not None:
+            refusals.append(reason)
+            continue
+        agreement = _agreement(encode, precision)
+        if agreement["mean_cosine"] < min_cosine:
+            refusals.append(
+                f"{precision} agrees with fp32 at mean cosine {agreement['mean_cosine']:.9g} (min {agreement['min_cosine']:.9g}) on the "
+                f"{int(agreement['sample_size'])}-text check sample, below min_cosine {min_cosine}"
+            )
+            continue
+        return Choice(precision, "asked for" if requested != "auto" else "auto: the hardware runs it fast and it agrees with fp32", agreement)
+    raise ModelLoadError(f"{name}: precision {requested} refused: {'; '.join(refusals)}")
+
+
+def _agreement(encode: Callable[[list[str], str], Any], precision: str) -> dict[str, float]:
+    import numpy as np
+
+    texts = check_sample()
+    reference = np.asarray(encode(texts, "fp32"), dtype=np.float64)  # float64: a mean of 0.9999999 must not read 1.0
+    reduced = np.asarray(encode(texts, precision), dtype=np.float64)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    reduced /= np.linalg.norm(reduced, axis=1, keepdims=True)
+    cosines = np.clip(np.sum(reference * reduced, axis=1), -1.0, 1.0)
+    return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()), "sample_size": float(len(texts))}
+
+
+@contextlib.contextmanager
+def running_in(precision: str, device: str) -> Iterator[None]:
+    """The torch context a forward pass in ``precision`` runs under."""
+    if precision == "fp32":
+        yield
+        return
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=dtype):
+        yield
