@@ -26,6 +26,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = '[models.tiny]\nactive = "fp32"\n' + "".join(
         f'[models.tiny.versions.{name}]\nbackend = "sentence-transformers"\nsource = "{model}"\n{extra}' for name, extra in versions.items()
     )
+    text += "".join(f'[models.tiny.versions.tf-{name}]\nbackend = "transformers"\nsource = "{model}"\n{extra}' for name, extra in (("fp32", ""), ("bf16", 'precision = "bf16"\n')))
     (work / "config.toml").write_text(text)
     return work / "config.toml"
 
@@ -61,3 +62,14 @@ def test_under_min_cosine_bf16_is_refused_with_the_figures_and_auto_falls_back(c
     assert facts["precision"] == "fp32" and facts["precision_reason"].startswith("auto: ")
     auto = load_version(config, "tiny@auto")
     assert auto.embedder.describe()["precision"] == ("bf16" if BF16_HERE else "fp32")
+
+
+def test_the_transformers_backend_takes_the_same_precision(config: Path) -> None:
+    if not BF16_HERE:
+        with pytest.raises(ModelLoadError, match="AVX-512 BF16 or AMX"):
+            load_version(config, "tiny@tf-bf16")
+        return
+    fp32, bf16 = load_version(config, "tiny@tf-fp32"), load_version(config, "tiny@tf-bf16")
+    assert bf16.embedder.describe()["precision"] == "bf16" and fp32.fingerprint != bf16.fingerprint
+    cosines = np.sum(encode_texts(fp32, TEXTS) * encode_texts(bf16, TEXTS), axis=1)
+    assert cosines.min() >= 0.99 and not np.array_equal(encode_texts(fp32, TEXTS), encode_texts(bf16, TEXTS))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hotswapd.errors import ModelLoadError
 from hotswapd.probe import check_sample
 
@@ -111,3 +113,39 @@ def running_in(precision: str, device: str) -> Iterator[None]:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     with torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=dtype):
         yield
+
+
+class PrecisionOptions(BaseModel):
+    """The config keys of a backend that runs in reduced precision (its Options extend it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    precision: Precision = "fp32"
+    min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)  # a reduced precision's mean cosine to fp32, at least
+
+
+class ChosenPrecision:
+    """What an embedder tells of its precision: in its fingerprint and in `hs models`."""
+
+    choice: Choice = Choice("fp32", "the default")
+    device: str
+
+    @property
+    def precision(self) -> str | None:
+        """Part of the fingerprint (None for fp32, so fp32 versions keep the fingerprints
+        they always had)."""
+        return None if self.choice.precision == "fp32" else self.choice.precision
+
+    def describe(self) -> dict[str, object]:
+        facts: dict[str, object] = {"precision": self.choice.precision, "precision_reason": self.choice.reason}
+        if self.choice.agreement:
+            facts["agreement_with_fp32"] = self.choice.agreement
+        return facts
+
+    def encode_in(self, precision: str, texts: list[str], *, normalize: bool) -> Any:
+        raise NotImplementedError
+
+    def choose_precision(self, options: PrecisionOptions, name: str) -> None:
+        """Settle the precision at load (the gate encodes the check sample twice)."""
+        if options.precision != "fp32":
+            self.choice = choose(options.precision, self.device, options.min_cosine, lambda texts, p: self.encode_in(p, texts, normalize=True), name)

@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import vector_space
-from hotswapd.backends.precision import Choice, Precision, choose, running_in
+from hotswapd.backends.precision import ChosenPrecision, PrecisionOptions, running_in
 from hotswapd.backends.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
@@ -24,16 +22,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # bf16 (CPUs with AVX-512 BF16 or AMX, CUDA) or fp16 (CUDA), under torch.autocast;
-    # auto: bf16 where it runs fast and agrees with fp32, else fp32 (hotswapd.backends.precision).
-    precision: Precision = "fp32"
-    min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)  # a reduced precision's mean cosine to fp32, at least
+class Options(PrecisionOptions):
+    """precision: bf16 (CPUs with AVX-512 BF16 or AMX, CUDA) or fp16 (CUDA) under
+    torch.autocast; auto: bf16 where it runs fast and agrees with fp32, else fp32."""
 
 
-class SentenceTransformerEmbedder(CountsOnACopy):
+class SentenceTransformerEmbedder(ChosenPrecision, CountsOnACopy):
     def __init__(self, model: SentenceTransformer, device: str, batch_size: int) -> None:
         # The space is described before the pipeline's own Normalize is taken out: it says
         # what the model ships as, which is what the switch guard compares.
@@ -44,19 +38,6 @@ class SentenceTransformerEmbedder(CountsOnACopy):
         self.device = device
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
-        self.choice = Choice("fp32", "the default")
-
-    @property
-    def precision(self) -> str | None:
-        """What computes the vectors besides the weights: part of the fingerprint (None: fp32,
-        so fp32 versions keep the fingerprints they always had)."""
-        return None if self.choice.precision == "fp32" else self.choice.precision
-
-    def describe(self) -> dict[str, object]:
-        facts: dict[str, object] = {"precision": self.choice.precision, "precision_reason": self.choice.reason}
-        if self.choice.agreement:
-            facts["agreement_with_fp32"] = self.choice.agreement
-        return facts
 
     @property
     def max_tokens(self) -> int | None:
@@ -158,9 +139,7 @@ def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
         model.max_seq_length = version.max_seq_length
     model.eval()
     embedder = SentenceTransformerEmbedder(model, device, version.batch_size)
-    options: Options = version.options  # type: ignore[assignment]
-    if options.precision != "fp32":
-        embedder.choice = choose(options.precision, device, options.min_cosine, lambda texts, p: embedder.encode_in(p, texts, normalize=True), str(path))
+    embedder.choose_precision(version.options, str(path))  # type: ignore[arg-type]
     log.info("loaded sentence-transformers model from %s on %s (%s: %s)", path, device, embedder.choice.precision, embedder.choice.reason)
     return embedder
 

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from hotswapd.backends.devices import torch_device
 from hotswapd.backends.layout import read_layout, vector_space
 from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
+from hotswapd.backends.precision import ChosenPrecision, PrecisionOptions, running_in
 from hotswapd.backends.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
@@ -28,13 +27,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Options(PrecisionOptions):
     pooling: PoolingName | None = None
 
 
-class TransformersEmbedder(CountsOnACopy):
+class TransformersEmbedder(ChosenPrecision, CountsOnACopy):
     def __init__(self, model: Any, tokenizer: Any, pooling: str, normalizes: bool, max_length: int, device: str, batch_size: int) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -50,6 +47,9 @@ class TransformersEmbedder(CountsOnACopy):
         return self._max_length
 
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        return self.encode_in(self.choice.precision, texts, normalize=normalize)
+
+    def encode_in(self, precision: str, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
         import torch
 
@@ -61,7 +61,7 @@ class TransformersEmbedder(CountsOnACopy):
             batch = self._tokenizer(
                 [stripped[i] for i in positions], padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
             ).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), running_in(precision, self.device):
                 tokens = self._model(**batch).last_hidden_state
             out[positions] = pool(tokens.float().cpu().numpy(), batch["attention_mask"].cpu().numpy(), self._pooling)
         return l2_normalize(out) if normalize else out
@@ -96,7 +96,9 @@ def load(path: Path, version: VersionConfig) -> TransformersEmbedder:
     pooling = choose_mode(options.pooling, layout.pooling)
     max_length = version.max_seq_length or layout.max_seq_length
     log.info("transformers: loaded %s (%s pooling, max %d tokens) on %s", path, pooling, max_length, device)
-    return TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)
+    embedder = TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)
+    embedder.choose_precision(options, str(path))
+    return embedder
 
 
 def import_libraries() -> None:
