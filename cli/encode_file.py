@@ -62,8 +62,10 @@ def encode_to_stdout(client: Client, model: str | None, source: FileInput, write
     def chunks():  # type: ignore[no-untyped-def]
         chunk: list[str] = []
         for row in reader:  # with on_error="fail" the reader raises on a bad row: all are Rows
+            if not chunk:
+                numbers.append([])
             chunk.append(row.text)  # type: ignore[union-attr]
-            numbers.append([row.number]) if len(chunk) == 1 else numbers[-1].append(row.number)  # type: ignore[union-attr]
+            numbers[-1].append(row.number)
             if len(chunk) == chunk_size:
                 yield chunk
                 chunk = []

@@ -249,7 +249,6 @@ class _Stream:
             self.job.sink.write(chunk.rows, result)
             self.record.rows += len(chunk.rows)
         if self.record is not None:
-            self.record.consumed += len(chunk.rows) + len(chunk.rejects)
             self.record.rejected += len(chunk.rejects)
         else:
             self._early_rejects += len(chunk.rejects)
@@ -263,7 +262,7 @@ class _Stream:
             weights = self.job.client.preload(f"{result.model}@{result.version}").get("weights")
             self.record = JobRecord(
                 model=result.model, version=result.version, fingerprint=result.fingerprint or "", weights=weights,
-                dim=result.dim, consumed=self._early_rejects, rows=0, rejected=self._early_rejects, rejects_bytes=0,
+                dim=result.dim, rows=0, rejected=self._early_rejects, rejects_bytes=0,
                 input=self.job.input_facts, settings=self.job.settings, sink={},
             )
             self.spec = f"{result.model}@{result.version}"

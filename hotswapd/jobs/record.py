@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hotswapd.errors import HotswapError
 from hotswapd.safefiles import read_regular, write_atomically
@@ -32,7 +32,6 @@ class JobRecord(BaseModel):
     fingerprint: str
     weights: str | None
     dim: int = Field(ge=1)
-    consumed: int = Field(ge=0)  # input rows taken from the reader (written or rejected)
     rows: int = Field(ge=0)  # rows written
     rejected: int = Field(ge=0)
     rejects_bytes: int = Field(ge=0)
@@ -40,11 +39,10 @@ class JobRecord(BaseModel):
     settings: dict[str, Any]  # what must not change on resume (normalize, texts kept...)
     sink: dict[str, Any]  # the sink's own "how far" (bytes written, parts)
 
-    @model_validator(mode="after")
-    def _counts_agree(self) -> JobRecord:
-        if self.rows + self.rejected != self.consumed:
-            raise ValueError("rows and rejects do not add up to the rows taken")
-        return self
+    @property
+    def consumed(self) -> int:
+        """Input rows taken from the reader: each was written or rejected."""
+        return self.rows + self.rejected
 
 
 def save_record(path: Path, record: JobRecord) -> None:

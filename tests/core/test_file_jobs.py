@@ -188,7 +188,7 @@ def test_resume_refuses_what_would_mix_two_jobs(start: StartDaemon, tmp_path: Pa
         assert finished.returncode == 1 and b"nothing to resume" in finished.stderr
         # An interrupted record, then the input changes under it:
         work.mkdir()
-        record = {"model": "m", "version": "v1", "fingerprint": "f", "weights": None, "dim": DIM, "consumed": 1, "rows": 1, "rejected": 0,
+        record = {"model": "m", "version": "v1", "fingerprint": "f", "weights": None, "dim": DIM, "rows": 1, "rejected": 0,
                   "rejects_bytes": 0, "input": {}, "settings": {}, "sink": {}}
         (work / "job.json").write_text(json.dumps(record))
         changed = run_hs("encode", "-i", str(source), "-o", str(output), "--resume", endpoint=daemon.endpoint)
@@ -320,7 +320,7 @@ def test_a_record_that_does_not_match_its_files_is_refused(start: StartDaemon, t
         facts = {"path": str(source.resolve()), "size": source.stat().st_size, "mtime_ns": source.stat().st_mtime_ns, "format": "jsonl"}
         settings = {"normalize": None, "text_field": "text", "id_field": None, "on_error": "fail"}
         cases = [
-            ("a.npy", {"rows": 5, "consumed": 6}, {"lines_bytes": 0}, "unreadable"),
+            ("a.npy", {"rows": -5}, {"lines_bytes": 0}, "unreadable"),
             ("b.npy", {}, {"lines_bytes": 10**9}, "does not hold what the job's record says"),
             ("c.parquet", {}, {"parts": ["../evil.parquet"], "id_type": "int64"}, "does not hold the parts"),
         ]
@@ -329,7 +329,7 @@ def test_a_record_that_does_not_match_its_files_is_refused(start: StartDaemon, t
             work.mkdir()
             for file in ("embeddings.npy", "ids.jsonl"):
                 (work / file).write_bytes(b"\0" * 200)
-            record = {"model": "m", "version": "v1", "fingerprint": fingerprint, "weights": None, "dim": DIM, "consumed": 5, "rows": 5,
+            record = {"model": "m", "version": "v1", "fingerprint": fingerprint, "weights": None, "dim": DIM, "rows": 5,
                       "rejected": 0, "rejects_bytes": 0, "input": facts, "settings": {**settings, "output": name.split(".")[1]}, "sink": sink, **counts}
             (work / "job.json").write_text(json.dumps(record))
             done = run_hs("encode", "-i", str(source), "-o", str(tmp_path / name), "--resume", endpoint=daemon.endpoint)
