@@ -10,10 +10,13 @@ from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.switching import Switchboard
 
 
-def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> dict[str, Any]:
-    """One row of `hs models`: the model, its routing and every loaded version."""
-    model = registry.config.models[name]
+def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> dict[str, Any] | None:
+    """One row of `hs models`: the model, its routing and every loaded version; None while
+    a config reload has updated the config and the routes only in part."""
+    model = registry.config.models.get(name)
     routing = switchboard.describe(name)
+    if model is None or routing is None or routing["active"] not in model.versions:
+        return None
     active = routing["active"]
     spec = model.versions[active]
     loaded = registry.peek(name, active)

@@ -88,13 +88,15 @@ class Handlers:
         return Outcome({"pong": True, "pid": os.getpid(), "phase": self._state.phase})
 
     def _op_models(self, request: Request) -> Outcome:
-        return Outcome({"models": [describe_model(self._registry, self._s.switchboard, name) for name in sorted(self._registry.config.models)]})
+        rows = (describe_model(self._registry, self._s.switchboard, name) for name in sorted(self._registry.config.models))
+        return Outcome({"models": [row for row in rows if row is not None]})  # a model mid-reload shows once it is settled
 
     def _op_status(self, request: Request) -> Outcome:
         loaded = self._registry.loaded()
         rollouts = {}
         for name in self._s.switchboard.models():
-            rollout = self._s.switchboard.describe(name)["rollout"]
+            routing = self._s.switchboard.describe(name)
+            rollout = routing["rollout"] if routing is not None else None
             if rollout is not None:
                 rollouts[name] = rollout
         return Outcome(

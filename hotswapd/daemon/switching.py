@@ -356,9 +356,13 @@ class Switchboard:
                 self._registry.unload(model, version, "release")
 
     # -- reporting ------------------------------------------------------------------------
-    def describe(self, model: str) -> dict[str, Any]:
+    def describe(self, model: str) -> dict[str, Any] | None:
+        """The model's routing; None when it has no route (a config reload is removing or
+        adding it right now)."""
         with self._lock:
-            route = self._routes[model]
+            route = self._routes.get(model)
+            if route is None:
+                return None
             rollout = route.rollout
             data: dict[str, Any] = {"active": route.active, "previous": route.previous, "rollout": None}
         model_cfg = self._registry.config.models.get(model)
