@@ -16,7 +16,7 @@ import typer
 from hotswapd.client import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching
+from hotswap_cli import bench, compare, config, daemon, doctor, encode, index, keys, models, search, switching, tune
 from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options, fill_optional_values
 from hotswap_cli.settings import Settings, autostart_default
 
@@ -40,6 +40,7 @@ app.command()(search.search)
 app.command()(compare.compare)
 app.command()(bench.bench)
 app.command()(models.metrics)
+app.command()(tune.tune)
 app.command()(doctor.doctor)
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")

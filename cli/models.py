@@ -22,8 +22,9 @@ MODELS_COLUMNS = [
     Column("max tokens", drop=6),
     Column("unloads", drop=4),
     Column("corpus", drop=8),
-    Column("backend", drop=7),
+    Column("path", drop=7),
     Column("source", drop=9, wrap=True),
+    Column("why", note=True, drop=10),
     Column("error", note=True),
 ]
 
@@ -64,10 +65,19 @@ def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
         str(item["max_tokens"]) if item.get("max_tokens") else "-",
         unloads,
         corpus_cell(item.get("corpus")),
-        item["backend"],
+        path_cell(item),
         item["source"],
+        item.get("path_reason") or "",
         item.get("last_error") or (item.get("corpus") or {}).get("problem") or "",
     ]
+
+
+def path_cell(item: dict[str, Any]) -> str:
+    """The backend and precision a version runs in ("onnx-int8"); "auto: ..." for a chosen one."""
+    path = item.get("path")
+    if item["backend"] == "auto":
+        return f"auto: {path}" if item["state"] == "loaded" and path else "auto"
+    return str(path or item["backend"])
 
 
 def _corpus_line(corpus: dict[str, Any]) -> str:

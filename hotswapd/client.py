@@ -382,6 +382,10 @@ class Client:
     def reload_config(self) -> dict[str, Any]:
         return self.request("reload")[0]
 
+    def tune(self, model: str | None = None, *, force: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
+        """Measure the version's paths here (or read the cached choice); minutes the first time."""
+        return self.request("tune", model=model, options={"force": force}, timeout=timeout)[0]
+
     def metrics(self) -> str:
         return self.request("metrics")[0]["text"]
 

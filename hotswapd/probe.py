@@ -26,3 +26,39 @@ def check_sample() -> list[str]:
     what a converted or reduced-precision path is checked on against the original."""
     passages = [" ".join(PROBE_TEXTS[i:] + PROBE_TEXTS[:i]) for i in range(0, 16, 4)]
     return [*PROBE_TEXTS, *passages, " ".join(PROBE_TEXTS * 6)]
+
+
+# Calibration for post-training quantisation (the activations' ranges), kept apart from the
+# texts a quantised model is then checked on, so the check does not grade its own homework.
+CALIBRATION_TEXTS = [
+    "The council approved the budget after a long debate about road repairs.",
+    "Where can I buy a train ticket to the airport late at night?",
+    "The new phone has a larger screen, a faster chip and a better camera.",
+    "Inflation slowed for the third month in a row, easing pressure on households.",
+    "for i in range(10): print(i * i)",
+    "The team lost the final on penalties after a goalless draw.",
+    "Snow closed several mountain passes and delayed flights in the capital.",
+    "Who wrote the novel that was adapted into last year's most popular film?",
+    "La réunion a été reportée à la semaine prochaine en raison de la grève.",
+    "Scientists sequenced the genome of a rare orchid found only on one island.",
+    "The soup was bland and the bread was stale, but the staff were friendly.",
+    "An absolutely wonderful hotel with a view of the harbour from every room.",
+    "The minister resigned after documents about the contract were leaked.",
+    "Enzymes speed up chemical reactions without being consumed by them.",
+    "Your order has shipped and should arrive within three to five working days.",
+    "The orchestra will perform the symphony in the cathedral on Sunday evening.",
+    "Farmers warned that the drought could halve this year's wheat harvest.",
+    "Reset the router, wait thirty seconds, then reconnect the cable.",
+    "The startup raised forty million dollars to expand into Asian markets.",
+    "Il museo espone dipinti del Rinascimento provenienti da collezioni private.",
+    "Volunteers planted two thousand trees along the river bank this spring.",
+    "The judge ruled that the evidence had been gathered unlawfully.",
+    "Tickets for the festival sold out within minutes of going on sale.",
+    "A gene linked to longevity was found to protect cells from damage.",
+]
+
+
+def calibration_texts() -> list[str]:
+    """Short texts and passages to calibrate a quantised model on (none of the check sample's)."""
+    passages = [" ".join(CALIBRATION_TEXTS[i:] + CALIBRATION_TEXTS[:i]) for i in range(0, 24, 6)]
+    return [*CALIBRATION_TEXTS, *passages, " ".join(CALIBRATION_TEXTS * 4)]

@@ -22,7 +22,7 @@ from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedV
 
 WIRE_VERSION = 1
 VECTOR_DTYPE = "<f4"
-OPS = ("encode", "search", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics")
+OPS = ("encode", "search", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics", "tune")
 Op = Literal[
     "encode", "search", "models", "preload", "evict", "status", "shutdown", "ping", "switch", "rollback", "history", "reload", "metrics"
 ]

@@ -36,6 +36,8 @@ BUILTIN: dict[str, str] = {
     "sentence-transformers": "hotswapd.backends.sentence_transformers",
     "openai": "hotswapd.backends.openai_remote",
     "onnx": "hotswapd.backends.onnx",
+    "openvino": "hotswapd.backends.openvino",
+    "auto": "hotswapd.backends.auto",
     "transformers": "hotswapd.backends.transformers",
     "sagemaker": "hotswapd.backends.sagemaker",
 }

@@ -16,22 +16,18 @@ so the vectors match sentence-transformers'.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from hotswapd.backends.devices import pick_device
-from hotswapd.backends.layout import ModelLayout, read_layout, vector_space
-from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
-from hotswapd.backends.tokenizing import TextTokenizer, TokenBatch, TokenizedBackend, encode_in_batches
+from hotswapd.backends.export_cache import created_once, enforce
+from hotswapd.backends.graph_embedder import GraphEmbedder
+from hotswapd.backends.layout import ModelLayout, read_layout
+from hotswapd.backends.pooling import PoolingName, choose_mode
+from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -45,7 +41,6 @@ log = logging.getLogger(__name__)
 OPSET = 17
 # Part of the export cache key: bump it when the exported graph would differ.
 EXPORT_FORMAT = 1
-EXPORT_TIMEOUT_SECONDS = 1800.0
 
 
 class Options(BaseModel):
@@ -66,17 +61,10 @@ class Options(BaseModel):
     spin_wait: bool = False
 
 
-class OnnxEmbedder(TokenizedBackend):
+class OnnxEmbedder(GraphEmbedder):
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: TextTokenizer, pooling: str, normalizes: bool, device: str, batch_size: int) -> None:
         self._session = session
-        self._tokenizer = tokenizer
-        self._pooling = pooling
-        self._normalizes = normalizes
-        self.batch_size = batch_size
-        self._inputs = {item.name for item in session.get_inputs()}
-        self.device = device
-        self.details: dict[str, Any] = {}
-        self.dimension = int(self.encode(["dimension probe"], normalize=False).shape[1])
+        super().__init__(tokenizer, {item.name for item in session.get_inputs()}, pooling, normalizes, device, batch_size)
 
     @classmethod
     def create(cls, file: Path, layout: ModelLayout, pooling: str, *, device: str, batch_size: int, threads: int | None, spin_wait: bool = False) -> OnnxEmbedder:
@@ -96,20 +84,8 @@ class OnnxEmbedder(TokenizedBackend):
         tokenizer = TextTokenizer(layout.tokenizer_file, layout.max_seq_length)
         return cls(session, tokenizer, pooling, layout.normalizes, device, batch_size)
 
-    def _run(self, batch: TokenBatch) -> np.ndarray:
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "token_type_ids": batch.token_type_ids}
-        (tokens,) = self._session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs})[:1]
-        return pool(tokens, batch.attention_mask, self._pooling)
-
-    def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
-        vectors = encode_in_batches(texts, self._tokenizer, self.batch_size, self._run)
-        return l2_normalize(vectors) if normalize else vectors
-
-    def space(self) -> dict[str, object]:
-        return vector_space(self._pooling, self._normalizes, self._tokenizer.vocabulary())
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.details)
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._session.run(["last_hidden_state"], feeds)[0]  # type: ignore[no-any-return]
 
     def close(self) -> None:
         del self._session
@@ -159,18 +135,30 @@ def _checked_given_file(file: Path, tokenizer_dir: Path, version: VersionConfig,
     if options.reference:
         reference = version.resolve(options.reference)
         key = _cache_key(file, reference, "check")
-        check = _cached_or_created(key, ["--onnx", str(file), "--reference", str(reference)], version)
-        _enforce(check, options.min_cosine, f"{file}")
+        check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--onnx", str(file), "--reference", str(reference)], version.trust_remote_code)
+        enforce(check, options.min_cosine, f"{file}")
         details["check"] = check
     return file, tokenizer_dir, details
 
 
 def _exported(source: Path, version: VersionConfig, options: Options) -> tuple[Path, Path, dict[str, Any]]:
-    key = _cache_key(source, None, options.quantize)
-    check = _cached_or_created(key, ["--source", str(source), "--reference", str(source), "--quantize", options.quantize], version)
-    file = _cache_root() / key / "model.onnx"
-    _enforce(check, options.min_cosine, f"the {'int8' if options.quantize == 'int8' else 'fp32'} ONNX export of {source}")
+    file, check = _export(source, options.quantize, version.trust_remote_code)
+    enforce(check, options.min_cosine, f"the {'int8' if options.quantize == 'int8' else 'fp32'} ONNX export of {source}")
     return file, source, {"onnx_file": str(file), "exported_now": check.get("exported_now", False), "check": check}
+
+
+def _export(source: Path, quantize: str, trust_remote_code: bool) -> tuple[Path, dict[str, Any]]:
+    key = _cache_key(source, None, quantize)
+    check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--source", str(source), "--reference", str(source), "--quantize", quantize], trust_remote_code)
+    return _cache_root() / key / "model.onnx", check
+
+
+def fp32_export(source: Path, trust_remote_code: bool, min_cosine: float) -> Path:
+    """The checked fp32 ONNX export of a model directory (made now if not cached): what
+    other graph runtimes (OpenVINO) convert from."""
+    file, check = _export(source, "none", trust_remote_code)
+    enforce(check, min_cosine, f"the fp32 ONNX export of {source}")
+    return file
 
 
 def _cache_root() -> Path:
@@ -184,67 +172,6 @@ def _cache_key(source: Path, reference: Path | None, variant: str) -> str:
 
     parts = [fingerprint(source), fingerprint(reference) if reference else "", variant, f"opset{OPSET}", f"format{EXPORT_FORMAT}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-
-
-def _cached_or_created(key: str, arguments: list[str], version: VersionConfig) -> dict[str, Any]:
-    """The check of a cached export, or export and check now (in a subprocess) and cache it."""
-    final = _cache_root() / key
-    if (final / "check.json").exists():
-        cached = _read_check(final)
-        if cached is not None:
-            log.info("onnx: reusing %s", final)
-            return {**cached, "exported_now": False}
-        log.warning("onnx: the cached export %s has an unusable check.json; exporting again", final)
-        shutil.rmtree(final, ignore_errors=True)
-    staging = _cache_root() / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [sys.executable, "-m", "hotswapd.backends.onnx_export", *arguments, "--out", str(staging)]
-    if version.trust_remote_code:
-        command.append("--trust-remote-code")
-    log.info("onnx: creating %s (runs torch once in a subprocess)", final)
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_SECONDS, check=False)
-    except subprocess.TimeoutExpired as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ModelLoadError(f"ONNX export took over {EXPORT_TIMEOUT_SECONDS:.0f} s and was stopped") from exc
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ModelLoadError(f"ONNX export failed: {last}")
-    try:
-        staging.rename(final)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another daemon placed the same export first
-    for item in final.iterdir():
-        item.chmod(0o444)
-    fresh = _read_check(final)
-    if fresh is None:
-        raise ModelLoadError(f"ONNX export wrote an unusable {final / 'check.json'}")
-    return {**fresh, "exported_now": True}
-
-
-def _read_check(directory: Path) -> dict[str, Any] | None:
-    """The export's agreement check, or None if the file is not one (the cache is a
-    directory on disk: anything may have written it)."""
-    from hotswapd.safefiles import read_regular
-
-    try:
-        check = json.loads(read_regular(directory / "check.json", 1 << 20))
-    except (OSError, ValueError, RecursionError):
-        return None
-    numbers = ("mean_cosine", "min_cosine", "sample_size")
-    if not isinstance(check, dict) or not all(isinstance(check.get(key), (int, float)) and not isinstance(check.get(key), bool) for key in numbers):
-        return None
-    return check
-
-
-def _enforce(check: dict[str, Any], threshold: float, what: str) -> None:
-    if check["mean_cosine"] < threshold:
-        raise ModelLoadError(
-            f"{what} agrees with the torch model at mean cosine {check['mean_cosine']:.4f} "
-            f"(min {check['min_cosine']:.4f}) on the {check['sample_size']}-text check sample, "
-            f"below min_cosine {threshold}: refused"
-        )
 
 
 def import_libraries() -> None:

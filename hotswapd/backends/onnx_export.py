@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,15 +75,21 @@ def quantize_int8(fp32: Path, out: Path) -> None:
 
 
 def agreement(reference: Path, candidate: Path, tokenizer_dir: Path, trust_remote_code: bool) -> dict[str, float]:
-    from sentence_transformers import SentenceTransformer
-
     from hotswapd.backends.onnx import OnnxEmbedder
+
+    layout = read_layout(tokenizer_dir)
+    embedder = OnnxEmbedder.create(candidate, layout, layout.pooling or "mean", device="cpu", batch_size=8, threads=None)
+    return agreement_of(embedder, reference, trust_remote_code)
+
+
+def agreement_of(embedder: Any, reference: Path, trust_remote_code: bool) -> dict[str, float]:
+    """Mean and minimum cosine of ``embedder``'s vectors against sentence-transformers
+    (fp32) on the fixed check sample."""
+    from sentence_transformers import SentenceTransformer
 
     texts = check_sample()
     model = SentenceTransformer(str(reference), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code)
     expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    layout = read_layout(tokenizer_dir)
-    embedder = OnnxEmbedder.create(candidate, layout, layout.pooling or "mean", device="cpu", batch_size=8, threads=None)
     got = embedder.encode(texts, normalize=True)
     cosines = np.sum(expected * got, axis=1)
     return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()), "sample_size": len(texts)}

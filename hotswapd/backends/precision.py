@@ -42,6 +42,25 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.cache
+def cpu_identity() -> str:
+    """The CPU's model name and a digest of its flags: what decides which path is fastest
+    and how accurate int8 and bf16 are (the machine under a path may change between starts)."""
+    import hashlib
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
+    return f"{name} [{flags}]"
+
+
 def why_not(precision: str, device: str) -> str | None:
     """None when ``precision`` runs fast on ``device`` here; otherwise the reason."""
     if precision == "fp32":
@@ -86,8 +105,26 @@ def choose(requested: str, device: str, min_cosine: float, encode: Callable[[lis
                 f"{int(agreement['sample_size'])}-text check sample, below min_cosine {min_cosine}"
             )
             continue
-        return Choice(precision, "asked for" if requested != "auto" else "auto: the hardware runs it fast and it agrees with fp32", agreement)
+        if requested == "auto":
+            # The instructions being there does not make it faster for every model and batch:
+            # auto times both on the check sample (each after one untimed pass).
+            reduced, full = _seconds(encode, precision), _seconds(encode, "fp32")
+            if reduced >= full:
+                refusals.append(f"{precision} measured no faster than fp32 here ({reduced * 1000:.0f} ms against {full * 1000:.0f} ms on the check sample)")
+                continue
+            return Choice(precision, f"auto: {full / reduced:.2f}x fp32 on the check sample, and it agrees with fp32", agreement)
+        return Choice(precision, "asked for", agreement)
     raise ModelLoadError(f"{name}: precision {requested} refused: {'; '.join(refusals)}")
+
+
+def _seconds(encode: Callable[[list[str], str], Any], precision: str) -> float:
+    import time
+
+    texts = check_sample()
+    encode(texts, precision)
+    started = time.perf_counter()
+    encode(texts, precision)
+    return time.perf_counter() - started
 
 
 def _agreement(encode: Callable[[list[str], str], Any], precision: str) -> dict[str, float]:

@@ -84,6 +84,8 @@ def describe_version(registry: Registry, name: str, version: str, routing: dict[
         "memory_bytes": loaded.memory_bytes if loaded else None,
         "corpus": describe_corpus(loaded) if loaded else None,
         "fingerprint": loaded.fingerprint if loaded else None,
+        # How it computes (backend and precision) and why: configured, or chosen by `auto`.
+        **serving_path(loaded, spec.backend),
         "pinned": spec.pinned,
         "last_used": loaded.last_used if loaded else None,
         "unloads_at": unloads_at,
@@ -117,6 +119,21 @@ def describe_loaded(loaded: LoadedVersion) -> dict[str, Any]:
         "details": backend_details(loaded),
         "corpus": describe_corpus(loaded),
     }
+
+
+def serving_path(loaded: LoadedVersion | None, backend: str) -> dict[str, str | None]:
+    """``path`` (say "onnx-int8") and ``path_reason`` of a version: what `backend = "auto"`
+    chose and why, or the configured backend with the precision it runs in."""
+    if loaded is None:
+        return {"path": "chosen when loaded" if backend == "auto" else None, "path_reason": None}
+    tuned = getattr(loaded.embedder, "tuned", None)
+    if isinstance(tuned, dict):
+        return {"path": str(tuned.get("path")), "path_reason": f"auto: {tuned.get('reason')}"}
+    details = backend_details(loaded)
+    options = loaded.config.options
+    precision = details.get("precision") or ("int8" if getattr(options, "quantize", "none") == "int8" else "fp32")
+    reason = details.get("precision_reason") or "configured"
+    return {"path": f"{backend}-{precision}", "path_reason": str(reason)}
 
 
 def backend_details(loaded: LoadedVersion) -> dict[str, Any]:

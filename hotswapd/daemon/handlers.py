@@ -26,6 +26,7 @@ from hotswapd.daemon.audit import SWITCH_EVENTS
 from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.describe import describe_loaded, describe_model
 from hotswapd.daemon.switch_request import SwitchRequest
+from hotswapd.daemon.tune_op import tune_version
 from hotswapd.errors import (
     ProtocolError,
 )
@@ -56,6 +57,7 @@ ALLOWED_OPTIONS: dict[str, set[str]] = {
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},
+    "tune": {"force"},
 }
 
 
@@ -199,6 +201,12 @@ class Handlers:
 
     def _op_reload(self, request: Request) -> Queued:
         return Queued("control", lambda: Outcome(self._s.reload("command")))
+
+    def _op_tune(self, request: Request) -> Queued:
+        name, _, pinned = self._registry.resolve(request.model)
+        version = pinned or self._s.switchboard.route(name).active
+        force = _option(request, "force", bool, False)
+        return Queued("tune", lambda: Outcome(tune_version(self._registry, name, version, force=force)))
 
     def _op_metrics(self, request: Request) -> Queued:
         return Queued("io", lambda: Outcome({"text": self._s.metrics.exposition()}))

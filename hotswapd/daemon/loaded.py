@@ -61,6 +61,9 @@ class LoadedVersion:
         # same config computes bf16 vectors on one machine and fp32 on another.
         chosen = getattr(self.embedder, "precision", None)
         suffix = f"|{chosen}" if chosen else ""
+        # A version with backend = "auto" says which path it chose, for the same reason.
+        path = getattr(self.embedder, "tuned_path", None)
+        suffix += f"|{path}" if path else ""
         return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}{suffix}".encode()).digest()[:16]
 
     @property

@@ -174,7 +174,7 @@ def test_config_validate_with_an_absurd_source_is_one_line(tmp_path: Path) -> No
 
 
 def test_an_unusable_onnx_export_check_is_not_trusted(tmp_path: Path) -> None:
-    from hotswapd.backends.onnx import _read_check
+    from hotswapd.backends.export_cache import read_check as _read_check
 
     for garbage in (b"[" * 5000, b'{"mean_cosine": ' + b"9" * 5000 + b"}", b"\xff", b'{"mean_cosine": "high"}', b"[]"):
         (tmp_path / "check.json").write_bytes(garbage)

@@ -1,0 +1,145 @@
+"""Measure every candidate path of one model version; run as a subprocess by :mod:`run`.
+
+    python -m hotswapd.tuning.measure --spec SPEC.json --out ROWS.json
+
+It imports torch (the reference is fp32 sentence-transformers), so the daemon never runs
+it in its own process. Each path is loaded through its backend exactly as the daemon would
+load it (exports, quantisation and the backends' own accuracy gates included), timed on
+short texts, on passages and one text at a time, compared with the reference on the check
+sample, and closed before the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hotswapd.probe import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
+from hotswapd.tuning.paths import REFERENCE, backend_and_options, unavailable
+from hotswapd.tuning.record import PathRow
+
+SHORT_ROUNDS = 2
+SINGLE_CALLS = 21
+
+
+def short_texts() -> list[str]:
+    return [*PROBE_TEXTS, *CALIBRATION_TEXTS] * 6  # 240 texts of 5 to 20 words
+
+
+def passages() -> list[str]:
+    texts = [*PROBE_TEXTS, *CALIBRATION_TEXTS]
+    return [" ".join(texts[i : i + 10]) for i in range(0, len(texts), 2)]  # 20 texts of ~150-200 tokens
+
+
+def _rate(embedder: Any, texts: list[str], rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        embedder.encode(texts, normalize=True)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best
+
+
+def _single_p50_ms(embedder: Any) -> float:
+    texts = short_texts()
+    times = []
+    for text in texts[:SINGLE_CALLS]:
+        started = time.perf_counter()
+        embedder.encode([text], normalize=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _cosines(vectors: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    got = np.asarray(vectors, dtype=np.float64)
+    got /= np.linalg.norm(got, axis=1, keepdims=True)
+    cosines = np.clip(np.sum(got * reference, axis=1), -1.0, 1.0)
+    return float(cosines.mean()), float(cosines.min())
+
+
+def measure(name: str, backend: str, options: dict[str, Any], embedder: Any, reference: np.ndarray) -> PathRow:
+    embedder.encode(short_texts()[:64], normalize=True)  # warm-up: first-call allocations, lazy compiles
+    mean, lowest = _cosines(embedder.encode(check_sample(), normalize=True), reference)
+    return PathRow(
+        path=name,
+        backend=backend,
+        options=options,
+        status="measured",
+        short_per_second=round(_rate(embedder, short_texts(), SHORT_ROUNDS), 1),
+        passages_per_second=round(_rate(embedder, passages(), 1), 1),
+        single_p50_ms=round(_single_p50_ms(embedder), 2),
+        mean_cosine=mean,
+        min_cosine=lowest,
+    )
+
+
+def _device(requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def measure_all(path: Path, base: dict[str, Any], names: list[str], min_cosine: float) -> list[PathRow]:
+    from hotswapd.backends import get_loader
+    from hotswapd.config import VersionConfig
+    from hotswapd.errors import HotswapError
+
+    device = _device(base.get("device", "auto"))
+    rows: list[PathRow] = []
+    reference: np.ndarray | None = None
+    # The reference goes first: every other path is compared with its vectors.
+    for name in sorted(names, key=lambda item: item != REFERENCE):
+        backend, options = backend_and_options(name, path)
+        reason = unavailable(name, device)
+        if reason is not None:
+            rows.append(PathRow(path=name, backend=backend, options=options, status="unavailable", reason=reason))
+            continue
+        if name != REFERENCE and reference is None:
+            rows.append(PathRow(path=name, backend=backend, options=options, status="refused", reason=f"cannot be checked: the reference ({REFERENCE}) did not run"))
+            continue
+        config = VersionConfig.model_validate({**base, "backend": backend, "source": str(path), "min_cosine": min_cosine, **options})
+        try:
+            embedder = get_loader(backend)(path, config)
+        except HotswapError as exc:
+            rows.append(PathRow(path=name, backend=backend, options=options, status="refused", reason=exc.message))
+            continue
+        except Exception as exc:  # noqa: BLE001 -- a library failing in its own way refuses this path only
+            rows.append(PathRow(path=name, backend=backend, options=options, status="refused", reason=f"{type(exc).__name__}: {exc}"))
+            continue
+        try:
+            if reference is None:
+                reference = np.asarray(embedder.encode(check_sample(), normalize=True), dtype=np.float64)
+                reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+            rows.append(measure(name, backend, options, embedder, reference))
+        finally:
+            embedder.close()
+            del embedder
+            gc.collect()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spec", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    if REFERENCE not in spec["paths"]:
+        spec["paths"].insert(0, REFERENCE)
+    rows = measure_all(Path(spec["path"]), spec["version"], spec["paths"], spec["min_cosine"])
+    args.out.write_text(json.dumps([row.model_dump() for row in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The fastest accurate path for a version on this machine: the cached choice, or measure now.
+
+Measuring runs :mod:`hotswapd.tuning.measure` in a subprocess (it imports torch and loads
+every candidate); the daemon that then serves an ONNX or OpenVINO path never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hotswapd.errors import ModelLoadError
+from hotswapd.tuning.paths import PATHS, REFERENCE
+from hotswapd.tuning.record import PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
+
+if TYPE_CHECKING:
+    from hotswapd.config import VersionConfig
+
+log = logging.getLogger(__name__)
+MEASURE_TIMEOUT_SECONDS = 3600.0
+# The version's settings that change what a path computes or how fast it runs.
+COMPUTATION_FIELDS = ("device", "fallback", "trust_remote_code", "max_seq_length", "batch_size")
+DEFAULT_MIN_COSINE = 0.99
+
+
+def settings(version: VersionConfig) -> tuple[list[str], float]:
+    """(the paths to compare, the accuracy gate): a `backend = "auto"` version's own, else all paths at 0.99."""
+    options = version.options
+    paths = getattr(options, "paths", None) or list(PATHS)
+    return list(paths), float(getattr(options, "min_cosine", DEFAULT_MIN_COSINE))
+
+
+def tuned(path: Path, version: VersionConfig, *, force: bool = False) -> TuneRecord:
+    """The choice for the version whose files are at ``path``: cached (same CPU, libraries,
+    weights and settings), or measured now and cached; ``force`` measures again."""
+    from hotswapd.fingerprint import fingerprint
+
+    paths, min_cosine = settings(version)
+    weights = fingerprint(path)
+    computation: dict[str, Any] = {field: getattr(version, field) for field in COMPUTATION_FIELDS}
+    key = cache_key(weights, {**computation, "paths": sorted(paths), "min_cosine": min_cosine})
+    if not force:
+        cached = read_cached(key)
+        if cached is not None:
+            log.info("tuning: %s chose %s (cached; measured %s)", path, cached.chosen, time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.measured_at)))
+            return cached
+    started = time.time()
+    rows = _measure(path, computation, paths, min_cosine)
+    record = choose(key, weights, rows, min_cosine, started)
+    file = write_cached(record)
+    log.info("tuning: %s chose %s (%s); cached in %s", path, record.chosen, record.reason, file)
+    return record
+
+
+def choose(key: str, weights: str, rows: list[PathRow], min_cosine: float, started: float) -> TuneRecord:
+    candidates = eligible(rows, min_cosine)
+    if not candidates:
+        why = "; ".join(f"{row.path}: {row.reason or f'mean cosine {row.mean_cosine}'}" for row in rows)
+        raise ModelLoadError(f"no path runs here at min_cosine {min_cosine}: {why}")
+    best = max(candidates, key=lambda row: row.short_per_second or 0.0)
+    reference = next((row for row in rows if row.path == REFERENCE and row.short_per_second), None)
+    ratio = f", {best.short_per_second / reference.short_per_second:.2f}x {REFERENCE}" if reference and best.short_per_second else ""
+    reason = (
+        f"fastest on short texts ({best.short_per_second:.0f}/s{ratio}) of {len(candidates)} measured paths "
+        f"whose vectors agree with fp32 at mean cosine >= {min_cosine}"
+    )
+    from hotswapd.backends.precision import cpu_identity
+
+    return TuneRecord(
+        key=key,
+        cpu=cpu_identity(),
+        libraries=library_versions(),
+        weights=weights,
+        measured_at=started,
+        seconds=round(time.time() - started, 2),
+        min_cosine=min_cosine,
+        rows=rows,
+        chosen=best.path,
+        reason=reason,
+    )
+
+
+def _measure(path: Path, computation: dict[str, Any], paths: list[str], min_cosine: float) -> list[PathRow]:
+    with tempfile.TemporaryDirectory(prefix="hotswapd-tune-") as work:
+        spec, out = Path(work) / "spec.json", Path(work) / "rows.json"
+        spec.write_text(json.dumps({"path": str(path), "version": computation, "paths": paths, "min_cosine": min_cosine}))
+        command = [sys.executable, "-m", "hotswapd.tuning.measure", "--spec", str(spec), "--out", str(out)]
+        log.info("tuning: measuring %d paths of %s (a subprocess)", len(paths), path)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_SECONDS, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ModelLoadError(f"measuring the paths of {path} took over {MEASURE_TIMEOUT_SECONDS:.0f} s and was stopped") from exc
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ModelLoadError(f"measuring the paths of {path} failed: {last}")
+        try:
+            return [PathRow.model_validate(row) for row in json.loads(out.read_text())]
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"measuring the paths of {path} gave no usable result: {exc}") from exc
