@@ -33,8 +33,9 @@ from hotswapd.backends.export_cache import created_once, enforce
 from hotswapd.backends.graph_embedder import GraphEmbedder
 from hotswapd.backends.layout import ModelLayout, read_layout
 from hotswapd.backends.pooling import PoolingName, choose_mode
-from hotswapd.backends.precision import cpu_identity, why_not
+from hotswapd.backends.precision import why_not
 from hotswapd.backends.tokenizing import TextTokenizer
+from hotswapd.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:

@@ -15,50 +15,18 @@ falls back to fp32.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hotswapd.cpu import cpu_flags
 from hotswapd.errors import ModelLoadError
 from hotswapd.probe import check_sample
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.cache
-def cpu_identity() -> str:
-    """The CPU's model name and a digest of its flags: what decides which path is fastest
-    and how accurate int8 and bf16 are (the machine under a path may change between starts)."""
-    import hashlib
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
-    return f"{name} [{flags}]"
 
 
 def why_not(precision: str, device: str) -> str | None:

@@ -53,8 +53,9 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
     if threads and torch is not None:
         torch.set_num_threads(threads)
     running = version_config
-    if threads and version_config.backend == "onnx":
-        running = type(version_config).model_validate({**version_config.model_dump(), "intra_op_threads": threads})
+    thread_option = {"onnx": "intra_op_threads", "openvino": "threads"}.get(version_config.backend)
+    if threads and thread_option:
+        running = type(version_config).model_validate({**version_config.model_dump(), thread_option: threads})
     embedder = get_loader(version_config.backend)(path, running)
     # The version's own config, not the thread-capped copy: the fingerprint is the daemon's.
     return LoadedVersion(name, version, version_config, embedder, fingerprint(path), time.time(), time.perf_counter() - started, 0)

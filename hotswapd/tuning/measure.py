@@ -17,13 +17,14 @@ import json
 import statistics
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hotswapd.probe import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
-from hotswapd.tuning.paths import REFERENCE, backend_and_options, unavailable
+from hotswapd.tuning.paths import PATHS, REFERENCE, backend_and_options
 from hotswapd.tuning.record import PathRow
 
 SHORT_ROUNDS = 2
@@ -79,6 +80,28 @@ def measure(name: str, backend: str, options: dict[str, Any], embedder: Any, ref
         mean_cosine=mean,
         min_cosine=lowest,
     )
+
+
+def unavailable(name: str, device: str) -> str | None:
+    """Why ``name`` cannot run here on ``device`` (a missing library, missing instructions,
+    no GPU), or None. Imports torch only to ask about a GPU."""
+    from hotswapd.backends import openvino
+    from hotswapd.backends.precision import why_not
+
+    backend, options = PATHS[name]
+    if backend == "torch":
+        if find_spec("torch") is None or find_spec("sentence_transformers") is None:
+            return "torch and sentence-transformers are not installed (pip install 'hotswap[sentence-transformers]')"
+        return why_not(options.get("precision", "fp32"), device)
+    if backend == "onnx":
+        if find_spec("onnxruntime") is None or find_spec("onnx") is None:
+            return "ONNX Runtime is not installed (pip install 'hotswap[onnx]')"
+        if device.startswith("cuda") and options.get("quantize") == "int8":
+            return "int8 ONNX runs on the CPU; this version runs on CUDA"
+        return None
+    if device.startswith("cuda"):
+        return "OpenVINO runs on the CPU here; this version runs on CUDA"
+    return openvino.unavailable(options.get("precision", "fp32"))
 
 
 def _device(requested: str) -> str:

@@ -7,7 +7,6 @@ it has a ``modules.json``, plain transformers otherwise.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from pathlib import Path
 
 PATHS: dict[str, tuple[str, dict[str, str]]] = {
@@ -30,25 +29,3 @@ def torch_backend(path: Path) -> str:
 def backend_and_options(name: str, path: Path) -> tuple[str, dict[str, str]]:
     backend, options = PATHS[name]
     return (torch_backend(path) if backend == "torch" else backend), dict(options)
-
-
-def unavailable(name: str, device: str) -> str | None:
-    """Why ``name`` cannot run here on ``device`` (a missing library, missing instructions,
-    no GPU), or None. Imports torch only to ask about a GPU."""
-    from hotswapd.backends import openvino
-    from hotswapd.backends.precision import why_not
-
-    backend, options = PATHS[name]
-    if backend == "torch":
-        if find_spec("torch") is None or find_spec("sentence_transformers") is None:
-            return "torch and sentence-transformers are not installed (pip install 'hotswap[sentence-transformers]')"
-        return why_not(options.get("precision", "fp32"), device)
-    if backend == "onnx":
-        if find_spec("onnxruntime") is None or find_spec("onnx") is None:
-            return "ONNX Runtime is not installed (pip install 'hotswap[onnx]')"
-        if device.startswith("cuda") and options.get("quantize") == "int8":
-            return "int8 ONNX runs on the CPU; this version runs on CUDA"
-        return None
-    if device.startswith("cuda"):
-        return "OpenVINO runs on the CPU here; this version runs on CUDA"
-    return openvino.unavailable(options.get("precision", "fp32"))

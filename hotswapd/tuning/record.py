@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hotswapd.backends.precision import cpu_identity
+from hotswapd.cpu import cpu_identity
 
 log = logging.getLogger(__name__)
 # What decides how fast and how accurate a path runs, besides the CPU and the weights.

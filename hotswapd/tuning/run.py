@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hotswapd.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
 from hotswapd.tuning.paths import PATHS, REFERENCE
 from hotswapd.tuning.record import PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
@@ -70,8 +71,6 @@ def choose(key: str, weights: str, rows: list[PathRow], min_cosine: float, start
         f"fastest on short texts ({best.short_per_second:.0f}/s{ratio}) of {len(candidates)} measured paths "
         f"whose vectors agree with fp32 at mean cosine >= {min_cosine}"
     )
-    from hotswapd.backends.precision import cpu_identity
-
     return TuneRecord(
         key=key,
         cpu=cpu_identity(),

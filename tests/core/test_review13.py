@@ -147,7 +147,7 @@ def test_long_names_are_whole_when_the_terminal_allows(tmp_path: Path) -> None:
     from hotswap_cli.output import render_table
 
     name, version = "n" * 64, "v" * 64
-    row = [name, version, "*", "loaded", "1 MiB", "8", "128", "never", "1,000 exact", "fake", "/a/very/long/source/path/" * 6, ""]
+    row = [name, version, "*", "loaded", "1 MiB", "8", "128", "never", "1,000 exact", "fake", "/a/very/long/source/path/" * 6, "configured", ""]
     for width in (160, 200, 235, 300):
         console = Console(width=width, record=True, file=io.StringIO())
         render_table(console, "models", MODELS_COLUMNS, [row])
