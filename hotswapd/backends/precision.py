@@ -25,7 +25,7 @@ from hotswapd.cpu import cpu_flags
 from hotswapd.errors import ModelLoadError
 from hotswapd.probe import check_sample
 
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
+Precision = Literal["fp32", "bf16", "fp16", "int8", "auto"]
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -33,6 +33,11 @@ def why_not(precision: str, device: str) -> str | None:
     """None when ``precision`` runs fast on ``device`` here; otherwise the reason."""
     if precision == "fp32":
         return None
+    if precision == "int8":
+        return (
+            'int8 runs through ONNX Runtime or OpenVINO here, not torch: set backend = "onnx" with quantize = "int8", '
+            'backend = "openvino" with precision = "int8", or backend = "auto" to measure which is fastest'
+        )
     if device.startswith("cuda"):
         import torch
 
