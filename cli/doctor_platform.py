@@ -19,6 +19,9 @@ BACKEND_LIBRARIES: dict[str, tuple[str, ...]] = {
     "transformers": ("transformers", "torch"),
     "onnx": ("onnxruntime", "tokenizers"),
     "sagemaker": ("boto3", "tokenizers"),
+    "openvino": ("openvino", "nncf", "tokenizers"),
+    # auto measures every path against fp32 sentence-transformers (hotswapd/tuning).
+    "auto": ("sentence_transformers", "torch"),
 }
 # What the one-off ONNX export of a model directory runs (hotswapd/backends/onnx_export.py).
 ONNX_EXPORT_LIBRARIES = ("torch", "transformers", "sentence_transformers", "onnx")
@@ -31,6 +34,8 @@ EXTRA_OF = {
     "onnx": "onnx",
     "tokenizers": "onnx",
     "boto3": "aws",
+    "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 # CPU features -> the fastest accurate path, best first; the first row whose flags are all
@@ -39,15 +44,16 @@ EXTRA_OF = {
 # 1.0000). VNNI (AVX-512 or AVX-VNNI) and AMX add int8 dot-product instructions that
 # onnxruntime's int8 kernels use, so int8 gains more there; AVX-512 without VNNI still runs
 # int8 through the same multiply-add as AVX2.
-_EXACT = "ONNX fp32 (1.36x, cosine 1.0) where a version needs exact vectors"
+_EXACT = "ONNX or OpenVINO fp32 (1.3-1.4x, cosine 1.0) where a version needs exact vectors"
+_TUNE = "; `hs tune MODEL` (or backend = \"auto\") measures every path on this machine"
 CPU_PATHS: tuple[tuple[frozenset[str], str, str], ...] = (
-    (frozenset({"amx_tile", "amx_int8"}), "AMX", "the ONNX int8 backend is the fastest accurate path (AMX runs its int8 matmuls)"),
-    (frozenset({"avx512_vnni"}), "AVX-512 VNNI", "the ONNX int8 backend is the fastest accurate path"),
-    (frozenset({"avx_vnni"}), "AVX-VNNI", "the ONNX int8 backend is the fastest accurate path"),
-    (frozenset({"avx512f"}), "AVX-512 without VNNI", "ONNX int8 is fastest, as on AVX2; " + _EXACT),
-    (frozenset({"avx2"}), "AVX2 only", "ONNX int8 is fastest (1.9x, mean cosine 0.992, measured); " + _EXACT),
-    (frozenset({"asimddp"}), "Arm dot product", "the ONNX int8 backend is the fastest accurate path"),
-    (frozenset({"asimd"}), "Arm NEON", "ONNX fp32 is the safe fast path; measure int8 against it (hs bench)"),
+    (frozenset({"amx_tile", "amx_int8"}), "AMX", "int8 (OpenVINO or ONNX) is the fastest accurate path (AMX runs its int8 matmuls)" + _TUNE),
+    (frozenset({"avx512_vnni"}), "AVX-512 VNNI", "OpenVINO int8 was the fastest accurate path on a Zen 4 (3.5x sentence-transformers, mean cosine 0.994)" + _TUNE),
+    (frozenset({"avx_vnni"}), "AVX-VNNI", "int8 (OpenVINO or ONNX) is the fastest accurate path" + _TUNE),
+    (frozenset({"avx512f"}), "AVX-512 without VNNI", "int8 is fastest, as on AVX2; " + _EXACT + _TUNE),
+    (frozenset({"avx2"}), "AVX2 only", "ONNX int8 is fastest (1.9x, mean cosine 0.992, measured); " + _EXACT + _TUNE),
+    (frozenset({"asimddp"}), "Arm dot product", "the ONNX int8 backend is the fastest accurate path" + _TUNE),
+    (frozenset({"asimd"}), "Arm NEON", "ONNX fp32 is the safe fast path" + _TUNE),
 )
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
                "asimd", "asimddp", "i8mm", "bf16", "sve")
@@ -82,7 +88,7 @@ def backend_checks(used: set[str] | None) -> list[Check]:
         else:
             status = "fail" if in_use else "warn"
             rows.append(Check("backend", status, f"{name}: {', '.join(missing)} not installed{note}", _install_hint(missing)))
-    if used and "onnx" in used:
+    if used and used & {"onnx", "openvino"}:
         missing = [module for module in ONNX_EXPORT_LIBRARIES if not installed(module)]
         if missing:
             rows.append(Check("backend", "warn", f"onnx: a version whose source has no .onnx file is exported once, which needs "
