@@ -242,7 +242,7 @@ def test_cpu_table(tmp_path: Path, flags: str, expected: str) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: sse\n")
     row = cpu_check(cpuinfo)
-    assert row.status == "ok" and row.detail.startswith(expected) and "ONNX int8" in row.detail, row.detail
+    assert row.status == "ok" and row.detail.startswith(expected) and "int8" in row.detail and "hs tune" in row.detail, row.detail
 
 
 def test_cpu_without_avx2_or_cpuinfo_warns(tmp_path: Path) -> None:
