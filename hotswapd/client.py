@@ -359,10 +359,8 @@ class Client:
 
     def switch(self, model: str | None, version: str, strategy: str = "immediate", **options: Any) -> dict[str, Any]:
         """Make ``version`` active (strategy immediate) or start a canary/split/gradual rollout.
-
         Options: share (percent), sticky, steps, step_seconds, step_requests, force. The
-        audit log records the switch as made through the API (``hs`` passes trigger="cli").
-        """
+        audit log records the switch as made through the API (``hs`` passes trigger="cli")."""
         return self.request("switch", model=model, options={"version": version, "strategy": strategy, "trigger": "api", **options})[0]
 
     def abort_rollout(self, model: str | None = None, *, trigger: str = "api") -> dict[str, Any]:
@@ -374,9 +372,7 @@ class Client:
     def history(self, model: str | None = None, *, limit: int = 50, all_events: bool = False, skip: int = 0) -> list[dict[str, Any]]:
         """The last ``limit`` audit entries (at most 10,000 a call), oldest first; ``skip``
         leaves out that many newer ones, to page further back."""
-        options: dict[str, Any] = {"limit": limit, "all": all_events}
-        if skip:
-            options["skip"] = skip
+        options: dict[str, Any] = {"limit": limit, "all": all_events, **({"skip": skip} if skip else {})}
         return self.request("history", model=model, options=options)[0]["entries"]
 
     def reload_config(self) -> dict[str, Any]:

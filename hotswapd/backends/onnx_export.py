@@ -98,6 +98,13 @@ def agreement_of(embedder: Any, reference: Path, trust_remote_code: bool) -> dic
     return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min()), "sample_size": len(texts)}
 
 
+def write_check(out: Path, check: dict[str, Any], started: float, **facts: object) -> None:
+    """check.json beside the converted model (what the backend reads back), and on stdout."""
+    check.update(facts, seconds=round(time.perf_counter() - started, 2), created=time.time())
+    (out / "check.json").write_text(json.dumps(check, indent=1))
+    sys.stdout.write(json.dumps(check) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", type=Path, help="model directory to export (omit with --onnx)")
@@ -119,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             fp32.unlink()
     tokenizer_dir = args.source or args.reference
     check = agreement(args.reference, candidate, tokenizer_dir, args.trust_remote_code)
-    check.update(quantize=args.quantize, seconds=round(time.perf_counter() - started, 2), created=time.time())
-    (args.out / "check.json").write_text(json.dumps(check, indent=1))
-    sys.stdout.write(json.dumps(check) + "\n")
+    write_check(args.out, check, started, quantize=args.quantize)
     return 0
 
 

@@ -12,13 +12,12 @@ computed in the precision the model will be served in) into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from hotswapd.backends.layout import read_layout
-from hotswapd.backends.onnx_export import agreement_of, export_fp32
+from hotswapd.backends.onnx_export import agreement_of, export_fp32, write_check
 from hotswapd.backends.tokenizing import TextTokenizer
 from hotswapd.probe import calibration_texts
 
@@ -61,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = read_layout(args.source)
     embedder = OpenVinoEmbedder.create(xml, layout, layout.pooling or "mean", precision=args.precision, batch_size=8, threads=None)
     check = agreement_of(embedder, args.source, args.trust_remote_code)
-    check.update(precision=args.precision, seconds=round(time.perf_counter() - started, 2), created=time.time())
-    (args.out / "check.json").write_text(json.dumps(check, indent=1))
-    sys.stdout.write(json.dumps(check) + "\n")
+    write_check(args.out, check, started, precision=args.precision)
     return 0
 
 
