@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotswapd.config import Config, ModelConfig
 from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.registry import Registry
 from hotswapd.daemon.switching import Switchboard
 
 
-def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> dict[str, Any] | None:
+def describe_model(registry: Registry, switchboard: Switchboard, name: str, config: Config) -> dict[str, Any] | None:
     """One row of `hs models`: the model, its routing and every loaded version; None while
     a config reload has updated the config and the routes only in part."""
-    model = registry.config.models.get(name)
+    model = config.models.get(name)
     routing = switchboard.describe(name)
     if model is None or routing is None or routing["active"] not in model.versions:
         return None
@@ -52,19 +53,19 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str) -> d
         "load_seconds": round(loaded.load_seconds, 3) if loaded else None,
         "last_used": loaded.last_used if loaded else None,
         "last_error": registry.last_error(name, active),
-        "default": name == registry.config.default_model,
+        "default": name == config.default_model,
         "previous": routing["previous"],
         "rollout": routing["rollout"],
         # Every configured version, loaded or not: what `hs models` lists, and what a
         # switch could go to.
-        "version_detail": [describe_version(registry, name, version, routing) for version in sorted(model.versions)],
+        "version_detail": [describe_version(registry, name, model, version, routing) for version in sorted(model.versions)],
     }
 
 
-def describe_version(registry: Registry, name: str, version: str, routing: dict[str, Any]) -> dict[str, Any]:
+def describe_version(registry: Registry, name: str, model: ModelConfig, version: str, routing: dict[str, Any]) -> dict[str, Any]:
     """One configured version: its share of the traffic, whether it is loaded and what it holds."""
-    spec = registry.config.models[name].versions[version]
-    ttl = registry.config.models[name].ttl
+    spec = model.versions[version]
+    ttl = model.ttl
     loaded = registry.peek(name, version)
     last_error = registry.last_error(name, version)
     state = "loaded" if loaded else ("failed" if last_error else "not loaded")

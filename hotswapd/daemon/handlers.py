@@ -90,7 +90,8 @@ class Handlers:
         return Outcome({"pong": True, "pid": os.getpid(), "phase": self._state.phase})
 
     def _op_models(self, request: Request) -> Outcome:
-        rows = (describe_model(self._registry, self._s.switchboard, name) for name in sorted(self._registry.config.models))
+        config = self._s.switchboard.config or self._registry.config  # the routes' config, mid-reload too
+        rows = (describe_model(self._registry, self._s.switchboard, name, config) for name in sorted(config.models))
         return Outcome({"models": [row for row in rows if row is not None]})  # a model mid-reload shows once it is settled
 
     def _op_status(self, request: Request) -> Outcome:

@@ -62,6 +62,9 @@ class Switchboard:
         self._advancing: set[str] = set()
         self._releases: list[tuple[float, str, str]] = []
         self._last_tick = 0.0
+        # The config the routes follow: set before the registry's while a reload applies, so
+        # views that pair routes with versions (`hs models`) read this one, never half of each.
+        self.config: Config | None = None
 
     # -- routing -------------------------------------------------------------------------
     def pick(self, model: str, key: str | None = None) -> str:
@@ -87,6 +90,7 @@ class Switchboard:
         """Bring routes in line with a new config; returns models whose file `active` changed."""
         changed = []
         with self._changes, self._lock:
+            self.config = config
             for name in set(self._routes) - set(config.models):
                 del self._routes[name]
             for name, model in config.models.items():
