@@ -70,11 +70,15 @@ def tighten(path: Path, mode: int) -> bool:
 def write_atomically(path: Path, data: bytes) -> None:
     """Written beside, synced, renamed over, the directory synced: all of it or none."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk, a directory in the way: leave nothing behind
+        raise
     sync_directory(path.parent)
 
 

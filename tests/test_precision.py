@@ -81,8 +81,10 @@ def test_the_transformers_backend_takes_the_same_precision(config: Path) -> None
     assert cosines.min() >= 0.99 and not np.array_equal(encode_texts(fp32, TEXTS), encode_texts(bf16, TEXTS))
 
 
-def test_int8_under_torch_is_refused_with_where_int8_runs(tmp_path: Path) -> None:
-    model = build_tiny_model(tmp_path / "tiny")
-    (tmp_path / "c.toml").write_text(f'[models.tiny]\nactive = "v"\n[models.tiny.versions.v]\nsource = "{model}"\nprecision = "int8"\n')
-    with pytest.raises(ModelLoadError, match=r'int8 runs through ONNX Runtime or OpenVINO here, not torch: set backend = "onnx"'):
-        load_version(tmp_path / "c.toml", "tiny@v")
+def test_int8_under_torch_is_refused_with_where_int8_runs_when_the_config_is_read(tmp_path: Path) -> None:
+    from hotswapd.config import load_config
+    from hotswapd.errors import ConfigError
+
+    (tmp_path / "c.toml").write_text(f'[models.tiny]\nactive = "v"\n[models.tiny.versions.v]\nsource = "{tmp_path}"\nprecision = "int8"\n')
+    with pytest.raises(ConfigError, match=r'int8 runs through ONNX Runtime or OpenVINO here, not torch: set backend = "onnx"'):
+        load_config(tmp_path / "c.toml")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hotswapd.tuning.paths import PATHS
+from hotswapd.tuning.paths import PATHS, backend_and_options
 
 if TYPE_CHECKING:
     from hotswapd.config import VersionConfig
@@ -39,6 +39,8 @@ class Options(BaseModel):
             unknown = sorted(set(value) - set(PATHS))
             if unknown or not value:
                 raise ValueError(f"unknown path(s) {', '.join(unknown) or '(none given)'}; paths: {', '.join(PATHS)}")
+            if len(set(value)) != len(value):
+                raise ValueError("a path is named twice")
         return value
 
 
@@ -57,9 +59,11 @@ def load(path: Path, version: VersionConfig) -> Any:
     from hotswapd.tuning.run import tuned
 
     record = tuned(path, version)
-    row = record.row(record.chosen)
-    import_libraries(row.backend)
-    embedder = get_loader(row.backend)(path, chosen_config(version, path, row.backend, dict(row.options)))
+    # The path's name decides what runs, never the backend and options written in the
+    # cache file (it is a file on disk; what it says is only believed about speed).
+    backend, options = backend_and_options(record.chosen, path)
+    import_libraries(backend)
+    embedder = get_loader(backend)(path, chosen_config(version, path, backend, options))
     # Read by `hs models` (which path, why) and by the fingerprint (the same config computes
     # int8 vectors on one machine and bf16 on another).
     embedder.tuned = {"path": record.chosen, "reason": record.reason, "measured_at": record.measured_at, "cpu": record.cpu}

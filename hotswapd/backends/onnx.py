@@ -135,7 +135,7 @@ def _checked_given_file(file: Path, tokenizer_dir: Path, version: VersionConfig,
     if options.reference:
         reference = version.resolve(options.reference)
         key = _cache_key(file, reference, "check")
-        check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--onnx", str(file), "--reference", str(reference)], version.trust_remote_code)
+        check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--onnx", str(file), "--reference", str(reference)], version.trust_remote_code, ())
         enforce(check, options.min_cosine, f"{file}")
         details["check"] = check
     return file, tokenizer_dir, details
@@ -149,7 +149,7 @@ def _exported(source: Path, version: VersionConfig, options: Options) -> tuple[P
 
 def _export(source: Path, quantize: str, trust_remote_code: bool) -> tuple[Path, dict[str, Any]]:
     key = _cache_key(source, None, quantize)
-    check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--source", str(source), "--reference", str(source), "--quantize", quantize], trust_remote_code)
+    check = created_once(_cache_root(), key, "hotswapd.backends.onnx_export", ["--source", str(source), "--reference", str(source), "--quantize", quantize], trust_remote_code, ("model.onnx",))
     return _cache_root() / key / "model.onnx", check
 
 

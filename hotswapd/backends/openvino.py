@@ -118,6 +118,9 @@ def load(path: Path, version: VersionConfig) -> OpenVinoEmbedder:
     if reason is not None:
         raise ModelLoadError(f"backend 'openvino', precision {options.precision}: {reason}")
     if (path / GIVEN_FILE).is_file():
+        weights = path / GIVEN_FILE.replace(".xml", ".bin")
+        if weights.exists() and not weights.is_file():  # a FIFO or a device would hang the reader
+            raise ModelLoadError(f"{weights} is not a regular file")
         xml, details = path / GIVEN_FILE, {"openvino_file": str(path / GIVEN_FILE)}
     else:
         xml, details = _converted(path, version, options)
@@ -134,7 +137,7 @@ def load(path: Path, version: VersionConfig) -> OpenVinoEmbedder:
 def _converted(source: Path, version: VersionConfig, options: Options) -> tuple[Path, dict[str, Any]]:
     key = _cache_key(source, options.precision)
     arguments = ["--source", str(source), "--precision", options.precision]
-    check = created_once(_cache_root(), key, "hotswapd.backends.openvino_export", arguments, version.trust_remote_code)
+    check = created_once(_cache_root(), key, "hotswapd.backends.openvino_export", arguments, version.trust_remote_code, ("model.xml", "model.bin"))
     enforce(check, options.min_cosine, f"the OpenVINO {options.precision} conversion of {source}")
     xml = _cache_root() / key / "model.xml"
     return xml, {"openvino_file": str(xml), "exported_now": check.get("exported_now", False), "check": check}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hotswapd.cpu import cpu_flags
 from hotswapd.errors import ModelLoadError
@@ -72,7 +72,7 @@ def choose(requested: str, device: str, min_cosine: float, encode: Callable[[lis
             refusals.append(reason)
             continue
         agreement = _agreement(encode, precision)
-        if agreement["mean_cosine"] < min_cosine:
+        if not agreement["mean_cosine"] >= min_cosine:  # NaN refuses too
             refusals.append(
                 f"{precision} agrees with fp32 at mean cosine {agreement['mean_cosine']:.9g} (min {agreement['min_cosine']:.9g}) on the "
                 f"{int(agreement['sample_size'])}-text check sample, below min_cosine {min_cosine}"
@@ -132,6 +132,13 @@ class PrecisionOptions(BaseModel):
 
     precision: Precision = "fp32"
     min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)  # a reduced precision's mean cosine to fp32, at least
+
+    @field_validator("precision")
+    @classmethod
+    def _not_int8(cls, value: str) -> str:
+        if value == "int8":  # refused when the config is read, not at every load
+            raise ValueError(why_not("int8", "cpu"))
+        return value
 
 
 class ChosenPrecision:

@@ -16,6 +16,7 @@ so a bad or excess request is answered at once.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from hotswapd.daemon.describe import describe_loaded, describe_model
 from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.daemon.tune_op import tune_version
 from hotswapd.errors import (
+    Busy,
     ProtocolError,
 )
 from hotswapd.corpus.search_op import SearchOp
@@ -61,6 +63,7 @@ ALLOWED_OPTIONS: dict[str, set[str]] = {
 }
 
 
+MAX_TUNES = 2  # `hs tune` requests measuring or queued at once
 TRIGGERS = ("cli", "api")  # who asked, as the audit log records it; the client says which
 
 
@@ -79,6 +82,8 @@ class Handlers:
         self._process = psutil.Process()
         self._encode = EncodeOp(services)
         self._search = SearchOp(services)
+        self._tuning: set[str] = set()  # NAME@VER being measured or queued for it
+        self._tuning_lock = threading.Lock()
 
     def handle(self, request: Request) -> Outcome | Queued | Deferred:
         unknown = set(request.options) - ALLOWED_OPTIONS.get(request.op, set())
@@ -207,7 +212,22 @@ class Handlers:
         name, _, pinned = self._registry.resolve(request.model)
         version = pinned or self._s.switchboard.route(name).active
         force = _option(request, "force", bool, False)
-        return Queued("tune", lambda: Outcome(tune_version(self._registry, name, version, force=force)))
+        spec = f"{name}@{version}"
+        # Minutes of CPU each: one per version, two in all; the rest are told to come back.
+        with self._tuning_lock:
+            if spec in self._tuning or len(self._tuning) >= MAX_TUNES:
+                running = ", ".join(sorted(self._tuning))
+                raise Busy(f"hs tune is already measuring {running}; try again when it is done", retry_after=30.0)
+            self._tuning.add(spec)
+
+        def tune() -> Outcome:
+            try:
+                return Outcome(tune_version(self._registry, name, version, force=force))
+            finally:
+                with self._tuning_lock:
+                    self._tuning.discard(spec)
+
+        return Queued("tune", tune)
 
     def _op_metrics(self, request: Request) -> Queued:
         return Queued("io", lambda: Outcome({"text": self._s.metrics.exposition()}))

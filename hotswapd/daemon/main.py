@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from pydantic import ValidationError
 
-from hotswapd import __version__, keys, paths, systemd
+from hotswapd import __version__, children, keys, paths, systemd
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon import memory
@@ -193,6 +193,7 @@ class Daemon:
             self._ticker.join()
             self._watcher.stop()
             self.registry.stop_loading()  # a load waiting on a hung mount gives up now
+            children.stop_all()  # a conversion or a measurement ends with the daemon
             self.workers.close()
             # The inference thread stops before the router closes: a batch that outlived the
             # drain still pushes its reply through a socket of its own, which must be closed
@@ -250,6 +251,7 @@ class Daemon:
         """Stop as SIGTERM would: drain the requests in flight, then exit ``run``."""
         self._stop.set()
         self.registry.stop_loading()
+        children.stop_all(wait=False)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -265,6 +267,7 @@ class Daemon:
             os._exit(1)
         self._stop.set()
         self.registry.stop_loading()  # requests waiting on a hung load are answered, not drained for
+        children.stop_all(wait=False)  # and a conversion or `hs tune` measurement ends, not waited out
 
     def _on_tick(self) -> None:
         """Housekeeping, on the ticker thread (never the socket thread)."""

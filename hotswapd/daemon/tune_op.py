@@ -11,14 +11,25 @@ import logging
 from typing import Any
 
 from hotswapd.daemon.registry import Registry
+from hotswapd.errors import RequestError, UnknownVersion
 from hotswapd.tuning.run import tuned
 
 log = logging.getLogger(__name__)
+# Backends that run a model directory on this machine: what the paths are ways of running.
+LOCAL_BACKENDS = frozenset({"sentence-transformers", "transformers", "onnx", "openvino", "auto"})
 
 
 def tune_version(registry: Registry, model: str, version: str, *, force: bool) -> dict[str, Any]:
-    spec = registry.config.models[model].versions[version]
-    record = tuned(spec.resolve(spec.source), spec, force=force)
+    model_config = registry.config.models.get(model)
+    spec = model_config.versions.get(version) if model_config else None
+    if spec is None:  # removed by a config reload while this waited its turn
+        raise UnknownVersion(f"{model}@{version} is no longer in the config")
+    if spec.backend not in LOCAL_BACKENDS:
+        raise RequestError(f"{model}@{version} runs on backend {spec.backend!r}: hs tune measures the ways this machine runs a local model ({', '.join(sorted(LOCAL_BACKENDS))})")
+    path = spec.resolve(spec.source)
+    if not path.is_dir():
+        raise RequestError(f"{model}@{version}: hs tune needs a model directory (sentence-transformers or transformers), and {path} is not one")
+    record = tuned(path, spec, force=force)
     loaded = registry.peek(model, version)
     serving = getattr(loaded.embedder, "tuned_path", None) if loaded is not None else None
     applied = "not loaded" if loaded is None else "serving"

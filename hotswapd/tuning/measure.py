@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hotswapd import children
 from hotswapd.probe import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
 from hotswapd.tuning.paths import PATHS, REFERENCE, backend_and_options
 from hotswapd.tuning.record import PathRow
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    children.stop_all_on_sigterm()  # the daemon stopping ends the conversions this runs too
     spec = json.loads(args.spec.read_text())
     if REFERENCE not in spec["paths"]:
         spec["paths"].insert(0, REFERENCE)

@@ -59,8 +59,8 @@ class TuneRecord(_Strict):
     cpu: str
     libraries: dict[str, str]
     weights: str
-    measured_at: float
-    seconds: float = Field(ge=0)
+    measured_at: float = Field(ge=0, le=1e11)  # a time a clock can show (NaN and 1e20 cannot)
+    seconds: float = Field(ge=0, le=1e7)
     min_cosine: float
     rows: list[PathRow]
     chosen: str

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hotswapd import children
 from hotswapd.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
 from hotswapd.tuning.paths import PATHS, REFERENCE
@@ -48,19 +49,41 @@ def tuned(path: Path, version: VersionConfig, *, force: bool = False) -> TuneRec
     key = cache_key(weights, {**computation, "paths": sorted(paths), "min_cosine": min_cosine})
     if not force:
         cached = read_cached(key)
-        if cached is not None:
-            log.info("tuning: %s chose %s (cached; measured %s)", path, cached.chosen, time.strftime("%Y-%m-%d %H:%M", time.localtime(cached.measured_at)))
+        problem = _disagreement(cached, paths, min_cosine) if cached is not None else None
+        if problem:
+            log.warning("tuning: the cached choice for %s does not match what it is keyed by (%s); measuring again", path, problem)
+        elif cached is not None:
+            log.info("tuning: %s chose %s (cached; measured %s)", path, cached.chosen, time.strftime("%Y-%m-%d %H:%M", time.gmtime(cached.measured_at)))
             return cached
     started = time.time()
     rows = _measure(path, computation, paths, min_cosine)
-    record = choose(key, weights, rows, min_cosine, started)
-    file = write_cached(record)
+    record = choose(key, weights, rows, min_cosine, started, paths)
+    try:
+        file = write_cached(record)
+    except OSError as exc:  # a read-only or full cache: serve the choice, measure again next time
+        log.warning("tuning: %s chose %s (%s), but the choice could not be cached: %s", path, record.chosen, record.reason, exc)
+        return record
     log.info("tuning: %s chose %s (%s); cached in %s", path, record.chosen, record.reason, file)
     return record
 
 
-def choose(key: str, weights: str, rows: list[PathRow], min_cosine: float, started: float) -> TuneRecord:
-    candidates = eligible(rows, min_cosine)
+def _disagreement(record: TuneRecord, paths: list[str], min_cosine: float) -> str | None:
+    """What a cached record holds that its key says it cannot: another gate, other paths, a
+    chosen path that was not asked for, or rows whose backend or options are not their path's."""
+    if record.min_cosine != min_cosine:
+        return f"gate {record.min_cosine}, not {min_cosine}"
+    if record.chosen not in paths:
+        return f"chosen {record.chosen}, not among {', '.join(paths)}"
+    for row in record.rows:
+        if row.path not in PATHS or dict(row.options) != PATHS[row.path][1]:
+            return f"row {row.path} with options {row.options}"
+    return None
+
+
+def choose(key: str, weights: str, rows: list[PathRow], min_cosine: float, started: float, paths: list[str]) -> TuneRecord:
+    """The fastest of ``paths`` above the gate (the reference is measured for comparison,
+    and is a candidate only when asked for)."""
+    candidates = [row for row in eligible(rows, min_cosine) if row.path in paths]
     if not candidates:
         why = "; ".join(f"{row.path}: {row.reason or f'mean cosine {row.mean_cosine}'}" for row in rows)
         raise ModelLoadError(f"no path runs here at min_cosine {min_cosine}: {why}")
@@ -92,12 +115,13 @@ def _measure(path: Path, computation: dict[str, Any], paths: list[str], min_cosi
         command = [sys.executable, "-m", "hotswapd.tuning.measure", "--spec", str(spec), "--out", str(out)]
         log.info("tuning: measuring %d paths of %s (a subprocess)", len(paths), path)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_SECONDS, check=False)
+            done = children.run(command, MEASURE_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired as exc:
             raise ModelLoadError(f"measuring the paths of {path} took over {MEASURE_TIMEOUT_SECONDS:.0f} s and was stopped") from exc
+        except children.Stopped as exc:
+            raise ModelLoadError(f"measuring the paths of {path} was stopped: the daemon is stopping") from exc
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise ModelLoadError(f"measuring the paths of {path} failed: {last}")
+            raise ModelLoadError(f"measuring the paths of {path} failed: {children.failure(done)}")
         try:
             return [PathRow.model_validate(row) for row in json.loads(out.read_text())]
         except (OSError, ValueError) as exc:

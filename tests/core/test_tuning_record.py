@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 
 from hotswapd.errors import ModelLoadError
 from hotswapd.tuning.record import PathRow, cache_file, eligible, read_cached, write_cached
-from hotswapd.tuning.run import choose
+from hotswapd.tuning import run as tuning_run
+from hotswapd.tuning.paths import PATHS
+from hotswapd.tuning.run import choose, tuned
 
 
 def _row(path: str, rate: float | None, cosine: float | None, status: str = "measured") -> PathRow:
-    return PathRow(path=path, backend="onnx", options={}, status=status, short_per_second=rate, passages_per_second=rate and rate / 10,
+    return PathRow(path=path, backend=PATHS[path][0], options=dict(PATHS[path][1]), status=status, short_per_second=rate, passages_per_second=rate and rate / 10,
                    single_p50_ms=1.0 if rate else None, mean_cosine=cosine, min_cosine=cosine, reason=None if status == "measured" else "no")
 
 
+ALL = list(PATHS)
 ROWS = [_row("torch-fp32", 100.0, 1.0), _row("onnx-int8", 300.0, 0.985), _row("onnx-fp32", 150.0, 0.9999), _row("torch-fp16", None, None, "unavailable")]
 
 
@@ -28,7 +33,7 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_fastest_path_above_the_gate_is_chosen_and_the_reason_names_the_ratio() -> None:
-    record = choose("k" * 24, "w" * 16, ROWS, 0.99, 0.0)
+    record = choose("k" * 24, "w" * 16, ROWS, 0.99, time.time(), ALL)
     assert record.chosen == "onnx-fp32"  # int8 is faster but under the gate
     assert record.reason.startswith("fastest on short texts (150/s, 1.50x torch-fp32) of 2 measured paths")
     assert [row.path for row in eligible(ROWS, 0.98)] == ["torch-fp32", "onnx-int8", "onnx-fp32"]
@@ -36,11 +41,11 @@ def test_the_fastest_path_above_the_gate_is_chosen_and_the_reason_names_the_rati
 
 def test_no_path_above_the_gate_is_an_error_that_names_each_path() -> None:
     with pytest.raises(ModelLoadError, match=r"no path runs here at min_cosine 1\.0: .*onnx-int8: mean cosine 0\.985.*torch-fp16: no"):
-        choose("k" * 24, "w" * 16, ROWS[1:], 1.0, 0.0)
+        choose("k" * 24, "w" * 16, ROWS[1:], 1.0, time.time(), ALL)
 
 
 def test_a_record_reads_back_as_written() -> None:
-    record = choose("k" * 24, "w" * 16, ROWS, 0.99, 0.0)
+    record = choose("k" * 24, "w" * 16, ROWS, 0.99, time.time(), ALL)
     write_cached(record)
     assert read_cached(record.key) == record
 
@@ -57,10 +62,11 @@ def test_a_record_reads_back_as_written() -> None:
         lambda data: data.replace(b'"weights"', b'"extra": 1, "weights"'),
         lambda data: data.replace(b'"min_cosine": 0.99,', b'"min_cosine": "0.99",'),  # strict: no strings for numbers
         lambda data: data + b" " * (1 << 20),  # past the size a record can have
+        lambda data: re.sub(rb'"measured_at": [0-9.e+]+', b'"measured_at": 1e20', data),  # before: OverflowError at every load
     ],
 )
 def test_a_damaged_record_is_not_trusted(damage) -> None:  # type: ignore[no-untyped-def]
-    record = choose("k" * 24, "w" * 16, ROWS, 0.99, 0.0)
+    record = choose("k" * 24, "w" * 16, ROWS, 0.99, time.time(), ALL)
     file = write_cached(record)
     data = json.dumps(json.loads(file.read_bytes())).encode()
     assert b'"chosen": "onnx-fp32"' in data
@@ -70,9 +76,60 @@ def test_a_damaged_record_is_not_trusted(damage) -> None:  # type: ignore[no-unt
 
 
 def test_a_record_under_another_key_or_a_fifo_in_its_place_is_not_trusted() -> None:
-    record = choose("k" * 24, "w" * 16, ROWS, 0.99, 0.0)
+    record = choose("k" * 24, "w" * 16, ROWS, 0.99, time.time(), ALL)
     write_cached(record)
     os.rename(cache_file(record.key), cache_file("x" * 24))
     assert read_cached("x" * 24) is None  # another key's record under this name
     os.mkfifo(cache_file(record.key))
     assert read_cached(record.key) is None  # and no hang on a FIFO
+
+
+def test_the_reference_is_measured_for_comparison_but_chosen_only_when_asked_for() -> None:
+    """Before: paths = ["torch-fp16"] (unavailable here) served torch-fp32, which was not asked for."""
+    with pytest.raises(ModelLoadError, match="no path runs here"):
+        choose("k" * 24, "w" * 16, ROWS, 0.99, time.time(), ["torch-fp16"])
+    assert choose("k" * 24, "w" * 16, ROWS, 0.98, time.time(), ["onnx-int8"]).chosen == "onnx-int8"
+
+
+class Measured(Exception):
+    pass
+
+
+def _fake_version(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from hotswapd.config import VersionConfig
+
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    return model, VersionConfig(backend="auto", source=str(model))
+
+
+def test_a_cached_record_that_disagrees_with_its_key_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a row's options in the file (pooling, max_seq_length) reached the backend, and
+    the version computed something else under the same fingerprint."""
+    model, version = _fake_version(tmp_path)
+    monkeypatch.setattr(tuning_run, "_measure", lambda *args: ROWS)
+    record = tuned(model, version)
+    assert record.chosen == "onnx-fp32" and tuned(model, version) == record  # cached
+
+    def measured(*args: object) -> None:
+        raise Measured
+
+    monkeypatch.setattr(tuning_run, "_measure", measured)
+    file = cache_file(record.key)
+    good = file.read_bytes()
+    for bad in (good.replace(b'"options": {}', b'"options": {"pooling": "cls", "max_seq_length": 3}', 1), good.replace(b'"min_cosine": 0.99,\n "rows"', b'"min_cosine": 0.5,\n "rows"')):
+        assert bad != good
+        file.write_bytes(bad)
+        with pytest.raises(Measured):
+            tuned(model, version)
+
+
+def test_a_choice_that_cannot_be_cached_is_still_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a read-only or blocked cache failed the load after the whole measurement."""
+    model, version = _fake_version(tmp_path)
+    monkeypatch.setattr(tuning_run, "_measure", lambda *args: ROWS)
+    (tmp_path / "cache" / "hotswapd").mkdir(parents=True)
+    (tmp_path / "cache" / "hotswapd" / "tuning").write_text("a file where the directory goes")
+    assert tuned(model, version).chosen == "onnx-fp32"
+    assert "could not be cached" in caplog.text
