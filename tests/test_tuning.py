@@ -180,3 +180,27 @@ def test_loading_a_tuned_version_imports_no_torch(work: Path, measured: TuneReco
     assert done.returncode == 0, done.stderr
     needs_torch = str(measured.chosen.startswith("torch"))  # on some CPU torch may be fastest
     assert done.stdout.split() == [measured.chosen, needs_torch, needs_torch]
+
+
+def test_stopping_the_daemon_ends_a_measurement_in_progress(work: Path) -> None:
+    """Before: the daemon waited out the measurement (minutes on a real model) and left its
+    conversions running after it exited."""
+    import time
+
+    config = write_config(work / "stop.toml", f'[models.tiny]\nactive = "auto"\n[models.tiny.versions.auto]\nbackend = "auto"\nsource = "{work / "tiny"}"\n')
+    cache = work / "fresh-cache"  # nothing cached: the first load measures
+    daemon = start_daemon(config, work, extra_env={"XDG_CACHE_HOME": str(cache)}, wait=120)
+    pending = subprocess.Popen([sys.executable, "-c", f"from hotswapd.client import Client; Client({daemon.endpoint!r}, timeout=300).encode(['x'], 'tiny@auto')"],
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while "measuring" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "measuring" in daemon.log()
+    time.sleep(2)  # into the conversions
+    started = time.monotonic()
+    assert daemon.stop(timeout=30) == 0
+    assert time.monotonic() - started < 20
+    assert b"the daemon is stopping" in pending.communicate(timeout=30)[1]
+    for pattern in ("hotswapd.tuning.measure", f"hotswapd.backends.(onnx|openvino)_export.*{work}"):
+        assert subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).stdout == b"", pattern
+    assert not list(cache.glob("hotswapd/*/*.tmp-*"))  # no staging left behind

@@ -58,6 +58,9 @@ def created_once(root: Path, key: str, module: str, arguments: list[str], trust_
     except children.Stopped as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelLoadError(f"the conversion ({module}) was stopped: the daemon is stopping") from exc
+    except BaseException:  # SystemExit from SIGTERM in a measuring child: leave no staging behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelLoadError(f"the conversion ({module}) failed: {children.failure(done)}")
