@@ -8,6 +8,7 @@ settings.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -328,7 +329,8 @@ def _describe_validation_error(exc: ValidationError) -> str:
 
 
 def load_config(path: Path, *, missing_ok: bool = False) -> Config:
-    """Read and validate a TOML config; with ``missing_ok``, a missing file means the built-in default."""
+    """Read and validate a config: JSON when the file is named ``*.json`` (the design's own
+    format), TOML otherwise; with ``missing_ok``, a missing file means the built-in default."""
     from hotswapd.safefiles import read_regular
 
     try:
@@ -341,8 +343,29 @@ def load_config(path: Path, *, missing_ok: bool = False) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 or TOML, a 5,000-digit number, deep nesting
-        raise ConfigError(f"{path}: not valid TOML: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        data = _json_object(raw.decode("utf-8")) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, TOML or JSON, a 5,000-digit number, deep nesting
+        raise ConfigError(f"{path}: not valid {kind}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return parse_config(data, path)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON config: an object, with no key given twice (JSON would keep the last silently;
+    TOML refuses it, and so does this)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ValueError(f"key {twice[0]!r} is given twice")
+        return dict(pairs)
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number a config can hold")
+
+    data = json.loads(text, object_pairs_hook=unique, parse_constant=no_constant)
+    if not isinstance(data, dict):
+        raise ValueError(f"the top level must be an object, not {type(data).__name__}")
+    return data

@@ -102,3 +102,64 @@ def test_endpoints(value: str, expected: str) -> None:
 def test_bad_endpoints(value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         normalize_endpoint(value)
+
+
+CASES = [
+    '[models.a]\nactive = "v2"\n[models.a.versions.v1]\nsource = "x"\n',
+    '[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\nbackend = "tf"\n',
+    '[models.a]\nactive = "v1"\n[models.a.versions.v1]\nsource = "x"\ncolour = 1\n',
+    '[daemon]\nmax_batch_texts = -1\n',
+]
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_a_json_config_gets_the_same_validation_messages_as_toml(tmp_path: Path, text: str) -> None:
+    import json
+    import tomllib
+
+    toml_path = write(tmp_path, text)
+    json_path = tmp_path / "config.json"
+    json_path.write_text(json.dumps(tomllib.loads(text)))
+    with pytest.raises(ConfigError) as as_toml:
+        load_config(toml_path)
+    with pytest.raises(ConfigError) as as_json:
+        load_config(json_path)
+    assert as_json.value.message == as_toml.value.message.replace(str(toml_path), str(json_path))
+
+
+def test_the_example_config_as_json_is_the_same_config(tmp_path: Path) -> None:
+    import json
+    import tomllib
+
+    (tmp_path / "config.json").write_text(json.dumps(tomllib.loads((REPO / "config.example.toml").read_text())))
+    (tmp_path / "config.toml").write_text((REPO / "config.example.toml").read_text())
+    assert load_config(tmp_path / "config.json").model_dump(exclude={"path"}) == load_config(tmp_path / "config.toml").model_dump(exclude={"path"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"models": {}, "models": {}}', "key 'models' is given twice"),
+        ('{"daemon": {"max_batch_texts": NaN}}', "NaN is not a number a config can hold"),
+        ("[1, 2]", "the top level must be an object, not list"),
+        ('{"models": ', "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
+    ],
+)
+def test_a_bad_json_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "c.json").write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(tmp_path / "c.json")
+
+
+def test_hs_config_validate_takes_a_json_file(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_hs
+
+    (tmp_path / "c.json").write_text(json.dumps({"models": {"a": {"active": "v1", "versions": {"v1": {"source": str(tmp_path)}}}}}))
+    done = run_hs("config", "validate", str(tmp_path / "c.json"))
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "bad.json").write_text(json.dumps({"models": {"a": {"active": "v2", "versions": {"v1": {"source": "x"}}}}}))
+    done = run_hs("config", "validate", str(tmp_path / "bad.json"))
+    assert done.returncode != 0 and b"models.a: active version 'v2' is not among versions: v1" in done.stderr
