@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from hotswapd.alerts.settings import AlertsConfig
 from hotswapd.backends import backend_names, options_schema
 from hotswapd.errors import ConfigError
 from hotswapd.http.settings import HttpConfig
@@ -260,6 +261,7 @@ class Config(_Frozen):
     cache: CacheConfig = CacheConfig()
     memory: MemoryConfig = MemoryConfig()
     http: HttpConfig = HttpConfig()
+    alerts: AlertsConfig = AlertsConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Where this config came from; None for the built-in default. Relative sources resolve
     # against this file's directory.

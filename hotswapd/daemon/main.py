@@ -19,6 +19,7 @@ import zmq
 from pydantic import ValidationError
 
 from hotswapd import __version__, children, keys, paths, systemd
+from hotswapd.alerts.dispatch import Alerts
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon import memory
@@ -122,7 +123,8 @@ class Daemon:
                 log.error("cannot use %s; serving without what it would hold", problem)
         self.workers = Workers()
         self.metrics = Metrics()
-        self.audit = AuditLog(state_dir / "audit.jsonl", listener=self.metrics.record_event)
+        self.alerts = Alerts(config.alerts)
+        self.audit = AuditLog(state_dir / "audit.jsonl", listener=self._on_audit_event)
         self.registry = Registry(config, on_event=self.audit.record, closer=lambda work: self.workers.submit("io", work))
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
@@ -194,6 +196,7 @@ class Daemon:
             self._watcher.stop()
             self.registry.stop_loading()  # a load waiting on a hung mount gives up now
             children.stop_all()  # a conversion or a measurement ends with the daemon
+            self.alerts.stop()  # what is queued gets a few seconds to go out
             self.workers.close()
             # The inference thread stops before the router closes: a batch that outlived the
             # drain still pushes its reply through a socket of its own, which must be closed
@@ -321,6 +324,7 @@ class Daemon:
         switched = self.switchboard.adopt_config(config)
         removed, changed, live = self.registry.replace_config(config)
         self.inference.cache.resize(int(config.cache.max_mb * 2**20))
+        self.alerts.reconfigure(config.alerts)
         self.admission.set_limits(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
         for model, version in changed:
             self._submit_control(lambda m=model, v=version: self._reload_version(m, v))
@@ -331,6 +335,10 @@ class Daemon:
         self.audit.record("config_applied", trigger=trigger, **summary)
         log.info("config applied (%s): %s", trigger, summary)
         return {"applied": True, **summary}
+
+    def _on_audit_event(self, event: str, **fields: Any) -> None:
+        self.metrics.record_event(event, **fields)
+        self.alerts.notify(event, **fields)
 
     def _reload_version(self, model: str, version: str) -> None:
         try:
