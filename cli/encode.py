@@ -70,6 +70,7 @@ def encode(
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Texts per request when reading stdin.")] = STDIN_CHUNK,
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Reading stdin, follow the active version instead of pinning the first chunk's.")] = False,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="One of the version's prompts by name (query, passage), put before every text.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="A data file: txt (one text per line), jsonl, csv or parquet.", exists=True, dir_okay=False, readable=True, rich_help_panel="Files")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file: .parquet, .npy (+ .ids.jsonl) or .jsonl; resumable.", dir_okay=False, rich_help_panel="Files")] = None,
     text_field: Annotated[str, typer.Option("--field", "--text-field", help="The text's field or column (jsonl, csv, parquet).", rich_help_panel="Files")] = "text",
@@ -96,6 +97,8 @@ def encode(
     if ray is not None:
         if not ray.strip():
             raise typer.BadParameter("give --ray an address (auto, ray://HOST:10001), or nothing for a local Ray", param_hint="'--ray'")
+        if prompt is not None:
+            raise typer.BadParameter("--prompt is not supported with --ray yet (the daemon's path takes it)", param_hint="'--prompt'")
         if input_file is None or output is None or resume or on_error is OnError.skip or fmt is not OutputFormat.json:
             raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume or --on-error skip)", param_hint="'--ray'")
         from hotswap_cli.encode_file import FileInput, encode_on_ray
@@ -109,7 +112,7 @@ def encode(
         from hotswap_cli.encode_file import FileInput, encode_to_file
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size)
+        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size, prompt)
         return
     out = sys.stdout.buffer
     if fmt is OutputFormat.npy and sys.stdout.isatty():
@@ -120,13 +123,13 @@ def encode(
         from hotswap_cli.encode_file import FileInput, encode_to_stdout
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size, key, not follow):
+        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size, key, not follow, prompt):
             writer.write(_empty_result(client, model))
         writer.finish()
         out.flush()
         return
     if texts and texts != ["-"]:
-        writer.write(client.encode(texts, model, normalize=normalize, key=key))
+        writer.write(client.encode(texts, model, normalize=normalize, key=key, prompt=prompt))
         writer.finish()
         out.flush()
         return
@@ -134,7 +137,7 @@ def encode(
 
     counter = ReadCounter()
     try:
-        results = client.encode_stream(read_lines(sys.stdin.buffer, chunk_size, counter), model, normalize=normalize, key=key, pin=not follow)
+        results = client.encode_stream(read_lines(sys.stdin.buffer, chunk_size, counter), model, normalize=normalize, key=key, pin=not follow, prompt=prompt)
         if not _encode_stdin(writer, results, counter):
             # Empty input: still say which model and dimension, so a script's (0, dim)
             # array or "dim" field is right.

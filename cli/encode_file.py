@@ -19,12 +19,12 @@ class FileInput:
     on_error: str
 
 
-def encode_to_file(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool, key: str | None, chunk_size: int) -> None:
+def encode_to_file(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool, key: str | None, chunk_size: int, prompt: str | None = None) -> None:
     from hotswapd.jobs.file_job import encode_file
 
     reader = _reader(source)
     with RowProgress(reader) as on_rows:
-        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows, key=key, chunk_size=chunk_size)
+        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows, key=key, chunk_size=chunk_size, prompt=prompt)
     new = done.rows - done.resumed_from
     resumed = f" (resumed after {done.resumed_from:,})" if done.resumed_from else ""
     rejected = f", {done.rejected:,} rejected (see {done.rejects})" if done.rejected else ""
@@ -47,7 +47,7 @@ def encode_on_ray(client: Client, model: str | None, source: FileInput, output: 
     )
 
 
-def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int, key: str | None, pin: bool) -> int:
+def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int, key: str | None, pin: bool, prompt: str | None = None) -> int:
     """Rows of the file through the stdout writers (-f json|jsonl|npy); returns the rows.
     Nothing to resume here: a job that must survive a kill names an --output."""
     from collections import deque
@@ -74,7 +74,7 @@ def encode_to_stdout(client: Client, model: str | None, source: FileInput, write
 
     rows = 0
     try:
-        for result in client.encode_stream(chunks(), model, normalize=normalize, key=key, pin=pin):
+        for result in client.encode_stream(chunks(), model, normalize=normalize, key=key, pin=pin, prompt=prompt):
             writer.write(result)
             rows += result.count
             numbers.popleft()

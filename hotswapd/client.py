@@ -112,6 +112,10 @@ def _seconds(value: float) -> float:
     return float(value)
 
 
+def _options(normalize: bool | None, key: str | None, prompt: str | None) -> dict[str, Any]:  # those not left to the version
+    return {name: value for name, value in (("normalize", normalize), ("key", key), ("prompt", prompt)) if value is not None}
+
+
 def _as_bytes(index: int, text: Text) -> bytes:
     if isinstance(text, bytes):
         return text
@@ -233,51 +237,51 @@ class Client:
         return self.receive(self.send(op, model=model, options=options, payload=payload), timeout)
 
     # -- API ----------------------------------------------------------------------------
-    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None, no_cache: bool = False) -> EncodeResult:
+    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None, no_cache: bool = False, prompt: str | None = None) -> EncodeResult:
         """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts).
-
         ``model`` may pin a version as ``"name@version"``. ``key`` is the sticky key of a
         rollout: the same key always lands on the same version. ``no_cache`` skips the
-        daemon's embedding cache (to time the model itself).
+        daemon's embedding cache (to time the model itself). ``prompt`` names one of the
+        version's prompts ("query", "passage"), put before each text by the daemon.
         """
-        request_id = self._send_encode(texts, model, normalize, key, timeout, no_cache)
+        request_id = self._send_encode(texts, model, _options(normalize, key, prompt), timeout, no_cache)
         return self._receive_encode(request_id, timeout)
 
     def encode_stream(
         self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None,
-        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW,
+        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW, prompt: str | None = None,
     ) -> Iterator[EncodeResult]:
         """Embed chunk after chunk, ``window`` requests in flight; one result per chunk, in order.
-
         ``pin``: every chunk is encoded by the version that answered the first one, even if
         the active version changes mid-job. Texts go in length order within windows of
         ``sort_window`` texts (0: as they come): batches pad less (hotswapd.stream_order).
         A chunk refused as ``busy`` is sent again after the daemon's retry hint, in order.
         """
+        options = _options(normalize, key, prompt)
         if sort_window > 0:
-            return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, normalize, key, window, pin))
-        return self._encode_in_flight(chunks, model, normalize, key, window, pin)
+            return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, options, window, pin))
+        return self._encode_in_flight(chunks, model, options, window, pin)
 
-    def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, normalize: bool | None, key: str | None, window: int, pin: bool) -> Iterator[EncodeResult]:
+    def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, options: dict[str, Any], window: int, pin: bool) -> Iterator[EncodeResult]:
         iterator = iter(chunks)
         start = 0  # input position of the chunk's first text: errors name the text in input terms
         if pin and (model is None or "@" not in model):
             first = next(iterator, None)
             if first is None:
                 return
-            result = _in_input_terms(lambda: self._encode_retrying(first, model, normalize, key), start)
+            result = _in_input_terms(lambda: self._encode_retrying(first, model, options), start)
             model = f"{result.model}@{result.version}"
             start += len(first)
             yield result
         pending: deque[tuple[str, Sequence[Text], int]] = deque()
         try:
             for chunk in iterator:
-                pending.append((self._send_encode(chunk, model, normalize, key), chunk, start))
+                pending.append((self._send_encode(chunk, model, options), chunk, start))
                 start += len(chunk)
                 if len(pending) >= window:
-                    yield self._receive_in_order(pending.popleft(), model, normalize, key)
+                    yield self._receive_in_order(pending.popleft(), model, options)
             while pending:
-                yield self._receive_in_order(pending.popleft(), model, normalize, key)
+                yield self._receive_in_order(pending.popleft(), model, options)
         finally:
             # Stopped early (an error, a caller that broke off): the answers still in flight
             # are nobody's; forget them, or each would be kept when it comes.
@@ -285,14 +289,14 @@ class Client:
                 self._outstanding.pop(request_id, None)
                 self._early.pop(request_id, None)
 
-    def _receive_in_order(self, sent: tuple[str, Sequence[Text], int], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
+    def _receive_in_order(self, sent: tuple[str, Sequence[Text], int], model: str | None, options: dict[str, Any]) -> EncodeResult:
         request_id, chunk, start = sent
-        return _in_input_terms(lambda: self._receive_retrying(request_id, chunk, model, normalize, key), start)
+        return _in_input_terms(lambda: self._receive_retrying(request_id, chunk, model, options), start)
 
-    def _encode_retrying(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
-        return self._receive_retrying(self._send_encode(texts, model, normalize, key), texts, model, normalize, key)
+    def _encode_retrying(self, texts: Sequence[Text], model: str | None, options: dict[str, Any]) -> EncodeResult:
+        return self._receive_retrying(self._send_encode(texts, model, options), texts, model, options)
 
-    def _receive_retrying(self, request_id: str, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None) -> EncodeResult:
+    def _receive_retrying(self, request_id: str, texts: Sequence[Text], model: str | None, options: dict[str, Any]) -> EncodeResult:
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 return self._receive_encode(request_id, None)
@@ -300,17 +304,13 @@ class Client:
                 if attempt == BUSY_RETRIES:
                     raise
                 time.sleep(min(5.0, busy.retry_after * (1 + attempt / 4)))
-                request_id = self._send_encode(texts, model, normalize, key)
+                request_id = self._send_encode(texts, model, options)
         raise AssertionError("unreachable")
 
-    def _send_encode(self, texts: Sequence[Text], model: str | None, normalize: bool | None, key: str | None = None, timeout: float | None = None, no_cache: bool = False) -> str:
+    def _send_encode(self, texts: Sequence[Text], model: str | None, options: dict[str, Any], timeout: float | None = None, no_cache: bool = False) -> str:
         if isinstance(texts, (str, bytes)):
             raise TypeError("encode takes a sequence of texts, not a single string")
-        options: dict[str, Any] = {} if normalize is None else {"normalize": normalize}
-        if key is not None:
-            options["key"] = key
-        if no_cache:
-            options["no_cache"] = True
+        options = {**options, **({"no_cache": True} if no_cache else {})}
         # The daemon drops queued work whose caller has given up waiting for it.
         options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]

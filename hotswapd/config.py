@@ -26,6 +26,8 @@ from pydantic import (
 )
 
 from hotswapd.alerts.settings import AlertsConfig
+from hotswapd.text.preprocess import Preprocessor
+from hotswapd.text.prompts import MAX_PROMPT_NAME
 from hotswapd.backends import backend_names, options_schema
 from hotswapd.errors import ConfigError
 from hotswapd.http.settings import HttpConfig
@@ -70,6 +72,13 @@ class VersionConfig(_Frozen):
     # Off unless a version opts in: a model directory's own Python code runs in the daemon.
     trust_remote_code: bool = False
     normalize: bool = True
+    # Prompts by name, put before a text when a request names one (`hs encode --prompt
+    # query`): e5/BGE-style prefixes. Default: the model directory's own (sentence-
+    # transformers' config_sentence_transformers.json). default_prompt applies when a
+    # request names none. preprocess: named cleaners, in order (hotswapd.text).
+    prompts: dict[str, str] | None = None
+    default_prompt: str | None = None
+    preprocess: list[Preprocessor] = Field(default_factory=list)
     # A text over the maximum tokens: cut (and counted in the reply), refused, or embedded
     # in overlapping windows averaged by their tokens (hotswapd.daemon.long_text).
     long_text: Literal["truncate", "error", "chunk-mean"] = "truncate"
@@ -109,6 +118,15 @@ class VersionConfig(_Frozen):
         if value not in known:
             raise ValueError(f"unknown backend {value!r}; known backends: {', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _prompts(self) -> VersionConfig:
+        for name, prefix in (self.prompts or {}).items():
+            if not 0 < len(name) <= MAX_PROMPT_NAME or len(prefix) > 4096:
+                raise ValueError(f"prompts: name {name[:80]!r} must be 1 to {MAX_PROMPT_NAME} characters and its text at most 4096")
+        if self.default_prompt is not None and self.prompts is not None and self.default_prompt not in self.prompts:
+            raise ValueError(f"default_prompt {self.default_prompt!r} is not among prompts: {', '.join(self.prompts) or 'none'}")
+        return self
 
     @field_validator("source")
     @classmethod

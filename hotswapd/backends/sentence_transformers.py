@@ -138,6 +138,9 @@ def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
     if version.max_seq_length is not None:
         model.max_seq_length = version.max_seq_length
     model.eval()
+    # Prompts are the daemon's (hotswapd.text: the same for every backend, and in the cache
+    # key); the model's own default prompt would be put before the daemon's a second time.
+    model.default_prompt_name = None
     embedder = SentenceTransformerEmbedder(model, device, version.batch_size)
     embedder.choose_precision(version.options, str(path))  # type: ignore[arg-type]
     log.info("loaded sentence-transformers model from %s on %s (%s: %s)", path, device, embedder.choice.precision, embedder.choice.reason)

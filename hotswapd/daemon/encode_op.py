@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hotswapd.daemon import long_text
@@ -32,12 +32,14 @@ from hotswapd.errors import (
     UnknownVersion,
 )
 from hotswapd.protocol import VECTOR_DTYPE, Request
+from hotswapd.text.prompts import MAX_PROMPT_NAME
 
 @dataclass(frozen=True)
 class EncodeFlags:
     normalize: bool
     use_cache: bool  # False: `hs compare` times the model, not the cache
     count_tokens: bool  # the reply says how many tokens the texts are (OpenAI's usage)
+    prompt: str | None = None  # one of the version's prompts by name (hotswapd.text)
 
 
 class EncodeOp:
@@ -65,7 +67,10 @@ class EncodeOp:
             spec = model.versions.get(version)
             if spec is None:
                 raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
-        flags = self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens)
+        prompt = option(request, "prompt", str)
+        if prompt is not None and not 0 < len(prompt) <= MAX_PROMPT_NAME:
+            raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
+        flags = replace(self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens), prompt=prompt)
         context = self.context(request)
         ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
@@ -90,7 +95,7 @@ class EncodeOp:
             answered.set()
             self.respond(loaded, lambda: self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned), release_ticket, reply, context)
 
-        def submit(loaded: LoadedVersion, planned: Plan | None) -> None:
+        def submit(loaded: LoadedVersion, prepared: list[bytes], planned: Plan | None) -> None:
             reshaped = planned is not None and planned.reshaped
 
             def done(result: tuple[Any, int] | None, error: BaseException | None) -> None:
@@ -100,28 +105,47 @@ class EncodeOp:
                 answer(loaded, result, error, planned)
 
             try:
-                to_encode = planned.texts if planned is not None else texts
+                to_encode = planned.texts if planned is not None else prepared
                 normalize = flags.normalize and not reshaped
                 self._s.inference.submit(loaded, to_encode, normalize, self._limits(loaded), done, deadline, use_cache=flags.use_cache)
             except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
                 answer(loaded, None, exc)
 
-        def plan_then_submit(loaded: LoadedVersion, suspects: list[int]) -> None:
+        def plan_then_submit(loaded: LoadedVersion, prepared: list[bytes], suspects: list[int]) -> None:
             try:
-                planned = long_text.plan(loaded.embedder, texts, suspects, loaded.config.long_text, flags.count_tokens)
+                planned = long_text.plan(loaded.embedder, prepared, suspects, loaded.config.long_text, flags.count_tokens)
             except Exception as exc:  # noqa: BLE001 -- a refused text or a tokenizer failure is this request's answer
                 answer(loaded, None, exc)
                 return
-            submit(loaded, planned)
+            submit(loaded, prepared, planned)
 
-        def run(loaded: LoadedVersion) -> None:
+        def run_prepared(loaded: LoadedVersion, prepared: list[bytes]) -> None:
             # Tokenising is CPU work: done on the tokens pool, and only when a text could be
             # over the version's maximum or the caller wants the count.
-            suspects = long_text.might_be_long(texts, getattr(loaded.embedder, "max_tokens", None))
+            suspects = long_text.might_be_long(prepared, getattr(loaded.embedder, "max_tokens", None))
             if flags.count_tokens or suspects:
-                self._s.workers.submit("tokens", lambda: plan_then_submit(loaded, suspects))
+                self._s.workers.submit("tokens", lambda: plan_then_submit(loaded, prepared, suspects))
             else:
-                submit(loaded, None)
+                submit(loaded, prepared, None)
+
+        def prepare_then_run(loaded: LoadedVersion) -> None:
+            try:
+                prepared = loaded.text.prepare(texts, flags.prompt)
+            except Exception as exc:  # noqa: BLE001 -- an unknown prompt is this request's answer
+                answer(loaded, None, exc)
+                return
+            run_prepared(loaded, prepared)
+
+        def run(loaded: LoadedVersion) -> None:
+            try:
+                changes = loaded.text.changes(flags.prompt)
+            except HotswapError as exc:  # a prompt this version does not have
+                answer(loaded, None, exc)
+                return
+            if changes:  # preprocessing is CPU work too: the tokens pool, not the socket thread
+                self._s.workers.submit("tokens", lambda: prepare_then_run(loaded))
+            else:
+                run_prepared(loaded, texts)
 
         loaded = self._registry.try_lease(name, version)
         if loaded is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from hotswapd.backends import Embedder
 from hotswapd.config import LIVE_FIELDS, VersionConfig
+from hotswapd.text.prompts import TextPrep
 
 if TYPE_CHECKING:
     from hotswapd.corpus.bridge import BridgedCorpus
@@ -45,6 +46,8 @@ class LoadedVersion:
     # Its corpus (embeddings_path), opened with it (hotswapd.corpus.attach), or why not.
     corpus: Corpus | BridgedCorpus | None = None
     corpus_problem: str | None = None
+    # Its prompts and preprocessors (the config's, else the model directory's prompts).
+    text: TextPrep = field(default_factory=TextPrep)
 
     def close(self) -> None:
         """Release the model and the corpus: once, after the last request that leased it."""

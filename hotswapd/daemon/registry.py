@@ -27,6 +27,7 @@ from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.corpus.attach import attach as attach_corpus
 from hotswapd.corpus.attach import expected_bytes as expected_corpus_bytes
 from hotswapd.daemon import memory
+from hotswapd.text.prompts import text_prep
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
@@ -233,7 +234,7 @@ class Registry:
         log.info(
             "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; weights %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
         )
-        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used)
+        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text_prep(spec.prompts, spec.default_prompt, spec.preprocess, path))
         attach_corpus(loaded, self._on_event)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
         return loaded

@@ -65,7 +65,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
 
     async def embeddings(request: Request) -> Response:
         parsed = parse_embeddings(await _body(request, max_body, settings.read_timeout_seconds))
-        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True, **_sticky(request)}
+        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True, **_sticky(request), **({"prompt": parsed.prompt} if parsed.prompt else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
         head, frames = await bridge.request("encode", timeout=timeout, model=parsed.model, options=options, payload=payload)
         vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))

@@ -32,6 +32,7 @@ class EmbeddingsRequest:
     model: str | None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
+    prompt: str | None = None  # `input_type` (as Voyage and others name it) or `prompt`: a version's prompt
 
 
 @dataclass
@@ -76,7 +77,18 @@ def parse_embeddings(body: bytes) -> EmbeddingsRequest:
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise ApiError(400, "'user' must be a string", param="user")  # accepted and ignored otherwise
-    return EmbeddingsRequest(texts, model, fmt, dimensions)
+    return EmbeddingsRequest(texts, model, fmt, dimensions, _prompt(data))
+
+
+def _prompt(data: dict[str, Any]) -> str | None:
+    given = {name: data[name] for name in ("input_type", "prompt") if data.get(name) is not None}
+    if len(given) > 1 and len(set(map(str, given.values()))) > 1:
+        raise ApiError(400, "'input_type' and 'prompt' name different prompts: give one", param="input_type")
+    for name, value in given.items():
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise ApiError(400, f"'{name}' must be the name of one of the version's prompts (query, passage, ...)", param=name)
+        return value
+    return None
 
 
 def _texts(value: Any) -> list[str]:

@@ -87,6 +87,7 @@ class Job:
     settings: dict[str, Any]
     normalize: bool | None = None
     key: str | None = None  # a rollout's sticky key: the job lands where this key lands
+    prompt: str | None = None  # one of the version's prompts by name, for every row
     skip_bad_rows: bool = False
     on_rows: Callable[[int], None] | None = None
     chunk_size: int = CHUNK
@@ -162,7 +163,7 @@ class _Stream:
         while True:
             received = 0
             try:
-                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True):
+                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True, prompt=self.job.prompt):
                     chunk = self.pending.popleft()
                     received += len(chunk.rows)
                     self._write(chunk, result)

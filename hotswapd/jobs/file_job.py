@@ -75,13 +75,14 @@ def encode_file(
     on_rows: Callable[[int], None] | None = None,
     key: str | None = None,
     chunk_size: int = CHUNK,
+    prompt: str | None = None,
 ) -> FileJobResult:
     """Encode every row ``reader`` gives into ``output``; ``resume`` goes on with an
     interrupted job of the same input and output."""
     paths = FileJobPaths.of(output)
     try:
         with _only_job(paths):
-            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size)
+            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
@@ -102,14 +103,14 @@ def _only_job(paths: FileJobPaths) -> Iterator[None]:
 
 
 def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,
-                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int) -> FileJobResult:
+                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int, prompt: str | None) -> FileJobResult:
     _check_targets(paths, reader)
     resume = _prepare(paths, resume)
     sink = _Published(_sink(paths, reader), _moves(paths))
     facts = input_facts(reader)
     settings = {"normalize": normalize, "output": paths.kind, "text_field": reader.text_field, "id_field": reader.id_field,
-                "on_error": "skip" if reader.skip_bad_rows else "fail"}
-    job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, facts, settings, normalize=normalize, key=key,
+                "on_error": "skip" if reader.skip_bad_rows else "fail", **({"prompt": prompt} if prompt else {})}
+    job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, facts, settings, normalize=normalize, key=key, prompt=prompt,
               skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, before_finish=lambda: _unchanged(reader, facts))
     try:
         done = job.run(reader, resume)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config import Config, load_config
 from hotswapd.daemon import long_text
+from hotswapd.text.prompts import text_prep
 from hotswapd.daemon.batching import as_str
 from hotswapd.daemon.inference import check_vectors, run_backend
 from hotswapd.daemon.loaded import LoadedVersion
@@ -58,13 +59,14 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
         running = type(version_config).model_validate({**version_config.model_dump(), thread_option: threads})
     embedder = get_loader(version_config.backend)(path, running)
     # The version's own config, not the thread-capped copy: the fingerprint is the daemon's.
-    return LoadedVersion(name, version, version_config, embedder, fingerprint(path), time.time(), time.perf_counter() - started, 0)
+    prep = text_prep(version_config.prompts, version_config.default_prompt, version_config.preprocess, path)
+    return LoadedVersion(name, version, version_config, embedder, fingerprint(path), time.time(), time.perf_counter() - started, 0, text=prep)
 
 
 def encode_texts(loaded: LoadedVersion, texts: list[str], normalize: bool | None = None) -> np.ndarray:
     """Rows of little-endian float32, as the daemon would answer for ``texts``."""
     normalize = loaded.config.normalize if normalize is None else normalize
-    raw = [text.encode("utf-8") for text in texts]
+    raw = loaded.text.prepare([text.encode("utf-8") for text in texts], None)  # the default prompt and preprocessors, as the daemon
     suspects = long_text.might_be_long(raw, getattr(loaded.embedder, "max_tokens", None))
     planned = long_text.plan(loaded.embedder, raw, suspects, loaded.config.long_text, False) if suspects else None
     reshaped = planned is not None and planned.reshaped
