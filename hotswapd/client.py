@@ -3,8 +3,7 @@
 A DEALER socket talks to the daemon's ROUTER. Each request carries an id; replies are
 matched by id against a monotonic deadline, so a late reply to an abandoned request is
 recognised and dropped rather than mistaken for the answer to the next one. Importing
-this module costs ZeroMQ and nothing heavier: numpy is imported only when a caller asks
-for :attr:`EncodeResult.embeddings`.
+this module costs ZeroMQ and nothing heavier (numpy only for :attr:`EncodeResult.embeddings`).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from hotswapd.lockfile import holder_pid
 from hotswapd.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
 from hotswapd.stream_order import SORT_WINDOW, sorted_stream
+from hotswapd.trace_context import current_traceparent
 
 if TYPE_CHECKING:
     import numpy as np
@@ -310,7 +310,7 @@ class Client:
     def _send_encode(self, texts: Sequence[Text], model: str | None, options: dict[str, Any], timeout: float | None = None, no_cache: bool = False) -> str:
         if isinstance(texts, (str, bytes)):
             raise TypeError("encode takes a sequence of texts, not a single string")
-        options = {**options, **({"no_cache": True} if no_cache else {})}
+        options = {**options, **({"no_cache": True} if no_cache else {}), **current_traceparent()}
         # The daemon drops queued work whose caller has given up waiting for it.
         options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]

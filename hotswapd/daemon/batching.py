@@ -68,6 +68,24 @@ def as_str(texts: list[Text]) -> list[str]:
     return [text.decode("utf-8") if isinstance(text, bytes) else text for text in texts]
 
 
+@dataclass(frozen=True)
+class BatchTiming:
+    """How the batch that answered a request went: for its trace span."""
+
+    queue_ms: float  # from the request's arrival in the queue to its batch starting
+    inference_ms: float
+    batch_texts: int
+    batch_requests: int
+
+
+_answering = threading.local()  # the BatchTiming of the batch whose requests are being answered
+
+
+def last_batch() -> BatchTiming | None:
+    """In a request's answer callback (on the inference thread): its batch's timing."""
+    return getattr(_answering, "timing", None)
+
+
 @dataclass
 class _Piece:
     loaded: LoadedVersion
@@ -327,8 +345,13 @@ class Batcher:
         except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
             log.exception("recording a batch failed")
         start = 0
+        inference_ms = (time.perf_counter() - started) * 1000
         for piece in batch:
-            self._finish(piece, vectors[start : start + len(piece.texts)], None)
+            _answering.timing = BatchTiming(round((now - piece.enqueued) * 1000, 3), round(inference_ms, 3), len(texts), len(batch))
+            try:
+                self._finish(piece, vectors[start : start + len(piece.texts)], None)
+            finally:
+                _answering.timing = None
             start += len(piece.texts)
 
     @staticmethod

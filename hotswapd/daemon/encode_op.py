@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hotswapd.daemon import long_text
-from hotswapd.daemon.batching import BatchLimits
+from hotswapd.daemon.batching import BatchLimits, BatchTiming, last_batch
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.long_text import Plan
 from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
@@ -33,6 +33,8 @@ from hotswapd.errors import (
 )
 from hotswapd.protocol import VECTOR_DTYPE, Request
 from hotswapd.text.prompts import MAX_PROMPT_NAME
+from hotswapd.tracing import spans
+
 
 @dataclass(frozen=True)
 class EncodeFlags:
@@ -74,7 +76,8 @@ class EncodeOp:
         context = self.context(request)
         ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
-        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, reply, context))
+        span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
+        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context))
 
     def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
         return EncodeFlags(normalize, use_cache, count_tokens)
@@ -93,6 +96,8 @@ class EncodeOp:
             if answered.is_set():
                 return  # a failure after the answer was given must not return the lease twice
             answered.set()
+            if isinstance(reply, _TracedReply):
+                reply.note(loaded, result, planned, last_batch())
             self.respond(loaded, lambda: self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned), release_ticket, reply, context)
 
         def submit(loaded: LoadedVersion, prepared: list[bytes], planned: Plan | None) -> None:
@@ -242,3 +247,44 @@ class EncodeOp:
             except UnicodeDecodeError as exc:
                 raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})", index) from exc
         return texts
+
+
+def _traceparent(request: Request) -> str | None:
+    """The caller's W3C trace context, if well-formed (a malformed one is ignored, as the
+    W3C spec says: the request is served, starting a trace of its own)."""
+    value = request.options.get("traceparent")
+    return value if isinstance(value, str) and spans.TRACEPARENT.match(value) else None
+
+
+class _TracedReply:
+    """A request's reply that also finishes its span, with what the answer tells."""
+
+    def __init__(self, reply: Reply, span: Any) -> None:
+        self._reply = reply
+        self._span = span
+        self._facts: dict[str, Any] = {}
+
+    def note(self, loaded: LoadedVersion, result: tuple[Any, int] | None, planned: Plan | None, timing: BatchTiming | None) -> None:
+        self._facts = {
+            "hotswap.version": loaded.version,
+            "hotswap.fingerprint": loaded.fingerprint,
+            "hotswap.cached": result[1] if result is not None else None,
+            "hotswap.tokens": planned.tokens if planned is not None else None,
+        }
+        if timing is not None:
+            self._facts.update({
+                "hotswap.queue_ms": timing.queue_ms,
+                "hotswap.inference_ms": timing.inference_ms,
+                "hotswap.batch_texts": timing.batch_texts,
+                "hotswap.batch_requests": timing.batch_requests,
+            })
+
+    def __call__(self, outcome: Outcome | HotswapError) -> None:
+        try:
+            spans.finish(self._span, self._facts, outcome if isinstance(outcome, BaseException) else None)
+        finally:
+            self._reply(outcome)
+
+
+def _traced(reply: Reply, span: Any) -> Reply:
+    return reply if span is None else _TracedReply(reply, span)

@@ -54,8 +54,8 @@ class DaemonState:
 
 
 ALLOWED_OPTIONS: dict[str, set[str]] = {
-    "encode": {"normalize", "key", "deadline_ms", "no_cache", "count_tokens", "prompt"},
-    "search": {"key", "deadline_ms", "no_cache", "k", "exact", "prompt"},
+    "encode": {"normalize", "key", "deadline_ms", "no_cache", "count_tokens", "prompt", "traceparent"},
+    "search": {"key", "deadline_ms", "no_cache", "k", "exact", "prompt", "traceparent"},
     "switch": {"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"},
     "rollback": {"trigger"},
     "history": {"limit", "all", "skip"},

@@ -39,6 +39,7 @@ from hotswapd.daemon.switch_request import SwitchRequest
 from hotswapd.daemon.switching import Switchboard
 from hotswapd.daemon.ticker import Ticker
 from hotswapd.daemon.workers import Workers
+from hotswapd.tracing import setup as tracing_setup
 from hotswapd.errors import ConfigError, HotswapError
 from hotswapd.http.settings import HttpConfig
 from hotswapd.lockfile import EndpointLock
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.daemon.torch_threads:
         os.environ["OMP_NUM_THREADS"] = str(config.daemon.torch_threads)
     memory.few_heaps()
+    tracing_setup.configure_from_environment()  # off unless OTEL_* asks
     log.info("hotswapd %s starting (pid %d, config %s)", __version__, os.getpid(), config.path or (origin.name if not origin.is_file else "built-in default"))
     try:
         return Daemon(config, origin, endpoint, args.drain_seconds, http).run()
@@ -388,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         log.error("cannot serve %s: %s", endpoint, exc)
         return 1
+    finally:
+        tracing_setup.shutdown()  # the spans still batched go out
 
 
 def run() -> None:
