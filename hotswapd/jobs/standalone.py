@@ -57,9 +57,9 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
     thread_option = {"onnx": "intra_op_threads", "openvino": "threads"}.get(version_config.backend)
     if threads and thread_option:
         running = type(version_config).model_validate({**version_config.model_dump(), thread_option: threads})
+    prep = text_prep(version_config.prompts, version_config.default_prompt, version_config.preprocess, path)
     embedder = get_loader(version_config.backend)(path, running)
     # The version's own config, not the thread-capped copy: the fingerprint is the daemon's.
-    prep = text_prep(version_config.prompts, version_config.default_prompt, version_config.preprocess, path)
     return LoadedVersion(name, version, version_config, embedder, fingerprint(path), time.time(), time.perf_counter() - started, 0, text=prep)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotswapd.errors import RequestError
+from hotswapd.errors import ModelLoadError, RequestError, TextTooLong
 from hotswapd.text.preprocess import apply
 
+log = logging.getLogger(__name__)
 ST_CONFIG = "config_sentence_transformers.json"
 MAX_PROMPT_NAME = 64
+MAX_PROMPT_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,28 @@ class TextPrep:
     def changes(self, requested: str | None) -> bool:
         return bool(self.preprocess) or bool(self.prefix(requested))
 
-    def prepare(self, texts: list[bytes], requested: str | None) -> list[bytes]:
+    def prepare(self, texts: list[bytes], requested: str | None, max_bytes: int | None = None) -> list[bytes]:
+        """The texts as the model sees them; one over ``max_bytes`` after its prompt and
+        preprocessing (NFKC can make a text 18 times longer) is refused, as a longer text
+        from the client would be."""
         prefix = self.prefix(requested)
-        return [(prefix + apply(list(self.preprocess), text.decode("utf-8"))).encode("utf-8") for text in texts]
+        prepared = []
+        for index, text in enumerate(texts):
+            ready = (prefix + apply(list(self.preprocess), text.decode("utf-8"))).encode("utf-8")
+            if max_bytes is not None and len(ready) > max_bytes:
+                raise TextTooLong(f"text {index} is {len(ready)} bytes after its prompt and preprocessing; the limit is {max_bytes} (daemon.max_text_bytes)", index)
+            prepared.append(ready)
+        return prepared
 
 
 def text_prep(config_prompts: dict[str, str] | None, default_prompt: str | None, preprocess: list[str], model_dir: Path) -> TextPrep:
-    """The version's own prompts if its config names any, else its model directory's."""
+    """The version's own prompts if its config names any, else its model directory's; a
+    default prompt the version does not have fails the load (every request would fail)."""
     prompts, default = (config_prompts, default_prompt) if config_prompts is not None else _directory_prompts(model_dir)
-    return TextPrep(dict(prompts or {}), default_prompt if default_prompt is not None else default, tuple(preprocess))
+    chosen = default_prompt if default_prompt is not None else default
+    if chosen is not None and chosen not in (prompts or {}):
+        raise ModelLoadError(f"default_prompt {chosen!r} is not among the version's prompts: {', '.join(sorted(prompts or {})) or 'none'}")
+    return TextPrep(dict(prompts or {}), chosen, tuple(preprocess))
 
 
 def _directory_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
@@ -57,6 +73,10 @@ def _directory_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     if not isinstance(data, dict):
         return {}, None
     raw = data.get("prompts")
-    prompts = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_PROMPT_NAME} if isinstance(raw, dict) else {}
+    prompts = {
+        k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= MAX_PROMPT_NAME and len(v) <= MAX_PROMPT_TEXT
+    } if isinstance(raw, dict) else {}
+    if isinstance(raw, dict) and len(prompts) < len(raw):
+        log.warning("%s: prompts that are not short strings were left out", model_dir / ST_CONFIG)
     default = data.get("default_prompt_name")
     return prompts, default if isinstance(default, str) and default in prompts else None

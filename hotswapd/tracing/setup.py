@@ -22,9 +22,10 @@ def wanted(environ: dict[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
-    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter:
-        return None if exporter == "none" else exporter
+    names = [name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "").lower().split(",") if name.strip()]
+    if names:  # a list is allowed; the first one hotswapd has is used
+        known = [name for name in names if name in ("otlp", "console")]
+        return known[0] if known else (None if names == ["none"] else names[0])
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return "otlp"
     return None
@@ -63,6 +64,11 @@ def _exporter(name: str) -> Any:
 
         return ConsoleSpanExporter()
     if name == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+            return GrpcExporter()
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
@@ -79,8 +85,20 @@ def install(provider: Any) -> None:
     spans.use(provider.get_tracer("hotswapd") if provider is not None else None)
 
 
+SHUTDOWN_SECONDS = 5.0
+
+
 def shutdown() -> None:
-    """Export what is batched and stop (at the daemon's exit)."""
-    if _provider is not None:
-        _provider.shutdown()
-        install(None)
+    """Export what is batched and stop (at the daemon's exit), for SHUTDOWN_SECONDS at most:
+    a collector that never answers must not hold the daemon past systemd's stop timeout."""
+    import threading
+
+    provider = _provider
+    if provider is None:
+        return
+    install(None)
+    flushing = threading.Thread(target=provider.shutdown, name="hotswapd-trace-flush", daemon=True)
+    flushing.start()
+    flushing.join(SHUTDOWN_SECONDS)
+    if flushing.is_alive():
+        log.warning("tracing: the collector did not take the last spans within %.0f s; they are dropped", SHUTDOWN_SECONDS)

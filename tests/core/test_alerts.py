@@ -136,3 +136,42 @@ def test_alert_settings_are_checked(tmp_path: Path) -> None:
         (tmp_path / "c.toml").write_text(f"[alerts]\n{line}\n")
         with pytest.raises(ConfigError, match=message):
             load_config(tmp_path / "c.toml")
+
+
+def test_a_webhook_that_never_answers_redirects_or_leaks_a_token_is_bounded_and_logged_safely(
+    start: StartDaemon, tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a server trickling its answer held the alert thread for good; a 301 was
+    followed as a body-less GET and counted as sent; the log showed the URL's token."""
+    extra = f'[alerts]\nwebhook = "{receiver.url}?token=SECRET123"\ntimeout_seconds = 1\nretries = 0\n'
+    with start(fake_config(tmp_path, {"v1": {}, "bad": {}}, extra=extra)) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["bad"].fail_load = "x"
+        alerts = inproc.daemon.alerts
+        receiver.delay = 4.0
+        started = time.monotonic()
+        with pytest.raises(HotswapError):
+            client.encode(["x"], "m@bad")
+        _wait(lambda: alerts.failed == 1, 3.0)
+        assert time.monotonic() - started < 3.5
+        receiver.delay = 0.0
+        receiver.statuses = [301]
+        with pytest.raises(HotswapError):
+            client.encode(["x"], "m@bad")
+        _wait(lambda: alerts.failed == 2)
+        assert alerts.sent == 0
+    assert "SECRET123" not in caplog.text and f"alert webhook http://127.0.0.1:{receiver.server.server_address[1]} failed" in caplog.text
+
+
+def test_a_command_that_hangs_is_killed_with_its_children(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: only the command was killed at its timeout; a child it started (or one that
+    ignored SIGTERM) lived on under PID 1."""
+    import subprocess
+
+    marker = "1001.25"
+    extra = f'[alerts]\ncommand = ["sh", "-c", "trap \\"\\" TERM; sleep {marker} & wait"]\ntimeout_seconds = 1\n'
+    with start(fake_config(tmp_path, {"v1": {}, "bad": {}}, extra=extra)) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["bad"].fail_load = "x"
+        with pytest.raises(HotswapError):
+            client.encode(["x"], "m@bad")
+        _wait(lambda: inproc.daemon.alerts.failed == 1, 5.0)
+    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False).stdout == b""

@@ -90,3 +90,30 @@ def test_prompt_settings_are_checked(tmp_path: Path, lines: str, message: str) -
     (tmp_path / "c.toml").write_text(f'[models.m]\nactive = "v"\n[models.m.versions.v]\nsource = "x"\n{lines}\n')
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "c.toml")
+
+
+def test_a_text_that_preprocessing_makes_too_long_is_refused(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: NFKC made a 256 KiB text 2.8 MB, past every limit, and 40 of them took the
+    daemon to 8 GB."""
+    from hotswapd.errors import TextTooLong
+
+    with start(_config(tmp_path, extra="[daemon]\nmax_text_bytes = 4096\n")) as inproc, inproc.client() as client:
+        expands = "\ufdfa" * 1000  # 3,000 bytes; NFKC: 18 characters each
+        with pytest.raises(TextTooLong, match=r"text 1 is \d+ bytes after its prompt and preprocessing; the limit is 4096"):
+            client.encode(["fine", expands], "m@clean")
+        assert fakebackend.CONTROLS["clean"].seen == []
+        assert client.encode(["fine"], "m@clean").count == 1
+
+
+def test_a_default_prompt_the_version_lacks_fails_the_load_and_long_directory_prompts_are_left_out(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: the load succeeded, a switch to it was allowed, and every request then failed."""
+    from hotswapd.errors import ModelLoadError
+
+    config = fake_config(tmp_path, {"v1": {}, "st": {"default_prompt": "query2"}})
+    (fake_source(tmp_path, "st") / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "q: ", "huge": "x" * 5000}}))
+    with start(config) as inproc, inproc.client() as client:
+        with pytest.raises(ModelLoadError, match=r"default_prompt 'query2' is not among the version's prompts: query"):
+            client.encode(["a"], "m@st")
+        with pytest.raises(ModelLoadError):
+            client.switch("m", "st")
+        assert client.encode(["a"], "m").version == "v1"

@@ -72,3 +72,24 @@ def test_tracing_is_off_unless_the_environment_asks() -> None:
     assert setup.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}) == "otlp"
     assert setup.wanted({"OTEL_TRACES_EXPORTER": "console"}) == "console"
     assert setup.wanted({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_stopping_waits_for_an_unreachable_collector_a_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: each pending batch waited out the exporter's timeout; 3,000 requests to an
+    unanswering collector held the daemon 30 s past its stop."""
+    import time
+
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Flushing(SpanProcessor):  # a batch processor whose export never gets an answer
+        def shutdown(self) -> None:
+            time.sleep(30)
+
+    provider = TracerProvider()
+    provider.add_span_processor(Flushing())
+    setup.install(provider)
+    monkeypatch.setattr(setup, "SHUTDOWN_SECONDS", 0.5)
+    started = time.monotonic()
+    setup.shutdown()
+    assert time.monotonic() - started < 2 and not setup.spans.enabled()
+    assert setup.wanted({"OTEL_TRACES_EXPORTER": "zipkin,console"}) == "console"  # a list: the first it has
