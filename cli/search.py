@@ -18,6 +18,7 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="How many results.")] = 10,
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Scan every row even when the corpus has an approximate index.")] = False,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="One of the version's prompts by name (query), put before the query.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search the corpus of the version that encodes the query (embeddings_path).
@@ -26,7 +27,7 @@ def search(
     the other version's corpus. Example: hs search "interest rates" -m minilm -k 5
     """
     settings: Settings = ctx.obj
-    answer = settings.client().search(query, model, k=k, key=key, exact=exact)
+    answer = settings.client().search(query, model, k=k, key=key, exact=exact, prompt=prompt)
     if as_json:
         print_json(answer)
         return

@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -75,7 +75,7 @@ _hs() {
             "switch") choices="--canary --split --gradual --steps --step-seconds --step-requests --sticky-key --force --abort --json -h --help";;
             "rollback") choices="--json -h --help";;
             "history") choices="--limit --all --json -h --help";;
-            "search") choices="--model -m --k -k --key --exact --json -h --help";;
+            "search") choices="--model -m --k -k --key --exact --prompt --json -h --help";;
             "compare") choices="--input --limit --json -h --help";;
             "bench") choices="--input --corpus --batch-size --concurrency --duration --history --json -h --help";;
             "metrics") choices="-h --help";;

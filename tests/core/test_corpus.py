@@ -256,3 +256,15 @@ def test_an_approximate_index_finds_what_exact_search_finds(start: StartDaemon, 
         assert damaged["index"] == "exact" and damaged["rows"] == 3000
         detail = next(item for item in client.models()[0]["version_detail"] if item["version"] == "v1")
         assert "damaged" in detail["corpus"]["ann_problem"]
+
+
+def test_a_search_takes_a_prompt_by_name(start: StartDaemon, tmp_path: Path) -> None:
+    from hotswapd.errors import RequestError
+    from tests.conftest import run_hs
+
+    with with_corpora(start, tmp_path, sentences(20, seed=3), ("v1",)) as daemon, daemon.client() as client:
+        with pytest.raises(RequestError, match=r"no prompt 'query' \(its prompts: none\)"):
+            client.search("bank rates", "m", prompt="query")
+        done = run_hs("search", "bank rates", "-m", "m", "--prompt", "query", endpoint=daemon.endpoint)
+        assert done.returncode != 0 and b"no prompt 'query'" in done.stderr
+        assert client.search("bank rates", "m")["rows"] == 20
