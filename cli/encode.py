@@ -97,14 +97,12 @@ def encode(
     if ray is not None:
         if not ray.strip():
             raise typer.BadParameter("give --ray an address (auto, ray://HOST:10001), or nothing for a local Ray", param_hint="'--ray'")
-        if prompt is not None:
-            raise typer.BadParameter("--prompt is not supported with --ray yet (the daemon's path takes it)", param_hint="'--prompt'")
         if input_file is None or output is None or resume or on_error is OnError.skip or fmt is not OutputFormat.json:
             raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume or --on-error skip)", param_hint="'--ray'")
         from hotswap_cli.encode_file import FileInput, encode_on_ray
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        encode_on_ray(settings.client(), model, source, output, normalize, None if ray == "local" else ray, ray_actors, ray_cpus)
+        encode_on_ray(settings.client(), model, source, output, normalize, None if ray == "local" else ray, ray_actors, ray_cpus, prompt)
         return
     if input_file is not None and output is not None:
         if fmt is not OutputFormat.json or follow:

@@ -34,12 +34,13 @@ def encode_to_file(client: Client, model: str | None, source: FileInput, output:
     )
 
 
-def encode_on_ray(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, address: str | None, actors: int, cpus: float) -> None:
+def encode_on_ray(client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, address: str | None, actors: int, cpus: float,
+                  prompt: str | None = None) -> None:
     from hotswapd.jobs.ray_job import RaySettings, encode_file_on_ray
 
     settings = RaySettings(address=address, actors=actors, cpus_per_actor=cpus)
     done = encode_file_on_ray(client, model, source.path, output, text_field=source.text_field, id_field=source.id_field,
-                              input_format=source.input_format, normalize=normalize, settings=settings)
+                              input_format=source.input_format, normalize=normalize, settings=settings, prompt=prompt)
     where = address or "a local Ray"
     sys.stderr.write(
         f"encoded {done.rows:,} rows into {output} on {where} ({done.actors} actor{'s' if done.actors > 1 else ''}): "

@@ -41,7 +41,7 @@ class VersionEncoder:
     the actor refuse a version whose files or options differ from the daemon's."""
 
     def __init__(self, config_path: str, version: str, *, expected_fingerprint: str | None = None, text_column: str = "text",
-                 normalize: bool | None = None, threads: int | None = 1, keep_text: bool = False) -> None:
+                 normalize: bool | None = None, threads: int | None = 1, keep_text: bool = False, prompt: str | None = None) -> None:
         from hotswapd.jobs.standalone import load_version
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its threads would spin beside the model's
@@ -51,7 +51,7 @@ class VersionEncoder:
                 f"{self.loaded.model}@{self.loaded.version} on this worker {MISMATCH}: fingerprint {self.loaded.fingerprint} here, "
                 f"{expected_fingerprint} in the daemon (its files or options differ; weights {self.loaded.weights})"
             )
-        self.text_column, self.normalize, self.keep_text = text_column, normalize, keep_text
+        self.text_column, self.normalize, self.keep_text, self.prompt = text_column, normalize, keep_text, prompt
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -62,7 +62,7 @@ class VersionEncoder:
         for offset, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise JobError(f"a row has no usable text in {self.text_column!r} ({type(text).__name__}: {str(text)[:40]!r}, row {offset + 1} of its batch)")
-        vectors = encode_texts(self.loaded, texts, self.normalize)
+        vectors = encode_texts(self.loaded, texts, self.normalize, prompt=self.prompt)
         dim = vectors.shape[1]
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
         if not self.keep_text:
@@ -90,13 +90,14 @@ class RaySettings:
 
 
 def encode_file_on_ray(client: Client, model: str | None, input_path: Path, output: Path, *, text_field: str = "text", id_field: str | None = None,
-                       input_format: str | None = None, normalize: bool | None = None, settings: RaySettings = RaySettings()) -> RayJobResult:
+                       input_format: str | None = None, normalize: bool | None = None, settings: RaySettings = RaySettings(),
+                       prompt: str | None = None) -> RayJobResult:
     """Encode ``input_path`` into the parquet file ``output`` on Ray, with the version the
     daemon serves for ``model`` (pinned: the one it reports now)."""
     if output.suffix.lower() != ".parquet":
         raise JobError("a Ray job writes parquet: name the output NAME.parquet")
     fmt = detect_format(input_path, input_format)
-    probe = client.encode(["hotswap: which version serves this job"], model)
+    probe = client.encode(["hotswap: which version serves this job"], model, prompt=prompt)  # an unknown prompt fails here, before Ray starts
     status = client.status()
     config_path = status.get("config_path")
     if not config_path:
@@ -109,7 +110,8 @@ def encode_file_on_ray(client: Client, model: str | None, input_path: Path, outp
         encoded = dataset.map_batches(
             VersionEncoder,
             fn_constructor_kwargs={"config_path": config_path, "version": f"{probe.model}@{probe.version}", "expected_fingerprint": probe.fingerprint,
-                                   "text_column": text_field, "normalize": normalize, "threads": max(1, int(settings.cpus_per_actor))},
+                                   "text_column": text_field, "normalize": normalize, "threads": max(1, int(settings.cpus_per_actor)),
+                                   "prompt": prompt},
             compute=ray.data.ActorPoolStrategy(size=settings.actors),
             batch_size=settings.batch_rows,
             batch_format="pyarrow",

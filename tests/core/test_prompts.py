@@ -117,3 +117,14 @@ def test_a_default_prompt_the_version_lacks_fails_the_load_and_long_directory_pr
         with pytest.raises(ModelLoadError):
             client.switch("m", "st")
         assert client.encode(["a"], "m").version == "v1"
+
+
+def test_a_worker_outside_the_daemon_applies_the_same_prompt(start: StartDaemon, tmp_path: Path) -> None:
+    """What `hs encode --ray --prompt` runs on each actor (hotswapd.jobs.standalone)."""
+    from hotswapd.jobs.standalone import encode_texts, load_version
+
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        daemon_rows = client.encode(["hello", "  Ｂig  "], "m@dflt", prompt="query").embeddings
+        worker = load_version(inproc.config_path, "m@dflt")
+        np.testing.assert_array_equal(encode_texts(worker, ["hello", "  Ｂig  "], prompt="query"), daemon_rows)
+        np.testing.assert_array_equal(encode_texts(worker, ["hello"]), client.encode(["hello"], "m@dflt").embeddings)  # the default prompt
