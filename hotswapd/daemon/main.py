@@ -69,8 +69,7 @@ def configure_logging(level: str) -> None:
     # No timestamps when journald is capturing us: it stamps every line itself.
     under_journald = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    # --log-level debug is for hotswapd's own messages: libraries at debug log on every
-    # encode, which floods the log and costs more than the inference of a small model.
+    # --log-level debug is for hotswapd's own messages: libraries at debug flood the log.
     chosen = logging.getLevelName(level.upper())
     logging.basicConfig(level=max(chosen, logging.INFO), format=fmt, stream=sys.stderr, force=True)
     logging.getLogger("hotswapd").setLevel(chosen)
@@ -320,13 +319,15 @@ class Daemon:
             systemd.notify("READY=1")
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
-        # Routes first: from here on, pick() names only versions of the new config (a request
-        # resolved against the old one in between asks again; see Handlers._op_encode).
+        # Worked out before anything changes: a config failing here leaves the running one whole.
+        cache_bytes = int(config.cache.max_mb * 2**20)
+        limits = limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb)
+        # Routes first: pick() then names only versions of the new config (see EncodeOp.prepare).
         switched = self.switchboard.adopt_config(config)
         removed, changed, live = self.registry.replace_config(config)
-        self.inference.cache.resize(int(config.cache.max_mb * 2**20))
+        self.inference.cache.resize(cache_bytes)
         self.alerts.reconfigure(config.alerts)
-        self.admission.set_limits(limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb))
+        self.admission.set_limits(limits)
         for model, version in changed:
             self._submit_control(lambda m=model, v=version: self._reload_version(m, v))
         for model in switched:

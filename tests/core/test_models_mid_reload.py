@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from hotswapd.errors import HotswapError
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config
 
@@ -36,3 +39,22 @@ def test_models_mid_reload_follow_the_routes_config_not_half_of_each(start: Star
         assert [row["name"] for row in rows] == ["m"]
         assert rows[0]["versions"] == ["v1"] and "v2" not in rows[0]["loaded_versions"]
         assert [item["version"] for item in rows[0]["version_detail"]] == ["v1"]
+
+
+def test_a_config_that_fails_while_it_is_applied_leaves_the_running_one_whole(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a failure after the routes adopted a config (max_mb = 1e400 reached it) left
+    new models served while the log said the running config stays."""
+    import hotswapd.daemon.main as daemon_main
+
+    old = fake_config(tmp_path, {"v1": {}})
+    new = old + fake_config(tmp_path, {"w1": {}}, model="other").split("\n", 1)[1]
+    with start(old) as inproc, inproc.client() as client:
+        def broken(*args: object) -> None:
+            raise OverflowError("cannot convert float infinity to integer")
+
+        monkeypatch.setattr(daemon_main, "limits_from", broken)
+        with pytest.raises(HotswapError):
+            inproc.rewrite_config(new)
+        assert [row["name"] for row in client.models()] == ["m"]
+        with pytest.raises(HotswapError):
+            client.encode(["x"], "other")
