@@ -75,10 +75,9 @@ class VersionConfig(_Frozen):
     # Off unless a version opts in: a model directory's own Python code runs in the daemon.
     trust_remote_code: bool = False
     normalize: bool = True
-    # Prompts by name, put before a text when a request names one (`hs encode --prompt
-    # query`): e5/BGE-style prefixes. Default: the model directory's own (sentence-
-    # transformers' config_sentence_transformers.json). default_prompt applies when a
-    # request names none. preprocess: named cleaners, in order (hotswapd.text).
+    # Prompts by name, put before a text when a request names one (`hs encode --prompt query`);
+    # default: the model directory's own. default_prompt applies when a request names none.
+    # preprocess: named cleaners, in order (hotswapd.text).
     prompts: dict[str, str] | None = None
     default_prompt: str | None = None
     preprocess: list[Preprocessor] = Field(default_factory=list)
