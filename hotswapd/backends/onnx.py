@@ -153,14 +153,6 @@ def _export(source: Path, quantize: str, trust_remote_code: bool) -> tuple[Path,
     return _cache_root() / key / "model.onnx", check
 
 
-def fp32_export(source: Path, trust_remote_code: bool, min_cosine: float) -> Path:
-    """The checked fp32 ONNX export of a model directory (made now if not cached): what
-    other graph runtimes (OpenVINO) convert from."""
-    file, check = _export(source, "none", trust_remote_code)
-    enforce(check, min_cosine, f"the fp32 ONNX export of {source}")
-    return file
-
-
 def _cache_root() -> Path:
     from hotswapd.paths import cache_dir
 

@@ -72,9 +72,6 @@ class TuneRecord(_Strict):
             raise ValueError(f"chosen path {self.chosen!r} is not a measured path above min_cosine")
         return self
 
-    def row(self, path: str) -> PathRow:
-        return next(row for row in self.rows if row.path == path)
-
 
 def eligible(rows: list[PathRow], min_cosine: float) -> list[PathRow]:
     """Measured paths whose vectors agree with fp32 at ``min_cosine`` (mean) or better."""
