@@ -33,7 +33,8 @@ def validate(
     for name, model in config.models.items():
         for version, spec in model.versions.items():
             try:
-                check_source(spec.source, config.base_dir)
+                if spec.source is not None:  # an ensemble has members instead
+                    check_source(spec.source, config.base_dir)
             except ModelLoadError as exc:
                 problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
             except (OSError, ValueError) as exc:  # a name too long, a path the system refuses

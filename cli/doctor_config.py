@@ -64,7 +64,8 @@ def source_checks(config: Config) -> list[Check]:
     for name, model in config.models.items():
         for version, spec in model.versions.items():
             label = f"{name}@{version}"
-            rows.append(_source_check(label, spec.source, config.base_dir))
+            if spec.source is not None:  # an ensemble has members instead
+                rows.append(_source_check(label, spec.source, config.base_dir))
             if spec.embeddings_path and not _exists(config.base_dir / spec.embeddings_path):
                 rows.append(Check("source", "fail", f"{label}: embeddings_path {spec.embeddings_path} does not exist",
                                   f"write it, or remove embeddings_path from models.{name}.versions.{version}"))

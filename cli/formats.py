@@ -42,6 +42,8 @@ class JsonWriter:
         self._chunked += result.chunked
         if not self._started:
             head = {"model": result.model, "version": result.version, "fingerprint": result.fingerprint, "dim": result.dim}
+            if result.members:  # an ensemble: which version of each member went into the vectors
+                head["members"] = result.members
             self._out.write((json.dumps(head)[:-1] + ', "embeddings": [').encode())
             self._started = True
         else:

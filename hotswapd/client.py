@@ -64,6 +64,7 @@ class EncodeResult:
         # Texts over the version's maximum tokens: cut, or averaged over windows (long_text).
         self.truncated: int = int(result.get("truncated", 0))
         self.chunked: int = int(result.get("chunked", 0))
+        self.members: list[dict[str, Any]] | None = result.get("members")  # an ensemble's: model, version, fingerprint, dim, weight
         if len(buffer) != self.count * self.dim * 4:
             raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
         self.buffer = buffer

@@ -8,8 +8,6 @@ settings.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -30,6 +28,8 @@ from hotswapd.alerts.settings import AlertsConfig
 from hotswapd.text.preprocess import Preprocessor
 from hotswapd.text.prompts import MAX_PROMPT_NAME, MAX_PROMPT_TEXT
 from hotswapd.backends import backend_names, options_schema
+from hotswapd.ensemble.settings import ENSEMBLE, member_problems
+from hotswapd.config_json import json_object
 from hotswapd.errors import ConfigError
 from hotswapd.http.settings import HttpConfig
 from hotswapd.sources import parse_source
@@ -68,7 +68,7 @@ class VersionConfig(_Frozen):
     model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     backend: str = "sentence-transformers"
-    source: str
+    source: str | None = None  # required, except by an ensemble (hotswapd.ensemble)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # With device = "cuda" on a machine without a GPU: fail the load (None) or run on the CPU.
     fallback: Literal["cpu"] | None = None
@@ -132,12 +132,15 @@ class VersionConfig(_Frozen):
 
     @field_validator("source")
     @classmethod
-    def _parsable_source(cls, value: str) -> str:
-        parse_source(value)
+    def _parsable_source(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_source(value)
         return value
 
     @model_validator(mode="after")
     def _backend_options(self) -> VersionConfig:
+        if (self.source is None) != (self.backend == ENSEMBLE):
+            raise ValueError(".source: an ensemble has members, not a source" if self.source else ".source: Field required")
         self.options  # noqa: B018 -- validates the backend's own keys now, at config load
         return self
 
@@ -303,6 +306,9 @@ class Config(_Frozen):
         for model in self.models.values():
             for version in model.versions.values():
                 version._base_dir = self.base_dir
+        problems = member_problems(self.models)
+        if problems:
+            raise ValueError("; ".join(problems[:3]))
         return self
 
     @property
@@ -367,34 +373,7 @@ def load_config(path: Path, *, missing_ok: bool = False) -> Config:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     kind = "JSON" if Path(path).suffix.lower() == ".json" else "TOML"
     try:
-        data = _json_object(raw.decode("utf-8")) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
+        data = json_object(raw.decode("utf-8")) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8, TOML or JSON, a 5,000-digit number, deep nesting
         raise ConfigError(f"{path}: not valid {kind}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return parse_config(data, path)
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    """A JSON config: an object, with no key given twice (JSON would keep the last silently;
-    TOML refuses it, and so does this)."""
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in pairs:  # a set as keys arrive: 100,000 keys must not cost n squared
-            if key in seen:
-                raise ValueError(f"key {key!r} is given twice")
-            seen[key] = value
-        return seen
-
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a number a config can hold")
-
-    def finite(literal: str) -> float:
-        value = float(literal)
-        if not math.isfinite(value):  # 1e400 reads as infinity
-            raise ValueError(f"{literal[:40]} is not a number a config can hold")
-        return value
-
-    data = json.loads(text, object_pairs_hook=unique, parse_constant=no_constant, parse_float=finite)
-    if not isinstance(data, dict):
-        raise ValueError(f"the top level must be an object, not {type(data).__name__}")
-    return data

@@ -40,6 +40,7 @@ BUILTIN: dict[str, str] = {
     "auto": "hotswapd.backends.auto",
     "transformers": "hotswapd.backends.transformers",
     "sagemaker": "hotswapd.backends.sagemaker",
+    "ensemble": "hotswapd.ensemble.settings",  # assembled by the registry from its members
 }
 
 

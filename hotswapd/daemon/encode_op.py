@@ -212,6 +212,9 @@ class EncodeOp:
         }
         if flags.count_tokens:
             header["tokens"] = planned.tokens if planned is not None else None
+        members = getattr(loaded.embedder, "member_facts", None)
+        if callable(members):  # an ensemble names every member's version and fingerprint
+            header["members"] = members()
         return Outcome(header, [vectors])
 
     def _limits(self, loaded: LoadedVersion) -> BatchLimits:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psutil
@@ -27,11 +26,14 @@ from hotswapd.config import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.corpus.attach import attach as attach_corpus
 from hotswapd.corpus.attach import expected_bytes as expected_corpus_bytes
 from hotswapd.daemon import memory
-from hotswapd.text.prompts import text_prep
 from hotswapd.daemon.bounded import run_bounded
+from hotswapd.daemon.leases import Leases
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
+from hotswapd.ensemble.assemble import assemble
+from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 from hotswapd.fingerprint import fingerprint
+from hotswapd.text.prompts import text_prep
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +44,7 @@ EventSink = Callable[..., Any]
 DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free their memory
 
 
-class Registry:
+class Registry(Leases):
     def __init__(self, config: Config, on_event: EventSink | None = None, closer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._config = config
         self._slots: dict[tuple[str, str], Slot] = {}
@@ -85,50 +87,6 @@ class Registry:
     def _slot(self, model: str, version: str) -> Slot:
         with self._guard:
             return self._slots.setdefault((model, version), Slot())
-
-    # -- leases --------------------------------------------------------------------------
-    def try_lease(self, model: str, version: str) -> LoadedVersion | None:
-        """A lease on the loaded version, or None if it is not loaded. Never blocks on a
-        load: the socket thread calls it."""
-        with self._guard:
-            slot = self._slots.get((model, version))
-            loaded = slot.loaded if slot else None
-            if loaded is None or loaded.retired:
-                return None
-            loaded.leases += 1
-        loaded.last_used = time.time()
-        return loaded
-
-    def lease(self, model: str, version: str) -> LoadedVersion:
-        """A lease on the version, loading it first if needed (concurrent callers share a load)."""
-        while True:
-            loaded = self.get(model, version)
-            with self._guard:
-                if not loaded.retired:
-                    loaded.leases += 1
-                    loaded.last_used = time.time()
-                    return loaded
-            # Retired between the load and the lease (an eviction raced us): load again.
-
-    def release(self, loaded: LoadedVersion) -> None:
-        """Return a lease; a retired version is closed when its last lease comes back."""
-        with self._guard:
-            loaded.leases -= 1
-            close_now = loaded.retired and loaded.leases <= 0 and not loaded.closed
-            if close_now:
-                loaded.closed = True
-        loaded.last_used = time.time()
-        if close_now:
-            self._closer(lambda: self._close(loaded))
-
-    @contextmanager
-    def leased(self, model: str, version: str) -> Iterator[LoadedVersion]:
-        """A lease for the duration of a block (warm-up, agreement probes, housekeeping)."""
-        loaded = self.lease(model, version)
-        try:
-            yield loaded
-        finally:
-            self.release(loaded)
 
     def get(self, model: str, version: str) -> LoadedVersion:
         """A loaded version, loading it first if needed. Without a lease it may be retired
@@ -182,6 +140,8 @@ class Registry:
 
     # -- loading -------------------------------------------------------------------------
     def _load(self, slot: Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
+        if spec.backend == ENSEMBLE:
+            return self._assemble(slot, model, version, spec)
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
         started = time.perf_counter()
         key = (model, version)
@@ -237,6 +197,18 @@ class Registry:
         loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text)
         attach_corpus(loaded, self._on_event)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
+        return loaded
+
+    def _assemble(self, slot: Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
+        """An ensemble: its members leased (loaded if need be) for as long as it is loaded."""
+        try:
+            loaded = assemble(model, version, spec, self.lease, self.release)
+        except HotswapError as exc:
+            self._failed(slot, model, version, exc.message)
+            raise
+        self._evicted.pop((model, version), None)
+        slot.last_error = None
+        self._on_event("load", model=model, version=version, seconds=round(loaded.load_seconds, 3), fingerprint=loaded.fingerprint, weights=loaded.weights)
         return loaded
 
     def _bounded(self, work: Callable[[], T], what: str, started: float) -> T:
@@ -331,6 +303,9 @@ class Registry:
         self._on_event(reason, model=loaded.model, version=loaded.version)
         if close_now:
             self._closer(lambda: self._close(loaded))
+        for ensemble in [item for item in self.loaded() if any(m is loaded for m in getattr(item.embedder, "members", ()))]:
+            # It would go on serving the old member: it is assembled again on its next request.
+            self.unload(ensemble.model, ensemble.version, "unload", f"member {loaded.model}@{loaded.version} unloaded")
 
     def _close(self, loaded: LoadedVersion) -> None:
         try:

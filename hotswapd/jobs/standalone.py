@@ -23,7 +23,7 @@ from hotswapd.text.prompts import text_prep
 from hotswapd.daemon.batching import as_str
 from hotswapd.daemon.inference import check_vectors, run_backend
 from hotswapd.daemon.loaded import LoadedVersion
-from hotswapd.errors import UnknownModel, UnknownVersion
+from hotswapd.errors import RequestError, UnknownModel, UnknownVersion
 from hotswapd.fingerprint import fingerprint
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
     version_config = model.versions.get(version)
     if version_config is None:
         raise UnknownVersion(f"unknown version {name}@{version}; configured: {', '.join(model.versions)}")
+    if version_config.source is None:
+        raise RequestError(f"{name}@{version} is an ensemble: its members are combined by the daemon, not loaded here")
     started = time.perf_counter()
     path = version_config.resolve(version_config.source)
     if threads:

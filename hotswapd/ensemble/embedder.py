@@ -1,0 +1,160 @@
+"""An ensemble's vectors: each member's own embedder on the same texts, combined.
+
+It runs on the inference thread like any batch (one batch at a time, so a member's model is
+never used by two batches at once). Members are leased from the registry for as long as the
+ensemble is loaded: the memory budget counts them as the loaded versions they are, and
+cannot evict them from under it.
+
+Each member sees a text as it would alone, with its own preprocessing and its own prompt
+(`--prompt query` is "query: " for e5 and a sentence for BGE). The request's texts are
+prepared for every member off the inference thread (:class:`EnsembleText`) and travel to the
+batch as one string each, which is also what the embedding cache keys on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hotswapd.errors import HotswapError, ModelLoadError, RequestError
+from hotswapd.text.prompts import TextPrep
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hotswapd.daemon.loaded import LoadedVersion
+
+# Starts a text prepared for the members: a JSON list, one string per member. Texts that
+# reach the embedder without it (warm-up, agreement probes) are prepared here, without a prompt.
+PREPARED = "\x1e"
+
+
+@dataclass(frozen=True)
+class Part:
+    loaded: LoadedVersion
+    weight: float
+
+    @property
+    def spec(self) -> str:
+        return f"{self.loaded.model}@{self.loaded.version}"
+
+
+@dataclass(frozen=True)
+class EnsembleText(TextPrep):
+    """Prepares a request's texts once per member, with each member's prompt of the name asked."""
+
+    parts: tuple[Part, ...] = ()
+
+    def changes(self, requested: str | None) -> bool:
+        return True  # every text is prepared: the embedder tells prepared texts by their mark
+
+    def prefix(self, requested: str | None) -> str:
+        for part in self.parts:
+            self._member_prefix(part, requested)  # a prompt one member lacks fails the request
+        return ""
+
+    def prepare(self, texts: list[bytes], requested: str | None, max_bytes: int | None = None) -> list[bytes]:
+        columns = []
+        for part in self.parts:
+            self._member_prefix(part, requested)
+            columns.append(part.loaded.text.prepare(texts, requested, max_bytes))
+        return [(PREPARED + json.dumps([column[row].decode("utf-8") for column in columns], ensure_ascii=False)).encode("utf-8") for row in range(len(texts))]
+
+    @staticmethod
+    def _member_prefix(part: Part, requested: str | None) -> str:
+        try:
+            return part.loaded.text.prefix(requested)
+        except RequestError as exc:
+            raise RequestError(f"ensemble member {part.spec}: {exc.message}") from None
+
+
+class EnsembleEmbedder:
+    memory_bytes = 0  # the members are counted as the loaded versions they are
+
+    def __init__(self, parts: Sequence[Part], combine: str, release: Callable[[LoadedVersion], None]) -> None:
+        self.parts = tuple(parts)
+        self.combine = combine
+        self._release = release
+        self._released = False
+        dims = [part.loaded.embedder.dimension for part in self.parts]
+        if combine == "mean" and len(set(dims)) > 1:
+            shown = ", ".join(f"{part.spec} {dim}" for part, dim in zip(self.parts, dims, strict=True))
+            raise ModelLoadError(f"combine = \"mean\" needs members of one dimension ({shown}); use \"concat\"")
+        self.dimension = sum(dims) if combine == "concat" else dims[0]
+        self.device = "+".join(sorted({str(part.loaded.embedder.device) for part in self.parts}))
+
+    @property
+    def members(self) -> tuple[LoadedVersion, ...]:
+        return tuple(part.loaded for part in self.parts)
+
+    def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
+        import numpy as np
+
+        columns = self._member_texts(texts)
+        blocks = []
+        for part, member_texts in zip(self.parts, columns, strict=True):
+            vectors = np.asarray(part.loaded.embedder.encode(member_texts, normalize=True), dtype=np.float32)
+            if vectors.shape != (len(texts), part.loaded.embedder.dimension):
+                raise HotswapError(f"ensemble member {part.spec} returned vectors of shape {vectors.shape}")
+            blocks.append(vectors * np.float32(part.weight))
+        if self.combine == "concat":
+            combined = np.hstack(blocks)
+        else:
+            combined = np.sum(blocks, axis=0) / np.float32(sum(part.weight for part in self.parts))
+        if normalize:
+            combined /= np.maximum(np.linalg.norm(combined, axis=1, keepdims=True), np.float32(1e-12))
+        return np.ascontiguousarray(combined, dtype=np.float32)
+
+    def _member_texts(self, texts: Sequence[str]) -> list[list[str]]:
+        columns: list[list[str]] = [[] for _ in self.parts]
+        for text in texts:
+            row = _prepared_row(text, len(self.parts))
+            if row is None:  # a probe of the daemon's own: each member's default preparation
+                row = [part.loaded.text.prepare([text.encode("utf-8")], None)[0].decode("utf-8") for part in self.parts]
+            for column, member_text in zip(columns, row, strict=True):
+                column.append(member_text)
+        return columns
+
+    @property
+    def count_tokens(self) -> Callable[[list[str]], list[int]] | None:
+        """Tokens as the first member counts them (the HTTP endpoint's usage), if it can."""
+        first = self.parts[0]
+        counter = getattr(first.loaded.embedder, "count_tokens", None)
+        if not callable(counter):
+            return None
+        return lambda texts: list(counter(self._member_texts(texts)[0]))
+
+    def space(self) -> dict[str, Any]:
+        """Ensembles share a space when they combine the same members' spaces the same way."""
+        from hotswapd.daemon.compat import describe_space
+
+        return {"ensemble": self.combine, "members": [{"weight": part.weight, **describe_space(part.loaded)} for part in self.parts]}
+
+    def describe(self) -> dict[str, Any]:
+        return {"combine": self.combine, "members": ", ".join(f"{part.spec} x{part.weight:g}" for part in self.parts)}
+
+    def member_facts(self) -> list[dict[str, Any]]:
+        """What a reply says of each member: which version and vectors went into it."""
+        return [
+            {"model": part.loaded.model, "version": part.loaded.version, "fingerprint": part.loaded.fingerprint, "dim": part.loaded.embedder.dimension, "weight": part.weight}
+            for part in self.parts
+        ]
+
+    def close(self) -> None:
+        """Give the members' leases back (once): they may be unloaded now like any version."""
+        if self._released:
+            return
+        self._released = True
+        for part in self.parts:
+            self._release(part.loaded)
+
+
+def _prepared_row(text: str, members: int) -> list[str] | None:
+    if not text.startswith(PREPARED):
+        return None
+    row = json.loads(text[len(PREPARED):])
+    if not isinstance(row, list) or len(row) != members or not all(isinstance(item, str) for item in row):
+        raise HotswapError("an ensemble text was not prepared for its members")
+    return row

@@ -1,0 +1,173 @@
+"""Ensembles (issue 18, item 4): a version whose vectors combine other versions' vectors,
+served through the same registry and batcher, named member by member in every reply, and
+switched like any version."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotswapd.config import parse_config
+from hotswapd.errors import ConfigError, IncompatibleVersions, ModelLoadError, RequestError
+from tests import fakebackend
+from tests.core.conftest import StartDaemon
+from tests.inproc import fake_config
+
+
+def _members(tmp_path: Path) -> str:
+    text = fake_config(tmp_path, {"a": {"dim": 8}, "b": {"dim": 12, "shift": 3}, "c": {"dim": 8, "shift": 5}}, model="base")
+    text = text.replace('tag = "a"\n', 'tag = "a"\nprompts = { query = "query: " }\n')
+    return text.replace('tag = "b"\n', 'tag = "b"\nprompts = { query = "Represent this query: " }\n')
+
+
+def _ensemble(version: str, members: str, combine: str = "concat") -> str:
+    return f'[models.combo.versions.{version}]\nbackend = "ensemble"\ncombine = "{combine}"\nmembers = [{members}]\n'
+
+
+def _config(tmp_path: Path, active: str = "cat") -> str:
+    return (
+        _members(tmp_path)
+        + f'[models.combo]\nactive = "{active}"\n'
+        + _ensemble("cat", '{ model = "base", version = "a" }, { model = "base", version = "b", weight = 0.5 }')
+        + _ensemble("cat2", '{ model = "base", version = "a" }, { model = "base", version = "b", weight = 2.0 }')
+        + _ensemble("avg", '{ model = "base", version = "a", weight = 3.0 }, { model = "base", version = "c" }', "mean")
+        + _ensemble("badmean", '{ model = "base", version = "a" }, { model = "base", version = "b" }', "mean")
+        + '[daemon]\ndefault_model = "combo"\n'
+    )
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_concat_weighs_each_members_normalised_vectors_and_the_reply_names_every_member(start: StartDaemon, tmp_path: Path) -> None:
+    texts = ["hello world", "an ensemble of two"]
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        combined = client.encode(texts, "combo@cat")
+        a, b = client.encode(texts, "base@a"), client.encode(texts, "base@b")
+        expected = _unit(np.hstack([_unit(a.embeddings), 0.5 * _unit(b.embeddings)]))
+        assert combined.dim == 20 and np.allclose(combined.embeddings, expected, atol=1e-6)
+        assert combined.members == [
+            {"model": "base", "version": "a", "fingerprint": a.fingerprint, "dim": 8, "weight": 1.0},
+            {"model": "base", "version": "b", "fingerprint": b.fingerprint, "dim": 12, "weight": 0.5},
+        ]
+        assert combined.fingerprint not in (a.fingerprint, b.fingerprint)
+        # Served through the same registry: the members are the loaded versions themselves.
+        assert fakebackend.CONTROLS["a"].loads == 1 and fakebackend.CONTROLS["b"].loads == 1
+        models = {row["name"]: row for row in client.models()}
+        assert models["combo"]["backend"] == "ensemble" and set(models["base"]["loaded_versions"]) >= {"a", "b"}
+        assert models["combo"]["details"]["members"] == "base@a x1, base@b x0.5"
+        again = client.encode(texts, "combo@cat")
+        assert again.cached == 2 and np.array_equal(again.embeddings, combined.embeddings)
+
+
+def test_mean_averages_members_of_one_dimension_and_refuses_others(start: StartDaemon, tmp_path: Path) -> None:
+    texts = ["one text", "another"]
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        mean = client.encode(texts, "combo@avg")
+        a, c = client.encode(texts, "base@a"), client.encode(texts, "base@c")
+        assert mean.dim == 8
+        assert np.allclose(mean.embeddings, _unit((3 * _unit(a.embeddings) + _unit(c.embeddings)) / 4), atol=1e-6)
+        with pytest.raises(ModelLoadError, match=r'combine = "mean" needs members of one dimension \(base@a 8, base@b 12\)'):
+            client.encode(["x"], "combo@badmean")
+        assert client.encode(["still serving"], "combo@cat").count == 1
+
+
+def test_each_member_puts_its_own_prompt_and_a_prompt_one_member_lacks_is_refused(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        client.encode(["find me"], "combo@cat", prompt="query")
+        assert fakebackend.CONTROLS["a"].seen[-1] == "query: find me"
+        assert fakebackend.CONTROLS["b"].seen[-1] == "Represent this query: find me"
+        plain = client.encode(["find me"], "combo@cat")
+        assert fakebackend.CONTROLS["a"].seen[-1] == "find me" and plain.cached == 0  # the prompt is part of the cache key
+        with pytest.raises(RequestError, match=r"ensemble member base@a: this version has no prompt 'passage'"):
+            client.encode(["x"], "combo@cat", prompt="passage")
+        # A text that looks like the daemon's internal mark is still the user's text.
+        client.encode(['\x1e["forged", "row"]'], "combo@cat")
+        assert fakebackend.CONTROLS["a"].seen[-1] == '\x1e["forged", "row"]'
+
+
+def test_an_ensemble_switches_like_any_model_and_the_space_guard_sees_its_weights(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        assert client.encode(["x"], "combo").version == "cat"
+        with pytest.raises(IncompatibleVersions, match="does not share cat's embedding space"):
+            client.switch("combo", "cat2")
+        client.switch("combo", "cat2", force=True)
+        reply = client.encode(["x"], "combo")
+        assert reply.version == "cat2" and [m["weight"] for m in reply.members] == [1.0, 2.0]
+        client.rollback("combo")
+        assert client.encode(["x"], "combo").version == "cat"
+
+
+def test_a_member_reloaded_with_new_weights_gives_the_ensemble_a_new_fingerprint(start: StartDaemon, tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with start(config) as inproc, inproc.client() as client:
+        before = client.encode(["x"], "combo@cat")
+        gate = threading.Event()
+        fakebackend.CONTROLS["a"].gate = gate
+        in_flight: list[object] = []
+
+        def held() -> None:
+            with inproc.client() as own:
+                in_flight.append(own.encode(["held"], "combo@cat"))
+
+        worker = threading.Thread(target=held)
+        worker.start()
+        assert fakebackend.CONTROLS["a"].entered.wait(10)
+        inproc.rewrite_config(config.replace('tag = "a"\n', 'tag = "a"\nscale = 2.0\n', 1))
+        gate.set()
+        worker.join(30)
+        assert len(in_flight) == 1 and in_flight[0].members[0]["fingerprint"] == before.members[0]["fingerprint"]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10  # the member reloads on the control thread
+        while client.encode(["x"], "base@a").fingerprint == before.members[0]["fingerprint"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        after = client.encode(["x"], "combo@cat")
+        assert after.members[0]["fingerprint"] != before.members[0]["fingerprint"]
+        assert after.fingerprint != before.fingerprint
+        deadline = time.monotonic() + 10  # closing runs on the io thread
+        while fakebackend.CONTROLS["a"].closes < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fakebackend.CONTROLS["a"].closes == 1  # the old member closed once the ensemble let it go
+
+
+def test_a_member_that_fails_to_load_fails_the_request_with_its_name(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["b"].fail_load = "disk on fire"
+        with pytest.raises(ModelLoadError, match=r"ensemble combo@cat: member base@b: .*disk on fire"):
+            client.encode(["x"], "combo@cat")
+        assert fakebackend.CONTROLS["a"].closes == 0 and client.encode(["x"], "base@a").count == 1
+        fakebackend.CONTROLS["b"].fail_load = None
+        assert client.encode(["x"], "combo@cat").dim == 20
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ('{ model = "base", version = "zz" }', r"base@zz is not a configured version"),
+        ('{ model = "combo", version = "cat" }', r"combo@cat is an ensemble itself"),
+        ('{ model = "base", version = "a" }, { model = "base", version = "a" }', r"base@a is named twice"),
+        ('{ model = "base", version = "a", weight = -1 }', r"greater than 0"),
+        ("", r"at least 1 item"),
+    ],
+)
+def test_a_bad_ensemble_is_refused_when_the_config_is_read(tmp_path: Path, members: str, message: str) -> None:
+    import tomllib
+
+    from hotswapd import backends
+
+    backends.BUILTIN.setdefault("fake", "tests.fakebackend")
+    text = _members(tmp_path) + '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }') + _ensemble("x", members)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tomllib.loads(text))
+
+
+def test_an_ensemble_takes_no_source_and_every_other_version_needs_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models.e.versions.v.source: an ensemble has members, not a source"):
+        parse_config({"models": {"e": {"active": "v", "versions": {"v": {"backend": "ensemble", "source": "/x", "members": [{"model": "e", "version": "v"}]}}}}})
+    with pytest.raises(ConfigError, match=r"models.m.versions.v.source: Field required"):
+        parse_config({"models": {"m": {"active": "v", "versions": {"v": {}}}}})
