@@ -171,3 +171,22 @@ def test_an_ensemble_takes_no_source_and_every_other_version_needs_one(tmp_path:
         parse_config({"models": {"e": {"active": "v", "versions": {"v": {"backend": "ensemble", "source": "/x", "members": [{"model": "e", "version": "v"}]}}}}})
     with pytest.raises(ConfigError, match=r"models.m.versions.v.source: Field required"):
         parse_config({"models": {"m": {"active": "v", "versions": {"v": {}}}}})
+
+
+def test_hs_encode_and_the_http_endpoint_serve_an_ensemble(start: StartDaemon, tmp_path: Path) -> None:
+    import json
+
+    import openai
+
+    from tests.conftest import run_hs
+
+    with start(_config(tmp_path) + '[http]\nlisten = "127.0.0.1:0"\n') as inproc, inproc.client() as client:
+        done = run_hs("encode", "hello", "-m", "combo", "-f", "json", endpoint=inproc.endpoint)
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert shown["dim"] == 20 and [m["version"] for m in shown["members"]] == ["a", "b"]
+        api = openai.OpenAI(base_url=f"{inproc.daemon.http.url}/v1", api_key="unused", max_retries=0)
+        got = api.embeddings.create(model="combo", input="hello world", extra_body={"input_type": "query"}, encoding_format="float")
+        assert fakebackend.CONTROLS["b"].seen[-1] == "Represent this query: hello world"
+        assert got.usage.prompt_tokens == 5  # as the first member counts "query: hello world": 3 words + 2 special tokens
+        np.testing.assert_allclose(got.data[0].embedding, client.encode(["hello world"], "combo", prompt="query").embeddings[0], rtol=1e-6)
