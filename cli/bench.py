@@ -1,7 +1,6 @@
 """``hs bench``: measure model versions through the daemon, and keep a history of the runs."""
 
 
-import json
 import threading
 import time
 import uuid
@@ -10,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hotswapd.benchmarking import history
 from hotswapd.client import Client
-from hotswapd.errors import HotswapError
 from hotswapd.probe import PROBE_TEXTS
 
 from hotswap_cli.arguments import finite
@@ -114,37 +113,58 @@ def _agreement(client: Client, rows: list[dict[str, Any]], texts: list[str]) -> 
             row["cosine_vs_first"] = round(float(np.sum(base * vectors, axis=1).mean()), 5)
 
 
-def _history_path() -> Path:
-    from hotswapd.paths import state_dir
-
-    return state_dir() / "bench.jsonl"
-
-
 def _record(rows: list[dict[str, Any]]) -> None:
-    path = _history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     at = time.time()
-    with open(path, "a", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps({"at": at, **row}) + "\n")
+    history.append(history.history_path(), [{"at": at, **row} for row in rows])
 
 
 def _show_history(as_json: bool) -> None:
-    path = _history_path()
-    entries = _read_history(path)[-HISTORY_SHOWN:]
+    path = history.history_path()
+    entries = history.read_history(path)
+    latest = history.latest_rounds(entries)
+    recommended = {model: next((row for row in rows if row.get("recommended") is True), None) for model, rows in latest.items()}
+    shown = entries[-HISTORY_SHOWN:]
     if as_json:
-        print_json(entries)
+        print_json(shown)  # a periodic round's rows carry "round", "active", "agreement" and "recommended"
         return
     previous: dict[str, float] = {}
     rows = []
-    for entry in entries:
+    for index, entry in enumerate(entries):  # trends over the whole file, rows for the last ones
         name = f"{entry['model']}@{entry['version']}"
         speed = entry["texts_per_s"]
         trend = f"{(speed / previous[name] - 1) * 100:+.0f}%" if previous.get(name) else ""
         previous[name] = speed
+        if index < len(entries) - HISTORY_SHOWN:
+            continue
         when = short_time(entry["at"]) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))
-        rows.append([when, name, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}", f"b{entry['batch_size']} c{entry['concurrency']}"])
-    print_table(f"bench history ({path})", HISTORY_COLUMNS, rows)
+        agreement = entry.get("agreement")
+        kind = "periodic" if entry.get("periodic") is True else "hs bench"
+        mark = " ★" if entry.get("recommended") is True else ""
+        rows.append([when, name + mark, kind, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}",
+                     f"{agreement:.4f}" if isinstance(agreement, (int, float)) else "-", f"b{entry['batch_size']} c{entry['concurrency']}"])
+    print_table(f"bench history ({path}; ★ recommended by the latest periodic round)", HISTORY_COLUMNS, rows)
+    for model, row in sorted(recommended.items()):
+        if row is not None:
+            print(_recommendation_line(model, _recommendation(row, latest[model])))
+
+
+def _recommendation(row: dict[str, Any], round_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    active = next((r for r in round_rows if r.get("active") is True), None)
+    return {
+        "version": row["version"],
+        "texts_per_s": row["texts_per_s"],
+        "vs_active": round(row["texts_per_s"] / active["texts_per_s"], 3) if active else None,
+        "active": active["version"] if active else None,
+        "agreement": row.get("agreement"),
+        "at": row["at"],
+    }
+
+
+def _recommendation_line(model: str, rec: dict[str, Any]) -> str:
+    if rec["active"] is None or rec["version"] == rec["active"]:
+        return f"recommendation for {model}: keep {rec['version']} (the fastest that agrees with it)"
+    return (f"recommendation for {model}: {rec['version']}, {rec['vs_active']:.2f}x {rec['active']} at agreement "
+            f"{rec['agreement']:.4f} (hs switch {model} {rec['version']})")
 
 
 BENCH_COLUMNS = [
@@ -157,39 +177,10 @@ BENCH_COLUMNS = [
     Column("texts/s"),
     Column("cos vs first", drop=5),
 ]
-HISTORY_COLUMNS = [Column("when"), Column("version"), Column("texts/s"), Column("vs last"), Column("p50 ms"), Column("p99 ms", drop=1), Column("setup", drop=2)]
-HISTORY_KEYS = {"at": (int, float), "model": str, "version": str, "texts_per_s": (int, float), "p50_ms": (int, float), "p99_ms": (int, float), "batch_size": int, "concurrency": int}
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """The runs recorded in ``path``; a line that is not a whole, well-typed record (a run
-    killed mid-write, a hand edit) is skipped, not a traceback."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:  # a directory, no permission
-        raise HotswapError(f"cannot read the bench history {path}: {exc.strerror or exc}") from None
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line, parse_constant=lambda name: None)  # NaN/Infinity: not a record
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) and _sane(key, entry[key]) for key, kind in HISTORY_KEYS.items()):
-            entries.append(entry)
-    return entries
-
-
-def _sane(key: str, value: Any) -> bool:
-    """Numbers a real run could have written: a timestamp between 1970 and 5138, positive speeds."""
-    if key == "at":
-        return 0 <= value < 1e11
-    if key == "texts_per_s":
-        return 0 < value < 1e12
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return 0 <= value < 1e12
-    return True
+HISTORY_COLUMNS = [
+    Column("when"), Column("version"), Column("kind", drop=3), Column("texts/s"), Column("vs last"), Column("p50 ms"),
+    Column("p99 ms", drop=1), Column("agreement", drop=4), Column("setup", drop=2),
+]
 
 
 def bench(

@@ -28,6 +28,7 @@ from hotswapd.alerts.settings import AlertsConfig
 from hotswapd.text.preprocess import Preprocessor
 from hotswapd.text.prompts import MAX_PROMPT_NAME, MAX_PROMPT_TEXT
 from hotswapd.backends import backend_names, options_schema
+from hotswapd.benchmarking.settings import BenchConfig
 from hotswapd.ensemble.settings import ENSEMBLE, member_problems
 from hotswapd.config_json import json_object
 from hotswapd.errors import ConfigError
@@ -285,6 +286,7 @@ class Config(_Frozen):
     memory: MemoryConfig = MemoryConfig()
     http: HttpConfig = HttpConfig()
     alerts: AlertsConfig = AlertsConfig()
+    bench: BenchConfig = BenchConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Where this config came from; None for the built-in default. Relative sources resolve
     # against this file's directory.

@@ -69,6 +69,9 @@ class Admission:
         self._bytes = 0
         self._lock = threading.Lock()
         self.refused = 0
+        # What the periodic benchmark reads to stay out of the way: requests so far, the last one's time.
+        self.admitted = 0
+        self.last_admitted = 0.0
         # Recent completions (monotonic time, texts) to estimate how fast room frees up.
         self._done: deque[tuple[float, int]] = deque(maxlen=256)
         self._batches: deque[tuple[int, int, float]] = deque(maxlen=COST_WINDOW)
@@ -96,7 +99,13 @@ class Admission:
                     )
             self._texts += texts
             self._bytes += nbytes
+            self.admitted += 1
+            self.last_admitted = time.monotonic()
         return Ticket(self, texts, nbytes)
+
+    @property
+    def queued_texts(self) -> int:
+        return self._texts
 
     def _refuse(self, message: str, texts: int) -> None:
         """Raise Busy (lock held)."""

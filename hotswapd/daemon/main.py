@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import sqlite3
 import stat
 import sys
 import threading
@@ -20,13 +19,13 @@ from pydantic import ValidationError
 
 from hotswapd import __version__, children, keys, paths, systemd
 from hotswapd.alerts.dispatch import Alerts
+from hotswapd.benchmarking.periodic import PeriodicBench
 from hotswapd.config import Config
 from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon import memory
 from hotswapd.daemon.admission import Admission, limits_from
 from hotswapd.daemon.audit import AuditLog
-from hotswapd.daemon.cache import EmbeddingCache
-from hotswapd.daemon.disk_cache import DiskCache
+from hotswapd.daemon.disk_cache import embedding_cache
 from hotswapd.daemon.handlers import DaemonState, Handlers
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference
@@ -93,16 +92,6 @@ def config_may_be_missing(explicit: str | None) -> bool:
     return explicit is None and CONFIG_ENV not in os.environ
 
 
-def embedding_cache(config: Config) -> EmbeddingCache:
-    disk = None
-    if config.cache.persist:
-        try:
-            disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
-        except (OSError, sqlite3.Error) as exc:  # locked by another process, unwritable: serve without it
-            log.error("persistent cache unavailable (%s); serving with the in-memory cache only", exc)
-    return EmbeddingCache(int(config.cache.max_mb * 2**20), disk)
-
-
 class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
@@ -141,6 +130,7 @@ class Daemon:
         )
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
+        self.periodic = PeriodicBench(config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit, lambda work: self.workers.submit("bench", work), self._stop)
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(
@@ -280,6 +270,7 @@ class Daemon:
         elif self._watcher.due():
             self._reload_quietly("config edit")
         self.switchboard.tick()
+        self.periodic.tick()
         self.registry.expire_idle()
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
@@ -327,6 +318,7 @@ class Daemon:
         removed, changed, live = self.registry.replace_config(config)
         self.inference.cache.resize(cache_bytes)
         self.alerts.reconfigure(config.alerts)
+        self.periodic.reconfigure(config.bench)
         self.admission.set_limits(limits)
         for model, version in changed:
             self._submit_control(lambda m=model, v=version: self._reload_version(m, v))

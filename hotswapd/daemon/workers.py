@@ -3,6 +3,7 @@
     control   one thread: switches, rollbacks, preloads, evictions, reloads (serialised, in order)
     loader    a few threads: requests that picked a version that is not loaded yet
     tune      one thread: `hs tune` (measures every path of a model in a subprocess: minutes)
+    bench     one thread: a periodic benchmark round ([bench]), which waits for idle moments
     io        one thread: files and slow housekeeping (history, the sqlite cache, closing
               retired versions with gc + malloc_trim)
 
@@ -19,10 +20,10 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-Pool = Literal["control", "loader", "io", "tokens", "search", "tune"]
+Pool = Literal["control", "loader", "io", "tokens", "search", "tune", "bench"]
 # tokens: counting texts' tokens for a request that asks (the HTTP endpoint's usage).
 # search: scoring queries against a corpus (one: BLAS already uses every core).
-SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1, "tokens": 1, "search": 1, "tune": 1}
+SIZES: dict[str, int] = {"control": 1, "loader": 4, "io": 1, "tokens": 1, "search": 1, "tune": 1, "bench": 1}
 
 
 class Workers:

@@ -1,0 +1,249 @@
+"""Periodic comparative benchmarks while serving.
+
+The ticker asks :meth:`PeriodicBench.tick` whether a round is due (``every_requests`` admitted
+requests or ``every_seconds`` since the last round); a due round runs on the ``bench`` worker.
+Each version is measured through the registry (a lease, so it is not closed under the round)
+and on the inference thread (``Inference.call``: never beside a live batch), in slices of a
+few texts. Before every slice the round waits until no request is queued and none has
+arrived for ``idle_ms``, and it spaces slices so that they take at most ``max_share`` of the
+wall clock. A live request can therefore wait behind at most one slice, and only rarely.
+
+Each round appends one row per version to ``bench.jsonl`` (marked ``periodic``) with its
+agreement with the model's active version and whether it is the round's recommendation; a
+version much slower than its own recent rounds raises the ``bench_regression`` audit event
+(and so an alert).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hotswapd.benchmarking import history
+from hotswapd.benchmarking.settings import BenchConfig
+from hotswapd.errors import HotswapError
+from hotswapd.probe import PROBE_TEXTS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+
+    from hotswapd.daemon.admission import Admission
+    from hotswapd.daemon.audit import AuditLog
+    from hotswapd.daemon.inference import Inference
+    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.daemon.registry import Registry
+    from hotswapd.daemon.switching import Switchboard
+
+log = logging.getLogger(__name__)
+SINGLES = 8  # single-text calls per version: the latency figures
+REMOTE = frozenset({"openai", "sagemaker"})  # measured only when named: each call is a paid request
+
+
+def probe_set() -> list[str]:
+    """64 fixed texts of varied length: the probe texts, pairs and triples of them, passages."""
+    texts, n = list(PROBE_TEXTS), len(PROBE_TEXTS)
+    for i, first in enumerate(PROBE_TEXTS):
+        texts.append(f"{first} {PROBE_TEXTS[(i * 7 + 3) % n]}")
+        texts.append(f"{first} {PROBE_TEXTS[(i * 5 + 1) % n]} {PROBE_TEXTS[(i * 3 + 2) % n]}")
+        texts.append(" ".join(PROBE_TEXTS[i:] + PROBE_TEXTS[:i])[:600])
+    return texts[:64]
+
+
+class RoundAbandoned(Exception):
+    """The daemon is stopping, or was never idle enough to finish the round in time."""
+
+
+@dataclass
+class Measured:
+    loaded: LoadedVersion
+    singles_ms: list[float]
+    texts_per_s: float
+    vectors: np.ndarray
+
+
+class PeriodicBench:
+    def __init__(
+        self, settings: BenchConfig, registry: Registry, switchboard: Switchboard, inference: Inference, admission: Admission, audit: AuditLog,
+        submit: Callable[[Callable[[], None]], object], stop: threading.Event, path: Path | None = None,
+    ) -> None:
+        self._settings = settings
+        self._registry, self._switchboard, self._inference, self._admission, self._audit = registry, switchboard, inference, admission, audit
+        self._submit = submit
+        self._stop = stop
+        self._path = path or history.history_path()
+        self._running = threading.Event()
+        self._last_round = time.monotonic()
+        self._requests_at_last = 0
+        self._next_slice = 0.0
+        self.rounds = 0  # finished rounds (status, tests)
+        self.last_problem: str | None = None
+
+    def reconfigure(self, settings: BenchConfig) -> None:
+        self._settings = settings
+
+    def tick(self) -> None:
+        """On the ticker thread: start a round on the bench worker if one is due."""
+        settings = self._settings
+        if not settings.enabled or self._running.is_set():
+            return
+        requests = self._admission.admitted - self._requests_at_last
+        due_by_requests = settings.every_requests is not None and requests >= settings.every_requests
+        due_by_time = settings.every_seconds is not None and time.monotonic() - self._last_round >= settings.every_seconds
+        if due_by_requests or due_by_time:
+            self._running.set()
+            self._submit(self._round_guarded)
+
+    def _round_guarded(self) -> None:
+        try:
+            self.run_round()
+        except RoundAbandoned as exc:
+            self.last_problem = str(exc)
+            log.info("periodic benchmark round abandoned: %s", exc)
+        except Exception as exc:  # noqa: BLE001 -- the next round runs as usual
+            self.last_problem = f"{type(exc).__name__}: {exc}"
+            log.exception("periodic benchmark round failed")
+        finally:
+            self._last_round = time.monotonic()
+            self._requests_at_last = self._admission.admitted
+            self._running.clear()
+
+    def run_round(self) -> list[dict[str, Any]]:
+        settings = self._settings
+        started = time.monotonic()
+        texts = probe_set()
+        measured: list[Measured] = []
+        for model, version in self.targets():
+            loaded = self._registry.try_lease(model, version)
+            if loaded is None and settings.load:
+                try:
+                    loaded = self._registry.lease(model, version)
+                except HotswapError as exc:
+                    log.warning("periodic benchmark: %s@%s did not load: %s", model, version, exc.message)
+            if loaded is None:
+                continue
+            try:
+                measured.append(self._measure(loaded, texts, started))
+            finally:
+                self._registry.release(loaded)
+        rows = self._rows(measured, settings)
+        if rows:
+            past = history.read_history(self._path)
+            self._flag_regressions(rows, past, settings)
+            history.append(self._path, rows)
+        self.rounds += 1
+        self.last_problem = None
+        return rows
+
+    def targets(self) -> list[tuple[str, str]]:
+        """The configured versions, or each model's active one, its rollout target and the
+        other versions loaded (remote backends only when named)."""
+        config = self._registry.config
+        if self._settings.versions is not None:
+            named = [tuple(spec.split("@", 1)) for spec in self._settings.versions]
+            return [(m, v) for m, v in named if m in config.models and v in config.models[m].versions]
+        loaded = {(item.model, item.version) for item in self._registry.loaded()}
+        out = []
+        for name, model in config.models.items():
+            routing = self._switchboard.describe(name) or {}
+            active = routing.get("active", model.active)
+            target = (routing.get("rollout") or {}).get("target")
+            for version, spec in model.versions.items():
+                wanted = version in (active, target) or (name, version) in loaded
+                if wanted and spec.backend not in REMOTE:
+                    out.append((name, version))
+        return out
+
+    def _measure(self, loaded: LoadedVersion, texts: list[str], started: float) -> Measured:
+        import numpy as np
+
+        prepared = [text.decode("utf-8") for text in loaded.text.prepare([t.encode("utf-8") for t in texts], None)]
+        singles = []
+        for text in prepared[:SINGLES]:
+            seconds, _ = self._slice(loaded, [text], started)
+            singles.append(seconds * 1000)
+        spent, blocks = 0.0, []
+        size = self._settings.batch_size
+        for first in range(0, len(prepared), size):
+            seconds, vectors = self._slice(loaded, prepared[first : first + size], started)
+            spent += seconds
+            blocks.append(vectors)
+        return Measured(loaded, singles, len(prepared) / max(spent, 1e-9), np.vstack(blocks))
+
+    def _slice(self, loaded: LoadedVersion, texts: list[str], started: float) -> tuple[float, np.ndarray]:
+        """One encode on the inference thread, once the daemon is idle; (seconds, vectors)."""
+        from hotswapd.daemon.inference import run_backend
+
+        self._wait_for_idle(started)
+        timing: list[float] = []
+
+        def work() -> np.ndarray:
+            begun = time.perf_counter()
+            try:
+                return run_backend(loaded, texts, True)
+            finally:
+                timing.append(time.perf_counter() - begun)
+
+        vectors = self._inference.call(work)
+        seconds = timing[0]
+        # Spaced so that slices take at most max_share of the wall clock.
+        self._next_slice = time.monotonic() + seconds * (1 / self._settings.max_share - 1)
+        return seconds, vectors
+
+    def _wait_for_idle(self, started: float) -> None:
+        settings = self._settings
+        while True:
+            now = time.monotonic()
+            if self._stop.is_set():
+                raise RoundAbandoned("the daemon is stopping")
+            if now - started > settings.max_round_seconds:
+                raise RoundAbandoned(f"not idle enough to finish within {settings.max_round_seconds:g} s")
+            quiet = now - self._admission.last_admitted >= settings.idle_ms / 1000
+            if quiet and self._admission.queued_texts == 0 and now >= self._next_slice:
+                return
+            self._stop.wait(0.005)
+
+    def _rows(self, measured: list[Measured], settings: BenchConfig) -> list[dict[str, Any]]:
+        import numpy as np
+
+        round_id, at = uuid.uuid4().hex[:12], time.time()
+        active = {}
+        for item in measured:
+            routing = self._switchboard.describe(item.loaded.model) or {}
+            if item.loaded.version == routing.get("active"):
+                active[item.loaded.model] = item
+        rows = []
+        for item in measured:
+            reference = active.get(item.loaded.model)
+            agreement = None
+            if reference is not None and reference.vectors.shape == item.vectors.shape:
+                a, b = reference.vectors.astype(np.float64), item.vectors.astype(np.float64)
+                cosine = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+                agreement = round(float(cosine.mean()), 6)
+            singles = sorted(item.singles_ms)
+            rows.append({
+                "at": at, "model": item.loaded.model, "version": item.loaded.version, "periodic": True, "round": round_id,
+                "fingerprint": item.loaded.fingerprint, "backend": item.loaded.config.backend,
+                "texts_per_s": round(item.texts_per_s, 1), "p50_ms": round(singles[len(singles) // 2], 3), "p99_ms": round(singles[-1], 3),
+                "batch_size": settings.batch_size, "concurrency": 1, "texts": len(item.vectors),
+                "active": reference is item, "agreement": agreement, "agreement_gate": settings.min_agreement,
+            })
+        chosen = history.recommend(rows, settings.min_agreement)
+        for row in rows:
+            row["recommended"] = chosen.get(row["model"]) == row["version"]
+        return rows
+
+    def _flag_regressions(self, rows: list[dict[str, Any]], past: list[dict[str, Any]], settings: BenchConfig) -> None:
+        for row in rows:
+            before = history.baseline(past, row["model"], row["version"], row["fingerprint"])
+            if before is not None and row["texts_per_s"] < before * (1 - settings.regression):
+                drop = 1 - row["texts_per_s"] / before
+                row["regression"] = round(drop, 3)
+                log.warning("periodic benchmark: %s@%s at %.1f texts/s is %.0f%% below its recent median %.1f", row["model"], row["version"], row["texts_per_s"], drop * 100, before)
+                self._audit.record("bench_regression", model=row["model"], version=row["version"], texts_per_s=row["texts_per_s"], baseline=round(before, 1), drop=round(drop, 3))

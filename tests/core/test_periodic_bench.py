@@ -1,0 +1,133 @@
+"""Periodic comparative benchmarks while serving (issue 18, item 1): rounds run when due and
+only in idle moments, go through the registry, append to bench.jsonl marked periodic with a
+recommendation, alert on a regression, and never load a version just to measure it unless
+told to."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hotswapd.benchmarking.periodic import probe_set
+from hotswapd.config import parse_config
+from hotswapd.errors import ConfigError
+from tests import fakebackend
+from tests.conftest import run_hs
+from tests.core.conftest import StartDaemon
+from tests.inproc import InprocDaemon, fake_config
+
+PROBES = set(probe_set())
+
+
+def _config(tmp_path: Path, bench: str, extra: str = "") -> str:
+    versions = {"v1": {"dim": 16}, "v2": {"dim": 16}, "far": {"dim": 16, "shift": 7}, "cold": {"dim": 16}}
+    # max_share = 1: no spacing between slices, or a round of the slow fakes would take seconds.
+    return fake_config(tmp_path, versions, extra=f"[bench]\nmax_share = 1\n{bench}\n{extra}")
+
+
+def _history(inproc: InprocDaemon) -> list[dict]:
+    path = inproc.workdir / "state" / "hotswapd" / "bench.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_rounds(inproc: InprocDaemon, rounds: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while inproc.daemon.periodic.rounds < rounds and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert inproc.daemon.periodic.rounds >= rounds, inproc.daemon.periodic.last_problem
+
+
+def _probed(tag: str) -> int:
+    return sum(text in PROBES for text in fakebackend.CONTROLS[tag].seen)
+
+
+def test_a_round_measures_the_served_versions_and_recommends_the_fastest_that_agrees(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path, "every_requests = 4\nidle_ms = 0")) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["v1"].delay = 0.01  # v2 computes the same vectors, faster; far is fastest but another space
+        for version in ("v1", "v2", "far"):
+            client.encode(["load me"], f"m@{version}")
+        assert inproc.daemon.periodic.rounds == 0
+        client.encode(["the fourth request"], "m")
+        _wait_rounds(inproc, 1)
+        rows = {row["version"]: row for row in _history(inproc)}
+        assert set(rows) == {"v1", "v2", "far"}  # cold is configured but not loaded: not loaded to be measured
+        assert fakebackend.CONTROLS["cold"].loads == 0
+        assert all(row["periodic"] is True and row["texts"] == 64 and len({r["round"] for r in rows.values()}) == 1 for row in rows.values())
+        assert rows["v1"]["active"] is True and rows["v2"]["agreement"] == pytest.approx(1.0) and rows["far"]["agreement"] < 0.98
+        assert rows["v2"]["texts_per_s"] > rows["v1"]["texts_per_s"]
+        assert [v for v, row in rows.items() if row["recommended"]] == ["v2"]
+        assert rows["v2"]["fingerprint"] == client.encode(["x"], "m@v2").fingerprint
+        assert _probed("v1") >= 64 and client.ping()["pong"]
+        shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(inproc.workdir / "state"), "COLUMNS": "200"})
+        assert shown.returncode == 0, shown.stderr
+        assert b"periodic" in shown.stdout and b"m@v2 \xe2\x98\x85" in shown.stdout
+        assert b"recommendation for m: v2" in shown.stdout and b"(hs switch m v2)" in shown.stdout
+
+
+def test_a_round_waits_while_requests_keep_coming(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path, "every_requests = 1\nidle_ms = 300")) as inproc, inproc.client() as client:
+        stop_at = time.monotonic() + 1.5
+        while time.monotonic() < stop_at:  # a request every 50 ms: never 300 ms of quiet
+            client.encode([f"live {time.monotonic()}"], "m")
+            time.sleep(0.05)
+        assert _probed("v1") == 0 and inproc.daemon.periodic.rounds == 0
+        _wait_rounds(inproc, 1)  # quiet now: the round runs
+        assert _probed("v1") >= 64
+
+
+def test_load_true_measures_versions_not_loaded_and_named_versions_limit_the_round(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path, 'every_requests = 1\nidle_ms = 0\nload = true\nversions = ["m@cold", "m@v1", "gone@v1"]')) as inproc, inproc.client() as client:
+        client.encode(["go"], "m")
+        _wait_rounds(inproc, 1)
+        assert {row["version"] for row in _history(inproc)} == {"cold", "v1"}
+        assert fakebackend.CONTROLS["cold"].loads == 1 and fakebackend.CONTROLS["v2"].loads == 0
+
+
+def test_a_version_much_slower_than_its_recent_rounds_raises_an_alert(start: StartDaemon, tmp_path: Path) -> None:
+    record = tmp_path / "alerts.jsonl"
+    command = [sys.executable, "-c", f"import sys; open({str(record)!r}, 'ab').write(sys.stdin.buffer.read() + b'\\n')"]
+    with start(_config(tmp_path, "every_requests = 2\nidle_ms = 0", extra=f"[alerts]\ncommand = {json.dumps(command)}\n")) as inproc, inproc.client() as client:
+        client.encode(["a"], "m")
+        client.encode(["b"], "m")
+        _wait_rounds(inproc, 1)
+        fakebackend.CONTROLS["v1"].delay = 0.02  # the same weights, suddenly much slower
+        client.encode(["c"], "m")
+        client.encode(["d"], "m")
+        _wait_rounds(inproc, 2)
+        first, second = _history(inproc)
+        assert "regression" not in first and second["regression"] > 0.25
+        deadline = time.monotonic() + 10
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alert = json.loads(record.read_text().splitlines()[0])
+        assert alert["event"] == "bench_regression" and alert["model"] == "m" and alert["version"] == "v1"
+        assert alert["baseline"] == pytest.approx(first["texts_per_s"], rel=0.01)
+
+
+def test_stopping_the_daemon_ends_a_round_waiting_for_quiet(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path, "every_requests = 1\nidle_ms = 60000")) as inproc, inproc.client() as client:
+        client.encode(["go"], "m")
+        deadline = time.monotonic() + 5
+        while not inproc.daemon.periodic._running.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        inproc.daemon.request_stop()
+        stopped = threading.Event()
+        threading.Thread(target=lambda: (inproc.daemon.workers.close(), stopped.set()), daemon=True).start()
+        assert stopped.wait(10) and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [("every_seconds = 0", "greater than or equal to 1"), ('versions = ["m"]', "must be MODEL@VERSION"), ("max_share = 2", "less than or equal to 1"), ("every = 3", "unknown key")],
+)
+def test_bench_settings_are_checked(section: str, message: str) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tomllib.loads(f"[bench]\n{section}\n"))
