@@ -60,6 +60,10 @@ class RoundAbandoned(Exception):
     """The daemon is stopping, or was never idle enough to finish the round in time."""
 
 
+class VersionGone(Exception):
+    """The version was unloaded during the round: it is not held loaded just to be measured."""
+
+
 @dataclass
 class Measured:
     loaded: LoadedVersion
@@ -130,6 +134,8 @@ class PeriodicBench:
                 continue
             try:
                 measured.append(self._measure(loaded, texts, started))
+            except VersionGone:
+                log.info("periodic benchmark: %s@%s was unloaded during the round; left out", model, version)
             finally:
                 self._registry.release(loaded)
         rows = self._rows(measured, settings)
@@ -180,7 +186,7 @@ class PeriodicBench:
         """One encode on the inference thread, once the daemon is idle; (seconds, vectors)."""
         from hotswapd.daemon.inference import run_backend
 
-        self._wait_for_idle(started)
+        self._wait_for_idle(started, loaded)
         timing: list[float] = []
 
         def work() -> np.ndarray:
@@ -196,12 +202,16 @@ class PeriodicBench:
         self._next_slice = time.monotonic() + seconds * (1 / self._settings.max_share - 1)
         return seconds, vectors
 
-    def _wait_for_idle(self, started: float) -> None:
-        settings = self._settings
+    def _wait_for_idle(self, started: float, loaded: LoadedVersion) -> None:
         while True:
+            if loaded.retired:  # evicted or reloaded meanwhile: let it close now, not after the round
+                raise VersionGone
+            settings = self._settings  # a config reload applies to the round in progress
             now = time.monotonic()
             if self._stop.is_set():
                 raise RoundAbandoned("the daemon is stopping")
+            if not settings.enabled:
+                raise RoundAbandoned("[bench] was turned off")
             if now - started > settings.max_round_seconds:
                 raise RoundAbandoned(f"not idle enough to finish within {settings.max_round_seconds:g} s")
             quiet = now - self._admission.last_admitted >= settings.idle_ms / 1000

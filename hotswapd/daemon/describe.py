@@ -131,6 +131,8 @@ def serving_path(loaded: LoadedVersion | None, backend: str) -> dict[str, str | 
     if isinstance(tuned, dict):
         return {"path": str(tuned.get("path")), "path_reason": f"auto: {tuned.get('reason')}"}
     details = backend_details(loaded)
+    if "members" in details:  # an ensemble: its members' paths are on their own rows
+        return {"path": f"ensemble-{details.get('combine')}", "path_reason": str(details["members"])}
     options = loaded.config.options
     precision = details.get("precision") or ("int8" if getattr(options, "quantize", "none") == "int8" else "fp32")
     reason = details.get("precision_reason") or "configured"

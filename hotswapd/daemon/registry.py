@@ -208,6 +208,7 @@ class Registry(Leases):
             raise
         self._evicted.pop((model, version), None)
         slot.last_error = None
+        attach_corpus(loaded, self._on_event)  # an ensemble's own corpus (hs index build -m ENSEMBLE)
         self._on_event("load", model=model, version=version, seconds=round(loaded.load_seconds, 3), fingerprint=loaded.fingerprint, weights=loaded.weights)
         return loaded
 

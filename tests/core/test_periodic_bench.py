@@ -131,3 +131,32 @@ def test_bench_settings_are_checked(section: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         parse_config(tomllib.loads(f"[bench]\n{section}\n"))
+
+
+def test_a_version_unloaded_mid_round_is_left_out_and_closes_at_once(start: StartDaemon, tmp_path: Path) -> None:
+    bench = 'every_requests = 2\nidle_ms = 0\nversions = ["m@v2", "m@v1"]'
+    with start(_config(tmp_path, bench).replace("max_share = 1\n", "max_share = 0.002\n")) as inproc, inproc.client() as client:
+        client.encode(["load"], "m@v1")
+        fakebackend.CONTROLS["v2"].delay = 0.004  # each slice of v2 is followed by ~2 s of spacing
+        client.encode(["load"], "m@v2")
+        deadline = time.monotonic() + 10
+        while _probed("v2") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _probed("v2") == 1
+        inproc.daemon.registry.unload("m", "v2", "evict")
+        deadline = time.monotonic() + 3
+        while fakebackend.CONTROLS["v2"].closes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fakebackend.CONTROLS["v2"].closes == 1  # the round let go of it, without waiting out its spacing
+        _wait_rounds(inproc, 1)
+        assert [row["version"] for row in _history(inproc)] == ["v1"]
+
+
+def test_an_ensemble_is_measured_like_any_version(start: StartDaemon, tmp_path: Path) -> None:
+    extra = '[models.combo]\nactive = "e"\n[models.combo.versions.e]\nbackend = "ensemble"\nmembers = [{ model = "m", version = "v1" }, { model = "m", version = "far" }]\n'
+    with start(_config(tmp_path, 'every_requests = 1\nidle_ms = 0\nversions = ["combo@e"]', extra=extra)) as inproc, inproc.client() as client:
+        reply = client.encode(["go"], "combo")
+        _wait_rounds(inproc, 1)
+        (row,) = _history(inproc)
+        assert row["version"] == "e" and row["fingerprint"] == reply.fingerprint and row["active"] and row["recommended"]
+        assert _probed("v1") >= 64 and _probed("far") >= 64
