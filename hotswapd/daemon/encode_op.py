@@ -20,6 +20,7 @@ from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.long_text import Plan
 from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
 from hotswapd.daemon.services import Services
+from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import (
     BatchTooLarge,
     DeadlineExceeded,
@@ -74,7 +75,9 @@ class EncodeOp:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
         flags = replace(self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens), prompt=prompt)
         context = self.context(request)
-        ticket = self._s.admission.admit(len(texts), sum(len(frame) for frame in request.payload), deadline_ms / 1000 if deadline_ms else None)
+        # An ensemble does its members' work, and holds a copy of the text for each.
+        members = len(spec.options.members) if spec.backend == ENSEMBLE else 1  # type: ignore[attr-defined]
+        ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
         return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context))

@@ -29,7 +29,7 @@ from hotswapd.daemon import memory
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.leases import Leases
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
-from hotswapd.ensemble.assemble import assemble
+from hotswapd.ensemble.assemble import assemble, in_use
 from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
 from hotswapd.fingerprint import fingerprint
@@ -130,7 +130,8 @@ class Registry(Leases):
         """Put a fresh load in its slot; returns what it replaced. A version removed from the
         config while it loaded is retired at once (closed after the requests that wait on it)."""
         with self._guard:
-            orphaned = self._slots.get((model, version)) is not slot
+            # An ensemble whose member was retired while it assembled would serve it forever.
+            orphaned = self._slots.get((model, version)) is not slot or any(m.retired for m in getattr(loaded.embedder, "members", ()))
             old = None
             if not orphaned:
                 old, slot.loaded = slot.loaded, loaded
@@ -225,7 +226,7 @@ class Registry(Leases):
         with self._guard:
             loaded = [s.loaded for k, s in self._slots.items() if s.loaded is not None and k != (model, version)]
             draining = list(self._retired)
-            busy = {id(item) for item in loaded if item.leases > 0}
+            busy = in_use(loaded)
         over = memory.bytes_over(budget, [*loaded, *draining, *self._reservations()], need)
         if over <= 0:
             return True
@@ -294,6 +295,8 @@ class Registry(Leases):
     def _retire(self, loaded: LoadedVersion, reason: str) -> None:
         """No new leases; close now if none is held, else when the last one comes back."""
         with self._guard:
+            if loaded.retired:  # at shutdown an ensemble goes with its first member, then comes up again
+                return
             loaded.retired = True
             close_now = loaded.leases <= 0 and not loaded.closed
             if close_now:

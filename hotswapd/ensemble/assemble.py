@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from hotswapd.ensemble.embedder import EnsembleEmbedder, EnsembleText, Part
@@ -41,3 +42,14 @@ def assemble(
     ).hexdigest()[:16]
     seconds = time.perf_counter() - started
     return LoadedVersion(model, version, spec, embedder, f"ensemble:{digest}", time.time(), seconds, 0, text=EnsembleText(parts=tuple(parts)))
+
+
+def in_use(loaded: Sequence[LoadedVersion]) -> set[int]:
+    """Ids of the versions a request holds. A member leased only by idle ensembles is not in
+    use: evicting it unloads those ensembles too, so they cannot hold the memory budget."""
+    by_idle_ensembles: Counter[int] = Counter()
+    for item in loaded:
+        if item.leases == 0:
+            for member in getattr(item.embedder, "members", ()):
+                by_idle_ensembles[id(member)] += 1
+    return {id(item) for item in loaded if item.leases - by_idle_ensembles[id(item)] > 0}

@@ -13,7 +13,6 @@ batch as one string each, which is also what the embedding cache keys on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,9 +25,11 @@ if TYPE_CHECKING:
 
     from hotswapd.daemon.loaded import LoadedVersion
 
-# Starts a text prepared for the members: a JSON list, one string per member. Texts that
-# reach the embedder without it (warm-up, agreement probes) are prepared here, without a prompt.
-PREPARED = "\x1e"
+# Starts a text prepared for the members: SAME and the one text every member sees, or
+# EACH, the members' texts' lengths in characters, ":" and the texts one after another
+# (no escaping: a text grows by its prompts only). Texts that reach the embedder without
+# a mark (warm-up, agreement probes) are prepared here, without a prompt.
+SAME, EACH = "\x1e=", "\x1e#"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class EnsembleText(TextPrep):
         for part in self.parts:
             self._member_prefix(part, requested)
             columns.append(part.loaded.text.prepare(texts, requested, max_bytes))
-        return [(PREPARED + json.dumps([column[row].decode("utf-8") for column in columns], ensure_ascii=False)).encode("utf-8") for row in range(len(texts))]
+        return [_pack([column[row] for column in columns]) for row in range(len(texts))]
 
     @staticmethod
     def _member_prefix(part: Part, requested: str | None) -> str:
@@ -95,7 +96,10 @@ class EnsembleEmbedder:
         columns = self._member_texts(texts)
         blocks = []
         for part, member_texts in zip(self.parts, columns, strict=True):
-            vectors = np.asarray(part.loaded.embedder.encode(member_texts, normalize=True), dtype=np.float32)
+            try:
+                vectors = np.asarray(part.loaded.embedder.encode(member_texts, normalize=True), dtype=np.float32)
+            except Exception as exc:  # noqa: BLE001 -- named, then reported as the batch's failure
+                raise HotswapError(f"member {part.spec}: {type(exc).__name__}: {exc}") from exc
             if vectors.shape != (len(texts), part.loaded.embedder.dimension):
                 raise HotswapError(f"ensemble member {part.spec} returned vectors of shape {vectors.shape}")
             blocks.append(vectors * np.float32(part.weight))
@@ -151,10 +155,24 @@ class EnsembleEmbedder:
             self._release(part.loaded)
 
 
+def _pack(row: list[bytes]) -> bytes:
+    if all(text == row[0] for text in row):
+        return SAME.encode() + row[0]
+    decoded = [text.decode("utf-8") for text in row]
+    return (EACH + ",".join(str(len(text)) for text in decoded) + ":" + "".join(decoded)).encode("utf-8")
+
+
 def _prepared_row(text: str, members: int) -> list[str] | None:
-    if not text.startswith(PREPARED):
+    if text.startswith(SAME):
+        return [text[len(SAME):]] * members
+    if not text.startswith(EACH):
         return None
-    row = json.loads(text[len(PREPARED):])
-    if not isinstance(row, list) or len(row) != members or not all(isinstance(item, str) for item in row):
+    head, _, body = text[len(EACH):].partition(":")
+    lengths = [int(n) for n in head.split(",")] if head else []
+    if len(lengths) != members or sum(lengths) != len(body):
         raise HotswapError("an ensemble text was not prepared for its members")
+    row, start = [], 0
+    for length in lengths:
+        row.append(body[start : start + length])
+        start += length
     return row

@@ -34,7 +34,7 @@ class Member(BaseModel):
     # concat: this member's block is scaled by the weight (its share of a cosine); mean: its
     # share of the average. Members' vectors are normalised first, so weights mean the same
     # whatever the members' own scales.
-    weight: float = Field(default=1.0, gt=0, le=1000)
+    weight: float = Field(default=1.0, ge=0.001, le=1000, strict=True)  # a weight of 1e-300 is 0 in float32
 
     @property
     def spec(self) -> str:
@@ -53,6 +53,10 @@ def load(path: Path, version: Any) -> Any:
     raise ModelLoadError("an ensemble version is assembled from its members, not loaded from files")
 
 
+# Version keys an ensemble takes from its members instead: set on it, they would do nothing.
+MEMBERS_DECIDE = ("prompts", "default_prompt", "preprocess", "device", "fallback", "trust_remote_code", "max_seq_length", "long_text")
+
+
 def member_problems(models: dict[str, Any]) -> list[str]:
     """What is wrong with the config's ensembles: members that are not configured, ensembles
     of ensembles (a cycle could never load), a member named twice."""
@@ -62,6 +66,8 @@ def member_problems(models: dict[str, Any]) -> list[str]:
             if spec.backend != ENSEMBLE:
                 continue
             where = f"models.{name}.versions.{version}.members"
+            for key in sorted(set(MEMBERS_DECIDE) & spec.model_fields_set):
+                problems.append(f"models.{name}.versions.{version}.{key}: an ensemble's members each use their own")
             seen: set[str] = set()
             for member in spec.options.members:
                 target = models.get(member.model)

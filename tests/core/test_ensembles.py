@@ -151,7 +151,10 @@ def test_a_member_that_fails_to_load_fails_the_request_with_its_name(start: Star
         ('{ model = "base", version = "zz" }', r"base@zz is not a configured version"),
         ('{ model = "combo", version = "cat" }', r"combo@cat is an ensemble itself"),
         ('{ model = "base", version = "a" }, { model = "base", version = "a" }', r"base@a is named twice"),
-        ('{ model = "base", version = "a", weight = -1 }', r"greater than 0"),
+        ('{ model = "base", version = "a", weight = -1 }', r"greater than or equal to 0.001"),
+        ('{ model = "base", version = "a", weight = 1e-300 }', r"greater than or equal to 0.001"),  # 0 in float32
+        ('{ model = "base", version = "a", weight = true }', r"weight: Input should be a valid number"),
+        ('{ model = "base", version = "a", weight = "2" }', r"weight: Input should be a valid number"),
         ("", r"at least 1 item"),
     ],
 )
@@ -190,3 +193,79 @@ def test_hs_encode_and_the_http_endpoint_serve_an_ensemble(start: StartDaemon, t
         assert fakebackend.CONTROLS["b"].seen[-1] == "Represent this query: hello world"
         assert got.usage.prompt_tokens == 5  # as the first member counts "query: hello world": 3 words + 2 special tokens
         np.testing.assert_allclose(got.data[0].embedding, client.encode(["hello world"], "combo", prompt="query").embeddings[0], rtol=1e-6)
+
+
+def _wait(condition, seconds: float = 10) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+@pytest.mark.parametrize("change", ["evict", "reload"])
+def test_a_member_unloaded_while_its_ensemble_assembles_is_not_kept(start: StartDaemon, tmp_path: Path, change: str) -> None:
+    config = _config(tmp_path)
+    with start(config) as inproc, inproc.client() as client:
+        old_a = client.encode(["x"], "base@a").fingerprint
+        gate = threading.Event()
+        fakebackend.CONTROLS["b"].load_gate = gate  # b loads slowly: the ensemble waits, holding a
+        done: list[object] = []
+
+        def request() -> None:
+            with inproc.client() as own:
+                done.append(own.encode(["held"], "combo@cat"))
+
+        worker = threading.Thread(target=request)
+        worker.start()
+        assert _wait(lambda: fakebackend.CONTROLS["b"].load_attempts == 1)
+        if change == "evict":
+            client.evict("base")
+        else:
+            inproc.rewrite_config(config.replace('tag = "a"\n', 'tag = "a"\nscale = 2.0\n', 1))
+            assert _wait(lambda: client.encode(["x"], "base@a").fingerprint != old_a)
+        gate.set()
+        worker.join(30)
+        assert len(done) == 1
+        new_a = client.encode(["x"], "base@a").fingerprint
+        assert client.encode(["z"], "combo@cat").members[0]["fingerprint"] == new_a
+        assert _wait(lambda: fakebackend.CONTROLS["a"].closes == 1)  # the old a closed: nothing holds it
+        assert _wait(lambda: not inproc.daemon.registry.draining())
+
+
+def test_an_idle_ensemble_does_not_hold_the_memory_budget(start: StartDaemon, tmp_path: Path) -> None:
+    text = fake_config(tmp_path, {"a": {"ram_gb": 0.1}, "b": {"ram_gb": 0.1}, "c": {"ram_gb": 0.1}}, model="base", extra="[memory]\nmax_gb = 0.25\n")
+    text += '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }, { model = "base", version = "b" }')
+    with start(text) as inproc, inproc.client() as client:
+        client.encode(["x"], "combo@cat")
+        assert client.encode(["x"], "base@c").count == 1  # a member went, and its ensemble with it
+        assert inproc.daemon.registry.peek("combo", "cat") is None
+        assert client.encode(["x"], "combo@cat").count == 1  # and it comes back on its next request
+
+
+def test_an_ensemble_takes_its_members_prompts_and_devices(tmp_path: Path) -> None:
+    import tomllib
+
+    from hotswapd import backends
+
+    backends.BUILTIN.setdefault("fake", "tests.fakebackend")
+    text = _members(tmp_path) + '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }') + 'prompts = { q = "q: " }\ndevice = "cuda"\n'
+    with pytest.raises(ConfigError, match=r"versions.cat.device: an ensemble's members each use their own; .*versions.cat.prompts: an ensemble"):
+        parse_config(tomllib.loads(text))
+
+
+def test_a_failing_member_is_named_and_texts_are_not_inflated(start: StartDaemon, tmp_path: Path) -> None:
+    from hotswapd.errors import InferenceError
+
+    with start(_config(tmp_path)) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["b"].fail = "out of cheese"
+        with pytest.raises(InferenceError, match=r"combo@cat failed to encode: .*member base@b: RuntimeError: out of cheese"):
+            client.encode(["x"], "combo@cat")
+        fakebackend.CONTROLS["b"].fail = None
+        loaded = inproc.daemon.registry.peek("combo", "cat")
+        assert loaded is not None
+        controls = "\x01" * 1000
+        (same,) = loaded.text.prepare([controls.encode()], None)
+        assert len(same) < 1010  # one copy when every member sees the same text, no escaping
+        (each,) = loaded.text.prepare([controls.encode()], "query")
+        assert len(each) < 2 * 1000 + 100  # one copy per member, plus their prompts
+        assert client.encode([controls], "combo@cat", prompt="query").count == 1
