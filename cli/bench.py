@@ -11,6 +11,7 @@ import typer
 
 from hotswapd.benchmarking import history
 from hotswapd.client import Client
+from hotswapd.errors import HotswapError
 from hotswapd.probe import PROBE_TEXTS
 
 from hotswap_cli.arguments import finite
@@ -115,7 +116,11 @@ def _agreement(client: Client, rows: list[dict[str, Any]], texts: list[str]) -> 
 
 def _record(rows: list[dict[str, Any]]) -> None:
     at = time.time()
-    history.append(history.history_path(), [{"at": at, **row} for row in rows])
+    path = history.history_path()
+    try:
+        history.append(path, [{"at": at, **row} for row in rows])
+    except OSError as exc:
+        raise HotswapError(f"measured, but cannot record the run in {path}: {exc.strerror or exc}") from None
 
 
 def _show_history(as_json: bool) -> None:
@@ -163,8 +168,8 @@ def _recommendation(row: dict[str, Any], round_rows: list[dict[str, Any]]) -> di
 def _recommendation_line(model: str, rec: dict[str, Any]) -> str:
     if rec["active"] is None or rec["version"] == rec["active"]:
         return f"recommendation for {model}: keep {rec['version']} (the fastest that agrees with it)"
-    return (f"recommendation for {model}: {rec['version']}, {rec['vs_active']:.2f}x {rec['active']} at agreement "
-            f"{rec['agreement']:.4f} (hs switch {model} {rec['version']})")
+    agreement = f"{rec['agreement']:.4f}" if isinstance(rec["agreement"], float) else "-"
+    return f"recommendation for {model}: {rec['version']}, {rec['vs_active']:.2f}x {rec['active']} at agreement {agreement} (hs switch {model} {rec['version']})"
 
 
 BENCH_COLUMNS = [
@@ -215,7 +220,13 @@ def bench(
             progress.update(task, description=f"benchmarking {spec or 'default model'}")
             rows.append(measure(client, spec or None, texts, batch_size, concurrency, duration, lambda: progress.advance(task)))  # type: ignore[arg-type]
     _agreement(client, rows, texts)
-    _record(rows)
+    try:
+        _show(rows, texts, batch_size, concurrency, duration, as_json)
+    finally:  # shown first: a history that cannot be written costs the record, not the figures
+        _record(rows)
+
+
+def _show(rows: list[dict[str, Any]], texts: list[str], batch_size: int, concurrency: int, duration: float, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return

@@ -22,6 +22,7 @@ BACKEND_LIBRARIES: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino", "nncf", "tokenizers"),
     # auto measures every path against fp32 sentence-transformers (hotswapd/tuning).
     "auto": ("sentence_transformers", "torch"),
+    "ensemble": (),  # its members' backends are checked as theirs
 }
 # What the one-off ONNX export of a model directory runs (hotswapd/backends/onnx_export.py).
 ONNX_EXPORT_LIBRARIES = ("torch", "transformers", "sentence_transformers", "onnx")
@@ -83,7 +84,9 @@ def backend_checks(used: set[str] | None) -> list[Check]:
             continue
         missing = [module for module in modules if not installed(module)]
         note = " (used by the config)" if in_use else ""
-        if not missing:
+        if not modules:
+            rows.append(Check("backend", "ok", f"{name}: built in{note}"))
+        elif not missing:
             rows.append(Check("backend", "ok", f"{name}: {', '.join(modules)} importable{note}"))
         else:
             status = "fail" if in_use else "warn"

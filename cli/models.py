@@ -66,7 +66,7 @@ def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
         unloads,
         corpus_cell(item.get("corpus")),
         path_cell(item),
-        item["source"],
+        item["source"] or "-",  # an ensemble has members, not a source
         item.get("path_reason") or "",
         item.get("last_error") or (item.get("corpus") or {}).get("problem") or "",
     ]

@@ -252,3 +252,11 @@ def test_cpu_without_avx2_or_cpuinfo_warns(tmp_path: Path) -> None:
     cpuinfo.write_text("flags\t: fpu sse sse2\n")
     assert cpu_check(cpuinfo).status == "warn"
     assert cpu_check(tmp_path / "absent").status == "warn"
+
+
+def test_a_config_with_an_ensemble_passes(env: dict[str, str], valid_config: Path) -> None:
+    text = valid_config.read_text() + '[models.e]\nactive = "v1"\n[models.e.versions.v1]\nbackend = "ensemble"\nmembers = [{ model = "m", version = "v1" }]\n'
+    valid_config.write_text(text)
+    done = doctor(env, "--config", str(valid_config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.startswith("ok ") and "ensemble: built in (used by the config)" in line for line in lines_of(done.stdout, "backend"))

@@ -7,8 +7,10 @@ Read by the daemon (a version's past rounds, to notice a regression) and by ``hs
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -23,27 +25,57 @@ def history_path() -> Path:
     return state_dir() / "bench.jsonl"
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
+def read_history(path: Path, tail_bytes: int = 2 * MAX_BYTES) -> list[dict[str, Any]]:
+    """The well-formed rows of the file's last ``tail_bytes`` (a file grown past that by hand
+    is read from its end: rounds keep running, and append rotates it)."""
     from hotswapd.errors import HotswapError
-    from hotswapd.safefiles import read_regular
 
     try:
-        lines = read_regular(path, 2 * MAX_BYTES).decode("utf-8", errors="replace").splitlines()
+        data = _tail(path, tail_bytes)
     except FileNotFoundError:
         return []
-    except ValueError as exc:  # a FIFO, a device or a huge file: not a history hs wrote
-        raise HotswapError(f"cannot read the bench history {path}: {exc}") from None
-    except OSError as exc:  # a directory, no permission
+    except OSError as exc:  # a directory, a FIFO, no permission
         raise HotswapError(f"cannot read the bench history {path}: {exc.strerror or exc}") from None
     entries = []
-    for line in lines:
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line, parse_constant=lambda name: None)  # NaN/Infinity: not a record
         except (ValueError, RecursionError):
             continue
         if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) and _sane(key, entry[key]) for key, kind in KEYS.items()):
-            entries.append(entry)
+            entries.append(_optional_fields_checked(entry))
     return entries
+
+
+def _tail(path: Path, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        start = max(0, info.st_size - limit)
+        data = os.pread(fd, limit, start)
+    finally:
+        os.close(fd)
+    return data.partition(b"\n")[2] if start else data  # from the first whole line
+
+
+def _optional_fields_checked(entry: dict[str, Any]) -> dict[str, Any]:
+    """A periodic row's own fields, kept only when well-typed (a hand edit must not break
+    the table): flags are booleans, the round an id, the agreement a cosine."""
+    for key in ("periodic", "active", "recommended"):
+        if key in entry and not isinstance(entry[key], bool):
+            entry[key] = None
+    if "round" in entry and not (isinstance(entry["round"], str) and len(entry["round"]) <= 64):
+        entry["round"] = None
+    for key in ("agreement", "agreement_gate", "regression"):
+        value = entry.get(key)
+        if key in entry and not (isinstance(value, float) and -1.001 <= value <= 1.001):
+            entry[key] = None
+    for key in ("fingerprint", "backend"):
+        if key in entry and not (isinstance(entry[key], str) and len(entry[key]) <= 200):
+            entry[key] = None
+    return entry
 
 
 def _sane(key: str, value: Any) -> bool:
@@ -60,7 +92,8 @@ def _sane(key: str, value: Any) -> bool:
 
 
 def append(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Add rows in one write (O_APPEND: a concurrent `hs bench` cannot interleave inside a line)."""
+    """Add rows in one write (O_APPEND: a concurrent `hs bench` cannot interleave inside a
+    line); after a line cut short (a full disk), start on a line of its own."""
     data = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -68,9 +101,16 @@ def append(path: Path, rows: list[dict[str, Any]]) -> None:
             os.replace(path, path.with_name(path.name + ".1"))
     except FileNotFoundError:
         pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size and os.pread(fd, 1, info.st_size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -89,9 +129,11 @@ def recommend(rows: list[dict[str, Any]], gate: float) -> dict[str, str]:
     return {model: row["version"] for model, row in chosen.items()}
 
 
-def baseline(entries: list[dict[str, Any]], model: str, version: str, fingerprint: str | None, rounds: int = 5) -> float | None:
-    """The median speed of a version's last periodic rounds with the same fingerprint."""
-    past = [e["texts_per_s"] for e in entries if e.get("periodic") is True and e["model"] == model and e["version"] == version and e.get("fingerprint") == fingerprint]
+def baseline(entries: list[dict[str, Any]], row: dict[str, Any], rounds: int = 5) -> float | None:
+    """The median speed of the row's version in its last periodic rounds measured alike
+    (the same fingerprint and batch size)."""
+    same = ("model", "version", "fingerprint", "batch_size")
+    past = [e["texts_per_s"] for e in entries if e.get("periodic") is True and all(e.get(key) == row[key] for key in same)]
     return median(past[-rounds:]) if past else None
 
 

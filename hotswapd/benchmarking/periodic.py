@@ -21,11 +21,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.benchmarking import history
 from hotswapd.benchmarking.settings import BenchConfig
+from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import HotswapError
 from hotswapd.probe import PROBE_TEXTS
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from hotswapd.config import VersionConfig
     from hotswapd.daemon.admission import Admission
     from hotswapd.daemon.audit import AuditLog
     from hotswapd.daemon.inference import Inference
@@ -86,6 +90,7 @@ class PeriodicBench:
         self._last_round = time.monotonic()
         self._requests_at_last = 0
         self._next_slice = 0.0
+        self._unfinished: Future[Any] | None = None  # a slice given up on at a stop
         self.rounds = 0  # finished rounds (status, tests)
         self.last_problem: str | None = None
 
@@ -123,28 +128,55 @@ class PeriodicBench:
         started = time.monotonic()
         texts = probe_set()
         measured: list[Measured] = []
-        for model, version in self.targets():
-            loaded = self._registry.try_lease(model, version)
-            if loaded is None and settings.load:
-                try:
-                    loaded = self._registry.lease(model, version)
-                except HotswapError as exc:
-                    log.warning("periodic benchmark: %s@%s did not load: %s", model, version, exc.message)
-            if loaded is None:
-                continue
-            try:
-                measured.append(self._measure(loaded, texts, started))
-            except VersionGone:
-                log.info("periodic benchmark: %s@%s was unloaded during the round; left out", model, version)
-            finally:
-                self._registry.release(loaded)
-        rows = self._rows(measured, settings)
-        if rows:
-            past = history.read_history(self._path)
-            self._flag_regressions(rows, past, settings)
-            history.append(self._path, rows)
+        borrowed: list[tuple[str, str]] = []  # loaded for this round (load = true): unloaded after it
+        try:
+            for model, version in self.targets():
+                loaded = self._lease(model, version, borrowed)
+                if loaded is not None:
+                    try:
+                        measured.append(self._measure(loaded, texts, started))
+                    except VersionGone:
+                        log.info("periodic benchmark: %s@%s was unloaded during the round; left out", model, version)
+                    except HotswapError as exc:  # one version's failure costs only its own row
+                        log.warning("periodic benchmark: %s@%s left out: %s", model, version, exc.message)
+                    finally:
+                        self._release_after(loaded)
+        finally:  # a round abandoned part way still records the versions it measured in full
+            for model, version in borrowed:
+                self._registry.unload(model, version, "unload", "loaded for a periodic benchmark round")
+            rows = self._record(measured, settings)
         self.rounds += 1
         self.last_problem = None
+        return rows
+
+    def _release_after(self, loaded: LoadedVersion) -> None:
+        """Give the lease back, or, if a slice given up on still runs, once it is done."""
+        unfinished, self._unfinished = self._unfinished, None
+        if unfinished is None or unfinished.done():
+            self._registry.release(loaded)
+        else:
+            unfinished.add_done_callback(lambda _: self._registry.release(loaded))
+
+    def _lease(self, model: str, version: str, borrowed: list[tuple[str, str]]) -> LoadedVersion | None:
+        loaded = self._registry.try_lease(model, version)
+        if loaded is None and self._settings.load:
+            try:
+                loaded = self._registry.lease(model, version)
+                borrowed.append((model, version))
+            except HotswapError as exc:
+                log.warning("periodic benchmark: %s@%s did not load: %s", model, version, exc.message)
+        return loaded
+
+    def _record(self, measured: list[Measured], settings: BenchConfig) -> list[dict[str, Any]]:
+        rows = self._rows(measured, settings)
+        if rows:
+            try:
+                past = history.read_history(self._path)
+            except HotswapError as exc:  # unreadable: no baseline this time; append may rotate it
+                log.warning("periodic benchmark: %s", exc.message)
+                past = []
+            self._flag_regressions(rows, past, settings)
+            history.append(self._path, rows)
         return rows
 
     def targets(self) -> list[tuple[str, str]]:
@@ -162,9 +194,18 @@ class PeriodicBench:
             target = (routing.get("rollout") or {}).get("target")
             for version, spec in model.versions.items():
                 wanted = version in (active, target) or (name, version) in loaded
-                if wanted and spec.backend not in REMOTE:
+                if wanted and not self._remote(spec):
                     out.append((name, version))
         return out
+
+    def _remote(self, spec: VersionConfig) -> bool:
+        if spec.backend != ENSEMBLE:
+            return spec.backend in REMOTE
+        models = self._registry.config.models
+        return any(
+            m.model in models and m.version in models[m.model].versions and models[m.model].versions[m.version].backend in REMOTE
+            for m in spec.options.members  # type: ignore[attr-defined]
+        )
 
     def _measure(self, loaded: LoadedVersion, texts: list[str], started: float) -> Measured:
         import numpy as np
@@ -180,7 +221,10 @@ class PeriodicBench:
             seconds, vectors = self._slice(loaded, prepared[first : first + size], started)
             spent += seconds
             blocks.append(vectors)
-        return Measured(loaded, singles, len(prepared) / max(spent, 1e-9), np.vstack(blocks))
+        vectors = np.vstack(blocks)
+        if not np.isfinite(vectors).all():
+            raise HotswapError(f"{loaded.model}@{loaded.version} returned NaN or infinite vectors on the probe set")
+        return Measured(loaded, singles, len(prepared) / max(spent, 1e-9), vectors)
 
     def _slice(self, loaded: LoadedVersion, texts: list[str], started: float) -> tuple[float, np.ndarray]:
         """One encode on the inference thread, once the daemon is idle; (seconds, vectors)."""
@@ -196,7 +240,15 @@ class PeriodicBench:
             finally:
                 timing.append(time.perf_counter() - begun)
 
-        vectors = self._inference.call(work)
+        future = self._inference.call_soon(work)
+        while True:  # waiting in steps: a slice stuck in a hung model must not hold up a stop
+            try:
+                vectors = future.result(timeout=0.1)
+                break
+            except FutureTimeout:
+                if self._stop.is_set():
+                    self._unfinished = future
+                    raise RoundAbandoned("the daemon is stopping") from None
         seconds = timing[0]
         # Spaced so that slices take at most max_share of the wall clock.
         self._next_slice = time.monotonic() + seconds * (1 / self._settings.max_share - 1)
@@ -213,7 +265,10 @@ class PeriodicBench:
             if not settings.enabled:
                 raise RoundAbandoned("[bench] was turned off")
             if now - started > settings.max_round_seconds:
-                raise RoundAbandoned(f"not idle enough to finish within {settings.max_round_seconds:g} s")
+                raise RoundAbandoned(
+                    f"the round took over max_round_seconds ({settings.max_round_seconds:g} s), waiting for quiet moments "
+                    f"and spacing its slices at max_share {settings.max_share:g}"
+                )
             quiet = now - self._admission.last_admitted >= settings.idle_ms / 1000
             if quiet and self._admission.queued_texts == 0 and now >= self._next_slice:
                 return
@@ -251,7 +306,7 @@ class PeriodicBench:
 
     def _flag_regressions(self, rows: list[dict[str, Any]], past: list[dict[str, Any]], settings: BenchConfig) -> None:
         for row in rows:
-            before = history.baseline(past, row["model"], row["version"], row["fingerprint"])
+            before = history.baseline(past, row)
             if before is not None and row["texts_per_s"] < before * (1 - settings.regression):
                 drop = 1 - row["texts_per_s"] / before
                 row["regression"] = round(drop, 3)

@@ -27,7 +27,7 @@ class BenchConfig(BaseModel):
     max_share: float = Field(default=0.01, gt=0, le=1)
     batch_size: PositiveInt = Field(default=16, le=256)
     # A round gives up after this long (a daemon never idle enough to finish it).
-    max_round_seconds: float = Field(default=900.0, gt=0)
+    max_round_seconds: float = Field(default=3600.0, gt=0)
     # The recommendation: the fastest version agreeing with the active one at least this much.
     min_agreement: float = Field(default=0.98, ge=-1, le=1)
     # An alert (bench_regression) when a version is this much slower than the median of its

@@ -222,11 +222,16 @@ class Batcher:
         that it never runs beside a live batch (backends share cores and libraries)."""
         if threading.current_thread() is self._thread:
             return work()
+        return self.call_soon(work).result(timeout)
+
+    def call_soon(self, work: Callable[[], T]) -> Future[T]:
+        """Queue ``work`` for the inference thread; its future, for a caller that must stay
+        able to give up waiting (a periodic benchmark when the daemon stops)."""
         task = _Task(work)
         with self._cond:
             self._queue.append(task)
             self._cond.notify()
-        return task.future.result(timeout)
+        return task.future
 
     def running(self) -> bool:
         return self._thread.is_alive()

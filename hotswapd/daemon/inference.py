@@ -11,7 +11,7 @@ cached.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, TypeVar
 
 from hotswapd.daemon.batching import Batcher, BatchLimits, BatchSink, CostSink, Text
@@ -77,6 +77,9 @@ class Inference:
     def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``work`` on the inference thread, never beside a batch (warm-up, probes)."""
         return self.batcher.call(work, timeout)
+
+    def call_soon(self, work: Callable[[], T]) -> Future[T]:
+        return self.batcher.call_soon(work)
 
     def _io(self, work: Callable[[], None], answer: Answer) -> None:
         def guarded() -> None:

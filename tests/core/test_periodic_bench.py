@@ -160,3 +160,87 @@ def test_an_ensemble_is_measured_like_any_version(start: StartDaemon, tmp_path: 
         (row,) = _history(inproc)
         assert row["version"] == "e" and row["fingerprint"] == reply.fingerprint and row["active"] and row["recommended"]
         assert _probed("v1") >= 64 and _probed("far") >= 64
+
+
+def test_one_failing_version_costs_only_its_own_row_and_a_borrowed_version_is_unloaded_after(start: StartDaemon, tmp_path: Path) -> None:
+    bench = 'every_requests = 2\nidle_ms = 0\nload = true\nversions = ["m@v1", "m@v2", "m@cold"]'
+    with start(_config(tmp_path, bench)) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["v2"].fail_on = probe_set()[3]
+        client.encode(["go"], "m@v2")
+        client.encode(["go"], "m@v1")
+        _wait_rounds(inproc, 1)
+        assert [row["version"] for row in _history(inproc)] == ["v1", "cold"]
+        assert fakebackend.CONTROLS["cold"].loads == 1 and inproc.daemon.registry.peek("m", "cold") is None  # loaded for the round only
+        assert inproc.daemon.registry.peek("m", "v2") is not None  # it was loaded before the round: it stays
+
+
+def test_a_round_over_its_time_still_records_what_it_measured_in_full(start: StartDaemon, tmp_path: Path) -> None:
+    bench = 'every_requests = 1\nidle_ms = 0\nmax_round_seconds = 1\nversions = ["m@v1", "m@v2"]'
+    with start(_config(tmp_path, bench)) as inproc, inproc.client() as client:
+        client.encode(["load"], "m@v2")
+        fakebackend.CONTROLS["v2"].delay = 0.3  # v2's 12 slices cannot fit in the second that is left
+        client.encode(["go"], "m@v1")
+        deadline = time.monotonic() + 15
+        while inproc.daemon.periodic.last_problem is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "took over max_round_seconds (1 s)" in str(inproc.daemon.periodic.last_problem)
+        assert [row["version"] for row in _history(inproc)] == ["v1"]
+
+
+def test_a_stop_does_not_wait_for_a_slice_stuck_in_a_hung_model(start: StartDaemon, tmp_path: Path) -> None:
+    with start(_config(tmp_path, "every_requests = 1\nidle_ms = 0")) as inproc, inproc.client() as client:
+        client.encode(["go"], "m")
+        gate = threading.Event()
+        fakebackend.CONTROLS["v1"].gate = gate  # the round's next slice hangs in the model
+        fakebackend.CONTROLS["v1"].entered.clear()
+        assert fakebackend.CONTROLS["v1"].entered.wait(10)
+        inproc.daemon.request_stop()
+        deadline = time.monotonic() + 3
+        while inproc.daemon.periodic._running.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not inproc.daemon.periodic._running.is_set()  # the bench worker is free: the workers can close
+        gate.set()
+
+
+def test_a_hostile_history_file_is_read_safely(tmp_path: Path) -> None:
+    from hotswapd.benchmarking import history
+
+    path = tmp_path / "bench.jsonl"
+    good = {"at": time.time(), "model": "m", "version": "v2", "texts_per_s": 100.0, "p50_ms": 1.0, "p99_ms": 2.0, "batch_size": 16, "concurrency": 1,
+            "periodic": True, "round": "r1", "fingerprint": "f", "active": False, "recommended": True, "agreement": 0.99}
+    lines = [json.dumps({**good, "agreement": "0.99"}), json.dumps({**good, "agreement": None}), json.dumps(good).replace("0.99", "1" + "0" * 400), json.dumps(good)]
+    path.write_text("\n".join(lines))  # no newline at the end: a line cut short by a full disk
+    active = {**good, "version": "v1", "round": "r2", "texts_per_s": 50.0, "active": True, "recommended": False, "agreement": 1.0}
+    history.append(path, [active, {**good, "round": "r2", "agreement": "0.99"}])
+    rows = history.read_history(path)
+    assert [row["agreement"] for row in rows] == [None, None, None, 0.99, 1.0, None] and rows[-1]["round"] == "r2"
+    assert history.read_history(path, tail_bytes=len(path.read_bytes()) // 3)[-1]["round"] == "r2"  # read from its end
+    assert history.baseline(rows, {**good, "batch_size": 16}) == 100.0  # v2's rows alike
+    assert history.baseline(rows, {**good, "batch_size": 1}) is None  # measured otherwise: no baseline
+    state = tmp_path / "state"
+    (state / "hotswapd").mkdir(parents=True)
+    (state / "hotswapd" / "bench.jsonl").write_bytes(path.read_bytes())
+    shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(state), "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert b"recommendation for m: v2, 2.00x v1 at agreement - (hs switch m v2)" in shown.stdout
+
+
+def test_hs_bench_shows_its_figures_when_the_history_cannot_be_written(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}})) as inproc:
+        env = {"XDG_STATE_HOME": str(inproc.workdir / "state")}
+        (inproc.workdir / "state" / "hotswapd" / "bench.jsonl").mkdir(parents=True)
+        done = run_hs("bench", "m", "--duration", "0.5", "--concurrency", "1", "--json", endpoint=inproc.endpoint, env=env)
+        assert done.returncode == 1 and json.loads(done.stdout)[0]["version"] == "v1"
+        assert done.stderr.decode().startswith("hs: error: measured, but cannot record the run in ") and done.stderr.count(b"\n") == 1
+
+
+def test_an_ensemble_of_remote_members_is_measured_only_when_named(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hotswapd.benchmarking import periodic
+
+    monkeypatch.setattr(periodic, "REMOTE", frozenset({"fake"}))  # stand-in: each call would be a paid request
+    extra = '[models.combo]\nactive = "e"\n[models.combo.versions.e]\nbackend = "ensemble"\nmembers = [{ model = "m", version = "v1" }]\n'
+    with start(_config(tmp_path, "every_seconds = 3600", extra=extra)) as inproc, inproc.client() as client:
+        client.encode(["x"], "combo")
+        assert inproc.daemon.periodic.targets() == []
+        inproc.daemon.periodic.reconfigure(inproc.daemon.periodic._settings.model_copy(update={"versions": ["combo@e"]}))
+        assert inproc.daemon.periodic.targets() == [("combo", "e")]
