@@ -29,7 +29,7 @@ def init(as_json: JsonFlag = False) -> None:
     typer.echo(f"your public key:   {public['client']}  (authorised as 'local')")
 
 
-@app.command("add")
+@app.command("add", context_settings={"allow_interspersed_args": False})  # after NAME, a Z85 key beginning with "-" is the key
 def add(
     name: Annotated[str, typer.Argument(help="A name for the client (recorded in the audit log).", metavar="NAME")],
     public_key: Annotated[str, typer.Argument(help="The client's public key: 40 Z85 characters.", metavar="PUBLIC_KEY")],

@@ -8,6 +8,8 @@ serve a vector of another version: another version has another fingerprint or op
 from __future__ import annotations
 
 import hashlib
+import logging
+import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,9 +18,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from hotswapd.config import Config
     from hotswapd.daemon.disk_cache import DiskCache
 
 ENTRY_OVERHEAD = 100  # bytes per entry beyond its vector and key: dict slot, bytes headers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,3 +131,17 @@ def _finite_vector(blob: bytes) -> bool:
 
     values = np.frombuffer(blob, dtype="<f4")
     return bool(np.isfinite(values).all() and values.any())
+
+
+def embedding_cache(config: Config) -> EmbeddingCache:
+    """The embedding cache the config asks for; without its disk tier if that cannot open."""
+    from hotswapd import paths
+    from hotswapd.daemon.disk_cache import DiskCache
+
+    disk = None
+    if config.cache.persist:
+        try:
+            disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
+        except (OSError, sqlite3.Error) as exc:  # locked by another process, unwritable: serve without it
+            log.error("persistent cache unavailable (%s); serving with the in-memory cache only", exc)
+    return EmbeddingCache(int(config.cache.max_mb * 2**20), disk)

@@ -13,13 +13,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hotswapd.safefiles import tighten
-
-if TYPE_CHECKING:
-    from hotswapd.config import Config
-    from hotswapd.daemon.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 TRIM_EVERY = 1000  # writes between size checks
@@ -92,17 +87,3 @@ def _open(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-def embedding_cache(config: Config) -> EmbeddingCache:
-    """The embedding cache the config asks for; without its disk tier if that cannot open."""
-    from hotswapd import paths
-    from hotswapd.daemon.cache import EmbeddingCache
-
-    disk = None
-    if config.cache.persist:
-        try:
-            disk = DiskCache(paths.cache_dir() / "embeddings.sqlite", int(config.cache.persist_max_mb * 2**20))
-        except (OSError, sqlite3.Error) as exc:  # locked by another process, unwritable: serve without it
-            log.error("persistent cache unavailable (%s); serving with the in-memory cache only", exc)
-    return EmbeddingCache(int(config.cache.max_mb * 2**20), disk)

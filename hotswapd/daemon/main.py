@@ -25,7 +25,7 @@ from hotswapd.config_origin import ConfigOrigin, origin_for
 from hotswapd.daemon import memory
 from hotswapd.daemon.admission import Admission, limits_from
 from hotswapd.daemon.audit import AuditLog
-from hotswapd.daemon.disk_cache import embedding_cache
+from hotswapd.daemon.cache import embedding_cache
 from hotswapd.daemon.handlers import DaemonState, Handlers
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.inference import Inference

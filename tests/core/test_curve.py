@@ -80,3 +80,13 @@ def test_only_authorised_keys_get_in_and_switches_name_their_key(start: StartDae
 def test_bad_key_input_is_one_line(tcp_env: dict[str, str]) -> None:
     done = hs_keys(tcp_env, "add", "x", "not-a-key")
     assert done.returncode == 2 and len(done.stderr.decode().strip().splitlines()) == 1
+
+
+def test_a_key_that_begins_with_a_dash_is_a_key_not_an_option(tcp_env: dict[str, str]) -> None:
+    import zmq
+
+    # Began with "-" and held an "h": read as options (-h: help) and not added, exit 0.
+    public = next(key for key in (zmq.curve_keypair()[0] for _ in range(20000)) if key.startswith(b"-") and b"h" in key)
+    done = hs_keys(tcp_env, "add", "dash", public.decode())
+    assert done.returncode == 0, done.stderr
+    assert b'"dash"' in hs_keys(tcp_env, "list", "--json").stdout
