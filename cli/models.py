@@ -181,6 +181,12 @@ def show_status(info: dict[str, Any]) -> None:
             f"{rollout['strategy']} {rollout['source']} -> {rollout['target']} at {rollout['share']:g}%; "
             f"{rollout['target']}: {health['requests']} req, {health['error_rate']:.1%} errors, p95 {health['p95_ms'] or '-'} ms",
         ])
+    bench = info.get("periodic_bench")
+    if bench:
+        last = f"last {human_ago(bench['last_round_at'])}" if bench.get("last_round_at") else "none finished yet"
+        state = "; a round is running" if bench.get("running") else ""
+        problem = f"; last problem: {bench['last_problem']}" if bench.get("last_problem") else ""
+        rows.append(["periodic bench", f"{bench['rounds']} rounds, {last}{state}{problem} (hs bench --history)"])
     if info.get("config_error"):
         rows.append(["config error", info["config_error"]])
     print_table(f"hotswapd {info['version']}", [Column("field"), Column("value", wrap=True)], rows, header=False)

@@ -9,6 +9,7 @@ A vector is a function of the text and ``scale``: a test can tell which version 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -90,8 +91,11 @@ class FakeEmbedder:
             control.entered.set()
             if control.gate is not None:
                 control.gate.wait(60)
-            if control.delay or self._options.sleep_seconds:
-                time.sleep(control.delay or self._options.sleep_seconds)
+            # HOTSWAP_FAKE_SLEEP: a slow model in a daemon process without making the config
+            # (so the fingerprint) differ from a fast one's.
+            pause = control.delay or self._options.sleep_seconds or float(os.environ.get("HOTSWAP_FAKE_SLEEP", "0"))
+            if pause:
+                time.sleep(pause)
             if control.fail:
                 raise RuntimeError(control.fail)
             if control.fail_on is not None and control.fail_on in texts:

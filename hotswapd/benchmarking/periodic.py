@@ -93,9 +93,16 @@ class PeriodicBench:
         self._unfinished: Future[Any] | None = None  # a slice given up on at a stop
         self.rounds = 0  # finished rounds (status, tests)
         self.last_problem: str | None = None
+        self._last_round_at: float | None = None  # wall clock, for `hs status`
 
     def reconfigure(self, settings: BenchConfig) -> None:
         self._settings = settings
+
+    def describe(self) -> dict[str, Any] | None:
+        """For `hs status`: None when off."""
+        if not self._settings.enabled:
+            return None
+        return {"running": self._running.is_set(), "rounds": self.rounds, "last_round_at": self._last_round_at, "last_problem": self.last_problem}
 
     def tick(self) -> None:
         """On the ticker thread: start a round on the bench worker if one is due."""
@@ -120,6 +127,7 @@ class PeriodicBench:
             log.exception("periodic benchmark round failed")
         finally:
             self._last_round = time.monotonic()
+            self._last_round_at = time.time()
             self._requests_at_last = self._admission.admitted
             self._running.clear()
 

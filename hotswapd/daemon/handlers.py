@@ -130,6 +130,7 @@ class Handlers:
                 "models_memory_bytes": sum(item.memory_bytes for item in loaded),
                 "cache": self._s.inference.cache.describe(),
                 "evicted": self._registry.evictions(),
+                "periodic_bench": self._s.periodic.describe() if self._s.periodic is not None else None,
             }
         )
 

@@ -134,7 +134,7 @@ class Daemon:
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(
-            self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers
+            self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers, self.periodic
         )
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hotswapd.benchmarking.periodic import PeriodicBench
 from hotswapd.daemon.admission import Admission
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.daemon.health import HealthBook
@@ -29,3 +30,4 @@ class Services:
     inference: Inference
     admission: Admission
     workers: Workers
+    periodic: PeriodicBench | None = None  # `[bench]` rounds, for `hs status`

@@ -229,19 +229,19 @@ LAUNCH = "import sys; from hotswapd import backends; backends.BUILTIN['fake'] = 
 def test_a_daemon_that_dies_mid_job_is_a_clear_error_and_the_job_resumes_on_the_next(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(3000, seed=8)])
     config = tmp_path / "config.toml"
-    config.write_text(fake_config(tmp_path, {"v1": {"dim": DIM, "sleep_seconds": 0.3}}, extra=NO_CACHE))
+    config.write_text(fake_config(tmp_path, {"v1": {"dim": DIM}}, extra=NO_CACHE))
     endpoint = "ipc://" + str(short_socket_dir() / "d.sock")
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
 
-    def launch() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-c", LAUNCH, "--socket", endpoint, "--config", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=daemon_env(**env))
+    def launch(slow: bool) -> subprocess.Popen[bytes]:  # slow: the job is still running when the daemon is killed
+        process = subprocess.Popen([sys.executable, "-c", LAUNCH, "--socket", endpoint, "--config", str(config)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, cwd=REPO, env=daemon_env(**env, **({"HOTSWAP_FAKE_SLEEP": "0.3"} if slow else {})))
         wait_until_answering(RunningDaemon(process, endpoint, Path(), config, tmp_path / "daemon.log"), 30)
         return process
 
     output = tmp_path / "out.parquet"
     record = tmp_path / "out.parquet.partial" / "job.json"
-    daemon = launch()
+    daemon = launch(slow=True)
     try:
         job = subprocess.Popen([str(HS), "encode", "-i", str(source), "-o", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=daemon_env(HOTSWAPD_SOCKET=endpoint, HOTSWAPD_NO_AUTOSTART="1", **env))
@@ -255,7 +255,7 @@ def test_a_daemon_that_dies_mid_job_is_a_clear_error_and_the_job_resumes_on_the_
         assert job.returncode == 3 and time.monotonic() - killed_at < 5  # 3: no daemon
         assert b"died" in stderr, stderr
         daemon.wait(10)
-        daemon = launch()
+        daemon = launch(slow=False)
         resumed = run_hs("encode", "-i", str(source), "-o", str(output), "--resume", endpoint=endpoint, env=env)
         assert resumed.returncode == 0 and b"resumed after" in resumed.stderr, resumed.stderr
     finally:

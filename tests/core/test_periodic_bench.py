@@ -63,6 +63,9 @@ def test_a_round_measures_the_served_versions_and_recommends_the_fastest_that_ag
         assert [v for v, row in rows.items() if row["recommended"]] == ["v2"]
         assert rows["v2"]["fingerprint"] == client.encode(["x"], "m@v2").fingerprint
         assert _probed("v1") >= 64 and client.ping()["pong"]
+        assert client.status()["periodic_bench"]["rounds"] == 1
+        status = run_hs("status", endpoint=inproc.endpoint, env={"COLUMNS": "200"})
+        assert b"periodic bench" in status.stdout and b"1 rounds, last " in status.stdout, status.stdout
         shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(inproc.workdir / "state"), "COLUMNS": "200"})
         assert shown.returncode == 0, shown.stderr
         assert b"periodic" in shown.stdout and b"m@v2 \xe2\x98\x85" in shown.stdout
