@@ -226,6 +226,7 @@ def test_input_to_stdout_keeps_the_formats_of_stdin(start: StartDaemon, tmp_path
 LAUNCH = "import sys; from hotswapd import backends; backends.BUILTIN['fake'] = 'tests.fakebackend'; from hotswapd.daemon.main import main; sys.exit(main(sys.argv[1:]))"
 
 
+@pytest.mark.slow  # two real daemon processes, one killed
 def test_a_daemon_that_dies_mid_job_is_a_clear_error_and_the_job_resumes_on_the_next(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(3000, seed=8)])
     config = tmp_path / "config.toml"
