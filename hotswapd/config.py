@@ -375,7 +375,8 @@ def load_config(path: Path, *, missing_ok: bool = False) -> Config:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     kind = "JSON" if Path(path).suffix.lower() == ".json" else "TOML"
     try:
-        data = json_object(raw.decode("utf-8")) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not content
+        data = json_object(text) if kind == "JSON" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # bad UTF-8, TOML or JSON, a 5,000-digit number, deep nesting
         raise ConfigError(f"{path}: not valid {kind}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return parse_config(data, path)

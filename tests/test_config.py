@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,12 @@ def test_infinite_numbers_and_many_keys_in_a_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(tmp_path / "many.json")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("name", ["config.toml", "config.json"])
+def test_a_byte_order_mark_is_not_content(tmp_path: Path, name: str) -> None:
+    body = '[models.m]\nactive = "v1"\n[models.m.versions.v1]\nsource = "."\n'
+    if name.endswith(".json"):
+        body = json.dumps({"models": {"m": {"active": "v1", "versions": {"v1": {"source": "."}}}}})
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())  # as Notepad saves UTF-8
+    assert load_config(tmp_path / name).models["m"].active == "v1"
