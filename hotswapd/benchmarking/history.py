@@ -8,13 +8,16 @@ Read by the daemon (a version's past rounds, to notice a regression) and by ``hs
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # as hotswapd.config.NAME_PATTERN
 MAX_BYTES = 16 * 2**20  # past this, the file is moved to bench.jsonl.1 (one generation kept)
 KEYS: dict[str, Any] = {"at": (int, float), "model": str, "version": str, "texts_per_s": (int, float), "p50_ms": (int, float), "p99_ms": (int, float), "batch_size": int, "concurrency": int}
 
@@ -42,7 +45,7 @@ def read_history(path: Path, tail_bytes: int = 2 * MAX_BYTES) -> list[dict[str, 
             entry = json.loads(line, parse_constant=lambda name: None)  # NaN/Infinity: not a record
         except (ValueError, RecursionError):
             continue
-        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) and _sane(key, entry[key]) for key, kind in KEYS.items()):
+        if isinstance(entry, dict) and all(isinstance(entry.get(key), kind) and _sane(key, entry[key]) for key, kind in KEYS.items()) and _names(entry):
             entries.append(_optional_fields_checked(entry))
     return entries
 
@@ -78,6 +81,12 @@ def _optional_fields_checked(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _names(entry: dict[str, Any]) -> bool:
+    """Model and version names as a config allows them: no escape sequences or line breaks
+    reach a terminal from a hand-edited file."""
+    return all(NAME.match(entry[key]) for key in ("model", "version"))
+
+
 def _sane(key: str, value: Any) -> bool:
     """Numbers a real run could have written: a timestamp between 1970 and 5138, positive speeds."""
     if isinstance(value, bool):
@@ -96,6 +105,15 @@ def append(path: Path, rows: list[dict[str, Any]]) -> None:
     line); after a line cut short (a full disk), start on a line of its own."""
     data = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two writers past the size at once must not both rotate
+        _rotate_and_append(path, data)
+    finally:
+        os.close(lock)
+
+
+def _rotate_and_append(path: Path, data: bytes) -> None:
     try:
         if path.stat().st_size + len(data) > MAX_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))

@@ -20,8 +20,8 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,7 @@ class PeriodicBench:
         self._last_round = time.monotonic()
         self._requests_at_last = 0
         self._next_slice = 0.0
-        self._unfinished: Future[Any] | None = None  # a slice given up on at a stop
+        self._leases_taken: Counter[int] = Counter()
         self.rounds = 0  # finished rounds (status, tests)
         self.last_problem: str | None = None
         self._last_round_at: float | None = None  # wall clock, for `hs status`
@@ -132,48 +132,60 @@ class PeriodicBench:
             self._running.clear()
 
     def run_round(self) -> list[dict[str, Any]]:
-        settings = self._settings
+        settings = self._settings  # a reload mid-round applies to the next one (idle_ms, max_share: at once)
         started = time.monotonic()
         texts = probe_set()
         measured: list[Measured] = []
-        borrowed: list[tuple[str, str]] = []  # loaded for this round (load = true): unloaded after it
+        borrowed: list[LoadedVersion] = []  # loaded for this round (load = true): unloaded after it
+        self._leases_taken: Counter[int] = Counter()  # the round's own, per loaded version
         try:
             for model, version in self.targets():
-                loaded = self._lease(model, version, borrowed)
-                if loaded is not None:
-                    try:
-                        measured.append(self._measure(loaded, texts, started))
-                    except VersionGone:
-                        log.info("periodic benchmark: %s@%s was unloaded during the round; left out", model, version)
-                    except HotswapError as exc:  # one version's failure costs only its own row
-                        log.warning("periodic benchmark: %s@%s left out: %s", model, version, exc.message)
-                    finally:
-                        self._release_after(loaded)
+                loaded = self._loaded(model, version, borrowed)
+                if loaded is None:
+                    continue
+                try:
+                    measured.append(self._measure(loaded, texts, started, settings))
+                except VersionGone:
+                    log.info("periodic benchmark: %s@%s was unloaded during the round; left out", model, version)
+                except HotswapError as exc:  # one version's failure costs only its own row
+                    log.warning("periodic benchmark: %s@%s left out: %s", model, version, exc.message)
         finally:  # a round abandoned part way still records the versions it measured in full
-            for model, version in borrowed:
-                self._registry.unload(model, version, "unload", "loaded for a periodic benchmark round")
+            self._give_back(borrowed)
             rows = self._record(measured, settings)
         self.rounds += 1
         self.last_problem = None
         return rows
 
-    def _release_after(self, loaded: LoadedVersion) -> None:
-        """Give the lease back, or, if a slice given up on still runs, once it is done."""
-        unfinished, self._unfinished = self._unfinished, None
-        if unfinished is None or unfinished.done():
-            self._registry.release(loaded)
-        else:
-            unfinished.add_done_callback(lambda _: self._registry.release(loaded))
-
-    def _lease(self, model: str, version: str, borrowed: list[tuple[str, str]]) -> LoadedVersion | None:
-        loaded = self._registry.try_lease(model, version)
-        if loaded is None and self._settings.load:
-            try:
-                loaded = self._registry.lease(model, version)
-                borrowed.append((model, version))
-            except HotswapError as exc:
-                log.warning("periodic benchmark: %s@%s did not load: %s", model, version, exc.message)
+    def _loaded(self, model: str, version: str, borrowed: list[LoadedVersion]) -> LoadedVersion | None:
+        """The loaded version (no lease is kept: each slice takes its own, so a round waiting
+        for quiet holds nothing the memory budget or a reload needs)."""
+        loaded = self._registry.peek(model, version)
+        if loaded is not None or not self._settings.load:
+            return loaded
+        before = {id(item) for item in self._registry.loaded()}
+        try:
+            with self._registry.leased(model, version) as loaded:
+                self._leases_taken[id(loaded)] += 1
+        except HotswapError as exc:
+            log.warning("periodic benchmark: %s@%s did not load: %s", model, version, exc.message)
+            return None
+        borrowed.extend(item for item in self._registry.loaded() if id(item) not in before)  # an ensemble's members too
         return loaded
+
+    def _give_back(self, borrowed: list[LoadedVersion]) -> None:
+        """Unload what the round loaded, unless live traffic has since come to depend on it:
+        a version made active or a rollout target, or a member of an ensemble the round did not load."""
+        serving = set()
+        for name in self._registry.config.models:
+            routing = self._switchboard.describe(name) or {}
+            serving.update({(name, routing.get("active")), (name, (routing.get("rollout") or {}).get("target"))})
+        others = [item for item in self._registry.loaded() if all(item is not mine for mine in borrowed)]
+        held = {id(member) for item in others for member in getattr(item.embedder, "members", ())}
+        ours = Counter(id(member) for item in borrowed for member in getattr(item.embedder, "members", ()))  # assembly leases
+        for item in sorted(borrowed, key=lambda item: not getattr(item.embedder, "members", ())):  # ensembles first
+            used_by_others = item.leases_taken > self._leases_taken.get(id(item), 0) + ours[id(item)]
+            if self._registry.peek(item.model, item.version) is item and (item.model, item.version) not in serving and id(item) not in held and not used_by_others:
+                self._registry.unload(item.model, item.version, "unload", "loaded for a periodic benchmark round")
 
     def _record(self, measured: list[Measured], settings: BenchConfig) -> list[dict[str, Any]]:
         rows = self._rows(measured, settings)
@@ -215,7 +227,7 @@ class PeriodicBench:
             for m in spec.options.members  # type: ignore[attr-defined]
         )
 
-    def _measure(self, loaded: LoadedVersion, texts: list[str], started: float) -> Measured:
+    def _measure(self, loaded: LoadedVersion, texts: list[str], started: float, settings: BenchConfig) -> Measured:
         import numpy as np
 
         prepared = [text.decode("utf-8") for text in loaded.text.prepare([t.encode("utf-8") for t in texts], None)]
@@ -224,9 +236,8 @@ class PeriodicBench:
             seconds, _ = self._slice(loaded, [text], started)
             singles.append(seconds * 1000)
         spent, blocks = 0.0, []
-        size = self._settings.batch_size
-        for first in range(0, len(prepared), size):
-            seconds, vectors = self._slice(loaded, prepared[first : first + size], started)
+        for first in range(0, len(prepared), settings.batch_size):
+            seconds, vectors = self._slice(loaded, prepared[first : first + settings.batch_size], started)
             spent += seconds
             blocks.append(vectors)
         vectors = np.vstack(blocks)
@@ -235,10 +246,17 @@ class PeriodicBench:
         return Measured(loaded, singles, len(prepared) / max(spent, 1e-9), vectors)
 
     def _slice(self, loaded: LoadedVersion, texts: list[str], started: float) -> tuple[float, np.ndarray]:
-        """One encode on the inference thread, once the daemon is idle; (seconds, vectors)."""
+        """One encode on the inference thread under its own lease, once the daemon is idle."""
         from hotswapd.daemon.inference import run_backend
 
         self._wait_for_idle(started, loaded)
+        leased = self._registry.try_lease(loaded.model, loaded.version)
+        if leased is loaded:
+            self._leases_taken[id(loaded)] += 1
+        else:  # unloaded, or reloaded as another copy, since the last slice
+            if leased is not None:
+                self._registry.release(leased)
+            raise VersionGone
         timing: list[float] = []
 
         def work() -> np.ndarray:
@@ -249,13 +267,13 @@ class PeriodicBench:
                 timing.append(time.perf_counter() - begun)
 
         future = self._inference.call_soon(work)
+        future.add_done_callback(lambda _: self._registry.release(loaded))  # also when given up on, once it ends
         while True:  # waiting in steps: a slice stuck in a hung model must not hold up a stop
             try:
                 vectors = future.result(timeout=0.1)
                 break
             except FutureTimeout:
                 if self._stop.is_set():
-                    self._unfinished = future
                     raise RoundAbandoned("the daemon is stopping") from None
         seconds = timing[0]
         # Spaced so that slices take at most max_share of the wall clock.

@@ -35,6 +35,7 @@ class Leases:
             if loaded is None or loaded.retired:
                 return None
             loaded.leases += 1
+            loaded.leases_taken += 1
         loaded.last_used = time.time()
         return loaded
 
@@ -45,6 +46,7 @@ class Leases:
             with self._guard:
                 if not loaded.retired:
                     loaded.leases += 1
+                    loaded.leases_taken += 1
                     loaded.last_used = time.time()
                     return loaded
             # Retired between the load and the lease (an eviction raced us): load again.

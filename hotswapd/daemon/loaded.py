@@ -41,6 +41,7 @@ class LoadedVersion:
     warmed: bool = False
     # Guarded by the registry's lock: requests holding it, and whether it takes new ones.
     leases: int = 0
+    leases_taken: int = 0  # ever: tells a periodic benchmark whether anyone else used a version it loaded
     retired: bool = False
     closed: bool = False
     # Its corpus (embeddings_path), opened with it (hotswapd.corpus.attach), or why not.

@@ -45,11 +45,16 @@ def assemble(
 
 
 def in_use(loaded: Sequence[LoadedVersion]) -> set[int]:
-    """Ids of the versions a request holds. A member leased only by idle ensembles is not in
-    use: evicting it unloads those ensembles too, so they cannot hold the memory budget."""
+    """Ids of the versions the memory budget must leave alone: those a request holds, and the
+    members of a pinned ensemble. A member leased only by idle ensembles is not in use:
+    evicting it unloads those ensembles too, so they cannot hold the memory budget."""
     by_idle_ensembles: Counter[int] = Counter()
+    kept: set[int] = set()  # members of a pinned ensemble are as pinned as it is
     for item in loaded:
-        if item.leases == 0:
-            for member in getattr(item.embedder, "members", ()):
+        members = getattr(item.embedder, "members", ())
+        if item.config.pinned:
+            kept.update(id(member) for member in members)
+        elif item.leases == 0:
+            for member in members:
                 by_idle_ensembles[id(member)] += 1
-    return {id(item) for item in loaded if item.leases - by_idle_ensembles[id(item)] > 0}
+    return kept | {id(item) for item in loaded if item.leases - by_idle_ensembles[id(item)] > 0}

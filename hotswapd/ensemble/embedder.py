@@ -60,7 +60,10 @@ class EnsembleText(TextPrep):
         columns = []
         for part in self.parts:
             self._member_prefix(part, requested)
-            columns.append(part.loaded.text.prepare(texts, requested, max_bytes))
+            column = part.loaded.text.prepare(texts, requested, max_bytes)
+            if part.loaded.config.long_text == "error":  # refused per request here, never inside a shared batch
+                _refuse_long(part, column)
+            columns.append(column)
         return [_pack([column[row] for column in columns]) for row in range(len(texts))]
 
     @staticmethod
@@ -97,7 +100,7 @@ class EnsembleEmbedder:
         blocks = []
         for part, member_texts in zip(self.parts, columns, strict=True):
             try:
-                vectors = np.asarray(part.loaded.embedder.encode(member_texts, normalize=True), dtype=np.float32)
+                vectors = np.asarray(_member_vectors(part, member_texts), dtype=np.float32)
             except Exception as exc:  # noqa: BLE001 -- named, then reported as the batch's failure
                 raise HotswapError(f"member {part.spec}: {type(exc).__name__}: {exc}") from exc
             if vectors.shape != (len(texts), part.loaded.embedder.dimension):
@@ -153,6 +156,37 @@ class EnsembleEmbedder:
         self._released = True
         for part in self.parts:
             self._release(part.loaded)
+
+
+def _refuse_long(part: Part, texts: list[bytes]) -> None:
+    from hotswapd.daemon import long_text
+    from hotswapd.errors import TextTooLong
+
+    embedder = part.loaded.embedder
+    suspects = long_text.might_be_long(texts, getattr(embedder, "max_tokens", None))
+    if suspects:
+        try:
+            long_text.plan(embedder, texts, suspects, "error", False)
+        except TextTooLong as exc:
+            raise TextTooLong(f"ensemble member {part.spec}: {exc.message}", exc.index) from None
+
+
+def _member_vectors(part: Part, texts: list[str]) -> Any:
+    """A member's vectors of the texts as it computes them alone: a member with
+    long_text = "chunk-mean" averages the windows of a text over its maximum."""
+    embedder = part.loaded.embedder
+    if part.loaded.config.long_text == "chunk-mean":
+        import numpy as np
+
+        from hotswapd.daemon import long_text
+
+        raw = [text.encode("utf-8") for text in texts]
+        suspects = long_text.might_be_long(raw, getattr(embedder, "max_tokens", None))
+        planned = long_text.plan(embedder, raw, suspects, "chunk-mean", False) if suspects else None
+        if planned is not None and planned.reshaped:
+            windows = embedder.encode([text.decode("utf-8") for text in planned.texts], normalize=False)
+            return long_text.combine(np.asarray(windows, dtype=np.float32), planned, True)
+    return embedder.encode(texts, normalize=True)
 
 
 def _pack(row: list[bytes]) -> bytes:

@@ -272,3 +272,32 @@ def test_a_failing_member_is_named_and_texts_are_not_inflated(start: StartDaemon
         (each,) = loaded.text.prepare([controls.encode()], "query")
         assert len(each) < 2 * 1000 + 100  # one copy per member, plus their prompts
         assert client.encode([controls], "combo@cat", prompt="query").count == 1
+
+
+@pytest.mark.parametrize("policy", ["error", "chunk-mean"])
+def test_each_member_keeps_its_own_long_text_policy(start: StartDaemon, tmp_path: Path, policy: str) -> None:
+    from hotswapd.errors import TextTooLong
+
+    text = fake_config(tmp_path, {"a": {"dim": 8, "max_tokens": 6, "long_text": policy}, "b": {"dim": 12, "shift": 3}}, model="base")
+    text += '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }, { model = "base", version = "b" }')
+    long = " ".join(f"w{i}" for i in range(40))
+    with start(text) as inproc, inproc.client() as client:
+        if policy == "error":
+            with pytest.raises(TextTooLong, match=r"ensemble member base@a: text 1 is 42 tokens; this version takes 6"):
+                client.encode(["short", long], "combo@cat")
+            assert client.encode(["short"], "combo@cat").count == 1  # refused per request: the daemon serves on
+        else:
+            a, b = client.encode([long], "base@a"), client.encode([long], "base@b")
+            assert a.chunked == 1
+            expected = _unit(np.hstack([_unit(a.embeddings), _unit(b.embeddings)]))
+            np.testing.assert_allclose(client.encode([long], "combo@cat").embeddings, expected, atol=1e-5)
+
+
+def test_a_pinned_ensembles_members_are_pinned_too(start: StartDaemon, tmp_path: Path) -> None:
+    text = fake_config(tmp_path, {"a": {"ram_gb": 0.4}, "b": {"ram_gb": 0.4}, "c": {"ram_gb": 0.4}}, model="base", extra="[memory]\nmax_gb = 1.0\n")
+    text += '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }, { model = "base", version = "b" }') + "pinned = true\n"
+    with start(text) as inproc, inproc.client() as client:
+        client.encode(["x"], "combo@cat")
+        with pytest.raises(ModelLoadError, match="does not fit"):
+            client.encode(["y"], "base@c")
+        assert inproc.daemon.registry.peek("combo", "cat") is not None and fakebackend.CONTROLS["a"].closes == 0

@@ -247,3 +247,67 @@ def test_an_ensemble_of_remote_members_is_measured_only_when_named(start: StartD
         assert inproc.daemon.periodic.targets() == []
         inproc.daemon.periodic.reconfigure(inproc.daemon.periodic._settings.model_copy(update={"versions": ["combo@e"]}))
         assert inproc.daemon.periodic.targets() == [("combo", "e")]
+
+
+def _loaded_versions(inproc: InprocDaemon) -> set[tuple[str, str]]:
+    return {(item.model, item.version) for item in inproc.daemon.registry.loaded()}
+
+
+@pytest.mark.parametrize("meanwhile", ["made active", "used by a request"])
+def test_a_borrowed_version_live_traffic_came_to_use_stays_loaded(start: StartDaemon, tmp_path: Path, meanwhile: str) -> None:
+    with start(_config(tmp_path, 'every_requests = 1\nidle_ms = 0\nload = true\nversions = ["m@cold"]')) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["cold"].delay = 0.1
+        client.encode(["x"], "m@v1")
+        assert fakebackend.CONTROLS["cold"].entered.wait(10)  # the round loaded cold and measures it
+        if meanwhile == "made active":
+            client.switch("m", "cold", force=True)
+        else:
+            client.encode(["live"], "m@cold")
+        fakebackend.CONTROLS["cold"].delay = 0
+        _wait_rounds(inproc, 1)
+        assert ("m", "cold") in _loaded_versions(inproc)
+
+
+def test_load_true_on_an_ensemble_unloads_the_members_it_loaded(start: StartDaemon, tmp_path: Path) -> None:
+    extra = '[models.combo]\nactive = "e"\n[models.combo.versions.e]\nbackend = "ensemble"\nmembers = [{ model = "m", version = "v2" }, { model = "m", version = "far" }]\n'
+    with start(_config(tmp_path, 'every_requests = 1\nidle_ms = 0\nload = true\nversions = ["combo@e"]', extra=extra)) as inproc, inproc.client() as client:
+        client.encode(["x"], "m@v1")
+        _wait_rounds(inproc, 1)
+        assert [row["version"] for row in _history(inproc)] == ["e"]
+        assert _loaded_versions(inproc) == {("m", "v1")}
+
+
+def test_a_round_waiting_for_quiet_holds_no_memory(start: StartDaemon, tmp_path: Path) -> None:
+    text = fake_config(tmp_path, {"v1": {"ram_gb": 0.6}, "v3": {"ram_gb": 0.6}}, extra="[bench]\nevery_requests = 1\nidle_ms = 5000\n[memory]\nmax_gb = 1.0\n")
+    with start(text) as inproc, inproc.client() as client:
+        client.encode(["x"], "m@v1")
+        deadline = time.monotonic() + 5
+        while not inproc.daemon.periodic._running.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert inproc.daemon.periodic._running.is_set()
+        assert client.encode(["y"], "m@v3").version == "v3"  # v1, measured by nobody right now, made room
+
+
+def test_a_round_measures_with_the_batch_size_it_records(start: StartDaemon, tmp_path: Path) -> None:
+    config = fake_config(tmp_path, {"v1": {}}, extra="[bench]\nmax_share = 1\nevery_requests = 1\nidle_ms = 0\nbatch_size = 16\n")
+    with start(config) as inproc, inproc.client() as client:
+        fakebackend.CONTROLS["v1"].delay = 0.05
+        client.encode(["x"], "m@v1")
+        deadline = time.monotonic() + 5
+        while _probed("v1") == 0 and time.monotonic() < deadline:  # the round has begun
+            time.sleep(0.005)
+        inproc.rewrite_config(config.replace("batch_size = 16", "batch_size = 64"))
+        fakebackend.CONTROLS["v1"].delay = 0
+        _wait_rounds(inproc, 1)
+        (row,) = _history(inproc)
+        # The live request, 8 single texts, then 64 probe texts in batches of 16 (not one of 64).
+        assert row["batch_size"] == 16 and fakebackend.CONTROLS["v1"].encodes == 1 + 8 + 4
+
+
+def test_names_that_are_not_names_never_reach_the_terminal(tmp_path: Path) -> None:
+    from hotswapd.benchmarking import history
+
+    good = {"at": time.time(), "model": "m", "version": "v2", "texts_per_s": 100.0, "p50_ms": 1.0, "p99_ms": 2.0, "batch_size": 16, "concurrency": 1}
+    path = tmp_path / "bench.jsonl"
+    history.append(path, [{**good, "model": "m\x1b]0;pwned\x07\x1b[2J"}, {**good, "version": "v2\x1b[31m\nforged line"}, good])
+    assert [(row["model"], row["version"]) for row in history.read_history(path)] == [("m", "v2")]
