@@ -80,7 +80,9 @@ class PeriodicBench:
     def __init__(
         self, settings: BenchConfig, registry: Registry, switchboard: Switchboard, inference: Inference, admission: Admission, audit: AuditLog,
         submit: Callable[[Callable[[], None]], object], stop: threading.Event, path: Path | None = None,
+        on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        self._on_rows = on_rows or (lambda rows: None)  # the metrics' gauges
         self._settings = settings
         self._registry, self._switchboard, self._inference, self._admission, self._audit = registry, switchboard, inference, admission, audit
         self._submit = submit
@@ -196,6 +198,7 @@ class PeriodicBench:
                 log.warning("periodic benchmark: %s", exc.message)
                 past = []
             self._flag_regressions(rows, past, settings)
+            self._on_rows(rows)
             history.append(self._path, rows)
         return rows
 

@@ -130,7 +130,10 @@ class Daemon:
         )
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
-        self.periodic = PeriodicBench(config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit, lambda work: self.workers.submit("bench", work), self._stop)
+        self.periodic = PeriodicBench(
+            config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit,
+            lambda work: self.workers.submit("bench", work), self._stop, on_rows=self.metrics.record_bench_round,
+        )
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(

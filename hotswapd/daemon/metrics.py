@@ -7,9 +7,9 @@ A private CollectorRegistry (no process-global state), exposed through the ``met
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -62,6 +62,11 @@ class Metrics:
         self.batch_texts = Histogram("hotswapd_batch_texts", "Texts per inference batch", ["model", "version"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.batch_requests = Histogram("hotswapd_batch_requests", "Requests merged into one inference batch", ["model", "version"], buckets=BATCH_BUCKETS, registry=self.registry)
         self.switches = Counter("hotswapd_switches", "Switches, rollbacks and rollout steps", ["model", "event", "outcome"], registry=self.registry)
+        # The latest periodic benchmark round of each model ([bench]).
+        self.bench_speed = Gauge("hotswapd_bench_texts_per_second", "Texts/s in the latest periodic benchmark round", ["model", "version"], registry=self.registry)
+        self.bench_agreement = Gauge("hotswapd_bench_agreement", "Mean cosine with the active version in the latest round", ["model", "version"], registry=self.registry)
+        self.bench_recommended = Gauge("hotswapd_bench_recommended", "1 for the version the latest round recommends", ["model", "version"], registry=self.registry)
+        self._bench_labels: dict[str, set[str]] = {}
 
     def watch(self, registry: Registry, switchboard: Switchboard, cache: EmbeddingCache) -> None:
         self.registry.register(_LiveState(registry, switchboard, cache))
@@ -79,6 +84,24 @@ class Metrics:
     def record_event(self, event: str, **fields: object) -> None:
         if event in {"switch", "rollback", "abort", "auto_rollback", "rollout_step", "rollout_complete"}:
             self.switches.labels(str(fields.get("model")), event, str(fields.get("outcome", "done"))).inc()
+
+    def record_bench_round(self, rows: list[dict[str, Any]]) -> None:
+        """A finished round replaces its models' figures: versions it did not measure go."""
+        for model in {row["model"] for row in rows}:
+            measured = {row["version"] for row in rows if row["model"] == model}
+            for version in self._bench_labels.get(model, set()) - measured:
+                for gauge in (self.bench_speed, self.bench_agreement, self.bench_recommended):
+                    try:
+                        gauge.remove(model, version)
+                    except KeyError:
+                        pass
+            self._bench_labels[model] = measured
+        for row in rows:
+            labels = (row["model"], row["version"])
+            self.bench_speed.labels(*labels).set(row["texts_per_s"])
+            self.bench_recommended.labels(*labels).set(1.0 if row.get("recommended") else 0.0)
+            if row.get("agreement") is not None:
+                self.bench_agreement.labels(*labels).set(row["agreement"])
 
     def exposition(self) -> str:
         return generate_latest(self.registry).decode()

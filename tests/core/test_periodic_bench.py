@@ -64,6 +64,10 @@ def test_a_round_measures_the_served_versions_and_recommends_the_fastest_that_ag
         assert rows["v2"]["fingerprint"] == client.encode(["x"], "m@v2").fingerprint
         assert _probed("v1") >= 64 and client.ping()["pong"]
         assert client.status()["periodic_bench"]["rounds"] == 1
+        metrics = client.metrics()
+        assert f'hotswapd_bench_texts_per_second{{model="m",version="v2"}} {rows["v2"]["texts_per_s"]}' in metrics
+        assert 'hotswapd_bench_recommended{model="m",version="v2"} 1.0' in metrics and 'hotswapd_bench_recommended{model="m",version="v1"} 0.0' in metrics
+        assert 'hotswapd_bench_agreement{model="m",version="far"}' in metrics
         status = run_hs("status", endpoint=inproc.endpoint, env={"COLUMNS": "200"})
         assert b"periodic bench" in status.stdout and b"1 rounds, last " in status.stdout, status.stdout
         shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(inproc.workdir / "state"), "COLUMNS": "200"})
