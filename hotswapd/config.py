@@ -309,6 +309,10 @@ class Config(_Frozen):
             for version in model.versions.values():
                 version._base_dir = self.base_dir
         problems = member_problems(self.models)
+        for spec in self.bench.versions or []:  # a typo would measure nothing, silently
+            name, _, version = spec.partition("@")
+            if name not in self.models or version not in self.models[name].versions:
+                problems.append(f"bench.versions: {spec} is not a configured version")
         if problems:
             raise ValueError("; ".join(problems[:3]))
         return self
