@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hotswapd import Client
-from hotswapd.errors import ConfigError
+from hotswapd.errors import ConfigError, UnknownVersion
 from tests.conftest import run_hs
 from tests.daemons import RunningDaemon, start_daemon, wait_for, wait_ready, write_config
 
@@ -101,12 +101,20 @@ def test_invalid_file_keeps_state_and_the_next_good_save_applies(live: tuple[Run
         assert client.status()["config_error"] is None
 
 
+def _dim_or_none(client: Client, spec: str) -> int | None:
+    try:
+        return client.encode(["x"], spec).dim
+    except UnknownVersion:
+        return None
+
+
 def test_versions_and_models_added_and_removed(live: tuple[RunningDaemon, dict[str, Path]]) -> None:
     daemon, paths = live
     with daemon.client() as client:
         daemon.config_path.write_text(config_text(paths, "v1", ("v1", "v2", "wide"), extra_model=True))
         wait_for(client.models, lambda rows: {r["name"] for r in rows} == {"live", "extra"})
-        assert client.encode(["x"], "live@wide").dim == 48
+        # `hs models` follows the routes, which take a new config a moment before the registry does.
+        assert wait_for(lambda: _dim_or_none(client, "live@wide"), lambda dim: dim is not None) == 48
         assert "wide" in {r["name"]: r for r in client.models()}["live"]["loaded_versions"]
 
         daemon.config_path.write_text(config_text(paths, "v1", ("v1",)))
