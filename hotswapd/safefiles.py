@@ -21,11 +21,8 @@ class NotRegularFile(OSError):
 def read_regular(path: Path, max_bytes: int) -> bytes:
     """The file's bytes; NotRegularFile for anything but a regular file, ValueError past
     ``max_bytes``; FileNotFoundError and other OSErrors as they come."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd, info = _open_regular(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFile(f"{path} is not a regular file")
         if info.st_size > max_bytes:
             raise ValueError(f"{path} is {info.st_size} bytes; more than {max_bytes} is not one of ours")
         chunks = []
@@ -42,6 +39,31 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def read_tail(path: Path, max_bytes: int) -> tuple[bytes, bool]:
+    """The file's last ``max_bytes`` (a log that may have grown past what is worth reading),
+    and whether that is less than the whole; NotRegularFile as :func:`read_regular`."""
+    fd, info = _open_regular(path)
+    try:
+        start = max(0, info.st_size - max_bytes)
+        return os.pread(fd, max_bytes, start), start > 0
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """An open descriptor of ``path`` and its stat, if it is a regular file: O_NONBLOCK, so a
+    FIFO does not block the open, and the type checked on the descriptor itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
 
 
 def is_regular(path: Path) -> bool:

@@ -51,16 +51,10 @@ def read_history(path: Path, tail_bytes: int = 2 * MAX_BYTES) -> list[dict[str, 
 
 
 def _tail(path: Path, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block the open
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        start = max(0, info.st_size - limit)
-        data = os.pread(fd, limit, start)
-    finally:
-        os.close(fd)
-    return data.partition(b"\n")[2] if start else data  # from the first whole line
+    from hotswapd.safefiles import read_tail
+
+    data, cut = read_tail(path, limit)
+    return data.partition(b"\n")[2] if cut else data  # from the first whole line
 
 
 def _optional_fields_checked(entry: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 It runs on the inference thread like any batch (one batch at a time, so a member's model is
 never used by two batches at once). Members are leased from the registry for as long as the
-ensemble is loaded: the memory budget counts them as the loaded versions they are, and
-cannot evict them from under it.
+ensemble is loaded: the memory budget counts them as the loaded versions they are. Evicting
+a member of an idle ensemble unloads the ensemble with it (hotswapd.ensemble.assemble.in_use);
+a busy or pinned ensemble keeps its members.
 
 Each member sees a text as it would alone, with its own preprocessing and its own prompt
 (`--prompt query` is "query: " for e5 and a sentence for BGE). The request's texts are
