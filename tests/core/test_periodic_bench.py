@@ -109,8 +109,8 @@ def test_a_version_much_slower_than_its_recent_rounds_raises_an_alert(start: Sta
         first, second = _history(inproc)
         assert "regression" not in first and second["regression"] > 0.25
         deadline = time.monotonic() + 10
-        while not record.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not (record.exists() and record.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the command creates the file, then writes its line
         alert = json.loads(record.read_text().splitlines()[0])
         assert alert["event"] == "bench_regression" and alert["model"] == "m" and alert["version"] == "v1"
         assert alert["baseline"] == pytest.approx(first["texts_per_s"], rel=0.01)
