@@ -72,6 +72,11 @@ def reload(ctx: typer.Context) -> None:
     result = ctx.obj.client().reload_config()
     parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
     typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))
+    failed = result.get("failed") or {}
+    if failed:
+        # Applied, except these: what served them before still does.
+        typer.echo("not applied: " + "; ".join(f"{name}: {why}" for name, why in sorted(failed.items())), err=True)
+        raise typer.Exit(1)
 
 
 def _exists(path: object) -> bool:

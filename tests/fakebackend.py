@@ -72,8 +72,9 @@ def vector(text: str, scale: float, dim: int, shift: int = 0) -> np.ndarray:
 class FakeEmbedder:
     device = "cpu"
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, max_seq_length: int | None = None) -> None:
         self.dimension = options.dim
+        self._max_tokens = max_seq_length or options.max_tokens  # the version's max_seq_length wins, as in the real backends
         self.batch_size = 32
         self._options = options
         self._control = CONTROLS[options.tag]
@@ -116,7 +117,7 @@ class FakeEmbedder:
 
     @property
     def max_tokens(self) -> int:
-        return self._options.max_tokens
+        return self._max_tokens
 
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         words = text.split()
@@ -142,4 +143,4 @@ def load(path: Path, version: Any) -> FakeEmbedder:
     if control.fail_load:
         raise RuntimeError(control.fail_load)
     control.loads += 1
-    return FakeEmbedder(options)
+    return FakeEmbedder(options, getattr(version, "max_seq_length", None))

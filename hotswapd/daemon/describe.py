@@ -4,28 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotswapd.config import Config, ModelConfig
+from hotswapd.config import ModelConfig
 from hotswapd.corpus.attach import describe as describe_corpus
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.registry import Registry
+from hotswapd.daemon.snapshot import Snapshot
 from hotswapd.daemon.switching import Switchboard
 
 
-def describe_model(registry: Registry, switchboard: Switchboard, name: str, config: Config) -> dict[str, Any] | None:
-    """One row of `hs models`: the model, its routing and every loaded version; None while
-    a config reload has updated the config and the routes only in part."""
+def describe_model(registry: Registry, switchboard: Switchboard, name: str, snap: Snapshot) -> dict[str, Any] | None:
+    """One row of `hs models`: the model, its routing and every loaded version, all read
+    from one snapshot; None for a model the snapshot does not configure."""
+    config = snap.config
     model = config.models.get(name)
-    routing = switchboard.describe(name)
-    if model is None or routing is None or routing["active"] not in model.versions:
+    routing = switchboard.describe(name, snap)
+    if model is None or routing is None:
         return None
     active = routing["active"]
     spec = model.versions[active]
-    loaded = registry.peek(name, active)
+    loaded = snap.peek(name, active)
     return {
         "name": name,
         "version": active,
         "versions": sorted(model.versions),
-        "loaded_versions": sorted(v for v in model.versions if registry.peek(name, v) is not None),
+        "loaded_versions": sorted(v for v in model.versions if snap.peek(name, v) is not None),
         # Every loaded version with what it holds: the memory budget's view of the model.
         "loaded_detail": [
             {
@@ -36,7 +38,7 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str, conf
                 "pinned": item.config.pinned,
                 "last_used": item.last_used,
             }
-            for item in sorted(registry.loaded(), key=lambda item: item.version)
+            for item in sorted(snap.loaded.values(), key=lambda item: item.version)
             if item.model == name
         ],
         "backend": spec.backend,
@@ -58,15 +60,15 @@ def describe_model(registry: Registry, switchboard: Switchboard, name: str, conf
         "rollout": routing["rollout"],
         # Every configured version, loaded or not: what `hs models` lists, and what a
         # switch could go to.
-        "version_detail": [describe_version(registry, name, model, version, routing) for version in sorted(model.versions)],
+        "version_detail": [describe_version(registry, snap, name, model, version, routing) for version in sorted(model.versions)],
     }
 
 
-def describe_version(registry: Registry, name: str, model: ModelConfig, version: str, routing: dict[str, Any]) -> dict[str, Any]:
+def describe_version(registry: Registry, snap: Snapshot, name: str, model: ModelConfig, version: str, routing: dict[str, Any]) -> dict[str, Any]:
     """One configured version: its share of the traffic, whether it is loaded and what it holds."""
     spec = model.versions[version]
     ttl = model.ttl
-    loaded = registry.peek(name, version)
+    loaded = snap.peek(name, version)
     last_error = registry.last_error(name, version)
     state = "loaded" if loaded else ("failed" if last_error else "not loaded")
     unloads_at = None

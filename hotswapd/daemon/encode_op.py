@@ -20,6 +20,7 @@ from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.long_text import Plan
 from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
 from hotswapd.daemon.services import Services
+from hotswapd.daemon.snapshot import Snapshot
 from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import (
     BatchTooLarge,
@@ -30,8 +31,8 @@ from hotswapd.errors import (
     InvalidText,
     ProtocolError,
     TextTooLong,
-    UnknownVersion,
 )
+from hotswapd.config import DaemonConfig
 from hotswapd.protocol import VECTOR_DTYPE, Request
 from hotswapd.text.prompts import MAX_PROMPT_NAME
 from hotswapd.tracing import spans
@@ -51,8 +52,10 @@ class EncodeOp:
         self._registry = services.registry
 
     def prepare(self, request: Request) -> Deferred:
-        name, model, pinned = self._registry.resolve(request.model)
-        texts = self.decode_texts(request.payload)
+        # One snapshot for the whole choice: model, version, its options and the loaded copy.
+        snap = self._registry.published.current
+        name, model, pinned = self._registry.resolve(request.model, snap)
+        texts = self.decode_texts(request.payload, snap.config.daemon)
         normalize = option(request, "normalize", bool)
         key = option(request, "key", str)
         use_cache = not option(request, "no_cache", bool)
@@ -61,15 +64,8 @@ class EncodeOp:
         if deadline_ms is not None and not 0 < deadline_ms <= 86_400_000:
             raise ProtocolError("option 'deadline_ms' must be a number of milliseconds in (0, 86400000]")
         # The version is fixed here, at dispatch: a switch after this point does not touch it.
-        version = pinned or self._s.switchboard.pick(name, key)
-        spec = model.versions.get(version)
-        if spec is None:
-            # A config reload is between updating the routes and the registry: ask again.
-            name, model, pinned = self._registry.resolve(request.model)
-            version = pinned or self._s.switchboard.pick(name, key)
-            spec = model.versions.get(version)
-            if spec is None:
-                raise UnknownVersion(f"{name}@{version} is being removed by a config reload; retry")
+        version = pinned or self._s.switchboard.pick(name, key, snap)
+        spec = model.versions[version]  # the routes and the config of one snapshot agree
         prompt = option(request, "prompt", str)
         if prompt is not None and not 0 < len(prompt) <= MAX_PROMPT_NAME:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
@@ -80,7 +76,7 @@ class EncodeOp:
         ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
-        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context))
+        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap))
 
     def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
         return EncodeFlags(normalize, use_cache, count_tokens)
@@ -90,7 +86,8 @@ class EncodeOp:
         return None
 
     def _start(
-        self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any
+        self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any,
+        snap: Snapshot | None = None,
     ) -> None:
         started = time.perf_counter()
         answered = threading.Event()
@@ -155,7 +152,9 @@ class EncodeOp:
             else:
                 run_prepared(loaded, texts)
 
-        loaded = self._registry.try_lease(name, version)
+        # The copy of the snapshot this request was routed by; if a reload replaced it since,
+        # the copy in force (loaded if need be).
+        loaded = self._registry.try_lease(name, version, snap)
         if loaded is not None:
             run(loaded)
             return
@@ -232,8 +231,8 @@ class EncodeOp:
         self._s.health.record(model, version, ok, seconds * 1000)
         self._s.metrics.record_request(model, version, ok, seconds, texts)
 
-    def decode_texts(self, frames: list[bytes]) -> list[bytes]:
-        limits = self._registry.config.daemon
+    def decode_texts(self, frames: list[bytes], limits: DaemonConfig | None = None) -> list[bytes]:
+        limits = limits or self._registry.config.daemon
         if not frames:
             raise EmptyRequest("encode needs at least one text")
         if len(frames) > limits.max_batch_texts:

@@ -95,15 +95,16 @@ class Handlers:
         return Outcome({"pong": True, "pid": os.getpid(), "phase": self._state.phase})
 
     def _op_models(self, request: Request) -> Outcome:
-        config = self._s.switchboard.config or self._registry.config  # the routes' config, mid-reload too
-        rows = (describe_model(self._registry, self._s.switchboard, name, config) for name in sorted(config.models))
-        return Outcome({"models": [row for row in rows if row is not None]})  # a model mid-reload shows once it is settled
+        snap = self._registry.published.current  # config, routes and loaded versions of one moment
+        rows = (describe_model(self._registry, self._s.switchboard, name, snap) for name in sorted(snap.config.models))
+        return Outcome({"models": [row for row in rows if row is not None]})
 
     def _op_status(self, request: Request) -> Outcome:
-        loaded = self._registry.loaded()
+        snap = self._registry.published.current
+        loaded = list(snap.loaded.values())
         rollouts = {}
-        for name in self._s.switchboard.models():
-            routing = self._s.switchboard.describe(name)
+        for name in self._s.switchboard.models(snap):
+            routing = self._s.switchboard.describe(name, snap)
             rollout = routing["rollout"] if routing is not None else None
             if rollout is not None:
                 rollouts[name] = rollout
@@ -117,8 +118,9 @@ class Handlers:
                 "http": self._state.http_url,
                 "config_path": self._state.config_path,
                 "config_error": self._state.config_error,
-                "default_model": self._registry.config.default_model,
-                "active": {name: self._s.switchboard.route(name).active for name in self._s.switchboard.models()},
+                "default_model": snap.config.default_model,
+                "active": {name: route.active for name, route in sorted(snap.routes.items())},
+                "generation": snap.generation,
                 "rollouts": rollouts,
                 "loaded": [f"{item.model}@{item.version}" for item in loaded],
                 # Each loaded version's corpus: rows, dim, memory, index (or why it was refused).
@@ -145,7 +147,7 @@ class Handlers:
 
     def _op_preload(self, request: Request) -> Queued:
         name, _, pinned = self._registry.resolve(request.model)
-        version = pinned or self._s.switchboard.route(name).active
+        version = pinned or self._s.switchboard.route(name).active  # resolve found it: it has a route
         return Queued("control", lambda: Outcome(describe_loaded(self._registry.get(name, version))))
 
     def _op_encode(self, request: Request) -> Deferred:

@@ -10,14 +10,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hotswapd.daemon.loaded import LoadedVersion, Slot
+    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.daemon.snapshot import Published, Snapshot
 
 
 class Leases:
     """The lease half of :class:`hotswapd.daemon.registry.Registry` (which provides the state)."""
 
     _guard: threading.Condition
-    _slots: dict[tuple[str, str], Slot]
+    published: Published
     _closer: Callable[[Callable[[], None]], None]
 
     def get(self, model: str, version: str) -> LoadedVersion:
@@ -26,12 +27,12 @@ class Leases:
     def _close(self, loaded: LoadedVersion) -> None:
         raise NotImplementedError
 
-    def try_lease(self, model: str, version: str) -> LoadedVersion | None:
-        """A lease on the loaded version, or None if it is not loaded. Never blocks on a
-        load: the socket thread calls it."""
+    def try_lease(self, model: str, version: str, snapshot: Snapshot | None = None) -> LoadedVersion | None:
+        """A lease on the version loaded in ``snapshot`` (the one in force if None), or None
+        if it is not loaded there or was retired since. Never blocks on a load: the socket
+        thread calls it."""
+        loaded = (snapshot or self.published.current).peek(model, version)
         with self._guard:
-            slot = self._slots.get((model, version))
-            loaded = slot.loaded if slot else None
             if loaded is None or loaded.retired:
                 return None
             loaded.leases += 1

@@ -103,10 +103,10 @@ def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
 
 @dataclass
 class Slot:
-    """The registry's per-version state: the lock that serialises its loads, and what it holds."""
+    """The registry's per-version load state: the lock that serialises its loads, and how
+    the last one went. What is loaded is in the published snapshot, not here."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    loaded: LoadedVersion | None = None
     last_error: str | None = None
     failures: int = 0  # failed loads; callers that waited on one share its failure
 

@@ -230,10 +230,10 @@ class Daemon:
             log.error("cannot serve metrics on 127.0.0.1:%d: %s (hs metrics still works)", port, exc)
 
     def _preload_then_ready(self) -> None:
-        config = self.registry.config
-        for name in self.switchboard.models():
-            for version in sorted(self.switchboard.route(name).serving()):
-                if config.models[name].versions[version].preload:
+        snap = self.registry.published.current
+        for name, route in sorted(snap.routes.items()):
+            for version in sorted(route.serving()):
+                if snap.config.models[name].versions[version].preload:
                     try:
                         self.registry.get(name, version)
                     except HotswapError as exc:
@@ -267,11 +267,13 @@ class Daemon:
 
     def _on_tick(self) -> None:
         """Housekeeping, on the ticker thread (never the socket thread)."""
+        # A reload loads the versions whose options changed before it publishes: on the
+        # control thread, in order with switches and commands, never on this one.
         if self._reload_requested.is_set():
             self._reload_requested.clear()
-            self._reload_quietly("signal")
+            self._submit_control(lambda: self._reload_quietly("signal"))
         elif self._watcher.due():
-            self._reload_quietly("config edit")
+            self._submit_control(lambda: self._reload_quietly("config edit"))
         self.switchboard.tick()
         self.periodic.tick()
         self.registry.expire_idle()
@@ -313,45 +315,52 @@ class Daemon:
             systemd.notify("READY=1")
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
+        """Apply ``config`` and answer only once the very next request is served by it.
+
+        Loaded versions whose computing options changed are loaded anew first, while the old
+        copies serve; then the config, the routes and the fresh copies are published as one
+        snapshot; then models whose file `active` changed are switched (load, warm, check,
+        flip). A version that fails to load again keeps its old copy serving, said in the
+        reply. Before: the reply came first and the reloads and switches after it, so the
+        next requests were still served by the previous config."""
         # Worked out before anything changes: a config failing here leaves the running one whole.
         cache_bytes = int(config.cache.max_mb * 2**20)
         limits = limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb)
-        # Routes first: pick() then names only versions of the new config (see EncodeOp.prepare).
-        switched = self.switchboard.adopt_config(config)
-        removed, changed, live = self.registry.replace_config(config)
+        plan = self.registry.prepare_config(config)
+        try:
+            switched = self.switchboard.adopt_config(config, also=self.registry.config_change(plan))
+        except BaseException:
+            self.registry.discard(plan)
+            raise
+        self.registry.finish_config(plan)
         self.inference.cache.resize(cache_bytes)
         self.alerts.reconfigure(config.alerts)
         self.periodic.reconfigure(config.bench)
         self.admission.set_limits(limits)
-        for model, version in changed:
-            self._submit_control(lambda m=model, v=version: self._reload_version(m, v))
-        for model in switched:
-            self._submit_control(lambda m=model: self._switch_from_config(m))
-        self._submit_control(self._preload_then_ready)
-        summary = {"removed": removed, "reloaded": [f"{m}@{v}" for m, v in changed], "applied_live": live, "switching": switched}
-        self.audit.record("config_applied", trigger=trigger, **summary)
+        switch_failed = {model: why for model in switched if (why := self._switch_from_config(model))}
+        self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
+        summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched}
+        failed = {**plan.failed, **switch_failed}
+        self.audit.record("config_applied", trigger=trigger, **summary, failed=failed or None)
         log.info("config applied (%s): %s", trigger, summary)
-        return {"applied": True, **summary}
+        return {"applied": True, **summary, "failed": failed}
 
     def _on_audit_event(self, event: str, **fields: Any) -> None:
         self.metrics.record_event(event, **fields)
         self.alerts.notify(event, **fields)
 
-    def _reload_version(self, model: str, version: str) -> None:
-        try:
-            self.registry.reload(model, version)
-        except HotswapError as exc:
-            log.error("reloading %s@%s with its new options failed; the old one keeps serving: %s", model, version, exc.message)
-
-    def _switch_from_config(self, model: str) -> None:
+    def _switch_from_config(self, model: str) -> str | None:
+        """Switch ``model`` to its file's `active`; None when done, else why not."""
         model_cfg = self.registry.config.models.get(model)
         if model_cfg is None:
-            return
+            return None
         request = SwitchRequest(model, model_cfg.active, strategy=model_cfg.rollout.strategy, trigger="config")
         try:
             self.switchboard.switch(request)
         except HotswapError as exc:
             log.error("switch of %s to %s from the config failed; the old version keeps serving: %s", model, model_cfg.active, exc.message)
+            return exc.message
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,27 +119,43 @@ def few_heaps() -> None:
     over many heaps that are never given back: 64 x 1 MB requests peaked at +194 MiB RSS
     with per-thread heaps and +119 MiB with two (bench_overload). The daemon's threads
     mostly wait; the few that allocate do not contend much. Call before threads start."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
+    libc = _libc()
+    if libc is not None:
         try:
-            ctypes.CDLL(libc_name).mallopt(M_ARENA_MAX, ARENAS)
-        except (OSError, AttributeError):
+            libc.mallopt(M_ARENA_MAX, ARENAS)
+        except AttributeError:
             pass  # not glibc
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    """glibc, found once (``find_library`` runs ldconfig: milliseconds each time)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
 
 
 def trim() -> None:
     """Ask glibc to return the free parts of its heap to the system (no collection)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
+    libc = _libc()
+    if libc is not None:
         try:
-            ctypes.CDLL(libc_name).malloc_trim(0)
-        except (OSError, AttributeError):
+            libc.malloc_trim(0)
+        except AttributeError:
             pass  # not glibc: nothing to trim
 
 
-def give_back() -> None:
+COLLECT_FROM_BYTES = 32 * MiB  # a smaller version frees too little to pay for a full collection
+
+
+def give_back(freed_bytes: int) -> None:
     """After an unload: collect the model's reference cycles (torch modules have them) and
     ask glibc to return freed heap to the system, so RSS falls instead of ratcheting up
-    with every load and unload."""
-    gc.collect()
+    with every load and unload. A full collection holds the GIL for 5-50 ms (it walks every
+    object of the process), so it is paid only for a version that held at least
+    ``COLLECT_FROM_BYTES``; a remote backend or a tiny test model frees nothing it would find."""
+    if freed_bytes >= COLLECT_FROM_BYTES:
+        gc.collect()
     trim()

@@ -35,15 +35,15 @@ class _LiveState(Collector):
         share = GaugeMetricFamily("hotswapd_rollout_share_percent", "Share of requests routed to each version", labels=["model", "version"])
         memory = GaugeMetricFamily("hotswapd_model_memory_bytes", "RSS growth measured when the version loaded", labels=["model", "version"])
         load = GaugeMetricFamily("hotswapd_load_seconds", "How long the version took to load", labels=["model", "version"])
-        for model in self._switchboard.models():
-            route = self._switchboard.route(model)
+        snap = self._registry.published.current  # one moment: routes and loaded versions agree
+        for model, route in sorted(snap.routes.items()):
             active.add_metric([model, route.active], 1.0)
             if route.rollout is None:
                 share.add_metric([model, route.active], 100.0)
             else:
                 share.add_metric([model, route.rollout.target], route.rollout.share)
                 share.add_metric([model, route.rollout.source], 100.0 - route.rollout.share)
-        for loaded in self._registry.loaded():
+        for loaded in snap.loaded.values():
             memory.add_metric([loaded.model, loaded.version], float(loaded.memory_bytes))
             load.add_metric([loaded.model, loaded.version], loaded.load_seconds)
         yield from (active, share, memory, load)

@@ -1,7 +1,10 @@
 """Which model versions are loaded, and loading them on demand.
 
 The registry knows backends only through :func:`hotswapd.backends.get_loader`, and knows
-nothing of which version is active (that is :mod:`hotswapd.daemon.switching`).
+nothing of which version is active (that is :mod:`hotswapd.daemon.switching`). Which
+versions are loaded is part of the published snapshot (:mod:`hotswapd.daemon.snapshot`):
+a load, an unload or a reload is seen by every reader at once, together with the config it
+was made for.
 
 Leases: a request that picked a version takes a lease on its :class:`LoadedVersion` and
 returns it when its reply is built. Unloading (evict, ttl, memory budget, reload, a
@@ -17,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psutil
@@ -29,6 +33,7 @@ from hotswapd.daemon import memory
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.leases import Leases
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
+from hotswapd.daemon.snapshot import Published, Snapshot, VersionKey
 from hotswapd.ensemble.assemble import assemble, in_use
 from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
@@ -44,9 +49,32 @@ EventSink = Callable[..., Any]
 DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free their memory
 
 
+@dataclass
+class Reconfiguration:
+    """A config being applied: fresh copies of loaded versions whose computing options
+    changed (loaded while the old ones serve), then what publishing it did."""
+
+    config: Config
+    fresh: dict[VersionKey, LoadedVersion] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # NAME@VER -> why its fresh copy did not load
+    removed: list[str] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)
+    retire: list[tuple[LoadedVersion, str]] = field(default_factory=list)
+
+
 class Registry(Leases):
-    def __init__(self, config: Config, on_event: EventSink | None = None, closer: Callable[[Callable[[], None]], None] | None = None) -> None:
-        self._config = config
+    def __init__(
+        self,
+        config: Config,
+        on_event: EventSink | None = None,
+        closer: Callable[[Callable[[], None]], None] | None = None,
+        published: Published | None = None,
+    ) -> None:
+        # The serving state (config, routes, loaded versions) is published whole; the
+        # switchboard shares this one owner.
+        self.published = published or Published(config)
+        # Per-version load locks and failure counts: how loads happen, not what serves.
         self._slots: dict[tuple[str, str], Slot] = {}
         # Guards slots, leases and the retired list; never held across I/O or a load.
         self._guard = threading.Condition(threading.Lock())
@@ -66,23 +94,26 @@ class Registry(Leases):
 
     @property
     def config(self) -> Config:
-        return self._config
+        """The config in force (of the snapshot in force)."""
+        return self.published.current.config
 
-    def resolve(self, spec: str | None) -> tuple[str, ModelConfig, str | None]:
+    @property
+    def _config(self) -> Config:
+        return self.published.current.config
+
+    def resolve(self, spec: str | None, snapshot: Snapshot | None = None) -> tuple[str, ModelConfig, str | None]:
         """The model a request means, and the version it pins (None: let routing choose)."""
+        config = (snapshot or self.published.current).config
         name, version = split_spec(spec)
-        chosen = name or self._config.default_model
+        chosen = name or config.default_model
         if chosen is None:
-            raise UnknownModel(f"no model named and no default model; configured: {self._configured()}")
-        model = self._config.models.get(chosen)
+            raise UnknownModel(f"no model named and no default model; configured: {_configured(config)}")
+        model = config.models.get(chosen)
         if model is None:
-            raise UnknownModel(f"unknown model {chosen!r}; configured: {self._configured()}")
+            raise UnknownModel(f"unknown model {chosen!r}; configured: {_configured(config)}")
         if version is not None and version not in model.versions:
             raise UnknownVersion(f"model {chosen!r} has no version {version!r}; versions: {', '.join(model.versions)}")
         return chosen, model, version
-
-    def _configured(self) -> str:
-        return ", ".join(sorted(self._config.models)) or "(none)"
 
     def _slot(self, model: str, version: str) -> Slot:
         with self._guard:
@@ -92,12 +123,12 @@ class Registry(Leases):
         """A loaded version, loading it first if needed. Without a lease it may be retired
         at any moment: callers that run inference on it use :meth:`lease`."""
         self._spec(model, version)  # a version not (or no longer) configured gets no slot
-        slot = self._slot(model, version)
-        loaded = slot.loaded
+        loaded = self.peek(model, version)
         if loaded is None:
+            slot = self._slot(model, version)
             failures = slot.failures
             with slot.lock:
-                loaded = slot.loaded
+                loaded = self.peek(model, version)
                 if loaded is None:
                     if slot.failures != failures and slot.last_error is not None:
                         # The load this caller queued behind has just failed: share its
@@ -108,8 +139,7 @@ class Registry(Leases):
         return loaded
 
     def peek(self, model: str, version: str) -> LoadedVersion | None:
-        slot = self._slots.get((model, version))
-        return slot.loaded if slot else None
+        return self.published.current.peek(model, version)
 
     def last_error(self, model: str, version: str) -> str | None:
         slot = self._slots.get((model, version))
@@ -127,17 +157,35 @@ class Registry(Leases):
         return loaded
 
     def _place(self, slot: Slot, model: str, version: str, loaded: LoadedVersion) -> LoadedVersion | None:
-        """Put a fresh load in its slot; returns what it replaced. A version removed from the
-        config while it loaded is retired at once (closed after the requests that wait on it)."""
-        with self._guard:
-            # An ensemble whose member was retired while it assembled would serve it forever.
-            orphaned = self._slots.get((model, version)) is not slot or any(m.retired for m in getattr(loaded.embedder, "members", ()))
-            old = None
-            if not orphaned:
-                old, slot.loaded = slot.loaded, loaded
+        """Publish a fresh load; returns what it replaced. A version removed from the config
+        while it loaded, or whose computing options a reload changed meanwhile, is retired at
+        once (closed after the requests that wait on it; they load it again)."""
+        key = (model, version)
+        orphaned, replaced = False, None
+
+        def change(snap: Snapshot) -> Snapshot:
+            nonlocal orphaned, replaced
+            model_cfg = snap.config.models.get(model)
+            spec = model_cfg.versions.get(version) if model_cfg else None
+            with self._guard:
+                # An ensemble whose member was retired while it assembled would serve it forever.
+                orphaned = (
+                    self._slots.get(key) is not slot
+                    or spec is None
+                    or not changed_fields(loaded.config, spec) <= LIVE_FIELDS
+                    or any(m.retired for m in getattr(loaded.embedder, "members", ()))
+                )
+            if orphaned:
+                return snap
+            if spec is not None and loaded.config != spec:
+                apply_live(loaded, spec)
+            replaced = snap.peek(model, version)
+            return snap.with_loaded(key, loaded)
+
+        self.published.publish(change)
         if orphaned:
             self._retire(loaded, "unload")
-        return old
+        return replaced
 
     # -- loading -------------------------------------------------------------------------
     def _load(self, slot: Slot, model: str, version: str, spec: VersionConfig) -> LoadedVersion:
@@ -223,8 +271,8 @@ class Registry(Leases):
         budget = self._config.memory
         if budget.max_gb is None and budget.min_free_gb is None:
             return True
+        loaded = [item for k, item in self.published.current.loaded.items() if k != (model, version)]
         with self._guard:
-            loaded = [s.loaded for k, s in self._slots.items() if s.loaded is not None and k != (model, version)]
             draining = list(self._retired)
             busy = in_use(loaded)
         over = memory.bytes_over(budget, [*loaded, *draining, *self._reservations()], need)
@@ -274,11 +322,14 @@ class Registry(Leases):
         return fresh
 
     def unload(self, model: str, version: str, reason: str = "unload", why: str | None = None) -> bool:
-        slot = self._slots.get((model, version))
-        if slot is None:
-            return False
-        with self._guard:
-            old, slot.loaded = slot.loaded, None
+        old: LoadedVersion | None = None
+
+        def change(snap: Snapshot) -> Snapshot:
+            nonlocal old
+            old = snap.peek(model, version)
+            return snap if old is None else snap.with_loaded((model, version), None)
+
+        self.published.publish(change)
         if old is None:
             return False
         if reason in ("evict", "memory", "ttl"):
@@ -288,8 +339,7 @@ class Registry(Leases):
 
     def evict(self, model: str) -> list[str]:
         """Unload every loaded version of a model; returns the versions unloaded."""
-        with self._guard:
-            versions = [version for (name, version) in self._slots if name == model]
+        versions = sorted(version for (name, version) in self.published.current.loaded if name == model)
         return [version for version in versions if self.unload(model, version, "evict")]
 
     def _retire(self, loaded: LoadedVersion, reason: str) -> None:
@@ -316,7 +366,7 @@ class Registry(Leases):
             loaded.close()
         except Exception:  # closing must never take the daemon down
             log.exception("closing %s@%s failed", loaded.model, loaded.version)
-        memory.give_back()
+        memory.give_back(loaded.memory_bytes)
         with self._guard:
             if loaded in self._retired:
                 self._retired.remove(loaded)
@@ -328,37 +378,67 @@ class Registry(Leases):
         with self._guard:
             return list(self._retired)
 
-    def replace_config(self, config: Config) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-        """Adopt a new config. Versions it removed are unloaded; a loaded version whose
-        serving-only fields changed takes them in place; versions whose other options
-        changed are returned, for the caller to reload off the socket thread.
-        Returns (removed, to reload, applied live)."""
-        self._config = config
-        removed, changed, live = [], [], []
+    # -- a new config ---------------------------------------------------------------------
+    def prepare_config(self, config: Config) -> Reconfiguration:
+        """Load a fresh copy of every loaded version whose computing options ``config``
+        changes, while the old copy keeps serving (slow: call it off the socket thread).
+        Nothing is published here: :meth:`config_change` publishes them with the config."""
+        plan = Reconfiguration(config)
+        for (model, version), loaded in sorted(self.published.current.loaded.items()):
+            spec = _version_spec(config, model, version)
+            if spec is None or changed_fields(loaded.config, spec) <= LIVE_FIELDS:
+                continue
+            log.info("%s@%s reloads: %s changed", model, version, ", ".join(sorted(changed_fields(loaded.config, spec) - LIVE_FIELDS)))
+            slot = self._slot(model, version)
+            try:
+                with slot.lock:
+                    plan.fresh[(model, version)] = self._load(slot, model, version, spec)
+            except HotswapError as exc:
+                plan.failed[f"{model}@{version}"] = exc.message
+                log.error("reloading %s@%s with its new options failed; the old one keeps serving: %s", model, version, exc.message)
+        return plan
+
+    def config_change(self, plan: Reconfiguration) -> Callable[[Snapshot], Snapshot]:
+        """The registry's part of publishing ``plan.config``: versions it removed leave,
+        fresh copies replace the versions they were loaded for, serving-only fields are
+        taken in place. Pure in-memory work, for :meth:`Published.publish`."""
+
+        def change(snap: Snapshot) -> Snapshot:
+            loaded = dict(snap.loaded)
+            for key, item in snap.loaded.items():
+                spec = _version_spec(plan.config, *key)
+                if spec is None:
+                    del loaded[key]
+                    plan.removed.append(f"{key[0]}@{key[1]}")
+                    plan.retire.append((item, "unload"))
+                elif key in plan.fresh:
+                    plan.retire.append((item, "reload"))
+                elif item.config != spec and changed_fields(item.config, spec) <= LIVE_FIELDS:
+                    plan.live.append(f"{key[0]}@{key[1]} ({', '.join(sorted(changed_fields(item.config, spec)))})")
+                    apply_live(item, spec)
+            for key, fresh in plan.fresh.items():
+                loaded[key] = fresh
+                plan.reloaded.append(f"{key[0]}@{key[1]}")
+            return snap.with_all_loaded(loaded)
+
+        return change
+
+    def finish_config(self, plan: Reconfiguration) -> None:
+        """After ``plan`` was published: close what it replaced or removed (after their
+        requests in flight), and forget the load state of versions no longer configured."""
         with self._guard:
-            items = list(self._slots.items())
-        for (model, version), slot in items:
-            model_cfg = config.models.get(model)
-            current = model_cfg.versions.get(version) if model_cfg else None
-            loaded = slot.loaded
-            if current is None:
-                if self.unload(model, version, "unload"):
-                    removed.append(f"{model}@{version}")
-                with self._guard:
-                    self._slots.pop((model, version), None)
-            elif loaded is not None and loaded.config != current:
-                fields = changed_fields(loaded.config, current)
-                if fields <= LIVE_FIELDS:
-                    apply_live(loaded, current)
-                    live.append(f"{model}@{version} ({', '.join(sorted(fields))})")
-                else:
-                    changed.append((model, version))
-                    log.info("%s@%s reloads: %s changed", model, version, ", ".join(sorted(fields - LIVE_FIELDS)))
-        return removed, changed, live
+            for key in [key for key in self._slots if _version_spec(plan.config, *key) is None]:
+                del self._slots[key]
+        for item, reason in plan.retire:
+            self._retire(item, reason)
+
+    def discard(self, plan: Reconfiguration) -> None:
+        """A config that was not published after all: its fresh copies are closed."""
+        for item in plan.fresh.values():
+            self._retire(item, "unload")
 
     def loaded(self) -> list[LoadedVersion]:
-        with self._guard:
-            return [slot.loaded for slot in self._slots.values() if slot.loaded is not None]
+        return list(self.published.current.loaded.values())
 
     def stop_loading(self) -> None:
         """Loads in progress give up waiting (the daemon is stopping)."""
@@ -376,4 +456,14 @@ class Registry(Leases):
                 item.closed = True
         for item in left:
             self._close(item)
+
+
+
+def _configured(config: Config) -> str:
+    return ", ".join(sorted(config.models)) or "(none)"
+
+
+def _version_spec(config: Config, model: str, version: str) -> VersionConfig | None:
+    model_cfg = config.models.get(model)
+    return model_cfg.versions.get(version) if model_cfg else None
 

@@ -1,14 +1,18 @@
 """Routing state of one model: its active version, and a rollout in progress if any.
 
-Pure data and arithmetic, no I/O: :mod:`hotswapd.daemon.switching` drives it.
+Pure data and arithmetic, no I/O: :mod:`hotswapd.daemon.switching` drives it. Both are
+frozen: they live in the published snapshot (:mod:`hotswapd.daemon.snapshot`), and a change
+is a new route published whole. The one thing that moves with every request, how many a
+gradual step's target has served, is a counter beside the data, not part of it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STRATEGIES = ("immediate", "canary", "split", "gradual")
@@ -21,28 +25,53 @@ def sticky_bucket(model: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64 * 100
 
 
-@dataclass
+class StepCounter:
+    """Requests a gradual step's target has served since the step began. ``next`` on an
+    ``itertools.count`` is atomic under the GIL: picks on the socket thread count without a lock."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._count = itertools.count(start + 1)
+        self._last = start
+
+    def add(self) -> None:
+        self._last = next(self._count)
+
+    @property
+    def value(self) -> int:
+        return self._last
+
+
+@dataclass(frozen=True)
 class Rollout:
     source: str
     target: str
     strategy: str  # canary | split | gradual
     share: float  # percent of requests sent to target
     sticky: bool = False
-    steps: list[float] = field(default_factory=list)
+    steps: tuple[float, ...] = ()
     step_seconds: float | None = None
     step_requests: int | None = None
     forced: bool = False
     trigger: str = "cli"
     started_at: float = field(default_factory=time.time)
     step_started: float = field(default_factory=time.monotonic)
-    step_served: int = 0  # requests the target served since the current step began
+    served: StepCounter = field(default_factory=StepCounter, compare=False, repr=False)
+
+    @property
+    def step_served(self) -> int:
+        """Requests the target served since the current step began."""
+        return self.served.value
 
     def choose(self, model: str, key: str | None) -> str:
         position = sticky_bucket(model, key) if self.sticky and key is not None else random.random() * 100
         if position < self.share:
-            self.step_served += 1
+            self.served.add()
             return self.target
         return self.source
+
+    def next_step(self, share: float) -> Rollout:
+        """The same rollout at its next gradual share, its step clock and count started anew."""
+        return replace(self, share=share, step_started=time.monotonic(), served=StepCounter())
 
     def next_share(self) -> float | None:
         """The next gradual step above the current share, or None when there is none."""
@@ -56,17 +85,30 @@ class Rollout:
         return by_time or by_requests
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("step_started")
-        return data
+        return {
+            "source": self.source,
+            "target": self.target,
+            "strategy": self.strategy,
+            "share": self.share,
+            "sticky": self.sticky,
+            "steps": list(self.steps),
+            "step_seconds": self.step_seconds,
+            "step_requests": self.step_requests,
+            "forced": self.forced,
+            "trigger": self.trigger,
+            "started_at": self.started_at,
+            "step_served": self.step_served,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rollout:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "step_started"}
-        return cls(**known)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in ("step_started", "served")}
+        known["steps"] = tuple(known.get("steps") or ())
+        served = data.get("step_served")
+        return cls(**known, served=StepCounter(served if isinstance(served, int) and served > 0 else 0))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Route:
     active: str
     previous: str | None = None
@@ -78,6 +120,10 @@ class Route:
     def choose(self, model: str, key: str | None) -> str:
         rollout = self.rollout
         return rollout.choose(model, key) if rollout is not None else self.active
+
+    def but(self, **changes: Any) -> Route:
+        """This route with some fields changed (a new object: routes are published whole)."""
+        return replace(self, **changes)
 
     def serving(self) -> set[str]:
         """Versions that may receive traffic now."""

@@ -37,7 +37,7 @@ def new_rollout(request: SwitchRequest, model_cfg: ModelConfig, current: str) ->
         strategy=request.strategy,
         share=float(share),
         sticky=defaults.sticky if request.sticky is None else request.sticky,
-        steps=[float(s) for s in steps],
+        steps=tuple(float(s) for s in steps),
         step_seconds=request.step_seconds if request.step_seconds is not None else (None if request.step_requests else defaults.step_seconds),
         step_requests=request.step_requests if request.step_requests is not None else defaults.step_requests,
         forced=request.force,

@@ -4,11 +4,12 @@ Decisions about *which* version serves a request are made here, on the socket th
 with :meth:`Switchboard.pick`; a request then runs on the version it was given, so a
 switch never changes the version under a request in flight. Anything slow (loading the
 target, warming it up, the compatibility probe) runs on the control thread before the
-pointer moves, and the move itself is one assignment under a lock.
+pointer moves, and the move itself is one published snapshot (:mod:`hotswapd.daemon.snapshot`):
+``pick`` reads the routes of the snapshot in force and takes no lock.
 
-Two locks: ``_lock`` guards the routes and is held only for in-memory work, because
-``pick`` takes it for every request; ``_changes`` serialises changes of state together
-with their state-file write and audit entry (disk I/O), and ``pick`` never waits on it.
+``_changes`` serialises changes of state together with their state-file write and audit
+entry (disk I/O), and ``pick`` never waits on it; ``_lock`` guards only the bookkeeping of
+steps in progress and versions to release.
 Warm-up and agreement probes run on the inference thread (``exclusive``), never beside a
 live batch, under a lease on each version.
 """
@@ -18,10 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
+from hotswapd.daemon.snapshot import Snapshot
 from hotswapd.daemon.audit import AuditLog
 from hotswapd.corpus.attach import switch_guard as corpus_switch_guard
 from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
@@ -56,23 +58,20 @@ class Switchboard:
         self._state = state
         self._schedule = schedule  # runs work on the control thread
         self._exclusive: Exclusive = exclusive or (lambda work: work())
-        self._routes: dict[str, Route] = {}
-        self._lock = threading.RLock()
+        self._published = registry.published  # the one serving state, shared with the registry
+        self._lock = threading.Lock()
         self._changes = threading.RLock()
         self._advancing: set[str] = set()
         self._releases: list[tuple[float, str, str]] = []
         self._last_tick = 0.0
-        # The config the routes follow: set before the registry's while a reload applies, so
-        # views that pair routes with versions (`hs models`) read this one, never half of each.
-        self.config: Config | None = None
 
     # -- routing -------------------------------------------------------------------------
-    def pick(self, model: str, key: str | None = None) -> str:
-        with self._lock:
-            route = self._routes.get(model)
-            if route is None:  # configured a moment ago; its route is being set up
-                raise UnknownModel(f"model {model!r} is not routable yet; retry")
-            return route.choose(model, key)
+    def pick(self, model: str, key: str | None = None, snapshot: Snapshot | None = None) -> str:
+        """The version that serves this request, from ``snapshot`` (the one in force if None)."""
+        route = (snapshot or self._published.current).routes.get(model)
+        if route is None:
+            raise UnknownModel(f"unknown model {model!r}")
+        return route.choose(model, key)
 
     def settle(self) -> None:
         """Wait until no change is half-recorded: a change is visible to ``pick`` and ``status``
@@ -82,67 +81,55 @@ class Switchboard:
             pass
 
     def route(self, model: str) -> Route:
-        with self._lock:
-            return self._routes[model]
+        return self._published.current.routes[model]
 
     # -- config --------------------------------------------------------------------------
-    def adopt_config(self, config: Config) -> list[str]:
-        """Bring routes in line with a new config; returns models whose file `active` changed."""
-        changed = []
-        with self._changes, self._lock:
-            self.config = config
-            for name in set(self._routes) - set(config.models):
-                del self._routes[name]
-            for name, model in config.models.items():
-                route = self._routes.get(name)
-                if route is None:
-                    self._routes[name] = Route(active=model.active, config_active=model.active)
-                    continue
-                self._drop_vanished(route, model)
-                if model.active != route.config_active:
-                    route.config_active = model.active
-                    if model.active != route.active or route.rollout is not None:
-                        changed.append(name)
+    def adopt_config(self, config: Config, also: Callable[[Snapshot], Snapshot] | None = None) -> list[str]:
+        """Publish ``config`` with routes brought in line with it, in one snapshot together
+        with ``also`` (the registry's part of a reload); returns models whose file `active`
+        changed (the caller switches them)."""
+        changed: list[str] = []
+
+        def change(snap: Snapshot) -> Snapshot:
+            if also is not None:
+                snap = also(snap)
+            routes, moved = routes_for(config, snap.routes)
+            changed[:] = moved
+            return snap.with_config(config).with_routes(routes)
+
         with self._changes:
+            self._published.publish(change)
             self._persist()
         return changed
 
-    @staticmethod
-    def _drop_vanished(route: Route, model: ModelConfig) -> None:
-        if route.active not in model.versions:
-            route.active, route.rollout = model.active, None
-        if route.rollout and not {route.rollout.source, route.rollout.target} <= set(model.versions):
-            route.rollout = None
-        if route.previous not in model.versions:
-            route.previous = None
-
     def restore(self, saved: dict[str, Any], config: Config) -> None:
         """Re-apply state persisted by an earlier run, where the file has not changed since."""
-        with self._changes, self._lock:
-            for name, data in (saved.get("models") or {}).items():
-                model, route = config.models.get(name), self._routes.get(name)
-                if model is None or route is None or data.get("config_active") != model.active:
-                    continue
-                if data.get("active") in model.versions:
-                    route.active = data["active"]
-                if data.get("previous") in model.versions:
-                    route.previous = data["previous"]
-                if data.get("rollout"):
-                    rollout = Rollout.from_dict(data["rollout"])
-                    if {rollout.source, rollout.target} <= set(model.versions):
-                        route.rollout = rollout
-                log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
         with self._changes:
+            self._published.publish(lambda snap: snap.with_routes(restored(saved, config, snap.routes)))
             self._persist()
 
     def _persist(self) -> str | None:
-        """Write the routes (call with ``_changes`` held, never with ``_lock``: it fsyncs).
-        None when written; else why not. A change that cannot be persisted stays applied
-        (the daemon serves what it was told) and is reported and audited as not persisted:
-        a restart would bring back the last state that was."""
-        with self._lock:
-            data = {"models": {name: route.to_dict() for name, route in self._routes.items()}}
+        """Write the routes in force (call with ``_changes`` held: it fsyncs). None when
+        written; else why not. A change that cannot be persisted stays applied (the daemon
+        serves what it was told) and is reported and audited as not persisted: a restart
+        would bring back the last state that was."""
+        routes = self._published.current.routes
+        data = {"models": {name: route.to_dict() for name, route in routes.items()}}
         return None if self._state.save(data) else self._state.last_error
+
+    def _publish_route(self, model: str, change: Callable[[Route], Route | None]) -> Route | None:
+        """Publish ``change(route)`` as the model's route; None (and nothing published) when
+        the model has no route or ``change`` returns None."""
+        result: Route | None = None
+
+        def publish(snap: Snapshot) -> Snapshot:
+            nonlocal result
+            route = snap.routes.get(model)
+            result = change(route) if route is not None else None
+            return snap if result is None or result is route else snap.with_route(model, result)
+
+        self._published.publish(publish)
+        return result
 
     # -- switching (loading thread) -------------------------------------------------------
     def switch(self, request: SwitchRequest) -> dict[str, Any]:
@@ -151,9 +138,8 @@ class Switchboard:
             raise UnknownVersion(f"model {request.model!r} has no version {request.target!r}; versions: {', '.join(model_cfg.versions)}")
         if request.strategy not in STRATEGIES:
             raise RequestError(f"unknown strategy {request.strategy!r}; one of {', '.join(STRATEGIES)}")
-        with self._lock:
-            route = self._routes[request.model]
-            current, rollout = route.active, route.rollout
+        route = self._published.current.routes[request.model]
+        current, rollout = route.active, route.rollout
         if request.target == current and rollout is None:
             return summary(request, current, "unchanged")
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
@@ -167,24 +153,25 @@ class Switchboard:
         # State, state file and audit entry change together, so `hs history` never lags
         # behind what `hs status` shows; requests keep being routed meanwhile.
         with self._changes:
-            with self._lock:
-                if request.strategy == "immediate":
-                    self._complete(request.model, route, request.target)
-                    outcome = "done"
-                else:
-                    route.rollout = new_rollout(request, model_cfg, current)
-                    self._health.forget(request.model, request.target)
-                    outcome = "started"
+            if request.strategy == "immediate":
+                route = self._complete(request.model, request.target)
+                outcome = "done"
+            else:
+                self._health.forget(request.model, request.target)
+                route = self._publish_route(request.model, lambda old: old.but(rollout=new_rollout(request, model_cfg, current)))
+                outcome = "started"
+            rollout_now = route.rollout if route is not None else None
             unsaved = self._persist()
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy,
                                trigger=request.trigger, outcome=outcome, forced=request.force or None,
-                               share=route.rollout.share if route.rollout else None, not_persisted=unsaved, client=request.client)
+                               share=rollout_now.share if rollout_now else None, not_persisted=unsaved, client=request.client)
         return {**summary(request, current, outcome), **persisted(unsaved)}
 
     def _model_config(self, model: str) -> ModelConfig:
-        model_cfg = self._registry.config.models.get(model)
-        if model_cfg is None or model not in self._routes:
-            raise UnknownModel(f"unknown model {model!r}; configured: {', '.join(sorted(self._routes))}")
+        snap = self._published.current
+        model_cfg = snap.config.models.get(model)
+        if model_cfg is None or model not in snap.routes:
+            raise UnknownModel(f"unknown model {model!r}; configured: {', '.join(sorted(snap.routes))}")
         return model_cfg
 
     def _prepare(self, model: str, version: str) -> None:
@@ -232,24 +219,33 @@ class Switchboard:
                     f"agree only {mean:.4f} on the probe set (min {lowest:.4f}; need {threshold}); switch with --force to override"
                 )
 
-    def _complete(self, model: str, route: Route, target: str) -> None:
-        """Make ``target`` the active version (caller holds the lock)."""
-        old = route.active
-        if old != target:
-            route.previous = old
-        route.active, route.rollout = target, None
-        release = self._registry.config.models[model].rollout.release_previous_after
-        if release is not None and old != target:
-            self._releases.append((time.monotonic() + release, model, old))  # under _lock
+    def _complete(self, model: str, target: str, rollout: Rollout | None = None) -> Route | None:
+        """Publish ``target`` as the active version (caller holds ``_changes``); with
+        ``rollout``, only while that rollout is still the one in progress."""
+        old: str | None = None
+
+        def completed(route: Route) -> Route | None:
+            nonlocal old
+            if rollout is not None and route.rollout is not rollout:
+                return None
+            old = route.active
+            return route.but(active=target, rollout=None, previous=old if old != target else route.previous)
+
+        route = self._publish_route(model, completed)
+        model_cfg = self._published.current.config.models.get(model)
+        release = model_cfg.rollout.release_previous_after if model_cfg else None
+        if route is not None and release is not None and old is not None and old != target:
+            with self._lock:
+                self._releases.append((time.monotonic() + release, model, old))
+        return route
 
     def rollback(self, model: str, trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """Undo the last change: end a rollout in progress, or return to the previous version."""
         self._model_config(model)
-        with self._lock:
-            route = self._routes[model]
-            if route.rollout is not None:
-                return self.abort(model, reason="rolled back by request", event="rollback", trigger=trigger, client=client)
-            previous = route.previous
+        route = self._published.current.routes[model]
+        if route.rollout is not None:
+            return self.abort(model, reason="rolled back by request", event="rollback", trigger=trigger, client=client)
+        previous = route.previous
         if previous is None:
             raise NothingToRollBack(f"{model} has no previous version to roll back to")
         # Going back to what served before needs no compatibility check: it is the space
@@ -260,13 +256,12 @@ class Switchboard:
         """End a rollout; all traffic returns to its source version."""
         self._model_config(model)
         with self._changes:
-            with self._lock:
-                route = self._routes[model]
-                rollout = route.rollout
-                if rollout is None:
-                    raise NothingToRollBack(f"{model} has no rollout in progress")
-                route.rollout = None
-                route.active = rollout.source
+            route = self._published.current.routes[model]
+            rollout = route.rollout
+            if rollout is None:
+                raise NothingToRollBack(f"{model} has no rollout in progress")
+            # Under _changes, nothing else changes this route between the read and the publish.
+            self._publish_route(model, lambda old: old.but(rollout=None, active=rollout.source))
             unsaved = self._persist()
             self._audit.record(event, model=model, **{"from": rollout.target}, to=rollout.source, strategy=rollout.strategy, trigger=trigger, outcome="done", reason=reason, not_persisted=unsaved, client=client)
         log.warning("%s: %s rollout of %s ended (%s); all traffic on %s", model, rollout.strategy, rollout.target, reason, rollout.source)
@@ -278,8 +273,7 @@ class Switchboard:
         if now - self._last_tick < TICK_SECONDS:
             return
         self._last_tick = now
-        with self._lock:
-            rollouts = [(name, route.rollout) for name, route in self._routes.items() if route.rollout is not None]
+        rollouts = [(name, route.rollout) for name, route in self._published.current.routes.items() if route.rollout is not None]
         for name, rollout in rollouts:
             breach = self._health_breach(name, rollout)
             if breach:
@@ -297,8 +291,8 @@ class Switchboard:
         self._release_due(now)
 
     def _health_breach(self, model: str, rollout: Rollout) -> str | None:
-        model_cfg = self._registry.config.models.get(model)
-        if model_cfg is None:  # a config reload is half applied; the next tick looks again
+        model_cfg = self._published.current.config.models.get(model)
+        if model_cfg is None:  # removed by a reload since the tick read its rollouts
             return None
         limits = model_cfg.health
         snap = self._health.snapshot(model, rollout.target, limits.window_seconds)
@@ -313,28 +307,27 @@ class Switchboard:
     def _advance(self, model: str) -> None:
         """One gradual step, gated on quality (runs on the loading thread)."""
         try:
-            with self._lock:
-                route = self._routes.get(model)
-                rollout = route.rollout if route else None
+            snap = self._published.current
+            route = snap.routes.get(model)
+            rollout = route.rollout if route else None
             if rollout is None:
                 return
-            gate = self._registry.config.models[model].health.min_agreement
+            gate = snap.config.models[model].health.min_agreement
             if gate is not None:
                 mean, _ = self._agreement(model, rollout.source, rollout.target)
                 if mean < gate:
                     self.abort(model, reason=f"agreement {mean:.4f} with {rollout.source} < min_agreement {gate}", event="auto_rollback", trigger="health")
                     return
             with self._changes:
-                with self._lock:
-                    if route.rollout is not rollout:
-                        return
-                    nxt = rollout.next_share()
-                    if nxt is None or nxt >= 100:
-                        self._complete(model, route, rollout.target)
-                        event, share = "rollout_complete", 100.0
-                    else:
-                        rollout.share, rollout.step_started, rollout.step_served = nxt, time.monotonic(), 0
-                        event, share = "rollout_step", nxt
+                nxt = rollout.next_share()
+                if nxt is None or nxt >= 100:
+                    done = self._complete(model, rollout.target, rollout=rollout)
+                    event, share = "rollout_complete", 100.0
+                else:
+                    done = self._publish_route(model, lambda old: old.but(rollout=rollout.next_step(nxt)) if old.rollout is rollout else None)
+                    event, share = "rollout_step", nxt
+                if done is None:  # ended or changed by someone else meanwhile
+                    return
                 self._persist()
                 self._audit.record(event, model=model, **{"from": rollout.source}, to=rollout.target, strategy="gradual", trigger="schedule", outcome="done", share=share)
         except HotswapError as exc:
@@ -353,23 +346,21 @@ class Switchboard:
                 return
             self._releases = [item for item in self._releases if item[0] > now]
         for _, model, version in due:
-            with self._lock:
-                route = self._routes.get(model)
-                serving = route.serving() if route else set()
+            route = self._published.current.routes.get(model)
+            serving = route.serving() if route else set()
             if version not in serving:
                 self._registry.unload(model, version, "release")
 
     # -- reporting ------------------------------------------------------------------------
-    def describe(self, model: str) -> dict[str, Any] | None:
-        """The model's routing; None when it has no route (a config reload is removing or
-        adding it right now)."""
-        with self._lock:
-            route = self._routes.get(model)
-            if route is None:
-                return None
-            rollout = route.rollout
-            data: dict[str, Any] = {"active": route.active, "previous": route.previous, "rollout": None}
-        model_cfg = self._registry.config.models.get(model)
+    def describe(self, model: str, snapshot: Snapshot | None = None) -> dict[str, Any] | None:
+        """The model's routing in ``snapshot`` (the one in force if None); None when it has none."""
+        snap = snapshot or self._published.current
+        route = snap.routes.get(model)
+        if route is None:
+            return None
+        rollout = route.rollout
+        data: dict[str, Any] = {"active": route.active, "previous": route.previous, "rollout": None}
+        model_cfg = snap.config.models.get(model)
         if rollout is not None and model_cfg is not None:
             window = model_cfg.health.window_seconds
             data["rollout"] = {
@@ -381,7 +372,56 @@ class Switchboard:
             }
         return data
 
-    def models(self) -> list[str]:
-        with self._lock:
-            return sorted(self._routes)
+    def models(self, snapshot: Snapshot | None = None) -> list[str]:
+        return sorted((snapshot or self._published.current).routes)
+
+
+def routes_for(config: Config, routes: Mapping[str, Route]) -> tuple[dict[str, Route], list[str]]:
+    """Routes brought in line with ``config`` (pure): models it removed lose theirs, new ones
+    start on their `active`, versions it removed leave the routes that named them. Also
+    returns the models whose file `active` changed from what was last applied."""
+    result: dict[str, Route] = {}
+    changed: list[str] = []
+    for name, model in config.models.items():
+        route = routes.get(name)
+        if route is None:
+            result[name] = Route(active=model.active, config_active=model.active)
+            continue
+        route = _without_vanished(route, model)
+        if model.active != route.config_active:
+            if model.active != route.active or route.rollout is not None:
+                changed.append(name)
+            route = route.but(config_active=model.active)
+        result[name] = route
+    return result, changed
+
+
+def _without_vanished(route: Route, model: ModelConfig) -> Route:
+    if route.active not in model.versions:
+        route = route.but(active=model.active, rollout=None)
+    if route.rollout and not {route.rollout.source, route.rollout.target} <= set(model.versions):
+        route = route.but(rollout=None)
+    if route.previous not in model.versions:
+        route = route.but(previous=None)
+    return route
+
+
+def restored(saved: dict[str, Any], config: Config, routes: Mapping[str, Route]) -> dict[str, Route]:
+    """``routes`` with the state an earlier run persisted, where the file has not changed since."""
+    result = dict(routes)
+    for name, data in (saved.get("models") or {}).items():
+        model, route = config.models.get(name), result.get(name)
+        if model is None or route is None or data.get("config_active") != model.active:
+            continue
+        if data.get("active") in model.versions:
+            route = route.but(active=data["active"])
+        if data.get("previous") in model.versions:
+            route = route.but(previous=data["previous"])
+        if data.get("rollout"):
+            rollout = Rollout.from_dict(data["rollout"])
+            if {rollout.source, rollout.target} <= set(model.versions):
+                route = route.but(rollout=rollout)
+        result[name] = route
+        log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
+    return result
 

@@ -1,0 +1,227 @@
+"""One published serving state (hotswapd.daemon.snapshot): a command that answers
+"applied", "switched", "reloaded", "preloaded" or "evicted" has published what it changed,
+so the very next request sees it (read-your-writes), and no reader ever sees half of a
+change. Each check runs ROUNDS times: the defect it guards against was a window of a few
+milliseconds that a single try mostly missed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotswapd.client import Client
+from hotswapd.daemon.snapshot import Published, Snapshot
+from hotswapd.errors import HotswapError
+from tests import fakebackend
+from tests.core.conftest import StartDaemon
+from tests.core.test_corpus import DIM, build_corpus, sentences, write_jsonl
+from tests.inproc import InprocDaemon, fake_config
+
+ROUNDS = 200
+
+
+def _reload(daemon: InprocDaemon, client: Client, text: str) -> dict[str, object]:
+    daemon.config_path.write_text(text)
+    return client.reload_config()
+
+
+def test_a_reload_that_changes_normalize_is_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    configs = {flag: fake_config(tmp_path, {"v1": {"normalize": flag}}) for flag in (True, False)}
+    with start(configs[True]) as daemon, daemon.client() as client:
+        for round_ in range(ROUNDS):
+            flag = round_ % 2 == 1
+            assert _reload(daemon, client, configs[flag])["failed"] == {}
+            result = client.encode([f"text {round_}"], no_cache=True)
+            norm = float(np.linalg.norm(result.embeddings[0]))
+            assert (abs(norm - 1.0) < 1e-5) == flag, f"round {round_}: normalize={flag} but the norm is {norm}"
+
+
+def test_a_reload_that_changes_prompts_is_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    prefixes = ["query: ", "passage: "]
+    configs = [fake_config(tmp_path, {"v1": {}}).replace('tag = "v1"', f'tag = "v1"\nprompts = {{ q = "{prefix}" }}') for prefix in prefixes]
+    with start(configs[0]) as daemon, daemon.client() as client:
+        for round_ in range(ROUNDS):
+            prefix = prefixes[round_ % 2]
+            _reload(daemon, client, configs[round_ % 2])
+            client.encode([f"text {round_}"], prompt="q", no_cache=True)
+            assert fakebackend.CONTROLS["v1"].seen[-1] == f"{prefix}text {round_}", f"round {round_}"
+
+
+def test_a_reload_that_changes_max_seq_length_is_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    configs = {limit: fake_config(tmp_path, {"v1": {"max_seq_length": limit}}) for limit in (4, 512)}
+    long_text = "one two three four five six seven eight nine ten"
+    with start(configs[512]) as daemon, daemon.client() as client:
+        for round_ in range(ROUNDS):
+            limit = 4 if round_ % 2 == 0 else 512
+            _reload(daemon, client, configs[limit])
+            header, _ = client.request("encode", payload=[f"{long_text} {round_}".encode()], options={"no_cache": True})
+            assert header["truncated"] == (1 if limit == 4 else 0), f"round {round_}: max_seq_length {limit}"
+
+
+def test_a_reload_that_changes_active_is_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    configs = {v: fake_config(tmp_path, {"v1": {}, "v2": {}}, active=v) for v in ("v1", "v2")}
+    with start(configs["v1"]) as daemon, daemon.client() as client:
+        for round_ in range(ROUNDS):
+            target = "v2" if round_ % 2 == 0 else "v1"
+            reply = _reload(daemon, client, configs[target])
+            assert reply["switching"] == ["m"] and reply["failed"] == {}
+            assert client.encode([f"text {round_}"]).version == target, f"round {round_}"
+
+
+def test_a_reload_that_changes_embeddings_path_is_seen_by_the_next_search(start: StartDaemon, tmp_path: Path) -> None:
+    """The defect as reported: after `hs config reload` said "config applied", the next
+    searches were still scored against the previous corpus."""
+    corpora = {"a": sentences(12, seed=1), "b": [f"other {text}" for text in sentences(12, seed=2)]}
+    configs = {name: fake_config(tmp_path, {"v1": {"dim": DIM, "embeddings_path": str(tmp_path / f"corpus-{name}")}}) for name in corpora}
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client:
+        for name, texts in corpora.items():
+            build_corpus(client, "m@v1", write_jsonl(tmp_path / f"{name}.jsonl", texts), tmp_path / f"corpus-{name}")
+        for round_ in range(ROUNDS):
+            name = "a" if round_ % 2 == 0 else "b"
+            assert _reload(daemon, client, configs[name])["failed"] == {}
+            hit = client.search(corpora[name][3], k=1)["results"][0][0]
+            assert hit["text"] == corpora[name][3], f"round {round_}: scored against the other corpus"
+
+
+def test_a_switch_and_a_rollback_are_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as client:
+        for round_ in range(ROUNDS):
+            client.switch("m", "v2")
+            assert client.encode([f"after switch {round_}"]).version == "v2", f"round {round_}"
+            client.rollback("m")
+            assert client.encode([f"after rollback {round_}"]).version == "v1", f"round {round_}"
+
+
+def test_a_preload_and_an_evict_are_seen_by_the_next_request(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as client:
+        control = fakebackend.CONTROLS["v2"]
+        for round_ in range(ROUNDS):
+            client.preload("m@v2")
+            loads = control.loads
+            assert "m@v2" in client.status()["loaded"], f"round {round_}"
+            client.encode([f"preloaded {round_}"], "m@v2")
+            assert control.loads == loads, f"round {round_}: the request after the preload loaded again"
+            assert "v2" in client.evict("m")["evicted"], f"round {round_}"
+            models = client.models()[0]
+            assert models["loaded_versions"] == [], f"round {round_}: {models['loaded_versions']}"
+            client.encode([f"evicted {round_}"], "m@v2")
+            assert control.loads == loads + 1, f"round {round_}: the request after the evict was served by the evicted copy"
+
+
+def _consistent(snap: Snapshot) -> list[str]:
+    """What would be a half-applied change in one snapshot."""
+    problems = []
+    for name, route in snap.routes.items():
+        model = snap.config.models.get(name)
+        if model is None:
+            problems.append(f"route for unconfigured model {name}")
+            continue
+        for version in route.serving():
+            if version not in model.versions:
+                problems.append(f"{name} routes to unconfigured {version}")
+    problems += [f"{name} has no route" for name in snap.config.models if name not in snap.routes]
+    for (name, version), loaded in snap.loaded.items():
+        model = snap.config.models.get(name)
+        if model is None or version not in model.versions:
+            problems.append(f"{name}@{version} loaded but not configured")
+        elif loaded.config != model.versions[version]:
+            problems.append(f"{name}@{version} loaded with other options than configured")
+    return problems
+
+
+def test_every_published_snapshot_is_whole(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a reload updated the routes, then the registry; `hs models` and requests in
+    between saw a new config beside old loaded versions (CI failed on it three times)."""
+    seen: list[Snapshot] = []
+    original = Published.publish
+
+    def recording(self: Published, change: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        snap = original(self, change)
+        seen.append(snap)
+        return snap
+
+    monkeypatch.setattr(Published, "publish", recording)
+    two = fake_config(tmp_path, {"v1": {}, "v2": {}}) + fake_config(tmp_path, {"w1": {}}, model="other").split("\n", 1)[1]
+    one = fake_config(tmp_path, {"v2": {"scale": 2.0}})
+    with start(two) as daemon, daemon.client() as client:
+        for round_ in range(20):
+            client.encode(["x"], "m@v1")
+            client.encode(["x"], "m@v2")
+            client.encode(["x"], "other")
+            _reload(daemon, client, one)
+            assert [row["name"] for row in client.models()] == ["m"]
+            _reload(daemon, client, two)
+    assert len(seen) > 100
+    problems = [(snap.generation, problem) for snap in seen for problem in _consistent(snap)]
+    assert problems == []
+    generations = [snap.generation for snap in seen]
+    assert generations == sorted(generations) and len(set(generations)) == len(generations)
+
+
+def test_requests_during_a_reload_are_served_whole_by_one_config(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a reload loads (before it publishes) requests are served by the running config;
+    none falls into a gap between two halves (it got internal_error: KeyError), and once
+    the reload answered, every request is served by the new one."""
+    from hotswapd.daemon.registry import Registry
+
+    loading, go_on = threading.Event(), threading.Event()
+    original = Registry.prepare_config
+
+    def slow(self: Registry, config: object) -> object:
+        loading.set()
+        go_on.wait(10)
+        return original(self, config)  # type: ignore[arg-type]
+
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as a:
+        a.encode(["warm"])
+        monkeypatch.setattr(Registry, "prepare_config", slow)
+        answer: list[object] = []
+        reloading = threading.Thread(target=lambda: answer.append(daemon.rewrite_config(fake_config(tmp_path, {"v2": {}}))))
+        reloading.start()
+        assert loading.wait(5)
+        during = {a.encode([f"during {i}"]).version for i in range(10)}
+        go_on.set()
+        reloading.join(10)
+        assert during == {"v1"} and answer and answer[0]["applied"]  # type: ignore[index]
+        assert {a.encode([f"after {i}"]).version for i in range(10)} == {"v2"}
+
+
+def test_a_config_that_fails_while_it_is_applied_leaves_the_running_one_whole(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a failure after the routes adopted a config (max_mb = 1e400 reached it) left
+    new models served while the log said the running config stays."""
+    import hotswapd.daemon.main as daemon_main
+
+    old = fake_config(tmp_path, {"v1": {}})
+    new = old + fake_config(tmp_path, {"w1": {}}, model="other").split("\n", 1)[1]
+    with start(old) as inproc, inproc.client() as client:
+        def broken(*args: object) -> None:
+            raise OverflowError("cannot convert float infinity to integer")
+
+        monkeypatch.setattr(daemon_main, "limits_from", broken)
+        with pytest.raises(HotswapError):
+            inproc.rewrite_config(new)
+        assert [row["name"] for row in client.models()] == ["m"]
+        with pytest.raises(HotswapError):
+            client.encode(["x"], "other")
+
+
+def test_a_failed_fresh_load_keeps_the_old_copy_and_says_so(start: StartDaemon, tmp_path: Path) -> None:
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as client:
+        first = client.encode(["x"], no_cache=True).embeddings[0]
+        fakebackend.CONTROLS["v1"].fail_load = "weights are corrupt"
+        reply = _reload(daemon, client, fake_config(tmp_path, {"v1": {"scale": 3.0}}))
+        assert "weights are corrupt" in reply["failed"]["m@v1"]  # type: ignore[index]
+        assert np.allclose(client.encode(["x"], no_cache=True).embeddings[0], first)  # the old copy serves
+
+
+def test_a_nested_publish_is_refused_not_deadlocked() -> None:
+    from hotswapd.config import Config
+
+    published = Published(Config())
+    with pytest.raises(RuntimeError, match="must not publish"):
+        published.publish(lambda snap: published.publish(lambda inner: inner))
+    assert published.publish(lambda snap: snap.with_routes({})).generation == 1  # the lock was let go
