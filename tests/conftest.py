@@ -1,11 +1,40 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+
+def _isolate_from_the_users_home() -> None:
+    """Nothing in a test run reads or writes the user's config, state, cache or runtime dirs
+    (a test read the real ``$XDG_CONFIG_HOME/hotswapd/config.toml`` and failed for anyone
+    who had followed the README). Set for the whole process and the daemons it starts;
+    each test then gets its own config and data dirs (:func:`own_xdg_dirs`). The runtime
+    dir is short: ipc:// paths are limited to about 100 bytes."""
+    root = Path(tempfile.mkdtemp(prefix="hs-xdg-"))
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
+        path = root / name.removeprefix("XDG_").removesuffix("_HOME").removesuffix("_DIR").lower()
+        path.mkdir(mode=0o700)
+        os.environ[name] = str(path)
+    for name in [name for name in os.environ if name.startswith("HOTSWAPD_")]:
+        del os.environ[name]
+
+
+_isolate_from_the_users_home()
+
+
+@pytest.fixture(autouse=True)
+def own_xdg_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own config and data dirs: a config or unit one test writes is never
+    read by another."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
 
 from tests.daemons import RunningDaemon, daemon_env, start_daemon, wait_ready, write_config
 from tests.tinymodel import build_tiny_model

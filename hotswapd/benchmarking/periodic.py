@@ -233,7 +233,7 @@ class PeriodicBench:
     def _measure(self, loaded: LoadedVersion, texts: list[str], started: float, settings: BenchConfig) -> Measured:
         import numpy as np
 
-        prepared = [text.decode("utf-8") for text in loaded.text.prepare([t.encode("utf-8") for t in texts], None)]
+        prepared = loaded.text.prepare(list(texts), None)
         singles = []
         for text in prepared[:SINGLES]:
             seconds, _ = self._slice(loaded, [text], started)

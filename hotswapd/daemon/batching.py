@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hotswapd.text.decode import utf8_size
 from hotswapd.errors import DeadlineExceeded
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class BatchLimits:
     max_wait_ms: float
 
 
-Text = str | bytes  # bytes: UTF-8 as it came off the wire, decoded only when its batch runs
+Text = str | bytes  # str: decoded once when the request was read (hotswapd.text.decode); bytes from callers that have them
 
 
 def estimated_tokens(text: Text) -> int:
@@ -60,8 +61,6 @@ def estimated_tokens(text: Text) -> int:
     return utf8_size(text) // 4 + 2
 
 
-def utf8_size(text: Text) -> int:
-    return len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
 
 
 def as_str(texts: list[Text]) -> list[str]:
@@ -327,8 +326,8 @@ class Batcher:
         if not batch:
             return
         first = batch[0]
-        # Request texts wait in the queue as the wire's bytes (one copy in memory, not two);
-        # only the running batch is decoded.
+        # Request texts arrive decoded once (hotswapd.text.decode); a caller that queued bytes
+        # has them decoded here.
         raw = [text for piece in batch for text in piece.texts]
         texts = as_str(raw)
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))

@@ -28,12 +28,12 @@ from hotswapd.errors import (
     EmptyRequest,
     HotswapError,
     InternalError,
-    InvalidText,
     ProtocolError,
     TextTooLong,
 )
 from hotswapd.config import DaemonConfig
 from hotswapd.protocol import VECTOR_DTYPE, Request
+from hotswapd.text.decode import wire_text
 from hotswapd.text.prompts import MAX_PROMPT_NAME
 from hotswapd.tracing import spans
 
@@ -86,7 +86,7 @@ class EncodeOp:
         return None
 
     def _start(
-        self, name: str, version: str, texts: list[bytes], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any,
+        self, name: str, version: str, texts: list[str], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any,
         snap: Snapshot | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -100,7 +100,7 @@ class EncodeOp:
                 reply.note(loaded, result, planned, last_batch())
             self.respond(loaded, lambda: self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned), release_ticket, reply, context)
 
-        def submit(loaded: LoadedVersion, prepared: list[bytes], planned: Plan | None) -> None:
+        def submit(loaded: LoadedVersion, prepared: list[str], planned: Plan | None) -> None:
             reshaped = planned is not None and planned.reshaped
 
             def done(result: tuple[Any, int] | None, error: BaseException | None) -> None:
@@ -116,7 +116,7 @@ class EncodeOp:
             except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
                 answer(loaded, None, exc)
 
-        def plan_then_submit(loaded: LoadedVersion, prepared: list[bytes], suspects: list[int]) -> None:
+        def plan_then_submit(loaded: LoadedVersion, prepared: list[str], suspects: list[int]) -> None:
             try:
                 planned = long_text.plan(loaded.embedder, prepared, suspects, loaded.config.long_text, flags.count_tokens)
             except Exception as exc:  # noqa: BLE001 -- a refused text or a tokenizer failure is this request's answer
@@ -124,7 +124,7 @@ class EncodeOp:
                 return
             submit(loaded, prepared, planned)
 
-        def run_prepared(loaded: LoadedVersion, prepared: list[bytes]) -> None:
+        def run_prepared(loaded: LoadedVersion, prepared: list[str]) -> None:
             # Tokenising is CPU work: done on the tokens pool, and only when a text could be
             # over the version's maximum or the caller wants the count.
             suspects = long_text.might_be_long(prepared, getattr(loaded.embedder, "max_tokens", None))
@@ -231,7 +231,8 @@ class EncodeOp:
         self._s.health.record(model, version, ok, seconds * 1000)
         self._s.metrics.record_request(model, version, ok, seconds, texts)
 
-    def decode_texts(self, frames: list[bytes], limits: DaemonConfig | None = None) -> list[bytes]:
+    def decode_texts(self, frames: list[bytes], limits: DaemonConfig | None = None) -> list[str]:
+        """The request's texts, checked against the limits and decoded (the only decode)."""
         limits = limits or self._registry.config.daemon
         if not frames:
             raise EmptyRequest("encode needs at least one text")
@@ -240,17 +241,13 @@ class EncodeOp:
                 f"{len(frames)} texts in one request; the limit is {limits.max_batch_texts} "
                 "(daemon.max_batch_texts): send smaller chunks"
             )
-        texts: list[bytes] = []
+        texts: list[str] = []
         for index, frame in enumerate(frames):
             if len(frame) > limits.max_text_bytes:
                 raise TextTooLong(
                     f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)", index
                 )
-            try:
-                bytes(frame).decode("utf-8")  # validated now, decoded again when its batch runs
-                texts.append(frame if isinstance(frame, bytes) else bytes(frame))
-            except UnicodeDecodeError as exc:
-                raise InvalidText(f"text {index} is not valid UTF-8 (byte {exc.start})", index) from exc
+            texts.append(wire_text(frame, index))
         return texts
 
 

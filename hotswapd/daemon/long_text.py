@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hotswapd.text.decode import utf8_size
 from hotswapd.errors import TextTooLong
 
 SPECIAL_TOKENS_MARGIN = 8  # [CLS]/[SEP], <s>/</s>, a SentencePiece dummy prefix
@@ -29,7 +30,7 @@ OVERLAP = 8  # windows overlap by 1/OVERLAP of their length
 class Plan:
     """What is sent to the model for a request, and how to put its answer back together."""
 
-    texts: list[bytes]  # to encode: the request's texts, with chunked ones replaced by their windows
+    texts: list[str]  # to encode: the request's texts, with chunked ones replaced by their windows
     groups: list[list[tuple[int, int]]] = field(default_factory=list)  # per original text: (row, tokens)
     tokens: int | None = None  # the request's tokens (when counted), before any truncation
     truncated: int = 0
@@ -40,13 +41,13 @@ class Plan:
         return any(len(group) != 1 for group in self.groups)
 
 
-def might_be_long(texts: Sequence[bytes], max_tokens: int | None) -> list[int]:
+def might_be_long(texts: Sequence[str], max_tokens: int | None) -> list[int]:
     if not max_tokens:
         return []
-    return [index for index, text in enumerate(texts) if len(text) + SPECIAL_TOKENS_MARGIN > max_tokens]
+    return [index for index, text in enumerate(texts) if utf8_size(text) + SPECIAL_TOKENS_MARGIN > max_tokens]
 
 
-def plan(embedder: Any, texts: Sequence[bytes], suspects: list[int], policy: str, count_all: bool) -> Plan:
+def plan(embedder: Any, texts: Sequence[str], suspects: list[int], policy: str, count_all: bool) -> Plan:
     """Count what must be counted and apply ``policy`` (on the tokens pool, off the socket thread)."""
     max_tokens = getattr(embedder, "max_tokens", None)
     counter = getattr(embedder, "count_tokens", None)
@@ -54,7 +55,7 @@ def plan(embedder: Any, texts: Sequence[bytes], suspects: list[int], policy: str
     if not callable(counter):
         return result  # a plugin that cannot count: nothing known, nothing claimed
     which = list(range(len(texts))) if count_all else suspects
-    counts = dict(zip(which, counter([texts[i].decode("utf-8") for i in which]), strict=True)) if which else {}
+    counts = dict(zip(which, counter([texts[i] for i in which]), strict=True)) if which else {}
     if count_all:
         result.tokens = int(sum(counts.values()))
     over = [i for i in suspects if max_tokens and counts[i] > max_tokens]
@@ -69,7 +70,7 @@ def plan(embedder: Any, texts: Sequence[bytes], suspects: list[int], policy: str
     return _chunked(embedder, texts, set(over), int(max_tokens), result)
 
 
-def _chunked(embedder: Any, texts: Sequence[bytes], over: set[int], max_tokens: int, base: Plan) -> Plan:
+def _chunked(embedder: Any, texts: Sequence[str], over: set[int], max_tokens: int, base: Plan) -> Plan:
     window = max(1, max_tokens - SPECIAL_TOKENS_MARGIN)
     out = Plan([], [], base.tokens, 0, len(over))
     for index, text in enumerate(texts):
@@ -78,9 +79,9 @@ def _chunked(embedder: Any, texts: Sequence[bytes], over: set[int], max_tokens: 
             out.texts.append(text)
             continue
         group = []
-        for piece, tokens in embedder.token_windows(text.decode("utf-8"), window, max(1, window // OVERLAP)):
+        for piece, tokens in embedder.token_windows(text, window, max(1, window // OVERLAP)):
             group.append((len(out.texts), tokens))
-            out.texts.append(piece.encode("utf-8"))
+            out.texts.append(piece)
         out.groups.append(group)
     return out
 

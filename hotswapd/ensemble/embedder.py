@@ -57,7 +57,7 @@ class EnsembleText(TextPrep):
             self._member_prefix(part, requested)  # a prompt one member lacks fails the request
         return ""
 
-    def prepare(self, texts: list[bytes], requested: str | None, max_bytes: int | None = None) -> list[bytes]:
+    def prepare(self, texts: list[str], requested: str | None, max_bytes: int | None = None) -> list[str]:
         columns = []
         for part in self.parts:
             self._member_prefix(part, requested)
@@ -120,7 +120,7 @@ class EnsembleEmbedder:
         for text in texts:
             row = _prepared_row(text, len(self.parts))
             if row is None:  # a probe of the daemon's own: each member's default preparation
-                row = [part.loaded.text.prepare([text.encode("utf-8")], None)[0].decode("utf-8") for part in self.parts]
+                row = [part.loaded.text.prepare([text], None)[0] for part in self.parts]
             for column, member_text in zip(columns, row, strict=True):
                 column.append(member_text)
         return columns
@@ -159,7 +159,7 @@ class EnsembleEmbedder:
             self._release(part.loaded)
 
 
-def _refuse_long(part: Part, texts: list[bytes]) -> None:
+def _refuse_long(part: Part, texts: list[str]) -> None:
     from hotswapd.daemon import long_text
     from hotswapd.errors import TextTooLong
 
@@ -181,20 +181,18 @@ def _member_vectors(part: Part, texts: list[str]) -> Any:
 
         from hotswapd.daemon import long_text
 
-        raw = [text.encode("utf-8") for text in texts]
-        suspects = long_text.might_be_long(raw, getattr(embedder, "max_tokens", None))
-        planned = long_text.plan(embedder, raw, suspects, "chunk-mean", False) if suspects else None
+        suspects = long_text.might_be_long(texts, getattr(embedder, "max_tokens", None))
+        planned = long_text.plan(embedder, texts, suspects, "chunk-mean", False) if suspects else None
         if planned is not None and planned.reshaped:
-            windows = embedder.encode([text.decode("utf-8") for text in planned.texts], normalize=False)
+            windows = embedder.encode(planned.texts, normalize=False)
             return long_text.combine(np.asarray(windows, dtype=np.float32), planned, True)
     return embedder.encode(texts, normalize=True)
 
 
-def _pack(row: list[bytes]) -> bytes:
+def _pack(row: list[str]) -> str:
     if all(text == row[0] for text in row):
-        return SAME.encode() + row[0]
-    decoded = [text.decode("utf-8") for text in row]
-    return (EACH + ",".join(str(len(text)) for text in decoded) + ":" + "".join(decoded)).encode("utf-8")
+        return SAME + row[0]
+    return EACH + ",".join(str(len(text)) for text in row) + ":" + "".join(row)
 
 
 def _prepared_row(text: str, members: int) -> list[str] | None:

@@ -68,7 +68,7 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
 def encode_texts(loaded: LoadedVersion, texts: list[str], normalize: bool | None = None, *, prompt: str | None = None) -> np.ndarray:
     """Rows of little-endian float32, as the daemon would answer for ``texts`` (with ``prompt``)."""
     normalize = loaded.config.normalize if normalize is None else normalize
-    raw = loaded.text.prepare([text.encode("utf-8") for text in texts], prompt)  # prompts and preprocessors, as the daemon
+    raw = loaded.text.prepare(list(texts), prompt)  # prompts and preprocessors, as the daemon
     suspects = long_text.might_be_long(raw, getattr(loaded.embedder, "max_tokens", None))
     planned = long_text.plan(loaded.embedder, raw, suspects, loaded.config.long_text, False) if suspects else None
     reshaped = planned is not None and planned.reshaped

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hotswapd.errors import ModelLoadError, RequestError, TextTooLong
+from hotswapd.text.decode import utf8_size
 from hotswapd.text.preprocess import apply
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,16 @@ class TextPrep:
     def changes(self, requested: str | None) -> bool:
         return bool(self.preprocess) or bool(self.prefix(requested))
 
-    def prepare(self, texts: list[bytes], requested: str | None, max_bytes: int | None = None) -> list[bytes]:
+    def prepare(self, texts: list[str], requested: str | None, max_bytes: int | None = None) -> list[str]:
         """The texts as the model sees them; one over ``max_bytes`` after its prompt and
         preprocessing (NFKC can make a text 18 times longer) is refused, as a longer text
         from the client would be."""
         prefix = self.prefix(requested)
         prepared = []
         for index, text in enumerate(texts):
-            ready = (prefix + apply(list(self.preprocess), text.decode("utf-8"))).encode("utf-8")
-            if max_bytes is not None and len(ready) > max_bytes:
-                raise TextTooLong(f"text {index} is {len(ready)} bytes after its prompt and preprocessing; the limit is {max_bytes} (daemon.max_text_bytes)", index)
+            ready = prefix + apply(list(self.preprocess), text)
+            if max_bytes is not None and (size := utf8_size(ready)) > max_bytes:
+                raise TextTooLong(f"text {index} is {size} bytes after its prompt and preprocessing; the limit is {max_bytes} (daemon.max_text_bytes)", index)
             prepared.append(ready)
         return prepared
 

@@ -267,9 +267,9 @@ def test_a_failing_member_is_named_and_texts_are_not_inflated(start: StartDaemon
         loaded = inproc.daemon.registry.peek("combo", "cat")
         assert loaded is not None
         controls = "\x01" * 1000
-        (same,) = loaded.text.prepare([controls.encode()], None)
+        (same,) = loaded.text.prepare([controls], None)
         assert len(same) < 1010  # one copy when every member sees the same text, no escaping
-        (each,) = loaded.text.prepare([controls.encode()], "query")
+        (each,) = loaded.text.prepare([controls], "query")
         assert len(each) < 2 * 1000 + 100  # one copy per member, plus their prompts
         assert client.encode([controls], "combo@cat", prompt="query").count == 1
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from hotswapd.client import Client
-from hotswapd.daemon.snapshot import Published, Snapshot
 from hotswapd.errors import HotswapError
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
 from tests.core.test_corpus import DIM, build_corpus, sentences, write_jsonl
 from tests.inproc import InprocDaemon, fake_config
+
+if TYPE_CHECKING:
+    from hotswapd.daemon.snapshot import Published, Snapshot
 
 ROUNDS = 200
 
@@ -136,6 +139,7 @@ def _consistent(snap: Snapshot) -> list[str]:
 def test_every_published_snapshot_is_whole(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a reload updated the routes, then the registry; `hs models` and requests in
     between saw a new config beside old loaded versions (CI failed on it three times)."""
+    from hotswapd.daemon.snapshot import Published
     seen: list[Snapshot] = []
     original = Published.publish
 
@@ -220,6 +224,7 @@ def test_a_failed_fresh_load_keeps_the_old_copy_and_says_so(start: StartDaemon, 
 
 def test_a_nested_publish_is_refused_not_deadlocked() -> None:
     from hotswapd.config import Config
+    from hotswapd.daemon.snapshot import Published
 
     published = Published(Config())
     with pytest.raises(RuntimeError, match="must not publish"):
