@@ -1,4 +1,6 @@
-"""Defects a hostile review of issue 13's changes found, each with the test that failed before its fix."""
+"""Edge input at the CLI and the wire: NaN and infinity, too little or unterminated input,
+options anywhere, one-line errors, oversized headers, what is not a socket (each test
+failed before its fix; found by a hostile review of issue 13)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Defects a hostile review of the new core found, each forced deterministically."""
+"""A request's life through the core when things go wrong: a stop during a long batch, its
+version removed while loading, a failing batch or load, the cost it is counted at (each
+forced deterministically)."""
 
 from __future__ import annotations
 

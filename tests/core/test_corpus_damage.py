@@ -1,4 +1,5 @@
-"""Defects a hostile review of corpora found (issue 15); each test failed before its fix."""
+"""Damaged and hostile corpora, indexes, bridges and build records: refused or worked
+around, never the end of a version (each test failed before its fix; issue 15)."""
 
 from __future__ import annotations
 

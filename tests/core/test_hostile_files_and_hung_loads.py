@@ -1,4 +1,6 @@
-"""Defects a hostile review of the issue-12 hardening found: links, FIFOs, races and locks."""
+"""Files and loads that are not what they should be: symlinks, FIFOs and oversized files
+where state, config, keys and caches live, hung or late loads, locked caches (each test
+failed before its fix; found by a hostile review of issue 12)."""
 
 from __future__ import annotations
 
