@@ -27,3 +27,24 @@ def test_no_import_cycles_between_modules() -> None:
                 chain = graph.find_shortest_chain(importer=imported, imported=module)
                 cycles.append(" -> ".join([module, *(chain or [])]))
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+NO_INFERENCE_LIBRARIES = "only backend modules import torch, onnxruntime, openvino or transformers"
+MAY_IMPORT_INFERENCE = {"hotswapd.backends", "hotswapd.tuning"}  # tuning.measure: `hs tune`'s measuring child
+
+
+def test_the_no_inference_library_contract_covers_every_module() -> None:
+    """Before: the contract listed module names, and none of the packages added since was in
+    it. Now a new top-level module or package of hotswapd fails here until it is listed
+    (or is a backend)."""
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (contract,) = [c for c in contracts if c["name"] == NO_INFERENCE_LIBRARIES]
+    listed = set(contract["source_modules"])
+    package = REPO / "hotswapd"
+    top_level = {f"hotswapd.{path.stem}" for path in package.iterdir() if (path.suffix == ".py" and not path.stem.startswith("__")) or (path / "__init__.py").exists()}
+    tuning = {f"hotswapd.tuning.{path.stem}" for path in (package / "tuning").glob("*.py") if path.stem not in ("__init__", "measure")}
+    assert sorted(top_level - MAY_IMPORT_INFERENCE - listed) == []
+    assert sorted(tuning - listed) == []
+    assert "hotswap_cli" in listed

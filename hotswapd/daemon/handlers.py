@@ -145,9 +145,14 @@ class Handlers:
         name, _, _ = self._registry.resolve(request.model)
         return Queued("control", lambda: Outcome({"model": name, "evicted": self._registry.evict(name)}))
 
+    def _active(self, request: Request) -> tuple[str, str]:
+        """The model a request names and the version it pins, else the active one (one snapshot)."""
+        snap = self._registry.published.current
+        name, _, pinned = self._registry.resolve(request.model, snap)
+        return name, pinned or snap.routes[name].active
+
     def _op_preload(self, request: Request) -> Queued:
-        name, _, pinned = self._registry.resolve(request.model)
-        version = pinned or self._s.switchboard.route(name).active  # resolve found it: it has a route
+        name, version = self._active(request)
         return Queued("control", lambda: Outcome(describe_loaded(self._registry.get(name, version))))
 
     def _op_encode(self, request: Request) -> Deferred:
@@ -212,8 +217,7 @@ class Handlers:
         return Queued("control", lambda: Outcome(self._s.reload("command")))
 
     def _op_tune(self, request: Request) -> Queued:
-        name, _, pinned = self._registry.resolve(request.model)
-        version = pinned or self._s.switchboard.route(name).active
+        name, version = self._active(request)
         force = _option(request, "force", bool, False)
         spec = f"{name}@{version}"
         # Minutes of CPU each: one per version, two in all; the rest are told to come back.
