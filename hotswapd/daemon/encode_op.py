@@ -30,6 +30,7 @@ from hotswapd.errors import (
     InternalError,
     ProtocolError,
     TextTooLong,
+    UnknownVersion,
 )
 from hotswapd.config import DaemonConfig
 from hotswapd.protocol import VECTOR_DTYPE, Request
@@ -76,7 +77,10 @@ class EncodeOp:
         ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
-        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap))
+        # A version that a reload removes while this request waits for its load: routed again,
+        # unless the request named it.
+        reroute = None if pinned else (lambda: self._s.switchboard.pick(name, key))
+        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap, reroute))
 
     def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
         return EncodeFlags(normalize, use_cache, count_tokens)
@@ -87,7 +91,7 @@ class EncodeOp:
 
     def _start(
         self, name: str, version: str, texts: list[str], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any,
-        snap: Snapshot | None = None,
+        snap: Snapshot | None = None, reroute: Callable[[], str] | None = None,
     ) -> None:
         started = time.perf_counter()
         answered = threading.Event()
@@ -165,7 +169,12 @@ class EncodeOp:
                 reply(DeadlineExceeded("the request's deadline passed while it waited for its model to load"))
                 return
             try:
-                leased = self._registry.lease(name, version)
+                try:
+                    leased = self._registry.lease(name, version)
+                except UnknownVersion:
+                    if reroute is None:
+                        raise
+                    leased = self._registry.lease(name, reroute())
             except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer
                 release_ticket()
                 reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))

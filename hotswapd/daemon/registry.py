@@ -153,7 +153,9 @@ class Registry(Leases):
 
     def _load_into(self, slot: Slot, model: str, version: str) -> LoadedVersion:
         loaded = self._load(slot, model, version, self._spec(model, version))
-        self._place(slot, model, version, loaded)
+        replaced = self._place(slot, model, version, loaded)
+        if replaced is not None and replaced is not loaded:  # a reload published a copy meanwhile
+            self._retire(replaced, "reload")
         return loaded
 
     def _place(self, slot: Slot, model: str, version: str, loaded: LoadedVersion) -> LoadedVersion | None:
@@ -388,6 +390,10 @@ class Registry(Leases):
             spec = _version_spec(config, model, version)
             if spec is None or changed_fields(loaded.config, spec) <= LIVE_FIELDS:
                 continue
+            if spec.backend == ENSEMBLE or loaded.config.backend == ENSEMBLE:
+                # Its members are leased from the config in force, which is still the old
+                # one here: it leaves the snapshot instead, assembled anew on its next request.
+                continue
             log.info("%s@%s reloads: %s changed", model, version, ", ".join(sorted(changed_fields(loaded.config, spec) - LIVE_FIELDS)))
             slot = self._slot(model, version)
             try:
@@ -416,6 +422,13 @@ class Registry(Leases):
                 elif item.config != spec and changed_fields(item.config, spec) <= LIVE_FIELDS:
                     plan.live.append(f"{key[0]}@{key[1]} ({', '.join(sorted(changed_fields(item.config, spec)))})")
                     apply_live(item, spec)
+                elif item.config != spec and f"{key[0]}@{key[1]}" not in plan.failed:
+                    # Loaded with the old options after prepare_config looked (a request's
+                    # load finished meanwhile), or an ensemble: it must not serve the new
+                    # config with the old options, so it leaves now and loads on next use.
+                    del loaded[key]
+                    plan.retire.append((item, "reload"))
+                    plan.reloaded.append(f"{key[0]}@{key[1]} (on next use)")
             for key, fresh in plan.fresh.items():
                 loaded[key] = fresh
                 plan.reloaded.append(f"{key[0]}@{key[1]}")

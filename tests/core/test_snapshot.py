@@ -230,3 +230,78 @@ def test_a_nested_publish_is_refused_not_deadlocked() -> None:
     with pytest.raises(RuntimeError, match="must not publish"):
         published.publish(lambda snap: published.publish(lambda inner: inner))
     assert published.publish(lambda snap: snap.with_routes({})).generation == 1  # the lock was let go
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_copy_loaded_with_old_options_while_a_reload_prepares_does_not_serve_the_new_config(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: a request's load of v2 that finished while the reload loaded v1 anew was
+    published with the old options and kept them until evicted; the reply said nothing."""
+    old = fake_config(tmp_path, {"v1": {"normalize": False}, "v2": {"normalize": False}})
+    new = fake_config(tmp_path, {"v1": {"normalize": False, "scale": 2.0}, "v2": {"normalize": False, "scale": 2.0}})
+    with start(old) as daemon, daemon.client() as client, daemon.client() as other:
+        client.encode(["warm"], "m@v1")
+        v2_gate, v1_gate = threading.Event(), threading.Event()
+        fakebackend.CONTROLS["v2"].load_gate = v2_gate
+        loading = threading.Thread(target=lambda: other.encode(["x"], "m@v2"))
+        loading.start()
+        _wait(lambda: fakebackend.CONTROLS["v2"].load_attempts == 1)
+        fakebackend.CONTROLS["v1"].load_gate = v1_gate
+        daemon.config_path.write_text(new)
+        replies: list[dict[str, object]] = []
+        with daemon.client() as third:
+            reloading = threading.Thread(target=lambda: replies.append(third.reload_config()))
+            reloading.start()
+            _wait(lambda: fakebackend.CONTROLS["v1"].load_attempts == 2)
+            v2_gate.set()
+            loading.join(10)
+            v1_gate.set()
+            reloading.join(10)
+        assert replies and replies[0]["failed"] == {}
+        v1 = client.encode(["hello"], "m@v1", no_cache=True).embeddings[0]
+        v2 = client.encode(["hello"], "m@v2", no_cache=True).embeddings[0]
+        assert np.allclose(v1, v2)  # both at the new scale
+
+
+def test_a_reload_adding_a_member_to_an_ensemble_serves_the_new_ensemble(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: the fresh ensemble was assembled against the old config, where its new
+    member did not exist: the reload reported a failure and the old ensemble served on."""
+    base_one = fake_config(tmp_path, {"a": {"dim": 8}}, model="base")
+    base_two = fake_config(tmp_path, {"a": {"dim": 8}, "b": {"dim": 8, "shift": 3}}, model="base")
+    combo = '[models.combo]\nactive = "e"\n[models.combo.versions.e]\nbackend = "ensemble"\nmembers = [{members}]\n'
+    one = base_one + combo.format(members='{ model = "base", version = "a" }')
+    two = base_two + combo.format(members='{ model = "base", version = "a" }, { model = "base", version = "b" }')
+    with start(one) as daemon, daemon.client() as client:
+        assert client.encode(["x"], "combo").embeddings.shape == (1, 8)
+        reply = _reload(daemon, client, two)
+        assert reply["failed"] == {}
+        assert client.encode(["x"], "combo").embeddings.shape == (1, 16)
+
+
+def test_a_request_for_a_model_whose_version_a_reload_removes_while_it_loads_is_routed_again(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: it got UnknownVersion for a version the client never named."""
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as client, daemon.client() as other:
+        gate = threading.Event()
+        fakebackend.CONTROLS["v1"].load_gate = gate
+        results: list[object] = []
+
+        def encode() -> None:
+            try:
+                results.append(other.encode(["x"], "m").version)
+            except HotswapError as exc:
+                results.append(exc)
+
+        waiting = threading.Thread(target=encode)
+        waiting.start()
+        _wait(lambda: fakebackend.CONTROLS["v1"].load_attempts == 1)
+        reply = _reload(daemon, client, fake_config(tmp_path, {"v2": {}}))
+        gate.set()
+        waiting.join(10)
+        assert reply["failed"] == {} and results == ["v2"]
