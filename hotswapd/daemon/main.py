@@ -315,14 +315,10 @@ class Daemon:
             systemd.notify("READY=1")
 
     def _apply(self, config: Config, trigger: str) -> dict[str, Any]:
-        """Apply ``config`` and answer only once the very next request is served by it.
-
-        Loaded versions whose computing options changed are loaded anew first, while the old
-        copies serve; then the config, the routes and the fresh copies are published as one
-        snapshot; then models whose file `active` changed are switched (load, warm, check,
-        flip). A version that fails to load again keeps its old copy serving, said in the
-        reply. Before: the reply came first and the reloads and switches after it, so the
-        next requests were still served by the previous config."""
+        """Apply ``config``; answer only once the very next request is served by it: changed
+        versions loaded anew (old copies serve meanwhile), config, routes and fresh copies
+        published as one snapshot, then switches for a changed `active`. A version that fails
+        to load again keeps its old copy serving, said in the reply (``failed``)."""
         # Worked out before anything changes: a config failing here leaves the running one whole.
         cache_bytes = int(config.cache.max_mb * 2**20)
         limits = limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb)

@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psutil
@@ -33,7 +32,8 @@ from hotswapd.daemon import memory
 from hotswapd.daemon.bounded import run_bounded
 from hotswapd.daemon.leases import Leases
 from hotswapd.daemon.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
-from hotswapd.daemon.snapshot import Published, Snapshot, VersionKey
+from hotswapd.daemon.reconfiguration import Reconfiguration, version_spec
+from hotswapd.daemon.snapshot import Published, Snapshot
 from hotswapd.ensemble.assemble import assemble, in_use
 from hotswapd.ensemble.settings import ENSEMBLE
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
@@ -47,20 +47,6 @@ EventSink = Callable[..., Any]
 
 
 DRAIN_WAIT_SECONDS = 30.0  # how long a load waits for retired versions to free their memory
-
-
-@dataclass
-class Reconfiguration:
-    """A config being applied: fresh copies of loaded versions whose computing options
-    changed (loaded while the old ones serve), then what publishing it did."""
-
-    config: Config
-    fresh: dict[VersionKey, LoadedVersion] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # NAME@VER -> why its fresh copy did not load
-    removed: list[str] = field(default_factory=list)
-    reloaded: list[str] = field(default_factory=list)
-    live: list[str] = field(default_factory=list)
-    retire: list[tuple[LoadedVersion, str]] = field(default_factory=list)
 
 
 class Registry(Leases):
@@ -95,10 +81,6 @@ class Registry(Leases):
     @property
     def config(self) -> Config:
         """The config in force (of the snapshot in force)."""
-        return self.published.current.config
-
-    @property
-    def _config(self) -> Config:
         return self.published.current.config
 
     def resolve(self, spec: str | None, snapshot: Snapshot | None = None) -> tuple[str, ModelConfig, str | None]:
@@ -146,7 +128,7 @@ class Registry(Leases):
         return slot.last_error if slot else None
 
     def _spec(self, model: str, version: str) -> VersionConfig:
-        model_cfg = self._config.models.get(model)
+        model_cfg = self.config.models.get(model)
         if model_cfg is None or version not in model_cfg.versions:
             raise UnknownVersion(f"{model}@{version} is not in the config")
         return model_cfg.versions[version]
@@ -264,13 +246,13 @@ class Registry(Leases):
         return loaded
 
     def _bounded(self, work: Callable[[], T], what: str, started: float) -> T:
-        return run_bounded(work, what, started, self._config.daemon.load_timeout_seconds, self._stopping)
+        return run_bounded(work, what, started, self.config.daemon.load_timeout_seconds, self._stopping)
 
     def _make_room(self, model: str, version: str, need: int, waiting_allowed: bool) -> bool:
         """Evict idle versions until ``need`` more bytes fit (call with the budget lock held).
         Retired versions still draining their leases count until they are closed: when only
         they stand in the way and ``waiting_allowed``, return False for the caller to wait."""
-        budget = self._config.memory
+        budget = self.config.memory
         if budget.max_gb is None and budget.min_free_gb is None:
             return True
         loaded = [item for k, item in self.published.current.loaded.items() if k != (model, version)]
@@ -296,7 +278,7 @@ class Registry(Leases):
         now = time.time() if now is None else now
         expired = []
         for item in self.loaded():
-            model_cfg = self._config.models.get(item.model)
+            model_cfg = self.config.models.get(item.model)
             ttl = model_cfg.ttl if model_cfg else None
             if ttl is not None and item.leases == 0 and now - item.last_used >= ttl:
                 if self.unload(item.model, item.version, "ttl", f"ttl: unused for {ttl:g} s"):
@@ -387,7 +369,7 @@ class Registry(Leases):
         Nothing is published here: :meth:`config_change` publishes them with the config."""
         plan = Reconfiguration(config)
         for (model, version), loaded in sorted(self.published.current.loaded.items()):
-            spec = _version_spec(config, model, version)
+            spec = version_spec(config, model, version)
             if spec is None or changed_fields(loaded.config, spec) <= LIVE_FIELDS:
                 continue
             if spec.backend == ENSEMBLE or loaded.config.backend == ENSEMBLE:
@@ -412,7 +394,7 @@ class Registry(Leases):
         def change(snap: Snapshot) -> Snapshot:
             loaded = dict(snap.loaded)
             for key, item in snap.loaded.items():
-                spec = _version_spec(plan.config, *key)
+                spec = version_spec(plan.config, *key)
                 if spec is None:
                     del loaded[key]
                     plan.removed.append(f"{key[0]}@{key[1]}")
@@ -440,7 +422,7 @@ class Registry(Leases):
         """After ``plan`` was published: close what it replaced or removed (after their
         requests in flight), and forget the load state of versions no longer configured."""
         with self._guard:
-            for key in [key for key in self._slots if _version_spec(plan.config, *key) is None]:
+            for key in [key for key in self._slots if version_spec(plan.config, *key) is None]:
                 del self._slots[key]
         for item, reason in plan.retire:
             self._retire(item, reason)
@@ -471,12 +453,6 @@ class Registry(Leases):
             self._close(item)
 
 
-
 def _configured(config: Config) -> str:
     return ", ".join(sorted(config.models)) or "(none)"
-
-
-def _version_spec(config: Config, model: str, version: str) -> VersionConfig | None:
-    model_cfg = config.models.get(model)
-    return model_cfg.versions.get(version) if model_cfg else None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hotswapd.config import Config, ModelConfig
@@ -30,7 +30,7 @@ from hotswapd.daemon.compat import agreement, describe_space, incompatibilities
 from hotswapd.daemon.health import HealthBook
 from hotswapd.daemon.loaded import LoadedVersion
 from hotswapd.daemon.registry import Registry
-from hotswapd.daemon.rollout import STRATEGIES, Rollout, Route
+from hotswapd.daemon.rollout import STRATEGIES, Rollout, Route, restored, routes_for
 from hotswapd.daemon.statefile import StateFile
 from hotswapd.daemon.switch_request import SwitchRequest, new_rollout, persisted, summary
 from hotswapd.errors import (
@@ -374,54 +374,4 @@ class Switchboard:
 
     def models(self, snapshot: Snapshot | None = None) -> list[str]:
         return sorted((snapshot or self._published.current).routes)
-
-
-def routes_for(config: Config, routes: Mapping[str, Route]) -> tuple[dict[str, Route], list[str]]:
-    """Routes brought in line with ``config`` (pure): models it removed lose theirs, new ones
-    start on their `active`, versions it removed leave the routes that named them. Also
-    returns the models whose file `active` changed from what was last applied."""
-    result: dict[str, Route] = {}
-    changed: list[str] = []
-    for name, model in config.models.items():
-        route = routes.get(name)
-        if route is None:
-            result[name] = Route(active=model.active, config_active=model.active)
-            continue
-        route = _without_vanished(route, model)
-        if model.active != route.config_active:
-            if model.active != route.active or route.rollout is not None:
-                changed.append(name)
-            route = route.but(config_active=model.active)
-        result[name] = route
-    return result, changed
-
-
-def _without_vanished(route: Route, model: ModelConfig) -> Route:
-    if route.active not in model.versions:
-        route = route.but(active=model.active, rollout=None)
-    if route.rollout and not {route.rollout.source, route.rollout.target} <= set(model.versions):
-        route = route.but(rollout=None)
-    if route.previous not in model.versions:
-        route = route.but(previous=None)
-    return route
-
-
-def restored(saved: dict[str, Any], config: Config, routes: Mapping[str, Route]) -> dict[str, Route]:
-    """``routes`` with the state an earlier run persisted, where the file has not changed since."""
-    result = dict(routes)
-    for name, data in (saved.get("models") or {}).items():
-        model, route = config.models.get(name), result.get(name)
-        if model is None or route is None or data.get("config_active") != model.active:
-            continue
-        if data.get("active") in model.versions:
-            route = route.but(active=data["active"])
-        if data.get("previous") in model.versions:
-            route = route.but(previous=data["previous"])
-        if data.get("rollout"):
-            rollout = Rollout.from_dict(data["rollout"])
-            if {rollout.source, rollout.target} <= set(model.versions):
-                route = route.but(rollout=rollout)
-        result[name] = route
-        log.info("restored %s: active %s%s", name, route.active, f", rollout to {route.rollout.target}" if route.rollout else "")
-    return result
 

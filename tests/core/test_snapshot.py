@@ -19,6 +19,7 @@ from hotswapd.errors import HotswapError
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
 from tests.core.test_corpus import DIM, build_corpus, sentences, write_jsonl
+from tests.daemons import wait_for
 from tests.inproc import InprocDaemon, fake_config
 
 if TYPE_CHECKING:
@@ -232,15 +233,6 @@ def test_a_nested_publish_is_refused_not_deadlocked() -> None:
     assert published.publish(lambda snap: snap.with_routes({})).generation == 1  # the lock was let go
 
 
-def _wait(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_copy_loaded_with_old_options_while_a_reload_prepares_does_not_serve_the_new_config(start: StartDaemon, tmp_path: Path) -> None:
     """Before: a request's load of v2 that finished while the reload loaded v1 anew was
     published with the old options and kept them until evicted; the reply said nothing."""
@@ -252,14 +244,14 @@ def test_a_copy_loaded_with_old_options_while_a_reload_prepares_does_not_serve_t
         fakebackend.CONTROLS["v2"].load_gate = v2_gate
         loading = threading.Thread(target=lambda: other.encode(["x"], "m@v2"))
         loading.start()
-        _wait(lambda: fakebackend.CONTROLS["v2"].load_attempts == 1)
+        wait_for(lambda: fakebackend.CONTROLS["v2"].load_attempts, lambda n: n == 1)
         fakebackend.CONTROLS["v1"].load_gate = v1_gate
         daemon.config_path.write_text(new)
         replies: list[dict[str, object]] = []
         with daemon.client() as third:
             reloading = threading.Thread(target=lambda: replies.append(third.reload_config()))
             reloading.start()
-            _wait(lambda: fakebackend.CONTROLS["v1"].load_attempts == 2)
+            wait_for(lambda: fakebackend.CONTROLS["v1"].load_attempts, lambda n: n == 2)
             v2_gate.set()
             loading.join(10)
             v1_gate.set()
@@ -300,7 +292,7 @@ def test_a_request_for_a_model_whose_version_a_reload_removes_while_it_loads_is_
 
         waiting = threading.Thread(target=encode)
         waiting.start()
-        _wait(lambda: fakebackend.CONTROLS["v1"].load_attempts == 1)
+        wait_for(lambda: fakebackend.CONTROLS["v1"].load_attempts, lambda n: n == 1)
         reply = _reload(daemon, client, fake_config(tmp_path, {"v2": {}}))
         gate.set()
         waiting.join(10)
