@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from hotswapd import Client  # noqa: E402
 from hotswapd.errors import HotswapError  # noqa: E402
-from hotswapd.protocol import OPS, decode_reply  # noqa: E402
+from hotswapd.wire.protocol import OPS, decode_reply  # noqa: E402
 from tests.daemons import REPO, RunningDaemon, daemon_env, short_socket_dir, wait_until_answering  # noqa: E402
 from tests.inproc import fake_config  # noqa: E402
 
@@ -168,12 +168,12 @@ def phase_configs(endpoint: str, config: Path, count: int, rng: random.Random) -
 
 def phase_states_in_process(count: int, rng: random.Random, workdir: Path, good_state: bytes) -> Counter[str]:
     from hotswapd import backends
-    from hotswapd.config import load_config
-    from hotswapd.daemon.audit import AuditLog
-    from hotswapd.daemon.health import HealthBook
-    from hotswapd.daemon.registry import Registry
-    from hotswapd.daemon.statefile import StateFile
-    from hotswapd.daemon.switching import Switchboard
+    from hotswapd.config.schema import load_config
+    from hotswapd.core.audit import AuditLog
+    from hotswapd.core.health import HealthBook
+    from hotswapd.core.registry import Registry
+    from hotswapd.core.statefile import StateFile
+    from hotswapd.core.switching import Switchboard
 
     backends.BUILTIN["fake"] = "tests.fakebackend"  # as the daemon process has it
     logging.getLogger("hotswapd").setLevel(logging.CRITICAL)  # each set-aside file logs an error: counted instead

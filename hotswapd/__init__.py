@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-from hotswapd.client import Client, EncodeResult  # noqa: E402
+from hotswapd.client.connection import Client, EncodeResult  # noqa: E402
 from hotswapd.errors import HotswapError  # noqa: E402
 
 __all__ = ["Client", "EncodeResult", "HotswapError", "__version__"]

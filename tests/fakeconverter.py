@@ -1,4 +1,4 @@
-"""A stand-in converter for the conversion cache (hotswapd.backends.export_cache): it writes
+"""A stand-in converter for the conversion cache (hotswapd.backends.support.export_cache): it writes
 what a real one writes (a model file and check.json) in milliseconds, without torch.
 
     python -m tests.fakeconverter --mean 0.999 [--sleep S] [--fail] --out DIR

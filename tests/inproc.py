@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hotswapd import Client, backends
-from hotswapd.config import load_config
-from hotswapd.config_origin import origin_for
+from hotswapd.config.schema import load_config
+from hotswapd.config.origin import origin_for
 from hotswapd.daemon.main import Daemon
 from hotswapd.errors import DaemonNotRunning, DaemonTimeout
 from tests import fakebackend

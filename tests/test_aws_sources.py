@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd import s3
+from hotswapd.sources import s3
 from hotswapd.errors import ModelLoadError
 from tests.conftest import run_hs
 from tests.daemons import RunningDaemon, daemon_env, serving, start_daemon, wait_for, wait_ready, write_config

@@ -209,7 +209,7 @@ def test_counting_tokens_beside_an_encode_leaves_the_encode_alone(tiny_model: Pa
     import threading
 
     from hotswapd.backends import get_loader
-    from hotswapd.config import VersionConfig
+    from hotswapd.config.schema import VersionConfig
 
     spec = VersionConfig.model_validate({"backend": backend, "source": str(tiny_model), "device": "cpu"})
     embedder = get_loader(backend)(tiny_model, spec)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hotswapd import Client
-from hotswapd.probe import check_sample
+from hotswapd.text.probe_texts import check_sample
 from tests.daemons import RunningDaemon, serving, write_config
 from tests.test_backends import cosines, st_reference
 from tests.tinymodel import minilm_dir

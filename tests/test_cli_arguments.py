@@ -1,4 +1,4 @@
-"""`--ray` takes an optional address: alone it means a local Ray (cli/arguments.py)."""
+"""`--ray` takes an optional address: alone it means a local Ray (hotswap_cli/arguments.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def imported_after(code: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "code",
-    ["import hotswap_cli.main", "from hotswapd import Client", "import hotswapd.protocol, hotswapd.errors"],
+    ["import hotswap_cli.main", "from hotswapd import Client", "import hotswapd.wire.protocol, hotswapd.errors"],
 )
 def test_light_imports(code: str) -> None:
     heavy = {name for name in imported_after(code) if name.split(".")[0] in HEAVY}

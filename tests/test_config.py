@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.config import DEFAULT_MODEL_NAME, builtin_default, load_config
+from hotswapd.config.schema import DEFAULT_MODEL_NAME, builtin_default, load_config
 from hotswapd.errors import ConfigError, ModelLoadError
-from hotswapd.paths import normalize_endpoint
-from hotswapd.sources import resolve_source
+from hotswapd.host.paths import normalize_endpoint
+from hotswapd.sources.resolve import resolve_source
 from tests.daemons import REPO
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hotswapd.lockfile import holder_pid
+from hotswapd.host.lockfile import holder_pid
 from tests.daemons import daemon_env, short_socket_dir, start_daemon, write_config
 
 HS = Path(sys.executable).with_name("hs")

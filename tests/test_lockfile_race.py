@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.lockfile import LockHeld, take_lock
+from hotswapd.host.lockfile import LockHeld, take_lock
 
 
 def test_a_lock_taken_on_an_unlinked_file_is_taken_again_on_the_new_one(tmp_path: Path) -> None:

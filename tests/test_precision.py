@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.backends.precision import BF16_CPU_FLAGS
-from hotswapd.cpu import cpu_flags
+from hotswapd.backends.support.precision import BF16_CPU_FLAGS
+from hotswapd.host.cpu import cpu_flags
 from hotswapd.errors import ModelLoadError
-from hotswapd.jobs.standalone import encode_texts, load_version
+from hotswapd.pipeline.standalone import encode_texts, load_version
 from tests.tinymodel import build_tiny_model
 
 pytestmark = pytest.mark.slow  # imports torch
@@ -82,7 +82,7 @@ def test_the_transformers_backend_takes_the_same_precision(config: Path) -> None
 
 
 def test_int8_under_torch_is_refused_with_where_int8_runs_when_the_config_is_read(tmp_path: Path) -> None:
-    from hotswapd.config import load_config
+    from hotswapd.config.schema import load_config
     from hotswapd.errors import ConfigError
 
     (tmp_path / "c.toml").write_text(f'[models.tiny]\nactive = "v"\n[models.tiny.versions.v]\nsource = "{tmp_path}"\nprecision = "int8"\n')

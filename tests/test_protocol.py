@@ -15,7 +15,7 @@ from hotswapd.errors import (
     UnsupportedVersion,
     error_from_wire,
 )
-from hotswapd.protocol import (
+from hotswapd.wire.protocol import (
     MAX_HEADER_BYTES,
     decode_reply,
     decode_request,
@@ -63,7 +63,8 @@ def test_every_error_code_is_unique() -> None:
         ({"v": 1, "id": "", "op": "ping"}, ProtocolError),
         ({"v": 1, "id": "x" * 65, "op": "ping"}, ProtocolError),
         ({"v": 1, "id": "a", "op": 3}, ProtocolError),
-        ({"v": 1, "id": "a", "op": "dance"}, UnknownOp),
+        ({"v": 1, "id": "a", "op": "no such op!"}, UnknownOp),
+        ({"v": 1, "id": "a", "op": "x" * 33}, UnknownOp),
         ({"v": 1, "id": "a", "op": "ping", "model": ""}, ProtocolError),
         ({"v": 1, "id": "a", "op": "ping", "model": "m" * 300}, ProtocolError),
     ],
@@ -91,7 +92,7 @@ def test_request_id_of_malformed_input() -> None:
 )
 def test_hostile_headers_are_typed_protocol_errors(header: bytes) -> None:
     from hotswapd.errors import ProtocolError
-    from hotswapd.protocol import decode_request, request_id_of
+    from hotswapd.wire.protocol import decode_request, request_id_of
 
     request_id_of([header])  # never raises
     with pytest.raises(ProtocolError):

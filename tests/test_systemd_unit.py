@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.systemd import UnitError, UnitSpec, unit_text
+from hotswapd.host.systemd import UnitError, UnitSpec, unit_text
 from tests.daemons import daemon_env
 
 HS = Path(sys.executable).with_name("hs")

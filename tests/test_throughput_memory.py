@@ -222,9 +222,9 @@ def test_the_persistent_cache_survives_a_restart(tmp_path: Path, tiny_model: Pat
 
 
 def test_policy_largest_evicts_the_biggest_idle_version_first() -> None:
-    from hotswapd.config import MemoryConfig, VersionConfig
-    from hotswapd.daemon.memory import victims
-    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.config.schema import MemoryConfig, VersionConfig
+    from hotswapd.core.memory import victims
+    from hotswapd.pipeline.loaded import LoadedVersion
 
     def loaded(version: str, mib: int, last_used: float, pinned: bool = False) -> LoadedVersion:
         spec = VersionConfig(source="/models/x", pinned=pinned)

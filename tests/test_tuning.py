@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.backends.precision import BF16_CPU_FLAGS
-from hotswapd.cpu import cpu_flags
-from hotswapd.config import VersionConfig
+from hotswapd.backends.support.precision import BF16_CPU_FLAGS
+from hotswapd.host.cpu import cpu_flags
+from hotswapd.config.schema import VersionConfig
 from hotswapd.tuning import record as tuning_record
 from hotswapd.tuning import run as tuning_run
 from hotswapd.tuning.paths import PATHS
@@ -146,8 +146,8 @@ def test_an_auto_version_serves_the_cached_choice_without_torch_and_hs_tune_show
 
 
 def test_a_graph_never_checked_against_its_model_is_not_taken_for_the_same_space(work: Path, measured: TuneRecord) -> None:
-    from hotswapd.daemon.compat import describe_space, incompatibilities
-    from hotswapd.jobs.standalone import load_version
+    from hotswapd.core.compat import describe_space, incompatibilities
+    from hotswapd.pipeline.standalone import load_version
 
     exported = next((work / "cache" / "hotswapd" / "onnx").glob("*/model.onnx"))
     given = work / "given"
@@ -171,7 +171,7 @@ def test_a_graph_never_checked_against_its_model_is_not_taken_for_the_same_space
 def test_loading_a_tuned_version_imports_no_torch(work: Path, measured: TuneRecord) -> None:
     config = write_config(work / "auto.toml", f'[models.tiny]\nactive = "auto"\n[models.tiny.versions.auto]\nbackend = "auto"\nsource = "{work / "tiny"}"\n')
     script = (
-        "import sys\nfrom hotswapd.jobs.standalone import encode_texts, load_version\n"
+        "import sys\nfrom hotswapd.pipeline.standalone import encode_texts, load_version\n"
         f"loaded = load_version({str(config)!r}, 'tiny@auto')\n"
         "assert encode_texts(loaded, ['x']).shape[0] == 1\n"
         "print(loaded.embedder.tuned_path, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
@@ -190,7 +190,7 @@ def test_stopping_the_daemon_ends_a_measurement_in_progress(work: Path) -> None:
     config = write_config(work / "stop.toml", f'[models.tiny]\nactive = "auto"\n[models.tiny.versions.auto]\nbackend = "auto"\nsource = "{work / "tiny"}"\n')
     cache = work / "fresh-cache"  # nothing cached: the first load measures
     daemon = start_daemon(config, work, extra_env={"XDG_CACHE_HOME": str(cache)}, wait=120)
-    pending = subprocess.Popen([sys.executable, "-c", f"from hotswapd.client import Client; Client({daemon.endpoint!r}, timeout=300).encode(['x'], 'tiny@auto')"],
+    pending = subprocess.Popen([sys.executable, "-c", f"from hotswapd.client.connection import Client; Client({daemon.endpoint!r}, timeout=300).encode(['x'], 'tiny@auto')"],
                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while "measuring" not in daemon.log() and time.monotonic() < deadline:

@@ -4,7 +4,7 @@ A backend is a module with:
 
 - ``load(path, version) -> Embedder``: ``path`` is the local directory or file the
   version's ``source`` resolved to; ``version`` is its
-  :class:`~hotswapd.config.VersionConfig`, whose ``options`` are the backend's own keys.
+  :class:`~hotswapd.config.schema.VersionConfig`, whose ``options`` are the backend's own keys.
 - optionally ``Options``: a pydantic model of the backend's own config keys. Config
   validation checks a version's extra keys against it; without it, extra keys are refused.
 - optionally ``import_libraries()``: imports its heavy libraries, called before a load's
@@ -37,10 +37,10 @@ BUILTIN: dict[str, str] = {
     "openai": "hotswapd.backends.openai_remote",
     "onnx": "hotswapd.backends.onnx",
     "openvino": "hotswapd.backends.openvino",
-    "auto": "hotswapd.backends.auto",
+    "auto": "hotswapd.tuning.auto_backend",
     "transformers": "hotswapd.backends.transformers",
     "sagemaker": "hotswapd.backends.sagemaker",
-    "ensemble": "hotswapd.ensemble.settings",  # assembled by the registry from its members
+    "ensemble": "hotswapd.config.ensemble",  # assembled by the registry from its members
 }
 
 
@@ -65,7 +65,7 @@ class Embedder(Protocol):
 
 
 class VersionSpec(Protocol):
-    """What a loader reads of a version's config (a :class:`hotswapd.config.VersionConfig`;
+    """What a loader reads of a version's config (a :class:`hotswapd.config.schema.VersionConfig`;
     named by its shape here so that this seam does not import the config module, which
     imports it)."""
 
@@ -76,9 +76,14 @@ class VersionSpec(Protocol):
     batch_size: int
     max_seq_length: int | None
     trust_remote_code: bool
+    fallback: str | None  # "cpu": run there when the named device is missing
 
     @property
     def options(self) -> BaseModel: ...
+
+    def resolve(self, source: str) -> Path:
+        """A path the version names (an ONNX file, a tokenizer), resolved like its source."""
+        ...
 
 
 class Loader(Protocol):

@@ -22,19 +22,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from hotswapd.backends.devices import pick_device
-from hotswapd.backends.export_cache import created_once, enforce
-from hotswapd.backends.graph_embedder import GraphEmbedder
-from hotswapd.backends.layout import ModelLayout, read_layout
-from hotswapd.backends.pooling import PoolingName, choose_mode
-from hotswapd.backends.tokenizing import TextTokenizer
+from hotswapd.backends.support.devices import pick_device
+from hotswapd.backends.support.export_cache import created_once, enforce
+from hotswapd.backends.support.graph_embedder import GraphEmbedder
+from hotswapd.backends.support.layout import ModelLayout, read_layout
+from hotswapd.backends.support.pooling import PoolingName, choose_mode
+from hotswapd.backends.support.tokenizing import TextTokenizer
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
     import onnxruntime
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 # What the exporter (onnx_export, run in a subprocess) writes; part of the export cache key.
@@ -97,7 +97,7 @@ def onnx_device(requested: str, fallback: str | None) -> str:
     return pick_device(requested, fallback, "CUDAExecutionProvider" in onnxruntime.get_available_providers(), "onnxruntime")
 
 
-def load(path: Path, version: VersionConfig) -> OnnxEmbedder:
+def load(path: Path, version: VersionSpec) -> OnnxEmbedder:
     try:
         import onnxruntime  # noqa: F401 -- fail early with an install hint
     except ImportError as exc:
@@ -115,7 +115,7 @@ def load(path: Path, version: VersionConfig) -> OnnxEmbedder:
     return embedder
 
 
-def _onnx_file(path: Path, version: VersionConfig, options: Options) -> tuple[Path, Path, dict[str, Any]]:
+def _onnx_file(path: Path, version: VersionSpec, options: Options) -> tuple[Path, Path, dict[str, Any]]:
     """(the .onnx file to serve, the directory with its tokenizer and pooling, facts for hs models)."""
     tokenizer_dir = version.resolve(options.tokenizer) if options.tokenizer else None
     if path.is_file():
@@ -128,7 +128,7 @@ def _onnx_file(path: Path, version: VersionConfig, options: Options) -> tuple[Pa
     return _exported(path, version, options)
 
 
-def _checked_given_file(file: Path, tokenizer_dir: Path, version: VersionConfig, options: Options) -> tuple[Path, Path, dict[str, Any]]:
+def _checked_given_file(file: Path, tokenizer_dir: Path, version: VersionSpec, options: Options) -> tuple[Path, Path, dict[str, Any]]:
     if options.quantize != "none":
         raise ModelLoadError("quantize applies to models the backend exports; this source is already an ONNX file")
     details: dict[str, Any] = {"onnx_file": str(file)}
@@ -141,7 +141,7 @@ def _checked_given_file(file: Path, tokenizer_dir: Path, version: VersionConfig,
     return file, tokenizer_dir, details
 
 
-def _exported(source: Path, version: VersionConfig, options: Options) -> tuple[Path, Path, dict[str, Any]]:
+def _exported(source: Path, version: VersionSpec, options: Options) -> tuple[Path, Path, dict[str, Any]]:
     file, check = _export(source, options.quantize, version.trust_remote_code)
     enforce(check, options.min_cosine, f"the {'int8' if options.quantize == 'int8' else 'fp32'} ONNX export of {source}")
     return file, source, {"onnx_file": str(file), "exported_now": check.get("exported_now", False), "check": check}
@@ -154,13 +154,13 @@ def _export(source: Path, quantize: str, trust_remote_code: bool) -> tuple[Path,
 
 
 def _cache_root() -> Path:
-    from hotswapd.paths import cache_dir
+    from hotswapd.host.paths import cache_dir
 
     return cache_dir() / "onnx"
 
 
 def _cache_key(source: Path, reference: Path | None, variant: str) -> str:
-    from hotswapd.fingerprint import fingerprint
+    from hotswapd.sources.fingerprint import fingerprint
 
     parts = [fingerprint(source), fingerprint(reference) if reference else "", variant, f"opset{OPSET}", f"format{EXPORT_FORMAT}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from hotswapd.backends.layout import read_layout
+from hotswapd.backends.support.layout import read_layout
 from hotswapd.backends.onnx import OPSET
-from hotswapd.probe import check_sample
+from hotswapd.text.probe_texts import check_sample
 
 
 def export_fp32(source: Path, out: Path, trust_remote_code: bool) -> None:

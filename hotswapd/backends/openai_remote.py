@@ -7,7 +7,7 @@ retried with exponential backoff (``Retry-After`` honoured, capped), then become
 ``inference_error`` naming the endpoint and the status. The daemon keeps serving.
 
 What answers behind an endpoint can change without notice: the version's ``identity``
-(:mod:`hotswapd.backends.remote_identity`) digests the endpoint, the remote model's name
+(:mod:`hotswapd.backends.support.remote_identity`) digests the endpoint, the remote model's name
 and the probe's vectors, at load and every ``recheck_seconds``.
 
 ``source`` may be ``remote:`` (no local files) or a directory with the remote model's
@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
-from hotswapd.backends.event_loop import LoopThread
-from hotswapd.backends.pooling import l2_normalize
-from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
+from hotswapd.backends.support.event_loop import LoopThread
+from hotswapd.backends.support.pooling import l2_normalize
+from hotswapd.backends.support.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
 from hotswapd.errors import InferenceError, ModelLoadError
 
 if TYPE_CHECKING:
     import httpx
     import numpy as np
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -216,7 +216,7 @@ def _error_message(content: bytes) -> str:
     return content[:300].decode("utf-8", "replace") or "no body"
 
 
-def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:
+def load(path: Path, version: VersionSpec) -> OpenAIEmbedder:
     try:
         import httpx
     except ImportError as exc:
@@ -230,7 +230,7 @@ def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:
         headers["Authorization"] = f"Bearer {key}"
     tokenizer = None
     if (path / "tokenizer.json").is_file():
-        from hotswapd.backends.tokenizing import TextTokenizer
+        from hotswapd.backends.support.tokenizing import TextTokenizer
 
         tokenizer = TextTokenizer(path / "tokenizer.json", version.max_seq_length or _max_tokens(path))
     client = httpx.AsyncClient(timeout=options.timeout_seconds, headers=headers)
@@ -246,7 +246,7 @@ def load(path: Path, version: VersionConfig) -> OpenAIEmbedder:
 
 def _max_tokens(path: Path) -> int:
     """The tokenizer directory's own limit (sentence-transformers or tokenizer config), else 512."""
-    from hotswapd.backends.layout import read_layout
+    from hotswapd.backends.support.layout import read_layout
 
     try:
         return read_layout(path).max_seq_length

@@ -28,20 +28,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from hotswapd.backends.devices import pick_device
-from hotswapd.backends.export_cache import created_once, enforce
-from hotswapd.backends.graph_embedder import GraphEmbedder
-from hotswapd.backends.layout import ModelLayout, read_layout
-from hotswapd.backends.pooling import PoolingName, choose_mode
-from hotswapd.backends.precision import why_not
-from hotswapd.backends.tokenizing import TextTokenizer
-from hotswapd.cpu import cpu_identity
+from hotswapd.backends.support.devices import pick_device
+from hotswapd.backends.support.export_cache import created_once, enforce
+from hotswapd.backends.support.graph_embedder import GraphEmbedder
+from hotswapd.backends.support.layout import ModelLayout, read_layout
+from hotswapd.backends.support.pooling import PoolingName, choose_mode
+from hotswapd.backends.support.precision import why_not
+from hotswapd.backends.support.tokenizing import TextTokenizer
+from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 GIVEN_FILE = "openvino_model.xml"
@@ -111,7 +111,7 @@ def unavailable(precision: str) -> str | None:
     return why_not(precision, "cpu") if precision == "bf16" else None
 
 
-def load(path: Path, version: VersionConfig) -> OpenVinoEmbedder:
+def load(path: Path, version: VersionSpec) -> OpenVinoEmbedder:
     options: Options = version.options  # type: ignore[assignment]
     pick_device(version.device, version.fallback, False, "openvino (this backend runs on the CPU)")
     reason = unavailable(options.precision)
@@ -134,7 +134,7 @@ def load(path: Path, version: VersionConfig) -> OpenVinoEmbedder:
     return embedder
 
 
-def _converted(source: Path, version: VersionConfig, options: Options) -> tuple[Path, dict[str, Any]]:
+def _converted(source: Path, version: VersionSpec, options: Options) -> tuple[Path, dict[str, Any]]:
     key = _cache_key(source, options.precision)
     arguments = ["--source", str(source), "--precision", options.precision]
     check = created_once(_cache_root(), key, "hotswapd.backends.openvino_export", arguments, version.trust_remote_code, ("model.xml", "model.bin"))
@@ -144,13 +144,13 @@ def _converted(source: Path, version: VersionConfig, options: Options) -> tuple[
 
 
 def _cache_root() -> Path:
-    from hotswapd.paths import cache_dir
+    from hotswapd.host.paths import cache_dir
 
     return cache_dir() / "openvino"
 
 
 def _cache_key(source: Path, precision: str) -> str:
-    from hotswapd.fingerprint import fingerprint
+    from hotswapd.sources.fingerprint import fingerprint
 
     libraries = [f"{name}={_installed(name)}" for name in ("openvino", "nncf")]
     # bf16 and int8 accuracy (and int8 calibration) depend on the instructions the CPU has.

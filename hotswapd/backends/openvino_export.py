@@ -4,7 +4,7 @@ Run as a subprocess by the OpenVINO backend (``python -m hotswapd.backends.openv
 so the daemon that serves the converted model never imports torch. It exports the model to
 ONNX (the ONNX backend's exporter), converts that with OpenVINO, and for ``int8`` quantises
 weights and activations with NNCF's post-training quantisation, calibrated on
-:func:`hotswapd.probe.calibration_texts`. It writes ``model.xml``/``model.bin`` and
+:func:`hotswapd.text.probe_texts.calibration_texts`. It writes ``model.xml``/``model.bin`` and
 ``check.json`` (mean and minimum cosine against sentence-transformers on the check sample,
 computed in the precision the model will be served in) into ``--out``.
 """
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from hotswapd.backends.layout import read_layout
+from hotswapd.backends.support.layout import read_layout
 from hotswapd.backends.onnx_export import agreement_of, export_fp32, write_check
-from hotswapd.backends.tokenizing import TextTokenizer
-from hotswapd.probe import calibration_texts
+from hotswapd.backends.support.tokenizing import TextTokenizer
+from hotswapd.text.probe_texts import calibration_texts
 
 
 def quantize_int8(model: object, source: Path, input_names: set[str]) -> object:

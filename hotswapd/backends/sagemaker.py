@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from hotswapd.backends.layout import read_layout, vector_space
-from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
-from hotswapd.backends.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
-from hotswapd.backends.tokenizing import TextTokenizer, TokenizedBackend
+from hotswapd.backends.support.layout import read_layout, vector_space
+from hotswapd.backends.support.pooling import PoolingName, choose_mode, l2_normalize, pool
+from hotswapd.backends.support.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
+from hotswapd.backends.support.tokenizing import TextTokenizer, TokenizedBackend
 from hotswapd.errors import InferenceError, ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class SageMakerEmbedder(TokenizedBackend):
         self._client.close()
 
 
-def load(path: Path, version: VersionConfig) -> SageMakerEmbedder:
+def load(path: Path, version: VersionSpec) -> SageMakerEmbedder:
     try:
         import boto3
         from botocore.config import Config as BotoConfig

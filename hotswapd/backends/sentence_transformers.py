@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hotswapd.backends.devices import torch_device
-from hotswapd.backends.layout import vector_space
-from hotswapd.backends.precision import ChosenPrecision, PrecisionOptions, running_in
-from hotswapd.backends.tokenizing import CountsOnACopy
+from hotswapd.backends.support.devices import torch_device
+from hotswapd.backends.support.layout import vector_space
+from hotswapd.backends.support.precision import ChosenPrecision, PrecisionOptions, running_in
+from hotswapd.backends.support.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _quiet_transformers() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load(path: Path, version: VersionConfig) -> SentenceTransformerEmbedder:
+def load(path: Path, version: VersionSpec) -> SentenceTransformerEmbedder:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:

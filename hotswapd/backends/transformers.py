@@ -12,17 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotswapd.backends.devices import torch_device
-from hotswapd.backends.layout import read_layout, vector_space
-from hotswapd.backends.pooling import PoolingName, choose_mode, l2_normalize, pool
-from hotswapd.backends.precision import ChosenPrecision, PrecisionOptions, running_in
-from hotswapd.backends.tokenizing import CountsOnACopy
+from hotswapd.backends.support.devices import torch_device
+from hotswapd.backends.support.layout import read_layout, vector_space
+from hotswapd.backends.support.pooling import PoolingName, choose_mode, l2_normalize, pool
+from hotswapd.backends.support.precision import ChosenPrecision, PrecisionOptions, running_in
+from hotswapd.backends.support.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.config import VersionConfig
+    from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TransformersEmbedder(ChosenPrecision, CountsOnACopy):
             torch.cuda.empty_cache()
 
 
-def load(path: Path, version: VersionConfig) -> TransformersEmbedder:
+def load(path: Path, version: VersionSpec) -> TransformersEmbedder:
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:

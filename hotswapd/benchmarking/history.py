@@ -17,13 +17,13 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # as hotswapd.config.NAME_PATTERN
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # as hotswapd.config.schema.NAME_PATTERN
 MAX_BYTES = 16 * 2**20  # past this, the file is moved to bench.jsonl.1 (one generation kept)
 KEYS: dict[str, Any] = {"at": (int, float), "model": str, "version": str, "texts_per_s": (int, float), "p50_ms": (int, float), "p99_ms": (int, float), "batch_size": int, "concurrency": int}
 
 
 def history_path() -> Path:
-    from hotswapd.paths import state_dir
+    from hotswapd.host.paths import state_dir
 
     return state_dir() / "bench.jsonl"
 
@@ -51,7 +51,7 @@ def read_history(path: Path, tail_bytes: int = 2 * MAX_BYTES) -> list[dict[str, 
 
 
 def _tail(path: Path, limit: int) -> bytes:
-    from hotswapd.safefiles import read_tail
+    from hotswapd.host.safefiles import read_tail
 
     data, cut = read_tail(path, limit)
     return data.partition(b"\n")[2] if cut else data  # from the first whole line

@@ -27,23 +27,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.benchmarking import history
-from hotswapd.benchmarking.settings import BenchConfig
-from hotswapd.ensemble.settings import ENSEMBLE
+from hotswapd.config.benchmarking import BenchConfig
+from hotswapd.config.ensemble import ENSEMBLE
 from hotswapd.errors import HotswapError
-from hotswapd.probe import PROBE_TEXTS
+from hotswapd.text.probe_texts import PROBE_TEXTS
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import numpy as np
 
-    from hotswapd.config import VersionConfig
-    from hotswapd.daemon.admission import Admission
-    from hotswapd.daemon.audit import AuditLog
-    from hotswapd.daemon.inference import Inference
-    from hotswapd.daemon.loaded import LoadedVersion
-    from hotswapd.daemon.registry import Registry
-    from hotswapd.daemon.switching import Switchboard
+    from hotswapd.config.schema import VersionConfig
+    from hotswapd.core.admission import Admission
+    from hotswapd.core.audit import AuditLog
+    from hotswapd.pipeline.inference import Inference
+    from hotswapd.pipeline.loaded import LoadedVersion
+    from hotswapd.core.registry import Registry
+    from hotswapd.core.switching import Switchboard
 
 log = logging.getLogger(__name__)
 SINGLES = 8  # single-text calls per version: the latency figures
@@ -182,9 +182,9 @@ class PeriodicBench:
             routing = self._switchboard.describe(name) or {}
             serving.update({(name, routing.get("active")), (name, (routing.get("rollout") or {}).get("target"))})
         others = [item for item in self._registry.loaded() if all(item is not mine for mine in borrowed)]
-        held = {id(member) for item in others for member in getattr(item.embedder, "members", ())}
-        ours = Counter(id(member) for item in borrowed for member in getattr(item.embedder, "members", ()))  # assembly leases
-        for item in sorted(borrowed, key=lambda item: not getattr(item.embedder, "members", ())):  # ensembles first
+        held = {id(member) for item in others for member in item.members}
+        ours = Counter(id(member) for item in borrowed for member in item.members)  # assembly leases
+        for item in sorted(borrowed, key=lambda item: not item.members):  # ensembles first
             used_by_others = item.leases_taken > self._leases_taken.get(id(item), 0) + ours[id(item)]
             if self._registry.peek(item.model, item.version) is item and (item.model, item.version) not in serving and id(item) not in held and not used_by_others:
                 self._registry.unload(item.model, item.version, "unload", "loaded for a periodic benchmark round")
@@ -250,7 +250,7 @@ class PeriodicBench:
 
     def _slice(self, loaded: LoadedVersion, texts: list[str], started: float) -> tuple[float, np.ndarray]:
         """One encode on the inference thread under its own lease, once the daemon is idle."""
-        from hotswapd.daemon.inference import run_backend
+        from hotswapd.pipeline.inference import run_backend
 
         self._wait_for_idle(started, loaded)
         leased = self._registry.try_lease(loaded.model, loaded.version)

@@ -3,13 +3,14 @@ checked to be that version's, counted in its memory, and closed with it.
 
 A corpus that cannot be used does not fail the version's load (its texts can still be
 encoded): the version carries the reason, a search on it answers it as a typed error, and
-a switch to it is refused with it (hotswapd.daemon.switching), like the embedding-space guard.
+a switch to it is refused with it (hotswapd.core.switching), like the embedding-space guard.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,57 @@ from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
 
 if TYPE_CHECKING:
-    from hotswapd.config import VersionConfig
-    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.config.schema import VersionConfig
+    from hotswapd.core.snapshot import Snapshot
+    from hotswapd.pipeline.loaded import LoadedVersion
 
 log = logging.getLogger(__name__)
 EventSink = Callable[..., None]
+KEY = "corpus"  # its name among a loaded version's attachments, and in `hs models`
+
+
+@dataclass
+class AttachedCorpus:
+    """A loaded version's corpus, or why it has none; closed with the version."""
+
+    corpus: Corpus | BridgedCorpus | None = None
+    problem: str | None = None
+
+    def close(self) -> None:
+        if self.corpus is not None:
+            self.corpus.close()
+
+
+def _held(loaded: LoadedVersion) -> AttachedCorpus:
+    held = loaded.attachments.get(KEY)
+    if held is None:
+        held = loaded.attachments[KEY] = AttachedCorpus()
+    return held  # type: ignore[no-any-return]
+
+
+def corpus_of(loaded: LoadedVersion) -> tuple[Corpus | BridgedCorpus | None, str | None]:
+    """The corpus a version searches, and why it has none (None, None: it names none)."""
+    held = loaded.attachments.get(KEY)
+    return (held.corpus, held.problem) if held is not None else (None, None)
+
+
+class CorpusHook:
+    """The corpus as a version hook (hotswapd.core.seams): counted in the memory budget
+    before the load, opened with the version, checked at a switch, shown in `hs models`."""
+
+    name = KEY
+
+    def expected_bytes(self, spec: VersionConfig) -> int:
+        return expected_bytes(spec)
+
+    def on_load(self, loaded: LoadedVersion, on_event: EventSink) -> None:
+        attach(loaded, on_event)
+
+    def switch_check(self, current: LoadedVersion, target: LoadedVersion) -> bool:
+        return switch_guard(current, target)
+
+    def describe(self, loaded: LoadedVersion) -> dict[str, Any] | None:
+        return describe(loaded)
 
 
 def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
@@ -32,13 +79,13 @@ def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
     try:
         if loaded.config.embeddings_path:
             _attach_own(loaded, on_event)
-        if loaded.corpus is None and loaded.config.bridge_path:
+        if _held(loaded).corpus is None and loaded.config.bridge_path:
             _attach_bridge(loaded, on_event)
     except Exception as exc:
         log.exception("%s@%s: opening its corpus failed", loaded.model, loaded.version)
-        if loaded.corpus is not None:
-            loaded.corpus.close()
-            loaded.corpus = None
+        if _held(loaded).corpus is not None:
+            _held(loaded).corpus.close()
+            _held(loaded).corpus = None
         _refuse(loaded, on_event, f"{type(exc).__name__}: {exc}")
 
 
@@ -75,7 +122,7 @@ def _attach_own(loaded: LoadedVersion, on_event: EventSink) -> None:
     if foreign:
         on_event("corpus_foreign_accepted", model=loaded.model, version=loaded.version, corpus=str(corpus.where), reason=foreign)
         log.warning("%s serves a foreign corpus (accept_foreign_corpus): %s", name, foreign)
-    loaded.corpus = corpus
+    _held(loaded).corpus = corpus
     loaded.memory_bytes += corpus.memory_bytes
     log.info("%s: corpus %s, %d rows x %d (%.0f MiB mapped)", name, corpus.where, corpus.rows, corpus.dim, corpus.memory_bytes / 2**20)
 
@@ -103,7 +150,7 @@ def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
     spec = loaded.config
     assert spec.bridge_path is not None
     name = f"{loaded.model}@{loaded.version}"
-    own = loaded.corpus_problem
+    own = _held(loaded).problem
     try:
         where = spec.resolve(spec.bridge_path)
         manifest, matrix = read_bridge(where)
@@ -121,27 +168,34 @@ def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
         corpus.close()
         _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: the corpus {corpus.where} is not the one {where} was fitted to (fit it again)"])))
         return
-    loaded.corpus = BridgedCorpus(corpus, matrix, manifest, where)
-    loaded.corpus_problem = None
-    loaded.memory_bytes += loaded.corpus.memory_bytes
+    _held(loaded).corpus = BridgedCorpus(corpus, matrix, manifest, where)
+    _held(loaded).problem = None
+    loaded.memory_bytes += _held(loaded).corpus.memory_bytes
     on_event("corpus_bridged", model=loaded.model, version=loaded.version, to=manifest.to_version, recall_at_10=manifest.recall_at_10, own=own)
     log.warning("%s searches %s@%s's corpus through a bridge (recall@10 %.3f) until its own is built%s", name, manifest.model, manifest.to_version,
                 manifest.recall_at_10, f" ({own})" if own else "")
 
 
 def _refuse(loaded: LoadedVersion, on_event: EventSink, reason: str) -> None:
-    loaded.corpus_problem = reason
+    _held(loaded).problem = reason
     on_event("corpus_refused", model=loaded.model, version=loaded.version, reason=reason)
     log.warning("%s@%s: its corpus is not served: %s", loaded.model, loaded.version, reason)
 
 
 def describe(loaded: LoadedVersion) -> dict[str, Any] | None:
     """For ``hs models``: the loaded corpus, or why there is none."""
-    if loaded.corpus is not None:
-        return loaded.corpus.describe()
-    if loaded.corpus_problem:
-        return {"problem": loaded.corpus_problem}
+    corpus, problem = corpus_of(loaded)
+    if corpus is not None:
+        return corpus.describe()
+    if problem:
+        return {"problem": problem}
     return None
+
+
+def corpora_status(snap: Snapshot) -> dict[str, Any]:
+    """For ``hs status``: each loaded version's corpus (rows, dim, memory, index) or why it was refused."""
+    described = {f"{item.model}@{item.version}": describe(item) for item in snap.loaded.values()}
+    return {spec: facts for spec, facts in described.items() if facts}
 
 
 def switch_guard(current: LoadedVersion, target: LoadedVersion) -> bool:
@@ -152,13 +206,15 @@ def switch_guard(current: LoadedVersion, target: LoadedVersion) -> bool:
     True when both have their own: the index travels with the version, so the two need not
     share an embedding space (that is what a re-embedding migration is).
     """
-    if not (current.config.embeddings_path or current.corpus is not None):
+    own, _ = corpus_of(current)
+    theirs, problem = corpus_of(target)
+    if not (current.config.embeddings_path or own is not None):
         return False
-    if target.corpus is None:
-        why = target.corpus_problem or "it has no embeddings_path"
+    if theirs is None:
+        why = problem or "it has no embeddings_path"
         raise IncompatibleVersions(
             f"{target.model}@{target.version} has no corpus to search ({why}), and {current.version} has one: "
             f"searches would fail after the switch. Build it (hs index build {target.model}@{target.version} ...) "
             "and set its embeddings_path, or switch with --force"
         )
-    return current.corpus is not None
+    return own is not None

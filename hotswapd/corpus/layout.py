@@ -27,8 +27,8 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from hotswapd.errors import HotswapError
-from hotswapd.npy import npy_header as write_npy_header
-from hotswapd.safefiles import sync_directory, write_atomically  # noqa: F401 -- re-exported for the corpus modules
+from hotswapd.wire.npy import npy_header as write_npy_header
+from hotswapd.host.safefiles import sync_directory, write_atomically  # noqa: F401 -- re-exported for the corpus modules
 
 FORMAT = "hotswap-corpus/1"
 MANIFEST = "manifest.json"

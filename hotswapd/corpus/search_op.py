@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from hotswapd.corpus.attach import corpus_of
 from hotswapd.corpus.layout import CorpusError
 from hotswapd.corpus.store import MAX_K
-from hotswapd.daemon.encode_op import EncodeFlags, EncodeOp
-from hotswapd.daemon.loaded import LoadedVersion
-from hotswapd.daemon.op_types import Deferred, Outcome, Reply, option
+from hotswapd.core.encode_op import EncodeFlags, EncodeOp
+from hotswapd.pipeline.loaded import LoadedVersion
+from hotswapd.core.op_types import Deferred, Outcome, Reply, option
+from hotswapd.core.seams import OpSpec
 from hotswapd.errors import CorpusUnavailable, HotswapError, InternalError, InvalidText, ProtocolError
-from hotswapd.protocol import Request
+from hotswapd.wire.protocol import Request
 
 MAX_QUERIES = 64
 DEFAULT_K = 10
@@ -66,10 +68,10 @@ class SearchOp(EncodeOp):
 
     def _search(self, loaded: LoadedVersion, encoded: Outcome, asked: tuple[int, bool]) -> Outcome:
         k, exact = asked
-        corpus = loaded.corpus
+        corpus, problem = corpus_of(loaded)
         name = f"{loaded.model}@{loaded.version}"
         if corpus is None:
-            raise CorpusUnavailable(f"{name} has no corpus to search: {loaded.corpus_problem or 'set embeddings_path (hs index build)'}")
+            raise CorpusUnavailable(f"{name} has no corpus to search: {problem or 'set embeddings_path (hs index build)'}")
         head = encoded.result
         queries = np.frombuffer(memoryview(encoded.payload[0]).cast("B"), dtype="<f4").reshape(int(head["count"]), int(head["dim"]))
         started = time.perf_counter()
@@ -93,3 +95,10 @@ class SearchOp(EncodeOp):
             "cached": head.get("cached", 0),
         }
         return Outcome(result, [])
+
+
+SEARCH_OP = OpSpec(
+    "search",
+    frozenset({"key", "deadline_ms", "no_cache", "k", "exact", "prompt", "traceparent"}),
+    lambda services: SearchOp(services).prepare,
+)

@@ -17,32 +17,46 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from pydantic import ValidationError
 
-from hotswapd import __version__, children, keys, paths, systemd
+from hotswapd import __version__
+
+from hotswapd.host import children
+
+from hotswapd.host import keys
+
+from hotswapd.host import paths
+
+from hotswapd.host import systemd
 from hotswapd.alerts.dispatch import Alerts
 from hotswapd.benchmarking.periodic import PeriodicBench
-from hotswapd.config import Config
-from hotswapd.config_origin import ConfigOrigin, origin_for
-from hotswapd.daemon import memory
-from hotswapd.daemon.admission import Admission, limits_from
-from hotswapd.daemon.audit import AuditLog
-from hotswapd.daemon.cache import embedding_cache
-from hotswapd.daemon.handlers import DaemonState, Handlers
-from hotswapd.daemon.health import HealthBook
-from hotswapd.daemon.inference import Inference
-from hotswapd.daemon.metrics import Metrics
-from hotswapd.daemon.registry import Registry
-from hotswapd.daemon.router import Router
-from hotswapd.daemon.services import Services
-from hotswapd.daemon.statefile import StateFile
-from hotswapd.daemon.switch_request import SwitchRequest
-from hotswapd.daemon.switching import Switchboard
-from hotswapd.daemon.ticker import Ticker
-from hotswapd.daemon.workers import Workers
+from hotswapd.config.ensemble import ENSEMBLE
+from hotswapd.config.schema import Config
+from hotswapd.corpus.attach import CorpusHook, corpora_status
+from hotswapd.corpus.search_op import SEARCH_OP
+from hotswapd.ensemble.assemble import assemble
+from hotswapd.tuning.tune_op import TUNE_OP
+from hotswapd.config.origin import ConfigOrigin, origin_for
+from hotswapd.core import memory
+from hotswapd.core.admission import Admission, limits_from
+from hotswapd.core.audit import AuditLog
+from hotswapd.pipeline.cache import embedding_cache
+from hotswapd.core.handlers import DaemonState, Handlers
+from hotswapd.core.health import HealthBook
+from hotswapd.pipeline.inference import Inference
+from hotswapd.core.metrics import Metrics
+from hotswapd.core.registry import Registry
+from hotswapd.core.seams import Seams
+from hotswapd.core.router import Router
+from hotswapd.core.services import Services
+from hotswapd.core.statefile import StateFile
+from hotswapd.core.switch_request import SwitchRequest
+from hotswapd.core.switching import Switchboard
+from hotswapd.core.ticker import Ticker
+from hotswapd.core.workers import Workers
 from hotswapd.tracing import setup as tracing_setup
 from hotswapd.errors import ConfigError, HotswapError
-from hotswapd.http.settings import HttpConfig
-from hotswapd.lockfile import EndpointLock
-from hotswapd.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
+from hotswapd.config.http import HttpConfig
+from hotswapd.host.lockfile import EndpointLock
+from hotswapd.host.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
 
 if TYPE_CHECKING:
     from hotswapd.http.server import HttpServer
@@ -92,6 +106,18 @@ def config_may_be_missing(explicit: str | None) -> bool:
     return explicit is None and CONFIG_ENV not in os.environ
 
 
+def features() -> Seams:
+    """The composition root's wiring: each feature plugs into the core's seams here, one
+    line each, and the core names none of them (hotswapd.core.seams)."""
+    seams = Seams()
+    seams.add_op(SEARCH_OP)  # hs search: a version's own corpus
+    seams.add_op(TUNE_OP)  # hs tune: measure a version's paths on this machine
+    seams.version_hooks.append(CorpusHook())  # a version's corpus opens, counts and closes with it
+    seams.status_sections["corpora"] = corpora_status
+    seams.assemblers[ENSEMBLE] = assemble  # a version combined from other loaded versions
+    return seams
+
+
 class Daemon:
     """The running daemon: owns the lock, the socket, the registry and the signal flags."""
 
@@ -114,7 +140,8 @@ class Daemon:
         self.metrics = Metrics()
         self.alerts = Alerts(config.alerts)
         self.audit = AuditLog(state_dir / "audit.jsonl", listener=self._on_audit_event)
-        self.registry = Registry(config, on_event=self.audit.record, closer=lambda work: self.workers.submit("io", work))
+        self.seams = features()
+        self.registry = Registry(config, on_event=self.audit.record, closer=lambda work: self.workers.submit("io", work), seams=self.seams)
         self.health = HealthBook(window_seconds=HEALTH_RETENTION_SECONDS)
         statefile = StateFile(state_dir / "state.json")
         saved = statefile.load()  # before adopt_config, which writes the file
@@ -134,10 +161,11 @@ class Daemon:
             config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit,
             lambda work: self.workers.submit("bench", work), self._stop, on_rows=self.metrics.record_bench_round,
         )
+        self.seams.status_sections["periodic_bench"] = lambda snap: self.periodic.describe()
         self.metrics.watch(self.registry, self.switchboard, self.inference.cache)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         services = Services(
-            self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers, self.periodic
+            self.registry, self.switchboard, self.health, self.metrics, self.audit, self.reload, self.inference, self.admission, self.workers
         )
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)

@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hotswapd.ensemble.embedder import EnsembleEmbedder, EnsembleText, Part
 from hotswapd.errors import HotswapError, ModelLoadError
 
 if TYPE_CHECKING:
-    from hotswapd.config import VersionConfig
-    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.config.schema import VersionConfig
+    from hotswapd.pipeline.loaded import LoadedVersion
 
 
 def assemble(
     model: str, version: str, spec: VersionConfig, lease: Callable[[str, str], LoadedVersion], release: Callable[[LoadedVersion], None]
 ) -> LoadedVersion:
-    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.pipeline.loaded import LoadedVersion
 
     started = time.perf_counter()
     options = spec.options
@@ -41,20 +40,6 @@ def assemble(
         "|".join([embedder.combine, *(f"{part.spec}={part.loaded.fingerprint}x{part.weight!r}" for part in parts)]).encode()
     ).hexdigest()[:16]
     seconds = time.perf_counter() - started
-    return LoadedVersion(model, version, spec, embedder, f"ensemble:{digest}", time.time(), seconds, 0, text=EnsembleText(parts=tuple(parts)))
-
-
-def in_use(loaded: Sequence[LoadedVersion]) -> set[int]:
-    """Ids of the versions the memory budget must leave alone: those a request holds, and the
-    members of a pinned ensemble. A member leased only by idle ensembles is not in use:
-    evicting it unloads those ensembles too, so they cannot hold the memory budget."""
-    by_idle_ensembles: Counter[int] = Counter()
-    kept: set[int] = set()  # members of a pinned ensemble are as pinned as it is
-    for item in loaded:
-        members = getattr(item.embedder, "members", ())
-        if item.config.pinned:
-            kept.update(id(member) for member in members)
-        elif item.leases == 0:
-            for member in members:
-                by_idle_ensembles[id(member)] += 1
-    return kept | {id(item) for item in loaded if item.leases - by_idle_ensembles[id(item)] > 0}
+    return LoadedVersion(model, version, spec, embedder, f"ensemble:{digest}", time.time(), seconds, 0, text=EnsembleText(parts=tuple(parts)),
+        members=tuple(part.loaded for part in parts),
+    )

@@ -24,7 +24,7 @@ from hotswapd.text.prompts import TextPrep
 if TYPE_CHECKING:
     import numpy as np
 
-    from hotswapd.daemon.loaded import LoadedVersion
+    from hotswapd.pipeline.loaded import LoadedVersion
 
 # Starts a text prepared for the members: SAME and the one text every member sees, or
 # EACH, the members' texts' lengths in characters, ":" and the texts one after another
@@ -90,10 +90,6 @@ class EnsembleEmbedder:
         self.dimension = sum(dims) if combine == "concat" else dims[0]
         self.device = "+".join(sorted({str(part.loaded.embedder.device) for part in self.parts}))
 
-    @property
-    def members(self) -> tuple[LoadedVersion, ...]:
-        return tuple(part.loaded for part in self.parts)
-
     def encode(self, texts: Sequence[str], *, normalize: bool) -> np.ndarray:
         import numpy as np
 
@@ -136,7 +132,7 @@ class EnsembleEmbedder:
 
     def space(self) -> dict[str, Any]:
         """Ensembles share a space when they combine the same members' spaces the same way."""
-        from hotswapd.daemon.compat import describe_space
+        from hotswapd.core.compat import describe_space
 
         return {"ensemble": self.combine, "members": [{"weight": part.weight, **describe_space(part.loaded)} for part in self.parts]}
 
@@ -160,7 +156,7 @@ class EnsembleEmbedder:
 
 
 def _refuse_long(part: Part, texts: list[str]) -> None:
-    from hotswapd.daemon import long_text
+    from hotswapd.pipeline import long_text
     from hotswapd.errors import TextTooLong
 
     embedder = part.loaded.embedder
@@ -179,7 +175,7 @@ def _member_vectors(part: Part, texts: list[str]) -> Any:
     if part.loaded.config.long_text == "chunk-mean":
         import numpy as np
 
-        from hotswapd.daemon import long_text
+        from hotswapd.pipeline import long_text
 
         suspects = long_text.might_be_long(texts, getattr(embedder, "max_tokens", None))
         planned = long_text.plan(embedder, texts, suspects, "chunk-mean", False) if suspects else None

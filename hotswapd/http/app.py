@@ -26,8 +26,8 @@ from hotswapd.http.auth import authorised
 from hotswapd.http.bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.search_api import parse_search, search_body
-from hotswapd.http.settings import HttpConfig
-from hotswapd.protocol import VECTOR_DTYPE
+from hotswapd.config.http import HttpConfig
+from hotswapd.wire.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

@@ -13,8 +13,8 @@ import stat
 from pathlib import Path
 
 from hotswapd.errors import ConfigError
-from hotswapd.http.settings import HttpConfig
-from hotswapd.safefiles import read_regular
+from hotswapd.config.http import HttpConfig
+from hotswapd.host.safefiles import read_regular
 
 MAX_KEYS_BYTES = 1 << 20
 MIN_KEY_CHARS = 16

@@ -18,7 +18,7 @@ import zmq
 import zmq.asyncio
 
 from hotswapd.errors import Busy, DaemonTimeout, ProtocolError, ShuttingDown, error_from_wire
-from hotswapd.protocol import Op, decode_reply, encode_request
+from hotswapd.wire.protocol import Op, decode_reply, encode_request
 
 log = logging.getLogger(__name__)
 

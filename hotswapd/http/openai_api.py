@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from hotswapd.errors import Busy, HotswapError
-from hotswapd.protocol import MAX_NAME_CHARS
+from hotswapd.wire.protocol import MAX_NAME_CHARS
 
 FORMATS = ("float", "base64")
 # A longer name cannot be a model (the wire's own limit), and would only bloat the header.

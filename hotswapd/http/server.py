@@ -22,7 +22,7 @@ import zmq
 from hotswapd.errors import ConfigError
 from hotswapd.http.auth import load_keys
 from hotswapd.http.connections import guarded_protocol
-from hotswapd.http.settings import HttpConfig, parse_listen
+from hotswapd.config.http import HttpConfig, parse_listen
 
 log = logging.getLogger(__name__)
 STARTED_WITHIN_SECONDS = 10.0

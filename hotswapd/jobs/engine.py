@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from hotswapd.client import Client, EncodeResult
+from hotswapd.client.connection import Client, EncodeResult
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.files.readers import Rejected, Row
 from hotswapd.jobs.record import JobError, JobRecord, read_record, save_record
-from hotswapd.safefiles import sync_directory
+from hotswapd.host.safefiles import sync_directory
 
 CHUNK = 256  # texts per request: enough to fill the daemon's batches, small enough to pipeline
 

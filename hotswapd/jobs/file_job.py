@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotswapd.client import Client
+from hotswapd.client.connection import Client
 from hotswapd.files.readers import RowReader
 from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
 from hotswapd.jobs.record import JobError, JobRecord
 from hotswapd.jobs.sinks import JsonlSink, MatrixSink
-from hotswapd.lockfile import LockHeld, take_lock
-from hotswapd.safefiles import sync_directory
+from hotswapd.host.lockfile import LockHeld, take_lock
+from hotswapd.host.safefiles import sync_directory
 
 OUTPUT_KINDS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RECORD = "job.json"

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hotswapd.client import EncodeResult
+from hotswapd.client.connection import EncodeResult
 from hotswapd.files.readers import Row
 from hotswapd.jobs.record import JobError, JobRecord
-from hotswapd.safefiles import sync_directory
+from hotswapd.host.safefiles import sync_directory
 
 PART_ROWS = 16384  # rows held in memory before a part is written, checkpoint or not
 MERGE_BYTES = 64 << 20  # rows gathered into one row group of the final file

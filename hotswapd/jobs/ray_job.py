@@ -1,7 +1,7 @@
 """The same file job on Ray: ``hs encode --input ... --output X.parquet --ray [ADDRESS]``.
 
 Ray Data reads the input; a pool of actors (``ActorPoolStrategy(size=...)``) each loads
-the version through hotswap's own loading code (:mod:`hotswapd.jobs.standalone`) from the
+the version through hotswap's own loading code (:mod:`hotswapd.pipeline.standalone`) from the
 daemon's config, and refuses to start unless its fingerprint is the one the daemon reports
 for that version: the same files, the same backend options, the same vectors. The driver
 writes the rows, in input order, to one parquet file (the id column, ``embedding`` as
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotswapd.client import Client
+from hotswapd.client.connection import Client
 from hotswapd.files.readers import detect_format
 from hotswapd.jobs.record import JobError
-from hotswapd.safefiles import sync_directory
+from hotswapd.host.safefiles import sync_directory
 
 MISMATCH = "is not the daemon's"  # in the refusal a worker raises; the driver finds it in Ray's error
 BATCH_ROWS = 256
@@ -42,7 +42,7 @@ class VersionEncoder:
 
     def __init__(self, config_path: str, version: str, *, expected_fingerprint: str | None = None, text_column: str = "text",
                  normalize: bool | None = None, threads: int | None = 1, keep_text: bool = False, prompt: str | None = None) -> None:
-        from hotswapd.jobs.standalone import load_version
+        from hotswapd.pipeline.standalone import load_version
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its threads would spin beside the model's
         self.loaded = load_version(Path(config_path), version, threads=threads)
@@ -56,7 +56,7 @@ class VersionEncoder:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from hotswapd.jobs.standalone import encode_texts
+        from hotswapd.pipeline.standalone import encode_texts
 
         texts = batch.column(self.text_column).to_pylist()
         for offset, text in enumerate(texts):

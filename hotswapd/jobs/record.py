@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hotswapd.errors import HotswapError
-from hotswapd.safefiles import read_regular, write_atomically
+from hotswapd.host.safefiles import read_regular, write_atomically
 
 MAX_RECORD_BYTES = 1 << 20
 

@@ -65,7 +65,7 @@ def text_prep(config_prompts: dict[str, str] | None, default_prompt: str | None,
 def _directory_prompts(model_dir: Path) -> tuple[dict[str, str], str | None]:
     """sentence-transformers' ``prompts`` and ``default_prompt_name``; nothing if the file is
     missing or is not what it should be (a model directory is data from outside)."""
-    from hotswapd.safefiles import read_regular
+    from hotswapd.host.safefiles import read_regular
 
     try:
         data: Any = json.loads(read_regular(model_dir / ST_CONFIG, 1 << 20))

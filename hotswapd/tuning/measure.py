@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hotswapd import children
-from hotswapd.probe import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
+from hotswapd.host import children
+from hotswapd.text.probe_texts import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
 from hotswapd.tuning.paths import PATHS, REFERENCE, backend_and_options
 from hotswapd.tuning.record import PathRow
 
@@ -87,7 +87,7 @@ def unavailable(name: str, device: str) -> str | None:
     """Why ``name`` cannot run here on ``device`` (a missing library, missing instructions,
     no GPU), or None. Imports torch only to ask about a GPU."""
     from hotswapd.backends import openvino
-    from hotswapd.backends.precision import why_not
+    from hotswapd.backends.support.precision import why_not
 
     backend, options = PATHS[name]
     if backend == "torch":
@@ -115,7 +115,7 @@ def _device(requested: str) -> str:
 
 def measure_all(path: Path, base: dict[str, Any], names: list[str], min_cosine: float) -> list[PathRow]:
     from hotswapd.backends import get_loader
-    from hotswapd.config import VersionConfig
+    from hotswapd.config.schema import VersionConfig
     from hotswapd.errors import HotswapError
 
     device = _device(base.get("device", "auto"))

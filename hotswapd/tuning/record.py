@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hotswapd.cpu import cpu_identity
+from hotswapd.host.cpu import cpu_identity
 
 log = logging.getLogger(__name__)
 # What decides how fast and how accurate a path runs, besides the CPU and the weights.
@@ -100,14 +100,14 @@ def cache_key(weights: str, computation: dict[str, object]) -> str:
 
 
 def cache_file(key: str) -> Path:
-    from hotswapd.paths import cache_dir
+    from hotswapd.host.paths import cache_dir
 
     return cache_dir() / "tuning" / f"{key}.json"
 
 
 def read_cached(key: str) -> TuneRecord | None:
     """The cached record for ``key``, or None when there is none or it is not one."""
-    from hotswapd.safefiles import read_regular
+    from hotswapd.host.safefiles import read_regular
 
     file = cache_file(key)
     try:
@@ -124,7 +124,7 @@ def read_cached(key: str) -> TuneRecord | None:
 
 
 def write_cached(record: TuneRecord) -> Path:
-    from hotswapd.safefiles import write_atomically
+    from hotswapd.host.safefiles import write_atomically
 
     file = cache_file(record.key)
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotswapd import children
-from hotswapd.cpu import cpu_identity
+from hotswapd.host import children
+from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
 from hotswapd.tuning.paths import PATHS, REFERENCE
 from hotswapd.tuning.record import PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
 
 if TYPE_CHECKING:
-    from hotswapd.config import VersionConfig
+    from hotswapd.config.schema import VersionConfig
 
 log = logging.getLogger(__name__)
 MEASURE_TIMEOUT_SECONDS = 3600.0
@@ -41,7 +41,7 @@ def settings(version: VersionConfig) -> tuple[list[str], float]:
 def tuned(path: Path, version: VersionConfig, *, force: bool = False) -> TuneRecord:
     """The choice for the version whose files are at ``path``: cached (same CPU, libraries,
     weights and settings), or measured now and cached; ``force`` measures again."""
-    from hotswapd.fingerprint import fingerprint
+    from hotswapd.sources.fingerprint import fingerprint
 
     paths, min_cosine = settings(version)
     weights = fingerprint(path)

@@ -98,7 +98,7 @@ def test_work_that_would_miss_its_deadline_is_refused_at_once(start: StartDaemon
 
 
 def test_cost_model_separates_per_text_and_per_character_cost() -> None:
-    from hotswapd.daemon.admission import fit_cost
+    from hotswapd.core.admission import fit_cost
 
     batches = [(n, c, 0.002 * n + 1e-6 * c) for n, c in [(1, 100), (64, 3000), (8, 80_000), (32, 500), (2, 1_000_000)]]
     per_text, per_char = fit_cost(batches)

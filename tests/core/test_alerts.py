@@ -130,7 +130,7 @@ def test_slow_or_broken_hooks_never_hold_up_serving_and_the_queue_is_bounded(sta
 
 
 def test_alert_settings_are_checked(tmp_path: Path) -> None:
-    from hotswapd.config import load_config
+    from hotswapd.config.schema import load_config
 
     for line, message in (('command = "notify-send boom"', "command"), ("command = []", "must name a program"), ('webhook = "file:///etc/passwd"', "http:// or https://")):
         (tmp_path / "c.toml").write_text(f"[alerts]\n{line}\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hotswapd.daemon import audit
-from hotswapd.daemon.audit import AuditLog
+from hotswapd.core import audit
+from hotswapd.core.audit import AuditLog
 
 
 def test_reads_the_last_entries_in_order_across_blocks_and_bad_lines(tmp_path: Path, monkeypatch: object) -> None:

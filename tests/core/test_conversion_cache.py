@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd import children
-from hotswapd.backends.export_cache import created_once, enforce
+from hotswapd.host import children
+from hotswapd.backends.support.export_cache import created_once, enforce
 from hotswapd.errors import ModelLoadError
 
 CONVERTER = "tests.fakeconverter"

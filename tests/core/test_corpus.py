@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.client import Client
-from hotswapd.corpus.build import build
+from hotswapd.client.connection import Client
+from hotswapd.jobs.corpus_build import build
 from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError, read_manifest
 from hotswapd.errors import CorpusUnavailable, IncompatibleVersions
 from hotswapd.files.readers import RowReader
@@ -197,7 +197,7 @@ def test_a_bridge_serves_the_old_corpus_until_the_new_one_is_built(start: StartD
     finds v1-corpus neighbours for v2's queries, the reply says a bridge was used, and a
     bridge below its floor or fitted for other weights is refused."""
     from hotswapd.corpus.bridge import BridgeManifest
-    from hotswapd.corpus.bridge_fit import fit_bridge
+    from hotswapd.jobs.bridge_fit import fit_bridge
     from tests.conftest import run_hs
 
     texts = sentences(200, seed=14)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.corpus.build import build
+from hotswapd.jobs.corpus_build import build
 from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, PROGRESS, ROWS, read_manifest
 from hotswapd.files.readers import InputError, RowReader
 from tests import fakebackend

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.corpus.build import build
+from hotswapd.jobs.corpus_build import build
 from hotswapd.corpus.layout import MATRIX, ROWS, CorpusError, npy_header
 from hotswapd.errors import CorpusUnavailable, InvalidText
 from hotswapd.files.readers import InputError, RowReader
@@ -131,7 +131,7 @@ def test_a_damaged_ann_index_falls_back_to_exact_search(start: StartDaemon, tmp_
 
 
 def test_a_bridge_needs_distinct_sample_texts(start: StartDaemon, tmp_path: Path) -> None:
-    from hotswapd.corpus.bridge_fit import fit_bridge
+    from hotswapd.jobs.bridge_fit import fit_bridge
 
     with with_corpora(start, tmp_path, sentences(60, seed=23), ("v1",)) as daemon, daemon.client() as client:
         with pytest.raises(CorpusError, match="1 distinct texts"):

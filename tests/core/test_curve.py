@@ -11,7 +11,7 @@ import zmq
 import zmq.auth
 
 from hotswapd.errors import ConfigError
-from hotswapd.protocol import encode_request
+from hotswapd.wire.protocol import encode_request
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config

@@ -20,11 +20,11 @@ from tests.inproc import fake_config
 
 # Every module a text passes through between the frame and the backend.
 HOT_PATH = [
-    "daemon/encode_op.py",
-    "daemon/long_text.py",
-    "daemon/batching.py",
-    "daemon/inference.py",
-    "daemon/cache.py",
+    "core/encode_op.py",
+    "pipeline/long_text.py",
+    "pipeline/batching.py",
+    "pipeline/inference.py",
+    "pipeline/cache.py",
     "text/prompts.py",
     "text/preprocess.py",
     "ensemble/embedder.py",
@@ -33,7 +33,7 @@ HOT_PATH = [
 
 
 def test_each_text_is_decoded_once_with_prompts_preprocessing_and_long_texts(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hotswapd.daemon.encode_op as encode_op
+    import hotswapd.core.encode_op as encode_op
 
     calls: list[int] = []
 
@@ -72,6 +72,6 @@ def test_no_module_on_the_path_decodes_but_the_one_decoder() -> None:
     root = Path(hotswapd.__file__).parent
     found = {name: _decodes(ast.parse((root / name).read_text())) for name in HOT_PATH}
     # batching.as_str decodes only bytes a caller queued itself (no request path does).
-    found["daemon/batching.py"] = [line for line in found["daemon/batching.py"] if "isinstance(text, bytes)" not in (root / "daemon/batching.py").read_text().splitlines()[line - 1]]
+    found["pipeline/batching.py"] = [line for line in found["pipeline/batching.py"] if "isinstance(text, bytes)" not in (root / "pipeline/batching.py").read_text().splitlines()[line - 1]]
     assert {name: lines for name, lines in found.items() if lines} == {}
     assert _decodes(ast.parse((root / "text/decode.py").read_text()))  # the scan does see a decode

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.client import Client
-from hotswapd.config_origin import origin_for
+from hotswapd.client.connection import Client
+from hotswapd.config.origin import origin_for
 from hotswapd.errors import ProtocolError
-from hotswapd.protocol import decode_request
-from hotswapd.systemd import user_unit_dir
+from hotswapd.wire.protocol import decode_request
+from hotswapd.host.systemd import user_unit_dir
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config, short_socket_dir
@@ -163,7 +163,7 @@ def test_an_oversized_request_header_is_answered_with_its_id(start: StartDaemon,
     not a wait for its whole timeout (found through the HTTP endpoint)."""
     import zmq
 
-    from hotswapd.protocol import decode_reply, encode_request
+    from hotswapd.wire.protocol import decode_reply, encode_request
 
     with start(fake_config(tmp_path, {"v1": {}})) as daemon:
         frames = encode_request("big-1", "encode", model="m" * 100_000, options={}, payload=[b"x"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.config import parse_config
+from hotswapd.config.schema import parse_config
 from hotswapd.errors import ConfigError, IncompatibleVersions, ModelLoadError, RequestError
 from tests import fakebackend
 from tests.core.conftest import StartDaemon

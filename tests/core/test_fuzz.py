@@ -19,10 +19,12 @@ import zmq
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hotswapd.config import ConfigError, load_config, parse_config
-from hotswapd.daemon.statefile import StateFile
+from hotswapd.config.schema import ConfigError, load_config, parse_config
+from hotswapd.core.statefile import StateFile
 from hotswapd.errors import HotswapError
-from hotswapd.protocol import OPS, decode_reply, decode_request, request_id_of
+from hotswapd.core.handlers import CORE_OPS
+from hotswapd.daemon.main import features
+from hotswapd.wire.protocol import decode_reply, decode_request, request_id_of
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config
 
@@ -49,7 +51,7 @@ def valid_header(op: str) -> dict[str, Any]:
 
 
 # A well-formed `shutdown` would end the run: the one op the fuzzer leaves out.
-FUZZED_OPS = [op for op in OPS if op != "shutdown"]
+FUZZED_OPS = sorted({*CORE_OPS, *features().ops} - {"shutdown"})  # the daemon's whole op table
 
 
 @st.composite

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.config import load_config
-from hotswapd.daemon import bounded
-from hotswapd.daemon.audit import AuditLog
-from hotswapd.daemon.statefile import StateFile
+from hotswapd.config.schema import load_config
+from hotswapd.core import bounded
+from hotswapd.core.audit import AuditLog
+from hotswapd.core.statefile import StateFile
 from hotswapd.errors import ConfigError, ModelLoadError
-from hotswapd.paths import ensure_private_dir
+from hotswapd.host.paths import ensure_private_dir
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config
@@ -80,7 +80,7 @@ def test_fifos_where_config_audit_or_keys_should_be_never_block(tmp_path: Path) 
 
 
 def test_a_fifo_among_authorised_keys_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hotswapd import keys
+    from hotswapd.host import keys
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     keys.init_keys()
@@ -176,7 +176,7 @@ def test_config_validate_with_an_absurd_source_is_one_line(tmp_path: Path) -> No
 
 
 def test_an_unusable_onnx_export_check_is_not_trusted(tmp_path: Path) -> None:
-    from hotswapd.backends.export_cache import read_check as _read_check
+    from hotswapd.backends.support.export_cache import read_check as _read_check
 
     for garbage in (b"[" * 5000, b'{"mean_cosine": ' + b"9" * 5000 + b"}", b"\xff", b'{"mean_cosine": "high"}', b"[]"):
         (tmp_path / "check.json").write_bytes(garbage)

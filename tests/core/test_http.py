@@ -17,7 +17,7 @@ import numpy as np
 import openai
 import pytest
 
-from hotswapd.config import Config
+from hotswapd.config.schema import Config
 from hotswapd.errors import ConfigError
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
@@ -181,7 +181,7 @@ def test_a_non_loopback_bind_needs_keys() -> None:
 
 def test_a_world_readable_keys_file_is_refused(tmp_path: Path) -> None:
     from hotswapd.http.auth import load_keys
-    from hotswapd.http.settings import HttpConfig
+    from hotswapd.config.http import HttpConfig
 
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")

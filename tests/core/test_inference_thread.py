@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from hotswapd.daemon.batching import Batcher, BatchLimits
-from hotswapd.daemon.health import HealthBook
+from hotswapd.pipeline.batching import Batcher, BatchLimits
+from hotswapd.core.health import HealthBook
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
 from tests.core.test_leases import hold, send

@@ -62,7 +62,7 @@ def test_a_deleted_socket_file_is_bound_again(start: StartDaemon, tmp_path: Path
 def test_a_client_probing_the_lock_does_not_stop_a_daemon_from_starting(tmp_path: Path) -> None:
     """`hs` probes the lock file (a shared flock for microseconds) while a daemon starts:
     the daemon must not take the probe for another daemon."""
-    from hotswapd.lockfile import EndpointLock, holder_pid
+    from hotswapd.host.lockfile import EndpointLock, holder_pid
 
     path = tmp_path / "d.sock.lock"
     path.write_text("")

@@ -47,8 +47,8 @@ def test_a_registered_model_version_or_alias_is_served_and_a_moved_alias_followe
 
 
 def test_an_unknown_model_or_a_bad_spelling_is_a_clear_error(tmp_path: Path, registry: object) -> None:
-    from hotswapd.config import load_config
-    from hotswapd.sources import resolve_source
+    from hotswapd.config.schema import load_config
+    from hotswapd.sources.resolve import resolve_source
 
     with pytest.raises(ModelLoadError, match="the MLflow registry says"):
         resolve_source("mlflow:models:/nope/1", tmp_path)
@@ -62,7 +62,7 @@ def test_an_unknown_model_or_a_bad_spelling_is_a_clear_error(tmp_path: Path, reg
 def test_a_model_version_is_downloaded_once(tmp_path: Path, registry: object, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from hotswapd.sources import resolve_source
+    from hotswapd.sources.resolve import resolve_source
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = resolve_source("mlflow:models:/tiny/1", tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hotswapd.benchmarking.periodic import probe_set
-from hotswapd.config import parse_config
+from hotswapd.config.schema import parse_config
 from hotswapd.errors import ConfigError
 from tests import fakebackend
 from tests.conftest import run_hs

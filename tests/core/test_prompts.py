@@ -85,7 +85,7 @@ def test_hs_encode_and_the_http_endpoint_take_the_prompt(start: StartDaemon, tmp
     ],
 )
 def test_prompt_settings_are_checked(tmp_path: Path, lines: str, message: str) -> None:
-    from hotswapd.config import load_config
+    from hotswapd.config.schema import load_config
 
     (tmp_path / "c.toml").write_text(f'[models.m]\nactive = "v"\n[models.m.versions.v]\nsource = "x"\n{lines}\n')
     with pytest.raises(ConfigError, match=message):
@@ -120,8 +120,8 @@ def test_a_default_prompt_the_version_lacks_fails_the_load_and_long_directory_pr
 
 
 def test_a_worker_outside_the_daemon_applies_the_same_prompt(start: StartDaemon, tmp_path: Path) -> None:
-    """What `hs encode --ray --prompt` runs on each actor (hotswapd.jobs.standalone)."""
-    from hotswapd.jobs.standalone import encode_texts, load_version
+    """What `hs encode --ray --prompt` runs on each actor (hotswapd.pipeline.standalone)."""
+    from hotswapd.pipeline.standalone import encode_texts, load_version
 
     with start(_config(tmp_path)) as inproc, inproc.client() as client:
         daemon_rows = client.encode(["hello", "  Ｂig  "], "m@dflt", prompt="query").embeddings

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hotswapd import Client
-from hotswapd.daemon.registry import Registry
-from hotswapd.daemon.switching import Switchboard
+from hotswapd.core.registry import Registry
+from hotswapd.core.switching import Switchboard
 from hotswapd.errors import HotswapError, InferenceError, ModelLoadError
 from tests.core.conftest import StartDaemon
 from tests.core.test_leases import send
@@ -92,7 +92,7 @@ def test_the_cost_model_is_fed_utf8_bytes_like_admission_counts() -> None:
 
     import numpy as np
 
-    from hotswapd.daemon.batching import Batcher, BatchLimits
+    from hotswapd.pipeline.batching import Batcher, BatchLimits
 
     costs: list[tuple[int, int, float]] = []
     batcher = Batcher(lambda loaded, texts, normalize: np.ones((len(texts), 2), dtype="<f4"), lambda *a: None, lambda n, b, s: costs.append((n, b, s)))

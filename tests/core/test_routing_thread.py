@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.daemon import statefile
+from hotswapd.core import statefile
 from tests.core.conftest import StartDaemon
 from tests.core.test_leases import hold, send
 from tests.fakebackend import CONTROLS

@@ -1,4 +1,4 @@
-"""One published serving state (hotswapd.daemon.snapshot): a command that answers
+"""One published serving state (hotswapd.core.snapshot): a command that answers
 "applied", "switched", "reloaded", "preloaded" or "evicted" has published what it changed,
 so the very next request sees it (read-your-writes), and no reader ever sees half of a
 change. Each check runs ROUNDS times: the defect it guards against was a window of a few
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from hotswapd.client import Client
+from hotswapd.client.connection import Client
 from hotswapd.errors import HotswapError
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
@@ -23,7 +23,7 @@ from tests.daemons import wait_for
 from tests.inproc import InprocDaemon, fake_config
 
 if TYPE_CHECKING:
-    from hotswapd.daemon.snapshot import Published, Snapshot
+    from hotswapd.core.snapshot import Published, Snapshot
 
 ROUNDS = 200
 
@@ -140,7 +140,7 @@ def _consistent(snap: Snapshot) -> list[str]:
 def test_every_published_snapshot_is_whole(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a reload updated the routes, then the registry; `hs models` and requests in
     between saw a new config beside old loaded versions (CI failed on it three times)."""
-    from hotswapd.daemon.snapshot import Published
+    from hotswapd.core.snapshot import Published
     seen: list[Snapshot] = []
     original = Published.publish
 
@@ -171,7 +171,7 @@ def test_requests_during_a_reload_are_served_whole_by_one_config(start: StartDae
     """While a reload loads (before it publishes) requests are served by the running config;
     none falls into a gap between two halves (it got internal_error: KeyError), and once
     the reload answered, every request is served by the new one."""
-    from hotswapd.daemon.registry import Registry
+    from hotswapd.core.registry import Registry
 
     loading, go_on = threading.Event(), threading.Event()
     original = Registry.prepare_config
@@ -224,8 +224,8 @@ def test_a_failed_fresh_load_keeps_the_old_copy_and_says_so(start: StartDaemon, 
 
 
 def test_a_nested_publish_is_refused_not_deadlocked() -> None:
-    from hotswapd.config import Config
-    from hotswapd.daemon.snapshot import Published
+    from hotswapd.config.schema import Config
+    from hotswapd.core.snapshot import Published
 
     published = Published(Config())
     with pytest.raises(RuntimeError, match="must not publish"):

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.client import EncodeResult
+from hotswapd.client.connection import EncodeResult
 from hotswapd.errors import TextTooLong
-from hotswapd.protocol import VECTOR_DTYPE
-from hotswapd.stream_order import sorted_stream
+from hotswapd.wire.protocol import VECTOR_DTYPE
+from hotswapd.client.stream_order import sorted_stream
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config

@@ -25,7 +25,7 @@ def test_a_version_without_local_files_to_measure_is_refused_at_once(start: Star
 def test_a_second_tune_of_a_version_being_measured_is_told_busy(start: StartDaemon, tmp_path: Path) -> None:
     """Before: abandoned or repeated requests queued one full measurement each, without bound."""
     with start(fake_config(tmp_path, {"v1": {}, "v2": {}, "v3": {}})) as inproc, inproc.client() as client:
-        tuning = inproc.daemon._router._handlers._tuning
+        tuning = inproc.daemon._router._handlers.handler("tune").running
         tuning.add("m@v1")  # a measurement in progress
         with pytest.raises(Busy, match="already measuring m@v1"):
             client.tune("m@v1")

@@ -96,7 +96,7 @@ class Measured(Exception):
 
 
 def _fake_version(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from hotswapd.config import VersionConfig
+    from hotswapd.config.schema import VersionConfig
 
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)

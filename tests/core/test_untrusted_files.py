@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hotswapd.daemon.audit import AuditLog
+from hotswapd.core.audit import AuditLog
 from hotswapd.errors import ModelLoadError
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon

@@ -1,0 +1,86 @@
+"""``hs config validate`` and ``hs config path``."""
+
+
+import os
+from typing import Annotated
+
+import typer
+
+from hotswapd.host.paths import CONFIG_ENV, resolve_config_path
+
+app = typer.Typer(help="Check and locate the config file.", no_args_is_help=True)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    path: Annotated[str | None, typer.Argument(help="Config file or ssm:/PARAMETER (default: the one the daemon reads).", metavar="[PATH]")] = None,
+) -> None:
+    """Check a config: TOML syntax, schema, and that every source and embeddings file exists.
+
+    Example: hs config validate ~/.config/hotswapd/config.toml
+    """
+    # Imported here: pydantic is needed by this command only.
+    from hotswapd.config.origin import origin_for
+    from hotswapd.errors import ConfigError, ModelLoadError
+    from hotswapd.sources.resolve import check_source
+
+    spec = path or ctx.obj.config or os.environ.get(CONFIG_ENV)
+    origin = origin_for(spec, resolve_config_path(None), missing_ok=False)
+    config = origin.load()
+    target = origin.name
+    problems = []
+    for name, model in config.models.items():
+        for version, spec in model.versions.items():
+            try:
+                if spec.source is not None:  # an ensemble has members instead
+                    check_source(spec.source, config.base_dir)
+            except ModelLoadError as exc:
+                problems.append(f"models.{name}.versions.{version}.source: {exc.message}")
+            except (OSError, ValueError) as exc:  # a name too long, a path the system refuses
+                problems.append(f"models.{name}.versions.{version}.source: {type(exc).__name__}: {str(exc)[:200]}")
+            if spec.embeddings_path and not _exists(config.base_dir / spec.embeddings_path):
+                problems.append(f"models.{name}.versions.{version}.embeddings_path: {spec.embeddings_path} does not exist")
+    if problems:
+        raise ConfigError(f"{target}: " + "; ".join(problems))
+    versions = sum(len(model.versions) for model in config.models.values())
+    typer.echo(f"{target}: ok ({len(config.models)} models, {versions} versions)")
+
+
+@app.command()
+def path(ctx: typer.Context) -> None:
+    """Print the config file the daemon reads, and where that choice came from.
+
+    Example: hs config path
+    """
+    settings = ctx.obj
+    target = resolve_config_path(settings.config)
+    origin = {"commandline": "--config", "environment": CONFIG_ENV}.get(settings.config_origin, "default")
+    if str(settings.config or os.environ.get(CONFIG_ENV, "")).startswith("ssm:"):
+        target, state = settings.config or os.environ[CONFIG_ENV], "an SSM Parameter Store parameter, polled"
+    else:
+        state = "exists" if target.exists() else "missing: the built-in default model is served"
+    typer.echo(f"{target}  ({origin}; {state})")
+
+
+@app.command()
+def reload(ctx: typer.Context) -> None:
+    """Make the daemon re-read its config now (as SIGHUP does); a bad file changes nothing.
+
+    Example: hs config reload
+    """
+    result = ctx.obj.client().reload_config()
+    parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
+    typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))
+    failed = result.get("failed") or {}
+    if failed:
+        # Applied, except these: what served them before still does.
+        typer.echo("not applied: " + "; ".join(f"{name}: {why}" for name, why in sorted(failed.items())), err=True)
+        raise typer.Exit(1)
+
+
+def _exists(path: object) -> bool:
+    try:
+        return path.exists()  # type: ignore[attr-defined,no-any-return]
+    except (OSError, ValueError):
+        return False

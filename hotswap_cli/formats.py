@@ -1,0 +1,110 @@
+"""Writers for ``hs encode`` output: json, jsonl and npy, all streaming.
+
+Each writer takes results chunk by chunk, so memory stays flat however many lines come
+through stdin. Floats are written with 9 significant digits, the fewest that round-trip
+every float32.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from typing import BinaryIO, Protocol
+
+from hotswapd.client.connection import EncodeResult
+from hotswapd.wire.npy import npy_header
+
+_float = "{:.9g}".format
+
+
+def _vector_json(row: list[float]) -> str:
+    return "[" + ",".join(map(_float, row)) + "]"
+
+
+class Writer(Protocol):
+    def write(self, result: EncodeResult) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class JsonWriter:
+    """One object: {"model", "version", "dim", "embeddings": [[...], ...]}."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._started = False
+        self._truncated = self._chunked = 0
+
+    def write(self, result: EncodeResult) -> None:
+        rows = result.rows()
+        self._truncated += result.truncated
+        self._chunked += result.chunked
+        if not self._started:
+            head = {"model": result.model, "version": result.version, "fingerprint": result.fingerprint, "dim": result.dim}
+            if result.members:  # an ensemble: which version of each member went into the vectors
+                head["members"] = result.members
+            self._out.write((json.dumps(head)[:-1] + ', "embeddings": [').encode())
+            self._started = True
+        else:
+            self._out.write(b",")
+        self._out.write(",".join(map(_vector_json, rows)).encode())
+
+    def finish(self) -> None:
+        if not self._started:
+            self._out.write(b'{"model": null, "version": null, "fingerprint": null, "dim": 0, "embeddings": [')
+        # Known only at the end of a stream: texts over the maximum tokens, cut or chunked.
+        self._out.write(f'], "truncated": {self._truncated}, "chunked": {self._chunked}}}\n'.encode())
+
+
+class JsonlWriter:
+    """One object per input line: {"index", "model", "version", "embedding"}."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._index = 0
+
+    def write(self, result: EncodeResult) -> None:
+        prefix = (
+            f'"model": {json.dumps(result.model)}, "version": {json.dumps(result.version)}, '
+            f'"fingerprint": {json.dumps(result.fingerprint)}, "embedding": '
+        )
+        lines = []
+        for row in result.rows():
+            lines.append(f'{{"index": {self._index}, {prefix}{_vector_json(row)}}}\n')
+            self._index += 1
+        self._out.write("".join(lines).encode())
+
+    def finish(self) -> None:
+        self._out.flush()
+
+
+class NpyWriter:
+    """A valid .npy file. The row count is known only at the end, so rows go to a spool
+    file first and follow the header once it can be written: constant memory, and stdout
+    may be a pipe."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._spool = tempfile.TemporaryFile()
+        self._count = 0
+        self._dim = 0
+
+    def write(self, result: EncodeResult) -> None:
+        self._count += result.count
+        self._dim = result.dim
+        self._spool.write(result.buffer)
+
+    def finish(self) -> None:
+        self._out.write(npy_header((self._count, self._dim), "<f4"))
+        self._spool.seek(0)
+        shutil.copyfileobj(self._spool, self._out, 1 << 20)
+        self._spool.close()
+        self._out.flush()
+
+
+WRITERS: dict[str, type[JsonWriter | JsonlWriter | NpyWriter]] = {
+    "json": JsonWriter,
+    "jsonl": JsonlWriter,
+    "npy": NpyWriter,
+}

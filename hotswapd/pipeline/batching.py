@@ -1,0 +1,366 @@
+"""Dynamic batching: requests for the same version from different clients share a forward pass.
+
+The socket thread calls :meth:`Batcher.submit` with a completion callback; it splits a
+request into pieces within the version's limits (``max_batch_size`` texts,
+``max_batch_tokens`` estimated tokens) and queues them, without waiting. One inference
+thread takes the oldest piece, gathers every queued piece of the same version and
+normalisation that still fits the limits, runs them as one batch, and hands each request
+its rows through its callback (which builds and sends the reply): no thread is parked per
+request. It waits up to ``max_wait_ms`` for more only when recent batches of that version
+merged several requests (and only for as many as they did), so a lone client never pays
+the wait, and a crowd gets fuller batches. Backends sort a batch by length before
+padding, so a merged batch of short and long texts is padded per length group.
+
+A failure of a merged batch is retried request by request, so one client's bad text fails
+only that client. A piece whose client's deadline has passed is dropped unrun. Other work
+that must not run beside a batch (a new version's warm-up, agreement probes) goes through
+:meth:`Batcher.call`, on the same thread. No exception ends the inference thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hotswapd.text.decode import utf8_size
+from hotswapd.errors import DeadlineExceeded
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hotswapd.pipeline.loaded import LoadedVersion
+
+log = logging.getLogger(__name__)
+RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
+BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
+CostSink = Callable[[int, int, float], None]  # texts, UTF-8 bytes, seconds of one batch
+# Called once per request: (rows in input order, None) or (None, the error).
+Done = Callable[["np.ndarray | None", "BaseException | None"], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_ms: float
+
+
+Text = str | bytes  # str: decoded once when the request was read (hotswapd.text.decode); bytes from callers that have them
+
+
+def estimated_tokens(text: Text) -> int:
+    """A tokenizer-free estimate (about 4 bytes a token, plus the special tokens): the daemon
+    core does not know the backend's tokenizer, and a bound needs no more precision."""
+    return utf8_size(text) // 4 + 2
+
+
+
+
+def as_str(texts: list[Text]) -> list[str]:
+    return [text.decode("utf-8") if isinstance(text, bytes) else text for text in texts]
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """How the batch that answered a request went: for its trace span."""
+
+    queue_ms: float  # from the request's arrival in the queue to its batch starting
+    inference_ms: float
+    batch_texts: int
+    batch_requests: int
+
+
+_answering = threading.local()  # the BatchTiming of the batch whose requests are being answered
+
+
+def last_batch() -> BatchTiming | None:
+    """In a request's answer callback (on the inference thread): its batch's timing."""
+    return getattr(_answering, "timing", None)
+
+
+@dataclass
+class _Piece:
+    loaded: LoadedVersion
+    texts: list[Text]
+    tokens: int
+    normalize: bool
+    limits: BatchLimits
+    done: Callable[[np.ndarray | None, BaseException | None], None]
+    deadline: float | None = None
+    collector: _Collector | None = None
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def dropped(self, now: float) -> BaseException | None:
+        """Why this piece must not run any more: its deadline passed, or a sibling failed."""
+        if self.collector is not None and self.collector.failed is not None:
+            return self.collector.failed
+        if self.deadline is not None and self.deadline <= now:
+            return DeadlineExceeded("the request's deadline passed while it was queued; it was not run")
+        return None
+
+    @property
+    def key(self) -> tuple[int, bool]:
+        return id(self.loaded), self.normalize
+
+
+@dataclass
+class _Task:
+    """Work other than a batch that must run on the inference thread."""
+
+    work: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+    key: tuple[int, bool] = (0, False)  # never equal to a piece's key: tasks do not merge
+
+
+class _Collector:
+    """Gathers the pieces of one request and calls its ``done`` once, rows in order, when
+    every piece is finished: the request holds its version's lease until then, so no piece
+    of it ever runs on a closed version. Once a piece fails, the pieces still queued are
+    dropped unrun (:attr:`failed`)."""
+
+    def __init__(self, count: int, done: Done, order: list[int] | None = None) -> None:
+        self._parts: list[np.ndarray | None] = [None] * count
+        self._left = count
+        self._done = done
+        self._order = order  # the pieces hold the texts in this order; rows go back to the caller's
+        self.failed: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def piece_done(self, index: int, rows: np.ndarray | None, error: BaseException | None) -> None:
+        with self._lock:
+            if error is not None and self.failed is None:
+                self.failed = error
+            self._parts[index] = rows
+            self._left -= 1
+            if self._left:
+                return
+        if self.failed is not None:
+            self._done(None, self.failed)
+            return
+        import numpy as np
+
+        parts = self._parts
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[arg-type]
+        if self._order is not None:
+            restored = np.empty_like(rows)
+            restored[self._order] = rows
+            rows = restored
+        self._done(rows, None)
+
+
+def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
+    """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each."""
+    pieces: list[tuple[list[Text], int]] = []
+    current: list[Text] = []
+    tokens = 0
+    for text in texts:
+        cost = estimated_tokens(text)
+        if current and (len(current) >= limits.max_batch_size or tokens + cost > limits.max_batch_tokens):
+            pieces.append((current, tokens))
+            current, tokens = [], 0
+        current.append(text)
+        tokens += cost
+    pieces.append((current, tokens))
+    return pieces
+
+
+class Batcher:
+    def __init__(self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None) -> None:
+        self._run = run
+        self._on_batch = on_batch
+        self._on_cost = on_cost
+        self._queue: deque[_Piece | _Task] = deque()
+        self._cond = threading.Condition()
+        # Requests merged by the last few batches of each version: how much company to expect.
+        self._recent: dict[tuple[int, bool], deque[int]] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
+        self._thread.start()
+
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: float | None = None) -> None:
+        """Queue a request; ``done`` is called once, on the inference thread, with its rows
+        in input order or with its error. Never blocks."""
+        parts = split(texts, limits)
+        order = None
+        if len(parts) > 1:
+            # Pieces of texts of like length: each is padded to its own longest text, so a
+            # request split in document order padded short sentences to its long ones.
+            order = sorted(range(len(texts)), key=lambda i: estimated_tokens(texts[i]), reverse=True)
+            parts = split([texts[i] for i in order], limits)
+        collector = _Collector(len(parts), done, order)
+        pieces = [
+            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline, collector)
+            for i, (part, tokens) in enumerate(parts)
+        ]
+        with self._cond:
+            self._queue.extend(pieces)
+            self._cond.notify()
+
+    def encode(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits) -> np.ndarray:
+        """Blocking form of :meth:`submit`, for callers that have a thread to spare."""
+        future: Future[np.ndarray] = Future()
+
+        def done(rows: np.ndarray | None, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(rows)  # type: ignore[arg-type]
+
+        self.submit(loaded, texts, normalize, limits, done)
+        return future.result()
+
+    def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``work`` on the inference thread between batches and return its result, so
+        that it never runs beside a live batch (backends share cores and libraries)."""
+        if threading.current_thread() is self._thread:
+            return work()
+        return self.call_soon(work).result(timeout)
+
+    def call_soon(self, work: Callable[[], T]) -> Future[T]:
+        """Queue ``work`` for the inference thread; its future, for a caller that must stay
+        able to give up waiting (a periodic benchmark when the daemon stops)."""
+        task = _Task(work)
+        with self._cond:
+            self._queue.append(task)
+            self._cond.notify()
+        return task.future
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            expired: list[tuple[_Piece, BaseException]] = []
+            try:
+                with self._cond:
+                    work = self._next_work(expired)
+                for piece, why in expired:
+                    self._finish(piece, None, why)
+                if work is None:
+                    return
+                if isinstance(work, _Task):
+                    self._run_task(work)
+                else:
+                    self._execute(work)
+            except Exception:  # noqa: BLE001 -- the inference thread must outlive any bug
+                log.exception("inference loop: unexpected error; carrying on")
+
+    def _next_work(self, expired: list[tuple[_Piece, BaseException]]) -> list[_Piece] | _Task | None:
+        """Called with the lock held; waits for work, then for company if company is likely.
+        Pieces whose deadline has passed are moved to ``expired``. None: stop."""
+        while True:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            self._drop_expired(expired)
+            if not self._queue:
+                if expired:
+                    return [] if not self._stopping else None
+                continue
+            oldest = self._queue[0]
+            if isinstance(oldest, _Task):
+                return self._queue.popleft()  # type: ignore[return-value]
+            batch = self._gather(oldest)
+            expected = max(self._recent.get(oldest.key, (1,)))
+            remaining = oldest.enqueued + oldest.limits.max_wait_ms / 1000 - time.monotonic()
+            full = sum(len(p.texts) for p in batch) >= oldest.limits.max_batch_size
+            if full or len(batch) >= expected or remaining <= 0 or self._stopping:
+                for piece in batch:
+                    self._queue.remove(piece)
+                return batch
+            self._cond.wait(remaining)
+
+    def _drop_expired(self, expired: list[tuple[_Piece, BaseException]]) -> None:
+        """Move pieces that must not run (deadline passed, a sibling failed) to ``expired``."""
+        now = time.monotonic()
+        if any(isinstance(item, _Piece) and item.dropped(now) is not None for item in self._queue):
+            kept: deque[_Piece | _Task] = deque()
+            for item in self._queue:
+                why = item.dropped(now) if isinstance(item, _Piece) else None
+                if why is not None:
+                    expired.append((item, why))  # type: ignore[arg-type]
+                else:
+                    kept.append(item)
+            self._queue = kept
+
+    def _gather(self, oldest: _Piece) -> list[_Piece]:
+        limits = oldest.limits
+        batch: list[_Piece] = []
+        texts = tokens = 0
+        for piece in self._queue:
+            if piece.key != oldest.key or not isinstance(piece, _Piece):
+                continue
+            if batch and (texts + len(piece.texts) > limits.max_batch_size or tokens + piece.tokens > limits.max_batch_tokens):
+                break
+            batch.append(piece)
+            texts += len(piece.texts)
+            tokens += piece.tokens
+        return batch
+
+    @staticmethod
+    def _run_task(task: _Task) -> None:
+        try:
+            task.future.set_result(task.work())
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller, who raises it
+            task.future.set_exception(exc)
+
+    def _execute(self, batch: list[_Piece]) -> None:
+        now = time.monotonic()
+        for piece in [piece for piece in batch if piece.dropped(now) is not None]:
+            self._finish(piece, None, piece.dropped(now))
+            batch.remove(piece)
+        if not batch:
+            return
+        first = batch[0]
+        # Request texts arrive decoded once (hotswapd.text.decode); a caller that queued bytes
+        # has them decoded here.
+        raw = [text for piece in batch for text in piece.texts]
+        texts = as_str(raw)
+        self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
+        started = time.perf_counter()
+        try:
+            vectors = self._run(first.loaded, texts, first.normalize)
+        except Exception as exc:  # noqa: BLE001 -- handed to the requests, which answer with it
+            if len(batch) == 1:
+                self._finish(first, None, exc)
+            else:
+                log.info("a merged batch of %d requests failed (%s); running them one by one", len(batch), exc)
+                for piece in batch:
+                    self._execute([piece])
+            return
+        try:
+            if self._on_cost is not None:
+                self._on_cost(len(texts), sum(utf8_size(text) for text in raw), time.perf_counter() - started)
+            self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
+        except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
+            log.exception("recording a batch failed")
+        start = 0
+        inference_ms = (time.perf_counter() - started) * 1000
+        for piece in batch:
+            _answering.timing = BatchTiming(round((now - piece.enqueued) * 1000, 3), round(inference_ms, 3), len(texts), len(batch))
+            try:
+                self._finish(piece, vectors[start : start + len(piece.texts)], None)
+            finally:
+                _answering.timing = None
+            start += len(piece.texts)
+
+    @staticmethod
+    def _finish(piece: _Piece, rows: np.ndarray | None, error: BaseException | None) -> None:
+        try:
+            piece.done(rows, error)
+        except Exception:  # noqa: BLE001 -- one request's reply path must not fail the others
+            log.exception("answering a request of %s@%s failed", piece.loaded.model, piece.loaded.version)

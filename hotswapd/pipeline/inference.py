@@ -1,0 +1,155 @@
+"""An encode request's path past the registry: the cache, then the batcher, then the backend.
+
+:meth:`Inference.submit` never blocks: the in-memory cache is consulted on the caller's
+(socket) thread, the sqlite tier, if any, on a cache I/O thread, and the misses go to the
+:class:`~hotswapd.pipeline.batching.Batcher` as one request of their own. The answer is
+assembled on the inference thread and handed to a callback. Every vector that leaves is
+checked: a NaN, infinite or all-zero vector is an error, never an answer, and is never
+cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import TYPE_CHECKING, TypeVar
+
+from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, CostSink, Text
+from hotswapd.pipeline.cache import EmbeddingCache
+from hotswapd.errors import InferenceError
+
+T = TypeVar("T")
+# Called once per request: ((vectors, rows served by the cache), None) or (None, error).
+Answer = Callable[["tuple[np.ndarray, int] | None", "BaseException | None"], None]
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hotswapd.pipeline.loaded import LoadedVersion
+
+
+def run_backend(loaded: LoadedVersion, texts: list[str], normalize: bool) -> np.ndarray:
+    """One forward pass through the version's backend, as a little-endian float32 matrix."""
+    import numpy as np
+
+    try:
+        vectors = loaded.embedder.encode(texts, normalize=normalize)
+    except Exception as exc:  # the backend's own failure, whatever its type, is reported to the caller
+        raise InferenceError(f"{loaded.model}@{loaded.version} failed to encode: {type(exc).__name__}: {exc}") from exc
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise InferenceError(f"{loaded.model}@{loaded.version} returned shape {vectors.shape} for {len(texts)} texts")
+    return vectors
+
+
+def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
+    import numpy as np
+
+    finite = np.isfinite(vectors).all(axis=1)
+    nonzero = np.any(vectors != 0, axis=1)
+    if not (finite.all() and nonzero.all()):
+        bad = int(np.flatnonzero(~(finite & nonzero))[0])
+        raise InferenceError(f"{loaded.model}@{loaded.version} produced an unusable vector (NaN, infinite or zero) for text {bad}")
+
+
+class Inference:
+    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None, on_cost: CostSink | None = None) -> None:
+        self.cache = cache
+        self.batcher = Batcher(run_backend, on_batch, on_cost)
+        # Where the sqlite tier is read and written (disk I/O stays off the socket and
+        # inference threads); without one, it runs inline.
+        self._cache_io = cache_io
+
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None, *, use_cache: bool = True) -> None:
+        """Start encoding ``texts``; ``answer`` is called once, from whichever thread
+        finishes the work (often the inference thread). Never blocks. ``use_cache=False``
+        neither reads nor fills the cache."""
+        if not (self.cache.enabled and use_cache):
+            self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error: self._fresh(loaded, rows, error, answer), deadline)
+            return
+        keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
+        found = self.cache.memory_lookup(keys)
+        if self.cache.disk is not None and any(vector is None for vector in found):
+            self._io(lambda: self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, self.cache.disk_lookup(keys, found)), answer)
+        else:
+            self._after_lookup(loaded, texts, normalize, limits, answer, deadline, keys, found)
+
+    def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``work`` on the inference thread, never beside a batch (warm-up, probes)."""
+        return self.batcher.call(work, timeout)
+
+    def call_soon(self, work: Callable[[], T]) -> Future[T]:
+        return self.batcher.call_soon(work)
+
+    def _io(self, work: Callable[[], None], answer: Answer) -> None:
+        def guarded() -> None:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 -- the request gets the error, the thread lives
+                answer(None, exc)
+
+        if self._cache_io is None:
+            guarded()
+        else:
+            self._cache_io.submit(guarded)
+
+    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
+        import numpy as np
+
+        # A cached row is used only if it is a whole vector of this version's dimension: the
+        # sqlite tier is a file on disk, and anything may have written it.
+        width = loaded.embedder.dimension * 4
+        found = [vector if vector is not None and len(vector) == width else None for vector in found]
+        missing = [index for index, vector in enumerate(found) if vector is None]
+        self.cache.count(len(texts) - len(missing), len(missing))
+        if not missing:
+            answer((np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)), None)  # type: ignore[arg-type]
+            return
+
+        def fresh(rows: np.ndarray | None, error: BaseException | None) -> None:
+            rows = _checked(loaded, rows, error, answer)
+            if rows is None:
+                return
+            missing_keys = [keys[i] for i in missing]
+            self.cache.remember(missing_keys, rows)
+            if self.cache.disk is not None:
+                self._io(lambda: self.cache.persist(missing_keys, rows), lambda result, error: None)
+            answer((rows, 0) if len(missing) == len(texts) else (_merge(rows, missing, found), len(texts) - len(missing)), None)
+
+        self.batcher.submit(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
+
+    @staticmethod
+    def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> None:
+        rows = _checked(loaded, rows, error, answer)
+        if rows is not None:
+            answer((rows, 0), None)
+
+    def stop(self) -> None:
+        self.batcher.stop()
+
+    def running(self) -> bool:
+        return self.batcher.running()
+
+
+def _checked(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> np.ndarray | None:
+    """The rows if they are usable; otherwise the request is answered with the error and None returned."""
+    if error is not None or rows is None:
+        answer(None, error)
+        return None
+    try:
+        check_vectors(loaded, rows)
+    except InferenceError as exc:
+        answer(None, exc)
+        return None
+    return rows
+
+
+def _merge(fresh: np.ndarray, missing: list[int], found: list[bytes | None]) -> np.ndarray:
+    import numpy as np
+
+    out = np.empty((len(found), fresh.shape[1]), dtype="<f4")
+    out[missing] = fresh
+    for index, vector in enumerate(found):
+        if vector is not None:
+            out[index] = np.frombuffer(vector, dtype="<f4")
+    return out
