@@ -18,11 +18,12 @@ backend imports its heavy libraries inside ``load``, so the CLI never imports th
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hotswapd.errors import ConfigError
 
@@ -47,9 +48,14 @@ BUILTIN: dict[str, str] = {
 class Embedder(Protocol):
     """What a loaded model version offers the daemon.
 
-    Optional extras the daemon uses when present: ``space() -> dict`` (what must match for
-    two versions to be interchangeable: pooling, normalisation, vocabulary) and
-    ``describe() -> dict`` (facts for ``hs models``, such as an exported file).
+    Optional extras, read once per loaded version into its :class:`Capabilities` (the only
+    place that looks for them): ``max_tokens``, ``count_tokens(texts)``,
+    ``token_windows(text, window, overlap)``, a settable ``batch_size``, ``memory_bytes``
+    (what it holds, when an RSS delta would be wrong), ``precision`` and ``tuned_path`` /
+    ``tuned`` (what ``auto`` chose), ``identity`` (a remote model's, re-read on each use),
+    ``space() -> dict`` (what must match for two versions to be interchangeable: pooling,
+    normalisation, vocabulary), ``describe() -> dict`` (facts for ``hs models``), and for
+    a version built from others, ``parts`` and ``merge(blocks, normalize)``.
     """
 
     dimension: int
@@ -62,6 +68,60 @@ class Embedder(Protocol):
     def close(self) -> None:
         """Release what the model holds (GPU memory, sessions); called once, after the last use."""
         ...
+
+
+class Composite(Protocol):
+    """A version whose vectors combine other loaded versions' (an ensemble): the pipeline
+    runs each part as a request of its own, then merges their rows."""
+
+    @property
+    def parts(self) -> Sequence[Any]:
+        """Each with ``loaded`` (a loaded version) and ``spec`` (``model@version``)."""
+        ...
+
+    def merge(self, blocks: Sequence[np.ndarray], normalize: bool) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an embedder offers beyond :class:`Embedder`, looked up once when its version
+    loads: callers read fields, and a backend declares an extra by having it."""
+
+    max_tokens: int | None = None
+    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
+    token_windows: Callable[[str, int, int], Sequence[tuple[str, int]]] | None = None
+    settable_batch_size: bool = False
+    memory_bytes: int | None = None
+    precision: str | None = None
+    tuned_path: str | None = None
+    tuned: Any = None
+    identity: Callable[[], Any] | None = None  # a remote model's identity may change while loaded
+    space: Callable[[], dict[str, Any]] | None = None
+    describe: Callable[[], dict[str, Any]] | None = None
+    member_facts: Callable[[], list[dict[str, Any]]] | None = None
+    composite: Composite | None = None
+
+    @classmethod
+    def of(cls, embedder: Any) -> Capabilities:
+        def method(name: str) -> Any:
+            found = getattr(embedder, name, None)
+            return found if callable(found) else None
+
+        return cls(
+            max_tokens=getattr(embedder, "max_tokens", None) or None,
+            count_tokens=method("count_tokens"),
+            token_windows=method("token_windows"),
+            settable_batch_size=hasattr(embedder, "batch_size"),
+            memory_bytes=getattr(embedder, "memory_bytes", None),
+            precision=getattr(embedder, "precision", None),
+            tuned_path=getattr(embedder, "tuned_path", None),
+            tuned=getattr(embedder, "tuned", None),
+            identity=(lambda: getattr(embedder, "identity", None)) if hasattr(type(embedder), "identity") or hasattr(embedder, "identity") else None,
+            space=method("space"),
+            describe=method("describe"),
+            member_facts=method("member_facts"),
+            composite=embedder if method("merge") is not None and hasattr(embedder, "parts") else None,
+        )
 
 
 class VersionSpec(Protocol):

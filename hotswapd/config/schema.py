@@ -163,6 +163,11 @@ class VersionConfig(_Frozen):
             # Leading "." : the key path continues the version's (see _describe_validation_error).
             raise ValueError(f".{_describe_validation_error(exc)} (backend {self.backend!r})") from exc
 
+    @property
+    def member_count(self) -> int:
+        """How many versions a request to this one runs (an ensemble's members; else 1)."""
+        return len(self.options.members) if self.backend == ENSEMBLE else 1  # type: ignore[attr-defined]
+
     def resolve(self, source: str) -> Path:
         """A source spelling (this version's or one of its options') as a local path."""
         from hotswapd.sources.resolve import resolve_source

@@ -18,9 +18,8 @@ if TYPE_CHECKING:
 def describe_space(loaded: LoadedVersion) -> dict[str, Any]:
     """What defines a version's vector space, as far as its backend can tell."""
     space: dict[str, Any] = {"dimension": loaded.embedder.dimension, "normalize": loaded.config.normalize}
-    backend_space = getattr(loaded.embedder, "space", None)
-    if callable(backend_space):
-        space.update(backend_space())
+    if loaded.caps.space is not None:
+        space.update(loaded.caps.space())
     return space
 
 

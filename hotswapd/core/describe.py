@@ -88,7 +88,7 @@ def describe_version(registry: Registry, snap: Snapshot, name: str, model: Model
         "source": spec.source,
         "device": loaded.embedder.device if loaded else spec.device,
         "dimension": loaded.embedder.dimension if loaded else None,
-        "max_tokens": (getattr(loaded.embedder, "max_tokens", None) if loaded else None) or spec.max_seq_length,
+        "max_tokens": (loaded.caps.max_tokens if loaded else None) or spec.max_seq_length,
         "memory_bytes": loaded.memory_bytes if loaded else None,
         **hook_facts(registry, loaded),
         "fingerprint": loaded.fingerprint if loaded else None,
@@ -134,7 +134,7 @@ def serving_path(loaded: LoadedVersion | None, backend: str) -> dict[str, str | 
     chose and why, or the configured backend with the precision it runs in."""
     if loaded is None:
         return {"path": "chosen when loaded" if backend == "auto" else None, "path_reason": None}
-    tuned = getattr(loaded.embedder, "tuned", None)
+    tuned = loaded.caps.tuned
     if isinstance(tuned, dict):
         return {"path": str(tuned.get("path")), "path_reason": f"auto: {tuned.get('reason')}"}
     details = backend_details(loaded)
@@ -148,5 +148,4 @@ def serving_path(loaded: LoadedVersion | None, backend: str) -> dict[str, str | 
 
 def backend_details(loaded: LoadedVersion) -> dict[str, Any]:
     """What the backend tells of itself (an exported file, an endpoint), if it tells anything."""
-    describe = getattr(loaded.embedder, "describe", None)
-    return describe() if callable(describe) else {}
+    return loaded.caps.describe() if loaded.caps.describe is not None else {}

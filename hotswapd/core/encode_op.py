@@ -8,20 +8,17 @@ the socket thread must not do, and the inference thread is kept for the model.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hotswapd.pipeline import long_text
-from hotswapd.pipeline.batching import BatchLimits, BatchTiming, last_batch
+from hotswapd.pipeline.batching import BatchLimits
+from hotswapd.pipeline.encoding import Encoding, EncodeJob, Pipeline
 from hotswapd.pipeline.loaded import LoadedVersion
-from hotswapd.pipeline.long_text import Plan
 from hotswapd.core.op_types import Deferred, Outcome, Reply, option
 from hotswapd.core.services import Services
 from hotswapd.core.snapshot import Snapshot
-from hotswapd.config.ensemble import ENSEMBLE
 from hotswapd.errors import (
     BatchTooLarge,
     DeadlineExceeded,
@@ -51,6 +48,12 @@ class EncodeOp:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._registry = services.registry
+        self._pipeline = Pipeline(
+            services.inference,
+            offload=lambda work: services.workers.submit("tokens", work),
+            max_text_bytes=lambda: services.registry.config.daemon.max_text_bytes,
+            limits=self._limits,
+        )
 
     def prepare(self, request: Request) -> Deferred:
         # One snapshot for the whole choice: model, version, its options and the loaded copy.
@@ -72,8 +75,8 @@ class EncodeOp:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
         flags = replace(self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens), prompt=prompt)
         context = self.context(request)
-        # An ensemble does its members' work, and holds a copy of the text for each.
-        members = len(spec.options.members) if spec.backend == ENSEMBLE else 1  # type: ignore[attr-defined]
+        # An ensemble does its members' work: one request per member.
+        members = spec.member_count
         ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
         deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
@@ -94,67 +97,16 @@ class EncodeOp:
         snap: Snapshot | None = None, reroute: Callable[[], str] | None = None,
     ) -> None:
         started = time.perf_counter()
-        answered = threading.Event()
-
-        def answer(loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, planned: Plan | None = None) -> None:
-            if answered.is_set():
-                return  # a failure after the answer was given must not return the lease twice
-            answered.set()
-            if isinstance(reply, _TracedReply):
-                reply.note(loaded, result, planned, last_batch())
-            self.respond(loaded, lambda: self._outcome(loaded, result, error, time.perf_counter() - started, len(texts), flags, planned), release_ticket, reply, context)
-
-        def submit(loaded: LoadedVersion, prepared: list[str], planned: Plan | None) -> None:
-            reshaped = planned is not None and planned.reshaped
-
-            def done(result: tuple[Any, int] | None, error: BaseException | None) -> None:
-                if reshaped and result is not None and error is None:
-                    # Chunked texts came back as windows, unnormalised: one row per text again.
-                    result = (long_text.combine(result[0], planned, flags.normalize), 0)  # type: ignore[arg-type]
-                answer(loaded, result, error, planned)
-
-            try:
-                to_encode = planned.texts if planned is not None else prepared
-                normalize = flags.normalize and not reshaped
-                self._s.inference.submit(loaded, to_encode, normalize, self._limits(loaded), done, deadline, use_cache=flags.use_cache)
-            except Exception as exc:  # noqa: BLE001 -- the lease and the ticket must come back
-                answer(loaded, None, exc)
-
-        def plan_then_submit(loaded: LoadedVersion, prepared: list[str], suspects: list[int]) -> None:
-            try:
-                planned = long_text.plan(loaded.embedder, prepared, suspects, loaded.config.long_text, flags.count_tokens)
-            except Exception as exc:  # noqa: BLE001 -- a refused text or a tokenizer failure is this request's answer
-                answer(loaded, None, exc)
-                return
-            submit(loaded, prepared, planned)
-
-        def run_prepared(loaded: LoadedVersion, prepared: list[str]) -> None:
-            # Tokenising is CPU work: done on the tokens pool, and only when a text could be
-            # over the version's maximum or the caller wants the count.
-            suspects = long_text.might_be_long(prepared, getattr(loaded.embedder, "max_tokens", None))
-            if flags.count_tokens or suspects:
-                self._s.workers.submit("tokens", lambda: plan_then_submit(loaded, prepared, suspects))
-            else:
-                submit(loaded, prepared, None)
-
-        def prepare_then_run(loaded: LoadedVersion) -> None:
-            try:
-                prepared = loaded.text.prepare(texts, flags.prompt, self._registry.config.daemon.max_text_bytes)
-            except Exception as exc:  # noqa: BLE001 -- an unknown prompt is this request's answer
-                answer(loaded, None, exc)
-                return
-            run_prepared(loaded, prepared)
 
         def run(loaded: LoadedVersion) -> None:
-            try:
-                changes = loaded.text.changes(flags.prompt)
-            except HotswapError as exc:  # a prompt this version does not have
-                answer(loaded, None, exc)
-                return
-            if changes:  # preprocessing is CPU work too: the tokens pool, not the socket thread
-                self._s.workers.submit("tokens", lambda: prepare_then_run(loaded))
-            else:
-                run_prepared(loaded, texts)
+            def finished(answer: Encoding | HotswapError) -> None:
+                self.record(loaded.model, loaded.version, not isinstance(answer, HotswapError), time.perf_counter() - started, len(texts))
+                if isinstance(reply, _TracedReply):
+                    reply.note(loaded, answer)
+                self.respond(loaded, answer, flags, release_ticket, reply, context)
+
+            job = EncodeJob(loaded, texts, flags.normalize, flags.prompt, flags.count_tokens, flags.use_cache, deadline)
+            self._pipeline.run(job, finished)
 
         # The copy of the snapshot this request was routed by; if a reload replaced it since,
         # the copy in force (loaded if need be).
@@ -183,50 +135,27 @@ class EncodeOp:
 
         self._s.workers.submit("loader", load_then_run)
 
-    def respond(self, loaded: LoadedVersion, outcome: Callable[[], Outcome | HotswapError], release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
+    def respond(self, loaded: LoadedVersion, answer: Encoding | HotswapError, flags: EncodeFlags, release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
         """Give the lease and the ticket back and answer, on the thread that finished the
         encode. An op that does more with the vectors (search) overrides this, keeping the
         lease until it is done: a version is closed only after its last request."""
-        answer: Outcome | HotswapError
+        outcome: Outcome | HotswapError
         try:
             self._registry.release(loaded)
-            answer = outcome()
+            outcome = answer if isinstance(answer, HotswapError) else self.wire(answer, flags)
         except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
-            answer = InternalError(f"{type(exc).__name__}: {exc}")
+            outcome = InternalError(f"{type(exc).__name__}: {exc}")
         finally:
             release_ticket()
-        reply(answer)
+        reply(outcome)
 
-    def _outcome(
-        self, loaded: LoadedVersion, result: tuple[Any, int] | None, error: BaseException | None, seconds: float, texts: int, flags: EncodeFlags, planned: Plan | None
-    ) -> Outcome | HotswapError:
-        if error is not None or result is None:
-            self.record(loaded.model, loaded.version, False, seconds, texts)
-            if isinstance(error, HotswapError):
-                return error
-            return InternalError(f"{type(error).__name__}: {error}")
-        self.record(loaded.model, loaded.version, True, seconds, texts)
-        vectors, cached = result
-        count, dim = vectors.shape
-        header = {
-            "model": loaded.model,
-            "version": loaded.version,
-            "fingerprint": loaded.fingerprint,
-            "dim": dim,
-            "count": count,
-            "dtype": VECTOR_DTYPE,
-            "cached": cached,
-            "normalized": flags.normalize,
-            # Texts over the version's maximum tokens, cut or averaged over windows (long_text).
-            "truncated": planned.truncated if planned is not None else 0,
-            "chunked": planned.chunked if planned is not None else 0,
-        }
+    @staticmethod
+    def wire(encoding: Encoding, flags: EncodeFlags) -> Outcome:
+        """The answer as the router sends it: the facts in the header, the vectors as one frame."""
+        header = {**encoding.facts(), "dtype": VECTOR_DTYPE}
         if flags.count_tokens:
-            header["tokens"] = planned.tokens if planned is not None else None
-        members = getattr(loaded.embedder, "member_facts", None)
-        if callable(members):  # an ensemble names every member's version and fingerprint
-            header["members"] = members()
-        return Outcome(header, [vectors])
+            header["tokens"] = encoding.tokens
+        return Outcome(header, [encoding.vectors])
 
     def _limits(self, loaded: LoadedVersion) -> BatchLimits:
         spec, defaults = loaded.config, self._registry.config.daemon
@@ -275,12 +204,14 @@ class _TracedReply:
         self._span = span
         self._facts: dict[str, Any] = {}
 
-    def note(self, loaded: LoadedVersion, result: tuple[Any, int] | None, planned: Plan | None, timing: BatchTiming | None) -> None:
+    def note(self, loaded: LoadedVersion, answer: Encoding | HotswapError) -> None:
+        encoding = answer if isinstance(answer, Encoding) else None
+        timing = encoding.timing if encoding is not None else None
         self._facts = {
             "hotswap.version": loaded.version,
             "hotswap.fingerprint": loaded.fingerprint,
-            "hotswap.cached": result[1] if result is not None else None,
-            "hotswap.tokens": planned.tokens if planned is not None else None,
+            "hotswap.cached": encoding.cached if encoding is not None else None,
+            "hotswap.tokens": encoding.tokens if encoding is not None else None,
         }
         if timing is not None:
             self._facts.update({

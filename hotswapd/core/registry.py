@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from hotswapd.backends import get_loader, import_libraries
+from hotswapd.backends import Capabilities, get_loader, import_libraries
 from hotswapd.config.schema import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.core import memory
 from hotswapd.core.bounded import run_bounded
@@ -221,7 +221,7 @@ class Registry(Leases):
         # An RSS delta reads low when the load reuses pages the allocator kept from an
         # earlier unload, or maps weights lazily: a version counts at least its files'
         # size and the largest size ever measured for it.
-        declared = getattr(embedder, "memory_bytes", None)
+        declared = Capabilities.of(embedder).memory_bytes
         used = declared if declared is not None else max(measured, on_disk, self._measured.get(key, 0))
         self._measured[key] = used
         if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta

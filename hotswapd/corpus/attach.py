@@ -131,8 +131,8 @@ def belongs(corpus: Corpus, loaded: LoadedVersion) -> str | None:
     """None when ``corpus`` was made by ``loaded`` (or by its weights under another backend,
     precision or device); the reason when it was not but ``accept_foreign_corpus`` allows it.
     Raises :class:`CorpusError` otherwise: its vectors are not comparable with the queries'."""
-    dimension = getattr(loaded.embedder, "dimension", None)
-    if dimension is not None and corpus.dim != dimension:
+    dimension = loaded.embedder.dimension
+    if corpus.dim != dimension:
         raise CorpusError(f"{corpus.where} holds {corpus.dim}-dim vectors; {loaded.model}@{loaded.version} makes {dimension}-dim ones")
     manifest = corpus.manifest
     if manifest is None or manifest.fingerprint == loaded.fingerprint or (manifest.weights and manifest.weights == loaded.weights):
@@ -158,7 +158,7 @@ def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
             raise CorpusError(f"{where} was fitted for fingerprint {manifest.from_fingerprint}; {name} is {loaded.fingerprint} (fit it again: hs index bridge)")
         if manifest.recall_at_10 < spec.bridge_min_recall:
             raise CorpusError(f"{where} recovers recall@10 {manifest.recall_at_10:.3f} of {name}'s own search; bridge_min_recall is {spec.bridge_min_recall}")
-        if getattr(loaded.embedder, "dimension", manifest.from_dim) != manifest.from_dim:
+        if loaded.embedder.dimension != manifest.from_dim:
             raise CorpusError(f"{where} maps {manifest.from_dim}-dim queries; {name} makes {loaded.embedder.dimension}-dim ones")
         corpus = open_corpus(Path(manifest.corpus))
     except Exception as exc:  # noqa: BLE001 -- CorpusError, a source error, or whatever a hostile file makes numpy raise

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
 from hotswapd.corpus.attach import corpus_of
 from hotswapd.corpus.layout import CorpusError
 from hotswapd.corpus.store import MAX_K
 from hotswapd.core.encode_op import EncodeFlags, EncodeOp
+from hotswapd.pipeline.encoding import Encoding
 from hotswapd.pipeline.loaded import LoadedVersion
 from hotswapd.core.op_types import Deferred, Outcome, Reply, option
 from hotswapd.core.seams import OpSpec
@@ -49,11 +48,10 @@ class SearchOp(EncodeOp):
             raise ProtocolError(f"option 'k' must be in 1..{MAX_K}")
         return int(k), bool(option(request, "exact", bool, False))
 
-    def respond(self, loaded: LoadedVersion, outcome: Callable[[], Outcome | HotswapError], release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
+    def respond(self, loaded: LoadedVersion, encoded: Encoding | HotswapError, flags: EncodeFlags, release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
         def search() -> None:
             answer: Outcome | HotswapError
             try:
-                encoded = outcome()
                 answer = encoded if isinstance(encoded, HotswapError) else self._search(loaded, encoded, context)
             except HotswapError as exc:
                 answer = exc
@@ -66,14 +64,13 @@ class SearchOp(EncodeOp):
 
         self._s.workers.submit("search", search)
 
-    def _search(self, loaded: LoadedVersion, encoded: Outcome, asked: tuple[int, bool]) -> Outcome:
+    def _search(self, loaded: LoadedVersion, encoded: Encoding, asked: tuple[int, bool]) -> Outcome:
         k, exact = asked
         corpus, problem = corpus_of(loaded)
         name = f"{loaded.model}@{loaded.version}"
         if corpus is None:
             raise CorpusUnavailable(f"{name} has no corpus to search: {problem or 'set embeddings_path (hs index build)'}")
-        head = encoded.result
-        queries = np.frombuffer(memoryview(encoded.payload[0]).cast("B"), dtype="<f4").reshape(int(head["count"]), int(head["dim"]))
+        queries = encoded.vectors  # the query vectors as the pipeline answered them: no wire in between
         started = time.perf_counter()
         try:
             results = [[asdict(hit) for hit in corpus.search(query, k, exact=exact)] for query in queries]
@@ -92,7 +89,7 @@ class SearchOp(EncodeOp):
             "search_ms": round(seconds * 1000, 3),
             # Another version's corpus, searched through a fitted map until this one's is built.
             "bridge": getattr(corpus, "bridge", None),
-            "cached": head.get("cached", 0),
+            "cached": encoded.cached,
         }
         return Outcome(result, [])
 

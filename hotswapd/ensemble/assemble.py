@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hotswapd.ensemble.embedder import EnsembleEmbedder, EnsembleText, Part
+from hotswapd.ensemble.embedder import EnsembleEmbedder, Part
 from hotswapd.errors import HotswapError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -40,6 +40,4 @@ def assemble(
         "|".join([embedder.combine, *(f"{part.spec}={part.loaded.fingerprint}x{part.weight!r}" for part in parts)]).encode()
     ).hexdigest()[:16]
     seconds = time.perf_counter() - started
-    return LoadedVersion(model, version, spec, embedder, f"ensemble:{digest}", time.time(), seconds, 0, text=EnsembleText(parts=tuple(parts)),
-        members=tuple(part.loaded for part in parts),
-    )
+    return LoadedVersion(model, version, spec, embedder, f"ensemble:{digest}", time.time(), seconds, 0, members=tuple(part.loaded for part in parts))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from hotswapd.backends import Embedder
+from hotswapd.backends import Capabilities, Embedder
 from hotswapd.config.schema import LIVE_FIELDS, VersionConfig
 from hotswapd.text.prompts import TextPrep
 
@@ -58,14 +58,19 @@ class LoadedVersion:
                 attachment.close()
 
     @cached_property
+    def caps(self) -> Capabilities:
+        """What its embedder offers beyond encode, looked up once (hotswapd.backends)."""
+        return Capabilities.of(self.embedder)
+
+    @cached_property
     def _local_identity(self) -> bytes:
         options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
         # A backend that chose its precision itself (precision = "auto") says which: the
         # same config computes bf16 vectors on one machine and fp32 on another.
-        chosen = getattr(self.embedder, "precision", None)
+        chosen = self.caps.precision
         suffix = f"|{chosen}" if chosen else ""
         # A version with backend = "auto" says which path it chose, for the same reason.
-        path = getattr(self.embedder, "tuned_path", None)
+        path = self.caps.tuned_path
         suffix += f"|{path}" if path else ""
         return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}{suffix}".encode()).digest()[:16]
 
@@ -76,7 +81,7 @@ class LoadedVersion:
         Where the files came from, and serving-only fields, change nothing. A remote backend
         adds what it knows of the model behind the endpoint (``identity``), which may change
         while the version is loaded: a silent remote upgrade changes the fingerprint."""
-        remote = getattr(self.embedder, "identity", None)
+        remote = self.caps.identity() if self.caps.identity is not None else None
         if not remote:
             return self._local_identity
         return hashlib.sha256(self._local_identity + str(remote).encode()).digest()[:16]
@@ -95,7 +100,7 @@ def changed_fields(old: VersionConfig, new: VersionConfig) -> set[str]:
 
 def apply_live(loaded: LoadedVersion, config: VersionConfig) -> None:
     """Give a loaded version its new serving-only fields without touching its weights."""
-    if config.batch_size != loaded.config.batch_size and hasattr(loaded.embedder, "batch_size"):
+    if config.batch_size != loaded.config.batch_size and loaded.caps.settable_batch_size:
         loaded.embedder.batch_size = config.batch_size  # backends read it per call
     loaded.config = config
 

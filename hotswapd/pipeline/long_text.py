@@ -13,14 +13,17 @@ maximum, less a margin for special tokens, cannot be. Most requests skip all of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hotswapd.text.decode import utf8_size
 from hotswapd.errors import TextTooLong
+
+if TYPE_CHECKING:
+    from hotswapd.backends import Capabilities
 
 SPECIAL_TOKENS_MARGIN = 8  # [CLS]/[SEP], <s>/</s>, a SentencePiece dummy prefix
 OVERLAP = 8  # windows overlap by 1/OVERLAP of their length
@@ -47,12 +50,12 @@ def might_be_long(texts: Sequence[str], max_tokens: int | None) -> list[int]:
     return [index for index, text in enumerate(texts) if utf8_size(text) + SPECIAL_TOKENS_MARGIN > max_tokens]
 
 
-def plan(embedder: Any, texts: Sequence[str], suspects: list[int], policy: str, count_all: bool) -> Plan:
+def plan(caps: Capabilities, texts: Sequence[str], suspects: list[int], policy: str, count_all: bool) -> Plan:
     """Count what must be counted and apply ``policy`` (on the tokens pool, off the socket thread)."""
-    max_tokens = getattr(embedder, "max_tokens", None)
-    counter = getattr(embedder, "count_tokens", None)
+    max_tokens = caps.max_tokens
+    counter = caps.count_tokens
     result = Plan(list(texts), [[(i, 0)] for i in range(len(texts))])
-    if not callable(counter):
+    if counter is None:
         return result  # a plugin that cannot count: nothing known, nothing claimed
     which = list(range(len(texts))) if count_all else suspects
     counts = dict(zip(which, counter([texts[i] for i in which]), strict=True)) if which else {}
@@ -64,13 +67,13 @@ def plan(embedder: Any, texts: Sequence[str], suspects: list[int], policy: str, 
     if policy == "error":
         first = over[0]
         raise TextTooLong(f"text {first} is {counts[first]} tokens; this version takes {max_tokens} (long_text = \"error\")", first)
-    if policy == "truncate" or not callable(getattr(embedder, "token_windows", None)):
+    if policy == "truncate" or caps.token_windows is None:
         result.truncated = len(over)
         return result
-    return _chunked(embedder, texts, set(over), int(max_tokens), result)
+    return _chunked(caps.token_windows, texts, set(over), int(max_tokens), result)
 
 
-def _chunked(embedder: Any, texts: Sequence[str], over: set[int], max_tokens: int, base: Plan) -> Plan:
+def _chunked(token_windows: Callable[[str, int, int], Sequence[tuple[str, int]]], texts: Sequence[str], over: set[int], max_tokens: int, base: Plan) -> Plan:
     window = max(1, max_tokens - SPECIAL_TOKENS_MARGIN)
     out = Plan([], [], base.tokens, 0, len(over))
     for index, text in enumerate(texts):
@@ -79,7 +82,7 @@ def _chunked(embedder: Any, texts: Sequence[str], over: set[int], max_tokens: in
             out.texts.append(text)
             continue
         group = []
-        for piece, tokens in embedder.token_windows(text, window, max(1, window // OVERLAP)):
+        for piece, tokens in token_windows(text, window, max(1, window // OVERLAP)):
             group.append((len(out.texts), tokens))
             out.texts.append(piece)
         out.groups.append(group)

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING
 
 from hotswapd.backends import get_loader, import_libraries
 from hotswapd.config.schema import Config, load_config
-from hotswapd.pipeline import long_text
+from hotswapd.pipeline.encoding import EncodeJob, encode_here
 from hotswapd.text.prompts import text_prep
-from hotswapd.pipeline.batching import as_str
-from hotswapd.pipeline.inference import check_vectors, run_backend
 from hotswapd.pipeline.loaded import LoadedVersion
 from hotswapd.errors import RequestError, UnknownModel, UnknownVersion
 from hotswapd.sources.fingerprint import fingerprint
@@ -66,15 +64,7 @@ def load_version(config: Config | Path, spec: str, *, threads: int | None = None
 
 
 def encode_texts(loaded: LoadedVersion, texts: list[str], normalize: bool | None = None, *, prompt: str | None = None) -> np.ndarray:
-    """Rows of little-endian float32, as the daemon would answer for ``texts`` (with ``prompt``)."""
+    """Rows of little-endian float32, as the daemon would answer for ``texts`` (with
+    ``prompt``): the daemon's pipeline, run in this thread (hotswapd.pipeline.encoding)."""
     normalize = loaded.config.normalize if normalize is None else normalize
-    raw = loaded.text.prepare(list(texts), prompt)  # prompts and preprocessors, as the daemon
-    suspects = long_text.might_be_long(raw, getattr(loaded.embedder, "max_tokens", None))
-    planned = long_text.plan(loaded.embedder, raw, suspects, loaded.config.long_text, False) if suspects else None
-    reshaped = planned is not None and planned.reshaped
-    vectors = run_backend(loaded, as_str(planned.texts if planned is not None else raw), normalize and not reshaped)
-    if reshaped:
-        assert planned is not None
-        vectors = long_text.combine(vectors, planned, normalize)
-    check_vectors(loaded, vectors)
-    return vectors
+    return encode_here(EncodeJob(loaded, list(texts), normalize, prompt)).vectors

@@ -70,7 +70,7 @@ def tune_version(registry: Registry, model: str, version: str, *, force: bool) -
         raise RequestError(f"{model}@{version}: hs tune needs a model directory (sentence-transformers or transformers), and {path} is not one")
     record = tuned(path, spec, force=force)
     loaded = registry.peek(model, version)
-    serving = getattr(loaded.embedder, "tuned_path", None) if loaded is not None else None
+    serving = loaded.caps.tuned_path if loaded is not None else None
     applied = "not loaded" if loaded is None else "serving"
     if spec.backend != "auto":
         applied = 'not applied: the version\'s backend is not "auto"'

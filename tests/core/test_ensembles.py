@@ -256,22 +256,27 @@ def test_an_ensemble_takes_its_members_prompts_and_devices(tmp_path: Path) -> No
         parse_config(tomllib.loads(text))
 
 
-def test_a_failing_member_is_named_and_texts_are_not_inflated(start: StartDaemon, tmp_path: Path) -> None:
+def test_a_failing_member_is_named_and_each_member_runs_as_a_request_of_its_own(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: a request's texts were packed into one string per row (a copy per member,
+    marked with \\x1e) to pass the batcher as the ensemble's own. Now each member runs the
+    texts as a request of its own: its own batches, its own cache."""
     from hotswapd.errors import InferenceError
 
     with start(_config(tmp_path)) as inproc, inproc.client() as client:
         fakebackend.CONTROLS["b"].fail = "out of cheese"
-        with pytest.raises(InferenceError, match=r"combo@cat failed to encode: .*member base@b: RuntimeError: out of cheese"):
+        with pytest.raises(InferenceError, match=r"combo@cat: ensemble member base@b: .*RuntimeError: out of cheese"):
             client.encode(["x"], "combo@cat")
         fakebackend.CONTROLS["b"].fail = None
-        loaded = inproc.daemon.registry.peek("combo", "cat")
-        assert loaded is not None
         controls = "\x01" * 1000
-        (same,) = loaded.text.prepare([controls], None)
-        assert len(same) < 1010  # one copy when every member sees the same text, no escaping
-        (each,) = loaded.text.prepare([controls], "query")
-        assert len(each) < 2 * 1000 + 100  # one copy per member, plus their prompts
         assert client.encode([controls], "combo@cat", prompt="query").count == 1
+        # The members computed (and cached) the text as they do alone: asked directly, both
+        # answer from their caches, with the vectors the ensemble combined.
+        a = client.encode([controls], "base@a", prompt="query")
+        b = client.encode([controls], "base@b", prompt="query")
+        assert (a.cached, b.cached) == (1, 1)
+        combined = client.encode([controls], "combo@cat", prompt="query")
+        expected = _unit(np.hstack([_unit(a.embeddings), _unit(b.embeddings) * 0.5]))
+        np.testing.assert_allclose(combined.embeddings, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["error", "chunk-mean"])
