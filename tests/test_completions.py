@@ -247,6 +247,7 @@ def test_fish_script_parses_and_loads_cleanly(workdir: Path) -> None:
     assert fish_complete("hs sw", env, workdir) == ["switch"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_subcommands_complete(complete: Complete) -> None:
     assert complete("hs sw") == ["switch"]
     assert "encode" in complete("hs ") and "daemon" in complete("hs ")
@@ -280,6 +281,7 @@ def test_file_names_complete(complete: Complete) -> None:
     assert sorted(complete("hs config validate in")) == ["input.txt", "inside.toml"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_without_a_daemon_models_complete_to_nothing_quickly(complete: Complete) -> None:
     started = time.monotonic()
     assert complete("hs switch ") == []
@@ -288,6 +290,7 @@ def test_without_a_daemon_models_complete_to_nothing_quickly(complete: Complete)
     assert complete("hs keys add ") == []  # a client's name: nothing to offer
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 @pytest.mark.parametrize("shell", SHELLS)
 def test_without_hs_installed_nothing_breaks(shell: str, workdir: Path) -> None:
     if shutil.which("hs", path=shell_env(workdir.parent, None, with_hs=False)["PATH"]):
@@ -298,6 +301,7 @@ def test_without_hs_installed_nothing_breaks(shell: str, workdir: Path) -> None:
         assert complete("hs sw") == ["switch"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_model_names_complete(complete_live: Complete) -> None:
     assert sorted(complete_live("hs preload ")) == ["m", "other"]
     assert complete_live("hs evict o") == ["other"]
@@ -306,6 +310,7 @@ def test_model_names_complete(complete_live: Complete) -> None:
     assert complete_live("hs --timeout 30 rollback o") == ["other"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_versions_complete(complete_live: Complete) -> None:
     assert sorted(complete_live("hs switch m ")) == ["v1", "v2"], "hs switch MODEL <Tab> offers MODEL's versions (`hs models --json` rows need \"versions\")"
     assert complete_live("hs switch other b") == ["b-2"]
@@ -320,6 +325,7 @@ def test_model_at_version_completes(complete_live: Complete) -> None:
     assert sorted(complete_live("hs bench m@v1 other@")) == ["other@a", "other@b-2"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_bash_under_readline_splits_words_as_the_tests_assume(workdir: Path, daemon: InprocDaemon) -> None:
     need("bash")
     env = shell_env(workdir.parent, daemon.endpoint)

@@ -153,6 +153,7 @@ def test_a_bad_json_config_is_a_clear_error(tmp_path: Path, text: str, message: 
         load_config(tmp_path / "c.json")
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_hs_config_validate_takes_a_json_file(tmp_path: Path) -> None:
     import json
 

@@ -140,6 +140,7 @@ def test_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     assert {row.status for row in doctor_platform.backend_checks(None)} <= {"ok", "warn"}
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_doctor_imports_no_inference_library(env: dict[str, str], valid_config: Path) -> None:
     """find_spec, not import: doctor stays fast."""
     probe = (
@@ -172,6 +173,7 @@ def test_dirs_writable_and_owner_only(env: dict[str, str], valid_config: Path) -
     assert code == 1 and row["status"] == "fail" and "not a directory" in row["detail"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_unwritable_cache_dir_fails(env: dict[str, str], valid_config: Path) -> None:
     """Not writable by mode for a user; for root (CI), a read-only bind mount in a mount
     namespace of its own: root may write through any mode."""
@@ -214,6 +216,7 @@ def test_running_daemon_answers(env: dict[str, str], tmp_path: Path) -> None:
     assert "is yours and private" in sockets[0] and f"answers on {daemon.endpoint}" in sockets[1]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_unit_installed_matches_then_differs(env: dict[str, str], valid_config: Path) -> None:
     installed = subprocess.run([str(HS), "--config", str(valid_config), "daemon", "unit", "--install"],
                                check=False, capture_output=True, text=True, env=daemon_env(**env), timeout=60)

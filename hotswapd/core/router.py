@@ -30,6 +30,7 @@ from hotswapd.wire.protocol import decode_request, encode_error, encode_ok, requ
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+WAKE = b""  # a one-frame empty message on the replies pipe: no reply has one frame that is empty
 SOCKET_CHECK_SECONDS = 1.0  # how often the ipc socket file is checked for having vanished
 # Bigger than any frame we accept, so oversized texts get a typed error instead of ZeroMQ
 # silently dropping the connection.
@@ -134,6 +135,8 @@ class Router:
                 frames = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if len(frames) == 1 and frames[0].bytes == WAKE:
+                continue  # not a reply: the loop only had to look at its stop flag
             self._state.in_flight -= 1
             self._send(frames)
 
@@ -202,6 +205,11 @@ class Router:
                 self._push_sockets.append(sock)
             # Under the lock, so that close() never closes a socket while a thread sends on it.
             sock.send_multipart(frames, copy=False)
+
+    def wake(self) -> None:
+        """Wake the socket thread now (a stop was asked): without it, it notices at its next
+        poll timeout, and a stop with nothing in flight would wait that long for nothing."""
+        self.push_reply([WAKE])
 
     def _send(self, frames: list[Any]) -> None:
         try:

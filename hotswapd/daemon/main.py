@@ -276,6 +276,7 @@ class Daemon:
         self._stop.set()
         self.registry.stop_loading()
         children.stop_all(wait=False)
+        self._router.wake()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -106,6 +106,7 @@ def test_models_lists_every_configured_version_and_quiet_lists_names(start: Star
         assert hs(daemon, "models", "-q").stdout.decode() == "m\n"
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_read_only_commands_never_start_a_daemon(tmp_path: Path) -> None:
     endpoint = f"ipc:///tmp/hs-ro-{os.getpid()}-{tmp_path.name[-6:]}.sock"
     env = {"HOTSWAPD_NO_AUTOSTART": "", "XDG_STATE_HOME": str(tmp_path / "state"), "HOTSWAPD_CONFIG": str(tmp_path / "none.toml")}
@@ -127,6 +128,7 @@ def test_a_config_other_than_the_running_daemons_is_named(start: StartDaemon, tm
         assert same.returncode == 0 and same.stderr == b""
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_usage_errors_are_one_line_with_exit_2() -> None:
     for args, says in ((["encode", "--bogus"], "No such option: --bogus"), (["compare", "m"], "Missing argument"), (["nope"], "No such command")):
         done = run_hs(*args)
@@ -138,6 +140,7 @@ def _help_with_example(text: str) -> bool:
     return text.startswith("Usage: ") and "Example" in text
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_version_short_help_and_examples_everywhere() -> None:
     import typer
 

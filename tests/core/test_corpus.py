@@ -80,7 +80,7 @@ def test_exact_search_equals_a_numpy_reference(start: StartDaemon, tmp_path: Pat
 
 def test_during_a_split_each_query_meets_its_own_versions_corpus(start: StartDaemon, tmp_path: Path) -> None:
     texts = sentences(300, seed=2)
-    queries = sentences(1000, seed=3)
+    queries = sentences(400, seed=3)
     with with_corpora(start, tmp_path, texts) as daemon, daemon.client() as client:
         for version in ("v1", "v2"):  # the manifest names the weights of the version that built it, active or not
             assert read_manifest(tmp_path / f"corpus-{version}").weights == client.preload(f"m@{version}")["weights"] is not None
@@ -94,7 +94,7 @@ def test_during_a_split_each_query_meets_its_own_versions_corpus(start: StartDae
             if any(abs(expected[hit["row"]] - hit["score"]) > 1e-5 for hit in got) or abs(got[0]["score"] - expected.max()) > 1e-5:
                 mismatches += 1
         assert mismatches == 0
-        assert seen["v1"] > 300 and seen["v2"] > 300, seen
+        assert seen["v1"] > 120 and seen["v2"] > 120, seen  # a 50% split of 400: ~200 each
 
 
 def test_a_corpus_of_other_weights_is_refused_unless_accepted(start: StartDaemon, tmp_path: Path) -> None:
@@ -192,6 +192,7 @@ def test_http_search_is_scored_by_the_version_it_names(start: StartDaemon, tmp_p
                 assert refused.status_code == 400 and refused.json()["error"]["param"] == param
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_bridge_serves_the_old_corpus_until_the_new_one_is_built(start: StartDaemon, tmp_path: Path) -> None:
     """v2 is another space (a permutation of v1's components); fitted on a sample, the map
     finds v1-corpus neighbours for v2's queries, the reply says a bridge was used, and a

@@ -27,6 +27,7 @@ def corpus_files(directory: Path) -> dict[str, bytes]:
     return {name: (directory / name).read_bytes() for name in (MATRIX, ROWS, OFFSETS)}
 
 
+@pytest.mark.slow  # kills a real `hs index build` process mid-build
 def test_a_killed_build_resumed_equals_an_uninterrupted_one(start: StartDaemon, tmp_path: Path) -> None:
     texts = sentences(10_240, seed=9)
     source = tmp_path / "docs.txt"
@@ -98,6 +99,7 @@ def test_bad_rows_are_named(tmp_path: Path, content: str, message: str) -> None:
         list(RowReader(tmp_path / "bad.jsonl", "jsonl", text_field="body", id_field="doc"))
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_hs_search_and_build_speak_to_users(start: StartDaemon, tmp_path: Path) -> None:
     texts = sentences(40, seed=11)
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(texts)))

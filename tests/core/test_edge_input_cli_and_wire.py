@@ -58,6 +58,7 @@ def test_nan_and_infinity_are_refused_everywhere(start: StartDaemon, tmp_path: P
         assert client.status()["active"]["m"] == "v1" and not client.status()["rollouts"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_corrupt_bench_history_is_skipped_not_a_traceback(tmp_path: Path) -> None:
     state = tmp_path / "state"
     history = state / "hotswapd" / "bench.jsonl"
@@ -92,6 +93,7 @@ def test_input_without_newlines_is_refused_at_once(start: StartDaemon, tmp_path:
         assert time.monotonic() - started < 30
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_global_options_anywhere_and_value_less_ones_are_usage_errors(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as daemon:
         for args in (["daemon", "status", "--json", "--config"], ["encode", "x", "--socket"]):
@@ -107,6 +109,7 @@ def test_a_relative_config_is_reported_absolute(tmp_path: Path, monkeypatch: pyt
     assert origin_for("c2.toml", tmp_path / "default.toml", missing_ok=True).name == str(tmp_path / "c2.toml")
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_evict_and_empty_stdin_start_and_load_nothing(start: StartDaemon, tmp_path: Path) -> None:
     done = run_hs("evict", "m", endpoint=f"ipc://{short_socket_dir()}/none.sock", env={"HOTSWAPD_NO_AUTOSTART": ""})
     assert done.returncode == 3 and b"starting hotswapd" not in done.stderr
@@ -119,6 +122,7 @@ def test_evict_and_empty_stdin_start_and_load_nothing(start: StartDaemon, tmp_pa
         assert done.returncode == 1 and b"unknown version m@nope" in done.stderr  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_errors_stay_on_one_line_and_closed_stdout_is_said(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as daemon:
         done = hs(daemon, "encode", "x", "-m", "bad\nname")

@@ -176,6 +176,7 @@ def test_an_ensemble_takes_no_source_and_every_other_version_needs_one(tmp_path:
         parse_config({"models": {"m": {"active": "v", "versions": {"v": {}}}}})
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_hs_encode_and_the_http_endpoint_serve_an_ensemble(start: StartDaemon, tmp_path: Path) -> None:
     import json
 

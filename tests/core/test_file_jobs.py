@@ -52,6 +52,7 @@ def read_output(path: Path) -> tuple[list[object], np.ndarray, dict[str, str]]:
     return [r["id"] for r in records], np.array([r["embedding"] for r in records], dtype=np.float32), {"hotswap.version": records[0]["version"]}
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 @pytest.mark.parametrize("kind", ["parquet", "npy", "jsonl"])
 def test_every_output_kind_holds_the_daemons_vectors_with_their_ids(start: StartDaemon, tmp_path: Path, kind: str) -> None:
     records = docs(700)
@@ -99,6 +100,7 @@ def test_a_switch_during_the_job_changes_nothing(start: StartDaemon, tmp_path: P
     np.testing.assert_array_equal(vectors, expected)
 
 
+@pytest.mark.slow  # kills a real `hs` process mid-job (seconds of work to be killed in)
 @pytest.mark.parametrize("kind", ["parquet", "npy"])
 def test_a_killed_job_resumed_equals_an_uninterrupted_one(start: StartDaemon, tmp_path: Path, kind: str) -> None:
     records = [{"id": i * 7, "text": t} for i, t in enumerate(sentences(10_240, seed=9))]
@@ -131,6 +133,7 @@ def test_a_killed_job_resumed_equals_an_uninterrupted_one(start: StartDaemon, tm
     assert not record.parent.exists()
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_bad_rows_stop_the_job_or_go_to_the_rejects_file(start: StartDaemon, tmp_path: Path) -> None:
     records: list[dict[str, object]] = [{"id": f"r{i}", "text": t} for i, t in enumerate(sentences(600, seed=4))]
     records[2] = {"id": "empty", "text": "   "}
@@ -174,6 +177,7 @@ def test_a_text_the_daemon_refuses_is_named_or_rejected_and_the_rest_stay_in_ord
     assert reject["row"] == 701 and "512" in reject["reason"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_resume_refuses_what_would_mix_two_jobs(start: StartDaemon, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(300, seed=6)])
     output = tmp_path / "out.jsonl"
@@ -200,6 +204,7 @@ def test_resume_refuses_what_would_mix_two_jobs(start: StartDaemon, tmp_path: Pa
         assert damaged.returncode == 1 and b"unreadable" in damaged.stderr
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_mixed_id_types_and_unknown_output_kinds_are_refused(start: StartDaemon, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"id": 1, "text": "one"}, {"id": "two", "text": "two"}])
     with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon:
@@ -265,6 +270,7 @@ def test_a_daemon_that_dies_mid_job_is_a_clear_error_and_the_job_resumes_on_the_
     assert pq.read_metadata(output).num_rows == 3000
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(start: StartDaemon, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(2000, seed=12)])
     output = tmp_path / "out.npy"
@@ -285,6 +291,7 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(start: 
     assert not (tmp_path / ".out.npy.lock").exists()
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_what_would_overwrite_the_input_or_misalign_ids_is_refused(start: StartDaemon, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(50, seed=13)])
     (tmp_path / "x.rejects.jsonl").write_text(source.read_text())
@@ -314,6 +321,7 @@ def test_what_would_overwrite_the_input_or_misalign_ids_is_refused(start: StartD
         assert code == 2 and "follows its name" in message
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_record_that_does_not_match_its_files_is_refused(start: StartDaemon, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in sentences(300, seed=14)])
     with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client:

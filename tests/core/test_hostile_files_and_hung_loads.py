@@ -168,6 +168,7 @@ def test_restored_rollouts_are_range_checked(tmp_path: Path) -> None:
         assert state.load() == {} and state.set_aside, rollout
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_config_validate_with_an_absurd_source_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[models.m]\nactive = "v1"\n[models.m.versions.v1]\nsource = "{"x" * 100_000}"\n')

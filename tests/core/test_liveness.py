@@ -24,6 +24,7 @@ from tests.inproc import fake_config
 LAUNCH = "import sys; from hotswapd import backends; backends.BUILTIN['fake'] = 'tests.fakebackend'; from hotswapd.daemon.main import main; sys.exit(main(sys.argv[1:]))"
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_waiting_client_learns_within_two_seconds_that_the_daemon_died(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(fake_config(tmp_path, {"v1": {"sleep_seconds": 30.0}}))
@@ -50,6 +51,7 @@ def test_a_waiting_client_learns_within_two_seconds_that_the_daemon_died(tmp_pat
         log.close()
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_deleted_socket_file_is_bound_again(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as daemon:
         daemon.socket_path.unlink()

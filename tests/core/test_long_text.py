@@ -24,6 +24,7 @@ def config(tmp_path: Path, policy: str) -> str:
     return fake_config(tmp_path, {"v1": {"max_tokens": 24, "long_text": policy}}, extra='[http]\nlisten = "127.0.0.1:0"\n')
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_truncation_is_counted_in_every_reply(start: StartDaemon, tmp_path: Path) -> None:
     with start(config(tmp_path, "truncate")) as daemon, daemon.client() as client:
         result = client.encode([LONG, "short text", LONG], "m")

@@ -46,6 +46,7 @@ def _probed(tag: str) -> int:
     return sum(text in PROBES for text in fakebackend.CONTROLS[tag].seen)
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_a_round_measures_the_served_versions_and_recommends_the_fastest_that_agrees(start: StartDaemon, tmp_path: Path) -> None:
     with start(_config(tmp_path, "every_requests = 4\nidle_ms = 0")) as inproc, inproc.client() as client:
         fakebackend.CONTROLS["v1"].delay = 0.01  # v2 computes the same vectors, faster; far is fastest but another space
@@ -232,6 +233,7 @@ def test_a_hostile_history_file_is_read_safely(tmp_path: Path) -> None:
     assert b"recommendation for m: v2, 2.00x v1 at agreement - (hs switch m v2)" in shown.stdout
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_hs_bench_shows_its_figures_when_the_history_cannot_be_written(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as inproc:
         env = {"XDG_STATE_HOME": str(inproc.workdir / "state")}

@@ -60,6 +60,7 @@ def test_a_model_directorys_own_prompts_are_the_default(start: StartDaemon, tmp_
         assert fakebackend.CONTROLS["st"].seen == ["Represent this query: a"]
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_hs_encode_and_the_http_endpoint_take_the_prompt(start: StartDaemon, tmp_path: Path) -> None:
     config = _config(tmp_path, extra='[http]\nlisten = "127.0.0.1:0"\n')
     with start(config) as inproc, inproc.client() as client:

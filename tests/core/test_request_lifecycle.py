@@ -25,6 +25,7 @@ from tests.fakebackend import CONTROLS
 from tests.inproc import fake_config
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 def test_sigterm_during_a_batch_that_outlives_the_drain_still_exits(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(fake_config(tmp_path, {"v1": {"sleep_seconds": 2.0}}))

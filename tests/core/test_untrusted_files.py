@@ -40,6 +40,7 @@ def test_a_corrupt_state_file_is_set_aside_and_the_daemon_serves(start: StartDae
     json.loads(state.read_text())  # a fresh, valid file
 
 
+@pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth
 @pytest.mark.parametrize("edit", ["x = " + "9" * 5000, "x = " + "[" * 3000 + "]" * 3000], ids=["huge-int", "deep"])
 def test_a_hostile_config_edit_is_rejected_and_the_daemon_keeps_serving(start: StartDaemon, tmp_path: Path, edit: str) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as client:
