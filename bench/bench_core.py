@@ -155,7 +155,7 @@ def main() -> None:
 
     # An install byte-compiles the package; a source checkout run with PYTHONDONTWRITEBYTECODE
     # would otherwise recompile every module on every `hs` start and measure that instead.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "hotswapd"), str(HERE.parent / "cli")], check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "hotswapd"), str(HERE.parent / "hotswap_cli")], check=True)
     texts = sentences(args.sentences)
     latency_texts = sentences(args.latency_requests + args.sentences)[args.sentences :]
     workdir = Path(tempfile.mkdtemp(prefix="hs-bench-"))

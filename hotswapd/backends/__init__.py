@@ -116,12 +116,18 @@ class Capabilities:
             precision=getattr(embedder, "precision", None),
             tuned_path=getattr(embedder, "tuned_path", None),
             tuned=getattr(embedder, "tuned", None),
-            identity=(lambda: getattr(embedder, "identity", None)) if hasattr(type(embedder), "identity") or hasattr(embedder, "identity") else None,
+            # Read on each use (a remote model can change under a loaded version); whether it
+            # has one is asked of its class and instance, never by reading the property here.
+            identity=(lambda: getattr(embedder, "identity", None)) if _declares(embedder, "identity") else None,
             space=method("space"),
             describe=method("describe"),
             member_facts=method("member_facts"),
             composite=embedder if method("merge") is not None and hasattr(embedder, "parts") else None,
         )
+
+
+def _declares(embedder: Any, name: str) -> bool:
+    return hasattr(type(embedder), name) or name in getattr(embedder, "__dict__", {})
 
 
 class VersionSpec(Protocol):
