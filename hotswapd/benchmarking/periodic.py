@@ -233,7 +233,7 @@ class PeriodicBench:
     def _measure(self, loaded: LoadedVersion, texts: list[str], started: float, settings: BenchConfig) -> Measured:
         import numpy as np
 
-        prepared = loaded.text.prepare(list(texts), None)
+        prepared = list(texts)  # each slice runs the pipeline: the version's prompt, length plan, checks
         singles = []
         for text in prepared[:SINGLES]:
             seconds, _ = self._slice(loaded, [text], started)
@@ -249,8 +249,9 @@ class PeriodicBench:
         return Measured(loaded, singles, len(prepared) / max(spent, 1e-9), vectors)
 
     def _slice(self, loaded: LoadedVersion, texts: list[str], started: float) -> tuple[float, np.ndarray]:
-        """One encode on the inference thread under its own lease, once the daemon is idle."""
-        from hotswapd.pipeline.inference import run_backend
+        """One encode through the pipeline, on the inference thread under its own lease, once
+        the daemon is idle (what the version serves: its prompt and length policy included)."""
+        from hotswapd.pipeline.encoding import EncodeJob, encode_here
 
         self._wait_for_idle(started, loaded)
         leased = self._registry.try_lease(loaded.model, loaded.version)
@@ -265,7 +266,7 @@ class PeriodicBench:
         def work() -> np.ndarray:
             begun = time.perf_counter()
             try:
-                return run_backend(loaded, texts, True)
+                return encode_here(EncodeJob(loaded, texts, True)).vectors
             finally:
                 timing.append(time.perf_counter() - begun)
 

@@ -160,10 +160,15 @@ class Router:
     def _dispatch(self, identity: bytes, frames: list[bytes], peer: str | None = None) -> None:
         request_id = ""
         try:
-            request_id = request_id_of(frames)
             if self._state.phase == "stopping":
+                request_id = request_id_of(frames)
                 raise ShuttingDown("hotswapd is shutting down and takes no new requests")
-            request = decode_request(frames)
+            try:
+                request = decode_request(frames)  # the header is parsed once, here
+            except HotswapError:
+                request_id = request_id_of(frames)  # a header that failed validation: its id, if it has one
+                raise
+            request_id = request.id
             request.peer = peer
             outcome = self._handlers.handle(request)
         except HotswapError as exc:

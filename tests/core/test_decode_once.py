@@ -21,6 +21,7 @@ from tests.inproc import fake_config
 # Every module a text passes through between the frame and the backend.
 HOT_PATH = [
     "core/encode_op.py",
+    "pipeline/encoding.py",
     "pipeline/long_text.py",
     "pipeline/batching.py",
     "pipeline/inference.py",
@@ -75,3 +76,23 @@ def test_no_module_on_the_path_decodes_but_the_one_decoder() -> None:
     found["pipeline/batching.py"] = [line for line in found["pipeline/batching.py"] if "isinstance(text, bytes)" not in (root / "pipeline/batching.py").read_text().splitlines()[line - 1]]
     assert {name: lines for name, lines in found.items() if lines} == {}
     assert _decodes(ast.parse((root / "text/decode.py").read_text()))  # the scan does see a decode
+
+
+def test_each_request_header_is_parsed_once(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the router parsed a header for its id, then again to validate it."""
+    from hotswapd.wire import protocol
+
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as client:
+        client.encode(["warm"])
+        parsed: list[bytes] = []
+        original = protocol.json.loads
+
+        def counting(data: bytes | str, **kwargs: object) -> object:
+            parsed.append(bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data.encode())
+            return original(data, **kwargs)
+
+        monkeypatch.setattr(protocol.json, "loads", counting)
+        client.encode(["one", "two"])
+        monkeypatch.undo()
+        headers = [data for data in parsed if b'"op"' in data]
+        assert len(headers) == 1, headers  # the request's header (the client parses its reply with its own json)
