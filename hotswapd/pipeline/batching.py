@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
 CostSink = Callable[[int, int, float], None]  # texts, UTF-8 bytes, seconds of one batch
-# Called once per request: (rows in input order, None) or (None, the error).
-Done = Callable[["np.ndarray | None", "BaseException | None"], None]
+# Called once per request: (rows in input order, None, how its batch went) or (None, the error, None).
+Done = Callable[["np.ndarray | None", "BaseException | None", "BatchTiming | None"], None]
 T = TypeVar("T")
 
 
@@ -77,14 +77,6 @@ class BatchTiming:
     batch_requests: int
 
 
-_answering = threading.local()  # the BatchTiming of the batch whose requests are being answered
-
-
-def last_batch() -> BatchTiming | None:
-    """In a request's answer callback (on the inference thread): its batch's timing."""
-    return getattr(_answering, "timing", None)
-
-
 @dataclass
 class _Piece:
     loaded: LoadedVersion
@@ -92,7 +84,7 @@ class _Piece:
     tokens: int
     normalize: bool
     limits: BatchLimits
-    done: Callable[[np.ndarray | None, BaseException | None], None]
+    done: Callable[[np.ndarray | None, BaseException | None, BatchTiming | None], None]
     deadline: float | None = None
     collector: _Collector | None = None
     enqueued: float = field(default_factory=time.monotonic)
@@ -131,18 +123,21 @@ class _Collector:
         self._done = done
         self._order = order  # the pieces hold the texts in this order; rows go back to the caller's
         self.failed: BaseException | None = None
+        self._timing: BatchTiming | None = None  # the last piece's batch: the request waited for it
         self._lock = threading.Lock()
 
-    def piece_done(self, index: int, rows: np.ndarray | None, error: BaseException | None) -> None:
+    def piece_done(self, index: int, rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None = None) -> None:
         with self._lock:
             if error is not None and self.failed is None:
                 self.failed = error
+            if timing is not None:
+                self._timing = timing
             self._parts[index] = rows
             self._left -= 1
             if self._left:
                 return
         if self.failed is not None:
-            self._done(None, self.failed)
+            self._done(None, self.failed, None)
             return
         import numpy as np
 
@@ -152,7 +147,7 @@ class _Collector:
             restored = np.empty_like(rows)
             restored[self._order] = rows
             rows = restored
-        self._done(rows, None)
+        self._done(rows, None, self._timing)
 
 
 def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
@@ -196,7 +191,7 @@ class Batcher:
             parts = split([texts[i] for i in order], limits)
         collector = _Collector(len(parts), done, order)
         pieces = [
-            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, i=i: collector.piece_done(i, rows, error), deadline, collector)
+            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, timing, i=i: collector.piece_done(i, rows, error, timing), deadline, collector)
             for i, (part, tokens) in enumerate(parts)
         ]
         with self._cond:
@@ -207,7 +202,7 @@ class Batcher:
         """Blocking form of :meth:`submit`, for callers that have a thread to spare."""
         future: Future[np.ndarray] = Future()
 
-        def done(rows: np.ndarray | None, error: BaseException | None) -> None:
+        def done(rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None) -> None:
             if error is not None:
                 future.set_exception(error)
             else:
@@ -351,16 +346,13 @@ class Batcher:
         start = 0
         inference_ms = (time.perf_counter() - started) * 1000
         for piece in batch:
-            _answering.timing = BatchTiming(round((now - piece.enqueued) * 1000, 3), round(inference_ms, 3), len(texts), len(batch))
-            try:
-                self._finish(piece, vectors[start : start + len(piece.texts)], None)
-            finally:
-                _answering.timing = None
+            timing = BatchTiming(round((now - piece.enqueued) * 1000, 3), round(inference_ms, 3), len(texts), len(batch))
+            self._finish(piece, vectors[start : start + len(piece.texts)], None, timing)
             start += len(piece.texts)
 
     @staticmethod
-    def _finish(piece: _Piece, rows: np.ndarray | None, error: BaseException | None) -> None:
+    def _finish(piece: _Piece, rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None = None) -> None:
         try:
-            piece.done(rows, error)
+            piece.done(rows, error, timing)
         except Exception:  # noqa: BLE001 -- one request's reply path must not fail the others
             log.exception("answering a request of %s@%s failed", piece.loaded.model, piece.loaded.version)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from hotswapd.errors import HotswapError, InternalError
 from hotswapd.pipeline import long_text
-from hotswapd.pipeline.batching import BatchLimits, BatchTiming, last_batch
+from hotswapd.pipeline.batching import BatchLimits, BatchTiming
 from hotswapd.pipeline.inference import check_vectors, run_backend
 from hotswapd.pipeline.long_text import Plan
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hotswapd.backends import Composite
-    from hotswapd.pipeline.inference import Inference
+    from hotswapd.pipeline.inference import Inference, Rows
     from hotswapd.pipeline.loaded import LoadedVersion
 
 Offload = Callable[[Callable[[], None]], None]  # runs CPU work off the caller's thread (the tokens pool)
@@ -152,21 +152,20 @@ class Pipeline:
 
         def submit(texts: list[str], planned: Plan | None) -> None:
             limits = self._limits(job.loaded)
-            def ran(result: tuple[Any, int] | None, error: BaseException | None) -> None:
+            def ran(result: Rows | None, error: BaseException | None) -> None:
                 if error is not None or result is None:
                     answer(error or InternalError("the batch returned nothing"))
                     return
-                timing = last_batch()  # read on the thread that answers the batch
                 try:
-                    vectors = finish(job, result[0], planned)
+                    vectors = finish(job, result.vectors, planned)
                 except Exception as exc:  # noqa: BLE001
                     answer(exc)
                     return
                 answer(
                     Encoding(
-                        job.loaded, vectors, job.normalize, cached=result[1],
+                        job.loaded, vectors, job.normalize, cached=result.cached,
                         truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
-                        tokens=planned.tokens if planned else None, timing=timing, seconds=time.perf_counter() - started,
+                        tokens=planned.tokens if planned else None, timing=result.timing, seconds=time.perf_counter() - started,
                     )
                 )
 

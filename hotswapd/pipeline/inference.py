@@ -12,15 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, CostSink, Text
+from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, BatchTiming, CostSink, Text
 from hotswapd.pipeline.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
 T = TypeVar("T")
-# Called once per request: ((vectors, rows served by the cache), None) or (None, error).
-Answer = Callable[["tuple[np.ndarray, int] | None", "BaseException | None"], None]
+
+
+class Rows(NamedTuple):
+    """A request's vectors, in its texts' order, and how they were made."""
+
+    vectors: np.ndarray
+    cached: int  # rows served by the cache
+    timing: BatchTiming | None = None  # the batch that computed the rest, if one did
+
+# Called once per request: (Rows, None) or (None, error).
+Answer = Callable[["Rows | None", "BaseException | None"], None]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,7 +74,7 @@ class Inference:
         finishes the work (often the inference thread). Never blocks. ``use_cache=False``
         neither reads nor fills the cache."""
         if not (self.cache.enabled and use_cache):
-            self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error: self._fresh(loaded, rows, error, answer), deadline)
+            self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error, timing: self._fresh(loaded, rows, error, timing, answer), deadline)
             return
         keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
         found = self.cache.memory_lookup(keys)
@@ -103,10 +112,10 @@ class Inference:
         missing = [index for index, vector in enumerate(found) if vector is None]
         self.cache.count(len(texts) - len(missing), len(missing))
         if not missing:
-            answer((np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)), None)  # type: ignore[arg-type]
+            answer(Rows(np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)), None)
             return
 
-        def fresh(rows: np.ndarray | None, error: BaseException | None) -> None:
+        def fresh(rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None) -> None:
             rows = _checked(loaded, rows, error, answer)
             if rows is None:
                 return
@@ -114,15 +123,18 @@ class Inference:
             self.cache.remember(missing_keys, rows)
             if self.cache.disk is not None:
                 self._io(lambda: self.cache.persist(missing_keys, rows), lambda result, error: None)
-            answer((rows, 0) if len(missing) == len(texts) else (_merge(rows, missing, found), len(texts) - len(missing)), None)
+            if len(missing) == len(texts):
+                answer(Rows(rows, 0, timing), None)
+            else:
+                answer(Rows(_merge(rows, missing, found), len(texts) - len(missing), timing), None)
 
         self.batcher.submit(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
 
     @staticmethod
-    def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, answer: Answer) -> None:
+    def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None, answer: Answer) -> None:
         rows = _checked(loaded, rows, error, answer)
         if rows is not None:
-            answer((rows, 0), None)
+            answer(Rows(rows, 0, timing), None)
 
     def stop(self) -> None:
         self.batcher.stop()
