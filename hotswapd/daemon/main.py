@@ -129,6 +129,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()  # the ticker and a `reload` command may race
+        self._config_switch_failed: set[str] = set()  # models whose file `active` could not be switched to
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
         self.state = DaemonState(endpoint=endpoint, config_path=origin.name if (config.path or not origin.is_file) else None)
         state_dir = paths.state_dir()
@@ -362,7 +363,15 @@ class Daemon:
         self.alerts.reconfigure(config.alerts)
         self.periodic.reconfigure(config.bench)
         self.admission.set_limits(limits)
+        # A switch the file asked for that failed last time is tried again (its cause may be
+        # fixed: a corpus built, a load that failed) while the file still asks for it.
+        routes = self.registry.published.current.routes
+        switched += sorted(
+            model for model in self._config_switch_failed - set(switched)
+            if model in config.models and model in routes and config.models[model].active != routes[model].active
+        )
         switch_failed = {model: why for model in switched if (why := self._switch_from_config(model))}
+        self._config_switch_failed = set(switch_failed)
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
         summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched}
         failed = {**plan.failed, **switch_failed}

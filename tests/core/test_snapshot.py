@@ -223,6 +223,22 @@ def test_a_failed_fresh_load_keeps_the_old_copy_and_says_so(start: StartDaemon, 
         assert np.allclose(client.encode(["x"], no_cache=True).embeddings[0], first)  # the old copy serves
 
 
+def test_a_switch_the_file_asks_for_that_failed_is_tried_again_on_the_next_reload(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: the file's `active` counted as applied even when the switch to it failed, so
+    reloading the same file after fixing the cause changed nothing."""
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as client:
+        client.encode(["x"])
+        fakebackend.CONTROLS["v2"].fail_load = "disk on fire"
+        moved = fake_config(tmp_path, {"v1": {}, "v2": {}}, active="v2")
+        reply = _reload(daemon, client, moved)
+        assert "disk on fire" in reply["failed"]["m"]  # type: ignore[index]
+        assert client.encode(["x"]).version == "v1"
+        fakebackend.CONTROLS["v2"].fail_load = None
+        again = _reload(daemon, client, moved)  # the same file, its cause fixed
+        assert again["failed"] == {} and again["switching"] == ["m"]
+        assert client.encode(["x"]).version == "v2"
+
+
 def test_a_nested_publish_is_refused_not_deadlocked() -> None:
     from hotswapd.config.schema import Config
     from hotswapd.core.snapshot import Published
