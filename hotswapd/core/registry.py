@@ -208,6 +208,7 @@ class Registry(Leases):
                     left = self._reserved.pop(key, 0) - need
                     if left > 0:
                         self._reserved[key] = left
+            caps = _capabilities(embedder)  # a backend's extras may fail too: a failed load, closed
         except HotswapError as exc:
             self._failed(slot, model, version, exc.message)
             raise
@@ -221,7 +222,7 @@ class Registry(Leases):
         # An RSS delta reads low when the load reuses pages the allocator kept from an
         # earlier unload, or maps weights lazily: a version counts at least its files'
         # size and the largest size ever measured for it.
-        declared = Capabilities.of(embedder).memory_bytes
+        declared = caps.memory_bytes
         used = declared if declared is not None else max(measured, on_disk, self._measured.get(key, 0))
         self._measured[key] = used
         if spec.ram_gb is not None:  # the operator's figure wins over a noisy RSS delta
@@ -231,7 +232,7 @@ class Registry(Leases):
         log.info(
             "loaded %s@%s in %.2f s (+%.0f MiB RSS, counted as %.0f MiB; weights %s)", model, version, seconds, measured / 2**20, used / 2**20, digest
         )
-        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text)
+        loaded = LoadedVersion(model, version, spec, embedder, digest, time.time(), seconds, used, text=text, caps=caps)
         self._attach(loaded)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
         return loaded
@@ -465,6 +466,19 @@ class Registry(Leases):
                 item.closed = True
         for item in left:
             self._close(item)
+
+
+def _capabilities(embedder: Any) -> Capabilities:
+    """What the embedder offers, read now, inside the load: an extra that raises (a plugin's
+    property) fails the load and the embedder is closed, instead of failing every request."""
+    try:
+        return Capabilities.of(embedder)
+    except BaseException:
+        try:
+            embedder.close()
+        except Exception:  # noqa: BLE001 -- the load's own failure is what is reported
+            log.exception("closing an embedder whose load failed")
+        raise
 
 
 def _configured(config: Config) -> str:

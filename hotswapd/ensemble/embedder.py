@@ -76,7 +76,10 @@ class EnsembleEmbedder:
         blocks = []
         for part in self.parts:
             try:
-                blocks.append(encode_here(EncodeJob(part.loaded, list(texts), True)).vectors)
+                # The daemon's own probes (warm-up, agreement, periodic rounds): a member
+                # that refuses long texts in requests has them cut here, as alone.
+                policy = "truncate" if part.loaded.config.long_text == "error" else None
+                blocks.append(encode_here(EncodeJob(part.loaded, list(texts), True, long_text=policy)).vectors)
             except Exception as exc:  # noqa: BLE001 -- named, then reported as the batch's failure
                 raise HotswapError(f"member {part.spec}: {type(exc).__name__}: {exc}") from exc
         return self.merge(blocks, normalize)

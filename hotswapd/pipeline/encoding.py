@@ -18,6 +18,7 @@ router, the HTTP endpoint).
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ class EncodeJob:
     count_tokens: bool = False  # the answer says how many tokens the texts are (OpenAI's usage)
     use_cache: bool = True  # False: `hs compare` times the model, not the cache
     deadline: float | None = None  # time.monotonic() past which queued work is dropped unrun
+    long_text: str | None = None  # the version's own policy unless given (the daemon's probes: "truncate")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Encoding:
     tokens: int | None = None  # when counted
     timing: BatchTiming | None = None  # the batch that ran it, when one did
     seconds: float = 0.0
+    computed: frozenset[int] = frozenset()  # the texts a model computed (the others: the cache)
 
     def facts(self) -> dict[str, Any]:
         """What a reply tells of the answer besides the vectors (the wire header's fields)."""
@@ -100,7 +103,7 @@ def suspects(loaded: LoadedVersion, texts: Sequence[str]) -> list[int]:
 
 def plan(job: EncodeJob, texts: list[str], maybe_long: list[int]) -> Plan:
     """The length plan, with one tokenization of the texts that need counting."""
-    return long_text.plan(job.loaded.caps, texts, maybe_long, job.loaded.config.long_text, job.count_tokens)
+    return long_text.plan(job.loaded.caps, texts, maybe_long, job.long_text or job.loaded.config.long_text, job.count_tokens)
 
 
 def finish(job: EncodeJob, vectors: np.ndarray, planned: Plan | None) -> np.ndarray:
@@ -115,6 +118,37 @@ def _runs_normalized(job: EncodeJob, planned: Plan | None) -> bool:
     return job.normalize and not (planned is not None and planned.reshaped)
 
 
+class _Once:
+    """A request's one answer: later ones (a failure after the answer) are dropped, and an
+    unexpected exception becomes an InternalError."""
+
+    def __init__(self, done: Callable[[Encoding | HotswapError], None]) -> None:
+        self._done = done
+        self._lock = threading.Lock()
+        self._answered = False
+
+    def __call__(self, result: Encoding | BaseException) -> None:
+        with self._lock:
+            if self._answered:
+                return
+            self._answered = True
+        if isinstance(result, BaseException) and not isinstance(result, HotswapError):
+            result = InternalError(f"{type(result).__name__}: {result}")
+        self._done(result)
+
+    def guarded(self, stage: Callable[[], None]) -> Callable[[], None]:
+        """``stage`` with any exception it raises as this request's answer (a refused text,
+        a tokenizer failure): the lease and the ticket always come back through ``done``."""
+
+        def run_stage() -> None:
+            try:
+                stage()
+            except Exception as exc:  # noqa: BLE001 -- whatever failed, the request gets its one answer
+                self(exc)
+
+        return run_stage
+
+
 class Pipeline:
     """The daemon's pipeline: CPU stages offloaded, the model run batched on the inference
     thread. :meth:`run` never blocks; ``done`` is called once, from the thread that finishes."""
@@ -126,119 +160,120 @@ class Pipeline:
         self._limits = limits  # a version's batch limits: its own, else the daemon's
 
     def run(self, job: EncodeJob, done: Callable[[Encoding | HotswapError], None]) -> None:
+        answer = _Once(done)
+        answer.guarded(lambda: self._start(job, answer))()
+
+    def _start(self, job: EncodeJob, answer: _Once) -> None:
         composite = job.loaded.caps.composite
         if composite is not None:
-            self._run_parts(job, composite, done)
+            # Every member prepares and plans first (CPU: the tokens pool): a text or a prompt
+            # one member refuses refuses the request before any model runs.
+            self._offload(answer.guarded(lambda: self._run_parts(job, composite, answer)))
             return
-        started = time.perf_counter()
-        answered = threading.Event()
-
-        def answer(result: Encoding | BaseException) -> None:
-            if answered.is_set():
-                return  # a failure after the answer was given must not answer twice
-            answered.set()
-            if isinstance(result, BaseException) and not isinstance(result, HotswapError):
-                result = InternalError(f"{type(result).__name__}: {result}")
-            done(result)
-
-        def guarded(stage: Callable[[], None]) -> Callable[[], None]:
-            def run_stage() -> None:
-                try:
-                    stage()
-                except Exception as exc:  # noqa: BLE001 -- a refused text, a tokenizer failure: this request's answer
-                    answer(exc)
-
-            return run_stage
-
-        def submit(texts: list[str], planned: Plan | None) -> None:
-            limits = self._limits(job.loaded)
-            def ran(result: Rows | None, error: BaseException | None) -> None:
-                if error is not None or result is None:
-                    answer(error or InternalError("the batch returned nothing"))
-                    return
-                try:
-                    vectors = finish(job, result.vectors, planned)
-                except Exception as exc:  # noqa: BLE001
-                    answer(exc)
-                    return
-                answer(
-                    Encoding(
-                        job.loaded, vectors, job.normalize, cached=result.cached,
-                        truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
-                        tokens=planned.tokens if planned else None, timing=result.timing, seconds=time.perf_counter() - started,
-                    )
-                )
-
-            to_encode = planned.texts if planned is not None else texts
-            self._inference.submit(job.loaded, to_encode, _runs_normalized(job, planned), limits, ran, job.deadline, use_cache=job.use_cache)
-
-        def plan_then_submit(texts: list[str], maybe_long: list[int]) -> None:
-            submit(texts, plan(job, texts, maybe_long))
 
         def after_prepare(texts: list[str]) -> None:
             # Tokenising is CPU work: on the tokens pool, and only when a text could be over
             # the version's maximum or the caller wants the count.
             maybe_long = suspects(job.loaded, texts)
             if job.count_tokens or maybe_long:
-                self._offload(guarded(lambda: plan_then_submit(texts, maybe_long)))
+                self._offload(answer.guarded(lambda: self._submit(job, texts, plan(job, texts, maybe_long), answer)))
             else:
-                submit(texts, None)
+                self._submit(job, texts, None, answer)
 
-        def start() -> None:
-            if job.loaded.text.changes(job.prompt):  # preprocessing is CPU work too
-                self._offload(guarded(lambda: after_prepare(prepare(job, self._max_text_bytes()))))
-            else:
-                after_prepare(job.texts)
+        if job.loaded.text.changes(job.prompt):  # preprocessing is CPU work too
+            self._offload(answer.guarded(lambda: after_prepare(prepare(job, self._max_text_bytes()))))
+        else:
+            after_prepare(job.texts)
 
-        guarded(start)()
+    def _submit(self, job: EncodeJob, texts: list[str], planned: Plan | None, answer: Callable[[Encoding | BaseException], None]) -> None:
+        """Run: the cache, then the batcher; finish on the thread that answers the batch."""
+        started = time.perf_counter()
 
-    def _run_parts(self, job: EncodeJob, composite: Composite, done: Callable[[Encoding | HotswapError], None]) -> None:
+        def ran(result: Rows | None, error: BaseException | None) -> None:
+            if error is not None or result is None:
+                answer(error or InternalError("the batch returned nothing"))
+                return
+            try:
+                vectors = finish(job, result.vectors, planned)
+                computed = _original_rows(result.computed, planned)
+            except Exception as exc:  # noqa: BLE001 -- this request's answer
+                answer(exc)
+                return
+            answer(
+                Encoding(
+                    job.loaded, vectors, job.normalize, cached=len(job.texts) - len(computed),
+                    truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
+                    tokens=planned.tokens if planned else None, timing=result.timing,
+                    seconds=time.perf_counter() - started, computed=computed,
+                )
+            )
+
+        to_encode = planned.texts if planned is not None else texts
+        self._inference.submit(job.loaded, to_encode, _runs_normalized(job, planned), self._limits(job.loaded), ran, job.deadline, use_cache=job.use_cache)
+
+    def _run_parts(self, job: EncodeJob, composite: Composite, answer: _Once) -> None:
         """A version built from others (an ensemble): each part is a request of its own, with
         its own prompt, preprocessing, length policy, cache and batches (shared with that
         version's other traffic), and the rows are merged when the last part is done."""
         started = time.perf_counter()
+        who = f"{job.loaded.model}@{job.loaded.version}"
         parts = list(composite.parts)
-        answers: list[Encoding | HotswapError | None] = [None] * len(parts)
-        left = [len(parts)]
-        lock = threading.Lock()
-
-        def part_done(index: int, answer: Encoding | HotswapError) -> None:
-            with lock:
-                answers[index] = answer
-                left[0] -= 1
-                if left[0]:
-                    return
-            failed = [(part, a) for part, a in zip(parts, answers, strict=True) if isinstance(a, HotswapError)]
-            if failed:
-                part, error = failed[0]
-                done(_named(error, f"{job.loaded.model}@{job.loaded.version}: ensemble member {part.spec}"))
-                return
-            encodings: list[Encoding] = answers  # type: ignore[assignment]
-            try:
-                vectors = composite.merge([encoding.vectors for encoding in encodings], job.normalize)
-                check_vectors(job.loaded, vectors)
-            except HotswapError as exc:
-                done(exc)
-                return
-            except Exception as exc:  # noqa: BLE001 -- the request still gets its one answer
-                done(InternalError(f"{type(exc).__name__}: {exc}"))
-                return
-            first = encodings[0]
-            done(
-                Encoding(
-                    job.loaded, vectors, job.normalize, cached=min(e.cached for e in encodings),
-                    truncated=max(e.truncated for e in encodings), chunked=max(e.chunked for e in encodings),
-                    tokens=first.tokens, timing=encodings[-1].timing, seconds=time.perf_counter() - started,
-                )
-            )
-
+        if not parts:
+            raise InternalError(f"{who} has no parts to combine")
+        ready: list[tuple[Any, EncodeJob, list[str], Plan | None]] = []
         for index, part in enumerate(parts):
             # Each member's vectors as it computes them alone: normalised, then weighted.
             sub = EncodeJob(
                 part.loaded, job.texts, True, job.prompt, count_tokens=job.count_tokens and index == 0,
                 use_cache=job.use_cache, deadline=job.deadline,
             )
-            self.run(sub, lambda answer, index=index: part_done(index, answer))
+            try:
+                texts = prepare(sub, self._max_text_bytes()) if sub.loaded.text.changes(sub.prompt) else sub.texts
+                maybe_long = suspects(sub.loaded, texts)
+                planned = plan(sub, texts, maybe_long) if (sub.count_tokens or maybe_long) else None
+            except HotswapError as exc:
+                answer(_named(exc, f"{who}: ensemble member {part.spec}"))
+                return
+            ready.append((part, sub, texts, planned))
+
+        answers: list[Encoding | BaseException | None] = [None] * len(ready)
+        left = [len(ready)]
+        lock = threading.Lock()
+
+        def part_done(index: int, result: Encoding | BaseException) -> None:
+            with lock:
+                answers[index] = result
+                left[0] -= 1
+                if left[0]:
+                    return
+            failed = [(part, a) for (part, *_), a in zip(ready, answers, strict=True) if isinstance(a, BaseException)]
+            if failed:
+                part, error = failed[0]
+                named = error if isinstance(error, HotswapError) else InternalError(f"{type(error).__name__}: {error}")
+                answer(_named(named, f"{who}: ensemble member {part.spec}"))
+                return
+            encodings: list[Encoding] = answers  # type: ignore[assignment]
+            try:
+                vectors = composite.merge([encoding.vectors for encoding in encodings], job.normalize)
+                check_vectors(job.loaded, vectors)
+            except Exception as exc:  # noqa: BLE001 -- the request still gets its one answer
+                answer(exc)
+                return
+            computed = frozenset().union(*(encoding.computed for encoding in encodings))
+            answer(
+                Encoding(
+                    job.loaded, vectors, job.normalize, cached=len(job.texts) - len(computed),
+                    truncated=max(e.truncated for e in encodings), chunked=max(e.chunked for e in encodings),
+                    tokens=encodings[0].tokens, timing=encodings[-1].timing, seconds=time.perf_counter() - started, computed=computed,
+                )
+            )
+
+        for index, (part, sub, texts, planned) in enumerate(ready):
+            done = functools.partial(part_done, index)
+            try:
+                self._submit(sub, texts, planned, done)
+            except Exception as exc:  # noqa: BLE001 -- counted as that member's answer; the others still come back
+                done(exc)
 
 
 def _named(error: HotswapError, who: str) -> HotswapError:
@@ -247,6 +282,14 @@ def _named(error: HotswapError, who: str) -> HotswapError:
     named.message = f"{who}: {error.message}"
     named.args = (named.message, *error.args[1:])
     return named
+
+
+def _original_rows(computed: Sequence[int], planned: Plan | None) -> frozenset[int]:
+    """The request's texts (not windows) that a model computed rather than the cache."""
+    if planned is None or not planned.reshaped:
+        return frozenset(computed)
+    owner = {row: text for text, group in enumerate(planned.groups) for row, _ in group}
+    return frozenset(owner[row] for row in computed)
 
 
 def encode_here(job: EncodeJob, max_text_bytes: int | None = None) -> Encoding:
@@ -263,5 +306,5 @@ def encode_here(job: EncodeJob, max_text_bytes: int | None = None) -> Encoding:
     return Encoding(
         job.loaded, vectors, job.normalize,
         truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
-        tokens=planned.tokens if planned else None, seconds=time.perf_counter() - started,
+        tokens=planned.tokens if planned else None, seconds=time.perf_counter() - started, computed=frozenset(range(len(job.texts))),
     )

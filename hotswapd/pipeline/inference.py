@@ -27,6 +27,7 @@ class Rows(NamedTuple):
     vectors: np.ndarray
     cached: int  # rows served by the cache
     timing: BatchTiming | None = None  # the batch that computed the rest, if one did
+    computed: Sequence[int] = ()  # which rows a batch computed (the others came from the cache)
 
 # Called once per request: (Rows, None) or (None, error).
 Answer = Callable[["Rows | None", "BaseException | None"], None]
@@ -112,7 +113,7 @@ class Inference:
         missing = [index for index, vector in enumerate(found) if vector is None]
         self.cache.count(len(texts) - len(missing), len(missing))
         if not missing:
-            answer(Rows(np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts)), None)
+            answer(Rows(np.frombuffer(b"".join(found), dtype="<f4").reshape(len(texts), -1), len(texts), None, ()), None)
             return
 
         def fresh(rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None) -> None:
@@ -124,9 +125,9 @@ class Inference:
             if self.cache.disk is not None:
                 self._io(lambda: self.cache.persist(missing_keys, rows), lambda result, error: None)
             if len(missing) == len(texts):
-                answer(Rows(rows, 0, timing), None)
+                answer(Rows(rows, 0, timing, missing), None)
             else:
-                answer(Rows(_merge(rows, missing, found), len(texts) - len(missing), timing), None)
+                answer(Rows(_merge(rows, missing, found), len(texts) - len(missing), timing, missing), None)
 
         self.batcher.submit(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
 
@@ -134,7 +135,7 @@ class Inference:
     def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None, answer: Answer) -> None:
         rows = _checked(loaded, rows, error, answer)
         if rows is not None:
-            answer(Rows(rows, 0, timing), None)
+            answer(Rows(rows, 0, timing, range(len(rows))), None)
 
     def stop(self) -> None:
         self.batcher.stop()

@@ -46,6 +46,12 @@ class LoadedVersion:
     # The loaded versions it leases for as long as it is loaded (an ensemble's members):
     # retiring one of them retires this one too.
     members: tuple[LoadedVersion, ...] = ()
+    # What its embedder offers beyond encode (hotswapd.backends), looked up once, at the load.
+    caps: Capabilities = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.caps is None:
+            self.caps = Capabilities.of(self.embedder)
     # Its prompts and preprocessors (the config's, else the model directory's prompts).
     text: TextPrep = field(default_factory=TextPrep)
 
@@ -56,11 +62,6 @@ class LoadedVersion:
         finally:
             for attachment in list(self.attachments.values()):
                 attachment.close()
-
-    @cached_property
-    def caps(self) -> Capabilities:
-        """What its embedder offers beyond encode, looked up once (hotswapd.backends)."""
-        return Capabilities.of(self.embedder)
 
     @cached_property
     def _local_identity(self) -> bytes:
