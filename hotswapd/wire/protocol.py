@@ -22,7 +22,7 @@ from hotswapd.errors import HotswapError, ProtocolError, UnknownOp, UnsupportedV
 
 WIRE_VERSION = 1
 VECTOR_DTYPE = "<f4"
-# An op is a short lower-case name; which ones exist is the daemon's op table
+# An op is a short ASCII name (letters, digits, _); which ones exist is the daemon's op table
 # (hotswapd.core.handlers), which refuses the others with the list it knows.
 Op = str
 MAX_OP_CHARS = 32
