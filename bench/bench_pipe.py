@@ -111,7 +111,7 @@ def _torch_encoder(model_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def _onnx_encoder(work: Path, model_dir: Path):  # type: ignore[no-untyped-def]
-    from hotswapd.backends.support.layout import read_layout
+    from hotswapd.backends.support.model_files import read_layout
     from hotswapd.backends.onnx import OnnxEmbedder
 
     exported = next((work / "cache" / "hotswapd" / "onnx").glob("*/model.onnx"))

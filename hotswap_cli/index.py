@@ -56,7 +56,7 @@ def ann_index(corpus: Annotated[Path, typer.Argument(help="A finished corpus dir
     The daemon searches through it when it is there (hs search --exact scans every row).
     Example: hs index ann corpora/v2
     """
-    from hotswapd.corpus.layout import read_manifest
+    from hotswapd.corpus.files import read_manifest
 
     read_manifest(corpus)  # a finished corpus only
     _ann(corpus)

@@ -16,13 +16,7 @@ import typer
 from hotswapd.client.connection import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import compare, daemon, doctor, encode, index, keys, models, search, tune
-
-from hotswap_cli import bench_cmd as bench
-
-from hotswap_cli import config_cmd as config
-
-from hotswap_cli import switch_cmd as switching
+from hotswap_cli import bench_cmd, compare, config_cmd, daemon, doctor, encode, index, keys_cmd, models, search, switch_cmd, tune
 from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options, fill_optional_values
 from hotswap_cli.shared_options import Settings, autostart_default
 
@@ -39,18 +33,18 @@ app.command()(models.models)
 app.command()(models.preload)
 app.command()(models.evict)
 app.command()(models.status)
-app.command()(switching.switch)
-app.command()(switching.rollback)
-app.command()(switching.history)
+app.command()(switch_cmd.switch)
+app.command()(switch_cmd.rollback)
+app.command()(switch_cmd.history)
 app.command()(search.search)
 app.command()(compare.compare)
-app.command()(bench.bench)
+app.command()(bench_cmd.bench)
 app.command()(models.metrics)
 app.command()(tune.tune)
 app.command()(doctor.doctor)
 app.add_typer(daemon.app, name="daemon")
-app.add_typer(config.app, name="config")
-app.add_typer(keys.app, name="keys")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(index.app, name="index")
 
 EXIT_ERROR = 1

@@ -16,10 +16,10 @@ import pytest
 from hotswapd.backends.support.precision import BF16_CPU_FLAGS
 from hotswapd.host.cpu import cpu_flags
 from hotswapd.config.schema import VersionConfig
-from hotswapd.tuning import record as tuning_record
+from hotswapd.tuning import tune_record as tuning_record
 from hotswapd.tuning import run as tuning_run
-from hotswapd.tuning.paths import PATHS
-from hotswapd.tuning.record import TuneRecord, cache_file, eligible
+from hotswapd.tuning.run_paths import PATHS
+from hotswapd.tuning.tune_record import TuneRecord, cache_file, eligible
 from hotswapd.tuning.run import tuned
 from tests.conftest import run_hs
 from tests.daemons import start_daemon, write_config

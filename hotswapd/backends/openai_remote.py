@@ -246,7 +246,7 @@ def load(path: Path, version: VersionSpec) -> OpenAIEmbedder:
 
 def _max_tokens(path: Path) -> int:
     """The tokenizer directory's own limit (sentence-transformers or tokenizer config), else 512."""
-    from hotswapd.backends.support.layout import read_layout
+    from hotswapd.backends.support.model_files import read_layout
 
     try:
         return read_layout(path).max_seq_length

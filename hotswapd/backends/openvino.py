@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from hotswapd.backends.support.devices import pick_device
 from hotswapd.backends.support.export_cache import created_once, enforce
 from hotswapd.backends.support.graph_embedder import GraphEmbedder
-from hotswapd.backends.support.layout import ModelLayout, read_layout
+from hotswapd.backends.support.model_files import ModelLayout, read_layout
 from hotswapd.backends.support.pooling import PoolingName, choose_mode
 from hotswapd.backends.support.precision import why_not
 from hotswapd.backends.support.tokenizing import TextTokenizer

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from hotswapd.backends.support.layout import read_layout
+from hotswapd.backends.support.model_files import read_layout
 from hotswapd.backends.onnx_export import agreement_of, export_fp32, write_check
 from hotswapd.backends.support.tokenizing import TextTokenizer
 from hotswapd.text.probe_texts import calibration_texts

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from hotswapd.backends.support.layout import read_layout, vector_space
+from hotswapd.backends.support.model_files import read_layout, vector_space
 from hotswapd.backends.support.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.support.remote_identity import MAX_ANSWER_BYTES, RemoteIdentity
 from hotswapd.backends.support.tokenizing import TextTokenizer, TokenizedBackend

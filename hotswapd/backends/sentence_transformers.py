@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hotswapd.backends.support.devices import torch_device
-from hotswapd.backends.support.layout import vector_space
+from hotswapd.backends.support.model_files import vector_space
 from hotswapd.backends.support.precision import ChosenPrecision, PrecisionOptions, running_in
 from hotswapd.backends.support.tokenizing import CountsOnACopy
 from hotswapd.errors import ModelLoadError

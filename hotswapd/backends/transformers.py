@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.devices import torch_device
-from hotswapd.backends.support.layout import read_layout, vector_space
+from hotswapd.backends.support.model_files import read_layout, vector_space
 from hotswapd.backends.support.pooling import PoolingName, choose_mode, l2_normalize, pool
 from hotswapd.backends.support.precision import ChosenPrecision, PrecisionOptions, running_in
 from hotswapd.backends.support.tokenizing import CountsOnACopy

@@ -146,7 +146,7 @@ class Client:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             if self.endpoint.startswith("tcp://"):
-                from hotswapd.host.keys import client_keys  # TCP is CURVE-secured, always
+                from hotswapd.host.curve_keys import client_keys  # TCP is CURVE-secured, always
 
                 sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = client_keys()
             sock.connect(self.endpoint)

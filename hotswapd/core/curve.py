@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from hotswapd.host import keys
+from hotswapd.host import curve_keys
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,14 @@ class _KeyBook:
         self._by_key: dict[bytes, str] = {}
 
     def name_of(self, z85_key: bytes) -> str | None:
-        directory = keys.authorized_dir()
+        directory = curve_keys.authorized_dir()
         try:
             info = directory.stat()
             stamp = (info.st_mtime_ns, info.st_ino)
         except OSError:
             stamp = None
         if stamp != self._stamp or stamp is None:
-            self._by_key = {public: name for name, public in reversed(list(keys.authorized().items()))}
+            self._by_key = {public: name for name, public in reversed(list(curve_keys.authorized().items()))}
             self._stamp = stamp
         return self._by_key.get(z85_key)
 
@@ -69,12 +69,12 @@ def _z85(key: bytes) -> bytes:
 def secure(context: zmq.Context[Any], socket: zmq.Socket[Any]) -> ThreadAuthenticator:
     """Make ``socket`` a CURVE server admitting only authorised keys; returns the running
     authenticator (stop it at shutdown). Raises ConfigError without server keys."""
-    public, secret = keys.server_keys()
+    public, secret = curve_keys.server_keys()
     auth = _NamingAuthenticator(context)
     auth.start()
     auth.configure_curve_callback(domain="*", credentials_provider=_AuthorisedKeys(auth.book))
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_server = True
-    log.info("TCP endpoint secured with CURVE: %d authorised key(s)", len(keys.authorized()))
+    log.info("TCP endpoint secured with CURVE: %d authorised key(s)", len(curve_keys.authorized()))
     return auth

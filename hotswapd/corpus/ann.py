@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from hotswapd.corpus.layout import MANIFEST, MATRIX, CorpusError, write_atomically
+from hotswapd.corpus.files import MANIFEST, MATRIX, CorpusError, write_atomically
 
 log = logging.getLogger(__name__)
 ANN = "ann.usearch"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.corpus.bridge import BridgedCorpus, read_bridge
-from hotswapd.corpus.layout import MATRIX, CorpusError
+from hotswapd.corpus.files import MATRIX, CorpusError
 from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
 

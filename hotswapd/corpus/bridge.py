@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from hotswapd.corpus.layout import MAX_MANIFEST_BYTES, CorpusError, regular_file, write_atomically
+from hotswapd.corpus.files import MAX_MANIFEST_BYTES, CorpusError, regular_file, write_atomically
 from hotswapd.corpus.store import Corpus, Hit
 
 BRIDGE_FORMAT = "hotswap-bridge/1"

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from hotswapd.corpus.attach import corpus_of
-from hotswapd.corpus.layout import CorpusError
+from hotswapd.corpus.files import CorpusError
 from hotswapd.corpus.store import MAX_K
 from hotswapd.core.encode_op import EncodeFlags, EncodeOp
 from hotswapd.pipeline.encoding import Encoding

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hotswapd.corpus.ann import AnnIndex, has_ann
-from hotswapd.corpus.layout import (
+from hotswapd.corpus.files import (
     MATRIX,
     OFFSETS,
     ROWS,

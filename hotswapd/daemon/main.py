@@ -21,7 +21,7 @@ from hotswapd import __version__
 
 from hotswapd.host import children
 
-from hotswapd.host import keys
+from hotswapd.host import curve_keys
 
 from hotswapd.host import paths
 
@@ -123,7 +123,7 @@ class Daemon:
 
     def __init__(self, config: Config, origin: ConfigOrigin, endpoint: str, drain_seconds: float, http: HttpConfig | None = None) -> None:
         if endpoint.startswith("tcp://"):
-            keys.server_keys()  # TCP is served with CURVE only: no keys, no start (before anything is built)
+            curve_keys.server_keys()  # TCP is served with CURVE only: no keys, no start (before anything is built)
         self._origin = origin
         self._drain_seconds = drain_seconds
         self._stop = threading.Event()

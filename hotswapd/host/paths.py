@@ -70,7 +70,7 @@ def resolve_endpoint(explicit: str | None) -> str:
 def normalize_endpoint(value: str) -> str:
     """Turn ``ipc://PATH``, ``tcp://127.0.0.1:PORT`` or a bare path into a ZeroMQ endpoint.
 
-    TCP is always CURVE-secured (only authorised client keys get in; see hotswapd.host.keys),
+    TCP is always CURVE-secured (only authorised client keys get in; see hotswapd.host.curve_keys),
     and accepted on loopback addresses only: CURVE authenticates and encrypts, but a daemon
     reachable from the network is more than this tool means to offer.
     """

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from hotswapd.errors import HotswapError
 from hotswapd.http.auth import authorised
-from hotswapd.http.bridge import Bridge
+from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.search_api import parse_search, search_body
 from hotswapd.config.http import HttpConfig

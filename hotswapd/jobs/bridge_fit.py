@@ -10,7 +10,7 @@ import numpy as np
 
 from hotswapd.client.connection import Client
 from hotswapd.corpus.bridge import BRIDGE_FORMAT, BridgeManifest, fit, recall_at_k, write_bridge
-from hotswapd.corpus.layout import CorpusError, now
+from hotswapd.corpus.files import CorpusError, now
 
 MIN_SAMPLE = 50
 CHUNK = 256

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hotswapd.client.connection import Client
-from hotswapd.corpus.layout import (
+from hotswapd.corpus.files import (
     FORMAT,
     MANIFEST,
     MATRIX,
@@ -34,7 +34,7 @@ from hotswapd.corpus.layout import (
 )
 from hotswapd.files.readers import Rejected, Row
 from hotswapd.jobs.engine import Job
-from hotswapd.jobs.record import JobError, JobRecord
+from hotswapd.jobs.job_record import JobError, JobRecord
 from hotswapd.jobs.sinks import MatrixSink
 
 

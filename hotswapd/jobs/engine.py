@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Protocol
 from hotswapd.client.connection import Client, EncodeResult
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.files.readers import Rejected, Row
-from hotswapd.jobs.record import JobError, JobRecord, read_record, save_record
+from hotswapd.jobs.job_record import JobError, JobRecord, read_record, save_record
 from hotswapd.host.safefiles import sync_directory
 
 CHUNK = 256  # texts per request: enough to fill the daemon's batches, small enough to pipeline

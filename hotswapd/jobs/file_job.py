@@ -20,7 +20,7 @@ from hotswapd.client.connection import Client
 from hotswapd.files.readers import RowReader
 from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
-from hotswapd.jobs.record import JobError, JobRecord
+from hotswapd.jobs.job_record import JobError, JobRecord
 from hotswapd.jobs.sinks import JsonlSink, MatrixSink
 from hotswapd.host.lockfile import LockHeld, take_lock
 from hotswapd.host.safefiles import sync_directory

@@ -20,7 +20,7 @@ from typing import Any
 
 from hotswapd.client.connection import EncodeResult
 from hotswapd.files.readers import Row
-from hotswapd.jobs.record import JobError, JobRecord
+from hotswapd.jobs.job_record import JobError, JobRecord
 from hotswapd.host.safefiles import sync_directory
 
 PART_ROWS = 16384  # rows held in memory before a part is written, checkpoint or not

@@ -25,7 +25,7 @@ from typing import Any
 
 from hotswapd.client.connection import Client
 from hotswapd.files.readers import detect_format
-from hotswapd.jobs.record import JobError
+from hotswapd.jobs.job_record import JobError
 from hotswapd.host.safefiles import sync_directory
 
 MISMATCH = "is not the daemon's"  # in the refusal a worker raises; the driver finds it in Ray's error

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hotswapd.client.connection import EncodeResult
-from hotswapd.corpus.layout import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
+from hotswapd.corpus.files import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
 from hotswapd.files.readers import Row
-from hotswapd.jobs.record import JobError, JobRecord
+from hotswapd.jobs.job_record import JobError, JobRecord
 
 CHECKPOINT_SECONDS = 2.0
 _float = "{:.9g}".format  # the fewest significant digits that round-trip every float32

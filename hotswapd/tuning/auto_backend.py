@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hotswapd.tuning.paths import PATHS, backend_and_options
+from hotswapd.tuning.run_paths import PATHS, backend_and_options
 
 if TYPE_CHECKING:
     from hotswapd.config.schema import VersionConfig

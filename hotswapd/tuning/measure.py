@@ -25,8 +25,8 @@ import numpy as np
 
 from hotswapd.host import children
 from hotswapd.text.probe_texts import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
-from hotswapd.tuning.paths import PATHS, REFERENCE, backend_and_options
-from hotswapd.tuning.record import PathRow
+from hotswapd.tuning.run_paths import PATHS, REFERENCE, backend_and_options
+from hotswapd.tuning.tune_record import PathRow
 
 SHORT_ROUNDS = 2
 SINGLE_CALLS = 21

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from hotswapd.host import children
 from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
-from hotswapd.tuning.paths import PATHS, REFERENCE
-from hotswapd.tuning.record import PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
+from hotswapd.tuning.run_paths import PATHS, REFERENCE
+from hotswapd.tuning.tune_record import PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
 
 if TYPE_CHECKING:
     from hotswapd.config.schema import VersionConfig

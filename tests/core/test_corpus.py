@@ -14,7 +14,7 @@ import pytest
 
 from hotswapd.client.connection import Client
 from hotswapd.jobs.corpus_build import build
-from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError, read_manifest
+from hotswapd.corpus.files import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError, read_manifest
 from hotswapd.errors import CorpusUnavailable, IncompatibleVersions
 from hotswapd.files.readers import RowReader
 from tests import fakebackend

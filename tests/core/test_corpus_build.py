@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hotswapd.jobs.corpus_build import build
-from hotswapd.corpus.layout import MANIFEST, MATRIX, OFFSETS, PROGRESS, ROWS, read_manifest
+from hotswapd.corpus.files import MANIFEST, MATRIX, OFFSETS, PROGRESS, ROWS, read_manifest
 from hotswapd.files.readers import InputError, RowReader
 from tests import fakebackend
 from tests.conftest import HS, daemon_env, run_hs

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hotswapd.jobs.corpus_build import build
-from hotswapd.corpus.layout import MATRIX, ROWS, CorpusError, npy_header
+from hotswapd.corpus.files import MATRIX, ROWS, CorpusError, npy_header
 from hotswapd.errors import CorpusUnavailable, InvalidText
 from hotswapd.files.readers import InputError, RowReader
 from tests import fakebackend
@@ -140,7 +140,7 @@ def test_a_bridge_needs_distinct_sample_texts(start: StartDaemon, tmp_path: Path
 
 @pytest.mark.parametrize("record", ["[" * 100_000, '{"rows": "x"}', "null"])
 def test_a_damaged_progress_record_is_refused_not_trusted(start: StartDaemon, tmp_path: Path, record: str) -> None:
-    from hotswapd.corpus.layout import PROGRESS
+    from hotswapd.corpus.files import PROGRESS
 
     source = write_jsonl(tmp_path / "docs.jsonl", sentences(10, seed=24))
     (tmp_path / "out").mkdir()

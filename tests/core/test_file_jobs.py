@@ -18,7 +18,7 @@ import pytest
 
 from hotswapd.files.readers import RowReader
 from hotswapd.jobs.file_job import encode_file
-from hotswapd.jobs.record import JobError
+from hotswapd.jobs.job_record import JobError
 from tests import fakebackend
 from tests.conftest import HS, daemon_env, run_hs
 from tests.core.conftest import StartDaemon

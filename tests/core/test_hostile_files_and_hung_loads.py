@@ -80,14 +80,14 @@ def test_fifos_where_config_audit_or_keys_should_be_never_block(tmp_path: Path) 
 
 
 def test_a_fifo_among_authorised_keys_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hotswapd.host import keys
+    from hotswapd.host import curve_keys
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    keys.init_keys()
-    os.mkfifo(keys.authorized_dir() / "trap.key")
+    curve_keys.init_keys()
+    os.mkfifo(curve_keys.authorized_dir() / "trap.key")
     done = threading.Event()
     found: dict[str, bytes] = {}
-    threading.Thread(target=lambda: (found.update(keys.authorized()), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (found.update(curve_keys.authorized()), done.set()), daemon=True).start()
     assert done.wait(3) and list(found) == ["local"]
 
 

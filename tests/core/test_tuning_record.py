@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from hotswapd.errors import ModelLoadError
-from hotswapd.tuning.record import PathRow, cache_file, eligible, read_cached, write_cached
+from hotswapd.tuning.tune_record import PathRow, cache_file, eligible, read_cached, write_cached
 from hotswapd.tuning import run as tuning_run
-from hotswapd.tuning.paths import PATHS
+from hotswapd.tuning.run_paths import PATHS
 from hotswapd.tuning.run import choose, tuned
 
 

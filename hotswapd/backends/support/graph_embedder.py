@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hotswapd.backends.support.layout import vector_space
+from hotswapd.backends.support.model_files import vector_space
 from hotswapd.backends.support.pooling import l2_normalize, pool
 from hotswapd.backends.support.tokenizing import TextTokenizer, TokenBatch, TokenizedBackend, encode_in_batches
 

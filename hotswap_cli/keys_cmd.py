@@ -1,4 +1,4 @@
-"""``hs keys``: the CURVE keys that secure TCP endpoints (see hotswapd.host.keys)."""
+"""``hs keys``: the CURVE keys that secure TCP endpoints (see hotswapd.host.curve_keys)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def init(as_json: JsonFlag = False) -> None:
 
     Example: hs keys init
     """
-    from hotswapd.host.keys import init_keys, keys_dir
+    from hotswapd.host.curve_keys import init_keys, keys_dir
 
     public = init_keys()
     if as_json:
@@ -38,7 +38,7 @@ def add(
 
     Example: hs keys add laptop 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7'
     """
-    from hotswapd.host.keys import add_key
+    from hotswapd.host.curve_keys import add_key
 
     typer.echo(f"authorised {name}: {add_key(name, public_key)}")
 
@@ -50,7 +50,7 @@ def remove(name: Annotated[str, typer.Argument(help="The client's name.", metava
     Example: hs keys remove laptop
     """
     from hotswapd.errors import ConfigError
-    from hotswapd.host.keys import remove_key
+    from hotswapd.host.curve_keys import remove_key
 
     if not remove_key(name):
         raise ConfigError(f"no authorised key named {name!r}")
@@ -63,7 +63,7 @@ def list_keys(as_json: JsonFlag = False) -> None:
 
     Example: hs keys list
     """
-    from hotswapd.host.keys import authorized
+    from hotswapd.host.curve_keys import authorized
 
     rows = [[name, key.decode()] for name, key in authorized().items()]
     if as_json:
