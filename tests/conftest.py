@@ -127,16 +127,3 @@ def hs(shared_daemon: RunningDaemon) -> HsRunner:
 
     return runner
 
-
-# The modules that hold a worker longest (from `--durations`: model exports, a Ray cluster,
-# the real MiniLM), first: with --dist loadscope a module is one worker's, and a long one
-# started last is the whole suite's tail.
-LONGEST_FIRST = (
-    "test_tuning.py", "test_ray_job.py", "test_backends_minilm.py", "test_http_real.py", "test_lifecycle.py",
-    "test_backends.py", "test_daemon_api.py", "test_live_config.py", "test_cli.py", "test_switching.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
