@@ -45,6 +45,7 @@ from hotswapd.pipeline.inference import Inference
 from hotswapd.core.metrics import Metrics
 from hotswapd.core.registry import Registry
 from hotswapd.core.seams import Seams
+from hotswapd.core.rollout import Route
 from hotswapd.core.router import Router
 from hotswapd.core.services import Services
 from hotswapd.core.statefile import StateFile
@@ -129,7 +130,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()  # the ticker and a `reload` command may race
-        self._config_switch_failed: set[str] = set()  # models whose file `active` could not be switched to
+        # Models whose file `active` could not be switched to, with the route then in force.
+        self._config_switch_failed: dict[str, Route] = {}
         self._lock = EndpointLock(lock_path(endpoint), endpoint)
         self.state = DaemonState(endpoint=endpoint, config_path=origin.name if (config.path or not origin.is_file) else None)
         state_dir = paths.state_dir()
@@ -365,13 +367,15 @@ class Daemon:
         self.admission.set_limits(limits)
         # A switch the file asked for that failed last time is tried again (its cause may be
         # fixed: a corpus built, a load that failed) while the file still asks for it.
+        # Only while nothing else moved the model since (a hand-made switch or rollout wins).
         routes = self.registry.published.current.routes
         switched += sorted(
-            model for model in self._config_switch_failed - set(switched)
-            if model in config.models and model in routes and config.models[model].active != routes[model].active
+            model for model, route in self._config_switch_failed.items()
+            if model not in switched and model in config.models and routes.get(model) == route and config.models[model].active != route.active
         )
         switch_failed = {model: why for model in switched if (why := self._switch_from_config(model))}
-        self._config_switch_failed = set(switch_failed)
+        routes = self.registry.published.current.routes
+        self._config_switch_failed = {model: routes[model] for model in switch_failed if model in routes}
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
         summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched}
         failed = {**plan.failed, **switch_failed}

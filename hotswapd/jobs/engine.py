@@ -7,7 +7,7 @@ answers the first chunk (or the one named ``NAME@VER``) encodes every row: a swi
 the job changes nothing, and a version whose fingerprint changes under the job stops it.
 
 Every ``sink.checkpoint_seconds`` the sink's files and the rejects file are synced, then a
-record (``record.py``) says how many input rows they hold. ``resume`` cuts what a kill
+record (``job_record.py``) says how many input rows they hold. ``resume`` cuts what a kill
 left past the record and goes on from the next input row: no row lost or written twice.
 
 Bad rows: the reader names them (``RowRejected``); the daemon may refuse a text too (too

@@ -264,7 +264,7 @@ class Pipeline:
                 Encoding(
                     job.loaded, vectors, job.normalize, cached=len(job.texts) - len(computed),
                     truncated=max(e.truncated for e in encodings), chunked=max(e.chunked for e in encodings),
-                    tokens=encodings[0].tokens, timing=encodings[-1].timing, seconds=time.perf_counter() - started, computed=computed,
+                    tokens=encodings[0].tokens, timing=next((e.timing for e in reversed(encodings) if e.timing is not None), None), seconds=time.perf_counter() - started, computed=computed,
                 )
             )
 

@@ -317,3 +317,18 @@ def test_names_that_are_not_names_never_reach_the_terminal(tmp_path: Path) -> No
     path = tmp_path / "bench.jsonl"
     history.append(path, [{**good, "model": "m\x1b]0;pwned\x07\x1b[2J"}, {**good, "version": "v2\x1b[31m\nforged line"}, good])
     assert [(row["model"], row["version"]) for row in history.read_history(path)] == [("m", "v2")]
+
+
+def test_a_version_that_refuses_long_requests_is_still_measured(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: each slice ran the pipeline with the version's own long_text, so a version
+    with long_text = "error" refused the probe set's passages and was left out of every
+    round, silently. The daemon's own probes cut long texts instead."""
+    config = fake_config(
+        tmp_path, {"v1": {"dim": 16, "max_tokens": 20, "long_text": "error"}},
+        extra="[bench]\nmax_share = 1\nevery_requests = 1\nidle_ms = 0\n",
+    )
+    with start(config) as inproc, inproc.client() as client:
+        client.encode(["go"], "m")
+        _wait_rounds(inproc, 1)
+        assert {row["version"] for row in _history(inproc)} == {"v1"}
+

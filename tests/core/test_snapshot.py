@@ -239,6 +239,23 @@ def test_a_switch_the_file_asks_for_that_failed_is_tried_again_on_the_next_reloa
         assert client.encode(["x"]).version == "v2"
 
 
+def test_a_manual_switch_after_a_failed_config_switch_survives_a_reload(start: StartDaemon, tmp_path: Path) -> None:
+    """The retry of a failed config switch yields to whatever moved the model since: a
+    reload that does not change `active` leaves a hand-made switch alone."""
+    config = fake_config(tmp_path, {"v1": {}, "v2": {}, "v3": {}})
+    with start(config) as inproc, inproc.client() as client:
+        client.encode(["x"], "m")
+        fakebackend.CONTROLS["v2"].fail_load = "weights are gone"
+        asked_v2 = config.replace('active = "v1"', 'active = "v2"')
+        reply = inproc.rewrite_config(asked_v2)
+        assert "m" in reply["failed"]  # the file's switch failed; v1 keeps serving
+        fakebackend.CONTROLS["v2"].fail_load = None
+        client.switch("m", "v3")  # the operator chooses v3 by hand
+        assert client.encode(["x"], "m").version == "v3"
+        inproc.rewrite_config(asked_v2 + "\n")  # the same `active`; an unrelated reload
+        assert client.encode(["x"], "m").version == "v3"
+
+
 def test_a_nested_publish_is_refused_not_deadlocked() -> None:
     from hotswapd.config.schema import Config
     from hotswapd.core.snapshot import Published
