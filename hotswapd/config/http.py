@@ -29,6 +29,21 @@ class HttpConfig(BaseModel):
     max_connections: PositiveInt = 1024
     # The header a caller's sticky key comes in: during a rollout, one key, one version.
     sticky_header: str = "X-Hotswap-Key"
+    # Web pages (origins, "https://app.example.com") whose scripts may call the endpoint; a
+    # request a browser sends from any other page (it has an Origin header) is refused 403.
+    cors_origins: list[str] = []
+    # Names this endpoint is reached by, beyond its listen address and, on loopback,
+    # localhost/127.0.0.1/[::1]: any other Host header is refused 421 (DNS rebinding).
+    allowed_hosts: list[str] = []
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            scheme, sep, rest = origin.partition("://")
+            if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or "/" in rest):
+                raise ValueError(f"{origin!r}: an origin is SCHEME://HOST[:PORT] (http or https, no path), or \"*\"")
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -19,6 +19,8 @@ import zmq
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from hotswapd.errors import HotswapError
@@ -26,7 +28,7 @@ from hotswapd.http.auth import authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.search_api import parse_search, search_body
-from hotswapd.config.http import HttpConfig
+from hotswapd.config.http import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
     bridge = Bridge(context, address, settings.max_pending)
     timeout = settings.timeout_seconds
     max_body = int(settings.max_body_mb * 2**20)
+    browser = BrowserRules(settings)
 
     def guarded(handler: Handler, *, public: bool = False) -> Handler:
         async def route(request: Request) -> Response:
             try:
+                browser.check(request)  # before the key and the body: a page elsewhere gets nothing
                 if not public and not authorised(request.headers.get("authorization"), keys):
                     raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY", code="invalid_api_key")
                 return await handler(request)
@@ -128,7 +132,59 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if settings.cors_origins:  # preflights and response headers for the pages the config names
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", settings.sticky_header], expose_headers=EXPOSED, max_age=600,
+        ))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+
+
+class BrowserRules:
+    """What keeps a web page the user happens to visit from using the endpoint.
+
+    - ``Host`` must name this endpoint: its listen address, a loopback name when it listens
+      on loopback, or ``[http] allowed_hosts``; otherwise 421. A DNS-rebinding page reaches
+      127.0.0.1 under its own name, and is refused here.
+    - A request with an ``Origin`` (a browser sends it from a page's script) is refused 403
+      unless ``[http] cors_origins`` names that page's origin.
+    - A body must be ``application/json``: a browser sends text/plain or a form without
+      asking first (a CORS "simple request"), never JSON; refused 415.
+    """
+
+    def __init__(self, settings: HttpConfig) -> None:
+        host, _ = parse_listen(settings.listen) if settings.listen else ("127.0.0.1", 0)
+        self._any_host = not is_loopback(host) and not settings.allowed_hosts  # reached by any name; keys guard it
+        self._hosts = {host.lower(), *(name.lower() for name in settings.allowed_hosts)}
+        if is_loopback(host):
+            self._hosts |= LOOPBACK_NAMES
+        self._origins = set(settings.cors_origins)
+
+    def check(self, request: Request) -> None:
+        host = _host_name(request.headers.get("host", ""))
+        if not self._any_host and host not in self._hosts:
+            raise ApiError(421, f"this endpoint is not reached by the name {host[:100]!r} (http.allowed_hosts)", code="misdirected_request")
+        origin = request.headers.get("origin")
+        if origin is not None and "*" not in self._origins and origin not in self._origins:
+            raise ApiError(403, f"requests from web pages at {origin[:200]!r} are refused (http.cors_origins)", code="origin_not_allowed")
+        if request.method == "POST":
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != JSON:
+                raise ApiError(415, f"the body must be {JSON} (Content-Type: {media or 'none'})", param="Content-Type", code="unsupported_media_type")
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+EXPOSED = ["X-Hotswap-Model", "X-Hotswap-Version", "X-Hotswap-Fingerprint", "X-Hotswap-Truncated", "X-Hotswap-Chunked"]
+
+
+def _host_name(value: str) -> str:
+    """The name in a Host header, lower case, without its port ("[::1]:8080" -> "::1")."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    name, _, port = value.rpartition(":")
+    return name if name and port.isdigit() else value
 
 
 async def _body(request: Request, limit: int, seconds: float) -> bytes:

@@ -235,9 +235,9 @@ def test_silent_and_trickling_clients_are_cut_off(start: StartDaemon, tmp_path: 
         host, port = url.removeprefix("http://").rsplit(":", 1)
         silent = sockets.enter_context(socket.create_connection((host, int(port))))
         half_head = sockets.enter_context(socket.create_connection((host, int(port))))
-        half_head.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        half_head.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         half_body = sockets.enter_context(socket.create_connection((host, int(port))))
-        half_body.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in")
+        half_body.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in")
         assert web.post("/v1/embeddings", json={"model": "m", "input": "still served"}).status_code == 200
         assert _closed_within(silent, 5) and _closed_within(half_head, 5)
         half_body.settimeout(5)
@@ -265,7 +265,7 @@ def test_clients_that_do_not_read_lose_their_slot(start: StartDaemon, tmp_path: 
     and its connection slot: after read_timeout_seconds without reading, it is dropped."""
     config = http_config(tmp_path, "max_connections = 2\nread_timeout_seconds = 0.5\n", v1={"dim": 1024})
     body = json.dumps({"model": "m", "input": [f"t{i}" for i in range(1500)], "encoding_format": "float"}).encode()  # ~30 MB answers
-    request = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    request = b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     with serving(start, config) as (daemon, url), ExitStack() as sockets:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         for _ in range(2):
@@ -284,13 +284,13 @@ def test_a_huge_head_is_431_and_a_slow_honest_upload_is_served(start: StartDaemo
     with serving(start, config) as (daemon, url), ExitStack() as sockets:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         flood = sockets.enter_context(socket.create_connection((host, int(port))))
-        flood.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        flood.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
         flood.settimeout(5)
         assert flood.recv(65536).startswith(b"HTTP/1.1 431")
         # 160 KB at ~80 KB/s: past read_timeout_seconds, but arriving steadily.
         body = json.dumps({"model": "m", "input": ["slow but steady " + "x" * 150_000]}).encode()
         slow = sockets.enter_context(socket.create_connection((host, int(port))))
-        slow.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        slow.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         for start_at in range(0, len(body), 8000):
             slow.sendall(body[start_at : start_at + 8000])
             time.sleep(0.1)
@@ -298,13 +298,57 @@ def test_a_huge_head_is_431_and_a_slow_honest_upload_is_served(start: StartDaemo
         assert slow.recv(65536).startswith(b"HTTP/1.1 200")
         # A client that leaves mid-body is no error worth a traceback in the log.
         gone = socket.create_connection((host, int(port)))
-        gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"input\"")
+        gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"input\"")
         time.sleep(0.1)
         gone.close()
         too_big = sockets.enter_context(socket.create_connection((host, int(port))))
-        too_big.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" % (64 * 2**20))
+        too_big.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{" % (64 * 2**20))
         too_big.settimeout(5)
         head = too_big.recv(65536).split(b"\r\n\r\n")[0].lower()
         assert head.startswith(b"http/1.1 413") and b"connection: close" in head
         time.sleep(0.3)
         assert not [r for r in caplog.records if r.levelname == "ERROR" and "embeddings failed" in r.getMessage()]
+
+
+def test_a_web_page_cannot_use_the_endpoint(start: StartDaemon, tmp_path: Path) -> None:
+    """Before (0df0f2a): with no keys (the loopback default), a POST with Content-Type
+    text/plain, any Host and any Origin was answered 200: any site the user visited could
+    make the daemon compute, and a DNS-rebinding page could read /v1/models and /metrics."""
+    with serving(start, http_config(tmp_path)) as (daemon, url), httpx.Client(base_url=url, timeout=10) as web:
+        body = json.dumps({"model": "m", "input": "hello"})
+        simple = web.post("/v1/embeddings", content=body, headers={"content-type": "text/plain"})  # what a page's form or fetch sends unasked
+        assert simple.status_code == 415 and simple.json()["error"]["code"] == "unsupported_media_type"
+        for path in ("/v1/models", "/metrics", "/health"):
+            rebound = web.get(path, headers={"host": "attacker.example:8080"})
+            assert rebound.status_code == 421 and rebound.json()["error"]["code"] == "misdirected_request", path
+        page = web.post("/v1/embeddings", json={"model": "m", "input": "hello"}, headers={"origin": "https://attacker.example"})
+        assert page.status_code == 403 and page.json()["error"]["code"] == "origin_not_allowed"
+        assert "access-control-allow-origin" not in page.headers
+        # What is not a browser still works: the loopback names, JSON, no Origin.
+        for host in ("localhost", "127.0.0.1", f"localhost:{url.rsplit(':', 1)[1]}"):
+            assert web.post("/v1/embeddings", json={"model": "m", "input": "hello"}, headers={"host": host}).status_code == 200, host
+        assert web.post("/v1/embeddings", content=body, headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
+
+
+def test_cors_origins_lets_the_named_pages_in(start: StartDaemon, tmp_path: Path) -> None:
+    app = "https://app.example.com"
+    with serving(start, http_config(tmp_path, f'cors_origins = ["{app}"]')) as (daemon, url), httpx.Client(base_url=url, timeout=10) as web:
+        preflight = web.options(
+            "/v1/embeddings", headers={"origin": app, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+        )
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == app
+        answer = web.post("/v1/embeddings", json={"model": "m", "input": "hello"}, headers={"origin": app})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == app
+        assert "x-hotswap-version" in answer.headers["access-control-expose-headers"].lower()
+        other = web.post("/v1/embeddings", json={"model": "m", "input": "hello"}, headers={"origin": "https://elsewhere.example"})
+        assert other.status_code == 403
+
+
+def test_browser_settings_are_checked(tmp_path: Path) -> None:
+    import tomllib
+
+    from hotswapd.config.schema import parse_config
+
+    for origin in ("app.example.com", "ftp://x", "https://x/path"):
+        with pytest.raises(ConfigError, match="an origin is SCHEME://HOST"):
+            parse_config(tomllib.loads(f'[http]\nlisten = "127.0.0.1:0"\ncors_origins = ["{origin}"]\n'))
