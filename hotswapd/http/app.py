@@ -138,7 +138,20 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", settings.sticky_header], expose_headers=EXPOSED, max_age=600,
         ))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers={404: _not_found, 405: _wrong_method})
+    app.router.redirect_slashes = False  # "/v1/embeddings/" is a 404 in OpenAI's shape, not a 307 to follow
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    error = ApiError(404, f"no route {request.method} {request.url.path[:200]}: the routes are /v1/embeddings, /v1/search, /v1/models, /health, /metrics", code="not_found")
+    return Response(error.body(), 404, media_type=JSON)
+
+
+async def _wrong_method(request: Request, exc: Exception) -> Response:
+    allowed = getattr(exc, "headers", None) or {}
+    error = ApiError(405, f"{request.url.path[:200]} does not take {request.method}", code="method_not_allowed", headers=dict(allowed))
+    return Response(error.body(), 405, error.headers, media_type=JSON)
 
 
 class BrowserRules:

@@ -352,3 +352,16 @@ def test_browser_settings_are_checked(tmp_path: Path) -> None:
     for origin in ("app.example.com", "ftp://x", "https://x/path"):
         with pytest.raises(ConfigError, match="an origin is SCHEME://HOST"):
             parse_config(tomllib.loads(f'[http]\nlisten = "127.0.0.1:0"\ncors_origins = ["{origin}"]\n'))
+
+
+def test_every_http_error_is_in_openais_shape(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: an unknown route (404) and a wrong method (405) were plain text, and a trailing
+    slash got a 307 redirect."""
+    with serving(start, http_config(tmp_path)) as (daemon, url), httpx.Client(base_url=url, timeout=10) as web:
+        for method, path, status in (("GET", "/v2/nothing", 404), ("POST", "/v1/embeddings/", 404), ("GET", "/v1/embeddings", 405), ("DELETE", "/v1/models", 405)):
+            answer = web.request(method, path, json={"model": "m", "input": "x"} if method == "POST" else None)
+            assert answer.status_code == status, (method, path, answer.status_code)
+            assert answer.headers["content-type"] == "application/json"
+            error = answer.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["code"] in ("not_found", "method_not_allowed")
+        assert "POST" in web.get("/v1/embeddings").headers["allow"]
