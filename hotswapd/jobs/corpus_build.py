@@ -33,6 +33,7 @@ from hotswapd.corpus.files import (
     write_manifest,
 )
 from hotswapd.files.readers import Rejected, Row
+from hotswapd.jobs.output_lock import only_job
 from hotswapd.jobs.engine import Job
 from hotswapd.jobs.job_record import JobError, JobRecord
 from hotswapd.jobs.sinks import MatrixSink
@@ -64,12 +65,14 @@ def build(
     if "@" not in version_spec:
         raise CorpusError(f"name the version: {version_spec}@VERSION (a corpus belongs to one version)")
     try:
-        resume = resume and _resumable(output)
-        if not resume:
-            _fresh(output)
-        job = Job(client, version_spec, _CorpusSink(output, keep_texts), output / PROGRESS, None, input_facts,
-                  {"keep_texts": keep_texts}, normalize=True, on_rows=on_rows)
-        done = job.run(rows, resume)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with only_job(output, "wait for it, or stop it and --resume"):  # a second build would clear the first's files
+            resume = resume and _resumable(output)
+            if not resume:
+                _fresh(output)
+            job = Job(client, version_spec, _CorpusSink(output, keep_texts), output / PROGRESS, None, input_facts,
+                      {"keep_texts": keep_texts}, normalize=True, on_rows=on_rows)
+            done = job.run(rows, resume)
     except JobError as exc:
         raise CorpusError(_in_corpus_terms(exc.message)) from None
     except OSError as exc:  # a full disk, a file where the directory should be, no permission

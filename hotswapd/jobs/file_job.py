@@ -10,8 +10,7 @@ checkpoint record, the rejects); the finished files are renamed into place at th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
 from hotswapd.jobs.job_record import JobError, JobRecord
 from hotswapd.jobs.sinks import JsonlSink, MatrixSink
-from hotswapd.host.lockfile import LockHeld, take_lock
+from hotswapd.jobs.output_lock import only_job
 from hotswapd.host.safefiles import sync_directory
 
 OUTPUT_KINDS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -81,25 +80,10 @@ def encode_file(
     interrupted job of the same input and output."""
     paths = FileJobPaths.of(output)
     try:
-        with _only_job(paths):
+        with only_job(paths.output):
             return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
-
-
-@contextmanager
-def _only_job(paths: FileJobPaths) -> Iterator[None]:
-    """One job per output at a time: a second would clear or interleave the first's files."""
-    lock = paths.output.with_name(f".{paths.output.name}.lock")
-    try:
-        fd = take_lock(lock)
-    except LockHeld as held:
-        raise JobError(f"another job ({held.owner}) is writing {paths.output}; wait for it, or stop it and --resume") from None
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)  # while still holding it: a newcomer never locks a file we then delete
-        os.close(fd)
 
 
 def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,

@@ -119,3 +119,37 @@ def test_hs_search_and_build_speak_to_users(start: StartDaemon, tmp_path: Path) 
         none = run_hs("search", "x", "-m", "m", "-k", "0", endpoint=daemon.endpoint)
         assert none.returncode == 2
     assert os.listdir(tmp_path / "c2") == [] or not (tmp_path / "c2" / MANIFEST).exists()
+
+
+def test_a_second_build_of_the_same_corpus_is_refused_while_the_first_runs(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: two `hs index build` to one output both exited 0; the directory held the
+    second build's rows while the first claimed its own. A build takes its output's lock,
+    as file jobs do."""
+    import threading
+
+    from hotswapd.corpus.files import CorpusError
+    from tests.core.test_corpus import build_corpus, write_jsonl
+
+    source = write_jsonl(tmp_path / "docs.jsonl", sentences(400, seed=21))
+    output = tmp_path / "corpus"
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client, daemon.client() as other:
+        fakebackend.CONTROLS["v1"].delay = 0.05
+        failures: list[BaseException] = []
+
+        def first() -> None:
+            try:
+                build_corpus(client, "m@v1", source, output)
+            except BaseException as exc:  # noqa: BLE001 -- reported below
+                failures.append(exc)
+
+        worker = threading.Thread(target=first)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not (tmp_path / ".corpus.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(CorpusError, match="another job .* is writing"):
+            build_corpus(other, "m@v1", write_jsonl(tmp_path / "few.jsonl", sentences(150, seed=22)), output)
+        fakebackend.CONTROLS["v1"].delay = 0.0
+        worker.join(60)
+        assert not failures, failures
+    assert read_manifest(output).rows == 400 and not (tmp_path / ".corpus.lock").exists()
