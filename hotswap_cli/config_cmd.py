@@ -21,6 +21,7 @@ def validate(
     Example: hs config validate ~/.config/hotswapd/config.toml
     """
     # Imported here: pydantic is needed by this command only.
+    from hotswapd.config.http_keys import load_keys
     from hotswapd.config.origin import origin_for
     from hotswapd.errors import ConfigError, ModelLoadError
     from hotswapd.sources.resolve import check_source
@@ -41,6 +42,11 @@ def validate(
                 problems.append(f"models.{name}.versions.{version}.source: {type(exc).__name__}: {str(exc)[:200]}")
             if spec.embeddings_path and not _exists(config.base_dir / spec.embeddings_path):
                 problems.append(f"models.{name}.versions.{version}.embeddings_path: {spec.embeddings_path} does not exist")
+    if config.http.api_keys_file or config.http.api_keys_env:
+        try:
+            load_keys(config.http, config.base_dir)  # the daemon's own checks: owner-only file, lengths
+        except ConfigError as exc:
+            problems.append(exc.message)
     if problems:
         raise ConfigError(f"{target}: " + "; ".join(problems))
     versions = sum(len(model.versions) for model in config.models.values())
@@ -72,6 +78,8 @@ def reload(ctx: typer.Context) -> None:
     result = ctx.obj.client().reload_config()
     parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
     typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))
+    if result.get("restart_needed"):
+        typer.echo(f"takes effect on the next start: {', '.join(result['restart_needed'])}", err=True)
     failed = result.get("failed") or {}
     if failed:
         # Applied, except these: what served them before still does.

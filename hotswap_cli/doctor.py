@@ -50,6 +50,7 @@ def run_checks(settings: "Settings") -> "list[Check]":
     if config is not None:
         loaded = config  # a name the lambda can close over, known not to be None
         rows += _guarded("source", lambda: doctor_config.source_checks(loaded))
+        rows += _guarded("http keys", lambda: [check] if (check := doctor_config.http_keys_check(loaded)) else [])
         used = {version.backend for model in config.models.values() for version in model.versions.values()}
     rows += _guarded("backend", lambda: doctor_platform.backend_checks(used))
     rows += _guarded("dir", lambda: doctor_checks.dir_checks(settings))

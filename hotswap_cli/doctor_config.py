@@ -72,6 +72,21 @@ def source_checks(config: Config) -> list[Check]:
     return rows
 
 
+def http_keys_check(config: Config) -> Check | None:
+    """The daemon's own checks of the HTTP endpoint's keys (owner-only file, lengths): what
+    would stop it starting is found here first."""
+    if not (config.http.api_keys_file or config.http.api_keys_env):
+        return None
+    from hotswapd.config.http_keys import load_keys
+    from hotswapd.errors import ConfigError
+
+    try:
+        found = load_keys(config.http, config.base_dir)
+    except ConfigError as exc:
+        return Check("http keys", "fail", exc.message, "chmod 600 the key file, or fix api_keys_file / api_keys_env")
+    return Check("http keys", "ok", f"{len(found)} API key(s), from an owner-only source")
+
+
 def _source_check(label: str, source: str, base_dir: Path) -> Check:
     kind = parse_source(source).kind  # the config validated the spelling already
     count = 0

@@ -173,7 +173,8 @@ class Daemon:
         self._router = Router(self._context, endpoint, Handlers(services, self.state), self.state, self.workers)
         self._watcher = origin.watcher(config)
         self._ticker = Ticker(self._on_tick, TICK_SECONDS, self._stop)
-        self._http_settings = http or config.http  # read at start; a change needs a restart
+        self._http_settings = http or config.http  # read at start; a reload takes its keys, the rest needs a restart
+        self._http_listen_flag = http.listen if http is not None and http is not config.http else None
         self._http_base = config.base_dir
         self.http: HttpServer | None = None
 
@@ -377,11 +378,29 @@ class Daemon:
         routes = self.registry.published.current.routes
         self._config_switch_failed = {model: routes[model] for model in switch_failed if model in routes}
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
-        summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched}
-        failed = {**plan.failed, **switch_failed}
+        http_failed, restart_needed = self._reload_http(config)
+        summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched, "restart_needed": restart_needed}
+        failed = {**plan.failed, **switch_failed, **http_failed}
         self.audit.record("config_applied", trigger=trigger, **summary, failed=failed or None)
         log.info("config applied (%s): %s", trigger, summary)
         return {"applied": True, **summary, "failed": failed}
+
+    def _reload_http(self, config: Config) -> tuple[dict[str, str], list[str]]:
+        """The HTTP endpoint's keys, re-read now (revoking a key is the point of editing the
+        file); the other ``[http]`` settings it cannot change while serving, named."""
+        if self.http is None:
+            return {}, []
+        settings = config.http
+        if self._http_listen_flag is not None:  # `--http HOST:PORT` stays where it was started
+            settings = settings.model_copy(update={"listen": self._http_listen_flag})
+        try:
+            restart = self.http.reload(settings, config.base_dir)
+        except ConfigError as exc:
+            log.error("http: the new API keys cannot be read; the keys in force stay: %s", exc.message)
+            return {"http.api_keys": exc.message}, []
+        if restart:
+            log.warning("http: %s changed; it takes effect on the next start", ", ".join(restart))
+        return {}, restart
 
     def _on_audit_event(self, event: str, **fields: Any) -> None:
         self.metrics.record_event(event, **fields)

@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from hotswapd.errors import HotswapError
-from hotswapd.http.auth import authorised
+from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.search_api import parse_search, search_body
@@ -39,7 +39,7 @@ MAX_KEY_CHARS = 1024  # a sticky key; a longer one would only bloat the request 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> Starlette:
+def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> Starlette:
     bridge = Bridge(context, address, settings.max_pending)
     timeout = settings.timeout_seconds
     max_body = int(settings.max_body_mb * 2**20)
@@ -49,7 +49,7 @@ def build_app(settings: HttpConfig, keys: list[bytes], context: zmq.Context[Any]
         async def route(request: Request) -> Response:
             try:
                 browser.check(request)  # before the key and the body: a page elsewhere gets nothing
-                if not public and not authorised(request.headers.get("authorization"), keys):
+                if not public and not authorised(request.headers.get("authorization"), keys.keys):
                     raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY", code="invalid_api_key")
                 return await handler(request)
             except ApiError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from hotswapd.errors import ConfigError
-from hotswapd.http.auth import load_keys
+from hotswapd.config.http_keys import KeyRing, load_keys
 from hotswapd.http.connections import guarded_protocol
 from hotswapd.config.http import HttpConfig, parse_listen
 
@@ -37,12 +37,13 @@ class HttpServer:
 
         from hotswapd.http.app import build_app
 
-        keys = load_keys(settings, base_dir)
+        self.keys = KeyRing(load_keys(settings, base_dir))
+        self.settings = settings
         host, port = parse_listen(listen)
         _descriptors_for(settings.max_connections)
         self.listen = listen
         self._socket = _bind(host, port)
-        app = build_app(settings, keys, context, address, phase)
+        app = build_app(settings, self.keys, context, address, phase)
         config = uvicorn.Config(
             app,
             http=guarded_protocol(settings),
@@ -52,6 +53,15 @@ class HttpServer:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="hotswapd-http", daemon=True)
         self.failure: BaseException | None = None
+
+    def reload(self, settings: HttpConfig, base_dir: Path) -> list[str]:
+        """Take a reloaded config's keys now (a removed key is refused from the next request;
+        a key source that fails keeps the keys in force and raises ConfigError). Returns the
+        other ``[http]`` settings that changed: they need a restart."""
+        self.keys.keys = load_keys(settings, base_dir)
+        keys_fields = {"api_keys_file", "api_keys_env"}
+        before, after = self.settings.model_dump(exclude=keys_fields), settings.model_dump(exclude=keys_fields)
+        return sorted(f"http.{name}" for name in before if before[name] != after[name])
 
     @property
     def url(self) -> str:

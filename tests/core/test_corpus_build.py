@@ -129,11 +129,13 @@ def test_a_second_build_of_the_same_corpus_is_refused_while_the_first_runs(start
 
     from hotswapd.corpus.files import CorpusError
     from tests.core.test_corpus import build_corpus, write_jsonl
+    from tests.core.test_leases import hold
 
     source = write_jsonl(tmp_path / "docs.jsonl", sentences(400, seed=21))
     output = tmp_path / "corpus"
     with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client, daemon.client() as other:
-        fakebackend.CONTROLS["v1"].delay = 0.05
+        client.encode(["warm"], "m@v1")
+        gate = hold("v1")  # the first build's first batch waits here, holding the lock
         failures: list[BaseException] = []
 
         def first() -> None:
@@ -144,12 +146,12 @@ def test_a_second_build_of_the_same_corpus_is_refused_while_the_first_runs(start
 
         worker = threading.Thread(target=first)
         worker.start()
-        deadline = time.monotonic() + 10
-        while not (tmp_path / ".corpus.lock").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with pytest.raises(CorpusError, match="another job .* is writing"):
-            build_corpus(other, "m@v1", write_jsonl(tmp_path / "few.jsonl", sentences(150, seed=22)), output)
-        fakebackend.CONTROLS["v1"].delay = 0.0
+        assert fakebackend.CONTROLS["v1"].entered.wait(10)
+        try:
+            with pytest.raises(CorpusError, match="another job .* is writing"):
+                build_corpus(other, "m@v1", write_jsonl(tmp_path / "few.jsonl", sentences(150, seed=22)), output)
+        finally:
+            gate.set()
         worker.join(60)
         assert not failures, failures
     assert read_manifest(output).rows == 400 and not (tmp_path / ".corpus.lock").exists()

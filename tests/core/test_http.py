@@ -180,7 +180,7 @@ def test_a_non_loopback_bind_needs_keys() -> None:
 
 
 def test_a_world_readable_keys_file_is_refused(tmp_path: Path) -> None:
-    from hotswapd.http.auth import load_keys
+    from hotswapd.config.http_keys import load_keys
     from hotswapd.config.http import HttpConfig
 
     keys = tmp_path / "keys"
@@ -365,3 +365,64 @@ def test_every_http_error_is_in_openais_shape(start: StartDaemon, tmp_path: Path
             error = answer.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["code"] in ("not_found", "method_not_allowed")
         assert "POST" in web.get("/v1/embeddings").headers["allow"]
+
+
+def test_a_key_removed_from_the_file_is_refused_after_a_reload(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: `hs config reload` said "config applied" and a leaked key removed from
+    api_keys_file still got 200 until a restart; changing other [http] settings did nothing,
+    silently."""
+    leaked, kept = "l" * 32, "k" * 32
+    keys = tmp_path / "keys"
+    keys.write_text(f"{leaked}\n{kept}\n")
+    keys.chmod(0o600)
+    config = http_config(tmp_path, extra_http=f'api_keys_file = "{keys}"')
+    with serving(start, config) as (daemon, url), httpx.Client(base_url=url, timeout=10) as web:
+        def status(key: str) -> int:
+            return web.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+
+        assert status(leaked) == status(kept) == 200
+        keys.write_text(f"{kept}\n")
+        reply = daemon.rewrite_config(config)
+        assert reply["failed"] == {} and reply["restart_needed"] == []
+        assert status(leaked) == 401 and status(kept) == 200  # the very next request
+        keys.chmod(0o644)  # a key file others can read: refused, the keys in force stay
+        reply = daemon.rewrite_config(config.replace("max_pending = 512", "") + "\n")
+        assert "chmod 600" in reply["failed"]["http.api_keys"]  # type: ignore[index]
+        assert status(kept) == 200 and status(leaked) == 401
+        keys.chmod(0o600)
+        reply = daemon.rewrite_config(config.replace('[http]\n', '[http]\nmax_body_mb = 1\n'))
+        assert reply["restart_needed"] == ["http.max_body_mb"]
+
+
+def test_config_validate_runs_the_daemons_key_checks(tmp_path: Path) -> None:
+    """Before: `hs config validate` called a 0644 key file ok, and the daemon then refused to start on it."""
+    from typer.testing import CliRunner
+
+    from hotswap_cli.main import app
+
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    keys.chmod(0o644)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[http]\nlisten = "127.0.0.1:0"\napi_keys_file = "{keys}"\n')
+    refused = CliRunner().invoke(app, ["config", "validate", str(config)])
+    assert refused.exit_code != 0 and "chmod 600" in str(refused.exception)  # `hs` prints it as one line
+    keys.chmod(0o600)
+    assert CliRunner().invoke(app, ["config", "validate", str(config)]).exit_code == 0
+
+
+def test_doctor_runs_the_daemons_key_checks(tmp_path: Path) -> None:
+    """Before: `hs doctor` called a 0644 key file ok, and the daemon then refused to start on it."""
+    from hotswap_cli.doctor_config import http_keys_check
+    from hotswapd.config.schema import load_config
+
+    keys = tmp_path / "keys"
+    keys.write_text(KEY + "\n")
+    keys.chmod(0o644)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[http]\nlisten = "127.0.0.1:0"\napi_keys_file = "{keys}"\n')
+    check = http_keys_check(load_config(config))
+    assert check is not None and check.status == "fail" and "chmod 600" in check.detail
+    keys.chmod(0o600)
+    check = http_keys_check(load_config(config))
+    assert check is not None and check.status == "ok"

@@ -1,4 +1,6 @@
-"""API keys for the HTTP endpoint: loaded once, compared in constant time.
+"""API keys for the HTTP endpoint: read at start and at every reload (a key removed from
+the file is refused from the reload on), compared in constant time. ``hs config validate``
+runs the same checks as the daemon.
 
 Keys come from an owner-only file (one per line; ``#`` comments) or an environment
 variable (comma- or newline-separated). A file other users can read is refused, as ssh
@@ -43,6 +45,13 @@ def load_keys(settings: HttpConfig, base_dir: Path) -> list[bytes]:
     if short:
         raise ConfigError(f"http: an API key must be at least {MIN_KEY_CHARS} characters ({len(short)} shorter)")
     return [key.encode() for key in keys]
+
+
+class KeyRing:
+    """The keys in force: replaced whole by a reload (one attribute swap, read per request)."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self.keys = keys
 
 
 def authorised(header: str | None, keys: list[bytes]) -> bool:
