@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any
 
 from hotswapd import __version__
-from hotswapd.config.alerts import AlertsConfig
+from hotswapd.config.alerts_section import AlertsConfig
 
 log = logging.getLogger(__name__)
 FIRST_PAUSE_SECONDS = 0.5

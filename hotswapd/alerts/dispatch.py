@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from hotswapd.alerts.deliver import kill_group, post_webhook, run_command
-from hotswapd.config.alerts import AlertsConfig
+from hotswapd.config.alerts_section import AlertsConfig
 
 log = logging.getLogger(__name__)
 STOP_WAIT_SECONDS = 5.0

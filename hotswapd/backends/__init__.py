@@ -41,7 +41,6 @@ BUILTIN: dict[str, str] = {
     "auto": "hotswapd.tuning.auto_backend",
     "transformers": "hotswapd.backends.transformers",
     "sagemaker": "hotswapd.backends.sagemaker",
-    "ensemble": "hotswapd.config.ensemble",  # assembled by the registry from its members
 }
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.benchmarking import history
-from hotswapd.config.benchmarking import BenchConfig
-from hotswapd.config.ensemble import ENSEMBLE
+from hotswapd.config.bench_section import BenchConfig
+from hotswapd.config.ensemble_section import ENSEMBLE
 from hotswapd.errors import HotswapError
 from hotswapd.text.probe_texts import PROBE_TEXTS
 

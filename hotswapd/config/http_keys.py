@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from hotswapd.errors import ConfigError
-from hotswapd.config.http import HttpConfig
+from hotswapd.config.http_section import HttpConfig
 from hotswapd.host.safefiles import read_regular
 
 MAX_KEYS_BYTES = 1 << 20

@@ -24,15 +24,16 @@ from pydantic import (
     model_validator,
 )
 
-from hotswapd.config.alerts import AlertsConfig
+from hotswapd.config.alerts_section import AlertsConfig
 from hotswapd.text.preprocess import Preprocessor
 from hotswapd.text.prompts import MAX_PROMPT_NAME, MAX_PROMPT_TEXT
 from hotswapd.backends import backend_names, options_schema
-from hotswapd.config.benchmarking import BenchConfig
-from hotswapd.config.ensemble import ENSEMBLE, member_problems
+from hotswapd.config.bench_section import BenchConfig
+from hotswapd.config.ensemble_section import ENSEMBLE, member_problems
+from hotswapd.config.ensemble_section import Options as EnsembleOptions
 from hotswapd.config.strict_json import json_object
 from hotswapd.errors import ConfigError
-from hotswapd.config.http import HttpConfig
+from hotswapd.config.http_section import HttpConfig
 from hotswapd.sources.resolve import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -117,7 +118,7 @@ class VersionConfig(_Frozen):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        known = backend_names()
+        known = sorted({*backend_names(), ENSEMBLE})  # an ensemble is assembled, not a backend module
         if value not in known:
             raise ValueError(f"unknown backend {value!r}; known backends: {', '.join(known)}")
         return value
@@ -150,7 +151,7 @@ class VersionConfig(_Frozen):
         """The backend's own keys, validated by its ``Options`` model."""
         extra = dict(self.model_extra or {})
         try:
-            schema = options_schema(self.backend)
+            schema = EnsembleOptions if self.backend == ENSEMBLE else options_schema(self.backend)
         except ConfigError as exc:
             raise ValueError(exc.message) from exc
         if schema is None:

@@ -155,14 +155,8 @@ class Handlers:
         name, _, _ = self._registry.resolve(request.model)
         return Queued("control", lambda: Outcome({"model": name, "evicted": self._registry.evict(name)}))
 
-    def _active(self, request: Request) -> tuple[str, str]:
-        """The model a request names and the version it pins, else the active one (one snapshot)."""
-        snap = self._registry.published.current
-        name, _, pinned = self._registry.resolve(request.model, snap)
-        return name, pinned or snap.routes[name].active
-
     def _op_preload(self, request: Request) -> Queued:
-        name, version = self._active(request)
+        name, version = self._registry.pinned_or_active(request.model)
         return Queued("control", lambda: Outcome(describe_loaded(self._registry, self._registry.get(name, version))))
 
     def _op_encode(self, request: Request) -> Deferred:

@@ -98,6 +98,12 @@ class Registry(Leases):
             raise UnknownVersion(f"model {chosen!r} has no version {version!r}; versions: {', '.join(model.versions)}")
         return chosen, model, version
 
+    def pinned_or_active(self, spec: str | None) -> tuple[str, str]:
+        """The model a request names and the version it pins, else the active one (one snapshot)."""
+        snap = self.published.current
+        name, _, pinned = self.resolve(spec, snap)
+        return name, pinned or snap.routes[name].active
+
     def _slot(self, model: str, version: str) -> Slot:
         with self._guard:
             return self._slots.setdefault((model, version), Slot())

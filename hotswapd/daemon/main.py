@@ -28,7 +28,7 @@ from hotswapd.host import paths
 from hotswapd.host import systemd
 from hotswapd.alerts.dispatch import Alerts
 from hotswapd.benchmarking.periodic import PeriodicBench
-from hotswapd.config.ensemble import ENSEMBLE
+from hotswapd.config.ensemble_section import ENSEMBLE
 from hotswapd.config.schema import Config
 from hotswapd.corpus.attach import CorpusHook, corpora_status
 from hotswapd.corpus.search_op import SEARCH_OP
@@ -55,7 +55,7 @@ from hotswapd.core.ticker import Ticker
 from hotswapd.core.workers import Workers
 from hotswapd.tracing import setup as tracing_setup
 from hotswapd.errors import ConfigError, HotswapError
-from hotswapd.config.http import HttpConfig
+from hotswapd.config.http_section import HttpConfig
 from hotswapd.host.lockfile import EndpointLock
 from hotswapd.host.paths import CONFIG_ENV, default_config_path, ensure_socket_dir, ipc_path, lock_path, resolve_endpoint
 

@@ -28,7 +28,7 @@ from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.search_api import parse_search, search_body
-from hotswapd.config.http import HttpConfig, is_loopback, parse_listen
+from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hotswapd.config.http import HttpConfig
+from hotswapd.config.http_section import HttpConfig
 
 MAX_HEAD_BYTES = 64 * 1024
 _TOO_LARGE_BODY = b'{"error": {"message": "the request head is over 64 KiB", "type": "invalid_request_error", "param": null, "code": null}}'

@@ -22,7 +22,7 @@ import zmq
 from hotswapd.errors import ConfigError
 from hotswapd.config.http_keys import KeyRing, load_keys
 from hotswapd.http.connections import guarded_protocol
-from hotswapd.config.http import HttpConfig, parse_listen
+from hotswapd.config.http_section import HttpConfig, parse_listen
 
 log = logging.getLogger(__name__)
 STARTED_WITHIN_SECONDS = 10.0

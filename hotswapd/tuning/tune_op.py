@@ -35,9 +35,7 @@ class TuneOp:
         self._lock = threading.Lock()
 
     def __call__(self, request: Request) -> Queued:
-        snap = self._registry.published.current
-        name, _, pinned = self._registry.resolve(request.model, snap)
-        version = pinned or snap.routes[name].active
+        name, version = self._registry.pinned_or_active(request.model)
         force = option(request, "force", bool, False)
         spec = f"{name}@{version}"
         with self._lock:

@@ -181,7 +181,7 @@ def test_a_non_loopback_bind_needs_keys() -> None:
 
 def test_a_world_readable_keys_file_is_refused(tmp_path: Path) -> None:
     from hotswapd.config.http_keys import load_keys
-    from hotswapd.config.http import HttpConfig
+    from hotswapd.config.http_section import HttpConfig
 
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")

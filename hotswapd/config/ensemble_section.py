@@ -12,14 +12,9 @@ version, switched to (and rolled back) like any other.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from hotswapd.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 ENSEMBLE = "ensemble"
 MAX_MEMBERS = 8
@@ -46,11 +41,6 @@ class Options(BaseModel):
 
     members: list[Member] = Field(min_length=1, max_length=MAX_MEMBERS)
     combine: Literal["concat", "mean"] = "concat"
-
-
-def load(path: Path, version: Any) -> Any:
-    """Never called: the registry assembles ensembles from their loaded members."""
-    raise ModelLoadError("an ensemble version is assembled from its members, not loaded from files")
 
 
 # Version keys an ensemble takes from its members instead: set on it, they would do nothing.
