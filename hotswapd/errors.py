@@ -28,6 +28,7 @@ code; the client looks the code up and raises the same class again, so a script 
     │   ├── ShuttingDown       the daemon is draining and takes no new work
     │   ├── Busy               the daemon's queue is full: back off and retry
     │   ├── DeadlineExceeded   the request's own deadline passed before it ran
+    │   ├── Cancelled          its client withdrew the request (an HTTP client that left)
     │   └── DaemonAlreadyRunning
     └── InternalError          a bug: the daemon caught something unexpected
 """
@@ -145,6 +146,10 @@ class Busy(DaemonError):
 
 class DeadlineExceeded(DaemonError):
     code = "deadline_exceeded"
+
+
+class Cancelled(DaemonError):
+    code = "cancelled"
 
 
 class DaemonTimeout(DaemonError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hotswapd.pipeline.batching import BatchLimits
+from hotswapd.pipeline.deadline import Deadline
 from hotswapd.pipeline.encoding import Encoding, EncodeJob, Pipeline
 from hotswapd.pipeline.loaded import LoadedVersion
 from hotswapd.core.op_types import Deferred, Outcome, Reply, option
@@ -21,7 +22,7 @@ from hotswapd.core.services import Services
 from hotswapd.core.snapshot import Snapshot
 from hotswapd.errors import (
     BatchTooLarge,
-    DeadlineExceeded,
+    Cancelled,
     EmptyRequest,
     HotswapError,
     InternalError,
@@ -78,12 +79,15 @@ class EncodeOp:
         # An ensemble does its members' work: one request per member.
         members = spec.member_count
         ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
-        deadline = time.monotonic() + deadline_ms / 1000 if deadline_ms is not None else None
+        deadline = Deadline.within(deadline_ms / 1000 if deadline_ms is not None else None)
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
         # A version that a reload removes while this request waits for its load: routed again,
         # unless the request named it.
         reroute = None if pinned else (lambda: self._s.switchboard.pick(name, key))
-        return Deferred(lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap, reroute))
+        return Deferred(
+            lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap, reroute),
+            withdraw=deadline.withdraw,
+        )
 
     def flags(self, normalize: bool, use_cache: bool, count_tokens: bool) -> EncodeFlags:
         return EncodeFlags(normalize, use_cache, count_tokens)
@@ -93,14 +97,15 @@ class EncodeOp:
         return None
 
     def _start(
-        self, name: str, version: str, texts: list[str], flags: EncodeFlags, deadline: float | None, release_ticket: Callable[[], None], reply: Reply, context: Any,
+        self, name: str, version: str, texts: list[str], flags: EncodeFlags, deadline: Deadline, release_ticket: Callable[[], None], reply: Reply, context: Any,
         snap: Snapshot | None = None, reroute: Callable[[], str] | None = None,
     ) -> None:
         started = time.perf_counter()
 
         def run(loaded: LoadedVersion) -> None:
             def finished(answer: Encoding | HotswapError) -> None:
-                self.record(loaded.model, loaded.version, not isinstance(answer, HotswapError), time.perf_counter() - started, len(texts))
+                outcome = "ok" if not isinstance(answer, HotswapError) else ("cancelled" if isinstance(answer, Cancelled) else "error")
+                self.record(loaded.model, loaded.version, outcome, time.perf_counter() - started, len(texts))
                 if isinstance(reply, _TracedReply):
                     reply.note(loaded, answer)
                 self.respond(loaded, answer, flags, release_ticket, reply, context)
@@ -116,9 +121,10 @@ class EncodeOp:
             return
 
         def load_then_run() -> None:
-            if deadline is not None and time.monotonic() >= deadline:
+            stopped = deadline.stopped()
+            if stopped is not None:  # passed, or withdrawn, while it waited for its model to load
                 release_ticket()
-                reply(DeadlineExceeded("the request's deadline passed while it waited for its model to load"))
+                reply(stopped)
                 return
             try:
                 try:
@@ -165,9 +171,12 @@ class EncodeOp:
             max_wait_ms=defaults.max_wait_ms if spec.max_wait_ms is None else spec.max_wait_ms,
         )
 
-    def record(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
-        self._s.health.record(model, version, ok, seconds * 1000)
-        self._s.metrics.record_request(model, version, ok, seconds, texts)
+    def record(self, model: str, version: str, outcome: str, seconds: float, texts: int) -> None:
+        """``outcome``: ok, error, or cancelled (its client withdrew it: that says nothing of
+        the version, so its health, which can roll it back, does not count it)."""
+        if outcome != "cancelled":
+            self._s.health.record(model, version, outcome == "ok", seconds * 1000)
+        self._s.metrics.record_request(model, version, outcome, seconds, texts)
 
     def decode_texts(self, frames: list[bytes], limits: DaemonConfig | None = None) -> list[str]:
         """The request's texts, checked against the limits and decoded (the only decode)."""

@@ -75,9 +75,10 @@ class Metrics:
         self.batch_texts.labels(model, version).observe(texts)
         self.batch_requests.labels(model, version).observe(requests)
 
-    def record_request(self, model: str, version: str, ok: bool, seconds: float, texts: int) -> None:
-        self.requests.labels(model, version, "ok" if ok else "error").inc()
-        if ok:
+    def record_request(self, model: str, version: str, outcome: str, seconds: float, texts: int) -> None:
+        """``outcome``: ok, error or cancelled."""
+        self.requests.labels(model, version, outcome).inc()
+        if outcome == "ok":
             self.texts.labels(model, version).inc(texts)
             self.latency.labels(model, version).observe(seconds)
 

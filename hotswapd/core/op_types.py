@@ -33,9 +33,11 @@ class Queued:
 @dataclass
 class Deferred:
     """Work started on the socket thread that answers later: ``start(reply)`` must not
-    block, and ``reply`` is called exactly once, from any thread."""
+    block, and ``reply`` is called exactly once, from any thread. ``withdraw(why)``, when
+    the op has it, drops the work not yet run: its client sent ``cancel`` (it left)."""
 
     start: Callable[[Reply], None]
+    withdraw: Callable[[str], None] | None = None
 
 
 def option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:

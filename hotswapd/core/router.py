@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,9 +24,9 @@ from hotswapd.core.curve import secure
 from hotswapd.core.handlers import DaemonState, Handlers
 from hotswapd.core.op_types import Deferred, Outcome, Queued
 from hotswapd.core.workers import Workers
-from hotswapd.errors import HotswapError, InternalError, ShuttingDown
+from hotswapd.errors import HotswapError, InternalError, ProtocolError, ShuttingDown
 from hotswapd.host.paths import ipc_path
-from hotswapd.wire.protocol import decode_request, encode_error, encode_ok, request_id_of
+from hotswapd.wire.protocol import Request, decode_request, encode_error, encode_ok, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ SOCKET_CHECK_SECONDS = 1.0  # how often the ipc socket file is checked for havin
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
 RECEIVE_HWM = 128
+# The router's own op: a client withdraws one of its requests in flight (the HTTP endpoint,
+# when its client disconnects). Scoped to the sender: nobody withdraws another's request.
+CANCEL_OP = "cancel"
 _router_ids = itertools.count()
 
 
@@ -59,6 +63,9 @@ class Router:
         self._push_sockets: list[zmq.Socket[Any]] = []
         self._push_lock = threading.Lock()
         self._closed = False
+        # Requests in flight that can be withdrawn: (client identity, request id) -> withdraw.
+        self._withdrawable: dict[tuple[bytes, str], Callable[[str], None]] = {}
+        self._withdrawable_lock = threading.Lock()
         self._bound = False  # only a socket file this router bound is its to remove
         self._socket_checked = time.monotonic()
         self._auth = secure(context, self._socket) if endpoint.startswith("tcp://") else None
@@ -160,17 +167,16 @@ class Router:
     def _dispatch(self, identity: bytes, frames: list[bytes], peer: str | None = None) -> None:
         request_id = ""
         try:
-            if self._state.phase == "stopping":
-                request_id = request_id_of(frames)
-                raise ShuttingDown("hotswapd is shutting down and takes no new requests")
             try:
                 request = decode_request(frames)  # the header is parsed once, here
             except HotswapError:
                 request_id = request_id_of(frames)  # a header that failed validation: its id, if it has one
                 raise
             request_id = request.id
+            if self._state.phase == "stopping" and request.op != CANCEL_OP:  # a withdrawal still helps the drain
+                raise ShuttingDown("hotswapd is shutting down and takes no new requests")
             request.peer = peer
-            outcome = self._handlers.handle(request)
+            outcome = self._withdraw(identity, request) if request.op == CANCEL_OP else self._handlers.handle(request)
         except HotswapError as exc:
             self._send([identity, *encode_error(request_id, exc)])
             return
@@ -188,11 +194,37 @@ class Router:
             self._workers.submit(outcome.pool, lambda: reply(_run(job, request_id)))
             return
         assert isinstance(outcome, Deferred)
+        if outcome.withdraw is not None:
+            with self._withdrawable_lock:
+                self._withdrawable[(identity, request_id)] = outcome.withdraw
+            reply.on_sent = self._forget
         try:
             outcome.start(reply)
         except Exception as exc:  # noqa: BLE001 -- whatever failed, the request gets its one reply
             log.exception("starting request %s failed", request_id)
             reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def _withdraw(self, identity: bytes, request: Request) -> Outcome:
+        """``cancel``: drop what is not yet run of the sender's request ``id``; it is still
+        answered (``cancelled``), once, as every request is."""
+        unknown = set(request.options) - {"id"}
+        target = request.options.get("id")
+        if unknown or not isinstance(target, str) or not target:
+            raise ProtocolError("op 'cancel' takes one option, 'id': the id of a request of yours in flight")
+        with self._withdrawable_lock:
+            withdraw = self._withdrawable.get((identity, target))
+        if withdraw is not None:
+            withdraw("the client withdrew the request (it left); its remaining work was dropped")
+        return Outcome({"id": target, "withdrawn": withdraw is not None})
+
+    def _forget(self, identity: bytes, request_id: str) -> None:
+        with self._withdrawable_lock:
+            self._withdrawable.pop((identity, request_id), None)
+
+    @property
+    def withdrawable(self) -> int:
+        """Requests in flight that a ``cancel`` can still reach (bounded by admission)."""
+        return len(self._withdrawable)
 
     def push_reply(self, frames: list[Any]) -> None:
         """Hand a finished reply to the socket thread (from any thread, this one included).
@@ -240,7 +272,7 @@ class Router:
 class _OneReply:
     """The reply of one request: encoded and pushed exactly once, whatever thread calls it."""
 
-    __slots__ = ("_router", "_identity", "_request_id", "_sent", "_lock")
+    __slots__ = ("_router", "_identity", "_request_id", "_sent", "_lock", "on_sent")
 
     def __init__(self, router: Router, identity: bytes, request_id: str) -> None:
         self._router = router
@@ -248,6 +280,7 @@ class _OneReply:
         self._request_id = request_id
         self._sent = False
         self._lock = threading.Lock()
+        self.on_sent: Callable[[bytes, str], None] | None = None  # the router forgets a withdrawable request
 
     def __call__(self, outcome: Outcome | HotswapError) -> None:
         with self._lock:
@@ -255,6 +288,8 @@ class _OneReply:
                 log.error("a second reply to request %s was dropped", self._request_id)
                 return
             self._sent = True
+        if self.on_sent is not None:
+            self.on_sent(self._identity, self._request_id)
         try:
             if isinstance(outcome, Outcome):
                 frames = encode_ok(self._request_id, outcome.result, outcome.payload)

@@ -69,9 +69,10 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
 
     async def embeddings(request: Request) -> Response:
         parsed = parse_embeddings(await _body(request, max_body, settings.read_timeout_seconds))
-        options: dict[str, Any] = {"deadline_ms": int(timeout * 1000), "count_tokens": True, **_sticky(request), **({"prompt": parsed.prompt} if parsed.prompt else {})}
+        seconds = _timeout(request, timeout)
+        options: dict[str, Any] = {"deadline_ms": int(seconds * 1000), "count_tokens": True, **_sticky(request), **({"prompt": parsed.prompt} if parsed.prompt else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
-        head, frames = await bridge.request("encode", timeout=timeout, model=parsed.model, options=options, payload=payload)
+        head, frames = await bridge.request("encode", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
         vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
         vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
         name = f"{head['model']}@{head['version']}"
@@ -85,9 +86,10 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
 
     async def search(request: Request) -> Response:
         parsed = parse_search(await _body(request, max_body, settings.read_timeout_seconds))
-        options = {**_sticky(request), "deadline_ms": int(timeout * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {})}
+        seconds = _timeout(request, timeout)
+        options = {**_sticky(request), "deadline_ms": int(seconds * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.queries)]
-        head, _ = await bridge.request("search", timeout=timeout, model=parsed.model, options=options, payload=payload)
+        head, _ = await bridge.request("search", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
         return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)
 
     def _sticky(request: Request) -> dict[str, str]:
@@ -222,6 +224,43 @@ async def _body(request: Request, limit: int, seconds: float) -> bytes:
         raise ApiError(408, f"the body came too slowly (http.read_timeout_seconds: {seconds:g} s, then {MIN_BODY_RATE // 1024} KiB/s)",
                        code="request_timeout", headers=CLOSE) from None
     return b"".join(chunks)
+
+
+TIMEOUT_HEADER = "x-request-timeout"
+# What the openai package sends of its own read timeout (600 s unless its caller sets one):
+# past it, nobody reads the answer, so the work is dropped then.
+OPENAI_TIMEOUT_HEADER = "x-stainless-read-timeout"
+
+
+def _timeout(request: Request, ceiling: float) -> float:
+    """The request's deadline in seconds: ``X-Request-Timeout`` (refused with a 400 if it is
+    not a positive number), else the openai package's own read timeout, never past the
+    server's ``http.timeout_seconds``. Past it, the work not yet run is dropped."""
+    given = request.headers.get(TIMEOUT_HEADER)
+    if given is not None:
+        seconds = _seconds(given)
+        if seconds is None:
+            raise ApiError(400, f"X-Request-Timeout must be a positive number of seconds, not {given[:40]!r}", param="X-Request-Timeout")
+        return min(seconds, ceiling)
+    seconds = _seconds(request.headers.get(OPENAI_TIMEOUT_HEADER, ""))  # malformed: ignored, as any unknown header
+    return min(seconds, ceiling) if seconds is not None else ceiling
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.001 <= value < float("inf") else None
+
+
+async def _disconnected(request: Request) -> None:
+    """Completes when the client closes its connection (its body is read by now, so the
+    next message uvicorn hands the app is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _version_headers(head: dict[str, Any]) -> dict[str, str]:

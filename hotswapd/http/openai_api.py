@@ -154,6 +154,7 @@ STATUSES: dict[str, tuple[int, str, str | None]] = {
     "model_load_error": (503, "server_error", "model_unavailable"),
     "deadline_exceeded": (503, "server_error", "timeout"),
     "daemon_timeout": (503, "server_error", "timeout"),
+    "cancelled": (499, "invalid_request_error", "client_closed_request"),  # nginx's code; nobody is there to read it
 }
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from hotswapd.errors import Busy, DaemonTimeout, ProtocolError, ShuttingDown, error_from_wire
+from hotswapd.errors import Busy, Cancelled, DaemonTimeout, ProtocolError, ShuttingDown, error_from_wire
 from hotswapd.wire.protocol import Op, decode_reply, encode_request
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Bridge:
         self._pending: dict[str, asyncio.Future[tuple[dict[str, Any], list[memoryview], bool]]] = {}
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.withdrawn = 0  # requests withdrawn (client gone or timed out), for tests and metrics
 
     async def start(self) -> None:
         # A shadow shares the daemon's context, which inproc:// needs, with asyncio sockets.
@@ -57,25 +59,52 @@ class Bridge:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def request(self, op: Op, *, timeout: float, model: str | None = None, options: dict[str, Any] | None = None, payload: list[bytes] | None = None) -> Reply:
-        """The reply to one request; its typed error raised as the ZeroMQ client would."""
-        if self._socket is None:
-            raise ShuttingDown("the HTTP endpoint is not connected to the daemon")
-        if len(self._pending) >= self._max_pending:
-            raise Busy(f"{len(self._pending)} HTTP requests are waiting (http.max_pending); retry shortly", retry_after=1.0)
+    async def request(
+        self, op: Op, *, timeout: float, model: str | None = None, options: dict[str, Any] | None = None, payload: list[bytes] | None = None,
+        gone: Awaitable[Any] | None = None,
+    ) -> Reply:
+        """The reply to one request; its typed error raised as the ZeroMQ client would.
+
+        ``gone`` completes when the HTTP client disconnects: the request is then withdrawn
+        (the router's ``cancel``), so its queued work is dropped instead of holding the
+        model for nobody, and :class:`Cancelled` is raised. Past ``timeout`` it is withdrawn
+        too."""
+        watcher = asyncio.ensure_future(gone) if gone is not None else None
         request_id = f"h{next(self._ids):x}"
-        future: asyncio.Future[tuple[dict[str, Any], list[memoryview], bool]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
         try:
+            if self._socket is None:
+                raise ShuttingDown("the HTTP endpoint is not connected to the daemon")
+            if len(self._pending) >= self._max_pending:
+                raise Busy(f"{len(self._pending)} HTTP requests are waiting (http.max_pending); retry shortly", retry_after=1.0)
+            future: asyncio.Future[tuple[dict[str, Any], list[memoryview], bool]] = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = future
             await self._socket.send_multipart(encode_request(request_id, op, model=model, options=options, payload=payload), copy=False)
-            body, frames, ok = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise DaemonTimeout(f"no answer within {timeout:g} s (http.timeout_seconds)") from None
+            waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if future not in done:
+                await self._withdraw(request_id)
+                if watcher is not None and watcher in done:
+                    raise Cancelled("the HTTP client disconnected; its request was withdrawn")
+                raise DaemonTimeout(f"no answer within {timeout:g} s (the request's timeout)")
+            body, frames, ok = future.result()
         finally:
             self._pending.pop(request_id, None)
+            if watcher is not None:
+                watcher.cancel()
         if not ok:
             raise error_from_wire(body["code"], body["message"], body.get("retry_after"), body.get("index"))
         return body, frames
+
+    async def _withdraw(self, request_id: str) -> None:
+        """Tell the router to drop what it has not run of ``request_id``; its answer to this
+        (and the withdrawn request's own) find no pending future and are dropped."""
+        if self._socket is None:
+            return
+        try:
+            await self._socket.send_multipart(encode_request(f"{request_id}-cancel", "cancel", options={"id": request_id}), copy=False)
+        except zmq.ZMQError as exc:  # the daemon is stopping; nothing left to withdraw from
+            log.debug("withdrawing %s: %s", request_id, exc)
+        self.withdrawn += 1
 
     async def _read(self) -> None:
         assert self._socket is not None

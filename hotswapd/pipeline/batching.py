@@ -12,7 +12,7 @@ the wait, and a crowd gets fuller batches. Backends sort a batch by length befor
 padding, so a merged batch of short and long texts is padded per length group.
 
 A failure of a merged batch is retried request by request, so one client's bad text fails
-only that client. A piece whose client's deadline has passed is dropped unrun. Other work
+only that client. A piece whose client's deadline has passed, or whose client withdrew it, is dropped unrun. Other work
 that must not run beside a batch (a new version's warm-up, agreement probes) goes through
 :meth:`Batcher.call`, on the same thread. No exception ends the inference thread.
 """
@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hotswapd.text.decode import utf8_size
-from hotswapd.errors import DeadlineExceeded
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from hotswapd.pipeline.deadline import Deadline
 
     from hotswapd.pipeline.loaded import LoadedVersion
 
@@ -85,17 +86,16 @@ class _Piece:
     normalize: bool
     limits: BatchLimits
     done: Callable[[np.ndarray | None, BaseException | None, BatchTiming | None], None]
-    deadline: float | None = None
+    deadline: Deadline | None = None
     collector: _Collector | None = None
     enqueued: float = field(default_factory=time.monotonic)
 
     def dropped(self, now: float) -> BaseException | None:
-        """Why this piece must not run any more: its deadline passed, or a sibling failed."""
+        """Why this piece must not run any more: its deadline passed, its client withdrew it,
+        or a sibling failed."""
         if self.collector is not None and self.collector.failed is not None:
             return self.collector.failed
-        if self.deadline is not None and self.deadline <= now:
-            return DeadlineExceeded("the request's deadline passed while it was queued; it was not run")
-        return None
+        return self.deadline.stopped(now) if self.deadline is not None else None
 
     @property
     def key(self) -> tuple[int, bool]:
@@ -179,7 +179,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: float | None = None) -> None:
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: Deadline | None = None) -> None:
         """Queue a request; ``done`` is called once, on the inference thread, with its rows
         in input order or with its error. Never blocks."""
         parts = split(texts, limits)
@@ -280,7 +280,7 @@ class Batcher:
             self._cond.wait(remaining)
 
     def _drop_expired(self, expired: list[tuple[_Piece, BaseException]]) -> None:
-        """Move pieces that must not run (deadline passed, a sibling failed) to ``expired``."""
+        """Move pieces that must not run (deadline passed, withdrawn, a sibling failed) to ``expired``."""
         now = time.monotonic()
         if any(isinstance(item, _Piece) and item.dropped(now) is not None for item in self._queue):
             kept: deque[_Piece | _Task] = deque()

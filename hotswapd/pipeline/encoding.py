@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hotswapd.backends import Composite
+    from hotswapd.pipeline.deadline import Deadline
     from hotswapd.pipeline.inference import Inference, Rows
     from hotswapd.pipeline.loaded import LoadedVersion
 
@@ -51,7 +52,7 @@ class EncodeJob:
     prompt: str | None = None  # one of the version's prompts by name
     count_tokens: bool = False  # the answer says how many tokens the texts are (OpenAI's usage)
     use_cache: bool = True  # False: `hs compare` times the model, not the cache
-    deadline: float | None = None  # time.monotonic() past which queued work is dropped unrun
+    deadline: Deadline | None = None  # past it, or withdrawn by its client, queued work is dropped unrun
     long_text: str | None = None  # the version's own policy unless given (the daemon's probes: "truncate")
 
 
@@ -168,7 +169,7 @@ class Pipeline:
         if composite is not None:
             # Every member prepares and plans first (CPU: the tokens pool): a text or a prompt
             # one member refuses refuses the request before any model runs.
-            self._offload(answer.guarded(lambda: self._run_parts(job, composite, answer)))
+            self._later(job, answer, lambda: self._run_parts(job, composite, answer))
             return
 
         def after_prepare(texts: list[str]) -> None:
@@ -176,14 +177,27 @@ class Pipeline:
             # the version's maximum or the caller wants the count.
             maybe_long = suspects(job.loaded, texts)
             if job.count_tokens or maybe_long:
-                self._offload(answer.guarded(lambda: self._submit(job, texts, plan(job, texts, maybe_long), answer)))
+                self._later(job, answer, lambda: self._submit(job, texts, plan(job, texts, maybe_long), answer))
             else:
                 self._submit(job, texts, None, answer)
 
         if job.loaded.text.changes(job.prompt):  # preprocessing is CPU work too
-            self._offload(answer.guarded(lambda: after_prepare(prepare(job, self._max_text_bytes()))))
+            self._later(job, answer, lambda: after_prepare(prepare(job, self._max_text_bytes())))
         else:
             after_prepare(job.texts)
+
+    def _later(self, job: EncodeJob, answer: _Once, stage: Callable[[], None]) -> None:
+        """``stage`` on the tokens pool, unless the request's deadline passed or its client
+        withdrew it while it waited there (tokenising a withdrawn 15 MB request is waste)."""
+
+        def unless_stopped() -> None:
+            stopped = job.deadline.stopped() if job.deadline is not None else None
+            if stopped is not None:
+                answer(stopped)
+                return
+            stage()
+
+        self._offload(answer.guarded(unless_stopped))
 
     def _submit(self, job: EncodeJob, texts: list[str], planned: Plan | None, answer: Callable[[Encoding | BaseException], None]) -> None:
         """Run: the cache, then the batcher; finish on the thread that answers the batch."""

@@ -35,6 +35,7 @@ Answer = Callable[["Rows | None", "BaseException | None"], None]
 if TYPE_CHECKING:
     import numpy as np
 
+    from hotswapd.pipeline.deadline import Deadline
     from hotswapd.pipeline.loaded import LoadedVersion
 
 
@@ -70,7 +71,7 @@ class Inference:
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None = None, *, use_cache: bool = True) -> None:
+    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: Deadline | None = None, *, use_cache: bool = True) -> None:
         """Start encoding ``texts``; ``answer`` is called once, from whichever thread
         finishes the work (often the inference thread). Never blocks. ``use_cache=False``
         neither reads nor fills the cache."""
@@ -103,7 +104,7 @@ class Inference:
         else:
             self._cache_io.submit(guarded)
 
-    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: float | None, keys: list[bytes], found: list[bytes | None]) -> None:
+    def _after_lookup(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, answer: Answer, deadline: Deadline | None, keys: list[bytes], found: list[bytes | None]) -> None:
         import numpy as np
 
         # A cached row is used only if it is a whole vector of this version's dimension: the

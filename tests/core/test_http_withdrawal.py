@@ -1,0 +1,159 @@
+"""An HTTP request whose client has gone frees what it queued; a request may carry its own
+deadline (X-Request-Timeout). Through a real socket, against an in-process daemon serving
+fake models whose batches a test holds (issue 27, point 2)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import zmq
+
+from hotswapd.wire.protocol import decode_reply, encode_request
+from tests import fakebackend
+from tests.core.conftest import StartDaemon
+from tests.core.test_http import http_config, serving
+
+# Pieces of two texts: a request of twenty texts is ten batches, one at a time.
+SMALL_BATCHES = "max_batch_size = 2\nmax_wait_ms = 0"
+TEXTS = [f"text number {i}" for i in range(20)]
+
+
+def _raw_post(url: str, body: dict[str, object], headers: str = "") -> socket.socket:
+    """A POST sent on a plain socket that the test closes whenever it likes (a client that leaves)."""
+    parts = urlsplit(url)
+    data = json.dumps(body).encode()
+    conn = socket.create_connection((parts.hostname, parts.port))
+    conn.sendall(
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+    )
+    return conn
+
+
+def _wait(condition, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_client_that_leaves_frees_the_work_it_queued(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path, daemon=SMALL_BATCHES)) as (daemon, url):
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        conn = _raw_post(url, {"model": "m", "input": TEXTS})
+        assert control.entered.wait(5)  # its first batch runs (and is held); nine are queued
+        conn.close()  # the client leaves
+        router = daemon.daemon._router  # noqa: SLF001 -- its table of requests a cancel can reach
+        # The bridge notices the disconnect and withdraws the request; the batch in hand finishes.
+        time.sleep(0.3)  # the withdrawal's round trip through the router
+        gate.set()
+        assert _wait(lambda: router.withdrawable == 0 and daemon.daemon.state.in_flight == 0)
+        assert control.encodes == 1, f"{control.encodes} batches ran for a client that had left"
+        # The queue is free at once: a ZeroMQ client with a short deadline is served.
+        with daemon.client(timeout=5) as client:
+            assert client.encode(["after"], "m").embeddings.shape == (1, 8)
+        assert daemon.daemon.admission.describe()["queued_texts"] == 0
+
+
+def test_x_request_timeout_drops_the_work_past_it(start: StartDaemon, tmp_path: Path) -> None:
+    with serving(start, http_config(tmp_path, daemon=SMALL_BATCHES)) as (daemon, url), httpx.Client(base_url=url, timeout=30) as web:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        started = time.monotonic()
+        answer = web.post("/v1/embeddings", json={"model": "m", "input": TEXTS}, headers={"X-Request-Timeout": "0.5"})
+        waited = time.monotonic() - started
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "timeout", answer.text
+        assert 0.4 < waited < 5, waited  # the request's own deadline, not the server's 60 s
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert control.encodes == 1
+        # A malformed value is the caller's error, said in OpenAI's shape.
+        for bad in ("soon", "-1", "0", "nan", "inf"):
+            refused = web.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers={"X-Request-Timeout": bad})
+            assert refused.status_code == 400 and "X-Request-Timeout" in refused.json()["error"]["message"], bad
+        assert web.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers={"X-Request-Timeout": "600"}).status_code == 200
+
+
+def test_the_openai_packages_own_timeout_is_the_deadline(start: StartDaemon, tmp_path: Path) -> None:
+    """The openai package sends its read timeout (X-Stainless-Read-Timeout): past it nobody
+    reads the answer, so the daemon drops the work then."""
+    with serving(start, http_config(tmp_path, daemon=SMALL_BATCHES)) as (daemon, url), httpx.Client(base_url=url, timeout=30) as web:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        answer = web.post("/v1/embeddings", json={"model": "m", "input": TEXTS}, headers={"X-Stainless-Read-Timeout": "0.5"})
+        assert answer.status_code == 503
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert control.encodes == 1
+        # Malformed, it is ignored as any unknown header would be.
+        assert web.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers={"X-Stainless-Read-Timeout": "later"}).status_code == 200
+
+
+def test_cancel_reaches_only_the_senders_own_requests(start: StartDaemon, tmp_path: Path) -> None:
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES)) as daemon:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        context = zmq.Context.instance()
+        owner, stranger = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
+        try:
+            for sock in (owner, stranger):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(daemon.endpoint)
+            owner.send_multipart(encode_request("r1", "encode", model="m", payload=[t.encode() for t in TEXTS]))
+            assert control.entered.wait(5)
+
+            def cancel(sock: zmq.Socket[bytes], target: str, rid: str) -> dict[str, object]:
+                sock.send_multipart(encode_request(rid, "cancel", options={"id": target}))
+                assert sock.poll(5000)
+                _, body, _, ok = decode_reply(sock.recv_multipart())
+                assert ok, body
+                return body
+
+            assert cancel(stranger, "r1", "s1")["withdrawn"] is False  # another client's request: untouched
+            assert cancel(owner, "r1", "c1")["withdrawn"] is True
+            gate.set()
+            assert owner.poll(5000)
+            rid, body, _, ok = decode_reply(owner.recv_multipart())
+            assert rid == "r1" and not ok and body["code"] == "cancelled", body
+            assert control.encodes == 1
+            assert cancel(owner, "r1", "c2")["withdrawn"] is False  # answered: nothing left to withdraw
+            stranger.send_multipart(encode_request("s2", "cancel", options={"id": 7}))
+            assert stranger.poll(5000)
+            _, body, _, ok = decode_reply(stranger.recv_multipart())
+            assert not ok and body["code"] == "protocol_error"
+        finally:
+            owner.close()
+            stranger.close()
+
+
+def test_a_withdrawn_request_is_counted_as_cancelled_not_as_a_failure(start: StartDaemon, tmp_path: Path) -> None:
+    """Health (which can roll a version back) judges a version by its answers; a client
+    leaving says nothing of it. The metrics count it apart."""
+    with serving(start, http_config(tmp_path, daemon=SMALL_BATCHES)) as (daemon, url):
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        conn = _raw_post(url, {"model": "m", "input": TEXTS})
+        assert control.entered.wait(5)
+        conn.close()
+        time.sleep(0.3)
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert daemon.daemon.health.snapshot("m", "v1").errors == 0
+        with daemon.client() as client:
+            metrics = client.metrics()
+        assert 'hotswapd_requests_total{model="m",outcome="cancelled",version="v1"} 1.0' in metrics, metrics
+        assert 'outcome="error"' not in metrics
