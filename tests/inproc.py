@@ -57,7 +57,7 @@ def fake_source(workdir: Path, name: str) -> Path:
 
 
 @contextmanager
-def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, ready: bool = True, endpoint: str | None = None) -> Iterator[InprocDaemon]:
+def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, ready: bool = True, endpoint: str | None = None, drain_seconds: float = 10.0) -> Iterator[InprocDaemon]:
     monkeypatch.setitem(backends.BUILTIN, "fake", FAKE)
     monkeypatch.setenv("XDG_STATE_HOME", str(workdir / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
@@ -66,7 +66,7 @@ def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPat
     config_path.write_text(config_text)
     origin = origin_for(str(config_path), config_path, missing_ok=False)
     endpoint = endpoint or "ipc://" + str(short_socket_dir() / "d.sock")
-    daemon = Daemon(load_config(config_path), origin, endpoint, drain_seconds=10.0)
+    daemon = Daemon(load_config(config_path), origin, endpoint, drain_seconds=drain_seconds)
     failure: list[BaseException] = []
 
     def run() -> None:

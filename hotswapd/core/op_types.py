@@ -33,11 +33,12 @@ class Queued:
 @dataclass
 class Deferred:
     """Work started on the socket thread that answers later: ``start(reply)`` must not
-    block, and ``reply`` is called exactly once, from any thread. ``withdraw(why)``, when
-    the op has it, drops the work not yet run: its client sent ``cancel`` (it left)."""
+    block, and ``reply`` is called exactly once, from any thread. ``withdraw(error)``, when
+    the op has it, drops the work not yet run, which then answers ``error``: its client sent
+    ``cancel`` (it left), or the daemon's drain ended first."""
 
     start: Callable[[Reply], None]
-    withdraw: Callable[[str], None] | None = None
+    withdraw: Callable[[HotswapError], None] | None = None
 
 
 def option(request: Request, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:

@@ -24,7 +24,7 @@ from hotswapd.core.curve import secure
 from hotswapd.core.handlers import DaemonState, Handlers
 from hotswapd.core.op_types import Deferred, Outcome, Queued
 from hotswapd.core.workers import Workers
-from hotswapd.errors import HotswapError, InternalError, ProtocolError, ShuttingDown
+from hotswapd.errors import Cancelled, HotswapError, InternalError, ProtocolError, ShuttingDown
 from hotswapd.host.paths import ipc_path
 from hotswapd.wire.protocol import Request, decode_request, encode_error, encode_ok, request_id_of
 
@@ -40,6 +40,9 @@ RECEIVE_HWM = 128
 # The router's own op: a client withdraws one of its requests in flight (the HTTP endpoint,
 # when its client disconnects). Scoped to the sender: nobody withdraws another's request.
 CANCEL_OP = "cancel"
+# After the drain, requests still in flight are withdrawn; the batches already on the model
+# get this long to finish and be answered before the loop stops regardless.
+AFTER_DRAIN_SECONDS = 3.0
 _router_ids = itertools.count()
 
 
@@ -64,7 +67,7 @@ class Router:
         self._push_lock = threading.Lock()
         self._closed = False
         # Requests in flight that can be withdrawn: (client identity, request id) -> withdraw.
-        self._withdrawable: dict[tuple[bytes, str], Callable[[str], None]] = {}
+        self._withdrawable: dict[tuple[bytes, str], Callable[[HotswapError], None]] = {}
         self._withdrawable_lock = threading.Lock()
         self._bound = False  # only a socket file this router bound is its to remove
         self._socket_checked = time.monotonic()
@@ -95,6 +98,7 @@ class Router:
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._replies, zmq.POLLIN)
         drain_deadline: float | None = None
+        withdrawn_at: float | None = None
         while True:
             if drain_deadline is None and (stop.is_set() or self._state.stop_requested):
                 self._state.phase = "stopping"
@@ -103,8 +107,15 @@ class Router:
             if drain_deadline is not None:
                 if self._state.in_flight == 0:
                     break
-                if time.monotonic() > drain_deadline:
-                    log.warning("stopping with %d request(s) unfinished after %.0f s", self._state.in_flight, drain_seconds)
+                now = time.monotonic()
+                if withdrawn_at is None and now > drain_deadline:
+                    # What is still queued is dropped and answered `shutting_down`; only the
+                    # batches on the model now are waited for, a short while.
+                    withdrawn_at = now
+                    count = self._withdraw_all(ShuttingDown(f"hotswapd stopped before this request was done (its drain of {drain_seconds:g} s passed)"))
+                    log.warning("stopping with %d request(s) unfinished after %.0f s; %d withdrawn", self._state.in_flight, drain_seconds, count)
+                if withdrawn_at is not None and now > withdrawn_at + AFTER_DRAIN_SECONDS:
+                    log.warning("stopping with %d request(s) unanswered", self._state.in_flight)
                     break
             try:
                 events = dict(poller.poll(POLL_MS))
@@ -214,8 +225,15 @@ class Router:
         with self._withdrawable_lock:
             withdraw = self._withdrawable.get((identity, target))
         if withdraw is not None:
-            withdraw("the client withdrew the request (it left); its remaining work was dropped")
+            withdraw(Cancelled("the client withdrew the request (it left); its remaining work was dropped"))
         return Outcome({"id": target, "withdrawn": withdraw is not None})
+
+    def _withdraw_all(self, why: HotswapError) -> int:
+        with self._withdrawable_lock:
+            withdraws = list(self._withdrawable.values())
+        for withdraw in withdraws:
+            withdraw(why)
+        return len(withdraws)
 
     def _forget(self, identity: bytes, request_id: str) -> None:
         with self._withdrawable_lock:

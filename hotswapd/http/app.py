@@ -120,6 +120,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()  # for a stop asked from another thread
         await bridge.start()
         try:
             yield
@@ -142,6 +143,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         ))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers={404: _not_found, 405: _wrong_method})
     app.router.redirect_slashes = False  # "/v1/embeddings/" is a 404 in OpenAI's shape, not a 307 to follow
+    app.state.bridge = bridge
     return app
 
 

@@ -9,6 +9,8 @@ port in use is a clear start-up error rather than a thread that dies.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -26,7 +28,10 @@ from hotswapd.config.http_section import HttpConfig, parse_listen
 
 log = logging.getLogger(__name__)
 STARTED_WITHIN_SECONDS = 10.0
-GRACEFUL_SECONDS = 10
+# After the requests still waiting are answered: how long uvicorn waits for their answers to
+# be written before it closes the connections regardless.
+GRACEFUL_SECONDS = 5
+ANSWER_WAITING_SECONDS = 2.0
 # uvicorn's idle keep-alive; the head deadline (read_timeout_seconds) closes an idle connection first when shorter.
 KEEP_ALIVE_SECONDS = 15
 
@@ -43,9 +48,9 @@ class HttpServer:
         _descriptors_for(settings.max_connections)
         self.listen = listen
         self._socket = _bind(host, port)
-        app = build_app(settings, self.keys, context, address, phase)
+        self._app = build_app(settings, self.keys, context, address, phase)
         config = uvicorn.Config(
-            app,
+            self._app,
             http=guarded_protocol(settings),
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False
@@ -79,9 +84,17 @@ class HttpServer:
         log.info("OpenAI-compatible HTTP endpoint on %s/v1", self.url)
 
     def stop(self) -> None:
-        """Stop taking connections; requests in flight finish (the router drains them)."""
+        """Called once the router's drain is over: requests still waiting for the daemon are
+        answered now, 503 ``service_unavailable`` in OpenAI's shape (not a plain-text 500 when
+        uvicorn gives up on them), then the connections close; bounded by GRACEFUL_SECONDS."""
+        loop = getattr(self._app.state, "loop", None)
+        if loop is not None and self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._app.state.bridge.close(), loop).result(ANSWER_WAITING_SECONDS)
+            except (concurrent.futures.TimeoutError, RuntimeError) as exc:  # a loop already gone
+                log.debug("answering the HTTP requests still waiting: %s", exc)
         self._server.should_exit = True
-        self._thread.join(GRACEFUL_SECONDS + 5)
+        self._thread.join(GRACEFUL_SECONDS + 2)
         self._socket.close()
 
     def _run(self) -> None:

@@ -46,14 +46,16 @@ class Bridge:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def close(self) -> None:
+        """Every request still waiting is answered ``shutting_down``; the socket closes. Twice is harmless."""
         if self._reader is not None:
             self._reader.cancel()
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(ShuttingDown("hotswapd is stopping"))
+                future.set_exception(ShuttingDown("hotswapd stopped before this request was answered; retry when it is back"))
         self._pending.clear()
         if self._socket is not None:
             self._socket.close(linger=0)
+            self._socket = None
 
     @property
     def pending(self) -> int:

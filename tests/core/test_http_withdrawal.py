@@ -157,3 +157,29 @@ def test_a_withdrawn_request_is_counted_as_cancelled_not_as_a_failure(start: Sta
             metrics = client.metrics()
         assert 'hotswapd_requests_total{model="m",outcome="cancelled",version="v1"} 1.0' in metrics, metrics
         assert 'outcome="error"' not in metrics
+
+
+def test_a_stop_answers_http_requests_in_flight_within_its_drain(start: StartDaemon, tmp_path: Path) -> None:
+    """Point 6: a request still running when the drain ends is answered 503 in OpenAI's
+    shape, its queued work is dropped, and the stop takes the drain and a few seconds."""
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES), drain_seconds=1.0) as daemon:
+        url = daemon.daemon.http.url  # type: ignore[union-attr]
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(httpx.post(f"{url}/v1/embeddings", json={"model": "m", "input": TEXTS}, timeout=60)))
+        caller.start()
+        assert control.entered.wait(5)
+        started = time.monotonic()
+        daemon.daemon.request_stop()
+        caller.join(15)
+        answered_after = time.monotonic() - started
+        gate.set()  # the batch on the model (held by the test) ends; the daemon can finish stopping
+        assert answers, "no answer to the request in flight"
+        answer = answers[0]
+        assert answer.status_code == 503 and answer.headers["content-type"] == "application/json", (answer.status_code, answer.text)
+        assert answer.json()["error"]["code"] == "service_unavailable"
+        assert answered_after < 1.0 + 3.0 + 3.0, answered_after  # the drain, the wait for batches on the model, slack
+        assert _wait(lambda: not daemon.daemon.inference.running(), 10)
+        assert control.encodes == 1, f"{control.encodes} batches ran after the drain gave the request up"
