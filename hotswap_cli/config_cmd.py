@@ -76,7 +76,8 @@ def reload(ctx: typer.Context) -> None:
     Example: hs config reload
     """
     result = ctx.obj.client().reload_config()
-    parts = [f"{label}: {', '.join(result[key])}" for key, label in (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed")) if result[key]]
+    labels = (("switching", "switching"), ("reloaded", "reloaded"), ("removed", "removed"), ("refreshed", "changed on disk"))
+    parts = [f"{label}: {', '.join(result[key])}" for key, label in labels if result.get(key)]
     typer.echo("config applied" + (f" ({'; '.join(parts)})" if parts else ""))
     if result.get("restart_needed"):
         typer.echo(f"takes effect on the next start: {', '.join(result['restart_needed'])}", err=True)

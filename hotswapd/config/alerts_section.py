@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 # Audit events that alert unless `events` says otherwise: each needs an operator.
-DEFAULT_EVENTS = ("auto_rollback", "load_failed", "config_rejected", "state_rejected", "memory", "corpus_refused", "bench_regression")
+DEFAULT_EVENTS = ("auto_rollback", "load_failed", "config_rejected", "state_rejected", "memory", "corpus_refused", "corpus_overwritten", "bench_regression")
 
 
 class AlertsConfig(BaseModel):

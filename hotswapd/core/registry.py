@@ -252,6 +252,26 @@ class Registry(Leases):
             except Exception:  # noqa: BLE001 -- a feature's failure is its own
                 log.exception("%s@%s: the %s hook failed", loaded.model, loaded.version, hook.name)
 
+    def refresh_attachments(self, loaded: LoadedVersion | None = None) -> list[str]:
+        """Every feature checks its part of each loaded version (or of ``loaded``) against
+        the files it came from (a corpus replaced on disk) and swaps in what changed; what
+        changed, as "MODEL@VERSION: what". On a reload, on the ticker, before a search."""
+        done: list[str] = []
+        for item in [loaded] if loaded is not None else list(self.published.current.loaded.values()):
+            for hook in self.seams.version_hooks:
+                try:
+                    what = hook.refresh(item, self._on_event)
+                except Exception:  # noqa: BLE001 -- a feature's failure is its own
+                    log.exception("%s@%s: the %s hook's refresh failed", item.model, item.version, hook.name)
+                    continue
+                if what:
+                    done.append(f"{item.model}@{item.version}: {hook.name} {what}")
+        return done
+
+    def on_event(self, event: str, **fields: object) -> None:
+        """The audit sink the registry reports to, for features that act on a loaded version."""
+        self._on_event(event, **fields)
+
     def _assemble(self, slot: Slot, model: str, version: str, spec: VersionConfig, assembler: Assembler) -> LoadedVersion:
         """A version built from others (an ensemble): its members leased (loaded if need be)
         for as long as it is loaded."""

@@ -9,7 +9,8 @@ the composition root (:mod:`hotswapd.daemon.main`) wires each in with one line:
   The registry asks it, before a load, how much memory it will add; after the load it
   attaches its part (:class:`Attachment`, closed with the version); a switch asks it
   whether the switch may skip the embedding-space check (or must be refused); ``hs
-  models`` shows its facts. The corpus of a version is a hook.
+  models`` shows its facts; a reload and the ticker ask it to check its part against the
+  files it came from. The corpus of a version is a hook.
 - an **assembler** (:data:`Assembler`): a kind of version built from other loaded versions
   instead of from files (an ensemble), named by the backend name the config uses for it.
 - a **status section**: a named callable whose value ``hs status`` shows (the periodic
@@ -68,6 +69,11 @@ class VersionHook(Protocol):
 
     def describe(self, loaded: LoadedVersion) -> dict[str, Any] | None:
         """Its facts about a loaded version, for ``hs models`` and ``hs status``."""
+        ...
+
+    def refresh(self, loaded: LoadedVersion, on_event: EventSink) -> str | None:
+        """Check its part against the files it came from and swap in what changed on disk
+        (what it did, or None). Called on a reload and every few seconds; never raises."""
         ...
 
 

@@ -4,18 +4,32 @@ checked to be that version's, counted in its memory, and closed with it.
 A corpus that cannot be used does not fail the version's load (its texts can still be
 encoded): the version carries the reason, a search on it answers it as a typed error, and
 a switch to it is refused with it (hotswapd.core.switching), like the embedding-space guard.
+
+The files are watched: every search, every reload and every few seconds compare what is
+on disk (device, inode, size, modification time of each file) with what was opened.
+
+- Replaced (another directory renamed into place, a corpus built where there was none, an
+  ANN index added): opened again and checked as at the load, then swapped in; searches
+  already holding the old one finish on it, and it closes after the last of them.
+- Overwritten in place (the same file, another size or time: `cp` over `embeddings.npy`):
+  taken out of service at once, loudly (``corpus_overwritten``): its map now mixes two
+  corpora. It comes back when a corpus is renamed into place, or the version is reloaded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotswapd.corpus.bridge import BridgedCorpus, read_bridge
-from hotswapd.corpus.files import MATRIX, CorpusError
+from hotswapd.corpus.ann import ANN, ANN_FACTS
+from hotswapd.corpus.bridge import MAP, BridgedCorpus, read_bridge
+from hotswapd.corpus.bridge import MANIFEST as BRIDGE_MANIFEST
+from hotswapd.corpus.files import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError
 from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
 
@@ -29,12 +43,21 @@ EventSink = Callable[..., None]
 KEY = "corpus"  # its name among a loaded version's attachments, and in `hs models`
 
 
+# What a corpus's files were when it was opened: (path, (device, inode, size, mtime ns)),
+# None for a path that was missing or unreadable.
+Stamp = tuple[tuple[str, "tuple[int, int, int, int] | None"], ...]
+CORE_FILES = (MANIFEST, MATRIX, ROWS, OFFSETS)  # changed in place: refused, not re-opened
+
+
 @dataclass
 class AttachedCorpus:
     """A loaded version's corpus, or why it has none; closed with the version."""
 
     corpus: Corpus | BridgedCorpus | None = None
     problem: str | None = None
+    stamp: Stamp = ()
+    overwritten: bool = False  # refused for a file changed in place; said once
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def close(self) -> None:
         if self.corpus is not None:
@@ -52,6 +75,20 @@ def corpus_of(loaded: LoadedVersion) -> tuple[Corpus | BridgedCorpus | None, str
     """The corpus a version searches, and why it has none (None, None: it names none)."""
     held = loaded.attachments.get(KEY)
     return (held.corpus, held.problem) if held is not None else (None, None)
+
+
+def take(loaded: LoadedVersion, on_event: EventSink) -> tuple[Corpus | BridgedCorpus | None, str | None]:
+    """For one search: the corpus as its files are now (re-opened first if they were
+    replaced), held open until :meth:`release`; or why there is none."""
+    refresh(loaded, on_event)
+    held = loaded.attachments.get(KEY)
+    if held is None:
+        return None, None
+    with held.lock:
+        corpus, problem = held.corpus, held.problem
+        if corpus is not None and not corpus.acquire():  # closed between the two lines above: never, under the lock
+            return None, problem or "its corpus was closed"
+    return corpus, problem
 
 
 class CorpusHook:
@@ -72,21 +109,128 @@ class CorpusHook:
     def describe(self, loaded: LoadedVersion) -> dict[str, Any] | None:
         return describe(loaded)
 
+    def refresh(self, loaded: LoadedVersion, on_event: EventSink) -> str | None:
+        return refresh(loaded, on_event)
+
 
 def attach(loaded: LoadedVersion, on_event: EventSink) -> None:
     """Open ``loaded``'s corpus (``embeddings_path``) onto it, or record why not; without a
     usable one, another version's corpus through its bridge (``bridge_path``), if any."""
+    held = _held(loaded)
+    with held.lock:
+        _open_into(held, loaded, on_event)
+        if held.corpus is not None:
+            loaded.memory_bytes += held.corpus.memory_bytes
+
+
+def _open_into(held: AttachedCorpus, loaded: LoadedVersion, on_event: EventSink) -> None:
+    held.corpus = None
+    before = stamp_of(loaded, None)  # before opening: a file replaced meanwhile is seen at the next check
     try:
         if loaded.config.embeddings_path:
-            _attach_own(loaded, on_event)
-        if _held(loaded).corpus is None and loaded.config.bridge_path:
-            _attach_bridge(loaded, on_event)
+            _attach_own(held, loaded, on_event)
+        if held.corpus is None and loaded.config.bridge_path:
+            _attach_bridge(held, loaded, on_event)
     except Exception as exc:
         log.exception("%s@%s: opening its corpus failed", loaded.model, loaded.version)
-        if _held(loaded).corpus is not None:
-            _held(loaded).corpus.close()
-            _held(loaded).corpus = None
-        _refuse(loaded, on_event, f"{type(exc).__name__}: {exc}")
+        if held.corpus is not None:
+            held.corpus.close()
+            held.corpus = None
+        _refuse(held, loaded, on_event, f"{type(exc).__name__}: {exc}")
+    bridged = held.corpus.where if isinstance(held.corpus, BridgedCorpus) else None
+    held.stamp = before + _stamps(_corpus_paths(bridged)) if bridged is not None else before
+
+
+def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
+    """Compare the corpus's files with what was opened; re-open what was replaced, refuse
+    what was overwritten in place. Returns what it did ("reopened", "refused"), or None."""
+    held = loaded.attachments.get(KEY)
+    if held is None or not (loaded.config.embeddings_path or loaded.config.bridge_path):
+        return None
+    with held.lock:
+        bridged = held.corpus.where if isinstance(held.corpus, BridgedCorpus) else None
+        now = stamp_of(loaded, bridged)
+        if now == held.stamp:
+            return None
+        name = f"{loaded.model}@{loaded.version}"
+        in_place = _changed_in_place(held.stamp, now)
+        if in_place is not None:
+            if held.overwritten:
+                return None
+            held.overwritten = True
+            reason = (f"{in_place} was overwritten in place while the daemon served it: its map now mixes two corpora. "
+                      "Write the new corpus to another directory and rename it into place (or hs evict the version)")
+            old, held.corpus = held.corpus, None
+            if old is not None:
+                loaded.memory_bytes -= old.memory_bytes
+                old.close()  # after the searches holding it
+            held.problem = reason
+            on_event("corpus_overwritten", model=loaded.model, version=loaded.version, path=in_place)
+            log.error("%s: its corpus is refused: %s", name, reason)
+            return "refused"
+        fresh = AttachedCorpus()
+        _open_into(fresh, loaded, on_event)
+        old = held.corpus
+        held.corpus, held.problem, held.stamp, held.overwritten = fresh.corpus, fresh.problem, fresh.stamp, False
+        loaded.memory_bytes += (fresh.corpus.memory_bytes if fresh.corpus is not None else 0) - (old.memory_bytes if old is not None else 0)
+        if old is not None:
+            old.close()  # after the searches holding it
+        where = str(fresh.corpus.where) if fresh.corpus is not None else None
+        on_event("corpus_reopened", model=loaded.model, version=loaded.version, corpus=where, problem=fresh.problem)
+        log.warning("%s: its corpus changed on disk; %s", name, f"now serving {where}" if where else f"none is served: {fresh.problem}")
+        return "reopened"
+
+
+def stamp_of(loaded: LoadedVersion, bridged: Path | None) -> Stamp:
+    """What the files a version's corpus comes from are now: its own directory's, its
+    bridge's, and those of the corpus the bridge maps into (``bridged``)."""
+    spec = loaded.config
+    paths: list[Path] = []
+    own = spec.local_path(spec.embeddings_path) if spec.embeddings_path else None
+    if own is not None:
+        paths += _corpus_paths(own)
+    bridge = spec.local_path(spec.bridge_path) if spec.bridge_path else None
+    if bridge is not None:
+        paths += [bridge, bridge / BRIDGE_MANIFEST, bridge / MAP]
+    if bridged is not None:
+        paths += _corpus_paths(bridged)
+    return _stamps(paths)
+
+
+def _stamps(paths: list[Path]) -> Stamp:
+    return tuple((str(path), _file_stamp(path)) for path in paths)
+
+
+def _corpus_paths(where: Path) -> list[Path]:
+    return [where, *(where / name for name in (*CORE_FILES, ANN, ANN_FACTS))]
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        facts = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, a name too long
+        return None
+    if os.path.isdir(path):  # a directory is its identity: its own mtime moves with every file written in it
+        return facts.st_dev, facts.st_ino, 0, 0
+    return facts.st_dev, facts.st_ino, facts.st_size, facts.st_mtime_ns
+
+
+def _changed_in_place(before: Stamp, now: Stamp) -> str | None:
+    """The first corpus file that is the same file as before with other contents, if any
+    (and nothing was renamed into place: a directory replaced whole is a replacement)."""
+    earlier = dict(before)
+    if any(earlier.get(path) != facts and _is_directory_entry(path, facts, earlier.get(path)) for path, facts in now):
+        return None
+    for path, facts in now:
+        was = earlier.get(path)
+        if Path(path).name in CORE_FILES and was is not None and facts is not None and was[:2] == facts[:2] and was != facts:
+            return path
+    return None
+
+
+def _is_directory_entry(path: str, facts: tuple[int, int, int, int] | None, was: tuple[int, int, int, int] | None) -> bool:
+    """A directory (size and time 0 in its stamp) that is another one now, or gone, or new."""
+    return (facts is not None and facts[2:] == (0, 0)) or (was is not None and was[2:] == (0, 0))
 
 
 def expected_bytes(spec: VersionConfig) -> int:
@@ -101,29 +245,28 @@ def expected_bytes(spec: VersionConfig) -> int:
         return 0
 
 
-def _attach_own(loaded: LoadedVersion, on_event: EventSink) -> None:
+def _attach_own(held: AttachedCorpus, loaded: LoadedVersion, on_event: EventSink) -> None:
     spec = loaded.config
     assert spec.embeddings_path is not None
     name = f"{loaded.model}@{loaded.version}"
     try:
         corpus = open_corpus(spec.resolve(spec.embeddings_path))
     except (CorpusError, HotswapError, OSError) as exc:
-        _refuse(loaded, on_event, getattr(exc, "message", None) or f"{spec.embeddings_path}: {exc}")
+        _refuse(held, loaded, on_event, getattr(exc, "message", None) or f"{spec.embeddings_path}: {exc}")
         return
     except Exception as exc:  # noqa: BLE001 -- hostile files: numpy may refuse them its own ways; the version still loads
-        _refuse(loaded, on_event, f"{spec.embeddings_path}: {type(exc).__name__}: {exc}")
+        _refuse(held, loaded, on_event, f"{spec.embeddings_path}: {type(exc).__name__}: {exc}")
         return
     try:
         foreign = belongs(corpus, loaded)
     except CorpusError as exc:
         corpus.close()
-        _refuse(loaded, on_event, str(exc))
+        _refuse(held, loaded, on_event, str(exc))
         return
     if foreign:
         on_event("corpus_foreign_accepted", model=loaded.model, version=loaded.version, corpus=str(corpus.where), reason=foreign)
         log.warning("%s serves a foreign corpus (accept_foreign_corpus): %s", name, foreign)
-    _held(loaded).corpus = corpus
-    loaded.memory_bytes += corpus.memory_bytes
+    held.corpus = corpus
     log.info("%s: corpus %s, %d rows x %d (%.0f MiB mapped)", name, corpus.where, corpus.rows, corpus.dim, corpus.memory_bytes / 2**20)
 
 
@@ -146,11 +289,11 @@ def belongs(corpus: Corpus, loaded: LoadedVersion) -> str | None:
     raise CorpusError(f"{reason}: its vectors are not comparable. Rebuild it (hs index build {loaded.model}@{loaded.version}) or set accept_foreign_corpus = true")
 
 
-def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
+def _attach_bridge(held: AttachedCorpus, loaded: LoadedVersion, on_event: EventSink) -> None:
     spec = loaded.config
     assert spec.bridge_path is not None
     name = f"{loaded.model}@{loaded.version}"
-    own = _held(loaded).problem
+    own = held.problem
     try:
         where = spec.resolve(spec.bridge_path)
         manifest, matrix = read_bridge(where)
@@ -162,22 +305,21 @@ def _attach_bridge(loaded: LoadedVersion, on_event: EventSink) -> None:
             raise CorpusError(f"{where} maps {manifest.from_dim}-dim queries; {name} makes {loaded.embedder.dimension}-dim ones")
         corpus = open_corpus(Path(manifest.corpus))
     except Exception as exc:  # noqa: BLE001 -- CorpusError, a source error, or whatever a hostile file makes numpy raise
-        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: {getattr(exc, 'message', None) or f'{type(exc).__name__}: {exc}'}"])))
+        _refuse(held, loaded, on_event, "; ".join(filter(None, [own, f"bridge: {getattr(exc, 'message', None) or f'{type(exc).__name__}: {exc}'}"])))
         return
     if corpus.manifest is None or corpus.manifest.fingerprint != manifest.to_fingerprint or corpus.dim != manifest.to_dim:
         corpus.close()
-        _refuse(loaded, on_event, "; ".join(filter(None, [own, f"bridge: the corpus {corpus.where} is not the one {where} was fitted to (fit it again)"])))
+        _refuse(held, loaded, on_event, "; ".join(filter(None, [own, f"bridge: the corpus {corpus.where} is not the one {where} was fitted to (fit it again)"])))
         return
-    _held(loaded).corpus = BridgedCorpus(corpus, matrix, manifest, where)
-    _held(loaded).problem = None
-    loaded.memory_bytes += _held(loaded).corpus.memory_bytes
+    held.corpus = BridgedCorpus(corpus, matrix, manifest, where)
+    held.problem = None
     on_event("corpus_bridged", model=loaded.model, version=loaded.version, to=manifest.to_version, recall_at_10=manifest.recall_at_10, own=own)
     log.warning("%s searches %s@%s's corpus through a bridge (recall@10 %.3f) until its own is built%s", name, manifest.model, manifest.to_version,
                 manifest.recall_at_10, f" ({own})" if own else "")
 
 
-def _refuse(loaded: LoadedVersion, on_event: EventSink, reason: str) -> None:
-    _held(loaded).problem = reason
+def _refuse(held: AttachedCorpus, loaded: LoadedVersion, on_event: EventSink, reason: str) -> None:
+    held.problem = reason
     on_event("corpus_refused", model=loaded.model, version=loaded.version, reason=reason)
     log.warning("%s@%s: its corpus is not served: %s", loaded.model, loaded.version, reason)
 

@@ -123,6 +123,12 @@ class BridgedCorpus:
         mapped = _normalised(np.asarray(query, dtype=np.float32).reshape(1, -1) @ self._matrix)[0]
         return self._corpus.search(mapped, k, exact=exact)
 
+    def acquire(self) -> bool:
+        return self._corpus.acquire()
+
+    def release(self) -> None:
+        self._corpus.release()
+
     def close(self) -> None:
         self._corpus.close()
 

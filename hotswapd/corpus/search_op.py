@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from hotswapd.corpus.attach import corpus_of
+from hotswapd.corpus.attach import take
 from hotswapd.corpus.files import CorpusError
 from hotswapd.corpus.store import MAX_K
 from hotswapd.core.encode_op import EncodeFlags, EncodeOp
@@ -66,7 +66,9 @@ class SearchOp(EncodeOp):
 
     def _search(self, loaded: LoadedVersion, encoded: Encoding, asked: tuple[int, bool]) -> Outcome:
         k, exact = asked
-        corpus, problem = corpus_of(loaded)
+        # The corpus as its files are now (replaced on disk: re-opened first), held open
+        # for this search even if a newer one is swapped in meanwhile.
+        corpus, problem = take(loaded, self._registry.on_event)
         name = f"{loaded.model}@{loaded.version}"
         if corpus is None:
             raise CorpusUnavailable(f"{name} has no corpus to search: {problem or 'set embeddings_path (hs index build)'}")
@@ -74,17 +76,20 @@ class SearchOp(EncodeOp):
         started = time.perf_counter()
         try:
             results = [[asdict(hit) for hit in corpus.search(query, k, exact=exact)] for query in queries]
+            described, rows, where = corpus.describe(), corpus.rows, str(corpus.where)  # while it is held open
         except CorpusError as exc:
             raise CorpusUnavailable(f"{name}: {exc}") from None
+        finally:
+            corpus.release()
         seconds = time.perf_counter() - started
         result = {
             "model": loaded.model,
             "version": loaded.version,
             "fingerprint": loaded.fingerprint,
-            "corpus": str(corpus.where),
-            "rows": corpus.rows,
+            "corpus": where,
+            "rows": rows,
             "k": k,
-            "index": "exact" if exact else corpus.describe()["index"],
+            "index": "exact" if exact else described["index"],
             "results": results,
             "search_ms": round(seconds * 1000, 3),
             # Another version's corpus, searched through a fitted map until this one's is built.

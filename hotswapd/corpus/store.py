@@ -6,9 +6,11 @@ matrix's real shape and dtype, the file sizes against the shape (a short file wo
 on access), the row offsets for order. A check that fails is a :class:`CorpusError` with
 the reason, never a crash.
 
-Replace a corpus by writing a new directory and pointing the config at it (or renaming it
-into place): a memory-mapped file cut short in place under a running process faults it,
-as it would faiss or usearch.
+Replace a corpus by writing a new directory and pointing the config at it, or renaming it
+into place: the daemon sees the new files at the next search, reload or check
+(:mod:`hotswapd.corpus.attach`) and swaps them in; the old maps close after their last
+search. A file overwritten in place is refused (a memory-mapped file changed under a
+running process mixes two corpora, or faults it when cut short, as it would faiss).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,10 @@ class Corpus:
         self._rows_fd = rows_fd
         self._ann: AnnIndex | None = None
         self.ann_problem: str | None = None
+        # Searches using it now: a corpus swapped out is closed after the last of them.
+        self._users = 0
+        self._retired = False
+        self._lock = threading.Lock()
         if manifest is not None and has_ann(where):
             try:
                 self._ann = AnnIndex(where, manifest.rows, matrix.shape[1])
@@ -121,13 +128,39 @@ class Corpus:
         except (ValueError, KeyError, TypeError, RecursionError):
             raise CorpusError(f"{self.where / ROWS}: row {row} is not a JSON object with an id") from None
 
+    def acquire(self) -> bool:
+        """Hold it open for one search; False once it is closed (swapped out and done)."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._retired and self._users == 0
+        if last:
+            self._close_now()
+
     def close(self) -> None:
+        """Closed now, or after the last search holding it (:meth:`acquire`)."""
+        with self._lock:
+            if self._retired:
+                return
+            self._retired = True
+            idle = self._users == 0
+        if idle:
+            self._close_now()
+
+    def _close_now(self) -> None:
         if self._rows_fd is not None:
             os.close(self._rows_fd)
             self._rows_fd = None
-        # The maps go when the last reference does; a search in flight holds its own.
+        # The maps go when the last reference does (an unlinked corpus's disk space with them).
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
         self._offsets = None
+        self._ann = None
 
 
 def _no_constant(name: str) -> Any:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hotswapd")
 HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) read within this
 TICK_SECONDS = 0.1
+FILES_CHECK_SECONDS = 5.0  # how often loaded versions' files (a corpus) are compared with what was opened
 TRIM_DELAY_SECONDS = 1.0
 
 
@@ -154,6 +155,7 @@ class Daemon:
             limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=self._trim_soon
         )
         self._trim_at: float | None = None
+        self._files_checked_at = time.monotonic()
         self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe)
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
@@ -310,6 +312,11 @@ class Daemon:
         self.switchboard.tick()
         self.periodic.tick()
         self.registry.expire_idle()
+        if time.monotonic() >= self._files_checked_at + FILES_CHECK_SECONDS:
+            # A corpus replaced on disk is seen even with no search on it (and its old maps,
+            # which hold an unlinked corpus's disk space, are closed); on the io pool: it stats files.
+            self._files_checked_at = time.monotonic()
+            self.workers.submit("io", self.registry.refresh_attachments)
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
             self.workers.submit("io", memory.trim)
@@ -366,6 +373,9 @@ class Daemon:
         self.alerts.reconfigure(config.alerts)
         self.periodic.reconfigure(config.bench)
         self.admission.set_limits(limits)
+        # Files a loaded version's features came from, replaced since (a corpus renamed into
+        # place): re-opened before the answer, so the next search sees them.
+        refreshed = self.registry.refresh_attachments()
         # A switch the file asked for that failed last time is tried again (its cause may be
         # fixed: a corpus built, a load that failed) while the file still asks for it.
         # Only while nothing else moved the model since (a hand-made switch or rollout wins).
@@ -379,7 +389,9 @@ class Daemon:
         self._config_switch_failed = {model: routes[model] for model in switch_failed if model in routes}
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
         http_failed, restart_needed = self._reload_http(config)
-        summary = {"removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched, "restart_needed": restart_needed}
+        summary = {
+            "removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched, "restart_needed": restart_needed, "refreshed": refreshed,
+        }
         failed = {**plan.failed, **switch_failed, **http_failed}
         self.audit.record("config_applied", trigger=trigger, **summary, failed=failed or None)
         log.info("config applied (%s): %s", trigger, summary)
