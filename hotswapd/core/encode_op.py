@@ -161,6 +161,7 @@ class EncodeOp:
         header = {**encoding.facts(), "dtype": VECTOR_DTYPE}
         if flags.count_tokens:
             header["tokens"] = encoding.tokens
+            header["tokens_cut"] = encoding.tokens_cut
         return Outcome(header, [encoding.vectors])
 
     def _limits(self, loaded: LoadedVersion) -> BatchLimits:

@@ -81,6 +81,8 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
             # Texts over the version's maximum tokens (long_text): never cut without a word.
             "X-Hotswap-Truncated": str(head.get("truncated", 0)),
             "X-Hotswap-Chunked": str(head.get("chunked", 0)),
+            # usage.prompt_tokens counts what the model read; the tokens truncation dropped:
+            "X-Hotswap-Tokens-Cut": str(head.get("tokens_cut", 0)),
         }
         return Response(embeddings_body(vectors, parsed.encoding_format, name, head.get("tokens")), 200, headers, media_type=JSON)
 
@@ -192,7 +194,7 @@ class BrowserRules:
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-EXPOSED = ["X-Hotswap-Model", "X-Hotswap-Version", "X-Hotswap-Fingerprint", "X-Hotswap-Truncated", "X-Hotswap-Chunked"]
+EXPOSED = ["X-Hotswap-Model", "X-Hotswap-Version", "X-Hotswap-Fingerprint", "X-Hotswap-Truncated", "X-Hotswap-Chunked", "X-Hotswap-Tokens-Cut"]
 
 
 def _host_name(value: str) -> str:

@@ -66,7 +66,8 @@ class Encoding:
     cached: int = 0  # rows served by the cache
     truncated: int = 0  # texts over the version's maximum, cut (long_text = "truncate")
     chunked: int = 0  # texts over it, averaged over windows (long_text = "chunk-mean")
-    tokens: int | None = None  # when counted
+    tokens: int | None = None  # when counted: what the model read (a truncated text up to its cut)
+    tokens_cut: int = 0  # when counted: the tokens truncation dropped
     timing: BatchTiming | None = None  # the batch that ran it, when one did
     seconds: float = 0.0
     computed: frozenset[int] = frozenset()  # the texts a model computed (the others: the cache)
@@ -217,7 +218,7 @@ class Pipeline:
                 Encoding(
                     job.loaded, vectors, job.normalize, cached=len(job.texts) - len(computed),
                     truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
-                    tokens=planned.tokens if planned else None, timing=result.timing,
+                    tokens=planned.tokens if planned else None, tokens_cut=planned.tokens_cut if planned else 0, timing=result.timing,
                     seconds=time.perf_counter() - started, computed=computed,
                 )
             )
@@ -278,7 +279,7 @@ class Pipeline:
                 Encoding(
                     job.loaded, vectors, job.normalize, cached=len(job.texts) - len(computed),
                     truncated=max(e.truncated for e in encodings), chunked=max(e.chunked for e in encodings),
-                    tokens=encodings[0].tokens, timing=next((e.timing for e in reversed(encodings) if e.timing is not None), None), seconds=time.perf_counter() - started, computed=computed,
+                    tokens=encodings[0].tokens, tokens_cut=encodings[0].tokens_cut, timing=next((e.timing for e in reversed(encodings) if e.timing is not None), None), seconds=time.perf_counter() - started, computed=computed,
                 )
             )
 
@@ -320,5 +321,6 @@ def encode_here(job: EncodeJob, max_text_bytes: int | None = None) -> Encoding:
     return Encoding(
         job.loaded, vectors, job.normalize,
         truncated=planned.truncated if planned else 0, chunked=planned.chunked if planned else 0,
-        tokens=planned.tokens if planned else None, seconds=time.perf_counter() - started, computed=frozenset(range(len(job.texts))),
+        tokens=planned.tokens if planned else None, tokens_cut=planned.tokens_cut if planned else 0,
+        seconds=time.perf_counter() - started, computed=frozenset(range(len(job.texts))),
     )

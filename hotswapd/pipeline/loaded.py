@@ -7,6 +7,7 @@ holds the record itself and how a config edit of serving-only fields is applied 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ class LoadedVersion:
 
     @cached_property
     def _local_identity(self) -> bytes:
-        options = self.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
+        options = self._computation()
         # A backend that chose its precision itself (precision = "auto") says which: the
         # same config computes bf16 vectors on one machine and fp32 on another.
         chosen = self.caps.precision
@@ -74,6 +75,16 @@ class LoadedVersion:
         path = self.caps.tuned_path
         suffix += f"|{path}" if path else ""
         return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}{suffix}".encode()).digest()[:16]
+
+    def _computation(self) -> str:
+        """The config's computing fields in a normal form: where the config may leave a value
+        to the model (``max_seq_length``, prompts), the value in force, so that writing the
+        model's own value out changes nothing, as it changes no vector. Sorted keys."""
+        fields = self.config.model_dump(mode="json", exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
+        if self.caps.max_tokens:
+            fields["max_seq_length"] = self.caps.max_tokens
+        fields.update(prompts=dict(sorted(self.text.prompts.items())), default_prompt=self.text.default_prompt, preprocess=list(self.text.preprocess))
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
 
     @property
     def vector_identity(self) -> bytes:

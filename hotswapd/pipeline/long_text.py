@@ -35,7 +35,8 @@ class Plan:
 
     texts: list[str]  # to encode: the request's texts, with chunked ones replaced by their windows
     groups: list[list[tuple[int, int]]] = field(default_factory=list)  # per original text: (row, tokens)
-    tokens: int | None = None  # the request's tokens (when counted), before any truncation
+    tokens: int | None = None  # the tokens the model reads (when counted): a truncated text counts to the cut
+    tokens_cut: int = 0  # the tokens truncation dropped (when counted)
     truncated: int = 0
     chunked: int = 0
 
@@ -69,13 +70,16 @@ def plan(caps: Capabilities, texts: Sequence[str], suspects: list[int], policy: 
         raise TextTooLong(f"text {first} is {counts[first]} tokens; this version takes {max_tokens} (long_text = \"error\")", first)
     if policy == "truncate" or caps.token_windows is None:
         result.truncated = len(over)
+        if result.tokens is not None:  # usage counts what the model read; what was cut is said apart
+            result.tokens_cut = int(sum(counts[i] - max_tokens for i in over))
+            result.tokens -= result.tokens_cut
         return result
     return _chunked(caps.token_windows, texts, set(over), int(max_tokens), result)
 
 
 def _chunked(token_windows: Callable[[str, int, int], Sequence[tuple[str, int]]], texts: Sequence[str], over: set[int], max_tokens: int, base: Plan) -> Plan:
     window = max(1, max_tokens - SPECIAL_TOKENS_MARGIN)
-    out = Plan([], [], base.tokens, 0, len(over))
+    out = Plan([], [], tokens=base.tokens, chunked=len(over))
     for index, text in enumerate(texts):
         if index not in over:
             out.groups.append([(len(out.texts), 0)])

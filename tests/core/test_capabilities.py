@@ -58,3 +58,21 @@ def test_a_backend_declaring_parts_and_merge_still_gets_its_one_answer(
         while not _idle(inproc) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _idle(inproc), (inproc.daemon.admission.describe(), inproc.daemon.state.in_flight)
+
+
+def test_the_fingerprint_is_of_what_computes_in_a_normal_form(start: StartDaemon, tmp_path: Path) -> None:
+    """Writing out the model's own max_seq_length (or prompts) changes no vector, so it
+    changes no fingerprint (which keys the cache and a corpus's belonging); another value
+    does (issue 27, point 8)."""
+    source = tmp_path / "weights"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"w" * 64)
+    lines = ["[models.m]", 'active = "implicit"']
+    for version, extra in (("implicit", ""), ("explicit", "max_seq_length = 512"), ("shorter", "max_seq_length = 100"),
+                           ("prompted", 'prompts = { query = "q: " }')):
+        lines += [f"[models.m.versions.{version}]", 'backend = "fake"', f'source = "{source}"', 'tag = "same"', extra]
+    with start("\n".join(lines) + "\n") as daemon, daemon.client() as client:
+        prints = {version: client.preload(f"m@{version}")["fingerprint"] for version in ("implicit", "explicit", "shorter", "prompted")}
+        assert prints["implicit"] == prints["explicit"], prints  # 512 is the model's own
+        assert prints["shorter"] != prints["implicit"] and prints["prompted"] != prints["implicit"]
+        assert client.encode(["x"], "m@explicit").fingerprint == prints["implicit"]

@@ -35,7 +35,21 @@ def test_truncation_is_counted_in_every_reply(start: StartDaemon, tmp_path: Path
         with httpx.Client(base_url=daemon.daemon.http.url) as web:  # type: ignore[union-attr]
             answer = web.post("/v1/embeddings", json={"model": "m", "input": [LONG, "x"]})
             assert answer.headers["x-hotswap-truncated"] == "1" and answer.headers["x-hotswap-chunked"] == "0"
-            assert answer.json()["usage"]["prompt_tokens"] == 62 + 3
+            assert answer.json()["usage"]["prompt_tokens"] == 24 + 3  # what the model read
+
+
+def test_usage_counts_what_the_model_read_and_says_what_was_cut(start: StartDaemon, tmp_path: Path) -> None:
+    """A 62-token text cut to the version's 24 is 24 tokens of usage, not 62 (issue 27, point 8)."""
+    with start(config(tmp_path, "truncate")) as daemon, httpx.Client(base_url=daemon.daemon.http.url) as web:  # type: ignore[union-attr]
+        answer = web.post("/v1/embeddings", json={"model": "m", "input": [LONG, "x", LONG]})
+        assert answer.json()["usage"] == {"prompt_tokens": 24 + 3 + 24, "total_tokens": 24 + 3 + 24}
+        assert answer.headers["x-hotswap-tokens-cut"] == str(2 * (62 - 24)) and answer.headers["x-hotswap-truncated"] == "2"
+        short = web.post("/v1/embeddings", json={"model": "m", "input": ["two words"]})
+        assert short.json()["usage"]["prompt_tokens"] == 4 and short.headers["x-hotswap-tokens-cut"] == "0"
+    with start(config(tmp_path, "chunk-mean")) as daemon, httpx.Client(base_url=daemon.daemon.http.url) as web:  # type: ignore[union-attr]
+        # Chunked, every token of the text is read (in windows): all of it is counted.
+        answer = web.post("/v1/embeddings", json={"model": "m", "input": [LONG]})
+        assert answer.json()["usage"]["prompt_tokens"] == 62 and answer.headers["x-hotswap-tokens-cut"] == "0"
 
 
 def test_error_policy_refuses_naming_the_text(start: StartDaemon, tmp_path: Path) -> None:
