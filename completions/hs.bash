@@ -67,7 +67,7 @@ _hs() {
         kind=choices
         case "$path_" in
             "") choices="--socket --config --timeout --no-autostart --version -V -h --help";;
-            "encode") choices="--model -m --format -f --no-normalize --chunk-size --key --follow --prompt --input -i --output -o --field --text-field --id-field --input-format --resume --on-error --ray --actors --cpus-per-actor -h --help";;
+            "encode") choices="--model -m --format -f --no-normalize --chunk-size --key --follow --prompt --input -i --output -o --field --text-field --id-field --input-format --resume --restart --on-error --ray --actors --cpus-per-actor -h --help";;
             "models") choices="--json --quiet -q -h --help";;
             "preload") choices="--json -h --help";;
             "evict") choices="--json -h --help";;
@@ -97,7 +97,7 @@ _hs() {
             "keys remove") choices="-h --help";;
             "keys list") choices="--json -h --help";;
             "index") choices="-h --help";;
-            "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume --ann -h --help";;
+            "index build") choices="--input -i --output -o --text-field --id-field --input-format --texts --no-texts --resume --restart --ann -h --help";;
             "index ann") choices="-h --help";;
             "index bridge") choices="--to-corpus-of --sample --output -o --text-field --held-out -h --help";;
         esac

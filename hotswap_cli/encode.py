@@ -77,6 +77,7 @@ def encode(
     id_field: Annotated[str | None, typer.Option("--id-field", help="The id's field or column (default: 'id' when present, else the row number).", rich_help_panel="Files")] = None,
     input_format: Annotated[str | None, typer.Option("--input-format", help="txt, jsonl, csv or parquet (default: from the file name).", rich_help_panel="Files")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the interrupted job writing --output: no row lost or written twice.", rich_help_panel="Files")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard the interrupted job writing --output (OUTPUT.partial) and start over.", rich_help_panel="Files")] = False,
     on_error: Annotated[OnError, typer.Option("--on-error", help="A bad row (missing field, not a string, empty, refused): stop, or skip it into NAME.rejects.jsonl.", rich_help_panel="Files")] = OnError.fail,
     ray: Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help="Run the file job on Ray: alone, a local Ray; 'auto' or ray://HOST:10001, a cluster (the ray extra).", rich_help_panel="Ray")] = None,
     ray_actors: Annotated[int, typer.Option("--actors", min=1, help="Ray actors, each with the version loaded.", rich_help_panel="Ray")] = 1,
@@ -90,15 +91,15 @@ def encode(
     """
     settings: Settings = ctx.obj
     normalize = False if no_normalize else None
-    if input_file is None and (output is not None or resume):
-        raise typer.BadParameter("--output and --resume go with --input FILE (stdin goes to stdout)", param_hint="'--output'")
+    if input_file is None and (output is not None or resume or restart):
+        raise typer.BadParameter("--output, --resume and --restart go with --input FILE (stdin goes to stdout)", param_hint="'--output'")
     if input_file is not None and texts:
         raise typer.BadParameter("give texts or --input FILE, not both", param_hint="'--input'")
     if ray is not None:
         if not ray.strip():
             raise typer.BadParameter("give --ray an address (auto, ray://HOST:10001), or nothing for a local Ray", param_hint="'--ray'")
-        if input_file is None or output is None or resume or on_error is OnError.skip or fmt is not OutputFormat.json:
-            raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume or --on-error skip)", param_hint="'--ray'")
+        if input_file is None or output is None or resume or restart or on_error is OnError.skip or fmt is not OutputFormat.json:
+            raise typer.BadParameter("--ray runs a file job: give --input and --output NAME.parquet (no --resume, --restart or --on-error skip)", param_hint="'--ray'")
         from hotswap_cli.encode_file import FileInput, encode_on_ray
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
@@ -110,7 +111,7 @@ def encode(
         from hotswap_cli.encode_file import FileInput, encode_to_file
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size, prompt)
+        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size, prompt, restart=restart)
         return
     out = sys.stdout.buffer
     if fmt is OutputFormat.npy and sys.stdout.isatty():

@@ -22,6 +22,7 @@ def build(
     input_format: Annotated[str | None, typer.Option("--input-format", help="txt, jsonl, csv or parquet (default: from the file name).")] = None,
     texts: Annotated[bool, typer.Option("--texts/--no-texts", help="Keep the texts in the corpus (search results show them).")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted build in --output: no row lost or written twice.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted build in --output and start over.")] = False,
     ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate index (usearch HNSW) and report its recall@10.")] = False,
 ) -> None:
     """Encode a file with exactly MODEL@VERSION into a corpus directory, resumable.
@@ -38,7 +39,7 @@ def build(
                              "format": reader.format, "text_field": text_field, "id_field": id_field}
     client = settings.client()
     with RowProgress(reader) as on_rows:
-        result = build_corpus(client, version, reader, output, input_facts=facts, keep_texts=texts, resume=resume, on_rows=on_rows)
+        result = build_corpus(client, version, reader, output, input_facts=facts, keep_texts=texts, resume=resume, on_rows=on_rows, restart=restart)
     new = result.rows - result.resumed_from
     resumed = f" (resumed after {result.resumed_from:,})" if result.resumed_from else ""
     sys.stderr.write(

@@ -7,9 +7,10 @@
   embedded newlines).
 - ``.parquet``: columns read in record batches with pyarrow (the ``files`` extra).
 
-A row without a usable text (missing, not a string, empty) is a :class:`RowRejected`
-naming the row and its id, never a silent skip; with ``on_error="skip"`` the reader yields
-it as a :class:`Rejected` in its place (a job writes it to its rejects file) and goes on. ``position()`` tells how many bytes (or rows, for
+A row without a usable text (missing, not a string, empty), or over the limits (a line or
+a csv field over 16 MiB, a line that is not UTF-8) is a :class:`RowRejected` naming the
+row and its id, never a silent skip; with ``on_error="skip"`` the reader yields it as a
+:class:`Rejected` in its place (a job writes it to its rejects file) and goes on. ``position()`` tells how many bytes (or rows, for
 parquet) were read, for a progress bar's ETA.
 """
 
@@ -110,24 +111,35 @@ class RowReader:
         finally:
             self._handle.close()
 
-    def _lines(self, handle: BinaryIO) -> Iterator[tuple[int, str]]:
+    def _lines(self, handle: BinaryIO) -> Iterator[tuple[int, str | RowRejected]]:
+        """Each line, or why it cannot be a row (over LINE_LIMIT, not UTF-8): read in bounded
+        pieces, so a huge line costs no memory and, under ``on_error="skip"``, costs one row."""
         number = 0
         while line := handle.readline(LINE_LIMIT + 1):
             number += 1
             if len(line) > LINE_LIMIT:
-                raise InputError(f"line {number} is longer than {LINE_LIMIT // 2**20} MiB; is {self.path.name} a text file?")
+                while not line.endswith(b"\n") and (line := handle.readline(LINE_LIMIT)):
+                    pass  # the rest of it, dropped as it comes
+                yield number, RowRejected("line", number, None, f"longer than {LINE_LIMIT // 2**20} MiB (is {self.path.name} a text file?)")
+                continue
             try:
                 # utf-8-sig on the first line: a byte-order mark (Notepad, Excel) is no text.
                 yield number, line.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                raise InputError(f"line {number} is not valid UTF-8 (byte {exc.start})") from None
+                yield number, RowRejected("line", number, None, f"not valid UTF-8 (byte {exc.start})")
 
-    def _txt(self, handle: BinaryIO) -> Iterator[Row]:
+    def _txt(self, handle: BinaryIO) -> Iterator[Row | Rejected]:
         for number, line in self._lines(handle):
+            if isinstance(line, RowRejected):
+                yield self._rejected(line)
+                continue
             yield self._checked(lambda: Row(number, number, self._text(line, number)))  # noqa: B023 -- called at once
 
-    def _jsonl(self, handle: BinaryIO) -> Iterator[Row]:
+    def _jsonl(self, handle: BinaryIO) -> Iterator[Row | Rejected]:
         for number, line in self._lines(handle):
+            if isinstance(line, RowRejected):
+                yield self._rejected(line)
+                continue
             if not line.strip():
                 continue  # a blank line between records (a trailing newline) holds no row
             yield self._checked(lambda: self._json_record(line, number))  # noqa: B023 -- called at once
@@ -141,21 +153,55 @@ class RowReader:
             raise RowRejected("line", number, None, f"a JSON {type(record).__name__}, not an object")
         return self._record(record, number, "line")
 
-    def _csv(self, handle: BinaryIO) -> Iterator[Row]:
+    def _csv(self, handle: BinaryIO) -> Iterator[Row | Rejected]:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # Excel writes a byte-order mark
+        lines = _BoundedLines(text)
         try:
-            reader = csv.DictReader(text, strict=True)  # an unterminated quote is an error, not rows swallowed
-            if reader.fieldnames is None:
+            reader = csv.reader(lines, strict=True)  # an unterminated quote is an error, not rows swallowed
+            names = self._csv_record(reader, lines, 0)
+            if names is None:
                 return
-            self._check_columns(list(reader.fieldnames))
-            for number, record in enumerate(reader, start=1):
+            if isinstance(names, RowRejected):
+                raise InputError(f"{self.path.name}: its header {names.message.partition(': ')[2]}")
+            self._check_columns(names)
+            number = 0
+            while True:
+                number += 1
+                fields = self._csv_record(reader, lines, number)
+                if fields is None:
+                    return
+                if isinstance(fields, RowRejected):
+                    yield self._rejected(fields)
+                    continue
+                if not fields:  # a blank line holds no record (as csv.DictReader)
+                    number -= 1
+                    continue
+                record = dict(zip(names, fields, strict=False))
                 yield self._checked(lambda: self._record(record, number, "record"))  # noqa: B023 -- called at once
-        except csv.Error as exc:
-            raise InputError(f"{self.path.name}: {exc}") from None
         except UnicodeDecodeError as exc:
             raise InputError(f"{self.path.name} is not valid UTF-8 (near byte {exc.start})") from None
         finally:
             text.detach()
+
+    def _csv_record(self, reader: Iterator[list[str]], lines: _BoundedLines, number: int) -> list[str] | RowRejected | None:
+        """The next record's fields; a record over the limits as a rejection naming it (the
+        reader goes on at the next line); None at the end. Any other csv error (an
+        unterminated quote) leaves nothing to go on with: an InputError naming the place."""
+        try:
+            return next(reader)
+        except StopIteration:
+            return None
+        except _LineTooLong:
+            return RowRejected("record", number, None, f"line {lines.number} is longer than {LINE_LIMIT // 2**20} MiB")
+        except csv.Error as exc:
+            if "field limit" in str(exc):
+                return RowRejected("record", number, None, f"a field is longer than {LINE_LIMIT // 2**20} MiB (at line {lines.number})")
+            raise InputError(f"{self.path.name}: record {number} (line {lines.number}): {exc}") from None
+
+    def _rejected(self, rejected: RowRejected) -> Rejected:
+        if not self.skip_bad_rows:
+            raise rejected
+        return rejected.rejected
 
     def _parquet(self) -> Iterator[Row]:
         table = _parquet_file(self.path)
@@ -224,6 +270,33 @@ class RowReader:
         if not value.strip():
             raise RowRejected(unit, number, row_id, "the text is empty")
         return value
+
+
+class _LineTooLong(Exception):
+    """Raised through the csv reader by :class:`_BoundedLines`: a line over LINE_LIMIT."""
+
+
+class _BoundedLines:
+    """The csv reader's input: lines of at most LINE_LIMIT characters, counted; a longer
+    one raises :class:`_LineTooLong` once, its rest dropped as it is read (never held)."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text = text
+        self.number = 0
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._text.readline(LINE_LIMIT + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > LINE_LIMIT:
+            while not line.endswith(("\n", "\r")) and (line := self._text.readline(LINE_LIMIT)):
+                pass
+            raise _LineTooLong
+        return line
 
 
 def _utf8(text: str) -> bool:

@@ -60,13 +60,19 @@ def build(
     keep_texts: bool = True,
     resume: bool = False,
     on_rows: Callable[[int], None] | None = None,
+    restart: bool = False,
 ) -> BuildResult:
-    """Encode ``rows`` with ``version_spec`` (``NAME@VER``) into the corpus at ``output``."""
+    """Encode ``rows`` with ``version_spec`` (``NAME@VER``) into the corpus at ``output``;
+    ``resume`` goes on with an interrupted build there, ``restart`` discards it first."""
     if "@" not in version_spec:
         raise CorpusError(f"name the version: {version_spec}@VERSION (a corpus belongs to one version)")
+    if resume and restart:
+        raise CorpusError("--resume goes on with the interrupted build, --restart discards it: give one")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         with only_job(output, "wait for it, or stop it and --resume"):  # a second build would clear the first's files
+            if restart:
+                _discard_build(output)
             resume = resume and _resumable(output)
             if not resume:
                 _fresh(output)
@@ -111,10 +117,20 @@ def _fresh(output: Path) -> None:
     if (output / MANIFEST).exists():
         raise CorpusError(f"{output} already holds a finished corpus; build into another directory")
     if (output / PROGRESS).exists():
-        raise CorpusError(f"{output} holds an interrupted build: add --resume to go on with it, or remove the directory")
+        raise CorpusError(f"{output} holds an interrupted build: add --resume to go on with it, or --restart to discard it and start over")
     output.mkdir(parents=True, exist_ok=True)
     if not _unstarted(output):
         raise CorpusError(f"{output} is not empty; build into a new directory")
+
+
+def _discard_build(output: Path) -> None:
+    """An interrupted build's files removed (only those a build writes), for --restart."""
+    if not output.is_dir():
+        return
+    if (output / MANIFEST).exists():
+        raise CorpusError(f"{output} holds a finished corpus; --restart discards only an interrupted build: build into another directory")
+    for name in (PROGRESS, MATRIX, ROWS, OFFSETS):
+        (output / name).unlink(missing_ok=True)
 
 
 def _resumable(output: Path) -> bool:

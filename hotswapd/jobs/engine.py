@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Protocol
 from hotswapd.client.connection import Client, EncodeResult
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.files.readers import Rejected, Row
-from hotswapd.jobs.job_record import JobError, JobRecord, read_record, save_record
+from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord, read_record, save_record
 from hotswapd.host.safefiles import sync_directory
 
 CHUNK = 256  # texts per request: enough to fill the daemon's batches, small enough to pipeline
@@ -135,6 +135,12 @@ class Job:
             raise JobError(f"the input changed since the job stopped (it was {record.input}); resume with the same file")
         if record.settings != self.settings:
             raise JobError(f"resume with the same options as the job began with ({record.settings})")
+        # Before any row is read or encoded: a version whose files or options changed since
+        # would write rows of another model after the old ones.
+        spec = f"{record.model}@{record.version}"
+        now = self.client.preload(spec).get("fingerprint")
+        if now != record.fingerprint:
+            raise JobError(f"{spec} changed since the job stopped (fingerprint {record.fingerprint} -> {now}): resumed, its rows would mix two models; {START_OVER}")
         return record
 
     def _open_rejects(self, record: JobRecord | None) -> BinaryIO | None:
@@ -271,7 +277,7 @@ class _Stream:
         elif result.fingerprint != self.record.fingerprint or result.dim != self.record.dim:
             raise JobError(
                 f"{self.record.model}@{self.record.version} changed during the job (fingerprint {self.record.fingerprint} -> "
-                f"{result.fingerprint}): its rows would mix two models; start the job again"
+                f"{result.fingerprint}): its rows would mix two models; {START_OVER}"
             )
 
     def _checkpoint(self) -> None:

@@ -75,12 +75,17 @@ def encode_file(
     key: str | None = None,
     chunk_size: int = CHUNK,
     prompt: str | None = None,
+    restart: bool = False,
 ) -> FileJobResult:
     """Encode every row ``reader`` gives into ``output``; ``resume`` goes on with an
-    interrupted job of the same input and output."""
+    interrupted job of the same input and output, ``restart`` discards it and starts over."""
+    if resume and restart:
+        raise JobError("--resume goes on with the interrupted job, --restart discards it: give one")
     paths = FileJobPaths.of(output)
     try:
         with only_job(paths.output):
+            if restart and paths.work.exists():
+                _clear(paths.work)  # only what a job writes; anything else there stays, and is said
             return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
@@ -120,7 +125,7 @@ def _unchanged(reader: RowReader, facts: dict[str, Any]) -> None:
     """Before the output is published: a file rewritten or cut while it was read gave rows
     of two files, or too few."""
     if input_facts(reader) != facts:
-        raise JobError(f"{reader.path} changed while the job read it (size or modification time); start the job again")
+        raise JobError(f"{reader.path} changed while the job read it (size or modification time); run it again")
 
 
 def _check_targets(paths: FileJobPaths, reader: RowReader) -> None:
@@ -197,7 +202,7 @@ def _prepare(paths: FileJobPaths, resume: bool) -> bool:
         # Stopped before its first checkpoint (Ctrl-C, kill -9), or never started: nothing
         # was kept, so going on is starting.
     elif record.exists():
-        raise JobError(f"{paths.work} holds an interrupted job: add --resume to go on with it, or remove it to start over")
+        raise JobError(f"{paths.work} holds an interrupted job: add --resume to go on with it, or --restart to discard it and start over")
     if paths.work.exists():
         _clear(paths.work)
     paths.work.mkdir(parents=True)

@@ -18,6 +18,9 @@ from hotswapd.host.safefiles import read_regular, write_atomically
 MAX_RECORD_BYTES = 1 << 20
 
 
+# What every refusal to resume says to do instead.
+START_OVER = "start over with --restart (it discards the interrupted job's work)"
+
 class JobError(HotswapError):
     """A job that cannot start, resume or go on as asked, and why."""
 
@@ -56,4 +59,4 @@ def read_record(path: Path) -> JobRecord:
     except FileNotFoundError:
         raise
     except (ValidationError, ValueError, OSError) as exc:
-        raise JobError(f"{path} is unreadable ({type(exc).__name__}): remove {path.parent} and start the job again") from None
+        raise JobError(f"{path} is unreadable ({type(exc).__name__}): {START_OVER}") from None

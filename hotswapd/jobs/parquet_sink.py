@@ -20,7 +20,7 @@ from typing import Any
 
 from hotswapd.client.connection import EncodeResult
 from hotswapd.files.readers import Row
-from hotswapd.jobs.job_record import JobError, JobRecord
+from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord
 from hotswapd.host.safefiles import sync_directory
 
 PART_ROWS = 16384  # rows held in memory before a part is written, checkpoint or not
@@ -59,7 +59,7 @@ class ParquetSink:
             # (../x.parquet) or missing ones describes another job.
             if (not isinstance(parts, list) or id_type not in ("int64", "string", None)
                     or not all(isinstance(name, str) and PART_NAME.fullmatch(name) and (self.work / name).is_file() for name in parts)):
-                raise JobError(f"{self.work} does not hold the parts the job's record names; start the job again")
+                raise JobError(f"{self.work} does not hold the parts the job's record names; {START_OVER}")
             self.parts, self.id_type = list(parts), id_type
         for path in self.work.glob(f"{PART_PREFIX}*.parquet"):
             if path.name not in self.parts:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from hotswapd.client.connection import EncodeResult
 from hotswapd.corpus.files import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
 from hotswapd.files.readers import Row
-from hotswapd.jobs.job_record import JobError, JobRecord
+from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord
 
 CHECKPOINT_SECONDS = 2.0
 _float = "{:.9g}".format  # the fewest significant digits that round-trip every float32
@@ -44,7 +44,7 @@ class _AppendedFiles:
                 # The files hold at least what the record says (they were synced first); a
                 # record that says more, or not a size, describes other files.
                 if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= os.fstat(handle.fileno()).st_size:
-                    raise JobError(f"{path} does not hold what the job's record says ({size!r} bytes); start the job again")
+                    raise JobError(f"{path} does not hold what the job's record says ({size!r} bytes); {START_OVER}")
                 handle.truncate(size)  # what a kill left past the checkpoint
                 handle.seek(0, os.SEEK_END)
         return self.handles
