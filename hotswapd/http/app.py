@@ -143,7 +143,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", settings.sticky_header], expose_headers=EXPOSED, max_age=600,
         ))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers={404: _not_found, 405: _wrong_method})
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware, exception_handlers={404: _not_found, 405: _wrong_method, Exception: _failed})
     app.router.redirect_slashes = False  # "/v1/embeddings/" is a 404 in OpenAI's shape, not a 307 to follow
     app.state.bridge = bridge
     return app
@@ -152,6 +152,14 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
 async def _not_found(request: Request, exc: Exception) -> Response:
     error = ApiError(404, f"no route {request.method} {request.url.path[:200]}: the routes are /v1/embeddings, /v1/search, /v1/models, /health, /metrics", code="not_found")
     return Response(error.body(), 404, media_type=JSON)
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    """What escaped the routes (they answer everything themselves: a bug or a middleware's
+    failure), in OpenAI's shape rather than Starlette's plain-text 500."""
+    log.error("HTTP %s %s: %s: %s", request.method, request.url.path[:200], type(exc).__name__, exc)
+    error = ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error")
+    return Response(error.body(), 500, media_type=JSON)
 
 
 async def _wrong_method(request: Request, exc: Exception) -> Response:

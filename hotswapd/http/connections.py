@@ -12,6 +12,8 @@ daemon can open nothing: not a model file, not a socket. So:
 - a connection with no request being served is dropped ``read_timeout`` seconds after it
   opened or after its last response, whether it sent half a head or nothing. A request whose
   head arrived is the app's: its body has its own deadline there (408);
+- a request uvicorn cannot parse is answered 400 in OpenAI's error shape, as every other
+  error here (uvicorn's own answer is plain text);
 - a head past ``MAX_HEAD_BYTES`` is answered 431 and closed (uvicorn's httptools path has no
   limit, and parsing a 64 MiB header held the HTTP thread for 5 s);
 - an answer the client does not read (its window shut) is dropped when ``read_timeout``
@@ -23,6 +25,7 @@ daemon can open nothing: not a model file, not a socket. So:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from hotswapd.config.http_section import HttpConfig
@@ -34,6 +37,13 @@ HEAD_TOO_LARGE = (
     + f"content-length: {len(_TOO_LARGE_BODY)}\r\n\r\n".encode()
     + _TOO_LARGE_BODY
 )
+
+
+def malformed(message: str) -> bytes:
+    """A 400 for a request uvicorn could not parse, in OpenAI's error shape (uvicorn's own
+    is plain text)."""
+    body = json.dumps({"error": {"message": f"malformed HTTP request: {message[:200]}", "type": "invalid_request_error", "param": None, "code": "bad_request"}}).encode()
+    return b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n" + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
 
 def guarded_protocol(settings: HttpConfig) -> type[asyncio.Protocol]:
@@ -70,6 +80,11 @@ def guarded_protocol(settings: HttpConfig) -> type[asyncio.Protocol]:
             super().data_received(data)
             if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self.transport.write(HEAD_TOO_LARGE)
+                self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(malformed(msg))
                 self.transport.close()
 
         def on_headers_complete(self) -> None:  # httptools only: h11 caps heads at 16 KiB itself

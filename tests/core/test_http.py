@@ -365,6 +365,17 @@ def test_every_http_error_is_in_openais_shape(start: StartDaemon, tmp_path: Path
             error = answer.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["code"] in ("not_found", "method_not_allowed")
         assert "POST" in web.get("/v1/embeddings").headers["allow"]
+        # A request the HTTP parser refuses (uvicorn answers those itself, in plain text).
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for raw in (b"GARBAGE\r\n\r\n", b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                conn.sendall(raw)
+                reply = b""
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), reply
+            assert json.loads(body)["error"]["code"] == "bad_request"
 
 
 def test_a_key_removed_from_the_file_is_refused_after_a_reload(start: StartDaemon, tmp_path: Path) -> None:
