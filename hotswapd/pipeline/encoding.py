@@ -105,7 +105,8 @@ def suspects(loaded: LoadedVersion, texts: Sequence[str]) -> list[int]:
 
 def plan(job: EncodeJob, texts: list[str], maybe_long: list[int]) -> Plan:
     """The length plan, with one tokenization of the texts that need counting."""
-    return long_text.plan(job.loaded.caps, texts, maybe_long, job.long_text or job.loaded.config.long_text, job.count_tokens)
+    stopped = job.deadline.stopped if job.deadline is not None else None
+    return long_text.plan(job.loaded.caps, texts, maybe_long, job.long_text or job.loaded.config.long_text, job.count_tokens, stopped)
 
 
 def finish(job: EncodeJob, vectors: np.ndarray, planned: Plan | None) -> np.ndarray:

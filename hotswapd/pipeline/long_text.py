@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hotswapd.text.decode import utf8_size
-from hotswapd.errors import TextTooLong
+from hotswapd.errors import HotswapError, TextTooLong
 
 if TYPE_CHECKING:
     from hotswapd.backends import Capabilities
 
 SPECIAL_TOKENS_MARGIN = 8  # [CLS]/[SEP], <s>/</s>, a SentencePiece dummy prefix
 OVERLAP = 8  # windows overlap by 1/OVERLAP of their length
+COUNT_SLICE = 256  # texts counted at a time between looks at whether the request still stands
 
 
 @dataclass
@@ -51,15 +52,24 @@ def might_be_long(texts: Sequence[str], max_tokens: int | None) -> list[int]:
     return [index for index, text in enumerate(texts) if utf8_size(text) + SPECIAL_TOKENS_MARGIN > max_tokens]
 
 
-def plan(caps: Capabilities, texts: Sequence[str], suspects: list[int], policy: str, count_all: bool) -> Plan:
-    """Count what must be counted and apply ``policy`` (on the tokens pool, off the socket thread)."""
+def plan(caps: Capabilities, texts: Sequence[str], suspects: list[int], policy: str, count_all: bool,
+         stopped: Callable[[], HotswapError | None] | None = None) -> Plan:
+    """Count what must be counted and apply ``policy`` (on the tokens pool, off the socket
+    thread). Counted in slices of COUNT_SLICE texts, asking ``stopped`` between them: a
+    withdrawn 15 MB request stops within a slice, not after seconds of tokenizing."""
     max_tokens = caps.max_tokens
     counter = caps.count_tokens
     result = Plan(list(texts), [[(i, 0)] for i in range(len(texts))])
     if counter is None:
         return result  # a plugin that cannot count: nothing known, nothing claimed
     which = list(range(len(texts))) if count_all else suspects
-    counts = dict(zip(which, counter([texts[i] for i in which]), strict=True)) if which else {}
+    counted: list[int] = []
+    for start in range(0, len(which), COUNT_SLICE):
+        why = stopped() if stopped is not None and start else None
+        if why is not None:
+            raise why
+        counted += counter([texts[i] for i in which[start:start + COUNT_SLICE]])
+    counts = dict(zip(which, counted, strict=True))
     if count_all:
         result.tokens = int(sum(counts.values()))
     over = [i for i in suspects if max_tokens and counts[i] > max_tokens]

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import zmq
 
 from hotswapd.wire.protocol import decode_reply, encode_request
@@ -183,3 +184,27 @@ def test_a_stop_answers_http_requests_in_flight_within_its_drain(start: StartDae
         assert answered_after < 1.0 + 3.0 + 3.0, answered_after  # the drain, the wait for batches on the model, slack
         assert _wait(lambda: not daemon.daemon.inference.running(), 10)
         assert control.encodes == 1, f"{control.encodes} batches ran after the drain gave the request up"
+
+
+def test_counting_a_withdrawn_requests_tokens_stops_within_a_slice() -> None:
+    """Tokenizing 15 MB took seconds that a withdrawal could not stop; counted in slices,
+    it stops at the next one (the bench: released 0.3 s after the client left, not 4.3 s)."""
+    from hotswapd.backends import Capabilities
+    from hotswapd.errors import Cancelled
+    from hotswapd.pipeline import long_text
+    from hotswapd.pipeline.deadline import Deadline
+
+    calls: list[int] = []
+    deadline = Deadline()
+
+    def count(texts: list[str]) -> list[int]:
+        calls.append(len(texts))
+        deadline.withdraw(Cancelled("the client left"))  # it leaves while the first slice is counted
+        return [3] * len(texts)
+
+    texts = ["a text"] * (long_text.COUNT_SLICE * 4)
+    with pytest.raises(Cancelled):
+        long_text.plan(Capabilities(max_tokens=512, count_tokens=count), texts, [], "truncate", True, deadline.stopped)
+    assert calls == [long_text.COUNT_SLICE]
+    counted = long_text.plan(Capabilities(max_tokens=512, count_tokens=lambda t: [3] * len(t)), texts, [], "truncate", True, Deadline().stopped)
+    assert counted.tokens == 3 * len(texts)
