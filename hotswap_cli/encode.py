@@ -91,6 +91,8 @@ def encode(
     """
     settings: Settings = ctx.obj
     normalize = False if no_normalize else None
+    if resume and restart:
+        raise typer.BadParameter("--resume goes on with the interrupted job, --restart discards it: give one", param_hint="'--restart'")
     if input_file is None and (output is not None or resume or restart):
         raise typer.BadParameter("--output, --resume and --restart go with --input FILE (stdin goes to stdout)", param_hint="'--output'")
     if input_file is not None and texts:

@@ -32,6 +32,8 @@ def build(
     from hotswapd.jobs.corpus_build import build as build_corpus
     from hotswapd.files.readers import RowReader, detect_format
 
+    if resume and restart:
+        raise typer.BadParameter("--resume goes on with the interrupted build, --restart discards it: give one", param_hint="'--restart'")
     settings: Settings = ctx.obj
     reader = RowReader(input_file, detect_format(input_file, input_format), text_field, id_field)
     stat = input_file.stat()

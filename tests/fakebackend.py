@@ -75,6 +75,7 @@ class FakeEmbedder:
     def __init__(self, options: Options, max_seq_length: int | None = None) -> None:
         self.dimension = options.dim
         self._max_tokens = max_seq_length or options.max_tokens  # the version's max_seq_length wins, as in the real backends
+        self.model_max_tokens = options.max_tokens  # the model's own, as the real backends report it
         self.batch_size = 32
         self._options = options
         self._control = CONTROLS[options.tag]

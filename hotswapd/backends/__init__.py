@@ -87,6 +87,7 @@ class Capabilities:
     loads: callers read fields, and a backend declares an extra by having it."""
 
     max_tokens: int | None = None
+    model_max_tokens: int | None = None  # the model's own limit, before a version's max_seq_length
     count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
     token_windows: Callable[[str, int, int], Sequence[tuple[str, int]]] | None = None
     settable_batch_size: bool = False
@@ -108,6 +109,7 @@ class Capabilities:
 
         return cls(
             max_tokens=getattr(embedder, "max_tokens", None) or None,
+            model_max_tokens=getattr(embedder, "model_max_tokens", None) or None,
             count_tokens=method("count_tokens"),
             token_windows=method("token_windows"),
             settable_batch_size=hasattr(embedder, "batch_size"),

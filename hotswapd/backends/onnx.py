@@ -106,10 +106,12 @@ def load(path: Path, version: VersionSpec) -> OnnxEmbedder:
     device = onnx_device(version.device, version.fallback)
     file, layout_dir, details = _onnx_file(path, version, options)
     layout = read_layout(layout_dir)
+    own_max_tokens = layout.max_seq_length
     if version.max_seq_length is not None:
         layout = ModelLayout(layout.root, layout.transformer_dir, layout.pooling, layout.normalizes, version.max_seq_length)
     pooling = choose_mode(options.pooling, layout.pooling)
     embedder = OnnxEmbedder.create(file, layout, pooling, device=device, batch_size=version.batch_size, threads=options.intra_op_threads, spin_wait=options.spin_wait)
+    embedder.model_max_tokens = own_max_tokens  # the model's own limit (the fingerprint's normal form)
     embedder.details = details
     log.info("onnx: serving %s (%s pooling, max %d tokens) on %s", file, pooling, layout.max_seq_length, device)
     return embedder

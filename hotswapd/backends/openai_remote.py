@@ -237,6 +237,7 @@ def load(path: Path, version: VersionSpec) -> OpenAIEmbedder:
     loop = LoopThread("hotswapd-openai")
     try:
         embedder = OpenAIEmbedder(client, loop, options, version.batch_size, tokenizer)
+        embedder.model_max_tokens = _max_tokens(path) if tokenizer is not None else None  # the fingerprint's normal form
     except InferenceError as exc:
         loop.close(client.aclose())
         raise ModelLoadError(f"openai endpoint check failed: {exc.message}") from exc

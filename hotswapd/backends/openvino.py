@@ -125,10 +125,12 @@ def load(path: Path, version: VersionSpec) -> OpenVinoEmbedder:
     else:
         xml, details = _converted(path, version, options)
     layout = read_layout(path)
+    own_max_tokens = layout.max_seq_length
     if version.max_seq_length is not None:
         layout = ModelLayout(layout.root, layout.transformer_dir, layout.pooling, layout.normalizes, version.max_seq_length)
     pooling = choose_mode(options.pooling, layout.pooling)
     embedder = OpenVinoEmbedder.create(xml, layout, pooling, precision=options.precision, batch_size=version.batch_size, threads=options.threads)
+    embedder.model_max_tokens = own_max_tokens  # the model's own limit (the fingerprint's normal form)
     embedder.details = {**details, "precision": options.precision}
     log.info("openvino: serving %s in %s (%s pooling, max %d tokens)", xml, options.precision, pooling, layout.max_seq_length)
     return embedder

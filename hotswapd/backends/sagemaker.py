@@ -149,6 +149,7 @@ def load(path: Path, version: VersionSpec) -> SageMakerEmbedder:
         raise ModelLoadError(f"cannot set up the sagemaker-runtime client: {exc}") from exc
     try:
         embedder = SageMakerEmbedder(client, options, tokenizer, choose_mode(options.pooling, layout.pooling), layout.normalizes, version.batch_size)
+        embedder.model_max_tokens = layout.max_seq_length  # the model's own limit (the fingerprint's normal form)
     except InferenceError as exc:
         client.close()
         raise ModelLoadError(f"sagemaker endpoint check failed: {exc.message}") from exc

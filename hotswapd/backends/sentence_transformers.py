@@ -135,6 +135,7 @@ def load(path: Path, version: VersionSpec) -> SentenceTransformerEmbedder:
         )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"sentence-transformers could not load {path}: {exc}") from exc
+    own_max_tokens = getattr(model, "max_seq_length", None)
     if version.max_seq_length is not None:
         model.max_seq_length = version.max_seq_length
     model.eval()
@@ -142,6 +143,7 @@ def load(path: Path, version: VersionSpec) -> SentenceTransformerEmbedder:
     # key); the model's own default prompt would be put before the daemon's a second time.
     model.default_prompt_name = None
     embedder = SentenceTransformerEmbedder(model, device, version.batch_size)
+    embedder.model_max_tokens = own_max_tokens  # the model's own limit: max_seq_length written equal to it is no change
     embedder.choose_precision(version.options, str(path))  # type: ignore[arg-type]
     log.info("loaded sentence-transformers model from %s on %s (%s: %s)", path, device, embedder.choice.precision, embedder.choice.reason)
     return embedder

@@ -97,6 +97,7 @@ def load(path: Path, version: VersionSpec) -> TransformersEmbedder:
     max_length = version.max_seq_length or layout.max_seq_length
     log.info("transformers: loaded %s (%s pooling, max %d tokens) on %s", path, pooling, max_length, device)
     embedder = TransformersEmbedder(model, tokenizer, pooling, layout.normalizes, max_length, device, version.batch_size)
+    embedder.model_max_tokens = layout.max_seq_length  # the model's own limit (the fingerprint's normal form)
     embedder.choose_precision(options, str(path))
     return embedder
 

@@ -66,9 +66,11 @@ class Router:
         self._push_sockets: list[zmq.Socket[Any]] = []
         self._push_lock = threading.Lock()
         self._closed = False
-        # Requests in flight that can be withdrawn: (client identity, request id) -> withdraw.
-        self._withdrawable: dict[tuple[bytes, str], Callable[[HotswapError], None]] = {}
+        # Requests in flight that can be withdrawn: (client identity, request id) -> their
+        # withdraw (a list: a client may reuse an id while a request of it is in flight).
+        self._withdrawable: dict[tuple[bytes, str], list[Callable[[HotswapError], None]]] = {}
         self._withdrawable_lock = threading.Lock()
+        self.withdrawals = 0  # requests a client's cancel reached (read by tests; written by the socket thread only)
         self._bound = False  # only a socket file this router bound is its to remove
         self._socket_checked = time.monotonic()
         self._auth = secure(context, self._socket) if endpoint.startswith("tcp://") else None
@@ -207,8 +209,8 @@ class Router:
         assert isinstance(outcome, Deferred)
         if outcome.withdraw is not None:
             with self._withdrawable_lock:
-                self._withdrawable[(identity, request_id)] = outcome.withdraw
-            reply.on_sent = self._forget
+                self._withdrawable.setdefault((identity, request_id), []).append(outcome.withdraw)
+            reply.on_sent = lambda who, rid, withdraw=outcome.withdraw: self._forget(who, rid, withdraw)
         try:
             outcome.start(reply)
         except Exception as exc:  # noqa: BLE001 -- whatever failed, the request gets its one reply
@@ -223,26 +225,34 @@ class Router:
         if unknown or not isinstance(target, str) or not target:
             raise ProtocolError("op 'cancel' takes one option, 'id': the id of a request of yours in flight")
         with self._withdrawable_lock:
-            withdraw = self._withdrawable.get((identity, target))
-        if withdraw is not None:
+            withdraws = list(self._withdrawable.get((identity, target), ()))
+        for withdraw in withdraws:
             withdraw(Cancelled("the client withdrew the request (it left); its remaining work was dropped"))
-        return Outcome({"id": target, "withdrawn": withdraw is not None})
+        self.withdrawals += len(withdraws)
+        return Outcome({"id": target, "withdrawn": bool(withdraws)})
 
     def _withdraw_all(self, why: HotswapError) -> int:
         with self._withdrawable_lock:
-            withdraws = list(self._withdrawable.values())
+            withdraws = [withdraw for entries in self._withdrawable.values() for withdraw in entries]
         for withdraw in withdraws:
             withdraw(why)
         return len(withdraws)
 
-    def _forget(self, identity: bytes, request_id: str) -> None:
+    def _forget(self, identity: bytes, request_id: str, withdraw: Callable[[HotswapError], None]) -> None:
+        """Its reply is sent: no cancel can reach it (nor, by its id, a newer request's entry)."""
+        key = (identity, request_id)
         with self._withdrawable_lock:
-            self._withdrawable.pop((identity, request_id), None)
+            entries = self._withdrawable.get(key, [])
+            if withdraw in entries:
+                entries.remove(withdraw)
+            if not entries:
+                self._withdrawable.pop(key, None)
 
     @property
     def withdrawable(self) -> int:
         """Requests in flight that a ``cancel`` can still reach (bounded by admission)."""
-        return len(self._withdrawable)
+        with self._withdrawable_lock:
+            return sum(len(entries) for entries in self._withdrawable.values())
 
     def push_reply(self, frames: list[Any]) -> None:
         """Hand a finished reply to the socket thread (from any thread, this one included).

@@ -19,17 +19,16 @@ on disk (device, inode, size, modification time of each file) with what was open
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotswapd.corpus.ann import ANN, ANN_FACTS
 from hotswapd.corpus.bridge import MAP, BridgedCorpus, read_bridge
 from hotswapd.corpus.bridge import MANIFEST as BRIDGE_MANIFEST
-from hotswapd.corpus.files import MANIFEST, MATRIX, OFFSETS, ROWS, CorpusError
+from hotswapd.corpus.file_stamps import Stamp, changed_in_place, corpus_stamp, replaced, stamps
+from hotswapd.corpus.files import MATRIX, CorpusError
 from hotswapd.corpus.store import Corpus, open_corpus
 from hotswapd.errors import HotswapError, IncompatibleVersions
 
@@ -41,12 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EventSink = Callable[..., None]
 KEY = "corpus"  # its name among a loaded version's attachments, and in `hs models`
-
-
-# What a corpus's files were when it was opened: (path, (device, inode, size, mtime ns)),
-# None for a path that was missing or unreadable.
-Stamp = tuple[tuple[str, "tuple[int, int, int, int] | None"], ...]
-CORE_FILES = (MANIFEST, MATRIX, ROWS, OFFSETS)  # changed in place: refused, not re-opened
 
 
 @dataclass
@@ -138,7 +131,7 @@ def _open_into(held: AttachedCorpus, loaded: LoadedVersion, on_event: EventSink)
             held.corpus = None
         _refuse(held, loaded, on_event, f"{type(exc).__name__}: {exc}")
     bridged = held.corpus.where if isinstance(held.corpus, BridgedCorpus) else None
-    held.stamp = before + _stamps(_corpus_paths(bridged)) if bridged is not None else before
+    held.stamp = before + corpus_stamp(bridged) if bridged is not None else before
 
 
 def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
@@ -153,10 +146,10 @@ def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
         if now == held.stamp:
             return None
         name = f"{loaded.model}@{loaded.version}"
-        in_place = _changed_in_place(held.stamp, now)
+        if held.overwritten and not replaced(held.stamp, now):
+            return None  # refused, and said; only a corpus renamed into place (or a reload of the version) ends it
+        in_place = changed_in_place(held.stamp, now, held.corpus.where if held.corpus is not None else None)
         if in_place is not None:
-            if held.overwritten:
-                return None
             held.overwritten = True
             reason = (f"{in_place} was overwritten in place while the daemon served it: its map now mixes two corpora. "
                       "Write the new corpus to another directory and rename it into place (or hs evict the version)")
@@ -185,52 +178,16 @@ def stamp_of(loaded: LoadedVersion, bridged: Path | None) -> Stamp:
     """What the files a version's corpus comes from are now: its own directory's, its
     bridge's, and those of the corpus the bridge maps into (``bridged``)."""
     spec = loaded.config
-    paths: list[Path] = []
+    stamp: Stamp = ()
     own = spec.local_path(spec.embeddings_path) if spec.embeddings_path else None
     if own is not None:
-        paths += _corpus_paths(own)
+        stamp += corpus_stamp(own)
     bridge = spec.local_path(spec.bridge_path) if spec.bridge_path else None
     if bridge is not None:
-        paths += [bridge, bridge / BRIDGE_MANIFEST, bridge / MAP]
+        stamp += stamps([bridge, bridge / BRIDGE_MANIFEST, bridge / MAP])
     if bridged is not None:
-        paths += _corpus_paths(bridged)
-    return _stamps(paths)
-
-
-def _stamps(paths: list[Path]) -> Stamp:
-    return tuple((str(path), _file_stamp(path)) for path in paths)
-
-
-def _corpus_paths(where: Path) -> list[Path]:
-    return [where, *(where / name for name in (*CORE_FILES, ANN, ANN_FACTS))]
-
-
-def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        facts = os.stat(path)
-    except (OSError, ValueError):  # missing, unreadable, a name too long
-        return None
-    if os.path.isdir(path):  # a directory is its identity: its own mtime moves with every file written in it
-        return facts.st_dev, facts.st_ino, 0, 0
-    return facts.st_dev, facts.st_ino, facts.st_size, facts.st_mtime_ns
-
-
-def _changed_in_place(before: Stamp, now: Stamp) -> str | None:
-    """The first corpus file that is the same file as before with other contents, if any
-    (and nothing was renamed into place: a directory replaced whole is a replacement)."""
-    earlier = dict(before)
-    if any(earlier.get(path) != facts and _is_directory_entry(path, facts, earlier.get(path)) for path, facts in now):
-        return None
-    for path, facts in now:
-        was = earlier.get(path)
-        if Path(path).name in CORE_FILES and was is not None and facts is not None and was[:2] == facts[:2] and was != facts:
-            return path
-    return None
-
-
-def _is_directory_entry(path: str, facts: tuple[int, int, int, int] | None, was: tuple[int, int, int, int] | None) -> bool:
-    """A directory (size and time 0 in its stamp) that is another one now, or gone, or new."""
-    return (facts is not None and facts[2:] == (0, 0)) or (was is not None and was[2:] == (0, 0))
+        stamp += corpus_stamp(bridged)
+    return stamp
 
 
 def expected_bytes(spec: VersionConfig) -> int:

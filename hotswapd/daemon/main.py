@@ -314,9 +314,9 @@ class Daemon:
         self.registry.expire_idle()
         if time.monotonic() >= self._files_checked_at + FILES_CHECK_SECONDS:
             # A corpus replaced on disk is seen even with no search on it (and its old maps,
-            # which hold an unlinked corpus's disk space, are closed); on the io pool: it stats files.
+            # which hold an unlinked corpus's disk space, are closed); on the search pool, the corpora's own.
             self._files_checked_at = time.monotonic()
-            self.workers.submit("io", self.registry.refresh_attachments)
+            self.workers.submit("search", self.registry.refresh_attachments)
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
             self.workers.submit("io", memory.trim)

@@ -8,8 +8,8 @@
 - ``.parquet``: columns read in record batches with pyarrow (the ``files`` extra).
 
 A row without a usable text (missing, not a string, empty), or over the limits (a line or
-a csv field over 16 MiB, a line that is not UTF-8) is a :class:`RowRejected` naming the
-row and its id, never a silent skip; with ``on_error="skip"`` the reader yields it as a
+a csv field over 16 MiB, a txt or jsonl line that is not UTF-8) is a :class:`RowRejected`
+naming the row and its id, never a silent skip; with ``on_error="skip"`` the reader yields it as a
 :class:`Rejected` in its place (a job writes it to its rejects file) and goes on. ``position()`` tells how many bytes (or rows, for
 parquet) were read, for a progress bar's ETA.
 """
@@ -115,9 +115,9 @@ class RowReader:
         """Each line, or why it cannot be a row (over LINE_LIMIT, not UTF-8): read in bounded
         pieces, so a huge line costs no memory and, under ``on_error="skip"``, costs one row."""
         number = 0
-        while line := handle.readline(LINE_LIMIT + 1):
+        while line := handle.readline(LINE_LIMIT + 2):  # the limit, and room for CRLF
             number += 1
-            if len(line) > LINE_LIMIT:
+            if len(line.rstrip(b"\r\n")) > LINE_LIMIT:
                 while not line.endswith(b"\n") and (line := handle.readline(LINE_LIMIT)):
                     pass  # the rest of it, dropped as it comes
                 yield number, RowRejected("line", number, None, f"longer than {LINE_LIMIT // 2**20} MiB (is {self.path.name} a text file?)")
@@ -178,8 +178,8 @@ class RowReader:
                     continue
                 record = dict(zip(names, fields, strict=False))
                 yield self._checked(lambda: self._record(record, number, "record"))  # noqa: B023 -- called at once
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{self.path.name} is not valid UTF-8 (near byte {exc.start})") from None
+        except UnicodeDecodeError:  # the text layer decodes ahead of the record: no row to skip past
+            raise InputError(f"{self.path.name} is not valid UTF-8 (after line {lines.number}); a csv file must be UTF-8 throughout") from None
         finally:
             text.detach()
 
@@ -188,15 +188,21 @@ class RowReader:
         reader goes on at the next line); None at the end. Any other csv error (an
         unterminated quote) leaves nothing to go on with: an InputError naming the place."""
         try:
-            return next(reader)
+            fields = next(reader)
         except StopIteration:
             return None
         except _LineTooLong:
-            return RowRejected("record", number, None, f"line {lines.number} is longer than {LINE_LIMIT // 2**20} MiB")
+            at = lines.number
+            lines.skip_record()
+            return RowRejected("record", number, None, f"line {at} is longer than {LINE_LIMIT // 2**20} MiB")
         except csv.Error as exc:
             if "field limit" in str(exc):
-                return RowRejected("record", number, None, f"a field is longer than {LINE_LIMIT // 2**20} MiB (at line {lines.number})")
+                at = lines.number
+                lines.skip_record()
+                return RowRejected("record", number, None, f"a field is longer than {LINE_LIMIT // 2**20} MiB (at line {at})")
             raise InputError(f"{self.path.name}: record {number} (line {lines.number}): {exc}") from None
+        lines.record_done()
+        return fields
 
     def _rejected(self, rejected: RowRejected) -> Rejected:
         if not self.skip_bad_rows:
@@ -278,25 +284,51 @@ class _LineTooLong(Exception):
 
 class _BoundedLines:
     """The csv reader's input: lines of at most LINE_LIMIT characters, counted; a longer
-    one raises :class:`_LineTooLong` once, its rest dropped as it is read (never held)."""
+    one raises :class:`_LineTooLong` once, its rest dropped as it is read (never held).
+
+    It also follows the quotes of the record being read (their count's parity), so that
+    after a record over the limits the reader goes on at the next *record*, not at the next
+    line inside the bad record's quoted field (which would read as rows of their own)."""
 
     def __init__(self, text: io.TextIOWrapper) -> None:
         self._text = text
         self.number = 0
+        self._open_quote = False  # inside a quoted field of the current record
 
     def __iter__(self) -> _BoundedLines:
         return self
 
     def __next__(self) -> str:
-        line = self._text.readline(LINE_LIMIT + 1)
+        line = self._text.readline(LINE_LIMIT + 2)  # the limit, and room for CRLF
         if not line:
             raise StopIteration
         self.number += 1
-        if len(line) > LINE_LIMIT:
-            while not line.endswith(("\n", "\r")) and (line := self._text.readline(LINE_LIMIT)):
-                pass
+        self._follow(line)
+        if len(line.rstrip("\r\n")) > LINE_LIMIT:
+            self._drop_rest(line)
             raise _LineTooLong
         return line
+
+    def record_done(self) -> None:
+        """The csv reader returned a whole record: the next line begins a new one."""
+        self._open_quote = False
+
+    def skip_record(self) -> None:
+        """After a record over the limits: drop its lines still to come (its quoted field
+        goes on), up to the line that closes it."""
+        while self._open_quote and (line := self._text.readline(LINE_LIMIT + 2)):
+            self.number += 1
+            self._follow(line)
+            self._drop_rest(line)
+        self._open_quote = False
+
+    def _drop_rest(self, line: str) -> None:
+        while not line.endswith(("\n", "\r")) and (line := self._text.readline(LINE_LIMIT)):
+            self._follow(line)
+
+    def _follow(self, piece: str) -> None:
+        if piece.count('"') % 2:  # an escaped quote ("") counts twice: no change
+            self._open_quote = not self._open_quote
 
 
 def _utf8(text: str) -> bool:

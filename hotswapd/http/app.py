@@ -157,7 +157,10 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 async def _failed(request: Request, exc: Exception) -> Response:
     """What escaped the routes (they answer everything themselves: a bug or a middleware's
     failure), in OpenAI's shape rather than Starlette's plain-text 500."""
-    log.error("HTTP %s %s: %s: %s", request.method, request.url.path[:200], type(exc).__name__, exc)
+    if isinstance(exc, RuntimeError) and "closed" in str(exc):  # an answer to a client that has gone: nothing to say
+        log.debug("HTTP %s %s: the client had gone: %s", request.method, request.url.path[:200], exc)
+    else:
+        log.error("HTTP %s %s: %s: %s", request.method, request.url.path[:200], type(exc).__name__, exc)
     error = ApiError(500, f"internal error: {type(exc).__name__}", "server_error", code="internal_error")
     return Response(error.body(), 500, media_type=JSON)
 

@@ -73,6 +73,12 @@ def guarded_protocol(settings: HttpConfig) -> type[asyncio.Protocol]:
             self._disarm_head_deadline()
             self._disarm_write_deadline()
             super().connection_lost(exc)
+            # uvicorn tells only the newest request of a connection that it went; one still
+            # running behind a pipelined request would never learn it, and never be withdrawn.
+            for cycle in getattr(self, "_cycles", ()):
+                if not cycle.response_complete and not cycle.disconnected:
+                    cycle.disconnected = True
+                    cycle.message_event.set()
 
         def data_received(self, data: bytes) -> None:
             if self._head_bytes is not None:
@@ -90,6 +96,9 @@ def guarded_protocol(settings: HttpConfig) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:  # httptools only: h11 caps heads at 16 KiB itself
             self._head_bytes = None
             super().on_headers_complete()
+            # Every request of the connection not yet answered (a pipelined one included).
+            live = [cycle for cycle in getattr(self, "_cycles", ()) if not cycle.response_complete]
+            self._cycles = [*live, self.cycle]
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

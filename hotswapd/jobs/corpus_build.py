@@ -129,7 +129,11 @@ def _discard_build(output: Path) -> None:
         return
     if (output / MANIFEST).exists():
         raise CorpusError(f"{output} holds a finished corpus; --restart discards only an interrupted build: build into another directory")
-    for name in (PROGRESS, MATRIX, ROWS, OFFSETS):
+    build_files = {PROGRESS, MATRIX, ROWS, OFFSETS}
+    others = sorted(item.name for item in output.iterdir() if item.name not in build_files)
+    if others:  # nothing is removed from a directory that is not only a build's
+        raise CorpusError(f"{output} holds files no build wrote ({', '.join(others[:5])}); --restart removes nothing there: build into a new directory")
+    for name in build_files:
         (output / name).unlink(missing_ok=True)
 
 

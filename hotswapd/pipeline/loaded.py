@@ -7,7 +7,6 @@ holds the record itself and how a config edit of serving-only fields is applied 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,14 +76,14 @@ class LoadedVersion:
         return hashlib.sha256(f"{self.weights}|{options}|{self.embedder.device}{suffix}".encode()).digest()[:16]
 
     def _computation(self) -> str:
-        """The config's computing fields in a normal form: where the config may leave a value
-        to the model (``max_seq_length``, prompts), the value in force, so that writing the
-        model's own value out changes nothing, as it changes no vector. Sorted keys."""
-        fields = self.config.model_dump(mode="json", exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
-        if self.caps.max_tokens:
-            fields["max_seq_length"] = self.caps.max_tokens
-        fields.update(prompts=dict(sorted(self.text.prompts.items())), default_prompt=self.text.default_prompt, preprocess=list(self.text.preprocess))
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        """The config's computing fields, in a normal form: ``max_seq_length`` written equal
+        to the model's own limit is the model's own (changes no vector, so no fingerprint).
+        Otherwise the same text as ever, so that no existing fingerprint changes (the cache,
+        bridges and resumable jobs are keyed by them)."""
+        config = self.config
+        if config.max_seq_length is not None and config.max_seq_length == self.caps.model_max_tokens:
+            config = config.model_copy(update={"max_seq_length": None})
+        return config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
 
     @property
     def vector_identity(self) -> bytes:

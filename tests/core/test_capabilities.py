@@ -61,9 +61,10 @@ def test_a_backend_declaring_parts_and_merge_still_gets_its_one_answer(
 
 
 def test_the_fingerprint_is_of_what_computes_in_a_normal_form(start: StartDaemon, tmp_path: Path) -> None:
-    """Writing out the model's own max_seq_length (or prompts) changes no vector, so it
-    changes no fingerprint (which keys the cache and a corpus's belonging); another value
-    does (issue 27, point 8)."""
+    """Writing out the model's own max_seq_length changes no vector, so it changes no
+    fingerprint (which keys the cache, bridges, resumable jobs and a corpus's belonging);
+    another value does, and so does a prompt (issue 27, point 8). The form is otherwise
+    the one fingerprints always had: an upgrade changes none."""
     source = tmp_path / "weights"
     source.mkdir()
     (source / "weights.bin").write_bytes(b"w" * 64)
@@ -76,3 +77,14 @@ def test_the_fingerprint_is_of_what_computes_in_a_normal_form(start: StartDaemon
         assert prints["implicit"] == prints["explicit"], prints  # 512 is the model's own
         assert prints["shorter"] != prints["implicit"] and prints["prompted"] != prints["implicit"]
         assert client.encode(["x"], "m@explicit").fingerprint == prints["implicit"]
+        # The fingerprint of a config that writes nothing of the kind is what it was before
+        # this normal form (computed here as the old code did).
+        import hashlib
+
+        loaded = daemon.daemon.registry.get("m", "implicit")
+        from hotswapd.config.schema import LIVE_FIELDS
+        from hotswapd.pipeline.loaded import NOT_COMPUTATION
+
+        old_options = loaded.config.model_dump_json(exclude=set(LIVE_FIELDS) | NOT_COMPUTATION)
+        old = hashlib.sha256(f"{loaded.weights}|{old_options}|{loaded.embedder.device}".encode()).digest()[:16].hex()[:16]
+        assert prints["implicit"] == old

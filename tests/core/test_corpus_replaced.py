@@ -154,3 +154,38 @@ def test_a_corpus_swapped_out_stays_open_for_the_search_holding_it(tmp_path: Pat
     corpus.release()  # the last holder: now it closes
     assert not corpus.acquire()
     assert corpus.rows == 0
+
+
+def test_a_corpus_built_where_the_version_looks_is_served_once_finished(start: StartDaemon, tmp_path: Path) -> None:
+    """A build appends to its files for as long as it runs; the version's checks must not
+    take that for a served corpus overwritten in place (a false alarm, and a corpus refused
+    for good once built). Found by the hostile review."""
+    import threading
+
+    from hotswapd.errors import CorpusUnavailable as Unavailable
+    from tests import fakebackend
+
+    with _serving(start, tmp_path) as daemon, daemon.client() as client:
+        with pytest.raises(Unavailable):
+            client.search(QUERY, "m")  # nothing built yet
+        fakebackend.CONTROLS["v1"].delay = 0.01  # a build long enough to be looked at while it writes
+        source = write_jsonl(tmp_path / "a.jsonl", [f"alpha {t}" for t in sentences(3000, seed=1)])
+        def run_build() -> None:
+            with daemon.client() as builder:
+                build_corpus(builder, "m@v1", source, tmp_path / "served")
+
+        building = threading.Thread(target=run_build)
+        building.start()
+        while building.is_alive():
+            daemon.daemon.registry.refresh_attachments()  # what the ticker does every 5 s
+            try:
+                client.search(QUERY, "m")
+            except Unavailable as exc:
+                assert "overwritten" not in exc.message, exc.message
+            time.sleep(0.02)
+        building.join()
+        fakebackend.CONTROLS["v1"].delay = 0.0
+        answer = client.search(QUERY, "m")
+        assert answer["rows"] == 3000 and _texts(answer) == {"alpha"}
+        events = [entry["event"] for entry in client.history("m", all_events=True)]
+        assert "corpus_overwritten" not in events

@@ -43,7 +43,9 @@ def test_a_jsonl_line_over_the_limit_is_named_and_skippable(start: StartDaemon, 
 @pytest.mark.parametrize("layout", ["one line", "a quoted field over two lines"])
 def test_a_csv_field_over_the_limit_is_named_and_skippable(start: StartDaemon, tmp_path: Path, layout: str) -> None:
     half = "y" * (LINE_LIMIT // 2 + 1024)
-    field = HUGE if layout == "one line" else f'"{half}\n{half}"'
+    # Over two lines, the record's quoted field goes on after the limit: its next line must
+    # not be read as a record of its own ("evil").
+    field = HUGE if layout == "one line" else f'"{half}\n{half}\nevil,injected"'
     source = tmp_path / "docs.csv"
     source.write_text(f"id,text\na,first\nb,{field}\nc,third\n")
     with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client:
@@ -52,6 +54,17 @@ def test_a_csv_field_over_the_limit_is_named_and_skippable(start: StartDaemon, t
         done = encode_file(client, "m@v1", RowReader(source, "csv", on_error="skip"), tmp_path / "out.jsonl")
     assert (done.rows, done.rejected) == (2, 1)
     assert read_output(tmp_path / "out.jsonl")[0] == ["a", "c"]
+
+
+def test_a_line_of_exactly_the_limit_is_a_row(tmp_path: Path) -> None:
+    exact = "z" * (LINE_LIMIT - len('{"text": ""}'))
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(json.dumps({"text": exact}).encode() + b"\r\n" + b'{"text": "next"}\n')
+    rows = list(RowReader(source, "jsonl"))
+    assert [len(row.text) for row in rows] == [len(exact), 4]  # type: ignore[union-attr]
+    csv_source = tmp_path / "docs.csv"
+    csv_source.write_text("text\n" + "z" * LINE_LIMIT + "\r\nnext\r\n", newline="")
+    assert [len(row.text) for row in RowReader(csv_source, "csv")] == [LINE_LIMIT, 4]  # type: ignore[union-attr]
 
 
 def test_a_csv_that_cannot_be_parsed_names_the_record_and_line(tmp_path: Path) -> None:
@@ -109,3 +122,12 @@ def test_index_build_restart_discards_an_interrupted_build_only(start: StartDaem
         assert done.rows == 30
         with pytest.raises(CorpusError, match="finished corpus"):
             build(client, "m@v1", RowReader(source, "txt"), output, input_facts=facts, restart=True)
+    # A directory that is not only a build's loses nothing to --restart.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in (MATRIX, ROWS, "notes.txt"):
+        (mixed / name).write_bytes(b"mine")
+    with start(fake_config(tmp_path, {"v1": {"dim": DIM}})) as daemon, daemon.client() as client:
+        with pytest.raises(CorpusError, match="no build wrote"):
+            build(client, "m@v1", RowReader(source, "txt"), mixed, input_facts={"path": str(source)}, restart=True)
+    assert sorted(item.name for item in mixed.iterdir()) == sorted([MATRIX, ROWS, "notes.txt"])

@@ -56,7 +56,7 @@ def test_a_client_that_leaves_frees_the_work_it_queued(start: StartDaemon, tmp_p
         conn.close()  # the client leaves
         router = daemon.daemon._router  # noqa: SLF001 -- its table of requests a cancel can reach
         # The bridge notices the disconnect and withdraws the request; the batch in hand finishes.
-        time.sleep(0.3)  # the withdrawal's round trip through the router
+        assert _wait(lambda: router.withdrawals == 1)
         gate.set()
         assert _wait(lambda: router.withdrawable == 0 and daemon.daemon.state.in_flight == 0)
         assert control.encodes == 1, f"{control.encodes} batches ran for a client that had left"
@@ -150,7 +150,7 @@ def test_a_withdrawn_request_is_counted_as_cancelled_not_as_a_failure(start: Sta
         conn = _raw_post(url, {"model": "m", "input": TEXTS})
         assert control.entered.wait(5)
         conn.close()
-        time.sleep(0.3)
+        assert _wait(lambda: daemon.daemon._router.withdrawals == 1)  # noqa: SLF001 -- the cancel has reached the request
         gate.set()
         assert _wait(lambda: daemon.daemon.state.in_flight == 0)
         assert daemon.daemon.health.snapshot("m", "v1").errors == 0
@@ -208,3 +208,51 @@ def test_counting_a_withdrawn_requests_tokens_stops_within_a_slice() -> None:
     assert calls == [long_text.COUNT_SLICE]
     counted = long_text.plan(Capabilities(max_tokens=512, count_tokens=lambda t: [3] * len(t)), texts, [], "truncate", True, Deadline().stopped)
     assert counted.tokens == 3 * len(texts)
+
+
+def test_a_request_behind_a_pipelined_one_is_withdrawn_too(start: StartDaemon, tmp_path: Path) -> None:
+    """uvicorn tells only a connection's newest request that the client left; the one still
+    running (a second was pipelined behind it) must be withdrawn all the same."""
+    with serving(start, http_config(tmp_path, daemon=SMALL_BATCHES)) as (daemon, url):
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        conn = _raw_post(url, {"model": "m", "input": TEXTS})
+        body = json.dumps({"model": "m", "input": ["second"]}).encode()
+        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert control.entered.wait(5)
+        time.sleep(0.2)
+        conn.close()
+        assert _wait(lambda: daemon.daemon._router.withdrawals == 1)  # noqa: SLF001 -- the cancel has reached the request
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert control.encodes == 1, f"{control.encodes} batches ran for a client that had left"
+
+
+def test_a_reused_request_id_is_withdrawn_and_forgotten_apart(start: StartDaemon, tmp_path: Path) -> None:
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES)) as daemon:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        router = daemon.daemon._router  # noqa: SLF001 -- its table of requests a cancel can reach
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(daemon.endpoint)
+        try:
+            for _ in range(2):  # the same id twice, both in flight
+                sock.send_multipart(encode_request("same", "encode", model="m", payload=[t.encode() for t in TEXTS]))
+            assert control.entered.wait(5)
+            assert _wait(lambda: router.withdrawable == 2)
+            sock.send_multipart(encode_request("c", "cancel", options={"id": "same"}))
+            assert sock.poll(5000)
+            rid, body, _, ok = decode_reply(sock.recv_multipart())
+            assert (rid, ok, body["withdrawn"]) == ("c", True, True)  # both withdrawn before the batch in hand ends
+            gate.set()
+            answers = []
+            while len(answers) < 2 and sock.poll(5000):
+                answers.append(decode_reply(sock.recv_multipart()))
+            assert [(rid, ok, body["code"]) for rid, body, _, ok in answers] == [("same", False, "cancelled")] * 2
+            assert router.withdrawable == 0 and control.encodes == 1
+        finally:
+            sock.close()
