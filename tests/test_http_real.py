@@ -55,8 +55,12 @@ def test_openai_vectors_equal_hs_vectors_and_usage_is_the_tokenizers(daemon: Run
     cosines = np.sum(got * expected, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
     assert cosines.min() >= 0.99999
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
-    counted = sum(len(ids) for ids in tokenizer(TEXTS, truncation=False)["input_ids"])
-    assert answer.usage.prompt_tokens == counted == answer.usage.total_tokens
+    lengths = [len(ids) for ids in tokenizer(TEXTS, truncation=False)["input_ids"]]
+    read = sum(min(length, 256) for length in lengths)  # MiniLM reads 256 tokens; the long text is cut
+    assert answer.usage.prompt_tokens == read == answer.usage.total_tokens
+    raw = api.embeddings.with_raw_response.create(model="minilm", input=TEXTS)
+    assert int(raw.headers["x-hotswap-tokens-cut"]) == sum(lengths) - read > 0
+    assert raw.headers["x-hotswap-truncated"] == "1"
     assert answer.model == "minilm@v1"
 
 

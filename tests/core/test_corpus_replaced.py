@@ -82,7 +82,10 @@ def test_a_reload_reports_and_applies_a_replaced_corpus(start: StartDaemon, tmp_
             assert _texts(client.search(QUERY, "m", k=3)) == {"beta"}
 
 
-def test_the_periodic_check_sees_a_replacement_without_a_search(start: StartDaemon, tmp_path: Path) -> None:
+def test_the_periodic_check_sees_a_replacement_without_a_search(start: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hotswapd.daemon.main
+
+    monkeypatch.setattr(hotswapd.daemon.main, "FILES_CHECK_SECONDS", 0.5)  # 5 s in the daemon; the ticker reads it each tick
     with _serving(start, tmp_path) as daemon:
         _two_corpora(daemon, tmp_path, rows_a=40, rows_b=25)
         with daemon.client() as client:
