@@ -184,10 +184,6 @@ class Batcher:
         # Requests merged by the last few batches of each version: how much company to expect.
         self._recent: dict[tuple[int, bool], deque[int]] = {}
         self._stopping = False
-        # Fair sharing's clock: the most texts any request has had run (it never goes back).
-        # A new request starts there, level with the most served, behind every request
-        # queued before it that has had less: it takes turns, it does not jump the queue.
-        self._level = 0
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
 
@@ -207,9 +203,6 @@ class Batcher:
             for i, (part, tokens) in enumerate(parts)
         ]
         with self._cond:
-            # A request starts at the level being served now, not at nothing: a stream of new
-            # small requests takes turns with a long one, never starves it.
-            collector.taken = self._level
             self._queue.extend(pieces)
             self._cond.notify()
 
@@ -294,7 +287,6 @@ class Batcher:
                 for piece in batch:
                     if piece.collector is not None:
                         piece.collector.taken += len(piece.texts)
-                        self._level = max(self._level, piece.collector.taken)
                 return batch
             self._cond.wait(remaining)
 
