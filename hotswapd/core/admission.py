@@ -12,10 +12,8 @@ The bound in texts and bytes says nothing of time: 64 one-megabyte texts fit 64 
 take half a minute to tokenize. So admission also knows what work costs: the inference
 thread reports every batch (texts, characters, seconds), a least-squares fit of
 ``seconds = a * texts + b * chars`` over the last batches prices the queue, and a request
-whose caller's deadline would pass before its own work and its share of the queued work
-are done (batches are shared fairly between requests: a big request ahead delays a small
-one by about as much as the small one is) is refused at once with ``busy``, not admitted
-to time out.
+whose caller's deadline would pass before the queued work ahead of it and its own are
+done is refused at once with ``busy``, not admitted to time out.
 """
 
 from __future__ import annotations
@@ -69,7 +67,6 @@ class Admission:
         self._since_trim = 0
         self._texts = 0
         self._bytes = 0
-        self._live: set[Ticket] = set()  # admitted, not yet released: what the fair share is taken over
         self._lock = threading.Lock()
         self.refused = 0
         # What the periodic benchmark reads to stay out of the way: requests so far, the last one's time.
@@ -93,7 +90,7 @@ class Admission:
                     texts,
                 )
             if not empty and deadline_seconds is not None:
-                wait = self._seconds_for(*self._fair_share(texts, nbytes))
+                wait = self._seconds_for(self._texts + texts, self._bytes + nbytes)
                 if wait > deadline_seconds * DEADLINE_MARGIN:
                     self._refuse(
                         f"hotswapd is busy: the work queued ahead would take about {wait:.1f} s, past this "
@@ -104,21 +101,7 @@ class Admission:
             self._bytes += nbytes
             self.admitted += 1
             self.last_admitted = time.monotonic()
-            ticket = Ticket(self, texts, nbytes)
-            self._live.add(ticket)
-        return ticket
-
-    def _fair_share(self, texts: int, nbytes: int) -> tuple[float, float]:
-        """The work that runs before this request is done (lock held). The batcher shares
-        batches fairly between requests (hotswapd.pipeline.batching): while this one runs, each
-        queued request runs at most as many texts as it, so a big one ahead counts only that
-        share, not all of it (texts and bytes in proportion)."""
-        ahead_texts, ahead_bytes = float(texts), float(nbytes)
-        for other in self._live:
-            share = min(1.0, texts / other.texts) if other.texts else 1.0
-            ahead_texts += other.texts * share
-            ahead_bytes += other.nbytes * share
-        return ahead_texts, ahead_bytes
+        return Ticket(self, texts, nbytes)
 
     @property
     def queued_texts(self) -> int:
@@ -136,7 +119,7 @@ class Admission:
             self._batches.append((texts, chars, seconds))
             self._cost = None
 
-    def _seconds_for(self, texts: float, nbytes: float) -> float:
+    def _seconds_for(self, texts: int, nbytes: int) -> float:
         """Lock held."""
         if self._cost is None:
             self._cost = fit_cost(self._batches)
@@ -149,7 +132,6 @@ class Admission:
 
     def _release(self, ticket: Ticket) -> None:
         with self._lock:
-            self._live.discard(ticket)
             self._texts -= ticket.texts
             self._bytes -= ticket.nbytes
             self._done.append((time.monotonic(), ticket.texts))

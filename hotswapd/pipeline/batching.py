@@ -3,12 +3,10 @@
 The socket thread calls :meth:`Batcher.submit` with a completion callback; it splits a
 request into pieces within the version's limits (``max_batch_size`` texts,
 ``max_batch_tokens`` estimated tokens) and queues them, without waiting. One inference
-thread gathers queued pieces of one version and normalisation up to the limits, runs them
-as one batch, and hands each request its rows through its callback (which builds and
-sends the reply): no thread is parked per request. The pieces are shared fairly between
-requests: the next always comes from the request that has had the fewest texts run so
-far, so a single text queued behind a 4,096-text request runs in the next batch instead
-of after all of it (with one request, or equals, it is first in, first out). It waits up to ``max_wait_ms`` for more only when recent batches of that version
+thread takes the oldest piece, gathers every queued piece of the same version and
+normalisation that still fits the limits, runs them as one batch, and hands each request
+its rows through its callback (which builds and sends the reply): no thread is parked per
+request. It waits up to ``max_wait_ms`` for more only when recent batches of that version
 merged several requests (and only for as many as they did), so a lone client never pays
 the wait, and a crowd gets fuller batches. Backends sort a batch by length before
 padding, so a merged batch of short and long texts is padded per length group.
@@ -113,11 +111,6 @@ class _Task:
     key: tuple[int, bool] = (0, False)  # never equal to a piece's key: tasks do not merge
 
 
-def _taken(piece: _Piece) -> int:
-    """Texts of the piece's request already taken into batches."""
-    return piece.collector.taken if piece.collector is not None else 0
-
-
 class _Collector:
     """Gathers the pieces of one request and calls its ``done`` once, rows in order, when
     every piece is finished: the request holds its version's lease until then, so no piece
@@ -130,7 +123,6 @@ class _Collector:
         self._done = done
         self._order = order  # the pieces hold the texts in this order; rows go back to the caller's
         self.failed: BaseException | None = None
-        self.taken = 0  # texts of it taken into batches so far (the batcher's lock): its fair share
         self._timing: BatchTiming | None = None  # the last piece's batch: the request waited for it
         self._lock = threading.Lock()
 
@@ -274,19 +266,16 @@ class Batcher:
                 if expired:
                     return [] if not self._stopping else None
                 continue
-            if isinstance(self._queue[0], _Task):
+            oldest = self._queue[0]
+            if isinstance(oldest, _Task):
                 return self._queue.popleft()  # type: ignore[return-value]
-            lead = self._lead()
-            batch = self._gather(lead)
-            expected = max(self._recent.get(lead.key, (1,)))
-            remaining = lead.enqueued + lead.limits.max_wait_ms / 1000 - time.monotonic()
-            full = sum(len(p.texts) for p in batch) >= lead.limits.max_batch_size
+            batch = self._gather(oldest)
+            expected = max(self._recent.get(oldest.key, (1,)))
+            remaining = oldest.enqueued + oldest.limits.max_wait_ms / 1000 - time.monotonic()
+            full = sum(len(p.texts) for p in batch) >= oldest.limits.max_batch_size
             if full or len(batch) >= expected or remaining <= 0 or self._stopping:
-                taken = {id(piece) for piece in batch}
-                self._queue = deque(item for item in self._queue if id(item) not in taken)
                 for piece in batch:
-                    if piece.collector is not None:
-                        piece.collector.taken += len(piece.texts)
+                    self._queue.remove(piece)
                 return batch
             self._cond.wait(remaining)
 
@@ -303,42 +292,18 @@ class Batcher:
                     kept.append(item)
             self._queue = kept
 
-    def _lead(self) -> _Piece:
-        """The piece whose version runs next: the one of the request that has had the
-        fewest texts run so far (the oldest among equals). Lock held; the queue holds a piece."""
-        best: _Piece | None = None
-        for item in self._queue:
-            if isinstance(item, _Piece) and (best is None or _taken(item) < _taken(best)):
-                best = item
-        assert best is not None
-        return best
-
-    def _gather(self, lead: _Piece) -> list[_Piece]:
-        """The next batch of ``lead``'s version, shared fairly between the requests queued for
-        it: each next piece comes from the request that has had the fewest texts run so far
-        (this batch's included), in queue order within a request and between equals. A single
-        text queued behind a 4,096-text request goes into the next batch, not after it all."""
-        limits = lead.limits
-        queues: dict[int, deque[_Piece]] = {}
-        for item in self._queue:
-            if isinstance(item, _Piece) and item.key == lead.key:
-                queues.setdefault(id(item.collector) if item.collector is not None else id(item), deque()).append(item)
-        had = {request: _taken(pieces[0]) for request, pieces in queues.items()}
-        arrival = {request: index for index, request in enumerate(queues)}  # dicts keep queue order
+    def _gather(self, oldest: _Piece) -> list[_Piece]:
+        limits = oldest.limits
         batch: list[_Piece] = []
         texts = tokens = 0
-        while queues:
-            request = min(queues, key=lambda r: (had[r], arrival[r]))
-            piece = queues[request][0]
+        for piece in self._queue:
+            if piece.key != oldest.key or not isinstance(piece, _Piece):
+                continue
             if batch and (texts + len(piece.texts) > limits.max_batch_size or tokens + piece.tokens > limits.max_batch_tokens):
                 break
             batch.append(piece)
             texts += len(piece.texts)
             tokens += piece.tokens
-            had[request] += len(piece.texts)
-            queues[request].popleft()
-            if not queues[request]:
-                del queues[request]
         return batch
 
     @staticmethod
