@@ -50,6 +50,9 @@ class AttachedCorpus:
     problem: str | None = None
     stamp: Stamp = ()
     overwritten: bool = False  # refused for a file changed in place; said once
+    # The corpus a bridge mapped into when it was refused: still watched, so that only a
+    # corpus renamed into place there ends the refusal.
+    refused_bridged: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def close(self) -> None:
@@ -141,7 +144,7 @@ def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
     if held is None or not (loaded.config.embeddings_path or loaded.config.bridge_path):
         return None
     with held.lock:
-        bridged = held.corpus.where if isinstance(held.corpus, BridgedCorpus) else None
+        bridged = held.corpus.where if isinstance(held.corpus, BridgedCorpus) else held.refused_bridged
         now = stamp_of(loaded, bridged)
         if now == held.stamp:
             return None
@@ -154,6 +157,7 @@ def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
             reason = (f"{in_place} was overwritten in place while the daemon served it: its map now mixes two corpora. "
                       "Write the new corpus to another directory and rename it into place (or hs evict the version)")
             old, held.corpus = held.corpus, None
+            held.refused_bridged = old.where if isinstance(old, BridgedCorpus) else None
             if old is not None:
                 loaded.memory_bytes -= old.memory_bytes
                 old.close()  # after the searches holding it
@@ -164,7 +168,7 @@ def refresh(loaded: LoadedVersion, on_event: EventSink) -> str | None:
         fresh = AttachedCorpus()
         _open_into(fresh, loaded, on_event)
         old = held.corpus
-        held.corpus, held.problem, held.stamp, held.overwritten = fresh.corpus, fresh.problem, fresh.stamp, False
+        held.corpus, held.problem, held.stamp, held.overwritten, held.refused_bridged = fresh.corpus, fresh.problem, fresh.stamp, False, None
         loaded.memory_bytes += (fresh.corpus.memory_bytes if fresh.corpus is not None else 0) - (old.memory_bytes if old is not None else 0)
         if old is not None:
             old.close()  # after the searches holding it

@@ -64,14 +64,17 @@ def changed_in_place(before: Stamp, now: Stamp, served: Path | None) -> str | No
 
 
 def replaced(before: Stamp, now: Stamp) -> bool:
-    """Whether a file or directory is another one than before (renamed into place, made,
-    removed), not merely the same file with other contents."""
+    """Whether something was renamed into place: a file or directory that is another one than
+    before, or a directory made or removed. A file that merely appeared (an ANN index built
+    since) or changed in place is not a replacement."""
     earlier = dict(before)
     for path, facts in now:
-        was = earlier.pop(path, None)
-        if (was is None) != (facts is None) or (was is not None and facts is not None and was[:2] != facts[:2]):
+        was = earlier.get(path)
+        if was is not None and facts is not None and was[:2] != facts[:2]:
             return True
-    return any(facts is not None for facts in earlier.values())  # paths no longer stamped
+        if was != facts and _is_directory(facts, was):
+            return True
+    return False
 
 
 def _is_directory(facts: FileStamp | None, was: FileStamp | None) -> bool:

@@ -192,3 +192,42 @@ def test_a_corpus_built_where_the_version_looks_is_served_once_finished(start: S
         assert answer["rows"] == 3000 and _texts(answer) == {"alpha"}
         events = [entry["event"] for entry in client.history("m", all_events=True)]
         assert "corpus_overwritten" not in events
+
+
+def test_a_refusal_ends_only_with_a_corpus_renamed_into_place(tmp_path: Path) -> None:
+    """A file merely added (an ANN index built since) or changed again is no replacement;
+    a directory or file renamed into place is. Found by the hostile review."""
+    from hotswapd.corpus.ann import ANN
+    from hotswapd.corpus.file_stamps import corpus_stamp, replaced
+
+    served = _corpus_dir(tmp_path / "served", rows=4)
+    opened = corpus_stamp(served)
+    time.sleep(0.05)
+    with open(served / MATRIX, "r+b") as handle:
+        handle.write(b"\x93NUMPY")  # the same bytes: only the time moves
+    (served / ANN).write_bytes(b"index")
+    assert not replaced(opened, corpus_stamp(served))
+    fresh = _corpus_dir(tmp_path / "fresh", rows=4)
+    served.rename(tmp_path / "old")
+    fresh.rename(served)
+    assert replaced(opened, corpus_stamp(served))
+
+
+def test_a_bridged_corpus_overwritten_in_place_stays_refused(start: StartDaemon, tmp_path: Path) -> None:
+    """Searched through a bridge, the corpus it maps into is watched as the version's own:
+    overwritten in place, it is refused, and stays refused. Found by the hostile review."""
+    from hotswapd.jobs.bridge_fit import fit_bridge
+    from tests.core.test_corpus import with_corpora
+
+    texts = sentences(200, seed=14)
+    with with_corpora(start, tmp_path, texts, ("v1",), v2={"bridge_path": str(tmp_path / "bridge")}) as daemon, daemon.client() as client:
+        fit_bridge(client, "m@v2", "v1", sentences(400, seed=15), tmp_path / "bridge")
+        build_corpus(client, "m@v1", write_jsonl(tmp_path / "other.jsonl", sentences(200, seed=99)), tmp_path / "other")
+        client.evict("m")
+        assert client.search("court law police", "m@v2", k=3)["bridge"]["to"] == "m@v1"
+        time.sleep(0.05)
+        shutil.copyfile(tmp_path / "other" / MATRIX, tmp_path / "corpus-v1" / MATRIX)  # the same inode, other vectors
+        for _ in range(3):
+            with pytest.raises(CorpusUnavailable, match="overwritten in place"):
+                client.search("court law police", "m@v2", k=3)
+        assert not [e for e in client.history("m", all_events=True) if e["event"] == "corpus_reopened" and e.get("version") == "v2"]
