@@ -62,7 +62,6 @@ def test_every_path_is_measured_or_skipped_with_its_reason(measured: TuneRecord)
         row = rows[name]
         assert row.status == "measured", row.reason
         assert row.short_per_second and row.passages_per_second and row.single_p50_ms
-        assert row.short_per_second > row.passages_per_second  # passages are ~10x longer
         assert row.mean_cosine is not None and row.mean_cosine >= 0.99 and row.min_cosine is not None
     fastest = max(eligible(measured.rows, 0.99), key=lambda row: row.short_per_second or 0)
     assert measured.chosen == fastest.path
