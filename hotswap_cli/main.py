@@ -18,7 +18,7 @@ from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
 from hotswap_cli import bench_cmd, compare, config_cmd, daemon, doctor, encode, index, keys_cmd, models, search, switch_cmd, tune
 from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options, fill_optional_values
-from hotswap_cli.shared_options import Settings, autostart_default
+from hotswap_cli.shared_options import Settings, autostart_default, close_clients
 
 app = typer.Typer(
     name="hs",
@@ -101,7 +101,12 @@ def run(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         args = hoist_global_options(command, fill_optional_values(sys.argv[1:] if argv is None else argv))
-        code = command.main(args, prog_name="hs", standalone_mode=False)
+        # Ctrl-C comes back from typer as exit code 130. Whatever the way out, the clients
+        # are closed on it: what they still wait for is withdrawn (hotswapd drops it at once).
+        try:
+            code = command.main(args, prog_name="hs", standalone_mode=False)
+        finally:
+            close_clients()
     except USAGE_ERRORS as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # bare `hs` or `hs daemon`: the help
             typer.echo(error.format_message())

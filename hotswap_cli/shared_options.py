@@ -14,6 +14,20 @@ from hotswapd.host.paths import resolve_endpoint
 NO_AUTOSTART_ENV = "HOTSWAPD_NO_AUTOSTART"
 
 
+# The clients this command made: closed on Ctrl-C, which withdraws what they still wait for
+# (the daemon drops that work at once rather than at its deadline).
+OPEN_CLIENTS: list[Client] = []
+
+
+def close_clients() -> None:
+    for client in OPEN_CLIENTS:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 -- leaving anyway; a close that fails changes nothing
+            pass
+    OPEN_CLIENTS.clear()
+
+
 @dataclass(frozen=True)
 class Settings:
     socket: str | None = None
@@ -31,6 +45,7 @@ class Settings:
         it if autostart is on; read-only commands (status, models, history, metrics) never
         do: they say none is running, as ``systemctl status`` does (exit 3)."""
         client = Client(self.socket, timeout=self.timeout)
+        OPEN_CLIENTS.append(client)
         try:
             client.check_daemon()
         except DaemonNotRunning:

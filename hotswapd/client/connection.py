@@ -42,6 +42,8 @@ DEFAULT_TIMEOUT = 60.0
 # While waiting for a reply, how often to check that the daemon is still alive (its lock
 # file is held while it lives; the kernel drops it the moment it dies, even on kill -9).
 LIVENESS_SECONDS = 0.5
+WITHDRAWABLE_OPS = frozenset({"encode", "search"})  # what the daemon's cancel can reach
+CANCEL_LINGER_MS = 200  # how long a close may wait for its withdrawals to go out
 # A socket file that vanished under a live daemon is re-created by it within a second.
 SOCKET_REAPPEAR_SECONDS = 2.0
 BUSY_RETRIES = 50  # a stream job backs off this many times on one chunk before it gives up
@@ -220,6 +222,7 @@ class Client:
         """Raise DaemonDied when the daemon this request waits on is gone (lock released)."""
         if holder_pid(lock_path(self.endpoint)) is None:
             op = self._outstanding.pop(request_id, "?")
+            self._outstanding.clear()  # nobody is left to withdraw them from
             self.close()  # the socket may hold queued requests for a daemon that no longer exists
             raise DaemonDied(f"hotswapd on {self.endpoint} died while {op!r} was waiting for its answer; check its log")
 
@@ -285,7 +288,8 @@ class Client:
                 yield self._receive_in_order(pending.popleft(), model, options)
         finally:
             # Stopped early (an error, a caller that broke off): the answers still in flight
-            # are nobody's; forget them, or each would be kept when it comes.
+            # are nobody's; withdraw them, and forget them, or each would be kept when it comes.
+            self._withdraw([request_id for request_id, _, _ in pending])
             for request_id, _, _ in pending:
                 self._outstanding.pop(request_id, None)
                 self._early.pop(request_id, None)
@@ -384,9 +388,29 @@ class Client:
         return self.request("shutdown")[0]
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        """Close the connection. Requests still waiting for their answer (a Ctrl-C, a
+        stream abandoned) are withdrawn first: the daemon drops their queued work at once
+        instead of at their deadlines."""
+        if self._socket is None:
+            return
+        withdrawn = self._withdraw(list(self._outstanding))
+        self._outstanding.clear()
+        self._socket.close(linger=CANCEL_LINGER_MS if withdrawn else 0)
+        self._socket = None
+
+    def _withdraw(self, request_ids: list[str]) -> int:
+        """Tell the daemon these requests' answers are not wanted (``cancel``: their queued
+        work is dropped); without waiting for it. How many were sent."""
+        sent = 0
+        for request_id in request_ids:
+            if self._socket is None or self._outstanding.get(request_id) not in WITHDRAWABLE_OPS:
+                continue
+            try:
+                self._socket.send_multipart(encode_request(f"{request_id}-cancel", "cancel", options={"id": request_id}), zmq.NOBLOCK)
+                sent += 1
+            except zmq.ZMQError:  # no daemon to tell (it died, or is not reachable)
+                break
+        return sent
 
     def __enter__(self) -> Client:
         return self

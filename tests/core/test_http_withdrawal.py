@@ -262,3 +262,59 @@ def test_a_reused_request_id_is_withdrawn_and_forgotten_apart(start: StartDaemon
             assert router.withdrawable == 0 and control.encodes == 1
         finally:
             sock.close()
+
+
+def test_a_zeromq_client_that_closes_withdraws_what_it_was_waiting_for(start: StartDaemon, tmp_path: Path) -> None:
+    """`hs encode` interrupted (Ctrl-C closes its client): its queued work is dropped at
+    once, not at its deadline."""
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES)) as daemon:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        client = daemon.client()
+        client._send_encode(TEXTS, "m", {})  # noqa: SLF001 -- sent, its answer never read
+        assert control.entered.wait(5)
+        client.close()
+        assert _wait(lambda: daemon.daemon._router.withdrawals == 1)  # noqa: SLF001 -- the cancel reached it
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert control.encodes == 1
+
+
+def test_a_stream_broken_off_withdraws_its_chunks_in_flight(start: StartDaemon, tmp_path: Path) -> None:
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES)) as daemon, daemon.client() as client:
+        control = fakebackend.CONTROLS["v1"]
+        control.delay = 0.2  # a batch of 2 texts: chunks of 4 are 0.4 s each, one after another
+        stream = client.encode_stream(([f"chunk {c} text {i}" for i in range(4)] for c in range(10)), "m", window=4, sort_window=0)
+        next(stream)  # the first chunk, alone: it picks the version the others are pinned to
+        next(stream)  # the second, of a window of four in flight
+        stream.close()  # the caller breaks off: three chunks are still in flight, queued
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert daemon.daemon._router.withdrawals == 3  # noqa: SLF001 -- what it had in flight was withdrawn
+        assert control.encodes <= 5  # two chunks of two batches, and at most the one in hand after
+
+
+@pytest.mark.slow  # a real `hs` process, interrupted
+def test_ctrl_c_on_hs_encode_withdraws_its_requests(start: StartDaemon, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.conftest import HS, daemon_env
+
+    with start(http_config(tmp_path, daemon=SMALL_BATCHES)) as daemon:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        source = tmp_path / "docs.txt"
+        source.write_text("".join(f"line {i}\n" for i in range(200)))
+        env = daemon_env(HOTSWAPD_SOCKET=daemon.endpoint, HOTSWAPD_NO_AUTOSTART="1")
+        process = subprocess.Popen([str(HS), "encode", "-i", str(source), "-f", "jsonl", "-m", "m@v1"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert control.entered.wait(30)  # its first chunk is on the model (held); the others queued
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=15)
+        assert process.returncode == 130, errors
+        assert _wait(lambda: daemon.daemon._router.withdrawals >= 1)  # noqa: SLF001 -- the cancels reached them
+        gate.set()
+        assert _wait(lambda: daemon.daemon.state.in_flight == 0)
+        assert control.encodes < 100  # 200 texts are 100 batches of 2: most were never run
