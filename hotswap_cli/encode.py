@@ -14,7 +14,8 @@ import typer
 from hotswap_cli.formats import WRITERS, Writer
 from hotswap_cli.shared_options import Settings
 
-from hotswapd.client.connection import Client, EncodeResult
+from hotswapd.client.connection import Client
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
 STDIN_CHUNK = 256  # texts per request when streaming stdin; well under daemon.max_batch_texts

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from typing import BinaryIO, Protocol
 
-from hotswapd.client.connection import EncodeResult
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.wire.npy import npy_header
 
 _float = "{:.9g}".format

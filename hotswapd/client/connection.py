@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
@@ -31,12 +30,10 @@ from hotswapd.errors import (
 )
 from hotswapd.host.lockfile import holder_pid
 from hotswapd.host.paths import ipc_path, lock_path, resolve_endpoint
-from hotswapd.wire.protocol import VECTOR_DTYPE, Op, decode_reply, encode_request
+from hotswapd.wire.protocol import Op, decode_reply, encode_cancel, encode_request
 from hotswapd.client.stream_order import SORT_WINDOW, sorted_stream
 from hotswapd.wire.trace_context import current_traceparent
-
-if TYPE_CHECKING:
-    import numpy as np
+from hotswapd.client.encode_result import EncodeResult
 
 DEFAULT_TIMEOUT = 60.0
 # While waiting for a reply, how often to check that the daemon is still alive (its lock
@@ -49,51 +46,6 @@ SOCKET_REAPPEAR_SECONDS = 2.0
 BUSY_RETRIES = 50  # a stream job backs off this many times on one chunk before it gives up
 Text = str | bytes
 _Decoded = tuple[dict[str, Any], list[memoryview], bool]  # result-or-error, payload, ok
-
-
-class EncodeResult:
-    """Embeddings of one request, with the model and version that produced them."""
-
-    def __init__(self, result: dict[str, Any], buffer: memoryview) -> None:
-        if result.get("dtype") != VECTOR_DTYPE:
-            raise ProtocolError(f"unexpected vector dtype {result.get('dtype')!r}")
-        self.model: str = result["model"]
-        self.version: str = result["version"]
-        self.fingerprint: str | None = result.get("fingerprint")
-        self.dim: int = int(result["dim"])
-        self.count: int = int(result["count"])
-        self.cached: int = int(result.get("cached", 0))  # how many rows the daemon's cache served
-        # Texts over the version's maximum tokens: cut, or averaged over windows (long_text).
-        self.truncated: int = int(result.get("truncated", 0))
-        self.chunked: int = int(result.get("chunked", 0))
-        self.members: list[dict[str, Any]] | None = result.get("members")  # an ensemble's: model, version, fingerprint, dim, weight
-        if len(buffer) != self.count * self.dim * 4:
-            raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
-        self.buffer = buffer
-
-    def __len__(self) -> int:
-        return self.count
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        """``count x dim`` float32 array viewing the reply frame (read-only, no copy)."""
-        import numpy as np
-
-        vectors = np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
-        vectors.flags.writeable = False  # several views may share the frame; copy to modify
-        return vectors
-
-    def rows(self) -> list[list[float]]:
-        """The vectors as Python lists, without numpy (the CLI's fast path)."""
-        values = self.buffer.cast("B").cast("f")
-        if sys.byteorder != "little":
-            import array
-
-            swapped = array.array("f", values)
-            swapped.byteswap()
-            values = memoryview(swapped)
-        dim = self.dim
-        return [values[i * dim : (i + 1) * dim].tolist() for i in range(self.count)]
 
 
 def _in_input_terms(receive: Callable[[], EncodeResult], start: int) -> EncodeResult:
@@ -406,7 +358,7 @@ class Client:
             if self._socket is None or self._outstanding.get(request_id) not in WITHDRAWABLE_OPS:
                 continue
             try:
-                self._socket.send_multipart(encode_request(f"{request_id}-cancel", "cancel", options={"id": request_id}), zmq.NOBLOCK)
+                self._socket.send_multipart(encode_cancel(request_id), zmq.NOBLOCK)
                 sent += 1
             except zmq.ZMQError:  # no daemon to tell (it died, or is not reachable)
                 break

@@ -26,7 +26,7 @@ from hotswapd.core.op_types import Deferred, Outcome, Queued
 from hotswapd.core.workers import Workers
 from hotswapd.errors import Cancelled, HotswapError, InternalError, ProtocolError, ShuttingDown
 from hotswapd.host.paths import ipc_path
-from hotswapd.wire.protocol import Request, decode_request, encode_error, encode_ok, request_id_of
+from hotswapd.wire.protocol import CANCEL_OP, Request, decode_request, encode_error, encode_ok, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,6 @@ SOCKET_CHECK_SECONDS = 1.0  # how often the ipc socket file is checked for havin
 # silently dropping the connection.
 MAX_FRAME_BYTES = 64 * 2**20
 RECEIVE_HWM = 128
-# The router's own op: a client withdraws one of its requests in flight (the HTTP endpoint,
-# when its client disconnects). Scoped to the sender: nobody withdraws another's request.
-CANCEL_OP = "cancel"
 # After the drain, requests still in flight are withdrawn; the batches already on the model
 # get this long to finish and be answered before the loop stops regardless.
 AFTER_DRAIN_SECONDS = 3.0
@@ -218,7 +215,8 @@ class Router:
             reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
 
     def _withdraw(self, identity: bytes, request: Request) -> Outcome:
-        """``cancel``: drop what is not yet run of the sender's request ``id``; it is still
+        """The router's own op, scoped to the sender: nobody withdraws another's request.
+        ``cancel``: drop what is not yet run of the sender's request ``id``; it is still
         answered (``cancelled``), once, as every request is."""
         unknown = set(request.options) - {"id"}
         target = request.options.get("id")

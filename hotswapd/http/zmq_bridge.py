@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from hotswapd.errors import Busy, Cancelled, DaemonTimeout, ProtocolError, ShuttingDown, error_from_wire
-from hotswapd.wire.protocol import Op, decode_reply, encode_request
+from hotswapd.wire.protocol import Op, decode_reply, encode_cancel, encode_request
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Bridge:
         if self._socket is None:
             return
         try:
-            await self._socket.send_multipart(encode_request(f"{request_id}-cancel", "cancel", options={"id": request_id}), copy=False)
+            await self._socket.send_multipart(encode_cancel(request_id), copy=False)
         except zmq.ZMQError as exc:  # the daemon is stopping; nothing left to withdraw from
             log.debug("withdrawing %s: %s", request_id, exc)
         self.withdrawn += 1

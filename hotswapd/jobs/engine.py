@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from hotswapd.client.connection import Client, EncodeResult
+from hotswapd.client.connection import Client
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.files.readers import Rejected, Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord, read_record, save_record

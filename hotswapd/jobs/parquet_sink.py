@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hotswapd.client.connection import EncodeResult
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.files.readers import Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord
 from hotswapd.host.safefiles import sync_directory

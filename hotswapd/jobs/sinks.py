@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hotswapd.client.connection import EncodeResult
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.corpus.files import NPY_HEADER_BYTES, npy_header, row_line  # an ids file is a corpus's rows.jsonl
 from hotswapd.files.readers import Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord

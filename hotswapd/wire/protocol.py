@@ -92,6 +92,17 @@ def encode_request(
     return [json.dumps(header, separators=(",", ":")).encode(), *(payload or [])]
 
 
+# A client withdraws one of its own requests in flight (it left, or stopped waiting): the
+# daemon drops what it has not run of it. Answered like any request; its id is the
+# withdrawn one's with this suffix, so a client that no longer waits drops the answer.
+CANCEL_OP = "cancel"
+CANCEL_SUFFIX = "-cancel"
+
+
+def encode_cancel(request_id: str) -> list[bytes]:
+    return encode_request(f"{request_id}{CANCEL_SUFFIX}", CANCEL_OP, options={"id": request_id})
+
+
 def _load_header(frame: bytes, limit: int = MAX_HEADER_BYTES) -> dict[str, Any]:
     if len(frame) > limit:
         raise ProtocolError(f"header frame is {len(frame)} bytes; the limit is {limit}")

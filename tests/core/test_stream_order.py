@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.client.connection import EncodeResult
+from hotswapd.client.encode_result import EncodeResult
 from hotswapd.errors import TextTooLong
 from hotswapd.wire.protocol import VECTOR_DTYPE
 from hotswapd.client.stream_order import sorted_stream

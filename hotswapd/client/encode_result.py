@@ -1,0 +1,58 @@
+"""One encode request's answer as the client hands it out: the vectors as a view of the
+reply frame (numpy only when asked for), and which model, version and fingerprint made them."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from hotswapd.errors import ProtocolError
+from hotswapd.wire.protocol import VECTOR_DTYPE
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class EncodeResult:
+    """Embeddings of one request, with the model and version that produced them."""
+
+    def __init__(self, result: dict[str, Any], buffer: memoryview) -> None:
+        if result.get("dtype") != VECTOR_DTYPE:
+            raise ProtocolError(f"unexpected vector dtype {result.get('dtype')!r}")
+        self.model: str = result["model"]
+        self.version: str = result["version"]
+        self.fingerprint: str | None = result.get("fingerprint")
+        self.dim: int = int(result["dim"])
+        self.count: int = int(result["count"])
+        self.cached: int = int(result.get("cached", 0))  # how many rows the daemon's cache served
+        # Texts over the version's maximum tokens: cut, or averaged over windows (long_text).
+        self.truncated: int = int(result.get("truncated", 0))
+        self.chunked: int = int(result.get("chunked", 0))
+        self.members: list[dict[str, Any]] | None = result.get("members")  # an ensemble's: model, version, fingerprint, dim, weight
+        if len(buffer) != self.count * self.dim * 4:
+            raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
+        self.buffer = buffer
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``count x dim`` float32 array viewing the reply frame (read-only, no copy)."""
+        import numpy as np
+
+        vectors = np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
+        vectors.flags.writeable = False  # several views may share the frame; copy to modify
+        return vectors
+
+    def rows(self) -> list[list[float]]:
+        """The vectors as Python lists, without numpy (the CLI's fast path)."""
+        values = self.buffer.cast("B").cast("f")
+        if sys.byteorder != "little":
+            import array
+
+            swapped = array.array("f", values)
+            swapped.byteswap()
+            values = memoryview(swapped)
+        dim = self.dim
+        return [values[i * dim : (i + 1) * dim].tolist() for i in range(self.count)]
