@@ -176,21 +176,10 @@ class VersionConfig(_Frozen):
         return resolve_source(source, self._base_dir)
 
     def local_path(self, source: str) -> Path | None:
-        """Where a plain path source points, whether it exists or not; None for a source
-        that is not a local path (s3://, package:, ...): nothing to watch on this disk."""
-        from hotswapd.sources.resolve import parse_source
+        """Where a plain path source points, existing or not; None for any other kind."""
+        from hotswapd.sources.resolve import local_source_path
 
-        try:
-            parsed = parse_source(source)
-        except ValueError:
-            return None
-        if parsed.kind != "path":
-            return None
-        path = self._base_dir / Path(parsed.location).expanduser()
-        try:
-            return path.resolve()
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop; its stat fails the same way, which is what a watcher needs
-            return path
+        return local_source_path(source, self._base_dir)
 
 
 class RolloutConfig(_Frozen):

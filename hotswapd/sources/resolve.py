@@ -88,10 +88,28 @@ def resolve_source(value: str, base_dir: Path) -> Path:
         path = paths.cache_dir() / "remote-source"  # empty: nothing local to read or fingerprint
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     else:
-        path = (base_dir / Path(source.location).expanduser()).resolve()
+        path = _local(source.location, base_dir)
     if not path.exists():
         raise ModelLoadError(f"source {value!r}: {path} does not exist")
     return path
+
+
+def local_source_path(value: str, base_dir: Path) -> Path | None:
+    """Where a plain path source points, whether it exists or not; None for a source that
+    is not a local path (s3://, package:, ...): nothing on this disk to watch."""
+    try:
+        source = parse_source(value)
+    except ValueError:
+        return None
+    return _local(source.location, base_dir) if source.kind == "path" else None
+
+
+def _local(location: str, base_dir: Path) -> Path:
+    path = base_dir / Path(location).expanduser()
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop; using it fails the same way, and says so
+        return path
 
 
 def check_source(value: str, base_dir: Path) -> None:
