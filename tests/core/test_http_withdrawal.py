@@ -76,6 +76,7 @@ def test_x_request_timeout_drops_the_work_past_it(start: StartDaemon, tmp_path: 
         waited = time.monotonic() - started
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "timeout", answer.text
         assert 0.4 < waited < 5, waited  # the request's own deadline, not the server's 60 s
+        assert _wait(lambda: daemon.daemon._router.withdrawals == 1)  # noqa: SLF001 -- the bridge withdrew it at its timeout
         gate.set()
         assert _wait(lambda: daemon.daemon.state.in_flight == 0)
         assert control.encodes == 1
@@ -95,6 +96,7 @@ def test_the_openai_packages_own_timeout_is_the_deadline(start: StartDaemon, tmp
         control.gate = gate
         answer = web.post("/v1/embeddings", json={"model": "m", "input": TEXTS}, headers={"X-Stainless-Read-Timeout": "0.5"})
         assert answer.status_code == 503
+        assert _wait(lambda: daemon.daemon._router.withdrawals == 1)  # noqa: SLF001 -- the bridge withdrew it at its timeout
         gate.set()
         assert _wait(lambda: daemon.daemon.state.in_flight == 0)
         assert control.encodes == 1
