@@ -166,7 +166,9 @@ def test_canary_share_and_sticky_keys(client: Client) -> None:
     started = client.switch("canary", "v2", "canary", share=10)
     assert started["outcome"] == "started"
     sides = Counter(client.encode(["c"], "canary").version for _ in range(2000))
-    assert abs(sides["v2"] / 2000 - 0.10) <= 0.02, sides
+    # unkeyed requests split at random: 2,000 draws at 10% have a standard deviation of
+    # 0.67 points, so 3.5 points is 5 of them (a false alarm about once in 3 million runs)
+    assert abs(sides["v2"] / 2000 - 0.10) <= 0.035, sides
     client.abort_rollout("canary")
 
     client.switch("canary", "v2", "canary", share=30, sticky=True)

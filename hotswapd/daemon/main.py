@@ -225,6 +225,9 @@ class Daemon:
             children.stop_all()  # a conversion or a measurement ends with the daemon
             self.alerts.stop()  # what is queued gets a few seconds to go out
             self.workers.close()
+            # The workers are joined: none can start a child late now, so this process (an
+            # in-process daemon in tests, whose next one follows) may run children again.
+            children.start_accepting()
             # The inference thread stops before the router closes: a batch that outlived the
             # drain still pushes its reply through a socket of its own, which must be closed
             # (by the router, below) before the context can terminate.

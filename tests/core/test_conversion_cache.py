@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,9 +119,63 @@ def test_stopping_ends_a_running_child_and_its_failure_names_the_signal(tmp_path
     children.stop_all()
     thread.join(10)
     assert isinstance(outcome[0], children.Stopped) and time.monotonic() - started < 10
+    children.start_accepting()  # a daemon starting again
     killed = children.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], 30)
     assert children.failure(killed) == "ended by SIGKILL"  # before: "(no output)"
     assert children.run([sys.executable, "-c", "pass"], 30).returncode == 0  # later children still run
+
+
+@pytest.fixture
+def accepting() -> Iterator[None]:
+    yield
+    children.start_accepting()  # the next test in this process runs children again
+
+
+def test_after_stopping_no_child_starts(tmp_path: Path, accepting: None) -> None:
+    """Before: a worker thread that reached ``run`` after the daemon's stop_all (a loaded
+    machine) started its measurement anyway and left it running behind the stopped daemon."""
+    children.stop_all()
+    marker = tmp_path / "ran"
+    with pytest.raises(children.Stopped):
+        children.run([sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"], 30)
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_stopping_ends_the_childs_own_children_even_when_its_handler_cannot_run(tmp_path: Path, accepting: None) -> None:
+    """Before: a measurement whose Python sat in a long C call never ran its SIGTERM handler;
+    SIGKILL ended it alone and its conversions ran on. Here the child ignores SIGTERM and
+    holds a grandchild; both end."""
+    pid_file = tmp_path / "grandchild"
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(grandchild.pid))\n"
+        "time.sleep(120)\n"
+    )
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_catch(lambda: children.run([sys.executable, "-c", script], 120))))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    grandchild = int(pid_file.read_text())
+    children.stop_all()
+    thread.join(20)
+    assert isinstance(outcome[0], children.Stopped)
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
 
 
 def _catch(work):  # type: ignore[no-untyped-def]
