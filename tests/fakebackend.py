@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hotswapd.core.cost_prior import PROBE_MARK
+
 
 class Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -32,6 +34,7 @@ class Options(BaseModel):
     # For a daemon in another process, where a test cannot reach the controls: every
     # encode call sleeps this long.
     sleep_seconds: float = 0.0
+    probe_seconds: float = 0.0  # each call of the load's cost probe sleeps this long
 
 
 @dataclass
@@ -48,6 +51,9 @@ class Control:
     closes: int = 0
     encodes: int = 0
     seen: list[str] = field(default_factory=list)  # every text encoded, in order
+    # The cost probe each load runs (hotswapd.core.cost_prior) is kept apart from requests:
+    # counted here, never gated, delayed, failed or seen; it sleeps the option probe_seconds.
+    probes: int = 0
 
 
 CONTROLS: dict[str, Control] = defaultdict(Control)
@@ -90,6 +96,10 @@ class FakeEmbedder:
         try:
             if self.closed:
                 raise RuntimeError(f"fake model {self._options.tag!r} used after close()")
+            if texts and texts[0].startswith(PROBE_MARK):
+                control.probes += 1
+                time.sleep(self._options.probe_seconds)
+                return np.stack([vector(text, self._options.scale, self._options.dim, self._options.shift) for text in texts])
             control.entered.set()
             if control.gate is not None:
                 control.gate.wait(60)

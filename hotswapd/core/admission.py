@@ -14,6 +14,14 @@ thread reports every batch (texts, characters, seconds), a least-squares fit of
 ``seconds = a * texts + b * chars`` over the last batches prices the queue, and a request
 whose caller's deadline would pass before the queued work ahead of it and its own are
 done is refused at once with ``busy``, not admitted to time out.
+
+Each version is priced by its own batches: an int8 export and an fp32 model of one name
+differ fourfold. A version that has run no batch yet is priced by the probe its load ran
+(:mod:`hotswapd.core.cost_prior`), so a burst on a cold daemon is priced too; one never
+measured at all falls back to every version's batches together. A request that alone
+would take longer than its deadline is refused with the estimate (retrying cannot help);
+queued work whose deadline becomes unreachable is answered by the batcher's shedding,
+which prices the queue with :meth:`Admission.coefficients`.
 """
 
 from __future__ import annotations
@@ -24,16 +32,21 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hotswapd.errors import Busy
+from hotswapd.errors import Busy, DeadlineExceeded
 
 MB = 2**20
 RETRY_FLOOR = 0.05  # seconds: a retry hint is never shorter than this
 RETRY_CEILING = 5.0
 # After this much text has gone through, a queue that empties has its freed memory given
 # back to the system: glibc keeps the heap a burst of large texts grew (+109 MiB RSS after
-# an overload run, measured) unless asked to trim it.
+# an overload run, measured) unless asked to trim it. Bytes alone missed what activations
+# cost: 16 MB of 1 KB texts grew RSS by 800 MiB (attention over long texts is the most of
+# it), so estimated tokens count too.
 TRIM_AFTER_BYTES = 32 * MB
-COST_WINDOW = 64  # batches the cost model is fitted on
+TRIM_AFTER_TOKENS = 2**18
+COST_WINDOW = 64  # batches the cost model is fitted on, per version
+Key = tuple[str, str]  # (model, version)
+PRIOR_UNTIL_BATCHES = 4  # a version's load probe counts until it has run this many batches of its own
 DEADLINE_MARGIN = 0.9  # admit only work expected to finish within this share of its deadline
 
 
@@ -46,12 +59,13 @@ class QueueLimits:
 class Ticket:
     """Admitted work; :meth:`release` (once, idempotent) when its reply is built."""
 
-    __slots__ = ("_admission", "texts", "nbytes", "_released")
+    __slots__ = ("_admission", "texts", "nbytes", "key", "_released")
 
-    def __init__(self, admission: Admission, texts: int, nbytes: int) -> None:
+    def __init__(self, admission: Admission, texts: int, nbytes: int, key: Key | None) -> None:
         self._admission = admission
         self.texts = texts
         self.nbytes = nbytes
+        self.key = key
         self._released = False
 
     def release(self) -> None:
@@ -64,7 +78,8 @@ class Admission:
     def __init__(self, limits: QueueLimits, on_drained: Callable[[], object] | None = None) -> None:
         self.limits = limits
         self._on_drained = on_drained
-        self._since_trim = 0
+        self._since_trim = 0  # bytes of text drained since the last trim
+        self._tokens_since_trim = 0  # and estimated tokens (4 bytes a token, 2 special ones a text)
         self._texts = 0
         self._bytes = 0
         self._lock = threading.Lock()
@@ -74,12 +89,15 @@ class Admission:
         self.last_admitted = 0.0
         # Recent completions (monotonic time, texts) to estimate how fast room frees up.
         self._done: deque[tuple[float, int]] = deque(maxlen=256)
-        self._batches: deque[tuple[int, int, float]] = deque(maxlen=COST_WINDOW)
-        self._cost: tuple[float, float] | None = (0.0, 0.0)  # seconds per text, per byte; None: refit
+        self._batches: dict[Key | None, deque[tuple[int, int, float]]] = {}  # None: every version's
+        self._priors: dict[Key | None, deque[tuple[int, int, float]]] = {}  # what load probes measured
+        self._costs: dict[Key | None, tuple[float, float]] = {}  # fitted (seconds per text, per byte); dropped on a new batch
+        self._queued: dict[Key | None, list[int]] = {}  # texts, bytes queued per version
 
-    def admit(self, texts: int, nbytes: int, deadline_seconds: float | None = None) -> Ticket:
-        """A ticket for the work, or :class:`Busy` if it would pass the bound, or would not
-        be done within ``deadline_seconds`` behind the work already queued."""
+    def admit(self, texts: int, nbytes: int, deadline_seconds: float | None = None, key: Key | None = None) -> Ticket:
+        """A ticket for the work of version ``key``, or :class:`Busy` if it would pass the
+        bound, or would not be done within ``deadline_seconds`` behind the work already
+        queued; :class:`DeadlineExceeded` if it alone would not."""
         with self._lock:
             empty = self._texts == 0
             if not empty and (self._texts + texts > self.limits.max_texts or self._bytes + nbytes > self.limits.max_bytes):
@@ -89,9 +107,17 @@ class Admission:
                     f"daemon.max_queue_mb); retry later",
                     texts,
                 )
-            if not empty and deadline_seconds is not None:
-                wait = self._seconds_for(self._texts + texts, self._bytes + nbytes)
-                if wait > deadline_seconds * DEADLINE_MARGIN:
+            if deadline_seconds is not None:
+                own = self._seconds_for(key, texts, nbytes)
+                if own > deadline_seconds * DEADLINE_MARGIN:
+                    self.refused += 1
+                    raise DeadlineExceeded(
+                        f"this request alone would take about {own:.1f} s ({texts} texts, at what this version's "
+                        f"work has cost), past its deadline of {deadline_seconds:g} s: send fewer texts at a time, "
+                        "or allow a longer timeout"
+                    )
+                wait = own + sum(self._seconds_for(queued_key, *queued) for queued_key, queued in self._queued.items())
+                if not empty and wait > deadline_seconds * DEADLINE_MARGIN:
                     self._refuse(
                         f"hotswapd is busy: the work queued ahead would take about {wait:.1f} s, past this "
                         f"request's deadline of {deadline_seconds:g} s; retry later",
@@ -99,9 +125,12 @@ class Admission:
                     )
             self._texts += texts
             self._bytes += nbytes
+            queued = self._queued.setdefault(key, [0, 0])
+            queued[0] += texts
+            queued[1] += nbytes
             self.admitted += 1
             self.last_admitted = time.monotonic()
-        return Ticket(self, texts, nbytes)
+        return Ticket(self, texts, nbytes, key)
 
     @property
     def queued_texts(self) -> int:
@@ -112,18 +141,50 @@ class Admission:
         self.refused += 1
         raise Busy(message, retry_after=self._retry_after(texts))
 
-    def observe(self, texts: int, chars: int, seconds: float) -> None:
-        """One batch's cost, reported by the inference thread (cheap: the model is refitted
-        only when a crowded queue needs pricing)."""
+    def observe(self, texts: int, chars: int, seconds: float, key: Key | None = None, *, prior: bool = False) -> None:
+        """One batch's cost (of version ``key``), reported by the inference thread, or with
+        ``prior`` by a load's probe: a version is priced by its probe only until batches of
+        its own traffic have run (cheap: the model is refitted only when pricing needs it)."""
         with self._lock:
-            self._batches.append((texts, chars, seconds))
-            self._cost = None
+            books = self._priors if prior else self._batches
+            for book in (key, None) if key is not None else (None,):
+                books.setdefault(book, deque(maxlen=COST_WINDOW)).append((texts, chars, seconds))
+            self._costs.clear()  # a version priced by the fallback moves with it too
 
-    def _seconds_for(self, texts: int, nbytes: int) -> float:
+    def forget(self, key: Key) -> None:
+        """A version (re)loading: what it cost before says nothing of the files it loads now."""
+        with self._lock:
+            self._batches.pop(key, None)
+            self._priors.pop(key, None)
+            self._costs.clear()
+
+    def coefficients(self, key: Key | None) -> tuple[float, float]:
+        """Seconds per text and per UTF-8 byte of version ``key``'s work, as measured."""
+        with self._lock:
+            return self._coefficients(key)
+
+    def _coefficients(self, key: Key | None) -> tuple[float, float]:
+        """Lock held. A version's own batches with its load's probe (until a few batches of
+        its own traffic have run: a probe of short and long texts tells per-text from
+        per-byte cost where a few like batches cannot), else every version's: an ensemble,
+        a remote backend, or a load still under way."""
+        cost = self._costs.get(key)
+        if cost is None:
+            for book in (key, None):
+                own = list(self._batches.get(book, ()))
+                if len(own) < PRIOR_UNTIL_BATCHES:
+                    own += self._priors.get(book, ())
+                if own:
+                    cost = fit_cost(own)
+                    break
+            else:
+                cost = (0.0, 0.0)
+            self._costs[key] = cost
+        return cost
+
+    def _seconds_for(self, key: Key | None, texts: int, nbytes: int) -> float:
         """Lock held."""
-        if self._cost is None:
-            self._cost = fit_cost(self._batches)
-        per_text, per_byte = self._cost
+        per_text, per_byte = self._coefficients(key)
         return per_text * texts + per_byte * nbytes
 
     def set_limits(self, limits: QueueLimits) -> None:
@@ -134,11 +195,18 @@ class Admission:
         with self._lock:
             self._texts -= ticket.texts
             self._bytes -= ticket.nbytes
+            queued = self._queued.get(ticket.key)
+            if queued is not None:
+                queued[0] -= ticket.texts
+                queued[1] -= ticket.nbytes
+                if queued[0] <= 0:
+                    del self._queued[ticket.key]
             self._done.append((time.monotonic(), ticket.texts))
             self._since_trim += ticket.nbytes
-            drained = self._texts == 0 and self._since_trim >= TRIM_AFTER_BYTES
+            self._tokens_since_trim += ticket.nbytes // 4 + 2 * ticket.texts
+            drained = self._texts == 0 and (self._since_trim >= TRIM_AFTER_BYTES or self._tokens_since_trim >= TRIM_AFTER_TOKENS)
             if drained:
-                self._since_trim = 0
+                self._since_trim = self._tokens_since_trim = 0
         if drained and self._on_drained is not None:
             self._on_drained()
 
@@ -163,7 +231,7 @@ class Admission:
             }
 
 
-def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]]) -> tuple[float, float]:
+def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]] | tuple[()]) -> tuple[float, float]:
     """Least squares, no intercept: seconds = a * texts + b * chars, with a, b >= 0. When
     the batches cannot tell the two apart (all alike), all of the cost goes to chars."""
     snn = sum(n * n for n, _, _ in batches)

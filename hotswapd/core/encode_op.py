@@ -78,7 +78,9 @@ class EncodeOp:
         context = self.context(request)
         # An ensemble does its members' work: one request per member.
         members = spec.member_count
-        ticket = self._s.admission.admit(len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None)
+        ticket = self._s.admission.admit(
+            len(texts) * members, sum(len(frame) for frame in request.payload) * members, deadline_ms / 1000 if deadline_ms else None, key=(name, version)
+        )
         deadline = Deadline.within(deadline_ms / 1000 if deadline_ms is not None else None)
         span = spans.start(request.op, _traceparent(request), {"hotswap.model": name, "hotswap.version": version, "hotswap.texts": len(texts), "hotswap.prompt": prompt})
         # A version that a reload removes while this request waits for its load: routed again,

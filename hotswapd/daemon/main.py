@@ -38,6 +38,7 @@ from hotswapd.config.origin import ConfigOrigin, origin_for
 from hotswapd.core import memory
 from hotswapd.core.admission import Admission, limits_from
 from hotswapd.core.audit import AuditLog
+from hotswapd.core.cost_prior import CostPrior
 from hotswapd.pipeline.cache import embedding_cache
 from hotswapd.core.handlers import DaemonState, Handlers
 from hotswapd.core.health import HealthBook
@@ -156,7 +157,12 @@ class Daemon:
         )
         self._trim_at: float | None = None
         self._files_checked_at = time.monotonic()
-        self.inference = Inference(embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe)
+        self.inference = Inference(
+            embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe,
+            coefficients=self.admission.coefficients,
+        )
+        # Each version prices its work as it loads, so a burst on a cold daemon is priced too.
+        self.seams.version_hooks.append(CostPrior(self.inference.call_if_idle, self.admission.observe, self.admission.forget))
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
         )
@@ -320,6 +326,7 @@ class Daemon:
             # which hold an unlinked corpus's disk space, are closed); on the search pool, the corpora's own.
             self._files_checked_at = time.monotonic()
             self.workers.submit("search", self.registry.refresh_attachments)
+        self.inference.batcher.shed()  # what would wait in vain for the next batch boundary is answered now
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
             self.workers.submit("io", memory.trim)

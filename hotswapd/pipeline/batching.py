@@ -15,6 +15,13 @@ A failure of a merged batch is retried request by request, so one client's bad t
 only that client. A piece whose client's deadline has passed, or whose client withdrew it, is dropped unrun. Other work
 that must not run beside a batch (a new version's warm-up, agreement probes) goes through
 :meth:`Batcher.call`, on the same thread. No exception ends the inference thread.
+
+The inference thread looks at its queue only between batches, and one batch of long texts
+takes seconds. So :meth:`Batcher.shed`, called by the daemon's ticker, answers from the
+queue what must not wait for the next batch boundary: pieces whose deadline has passed or
+whose client left, and pieces whose place in the queue, priced by what each version's
+batches cost, will not be reached before their deadline (``busy``: a client that retries
+later is served; one left waiting would only time out).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hotswapd.errors import Busy
 from hotswapd.text.decode import utf8_size
 
 if TYPE_CHECKING:
@@ -40,7 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
-CostSink = Callable[[int, int, float], None]  # texts, UTF-8 bytes, seconds of one batch
+CostSink = Callable[..., None]  # (texts, UTF-8 bytes, seconds of one batch, key=(model, version))
+Coefficients = Callable[[tuple[str, str]], tuple[float, float]]  # a version's seconds per text, per byte
+SHED_SLACK_SECONDS = 0.1  # a piece due to finish closer than this to its deadline is shed: the answer must travel too
 # Called once per request: (rows in input order, None, how its batch went) or (None, the error, None).
 Done = Callable[["np.ndarray | None", "BaseException | None", "BatchTiming | None"], None]
 T = TypeVar("T")
@@ -83,6 +93,7 @@ class _Piece:
     loaded: LoadedVersion
     texts: list[Text]
     tokens: int
+    nbytes: int
     normalize: bool
     limits: BatchLimits
     done: Callable[[np.ndarray | None, BaseException | None, BatchTiming | None], None]
@@ -150,27 +161,37 @@ class _Collector:
         self._done(rows, None, self._timing)
 
 
-def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int]]:
-    """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each."""
-    pieces: list[tuple[list[Text], int]] = []
+def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int, int]]:
+    """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each,
+    with their estimated tokens and UTF-8 bytes."""
+    pieces: list[tuple[list[Text], int, int]] = []
     current: list[Text] = []
-    tokens = 0
+    tokens = nbytes = 0
     for text in texts:
-        cost = estimated_tokens(text)
+        size = utf8_size(text)
+        cost = size // 4 + 2  # estimated_tokens
         if current and (len(current) >= limits.max_batch_size or tokens + cost > limits.max_batch_tokens):
-            pieces.append((current, tokens))
-            current, tokens = [], 0
+            pieces.append((current, tokens, nbytes))
+            current, tokens, nbytes = [], 0, 0
         current.append(text)
         tokens += cost
-    pieces.append((current, tokens))
+        nbytes += size
+    pieces.append((current, tokens, nbytes))
     return pieces
 
 
 class Batcher:
-    def __init__(self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None) -> None:
+    def __init__(
+        self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None,
+        coefficients: Coefficients | None = None,
+    ) -> None:
         self._run = run
         self._on_batch = on_batch
         self._on_cost = on_cost
+        self._coefficients = coefficients
+        self._busy_until = 0.0  # when the batch running now is expected to end (monotonic)
+        self._working = False  # a batch or a task is running (guarded by _cond)
+        self.shed_count = 0  # pieces answered busy by shed() (read by tests and metrics)
         self._queue: deque[_Piece | _Task] = deque()
         self._cond = threading.Condition()
         # Requests merged by the last few batches of each version: how much company to expect.
@@ -191,8 +212,8 @@ class Batcher:
             parts = split([texts[i] for i in order], limits)
         collector = _Collector(len(parts), done, order)
         pieces = [
-            _Piece(loaded, part, tokens, normalize, limits, lambda rows, error, timing, i=i: collector.piece_done(i, rows, error, timing), deadline, collector)
-            for i, (part, tokens) in enumerate(parts)
+            _Piece(loaded, part, tokens, nbytes, normalize, limits, lambda rows, error, timing, i=i: collector.piece_done(i, rows, error, timing), deadline, collector)
+            for i, (part, tokens, nbytes) in enumerate(parts)
         ]
         with self._cond:
             self._queue.extend(pieces)
@@ -227,6 +248,20 @@ class Batcher:
             self._cond.notify()
         return task.future
 
+    def call_if_idle(self, work: Callable[[], T], timeout: float) -> tuple[bool, T | None]:
+        """Run ``work`` on the inference thread if it has nothing to do, ahead of whatever
+        arrives meanwhile: ``(True, result)``; ``(False, None)`` at once if it is busy. For
+        work that is worth doing only when it delays no request (a load's cost probe)."""
+        if threading.current_thread() is self._thread:
+            return True, work()
+        task = _Task(work)
+        with self._cond:
+            if self._working or any(isinstance(item, _Piece) for item in self._queue):
+                return False, None
+            self._queue.appendleft(task)
+            self._cond.notify()
+        return True, task.future.result(timeout)
+
     def running(self) -> bool:
         return self._thread.is_alive()
 
@@ -241,7 +276,9 @@ class Batcher:
             expired: list[tuple[_Piece, BaseException]] = []
             try:
                 with self._cond:
+                    self._working = False
                     work = self._next_work(expired)
+                    self._working = bool(work)
                 for piece, why in expired:
                     self._finish(piece, None, why)
                 if work is None:
@@ -292,6 +329,54 @@ class Batcher:
                     kept.append(item)
             self._queue = kept
 
+    def shed(self) -> int:
+        """Answer now what the queue holds in vain (any thread; the daemon's ticker): pieces
+        that must not run (deadline passed, client gone, a sibling failed) with their
+        reason, and pieces that the queue ahead of them, priced per version, would take past
+        their deadline with ``busy``. Returns how many were answered."""
+        doomed: list[tuple[_Piece, BaseException]] = []
+        with self._cond:
+            if not any(isinstance(item, _Piece) for item in self._queue):
+                return 0
+            now = time.monotonic()
+            at = max(now, self._busy_until)  # when the next batch can start
+            prices: dict[tuple[str, str], tuple[float, float]] = {}
+            failed: set[int] = set()  # requests (collectors) answered in this pass
+            kept: deque[_Piece | _Task] = deque()
+            for item in self._queue:
+                if isinstance(item, _Task):
+                    kept.append(item)
+                    continue
+                why = item.dropped(now)
+                if why is None and item.collector is not None and id(item.collector) in failed:
+                    why = item.collector.failed
+                if why is None and self._coefficients is not None:
+                    key = (item.loaded.model, item.loaded.version)
+                    if key not in prices:
+                        prices[key] = self._coefficients(key)
+                    per_text, per_byte = prices[key]
+                    finish = at + per_text * len(item.texts) + per_byte * item.nbytes
+                    if item.deadline is not None and item.deadline.at is not None and finish > item.deadline.at - SHED_SLACK_SECONDS:
+                        why = Busy(
+                            f"hotswapd is busy: this request would not be answered before its deadline ({max(0.0, item.deadline.at - now):.1f} s "
+                            f"left, about {finish - now:.1f} s of work ahead of it and in it); retry later",
+                            retry_after=min(5.0, max(0.05, at - now)),
+                        )
+                    else:
+                        at = finish
+                if why is None:
+                    kept.append(item)
+                    continue
+                doomed.append((item, why))
+                if item.collector is not None:
+                    failed.add(id(item.collector))
+            if doomed:
+                self._queue = kept
+                self.shed_count += sum(isinstance(why, Busy) for _, why in doomed)
+        for piece, why in doomed:
+            self._finish(piece, None, why)
+        return len(doomed)
+
     def _gather(self, oldest: _Piece) -> list[_Piece]:
         limits = oldest.limits
         batch: list[_Piece] = []
@@ -326,10 +411,15 @@ class Batcher:
         raw = [text for piece in batch for text in piece.texts]
         texts = as_str(raw)
         self._recent.setdefault(first.key, deque(maxlen=RECENT_BATCHES)).append(len(batch))
+        key = (first.loaded.model, first.loaded.version)
+        if self._coefficients is not None:
+            per_text, per_byte = self._coefficients(key)
+            self._busy_until = time.monotonic() + per_text * len(texts) + per_byte * sum(piece.nbytes for piece in batch)
         started = time.perf_counter()
         try:
             vectors = self._run(first.loaded, texts, first.normalize)
         except Exception as exc:  # noqa: BLE001 -- handed to the requests, which answer with it
+            self._busy_until = 0.0
             if len(batch) == 1:
                 self._finish(first, None, exc)
             else:
@@ -338,8 +428,11 @@ class Batcher:
                     self._execute([piece])
             return
         try:
-            if self._on_cost is not None:
-                self._on_cost(len(texts), sum(utf8_size(text) for text in raw), time.perf_counter() - started)
+            self._busy_until = 0.0
+            if not first.loaded.timed:
+                first.loaded.timed = True  # this batch paid for its set-up: a time that prices nothing
+            elif self._on_cost is not None:
+                self._on_cost(len(texts), sum(piece.nbytes for piece in batch), time.perf_counter() - started, key=key)
             self._on_batch(first.loaded.model, first.loaded.version, len(texts), len(batch))
         except Exception:  # noqa: BLE001 -- a metrics failure must not cost the answers
             log.exception("recording a batch failed")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, BatchTiming, CostSink, Text
+from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, BatchTiming, Coefficients, CostSink, Text
 from hotswapd.pipeline.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
@@ -64,9 +64,12 @@ def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
 
 
 class Inference:
-    def __init__(self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None, on_cost: CostSink | None = None) -> None:
+    def __init__(
+        self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None, on_cost: CostSink | None = None,
+        coefficients: Coefficients | None = None,
+    ) -> None:
         self.cache = cache
-        self.batcher = Batcher(run_backend, on_batch, on_cost)
+        self.batcher = Batcher(run_backend, on_batch, on_cost, coefficients)
         # Where the sqlite tier is read and written (disk I/O stays off the socket and
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io
@@ -88,6 +91,10 @@ class Inference:
     def call(self, work: Callable[[], T], timeout: float | None = None) -> T:
         """Run ``work`` on the inference thread, never beside a batch (warm-up, probes)."""
         return self.batcher.call(work, timeout)
+
+    def call_if_idle(self, work: Callable[[], T], timeout: float) -> tuple[bool, T | None]:
+        """Run ``work`` on the inference thread only if that delays no request."""
+        return self.batcher.call_if_idle(work, timeout)
 
     def call_soon(self, work: Callable[[], T]) -> Future[T]:
         return self.batcher.call_soon(work)

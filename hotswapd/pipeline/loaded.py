@@ -35,6 +35,9 @@ class LoadedVersion:
     memory_bytes: int
     last_used: float = field(default_factory=time.time)
     warmed: bool = False
+    # Its first call, which pays for set-up (allocations, graph optimisation), is behind it:
+    # its batches' times are what its work costs (admission's cost model reads them).
+    timed: bool = False
     # Guarded by the registry's lock: requests holding it, and whether it takes new ones.
     leases: int = 0
     leases_taken: int = 0  # ever: tells a periodic benchmark whether anyone else used a version it loaded

@@ -73,7 +73,7 @@ def test_queued_work_of_a_caller_that_gave_up_is_not_computed(start: StartDaemon
         gate = hold("v1")
         held = a.send("encode", payload=[b"held"])
         assert CONTROLS["v1"].entered.wait(5)
-        with pytest.raises(DaemonTimeout):
+        with pytest.raises((Busy, DaemonTimeout)):  # answered `busy` just before its deadline, by the queue's shedding
             impatient.encode(["abandoned"])
         # The daemon's clock for that deadline started when it received the request, a moment
         # after the client's: under load that moment can be long enough to matter.
@@ -86,15 +86,16 @@ def test_queued_work_of_a_caller_that_gave_up_is_not_computed(start: StartDaemon
 
 
 def test_work_that_would_miss_its_deadline_is_refused_at_once(start: StartDaemon, tmp_path: Path) -> None:
-    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client(timeout=1.0) as hurried:
-        CONTROLS["v1"].delay = 0.4
-        a.encode(["price"])  # the daemon learns what a batch like this costs
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client(timeout=0.5) as hurried:
+        CONTROLS["v1"].delay = 0.3
+        for i in range(4):  # the daemon learns what a batch like this costs (past its load's probe)
+            a.encode([f"price{i}"])
         gate = hold("v1")
         held = a.send("encode", payload=[b"ahead"])
         assert CONTROLS["v1"].entered.wait(5)
         started = time.monotonic()
-        with pytest.raises(Busy, match="past this request's deadline of 1 s"):
-            hurried.encode(["queued behind the held request"])
+        with pytest.raises(Busy, match="past this request's deadline of 0.5 s"):
+            hurried.encode(["later"])  # alone it fits (0.3 s of 0.5 s), behind the held one it does not
         assert time.monotonic() - started < 0.5
         gate.set()
         a.receive(held)
@@ -132,3 +133,129 @@ def test_a_stream_job_backs_off_on_busy_and_keeps_its_order(start: StartDaemon, 
             expected = np.stack([vector(text, 1.0, 8) for text in chunk])
             expected /= np.linalg.norm(expected, axis=1, keepdims=True)
             np.testing.assert_allclose(result.embeddings, expected, rtol=1e-6)  # type: ignore[attr-defined]
+
+
+def test_each_version_is_priced_by_its_own_batches() -> None:
+    """Before: one cost model for every version, so a slow fp32 version's batches priced
+    its int8 sibling's requests (refused though they would have been done in time)."""
+    from hotswapd.core.admission import Admission, limits_from
+
+    admission = Admission(limits_from(10_000, 64))
+    for texts in (4, 16, 64):
+        admission.observe(texts, texts * 100, texts * 0.05, key=("m", "fp32"))  # 50 ms a text
+        admission.observe(texts, texts * 100, texts * 0.001, key=("m", "int8"))  # 1 ms a text
+    admission.admit(20, 2_000, key=("m", "fp32"))  # 1 s queued on the slow one
+    assert admission.admit(100, 10_000, deadline_seconds=1.5, key=("m", "int8"))  # 1 s + 0.1 s: in time
+    with pytest.raises(Busy, match="past this request's deadline"):
+        admission.admit(20, 2_000, deadline_seconds=1.5, key=("m", "fp32"))  # 1.1 s + 1 s: not
+
+
+def test_a_request_that_alone_would_miss_its_deadline_is_refused_with_the_estimate() -> None:
+    """Before: an empty queue skipped the deadline check, so a request that could never
+    finish in time was admitted, computed, and lost to its client's timeout."""
+    from hotswapd.core.admission import Admission, limits_from
+    from hotswapd.errors import DeadlineExceeded
+
+    admission = Admission(limits_from(100_000, 64))
+    for texts in (4, 32):
+        admission.observe(texts, texts * 1000, texts * 0.02, key=("m", "v1"))  # 20 ms a 1 KB text
+    with pytest.raises(DeadlineExceeded, match=r"alone would take about 10\.0 s .* deadline of 5 s") as refused:
+        admission.admit(500, 500_000, deadline_seconds=5, key=("m", "v1"))
+    assert refused.value.code != Busy("x").code  # retrying cannot help: not `busy`
+    assert admission.admit(100, 100_000, deadline_seconds=5, key=("m", "v1"))  # 2 s: in time
+    assert admission.admit(500, 500_000, key=("m", "v1"))  # no deadline: no estimate stands in the way
+
+
+def test_a_drained_burst_of_long_texts_is_trimmed_though_its_bytes_are_few() -> None:
+    """Before: only bytes counted (32 MiB), so 16 MB of 1 KB texts, whose activations had
+    grown RSS by 800 MiB, never asked glibc to give the heap back."""
+    from hotswapd.core.admission import Admission, limits_from
+
+    trims: list[bool] = []
+    admission = Admission(limits_from(1_000_000, 1024), on_drained=lambda: trims.append(True))
+    tickets = [admission.admit(500, 500 * 1024) for _ in range(32)]
+    for ticket in tickets:
+        ticket.release()
+    assert trims == [True]
+    admission.admit(2, 40).release()  # a short request afterwards does not trim again
+    assert trims == [True]
+
+
+def test_a_cold_daemon_prices_a_burst_from_its_load_probe(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: with no batch run yet every wait was priced at 0 s: a burst right after the
+    start was admitted whole and every client timed out."""
+    config = fake_config(tmp_path, {"v1": {"preload": True, "probe_seconds": 0.05}})  # a probe batch (16 short, 4 long texts): 50 ms
+    with start(config) as daemon, daemon.client(timeout=2.0) as client:
+        deadline = time.monotonic() + 10
+        while CONTROLS["v1"].probes < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert CONTROLS["v1"].probes == 5  # the warm-up call, and two timed batches run twice each
+        assert daemon.daemon.admission.coefficients(("m", "v1")) != (0.0, 0.0)
+        # 400 one-KB texts are about 5 s at what the probe measured: refused at once, with the estimate
+        started = time.monotonic()
+        from hotswapd.errors import DeadlineExceeded
+
+        refused = client.send("encode", payload=[b"x" * 1000] * 400, options={"deadline_ms": 2000})
+        with pytest.raises(DeadlineExceeded, match="alone would take about"):
+            client.receive(refused)
+        assert time.monotonic() - started < 1.0
+
+
+def test_the_queue_sheds_what_cannot_be_reached_before_its_deadline() -> None:
+    """Before: the queue was looked at only between batches, and never priced: pieces that
+    could not be reached in time waited, and their clients timed out."""
+    import threading
+    from types import SimpleNamespace
+
+    from hotswapd.pipeline.batching import Batcher, BatchLimits
+    from hotswapd.pipeline.deadline import Deadline
+
+    gate = threading.Event()
+    running = threading.Event()
+
+    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
+        running.set()
+        gate.wait(10)
+        return np.ones((len(texts), 2), dtype="<f4")
+
+    batcher = Batcher(run, lambda *args: None, coefficients=lambda key: (0.1, 0.0))  # 100 ms a text
+    loaded = SimpleNamespace(model="m", version="v1", timed=True)
+    limits = BatchLimits(max_batch_size=1, max_batch_tokens=1000, max_wait_ms=0)
+    answers: dict[int, object] = {}
+    try:
+        batcher.submit(loaded, ["held"], True, limits, lambda rows, error, timing: answers.setdefault(-1, rows))  # type: ignore[arg-type]
+        assert running.wait(5)
+        at = Deadline.within(0.65)
+        for i in range(10):
+            batcher.submit(loaded, [f"t{i}"], True, limits, lambda rows, error, timing, i=i: answers.setdefault(i, error), at)  # type: ignore[arg-type]
+        # the held batch ends in about 0.1 s, then a text each 0.1 s, answered 0.1 s before 0.65 s: four make it
+        assert batcher.shed() == 6
+        assert sorted(answers) == [4, 5, 6, 7, 8, 9] and all(isinstance(answers[i], Busy) for i in answers)
+        assert all(0.05 <= answers[i].retry_after <= 5 for i in answers)  # type: ignore[attr-defined]
+        assert batcher.shed() == 0  # what is left can still be reached
+    finally:
+        gate.set()
+        batcher.stop()
+    assert sorted(answers) == [-1, *range(10)] and all(answers[i] is None for i in range(4))
+
+
+def test_a_queued_request_whose_deadline_passes_mid_batch_is_answered_at_its_deadline(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: a request queued behind a long batch was answered only when that batch ended,
+    long after its deadline (its client had timed out by then)."""
+    from hotswapd.errors import DeadlineExceeded
+
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client() as b:
+        a.encode(["warm up"])
+        gate = hold("v1")
+        held = a.send("encode", payload=[b"a long batch"])
+        assert CONTROLS["v1"].entered.wait(5)
+        started = time.monotonic()
+        waiting = b.send("encode", payload=[b"queued behind it"], options={"deadline_ms": 400})
+        try:
+            with pytest.raises((DeadlineExceeded, Busy)):
+                b.receive(waiting, timeout=5)
+            assert time.monotonic() - started < 1.5
+        finally:
+            gate.set()
+        a.receive(held)
+        assert "queued behind it" not in CONTROLS["v1"].seen

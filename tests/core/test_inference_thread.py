@@ -48,7 +48,7 @@ def test_inference_thread_survives_a_failure_outside_the_backend() -> None:
             raise RuntimeError("metrics sink broke")
 
     batcher = Batcher(lambda loaded, texts, normalize: np.ones((len(texts), 2), dtype="<f4"), failing_sink)
-    loaded = SimpleNamespace(model="m", version="v1")
+    loaded = SimpleNamespace(model="m", version="v1", timed=True)
     results: list[np.ndarray] = []
 
     def encode_twice() -> None:

@@ -96,9 +96,9 @@ def test_the_cost_model_is_fed_utf8_bytes_like_admission_counts() -> None:
     from hotswapd.pipeline.batching import Batcher, BatchLimits
 
     costs: list[tuple[int, int, float]] = []
-    batcher = Batcher(lambda loaded, texts, normalize: np.ones((len(texts), 2), dtype="<f4"), lambda *a: None, lambda n, b, s: costs.append((n, b, s)))
+    batcher = Batcher(lambda loaded, texts, normalize: np.ones((len(texts), 2), dtype="<f4"), lambda *a: None, lambda n, b, s, key: costs.append((n, b, s)))
     try:
-        batcher.encode(SimpleNamespace(model="m", version="v"), ["日本語のテキスト".encode(), "plain"], True, BatchLimits(64, 16384, 0))  # type: ignore[arg-type]
+        batcher.encode(SimpleNamespace(model="m", version="v", timed=True), ["日本語のテキスト".encode(), "plain"], True, BatchLimits(64, 16384, 0))  # type: ignore[arg-type]
     finally:
         batcher.stop()
     assert costs[0][:2] == (2, len("日本語のテキスト".encode()) + 5)
