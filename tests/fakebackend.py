@@ -54,6 +54,7 @@ class Control:
     # The cost probe each load runs (hotswapd.core.cost_prior) is kept apart from requests:
     # counted here, never gated, delayed, failed or seen; it sleeps the option probe_seconds.
     probes: int = 0
+    releases: int = 0  # release_memory() calls (the daemon gives a burst's memory back)
 
 
 CONTROLS: dict[str, Control] = defaultdict(Control)
@@ -121,6 +122,11 @@ class FakeEmbedder:
         finally:
             with _lock:
                 _inside -= 1
+
+    def release_memory(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"fake model {self._options.tag!r} used after close()")
+        self._control.releases += 1
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """A word a token, plus the two special tokens a BERT adds."""

@@ -100,6 +100,9 @@ class Capabilities:
     describe: Callable[[], dict[str, Any]] | None = None
     member_facts: Callable[[], list[dict[str, Any]]] | None = None
     composite: Composite | None = None
+    # Give back what a burst grew that the C library cannot see (ONNX Runtime's arena); run
+    # on the inference thread, never beside a batch, after the queue drains.
+    release_memory: Callable[[], None] | None = None
 
     @classmethod
     def of(cls, embedder: Any) -> Capabilities:
@@ -123,6 +126,7 @@ class Capabilities:
             space=method("space"),
             describe=method("describe"),
             member_facts=method("member_facts"),
+            release_memory=method("release_memory"),
             composite=embedder if method("merge") is not None and hasattr(embedder, "parts") else None,
         )
 

@@ -37,13 +37,6 @@ from hotswapd.errors import Busy, DeadlineExceeded
 MB = 2**20
 RETRY_FLOOR = 0.05  # seconds: a retry hint is never shorter than this
 RETRY_CEILING = 5.0
-# After this much text has gone through, a queue that empties has its freed memory given
-# back to the system: glibc keeps the heap a burst of large texts grew (+109 MiB RSS after
-# an overload run, measured) unless asked to trim it. Bytes alone missed what activations
-# cost: 16 MB of 1 KB texts grew RSS by 800 MiB (attention over long texts is the most of
-# it), so estimated tokens count too.
-TRIM_AFTER_BYTES = 32 * MB
-TRIM_AFTER_TOKENS = 2**18
 COST_WINDOW = 64  # batches the cost model is fitted on, per version
 Key = tuple[str, str]  # (model, version)
 PRIOR_UNTIL_BATCHES = 4  # a version's load probe counts until it has run this many batches of its own
@@ -78,8 +71,6 @@ class Admission:
     def __init__(self, limits: QueueLimits, on_drained: Callable[[], object] | None = None) -> None:
         self.limits = limits
         self._on_drained = on_drained
-        self._since_trim = 0  # bytes of text drained since the last trim
-        self._tokens_since_trim = 0  # and estimated tokens (4 bytes a token, 2 special ones a text)
         self._texts = 0
         self._bytes = 0
         self._lock = threading.Lock()
@@ -202,11 +193,7 @@ class Admission:
                 if queued[0] <= 0:
                     del self._queued[ticket.key]
             self._done.append((time.monotonic(), ticket.texts))
-            self._since_trim += ticket.nbytes
-            self._tokens_since_trim += ticket.nbytes // 4 + 2 * ticket.texts
-            drained = self._texts == 0 and (self._since_trim >= TRIM_AFTER_BYTES or self._tokens_since_trim >= TRIM_AFTER_TOKENS)
-            if drained:
-                self._since_trim = self._tokens_since_trim = 0
+            drained = self._texts == 0  # the daemon then checks what the work grew (hotswapd.core.burst_memory)
         if drained and self._on_drained is not None:
             self._on_drained()
 

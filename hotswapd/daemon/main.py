@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import zmq
 from pydantic import ValidationError
 
@@ -38,6 +39,7 @@ from hotswapd.config.origin import ConfigOrigin, origin_for
 from hotswapd.core import memory
 from hotswapd.core.admission import Admission, limits_from
 from hotswapd.core.audit import AuditLog
+from hotswapd.core.burst_memory import BurstMemory
 from hotswapd.core.cost_prior import CostPrior
 from hotswapd.pipeline.cache import embedding_cache
 from hotswapd.core.handlers import DaemonState, Handlers
@@ -68,6 +70,7 @@ HEALTH_RETENTION_SECONDS = 3600.0  # per-model windows (health.window_seconds) r
 TICK_SECONDS = 0.1
 FILES_CHECK_SECONDS = 5.0  # how often loaded versions' files (a corpus) are compared with what was opened
 TRIM_DELAY_SECONDS = 1.0
+RELEASE_SECONDS = 30.0  # the arenas' release waits this long for the inference thread at most
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -156,6 +159,7 @@ class Daemon:
             limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb), on_drained=self._trim_soon
         )
         self._trim_at: float | None = None
+        self.burst_memory = BurstMemory(lambda: psutil.Process().memory_info().rss, self._give_memory_back)
         self._files_checked_at = time.monotonic()
         self.inference = Inference(
             embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe,
@@ -187,9 +191,29 @@ class Daemon:
         self.http: HttpServer | None = None
 
     def _trim_soon(self) -> None:
-        """A burst of traffic has drained: give its freed heap back a moment later, once the
-        last requests' buffers are gone too (on the io thread, from the ticker)."""
+        """The queue has drained: a moment later, once the last requests' buffers are gone
+        too and if no traffic came back, check what the work grew (on the io thread, from
+        the ticker; hotswapd.core.burst_memory)."""
         self._trim_at = time.monotonic() + TRIM_DELAY_SECONDS
+
+    def _give_memory_back(self) -> None:
+        """After a drained burst (on the io thread): each loaded version gives back what its
+        backend kept past the C library's reach (an arena), on the inference thread if it
+        is idle (never beside a batch; traffic that came back will drain again), then the
+        heap is trimmed."""
+
+        def release() -> None:
+            for loaded in self.registry.loaded():
+                if loaded.caps.release_memory is not None and not loaded.closed:
+                    try:
+                        loaded.caps.release_memory()
+                    except Exception:  # noqa: BLE001 -- memory not given back is no failure of serving
+                        log.warning("%s@%s: giving back its memory failed", loaded.model, loaded.version, exc_info=True)
+
+        try:
+            self.inference.call_if_idle(release, RELEASE_SECONDS)
+        finally:
+            memory.trim()
 
     def _submit_control(self, work: Callable[[], None]) -> None:
         self.workers.submit("control", work)
@@ -283,6 +307,7 @@ class Daemon:
                         log.error("preload of %s@%s failed: %s", name, version, exc.message)
         if self.state.phase == "starting":
             self.state.phase = "ready"
+        self.burst_memory.settle()  # what the preloaded versions hold is the resting size
         systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f"{m.model}@{m.version}" for m in self.registry.loaded()))
         log.info("ready")
 
@@ -329,7 +354,7 @@ class Daemon:
         self.inference.batcher.shed()  # what would wait in vain for the next batch boundary is answered now
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
-            self.workers.submit("io", memory.trim)
+            self.workers.submit("io", self.burst_memory.check)
 
     def _reload_quietly(self, trigger: str) -> None:
         try:

@@ -166,19 +166,30 @@ def test_a_request_that_alone_would_miss_its_deadline_is_refused_with_the_estima
     assert admission.admit(500, 500_000, key=("m", "v1"))  # no deadline: no estimate stands in the way
 
 
-def test_a_drained_burst_of_long_texts_is_trimmed_though_its_bytes_are_few() -> None:
-    """Before: only bytes counted (32 MiB), so 16 MB of 1 KB texts, whose activations had
-    grown RSS by 800 MiB, never asked glibc to give the heap back."""
+def test_memory_is_given_back_after_a_burst_by_what_it_grew_not_by_its_bytes() -> None:
+    """Before: a drain trimmed only after 32 MiB of text, so 16 MB of 1 KB texts, whose
+    activations had grown RSS by 800 MiB, never gave anything back."""
     from hotswapd.core.admission import Admission, limits_from
+    from hotswapd.core.burst_memory import BurstMemory
 
-    trims: list[bool] = []
-    admission = Admission(limits_from(1_000_000, 1024), on_drained=lambda: trims.append(True))
-    tickets = [admission.admit(500, 500 * 1024) for _ in range(32)]
+    rss = [200 * 2**20]
+    gave: list[int] = []
+
+    def give_back() -> None:
+        gave.append(rss[0])
+        rss[0] = 210 * 2**20  # what the burst grew, given back (all but 10 MiB)
+
+    watch = BurstMemory(lambda: rss[0], give_back)
+    watch.settle()
+    admission = Admission(limits_from(1_000_000, 1024), on_drained=watch.check)
+    tickets = [admission.admit(500, 500 * 1024) for _ in range(32)]  # 16 MB of text
+    rss[0] = 1000 * 2**20  # the burst's activations
     for ticket in tickets:
-        ticket.release()
-    assert trims == [True]
-    admission.admit(2, 40).release()  # a short request afterwards does not trim again
-    assert trims == [True]
+        ticket.release()  # the last one drains the queue
+    assert gave == [1000 * 2**20] and watch.given_back == 1
+    rss[0] = 230 * 2**20  # 20 MiB more since: under the 32 the watch waits for
+    admission.admit(2, 40).release()
+    assert watch.given_back == 1
 
 
 def test_a_cold_daemon_prices_a_burst_from_its_load_probe(start: StartDaemon, tmp_path: Path) -> None:
@@ -259,3 +270,21 @@ def test_a_queued_request_whose_deadline_passes_mid_batch_is_answered_at_its_dea
             gate.set()
         a.receive(held)
         assert "queued behind it" not in CONTROLS["v1"].seen
+
+
+def test_after_a_drained_burst_each_loaded_version_gives_its_memory_back(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: only glibc's heap was trimmed; ONNX Runtime's arena kept what the burst's
+    largest batch needed (all-MiniLM-L6-v2: 175 -> 623 MiB, 603 after the trim)."""
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {}})) as daemon, daemon.client() as client:
+        client.encode(["load v2 too"], "m@v2")
+        daemon.daemon.burst_memory.settle()
+        assert CONTROLS["v1"].releases == CONTROLS["v2"].releases == 0
+        grown = b"\x01" * (64 * 2**20)  # what a burst's activations hold (this process is the daemon's)
+        client.encode(["a request that drains the queue"])
+        deadline = time.monotonic() + 10
+        while CONTROLS["v2"].releases < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert CONTROLS["v1"].releases == CONTROLS["v2"].releases == 1
+        assert daemon.daemon.burst_memory.given_back == 1
+        del grown
+        assert client.encode(["still serving"]).count == 1
