@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from hotswapd.errors import InvalidText, TextTooLong
+from hotswapd.wire.length_order import length_key
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
 Text = str | bytes
@@ -71,7 +72,8 @@ class LengthSortedStream:
                     break
             if not texts:
                 return
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            keys = [length_key(text) for text in texts]
+            order = sorted(range(len(texts)), key=keys.__getitem__)
             step = max(sizes)  # the caller's chunk size: the daemon's limits already fit it
             pieces = [[texts[i] for i in order[at : at + step]] for at in range(0, len(order), step)]
             self._windows.append(_Window(start, sizes, order, len(pieces)))

@@ -92,7 +92,7 @@ class ParquetSink:
             gathered: list[Any] = []
             size = 0
             tail = self._buffered()  # the rows since the last part: straight into the output
-            for table in [*(self.pq.read_table(self.work / name, schema=self._schema()) for name in self.parts), *([tail] if tail is not None else [])]:
+            for table in [*(self._read_part(name) for name in self.parts), *([tail] if tail is not None else [])]:
                 gathered.append(table)
                 size += table.nbytes
                 if size >= MERGE_BYTES:
@@ -112,6 +112,14 @@ class ParquetSink:
 
     def close(self) -> None:
         self._ids, self._vectors = [], []
+
+    def _read_part(self, name: str) -> Any:
+        """A part written earlier (by this job or the run it resumes), as it was written.
+        ParquetFile, not read_table: that one imports pandas (a third of a second a job)."""
+        table = self.pq.ParquetFile(self.work / name).read()
+        if not table.schema.equals(self._schema(), check_metadata=False):
+            raise JobError(f"{self.work / name} is not a part of this job (its columns are {table.schema}); start over with --restart")
+        return table
 
     def _schema(self) -> Any:
         id_type = self.pa.string() if self.id_type == "string" else self.pa.int64()
@@ -137,10 +145,26 @@ class ParquetSink:
         data = b"".join(self._vectors)
         values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])  # the wire is little-endian float32
         try:
-            ids = pa.array(self._ids, type=pa.string() if self.id_type == "string" else pa.int64())
-        except (OverflowError, pa.ArrowInvalid) as exc:
+            ids = _id_array(pa, self._ids, self.id_type)
+        except (OverflowError, TypeError, ValueError, AttributeError) as exc:
             raise JobError(f"an id does not fit the id column: {exc}") from None
         return pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.dim)], schema=self._schema())
+
+
+def _id_array(pa: Any, ids: list[Any], id_type: str) -> Any:
+    """The id column, built from its buffers: ``pa.array`` looks at its input for pandas
+    objects, and importing pandas to do so cost every job a third of a second."""
+    import numpy as np
+
+    if id_type != "string":
+        values = np.asarray(ids, dtype=np.int64)  # OverflowError for an id past int64
+        return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+    encoded = [value.encode("utf-8") for value in ids]  # AttributeError: an id that is not a string
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(value) for value in encoded], out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise OverflowError("the ids of one part exceed 2 GiB")
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))])
 
 
 def _metadata(record: JobRecord) -> dict[str, str]:

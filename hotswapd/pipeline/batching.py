@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hotswapd.errors import Busy
 from hotswapd.text.decode import utf8_size
+from hotswapd.wire.length_order import length_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -208,7 +209,8 @@ class Batcher:
         if len(parts) > 1:
             # Pieces of texts of like length: each is padded to its own longest text, so a
             # request split in document order padded short sentences to its long ones.
-            order = sorted(range(len(texts)), key=lambda i: estimated_tokens(texts[i]), reverse=True)
+            keys = [length_key(text) for text in texts]
+            order = sorted(range(len(texts)), key=keys.__getitem__, reverse=True)
             parts = split([texts[i] for i in order], limits)
         collector = _Collector(len(parts), done, order)
         pieces = [

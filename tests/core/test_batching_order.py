@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotswapd.wire.length_order import length_key
 from tests import fakebackend
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config
@@ -23,5 +24,5 @@ def test_pieces_are_cut_by_length_and_rows_come_back_in_order(start: StartDaemon
         np.testing.assert_array_equal(result.embeddings, expected)
         seen = fakebackend.CONTROLS["v1"].seen
         assert sorted(seen) == sorted(texts)
-        lengths = [len(text.encode()) // 4 for text in seen]
+        lengths = [length_key(text) for text in seen]
         assert lengths == sorted(lengths, reverse=True)  # the model saw pieces of like length, longest first

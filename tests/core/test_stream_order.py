@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hotswapd.wire.length_order import length_key
 from hotswapd.client.encode_result import EncodeResult
 from hotswapd.errors import TextTooLong
 from hotswapd.wire.protocol import VECTOR_DTYPE
@@ -39,7 +40,7 @@ def length_encoder(sent: list[list[str]], refuse: str | None = None):  # type: i
 
 def test_rows_come_back_in_the_callers_chunks_and_order() -> None:
     rng = random.Random(3)
-    texts = ["".join(rng.choice("abcdef") for _ in range(rng.randint(1, 60))) for _ in range(1000)]
+    texts = [" ".join(rng.choice(["ab", "cde", "f,"]) for _ in range(rng.randint(1, 20))) for _ in range(1000)]
     sizes = [rng.randint(1, 90) for _ in range(60)]
     chunks, at = [], 0
     for size in sizes:
@@ -52,8 +53,8 @@ def test_rows_come_back_in_the_callers_chunks_and_order() -> None:
     rows = np.vstack([r.embeddings for r in results])
     np.testing.assert_array_equal(rows, [[len(t), ord(t[0])] for t in texts[:at]])
     # Sent in length order within each window: each request's texts are of alike length.
-    assert all(len(piece[0]) <= len(piece[-1]) for piece in sent)
-    assert sum(len(p[-1]) - len(p[0]) for p in sent) < sum(max(map(len, c)) - min(map(len, c)) for c in chunks) / 3
+    assert all(length_key(piece[0]) <= length_key(piece[-1]) for piece in sent)  # sorted by estimated tokens
+    assert sum(length_key(p[-1]) - length_key(p[0]) for p in sent) < sum(max(map(length_key, c)) - min(map(length_key, c)) for c in chunks) / 3
     assert sum(r.truncated for r in results) == len(sent)  # counts survive the regrouping
 
 
@@ -75,4 +76,4 @@ def test_a_daemon_stream_is_the_same_sorted_or_not(start: StartDaemon, tmp_path:
         seen = fakebackend.CONTROLS["v1"].seen
     np.testing.assert_array_equal(ordered, plain)
     # The first request held the window's 256 shortest texts, not the input's first 256.
-    assert sorted(map(len, seen[:256])) == sorted(map(len, texts[:2048]))[:256] != sorted(map(len, texts[:256]))
+    assert sorted(map(length_key, seen[:256])) == sorted(map(length_key, texts[:2048]))[:256] != sorted(map(length_key, texts[:256]))
