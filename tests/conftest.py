@@ -36,6 +36,16 @@ def own_xdg_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
 
+
+@pytest.fixture(autouse=True)
+def children_may_run() -> None:
+    """A daemon that stopped leaves this process's children stopped (hotswapd.host.children):
+    right for a daemon's process, but an in-process daemon of an earlier test is not this
+    test's."""
+    from hotswapd.host import children
+
+    children.start_accepting()
+
 from tests.daemons import RunningDaemon, daemon_env, start_daemon, wait_ready, write_config
 from tests.tinymodel import build_tiny_model
 

@@ -45,6 +45,7 @@ class Control:
     fail_on: str | None = None  # encode raises when this text is in its batch
     fail_load: str | None = None
     delay: float = 0.0  # seconds per encode call
+    delay_per_text: float = 0.0  # and per text in it (a cost that grows with the batch, as a model's does)
     entered: threading.Event = field(default_factory=threading.Event)  # an encode has begun
     loads: int = 0
     load_attempts: int = 0
@@ -107,6 +108,7 @@ class FakeEmbedder:
             # HOTSWAP_FAKE_SLEEP: a slow model in a daemon process without making the config
             # (so the fingerprint) differ from a fast one's.
             pause = control.delay or self._options.sleep_seconds or float(os.environ.get("HOTSWAP_FAKE_SLEEP", "0"))
+            pause += control.delay_per_text * len(texts)
             if pause:
                 time.sleep(pause)
             if control.fail:

@@ -92,6 +92,9 @@ def inproc_daemon(config_text: str, workdir: Path, monkeypatch: pytest.MonkeyPat
                     gate.set()
         assert not thread.is_alive(), "in-process daemon did not stop"
         assert not failure, failure
+        from hotswapd.host import children
+
+        children.start_accepting()  # the stopped daemon was this test's, not the process's next code's
 
 
 def _wait_answering(handle: InprocDaemon, thread: threading.Thread, failure: list[BaseException]) -> None:

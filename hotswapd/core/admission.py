@@ -40,6 +40,7 @@ RETRY_CEILING = 5.0
 COST_WINDOW = 64  # batches the cost model is fitted on, per version
 Key = tuple[str, str]  # (model, version)
 PRIOR_UNTIL_BATCHES = 4  # a version's load probe counts until it has run this many batches of its own
+RECHECK_SECONDS = 10.0  # an estimate older than this refuses nothing outright (see _measured_lately)
 DEADLINE_MARGIN = 0.9  # admit only work expected to finish within this share of its deadline
 
 
@@ -82,6 +83,7 @@ class Admission:
         self._done: deque[tuple[float, int]] = deque(maxlen=256)
         self._batches: dict[Key | None, deque[tuple[int, int, float]]] = {}  # None: every version's
         self._priors: dict[Key | None, deque[tuple[int, int, float]]] = {}  # what load probes measured
+        self._observed_at: dict[Key, float] = {}  # when each version's work was last timed (monotonic)
         self._costs: dict[Key | None, tuple[float, float]] = {}  # fitted (seconds per text, per byte); dropped on a new batch
         self._queued: dict[Key | None, list[int]] = {}  # texts, bytes queued per version
 
@@ -100,7 +102,7 @@ class Admission:
                 )
             if deadline_seconds is not None:
                 own = self._seconds_for(key, texts, nbytes)
-                if own > deadline_seconds * DEADLINE_MARGIN:
+                if own > deadline_seconds * DEADLINE_MARGIN and self._measured_lately(key):
                     self.refused += 1
                     raise DeadlineExceeded(
                         f"this request alone would take about {own:.1f} s ({texts} texts, at what this version's "
@@ -138,6 +140,8 @@ class Admission:
         its own traffic have run (cheap: the model is refitted only when pricing needs it)."""
         with self._lock:
             books = self._priors if prior else self._batches
+            if key is not None:
+                self._observed_at[key] = time.monotonic()
             for book in (key, None) if key is not None else (None,):
                 books.setdefault(book, deque(maxlen=COST_WINDOW)).append((texts, chars, seconds))
             self._costs.clear()  # a version priced by the fallback moves with it too
@@ -147,6 +151,7 @@ class Admission:
         with self._lock:
             self._batches.pop(key, None)
             self._priors.pop(key, None)
+            self._observed_at.pop(key, None)
             self._costs.clear()
 
     def coefficients(self, key: Key | None) -> tuple[float, float]:
@@ -163,7 +168,7 @@ class Admission:
         if cost is None:
             for book in (key, None):
                 own = list(self._batches.get(book, ()))
-                if len(own) < PRIOR_UNTIL_BATCHES:
+                if len(own) < PRIOR_UNTIL_BATCHES or not separable(own):
                     own += self._priors.get(book, ())
                 if own:
                     cost = fit_cost(own)
@@ -172,6 +177,14 @@ class Admission:
                 cost = (0.0, 0.0)
             self._costs[key] = cost
         return cost
+
+    def _measured_lately(self, key: Key | None) -> bool:
+        """Lock held. Whether ``key``'s own work was timed lately: only then is an estimate
+        trusted to refuse a request outright. Another version's batches say little of it, and
+        a refusal measures nothing, so an estimate left from a slow spell would refuse for
+        ever: past RECHECK_SECONDS without a batch of its own, a request runs and is timed."""
+        seen = self._observed_at.get(key) if key is not None else None
+        return seen is not None and time.monotonic() - seen < RECHECK_SECONDS
 
     def _seconds_for(self, key: Key | None, texts: int, nbytes: int) -> float:
         """Lock held."""
@@ -216,6 +229,15 @@ class Admission:
                 "max_bytes": self.limits.max_bytes,
                 "refused": self.refused,
             }
+
+
+def separable(batches: list[tuple[int, int, float]]) -> bool:
+    """Whether ``batches`` can tell per-text from per-byte cost (they are not all alike):
+    a few like batches would put all the cost on bytes and price a long text at 100x."""
+    snn = sum(n * n for n, _, _ in batches)
+    scc = sum(c * c for _, c, _ in batches)
+    snc = sum(n * c for n, c, _ in batches)
+    return snn * scc - snc * snc > 1e-3 * snn * scc
 
 
 def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]] | tuple[()]) -> tuple[float, float]:

@@ -23,7 +23,7 @@ GROWTH_BYTES = 32 * MiB
 
 
 class BurstMemory:
-    def __init__(self, read_rss: Callable[[], int], give_back: Callable[[], None], growth_bytes: int = GROWTH_BYTES) -> None:
+    def __init__(self, read_rss: Callable[[], int], give_back: Callable[[], bool], growth_bytes: int = GROWTH_BYTES) -> None:
         self._read_rss = read_rss
         self._give_back = give_back
         self._growth = growth_bytes
@@ -37,17 +37,21 @@ class BurstMemory:
         with self._lock:
             self._baseline = self._read_rss()
 
-    def check(self) -> None:
-        """After a drain: give back what grew past the resting size, if it grew enough."""
+    def check(self) -> bool:
+        """After a drain: give back what grew past the resting size, if it grew enough.
+        False when it should be tried again later: ``give_back`` found the daemon busy (the
+        resting size is kept, or the growth would be taken for it)."""
         with self._lock:
             now = self._read_rss()
             if self._baseline is None or now < self._baseline:
                 self._baseline = now
-                return
+                return True
             if now - self._baseline < self._growth:
-                return
-            self._give_back()
+                return True
+            if not self._give_back():
+                return False
             after = self._read_rss()
             log.info("gave back memory after a burst: RSS %.0f -> %.0f MiB", now / MiB, after / MiB)
             self.given_back += 1
             self._baseline = after
+            return True

@@ -22,7 +22,9 @@ from hotswapd.core.services import Services
 from hotswapd.core.snapshot import Snapshot
 from hotswapd.errors import (
     BatchTooLarge,
+    Busy,
     Cancelled,
+    DeadlineExceeded,
     EmptyRequest,
     HotswapError,
     InternalError,
@@ -106,7 +108,7 @@ class EncodeOp:
 
         def run(loaded: LoadedVersion) -> None:
             def finished(answer: Encoding | HotswapError) -> None:
-                outcome = "ok" if not isinstance(answer, HotswapError) else ("cancelled" if isinstance(answer, Cancelled) else "error")
+                outcome = "ok" if not isinstance(answer, HotswapError) else _outcome(answer)
                 self.record(loaded.model, loaded.version, outcome, time.perf_counter() - started, len(texts))
                 if isinstance(reply, _TracedReply):
                     reply.note(loaded, answer)
@@ -175,9 +177,10 @@ class EncodeOp:
         )
 
     def record(self, model: str, version: str, outcome: str, seconds: float, texts: int) -> None:
-        """``outcome``: ok, error, or cancelled (its client withdrew it: that says nothing of
-        the version, so its health, which can roll it back, does not count it)."""
-        if outcome != "cancelled":
+        """``outcome``: ok, error, cancelled (its client withdrew it), busy or deadline (the
+        queue shed it: too much work ahead). Only ok and error say anything of the version,
+        so only they count in its health, which can roll it back."""
+        if outcome in ("ok", "error"):
             self._s.health.record(model, version, outcome == "ok", seconds * 1000)
         self._s.metrics.record_request(model, version, outcome, seconds, texts)
 
@@ -199,6 +202,16 @@ class EncodeOp:
                 )
             texts.append(wire_text(frame, index))
         return texts
+
+
+def _outcome(error: HotswapError) -> str:
+    if isinstance(error, Cancelled):
+        return "cancelled"
+    if isinstance(error, Busy):
+        return "busy"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    return "error"
 
 
 def _traceparent(request: Request) -> str | None:

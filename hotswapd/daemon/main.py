@@ -196,7 +196,7 @@ class Daemon:
         the ticker; hotswapd.core.burst_memory)."""
         self._trim_at = time.monotonic() + TRIM_DELAY_SECONDS
 
-    def _give_memory_back(self) -> None:
+    def _give_memory_back(self) -> bool:
         """After a drained burst (on the io thread): each loaded version gives back what its
         backend kept past the C library's reach (an arena), on the inference thread if it
         is idle (never beside a batch; traffic that came back will drain again), then the
@@ -211,9 +211,10 @@ class Daemon:
                         log.warning("%s@%s: giving back its memory failed", loaded.model, loaded.version, exc_info=True)
 
         try:
-            self.inference.call_if_idle(release, RELEASE_SECONDS)
+            ran, _ = self.inference.call_if_idle(release, RELEASE_SECONDS)
         finally:
             memory.trim()
+        return ran
 
     def _submit_control(self, work: Callable[[], None]) -> None:
         self.workers.submit("control", work)
@@ -228,6 +229,9 @@ class Daemon:
             if problem:
                 raise ConfigError(f"cannot create the runtime dir for {endpoint}'s lock file: {problem}")
         self._lock.acquire()
+        # Children may run (an in-process daemon before this one, in tests, stopped them); a
+        # stopped daemon leaves them stopped, so a load it abandoned cannot start one late.
+        children.start_accepting()
         try:
             if sock_path is not None and (sock_path.exists() or sock_path.is_symlink()):
                 # We hold the lock, so no daemon serves it; but only a socket file is ours to
@@ -255,9 +259,6 @@ class Daemon:
             children.stop_all()  # a conversion or a measurement ends with the daemon
             self.alerts.stop()  # what is queued gets a few seconds to go out
             self.workers.close()
-            # The workers are joined: none can start a child late now, so this process (an
-            # in-process daemon in tests, whose next one follows) may run children again.
-            children.start_accepting()
             # The inference thread stops before the router closes: a batch that outlived the
             # drain still pushes its reply through a socket of its own, which must be closed
             # (by the router, below) before the context can terminate.
@@ -354,7 +355,7 @@ class Daemon:
         self.inference.batcher.shed()  # what would wait in vain for the next batch boundary is answered now
         if self._trim_at is not None and time.monotonic() >= self._trim_at:
             self._trim_at = None
-            self.workers.submit("io", self.burst_memory.check)
+            self.workers.submit("io", lambda: self.burst_memory.check() or self._trim_soon())  # not done: later
 
     def _reload_quietly(self, trigger: str) -> None:
         try:

@@ -343,15 +343,15 @@ class Batcher:
             now = time.monotonic()
             at = max(now, self._busy_until)  # when the next batch can start
             prices: dict[tuple[str, str], tuple[float, float]] = {}
-            failed: set[int] = set()  # requests (collectors) answered in this pass
+            failed: dict[int, BaseException] = {}  # requests (collectors) answered in this pass, and why
             kept: deque[_Piece | _Task] = deque()
             for item in self._queue:
                 if isinstance(item, _Task):
                     kept.append(item)
                     continue
                 why = item.dropped(now)
-                if why is None and item.collector is not None and id(item.collector) in failed:
-                    why = item.collector.failed
+                if why is None and item.collector is not None:
+                    why = failed.get(id(item.collector))  # a sibling was shed in this pass: it goes too
                 if why is None and self._coefficients is not None:
                     key = (item.loaded.model, item.loaded.version)
                     if key not in prices:
@@ -371,7 +371,7 @@ class Batcher:
                     continue
                 doomed.append((item, why))
                 if item.collector is not None:
-                    failed.add(id(item.collector))
+                    failed.setdefault(id(item.collector), why)
             if doomed:
                 self._queue = kept
                 self.shed_count += sum(isinstance(why, Busy) for _, why in doomed)

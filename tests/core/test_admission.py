@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotswapd.errors import Busy, DaemonTimeout
+from hotswapd.errors import Busy, DaemonTimeout, DeadlineExceeded
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.core.test_leases import hold
@@ -87,15 +87,15 @@ def test_queued_work_of_a_caller_that_gave_up_is_not_computed(start: StartDaemon
 
 def test_work_that_would_miss_its_deadline_is_refused_at_once(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as a, daemon.client(timeout=0.5) as hurried:
-        CONTROLS["v1"].delay = 0.3
-        for i in range(4):  # the daemon learns what a batch like this costs (past its load's probe)
-            a.encode([f"price{i}"])
+        CONTROLS["v1"].delay_per_text = 0.1
+        for i in range(4):  # the daemon learns what its batches cost (past its load's probe)
+            a.encode([f"price {i} {j}" + "x" * (7 * j) for j in range(i + 1)])
         gate = hold("v1")
-        held = a.send("encode", payload=[b"ahead"])
+        held = a.send("encode", payload=[b"ahead", b"ahead 2", b"ahead 3"])
         assert CONTROLS["v1"].entered.wait(5)
         started = time.monotonic()
         with pytest.raises(Busy, match="past this request's deadline of 0.5 s"):
-            hurried.encode(["later"])  # alone it fits (0.3 s of 0.5 s), behind the held one it does not
+            hurried.encode(["later", "and later"])  # alone it fits (0.2 s of 0.5 s), behind the held three it does not
         assert time.monotonic() - started < 0.5
         gate.set()
         a.receive(held)
@@ -175,9 +175,10 @@ def test_memory_is_given_back_after_a_burst_by_what_it_grew_not_by_its_bytes() -
     rss = [200 * 2**20]
     gave: list[int] = []
 
-    def give_back() -> None:
+    def give_back() -> bool:
         gave.append(rss[0])
         rss[0] = 210 * 2**20  # what the burst grew, given back (all but 10 MiB)
+        return True
 
     watch = BurstMemory(lambda: rss[0], give_back)
     watch.settle()
@@ -190,6 +191,13 @@ def test_memory_is_given_back_after_a_burst_by_what_it_grew_not_by_its_bytes() -
     rss[0] = 230 * 2**20  # 20 MiB more since: under the 32 the watch waits for
     admission.admit(2, 40).release()
     assert watch.given_back == 1
+    # Review: a give-back the daemon skipped (traffic came back) took the growth for the resting size
+    busy = BurstMemory(lambda: rss[0], lambda: False)
+    busy.settle()
+    rss[0] += 64 * 2**20
+    assert busy.check() is False and busy.given_back == 0
+    busy._give_back = give_back  # type: ignore[method-assign]  # the daemon is idle again
+    assert busy.check() is True and busy.given_back == 1
 
 
 def test_a_cold_daemon_prices_a_burst_from_its_load_probe(start: StartDaemon, tmp_path: Path) -> None:
@@ -270,6 +278,8 @@ def test_a_queued_request_whose_deadline_passes_mid_batch_is_answered_at_its_dea
             gate.set()
         a.receive(held)
         assert "queued behind it" not in CONTROLS["v1"].seen
+        # Review: what the queue shed is no fault of the version; counted, it rolled healthy canaries back
+        assert daemon.daemon.health.snapshot("m", "v1").errors == 0
 
 
 def test_after_a_drained_burst_each_loaded_version_gives_its_memory_back(start: StartDaemon, tmp_path: Path) -> None:
@@ -288,3 +298,61 @@ def test_after_a_drained_burst_each_loaded_version_gives_its_memory_back(start: 
         assert daemon.daemon.burst_memory.given_back == 1
         del grown
         assert client.encode(["still serving"]).count == 1
+
+
+def test_estimates_that_refuse_are_kept_honest() -> None:
+    """Review: a version never measured was refused by another's batches and so never
+    loaded; four like batches put all their cost on bytes and refused a 1 KB text as 3.4 s;
+    a slow spell left an estimate that refused for ever (refusals time nothing)."""
+    from hotswapd.core import admission as module
+    from hotswapd.core.admission import Admission, limits_from
+
+    admission = Admission(limits_from(100_000, 64))
+    for texts in (4, 32):
+        admission.observe(texts, texts * 1000, texts * 0.5, key=("m", "slow"))
+    admission.admit(100, 100_000, deadline_seconds=2, key=("m", "fast")).release()  # never measured: not refused outright
+    admission.observe(16, 700, 0.01, key=("m", "v"), prior=True)
+    admission.observe(4, 4000, 0.02, key=("m", "v"), prior=True)
+    for _ in range(4):
+        admission.observe(1, 6, 0.02, key=("m", "v"))  # like batches: they cannot price a long text alone
+    per_text, per_byte = admission.coefficients(("m", "v"))
+    assert per_text + 1024 * per_byte < 0.5
+    admission.observe(10, 10_000, 5.0, key=("m", "spell"))
+    admission.observe(1, 1_000, 0.5, key=("m", "spell"))
+    with pytest.raises(DeadlineExceeded):
+        admission.admit(10, 10_000, deadline_seconds=2, key=("m", "spell"))
+    admission._observed_at[("m", "spell")] -= module.RECHECK_SECONDS  # the slow spell is old news
+    assert admission.admit(10, 10_000, deadline_seconds=2, key=("m", "spell"))  # let through, to be timed again
+
+
+def test_shedding_a_piece_sheds_its_siblings_in_the_same_pass() -> None:
+    """Review: a request's other pieces stayed queued in the pass that shed one of them, and
+    their cost got another request shed that would have made its deadline."""
+    import threading
+    from types import SimpleNamespace
+
+    from hotswapd.pipeline.batching import Batcher, BatchLimits
+    from hotswapd.pipeline.deadline import Deadline
+
+    gate, running = threading.Event(), threading.Event()
+
+    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
+        running.set()
+        gate.wait(10)
+        return np.ones((len(texts), 2), dtype="<f4")
+
+    batcher = Batcher(run, lambda *args: None, coefficients=lambda key: (0.1, 0.0))
+    loaded = SimpleNamespace(model="m", version="v1", timed=True)
+    answers: dict[str, object] = {}
+    try:
+        batcher.submit(loaded, ["held"], True, BatchLimits(1, 1000, 0), lambda rows, error, timing: None)  # type: ignore[arg-type]
+        assert running.wait(5)
+        limits = BatchLimits(max_batch_size=5, max_batch_tokens=1000, max_wait_ms=0)
+        batcher.submit(loaded, [f"r{i}" for i in range(6)], True, limits, lambda rows, error, timing: answers.setdefault("r", error), Deadline.within(0.45))  # type: ignore[arg-type]
+        batcher.submit(loaded, ["s0", "s1"], True, limits, lambda rows, error, timing: answers.setdefault("s", error), Deadline.within(0.45))  # type: ignore[arg-type]
+        batcher.shed()
+        assert isinstance(answers.get("r"), Busy) and "s" not in answers  # s fits: 0.1 s + 0.2 s < 0.35 s
+    finally:
+        gate.set()
+        batcher.stop()
+    assert answers["s"] is None
