@@ -49,28 +49,7 @@ COLD_CLIENTS, COLD_TIMEOUT = 32, 20.0
 
 def burst_process(endpoint: str, threads: int, start_at: float, queue: multiprocessing.Queue) -> None:
     """``threads`` clients, each one request of 500 one-KB texts at ``start_at``."""
-    results: list[tuple[str, float]] = []
-    lock = threading.Lock()
-
-    def one() -> None:
-        with Client(endpoint, timeout=COLD_TIMEOUT) as client:
-            client.ping()
-            time.sleep(max(0.0, start_at - time.time()))
-            started = time.monotonic()
-            try:
-                client.encode(PASSAGES, no_cache=True)
-                code = "ok"
-            except HotswapError as exc:
-                code = exc.code
-            with lock:
-                results.append((code, time.monotonic() - started))
-
-    workers = [threading.Thread(target=one) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    queue.put(results)
+    clients_process(endpoint, threads, start_at, queue, "passages")
 
 
 def cold_round(workdir: Path, model: str, round_: int) -> tuple[Counter[str], float, float, float, float]:
@@ -129,16 +108,24 @@ def cold(rounds: int) -> None:
 
 
 def crowd_process(endpoint: str, threads: int, start_at: float, queue: multiprocessing.Queue) -> None:
+    """``threads`` clients, each one 1 MB text at ``start_at``."""
+    clients_process(endpoint, threads, start_at, queue, "one megabyte")
+
+
+def clients_process(endpoint: str, threads: int, start_at: float, queue: multiprocessing.Queue, load: str) -> None:
+    """``threads`` clients (threads of this process), each sending one request of ``load``
+    at ``start_at``; puts [(answer code, seconds)] on ``queue``."""
+    texts, timeout, no_cache = ([TEXT], 30.0, False) if load == "one megabyte" else (PASSAGES, COLD_TIMEOUT, True)
     results: list[tuple[str, float]] = []
     lock = threading.Lock()
 
     def one() -> None:
-        with Client(endpoint, timeout=30) as client:
+        with Client(endpoint, timeout=timeout) as client:
             client.ping()
             time.sleep(max(0.0, start_at - time.time()))
             started = time.monotonic()
             try:
-                client.encode([TEXT])
+                client.encode(texts, no_cache=no_cache)
                 code = "ok"
             except HotswapError as exc:
                 code = exc.code
