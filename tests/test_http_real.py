@@ -87,7 +87,9 @@ def test_a_stop_with_http_requests_in_flight_answers_them_and_exits_cleanly(tmp_
         for caller in callers:
             caller.join(60)
         assert running.process.wait(60) == 0, running.log()
-    assert len(statuses) == 4 and all(status in (200, 503) for status in statuses), statuses
+    # Every one answered, none dropped: vectors, 503 (the stop), or 429 when admission priced
+    # the four (a loaded CI machine makes the probe's estimate high) past their deadline.
+    assert len(statuses) == 4 and all(status in (200, 429, 503) for status in statuses), statuses
     assert 200 in statuses
 
 
