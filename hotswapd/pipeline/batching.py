@@ -51,7 +51,11 @@ RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
 CostSink = Callable[..., None]  # (texts, UTF-8 bytes, seconds of one batch, key=(model, version))
 Coefficients = Callable[[tuple[str, str]], tuple[float, float]]  # a version's seconds per text, per byte
-SHED_SLACK_SECONDS = 0.1  # a piece due to finish closer than this to its deadline is shed: the answer must travel too
+# A piece due to finish closer than this to its deadline is shed: the answer must travel
+# too. At most a tenth of the piece's whole wait, or a 100 ms deadline would shed every
+# piece a tick found queued, however fast the model.
+SHED_SLACK_SECONDS = 0.1
+SHED_SLACK_SHARE = 0.1
 # Called once per request: (rows in input order, None, how its batch went) or (None, the error, None).
 Done = Callable[["np.ndarray | None", "BaseException | None", "BatchTiming | None"], None]
 T = TypeVar("T")
@@ -358,7 +362,8 @@ class Batcher:
                         prices[key] = self._coefficients(key)
                     per_text, per_byte = prices[key]
                     finish = at + per_text * len(item.texts) + per_byte * item.nbytes
-                    if item.deadline is not None and item.deadline.at is not None and finish > item.deadline.at - SHED_SLACK_SECONDS:
+                    slack = min(SHED_SLACK_SECONDS, SHED_SLACK_SHARE * (item.deadline.at - item.enqueued)) if item.deadline is not None and item.deadline.at is not None else 0.0
+                    if item.deadline is not None and item.deadline.at is not None and finish > item.deadline.at - slack:
                         why = Busy(
                             f"hotswapd is busy: this request would not be answered before its deadline ({max(0.0, item.deadline.at - now):.1f} s "
                             f"left, about {finish - now:.1f} s of work ahead of it and in it); retry later",
