@@ -16,12 +16,8 @@ only that client. A piece whose client's deadline has passed, or whose client wi
 that must not run beside a batch (a new version's warm-up, agreement probes) goes through
 :meth:`Batcher.call`, on the same thread. No exception ends the inference thread.
 
-The inference thread looks at its queue only between batches, and one batch of long texts
-takes seconds. So :meth:`Batcher.shed`, called by the daemon's ticker, answers from the
-queue what must not wait for the next batch boundary: pieces whose deadline has passed or
-whose client left, and pieces whose place in the queue, priced by what each version's
-batches cost, will not be reached before their deadline (``busy``: a client that retries
-later is served; one left waiting would only time out).
+While a batch runs, :meth:`Batcher.shed` (the daemon's ticker) answers what the queue holds
+in vain (:mod:`hotswapd.pipeline.shedding`).
 """
 
 from __future__ import annotations
@@ -36,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hotswapd.errors import Busy
+from hotswapd.pipeline import shedding
+from hotswapd.pipeline.shedding import Coefficients
 from hotswapd.text.decode import utf8_size
 from hotswapd.wire.length_order import length_key
 
@@ -50,12 +48,6 @@ log = logging.getLogger(__name__)
 RECENT_BATCHES = 4  # a crowd that just thinned out still gets a short wait, for a few batches
 BatchSink = Callable[[str, str, int, int], None]  # model, version, texts, requests
 CostSink = Callable[..., None]  # (texts, UTF-8 bytes, seconds of one batch, key=(model, version))
-Coefficients = Callable[[tuple[str, str]], tuple[float, float]]  # a version's seconds per text, per byte
-# A piece due to finish closer than this to its deadline is shed: the answer must travel
-# too. At most a tenth of the piece's whole wait, or a 100 ms deadline would shed every
-# piece a tick found queued, however fast the model.
-SHED_SLACK_SECONDS = 0.1
-SHED_SLACK_SHARE = 0.1
 # Called once per request: (rows in input order, None, how its batch went) or (None, the error, None).
 Done = Callable[["np.ndarray | None", "BaseException | None", "BatchTiming | None"], None]
 T = TypeVar("T")
@@ -340,45 +332,13 @@ class Batcher:
         that must not run (deadline passed, client gone, a sibling failed) with their
         reason, and pieces that the queue ahead of them, priced per version, would take past
         their deadline with ``busy``. Returns how many were answered."""
-        doomed: list[tuple[_Piece, BaseException]] = []
         with self._cond:
-            if not any(isinstance(item, _Piece) for item in self._queue):
-                return 0
             now = time.monotonic()
-            at = max(now, self._busy_until)  # when the next batch can start
-            prices: dict[tuple[str, str], tuple[float, float]] = {}
-            failed: dict[int, BaseException] = {}  # requests (collectors) answered in this pass, and why
-            kept: deque[_Piece | _Task] = deque()
-            for item in self._queue:
-                if isinstance(item, _Task):
-                    kept.append(item)
-                    continue
-                why = item.dropped(now)
-                if why is None and item.collector is not None:
-                    why = failed.get(id(item.collector))  # a sibling was shed in this pass: it goes too
-                if why is None and self._coefficients is not None:
-                    key = (item.loaded.model, item.loaded.version)
-                    if key not in prices:
-                        prices[key] = self._coefficients(key)
-                    per_text, per_byte = prices[key]
-                    finish = at + per_text * len(item.texts) + per_byte * item.nbytes
-                    slack = min(SHED_SLACK_SECONDS, SHED_SLACK_SHARE * (item.deadline.at - item.enqueued)) if item.deadline is not None and item.deadline.at is not None else 0.0
-                    if item.deadline is not None and item.deadline.at is not None and finish > item.deadline.at - slack:
-                        why = Busy(
-                            f"hotswapd is busy: this request would not be answered before its deadline ({max(0.0, item.deadline.at - now):.1f} s "
-                            f"left, about {finish - now:.1f} s of work ahead of it and in it); retry later",
-                            retry_after=min(5.0, max(0.05, at - now)),
-                        )
-                    else:
-                        at = finish
-                if why is None:
-                    kept.append(item)
-                    continue
-                doomed.append((item, why))
-                if item.collector is not None:
-                    failed.setdefault(id(item.collector), why)
+            pieces = [item for item in self._queue if isinstance(item, _Piece)]
+            whys = shedding.doomed(pieces, now, max(now, self._busy_until), self._coefficients) if pieces else {}
+            doomed = [(piece, whys[id(piece)]) for piece in pieces if id(piece) in whys]
             if doomed:
-                self._queue = kept
+                self._queue = deque(item for item in self._queue if id(item) not in whys)
                 self.shed_count += sum(isinstance(why, Busy) for _, why in doomed)
         for piece, why in doomed:
             self._finish(piece, None, why)

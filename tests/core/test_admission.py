@@ -229,15 +229,7 @@ def test_the_queue_sheds_what_cannot_be_reached_before_its_deadline() -> None:
     from hotswapd.pipeline.batching import Batcher, BatchLimits
     from hotswapd.pipeline.deadline import Deadline
 
-    gate = threading.Event()
-    running = threading.Event()
-
-    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
-        running.set()
-        gate.wait(10)
-        return np.ones((len(texts), 2), dtype="<f4")
-
-    batcher = Batcher(run, lambda *args: None, coefficients=lambda key: (0.2, 0.0))  # 200 ms a text
+    batcher, gate, running = _held_batcher(0.2)  # 200 ms a text
     loaded = SimpleNamespace(model="m", version="v1", timed=True)
     limits = BatchLimits(max_batch_size=1, max_batch_tokens=1000, max_wait_ms=0)
     answers: dict[int, object] = {}
@@ -334,14 +326,7 @@ def test_shedding_a_piece_sheds_its_siblings_in_the_same_pass() -> None:
     from hotswapd.pipeline.batching import Batcher, BatchLimits
     from hotswapd.pipeline.deadline import Deadline
 
-    gate, running = threading.Event(), threading.Event()
-
-    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
-        running.set()
-        gate.wait(10)
-        return np.ones((len(texts), 2), dtype="<f4")
-
-    batcher = Batcher(run, lambda *args: None, coefficients=lambda key: (0.1, 0.0))
+    batcher, gate, running = _held_batcher(0.1)
     loaded = SimpleNamespace(model="m", version="v1", timed=True)
     answers: dict[str, object] = {}
     try:
@@ -367,14 +352,7 @@ def test_a_tight_deadline_is_not_shed_for_the_slack_alone() -> None:
     from hotswapd.pipeline.batching import Batcher, BatchLimits
     from hotswapd.pipeline.deadline import Deadline
 
-    gate, running = threading.Event(), threading.Event()
-
-    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
-        running.set()
-        gate.wait(10)
-        return np.ones((len(texts), 2), dtype="<f4")
-
-    batcher = Batcher(run, lambda *args: None, coefficients=lambda key: (0.001, 0.0))  # 1 ms a text
+    batcher, gate, running = _held_batcher(0.001)  # 1 ms a text
     loaded = SimpleNamespace(model="m", version="v1", timed=True)
     limits = BatchLimits(max_batch_size=4, max_batch_tokens=1000, max_wait_ms=0)
     answers: dict[str, object] = {}
@@ -387,3 +365,20 @@ def test_a_tight_deadline_is_not_shed_for_the_slack_alone() -> None:
         gate.set()
         batcher.stop()
     assert "quick" in answers  # answered once the held batch ended (vectors, or its deadline if that was too late)
+
+
+def _held_batcher(seconds_per_text: float):  # type: ignore[no-untyped-def]
+    """A batcher priced at ``seconds_per_text``, whose batches wait on ``gate`` (``running``
+    is set when one has begun): what is queued behind a long batch, made deterministic."""
+    import threading
+
+    from hotswapd.pipeline.batching import Batcher
+
+    gate, running = threading.Event(), threading.Event()
+
+    def run(loaded: object, texts: list[str], normalize: bool) -> np.ndarray:
+        running.set()
+        gate.wait(10)
+        return np.ones((len(texts), 2), dtype="<f4")
+
+    return Batcher(run, lambda *args: None, coefficients=lambda key: (seconds_per_text, 0.0)), gate, running
