@@ -35,6 +35,7 @@ class Options(BaseModel):
     # encode call sleeps this long.
     sleep_seconds: float = 0.0
     probe_seconds: float = 0.0  # each call of the load's cost probe sleeps this long
+    tokenizes: bool = False  # offers tokenize/encode_tokens, as the ONNX and OpenVINO backends do
 
 
 @dataclass
@@ -56,6 +57,13 @@ class Control:
     # counted here, never gated, delayed, failed or seen; it sleeps the option probe_seconds.
     probes: int = 0
     releases: int = 0  # release_memory() calls (the daemon gives a burst's memory back)
+    # With the option tokenizes: what tokenize() was called on (thread name, texts), what
+    # encode_tokens() ran (each call's token counts), a gate tokenize waits on, a failure.
+    tokenized: list[tuple[str, int]] = field(default_factory=list)
+    token_batches: list[list[int]] = field(default_factory=list)
+    tokenize_gate: threading.Event | None = None
+    tokenize_entered: threading.Event = field(default_factory=threading.Event)
+    fail_tokenize: str | None = None
 
 
 CONTROLS: dict[str, Control] = defaultdict(Control)
@@ -153,6 +161,33 @@ class FakeEmbedder:
         self._control.closes += 1
 
 
+@dataclass(frozen=True)
+class FakeTokens:
+    """A text as the fake tokenizer gives it: a word a token plus the two special tokens, so
+    a text of punctuation marks is short here however long its estimate (length_key)."""
+
+    text: str
+
+    def __len__(self) -> int:
+        return len(self.text.split()) + 2
+
+
+class TokenizingFakeEmbedder(FakeEmbedder):
+    def tokenize(self, texts: list[str]) -> list[FakeTokens]:
+        control = self._control
+        control.tokenized.append((threading.current_thread().name, len(texts)))
+        control.tokenize_entered.set()
+        if control.tokenize_gate is not None:
+            control.tokenize_gate.wait(60)
+        if control.fail_tokenize:
+            raise RuntimeError(control.fail_tokenize)
+        return [FakeTokens(text) for text in texts]
+
+    def encode_tokens(self, tokens: list[FakeTokens], *, normalize: bool) -> np.ndarray:
+        self._control.token_batches.append([len(token) for token in tokens])
+        return self.encode([token.text for token in tokens], normalize=normalize)
+
+
 def load(path: Path, version: Any) -> FakeEmbedder:
     options: Options = version.options
     control = CONTROLS[options.tag]
@@ -162,4 +197,5 @@ def load(path: Path, version: Any) -> FakeEmbedder:
     if control.fail_load:
         raise RuntimeError(control.fail_load)
     control.loads += 1
-    return FakeEmbedder(options, getattr(version, "max_seq_length", None))
+    kind = TokenizingFakeEmbedder if options.tokenizes else FakeEmbedder
+    return kind(options, getattr(version, "max_seq_length", None))

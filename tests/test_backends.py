@@ -135,6 +135,49 @@ def test_onnx_export_matches_sentence_transformers(client: Client, tiny_model: P
     assert cosines(got, st_reference(tiny_model, TEXTS)).min() >= 0.9999
 
 
+def test_onnx_split_request_runs_on_tokens_from_the_tokens_pool(client: Client, tiny_model: Path) -> None:
+    """A request larger than a batch is tokenised on the tokens pool and the model runs on
+    those tokens (issue 28): its rows match the same texts sent in requests small enough to
+    be tokenised on the inference thread, and sentence-transformers'."""
+    texts = [(f"word{i} " * (1 + (i * 7) % 60)).strip() + ", and more." for i in range(150)]
+    whole = client.encode(texts, "tiny@onnx").embeddings
+    parts = np.concatenate([client.encode(texts[at : at + 50], "tiny@onnx").embeddings for at in range(0, 150, 50)])
+    assert cosines(whole, parts).min() >= 0.99999
+    assert cosines(whole, st_reference(tiny_model, texts)).min() >= 0.9999
+
+
+def test_onnx_tokenising_beside_an_encode_leaves_both_alone(tiny_model: Path) -> None:
+    """The tokens pool tokenises with the same tokenizer the inference thread encodes with."""
+    import threading
+
+    from hotswapd.backends import get_loader
+    from hotswapd.config.schema import VersionConfig
+
+    spec = VersionConfig.model_validate({"backend": "onnx", "source": str(tiny_model), "device": "cpu"})
+    embedder = get_loader("onnx")(tiny_model, spec)
+    texts = [("word " * n).strip() for n in (1, 3, 40, 7, 300, 2, 15, 60)]
+    expected = embedder.encode(texts, normalize=True)
+    stop, failures = threading.Event(), []
+
+    def tokenise() -> None:
+        while not stop.is_set():
+            try:
+                assert [len(tokens) for tokens in embedder.tokenize(texts)] == [3, 5, 42, 9, embedder.max_tokens, 4, 17, 62]
+            except Exception as exc:  # noqa: BLE001 -- collected for the assertion below
+                failures.append(exc)
+
+    other = threading.Thread(target=tokenise)
+    other.start()
+    try:
+        for _ in range(30):
+            np.testing.assert_allclose(embedder.encode_tokens(embedder.tokenize(texts), normalize=True), expected, atol=1e-6)
+            np.testing.assert_allclose(embedder.encode(texts, normalize=True), expected, atol=1e-6)
+    finally:
+        stop.set()
+        other.join()
+    assert not failures, failures[:3]
+
+
 def test_transformers_mean_pooling_matches_sentence_transformers(client: Client, tiny_model: Path) -> None:
     got = client.encode(TEXTS, "tiny@mean").embeddings
     assert cosines(got, st_reference(tiny_model, TEXTS)).min() >= 0.9999

@@ -53,8 +53,9 @@ class Embedder(Protocol):
     (what it holds, when an RSS delta would be wrong), ``precision`` and ``tuned_path`` /
     ``tuned`` (what ``auto`` chose), ``identity`` (a remote model's, re-read on each use),
     ``space() -> dict`` (what must match for two versions to be interchangeable: pooling,
-    normalisation, vocabulary), ``describe() -> dict`` (facts for ``hs models``), and for
-    a version built from others, ``parts`` and ``merge(blocks, normalize)``.
+    normalisation, vocabulary), ``describe() -> dict`` (facts for ``hs models``),
+    ``tokenize(texts)`` with ``encode_tokens(tokens, normalize=)``, and for a version built
+    from others, ``parts`` and ``merge(blocks, normalize)``.
     """
 
     dimension: int
@@ -103,6 +104,12 @@ class Capabilities:
     # Give back what a burst grew that the C library cannot see (ONNX Runtime's arena); run
     # on the inference thread, never beside a batch, after the queue drains.
     release_memory: Callable[[], None] | None = None
+    # Tokenise apart from the model run: ``tokenize(texts)`` gives one object per text whose
+    # ``len`` is its token count, and ``encode_tokens(those, normalize=)`` runs the model on
+    # them. The daemon tokenises a large request off the inference thread and splits it by
+    # true token counts. A backend offers both or neither.
+    tokenize: Callable[[Sequence[str]], Sequence[Any]] | None = None
+    encode_tokens: Callable[..., np.ndarray] | None = None
 
     @classmethod
     def of(cls, embedder: Any) -> Capabilities:
@@ -127,6 +134,8 @@ class Capabilities:
             describe=method("describe"),
             member_facts=method("member_facts"),
             release_memory=method("release_memory"),
+            tokenize=method("tokenize") if method("encode_tokens") is not None else None,
+            encode_tokens=method("encode_tokens") if method("tokenize") is not None else None,
             composite=embedder if method("merge") is not None and hasattr(embedder, "parts") else None,
         )
 

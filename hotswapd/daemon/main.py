@@ -163,7 +163,7 @@ class Daemon:
         self._files_checked_at = time.monotonic()
         self.inference = Inference(
             embedding_cache(config), self.metrics.record_batch, cache_io=self.workers.executor("io"), on_cost=self.admission.observe,
-            coefficients=self.admission.coefficients,
+            coefficients=self.admission.coefficients, offload=lambda work: self.workers.submit("tokens", work),
         )
         # Each version prices its work as it loads, so a burst on a cold daemon is priced too.
         self.seams.version_hooks.append(CostPrior(self.inference.call_if_idle, self.admission.observe, self.admission.forget))

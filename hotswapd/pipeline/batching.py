@@ -96,6 +96,7 @@ class _Piece:
     done: Callable[[np.ndarray | None, BaseException | None, BatchTiming | None], None]
     deadline: Deadline | None = None
     collector: _Collector | None = None
+    tokenized: list[Any] | None = None  # the texts as the version's tokenize gave them
     enqueued: float = field(default_factory=time.monotonic)
 
     def dropped(self, now: float) -> BaseException | None:
@@ -158,23 +159,29 @@ class _Collector:
         self._done(rows, None, self._timing)
 
 
-def split(texts: Sequence[Text], limits: BatchLimits) -> list[tuple[list[Text], int, int]]:
-    """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each,
-    with their estimated tokens and UTF-8 bytes."""
-    pieces: list[tuple[list[Text], int, int]] = []
-    current: list[Text] = []
-    tokens = nbytes = 0
-    for text in texts:
+def split(texts: Sequence[Text], limits: BatchLimits, lengths: Sequence[int] | None = None) -> list[tuple[int, int, int, int]]:
+    """Consecutive pieces of at most max_batch_size texts and max_batch_tokens tokens each:
+    (start, end, tokens, UTF-8 bytes). Tokens are ``lengths`` when the tokenizer counted
+    them, else an estimate."""
+    pieces: list[tuple[int, int, int, int]] = []
+    start = tokens = nbytes = 0
+    for index, text in enumerate(texts):
         size = utf8_size(text)
-        cost = size // 4 + 2  # estimated_tokens
-        if current and (len(current) >= limits.max_batch_size or tokens + cost > limits.max_batch_tokens):
-            pieces.append((current, tokens, nbytes))
-            current, tokens, nbytes = [], 0, 0
-        current.append(text)
+        cost = lengths[index] if lengths is not None else size // 4 + 2  # estimated_tokens
+        if index > start and (index - start >= limits.max_batch_size or tokens + cost > limits.max_batch_tokens):
+            pieces.append((start, index, tokens, nbytes))
+            start, tokens, nbytes = index, 0, 0
         tokens += cost
         nbytes += size
-    pieces.append((current, tokens, nbytes))
+    pieces.append((start, len(texts), tokens, nbytes))
     return pieces
+
+
+def _tokenized(batch: list[_Piece]) -> list[Any] | None:
+    """The batch's texts as its version tokenised them, if every piece came tokenised."""
+    if any(piece.tokenized is None for piece in batch):
+        return None
+    return [encoding for piece in batch for encoding in piece.tokenized]  # type: ignore[union-attr]
 
 
 class Batcher:
@@ -197,21 +204,33 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="hotswapd-infer", daemon=True)
         self._thread.start()
 
-    def submit(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: Deadline | None = None) -> None:
+    def submit(
+        self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: Deadline | None = None,
+        tokens: Sequence[Any] | None = None,
+    ) -> None:
         """Queue a request; ``done`` is called once, on the inference thread, with its rows
-        in input order or with its error. Never blocks."""
-        parts = split(texts, limits)
+        in input order or with its error. Never blocks. ``tokens``: the texts as the
+        version's ``tokenize`` gave them (then pieces are cut by true token counts, and the
+        model runs on them without tokenising again)."""
+        lengths = [len(encoding) for encoding in tokens] if tokens is not None else None
+        parts = split(texts, limits, lengths)
         order = None
         if len(parts) > 1:
             # Pieces of texts of like length: each is padded to its own longest text, so a
             # request split in document order padded short sentences to its long ones.
-            keys = [length_key(text) for text in texts]
+            keys = lengths if lengths is not None else [length_key(text) for text in texts]
             order = sorted(range(len(texts)), key=keys.__getitem__, reverse=True)
-            parts = split([texts[i] for i in order], limits)
+            texts = [texts[i] for i in order]
+            tokens = [tokens[i] for i in order] if tokens is not None else None
+            parts = split(texts, limits, [keys[i] for i in order] if lengths is not None else None)
         collector = _Collector(len(parts), done, order)
         pieces = [
-            _Piece(loaded, part, tokens, nbytes, normalize, limits, lambda rows, error, timing, i=i: collector.piece_done(i, rows, error, timing), deadline, collector)
-            for i, (part, tokens, nbytes) in enumerate(parts)
+            _Piece(
+                loaded, list(texts[start:end]), count, nbytes, normalize, limits,
+                lambda rows, error, timing, i=i: collector.piece_done(i, rows, error, timing), deadline, collector,
+                tokenized=list(tokens[start:end]) if tokens is not None else None,
+            )
+            for i, (start, end, count, nbytes) in enumerate(parts)
         ]
         with self._cond:
             self._queue.extend(pieces)
@@ -382,9 +401,13 @@ class Batcher:
         if self._coefficients is not None:
             per_text, per_byte = self._coefficients(key)
             self._busy_until = time.monotonic() + per_text * len(texts) + per_byte * sum(piece.nbytes for piece in batch)
+        tokenized = _tokenized(batch)
         started = time.perf_counter()
         try:
-            vectors = self._run(first.loaded, texts, first.normalize)
+            if tokenized is None:
+                vectors = self._run(first.loaded, texts, first.normalize)
+            else:
+                vectors = self._run(first.loaded, texts, first.normalize, tokens=tokenized)
         except Exception as exc:  # noqa: BLE001 -- handed to the requests, which answer with it
             self._busy_until = 0.0
             if len(batch) == 1:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, BatchTiming, Coefficients, CostSink, Text
+from hotswapd.pipeline.batching import Batcher, BatchLimits, BatchSink, BatchTiming, Coefficients, CostSink, Done, Text, as_str
 from hotswapd.pipeline.cache import EmbeddingCache
 from hotswapd.errors import InferenceError
 
@@ -39,12 +39,16 @@ if TYPE_CHECKING:
     from hotswapd.pipeline.loaded import LoadedVersion
 
 
-def run_backend(loaded: LoadedVersion, texts: list[str], normalize: bool) -> np.ndarray:
-    """One forward pass through the version's backend, as a little-endian float32 matrix."""
+def run_backend(loaded: LoadedVersion, texts: list[str], normalize: bool, tokens: Sequence[Any] | None = None) -> np.ndarray:
+    """One forward pass through the version's backend, as a little-endian float32 matrix
+    (on ``tokens``, the texts as its ``tokenize`` gave them, when given)."""
     import numpy as np
 
     try:
-        vectors = loaded.embedder.encode(texts, normalize=normalize)
+        if tokens is not None and loaded.caps.encode_tokens is not None:
+            vectors = loaded.caps.encode_tokens(tokens, normalize=normalize)
+        else:
+            vectors = loaded.embedder.encode(texts, normalize=normalize)
     except Exception as exc:  # the backend's own failure, whatever its type, is reported to the caller
         raise InferenceError(f"{loaded.model}@{loaded.version} failed to encode: {type(exc).__name__}: {exc}") from exc
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
@@ -66,10 +70,13 @@ def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
 class Inference:
     def __init__(
         self, cache: EmbeddingCache, on_batch: BatchSink, cache_io: Executor | None = None, on_cost: CostSink | None = None,
-        coefficients: Coefficients | None = None,
+        coefficients: Coefficients | None = None, offload: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.cache = cache
         self.batcher = Batcher(run_backend, on_batch, on_cost, coefficients)
+        # Where a large request is tokenised (the daemon's tokens pool); without one, the
+        # backend tokenises each batch on the inference thread.
+        self._offload = offload
         # Where the sqlite tier is read and written (disk I/O stays off the socket and
         # inference threads); without one, it runs inline.
         self._cache_io = cache_io
@@ -79,7 +86,7 @@ class Inference:
         finishes the work (often the inference thread). Never blocks. ``use_cache=False``
         neither reads nor fills the cache."""
         if not (self.cache.enabled and use_cache):
-            self.batcher.submit(loaded, texts, normalize, limits, lambda rows, error, timing: self._fresh(loaded, rows, error, timing, answer), deadline)
+            self._enqueue(loaded, texts, normalize, limits, lambda rows, error, timing: self._fresh(loaded, rows, error, timing, answer), deadline)
             return
         keys = [EmbeddingCache.key(loaded.vector_identity, normalize, text) for text in texts]
         found = self.cache.memory_lookup(keys)
@@ -137,7 +144,32 @@ class Inference:
             else:
                 answer(Rows(_merge(rows, missing, found), len(texts) - len(missing), timing, missing), None)
 
-        self.batcher.submit(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
+        self._enqueue(loaded, [texts[i] for i in missing], normalize, limits, fresh, deadline)
+
+    def _enqueue(self, loaded: LoadedVersion, texts: Sequence[Text], normalize: bool, limits: BatchLimits, done: Done, deadline: Deadline | None) -> None:
+        """To the batcher. A request that will be split is tokenised first, off this thread,
+        when its backend can hand the tokens over: its pieces are then cut by true token
+        counts (pieces of 64 BBC sentences 96.5 % useful tokens, against 90.5 % by an
+        estimate), and the inference thread does not tokenise it again."""
+        tokenize = loaded.caps.tokenize
+        if tokenize is None or self._offload is None or len(texts) <= limits.max_batch_size:
+            self.batcher.submit(loaded, texts, normalize, limits, done, deadline)
+            return
+
+        def tokenized() -> None:
+            stopped = deadline.stopped() if deadline is not None else None
+            if stopped is not None:  # withdrawn, or past its deadline, while it waited
+                done(None, stopped, None)
+                return
+            try:
+                tokens = tokenize(as_str(list(texts)))
+                if len(tokens) != len(texts):
+                    raise ValueError(f"{len(texts)} texts came back as {len(tokens)}")
+                self.batcher.submit(loaded, texts, normalize, limits, done, deadline, tokens=tokens)
+            except Exception as exc:  # noqa: BLE001 -- the backend's own tokenizer failed: the request's answer
+                done(None, InferenceError(f"{loaded.model}@{loaded.version} failed to tokenise: {type(exc).__name__}: {exc}"), None)
+
+        self._offload(tokenized)
 
     @staticmethod
     def _fresh(loaded: LoadedVersion, rows: np.ndarray | None, error: BaseException | None, timing: BatchTiming | None, answer: Answer) -> None:

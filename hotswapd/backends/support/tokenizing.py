@@ -144,31 +144,39 @@ class TextTokenizer:
         """Unpadded ids per text (for a remote endpoint that takes ragged lists)."""
         return [encoding.ids for encoding in self._tokenizer.encode_batch([text.strip() for text in texts])]
 
+    def encodings(self, texts: Sequence[str]) -> list[Any]:
+        """Each text as the model reads it (stripped, truncated, special tokens added), unpadded:
+        ``tokenizers.Encoding`` objects, whose ``len`` is the text's token count."""
+        return self._tokenizer.encode_batch([text.strip() for text in texts])  # type: ignore[no-any-return]
+
     def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[TokenBatch]:
-        encodings = self._tokenizer.encode_batch([text.strip() for text in texts])
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
+        return self.batches_of(self.encodings(texts), batch_size)
+
+    def batches_of(self, encodings: Sequence[Any], batch_size: int) -> Iterator[TokenBatch]:
+        """Padded batches of texts of like length, longest first."""
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]), reverse=True)
         for start in range(0, len(order), batch_size):
             positions = order[start : start + batch_size]
-            width = max(len(encodings[i].ids) for i in positions)
+            width = max(len(encodings[i]) for i in positions)
             ids = np.full((len(positions), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(positions), width), dtype=np.int64)
             types = np.zeros((len(positions), width), dtype=np.int64)
             for row, index in enumerate(positions):
                 encoding = encodings[index]
-                length = len(encoding.ids)
+                length = len(encoding)
                 ids[row, :length] = encoding.ids
                 mask[row, :length] = 1
                 types[row, :length] = encoding.type_ids
             yield TokenBatch(positions, ids, mask, types)
 
 
-def encode_in_batches(texts: Sequence[str], tokenizer: TextTokenizer, batch_size: int, run: Callable[[TokenBatch], np.ndarray]) -> np.ndarray:
-    """Run ``run`` (a batch -> (rows, dim) vectors) over length-sorted batches; caller's order out."""
+def encode_in_batches(batches: Iterator[TokenBatch], run: Callable[[TokenBatch], np.ndarray], count: int) -> np.ndarray:
+    """Run ``run`` (a batch -> (rows, dim) vectors) over the ``batches`` of ``count`` texts; caller's order out."""
     out: np.ndarray | None = None
-    for batch in tokenizer.batches(texts, batch_size):
+    for batch in batches:
         vectors = run(batch)
         if out is None:
-            out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out = np.empty((count, vectors.shape[1]), dtype=np.float32)
         out[batch.positions] = vectors
     assert out is not None, "encode_in_batches needs at least one text"
     return out
