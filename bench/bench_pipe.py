@@ -14,8 +14,10 @@ backend (sentence-transformers on torch, ONNX int8, OpenVINO int8), round by rou
   hs parquet   `hs encode -m VERSION --input in.parquet --output out.parquet` (id + text
                columns in; id + fixed_size_list<float32> out, checkpointed as it goes)
   hs jsonl     the same from and to JSON lines
+  http         POST /v1/embeddings (base64), chunks of 256 texts in input order, 4 in
+               flight on kept-alive connections (bench/http_load.py), rows decoded
 Rounds alternate the paths (this shared machine drifts by 10-20 % between minutes); the
-median counts. Target: hs -f npy and hs parquet >= 0.97x in-process, for both backends.
+median counts. Target (issue 28): every path >= 0.95x in-process, for every backend.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.corpus import passages, sentences  # noqa: E402
+from bench.bench_http import free_port  # noqa: E402
 from tests.conftest import HS, daemon_env  # noqa: E402
 from tests.daemons import start_daemon, wait_ready, write_config  # noqa: E402
 from tests.tinymodel import minilm_dir  # noqa: E402
@@ -61,9 +64,10 @@ def main() -> None:
     int8 = f'backend = "onnx"\nsource = "{model_dir}"\nquantize = "int8"\npreload = true\n'
     ov8 = f'backend = "openvino"\nsource = "{model_dir}"\nprecision = "int8"\npreload = true\n'
     sections = {"st": st, "int8": int8, "ov8": ov8}
+    port = free_port()
     config = write_config(
         work / "config.toml",
-        '[cache]\nmax_mb = 0\n[models.minilm]\nactive = "st"\n' + "".join(f"[models.minilm.versions.{name}]\n{sections[name]}" for name in ("st", *[b for b in backends if b != "st"])),
+        f'[cache]\nmax_mb = 0\n[http]\nlisten = "127.0.0.1:{port}"\n[models.minilm]\nactive = "st"\n' + "".join(f"[models.minilm.versions.{name}]\n{sections[name]}" for name in ("st", *[b for b in backends if b != "st"])),
     )
     daemon = start_daemon(config, work, extra_env={"XDG_CACHE_HOME": str(work / "cache")}, wait=900)
     samples: dict[tuple[str, str], list[float]] = {}
@@ -99,18 +103,50 @@ def main() -> None:
                     for _ in client.encode_stream([texts[i : i + 256] for i in range(0, len(texts), 256)], f"minilm@{version}"):
                         pass
                 samples.setdefault((version, "client"), []).append(len(texts) / (time.perf_counter() - started))
+                started = time.perf_counter()
+                _http_pipe(port, f"minilm@{version}", texts)
+                samples.setdefault((version, "http"), []).append(len(texts) / (time.perf_counter() - started))
     finally:
         daemon.stop()
     kind = "BBC sentences" if args.shape == "short" else "BBC passages of 160 words"
     print(f"\n{len(texts):,} {kind}, cache off, median of {args.rounds} rounds: texts/s in-process, the others as its share")
-    paths = ("in-process", "hs -f npy", "hs parquet", "hs jsonl", "client")
-    print(f"{'backend':<12} " + " ".join(f"{path:>10}" for path in paths))
+    paths = ("in-process", "hs -f npy", "hs parquet", "hs jsonl", "client", "http")
+    print(f"{'backend':<12} " + " ".join(f"{path:>10}" for path in paths))  # 12 + 6 x 11 = 78 columns
     for version, name in (("st", "st (torch)"), ("int8", "ONNX int8"), ("ov8", "OpenVINO i8")):
         if version not in backends:
             continue
         rates = [statistics.median(samples[(version, path)]) for path in paths]
         print(f"{name:<12} {rates[0]:>10.0f} " + " ".join(f"{rate / rates[0]:>9.2f}x" for rate in rates[1:]))
     print("target: every path >= 0.95x in-process")
+
+
+def _http_pipe(port: int, model: str, texts: list[str], chunk: int = 256, in_flight: int = 4) -> None:
+    """Every text through POST /v1/embeddings as an OpenAI client sends it (base64), chunks
+    in input order on ``in_flight`` kept-alive connections; each answer's rows decoded."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from bench.http_load import KeepAliveClient
+
+    chunks = [texts[at : at + chunk] for at in range(0, len(texts), chunk)]
+    connections = [KeepAliveClient("127.0.0.1", port) for _ in range(in_flight)]
+
+    def post(index: int) -> int:
+        answer = connections[index % in_flight].post_json("/v1/embeddings", {"model": model, "input": chunks[index], "encoding_format": "base64"})
+        rows = [np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in answer["data"]]
+        return len(rows)
+
+    try:
+        # One connection serves one request at a time: chunk i goes to connection i % 4, in order.
+        with ThreadPoolExecutor(in_flight) as pool:
+            lanes = [pool.submit(lambda lane=lane: sum(post(i) for i in range(lane, len(chunks), in_flight))) for lane in range(in_flight)]
+            if sum(lane.result() for lane in lanes) != len(texts):
+                raise RuntimeError("the HTTP path returned a wrong number of rows")
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def _torch_encoder(model_dir: Path):  # type: ignore[no-untyped-def]
