@@ -19,13 +19,6 @@ from hotswapd.files.readers import Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord
 
 CHECKPOINT_SECONDS = 2.0
-_float = "{:.9g}".format  # the fewest significant digits that round-trip every float32
-
-
-def vector_json(row: list[float]) -> str:
-    return "[" + ",".join(map(_float, row)) + "]"
-
-
 class _AppendedFiles:
     """Files appended to, cut back to their recorded sizes on resume."""
 
@@ -112,9 +105,12 @@ class JsonlSink(_AppendedFiles):
         )
 
     def write(self, rows: Sequence[Row], result: EncodeResult) -> None:
-        vectors = result.rows()
+        prefix = self._prefix.encode()
         self.handles[0].write(
-            "".join(f'{{"id": {json.dumps(row.id, ensure_ascii=False)}, {self._prefix}{vector_json(vector)}}}\n' for row, vector in zip(rows, vectors, strict=True)).encode()
+            b"".join(
+                b'{"id": %s, %s%s}\n' % (json.dumps(row.id, ensure_ascii=False).encode(), prefix, vector)
+                for row, vector in zip(rows, result.json_rows(), strict=True)
+            )
         )
 
     def sync(self) -> dict[str, Any]:
