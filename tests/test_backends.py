@@ -166,6 +166,11 @@ def test_onnx_tokenising_beside_an_encode_leaves_both_alone(tiny_model: Path) ->
             except Exception as exc:  # noqa: BLE001 -- collected for the assertion below
                 failures.append(exc)
 
+    # What waits in the queue is compact: int32 ids and type ids, not tokenizers' Encodings
+    # (token strings, offsets and the windows truncation cut off: ~60x the text's size).
+    held = embedder.tokenize(texts)
+    assert all(not hasattr(tokens, "__dict__") and tokens.ids.dtype == np.int32 for tokens in held)
+    assert sum(tokens.ids.nbytes + tokens.type_ids.nbytes for tokens in held) == 8 * sum(len(tokens) for tokens in held)
     other = threading.Thread(target=tokenise)
     other.start()
     try:

@@ -99,3 +99,23 @@ def test_a_request_withdrawn_while_waiting_to_be_tokenised_is_never_tokenised(st
             second.receive(late)
         assert first.receive(held)[0]["count"] == 20
         assert [count for _, count in control.tokenized] == [20]  # the late one was dropped unread
+
+
+def test_a_large_request_is_tokenised_in_slices_and_stops_when_its_deadline_passes(start: StartDaemon, tmp_path: Path) -> None:
+    """Slices of 256, each its own task on the tokens pool: a 15 MB request whose client
+    has gone is not tokenised to its end (the review's case: one call of 4,096 texts)."""
+    config = fake_config(tmp_path, {"v1": {"max_batch_size": 8, "tokenizes": True}}, extra="[cache]\nmax_mb = 0\n")
+    with start(config) as daemon, daemon.client() as client:
+        control = fakebackend.CONTROLS["v1"]
+        assert client.encode(_mixed_texts(600), "m").count == 600
+        assert [count for _, count in control.tokenized] == [256, 256, 88]
+        control.tokenized.clear()
+        control.tokenize_gate = threading.Event()
+        late = client.send("encode", model="m", options={"deadline_ms": 300}, payload=[text.encode() for text in _mixed_texts(600)])
+        assert control.tokenize_entered.wait(5)
+        time.sleep(0.5)  # the deadline passes during the first slice
+        control.tokenize_gate.set()
+        with pytest.raises(DeadlineExceeded):
+            client.receive(late)
+        assert [count for _, count in control.tokenized] == [256]  # no second slice
+        assert client.status()["queue"]["queued_texts"] == 0
