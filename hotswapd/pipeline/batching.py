@@ -181,12 +181,13 @@ def _tokenized(batch: list[_Piece]) -> list[Any] | None:
     """The batch's texts as its version tokenised them, if every piece came tokenised."""
     if any(piece.tokenized is None for piece in batch):
         return None
-    return [encoding for piece in batch for encoding in piece.tokenized]  # type: ignore[union-attr]
+    return [tokens for piece in batch for tokens in piece.tokenized]  # type: ignore[union-attr]
 
 
 class Batcher:
     def __init__(
-        self, run: Callable[[LoadedVersion, list[str], bool], np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None,
+        # run(loaded, texts, normalize) -> rows, given tokens=[...] too when every piece came tokenised
+        self, run: Callable[..., np.ndarray], on_batch: BatchSink, on_cost: CostSink | None = None,
         coefficients: Coefficients | None = None,
     ) -> None:
         self._run = run
@@ -212,7 +213,7 @@ class Batcher:
         in input order or with its error. Never blocks. ``tokens``: the texts as the
         version's ``tokenize`` gave them (then pieces are cut by true token counts, and the
         model runs on them without tokenising again)."""
-        lengths = [len(encoding) for encoding in tokens] if tokens is not None else None
+        lengths = [len(one) for one in tokens] if tokens is not None else None
         parts = split(texts, limits, lengths)
         order = None
         if len(parts) > 1:
