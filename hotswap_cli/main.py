@@ -1,55 +1,56 @@
 """The ``hs`` app: global options, command registration, and the one error handler.
 
 Start-up time matters here (``hs encode "x"`` in a shell loop): this package imports the
-client and protocol layer only, and rich only when it draws something. The command modules
-deliberately do *not* use ``from __future__ import annotations``: Typer would then eval
-every annotation string on every start, which cost 11 ms of a ~50 ms budget (measured).
+client and protocol layer only, and rich only when it draws something. A run registers
+only the command it was asked for, so ``hs encode`` imports no other command's module
+(``bench`` alone imported statistics, pickle and the bench history: 7.6 ms); ``hs --help``,
+a mistyped command and :data:`app` (completions, tests) get every command. The command
+modules deliberately do *not* use ``from __future__ import annotations``: Typer would then
+eval every annotation string on every start, which cost 11 ms of a ~50 ms budget (measured).
 """
 
 
+import importlib
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from hotswapd.client.connection import DEFAULT_TIMEOUT
 from hotswapd.errors import Busy, ConfigError, DaemonNotRunning, HotswapError
 
-from hotswap_cli import bench_cmd, compare, config_cmd, daemon, doctor, encode, index, keys_cmd, models, search, switch_cmd, tune
 from hotswap_cli.arguments import USAGE_ERRORS, finite, hoist_global_options, fill_optional_values
 from hotswap_cli.shared_options import Settings, autostart_default, close_clients
 
-app = typer.Typer(
-    name="hs",
-    help="Talk to hotswapd: embed texts, manage models, run the daemon.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+# Every command, in the order `hs --help` lists them: its name, then the module and the
+# attribute that define it (a function, or a Typer app for a group of subcommands).
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("encode", "encode", "encode"),
+    ("models", "models", "models"),
+    ("preload", "models", "preload"),
+    ("evict", "models", "evict"),
+    ("status", "models", "status"),
+    ("switch", "switch_cmd", "switch"),
+    ("rollback", "switch_cmd", "rollback"),
+    ("history", "switch_cmd", "history"),
+    ("search", "search", "search"),
+    ("compare", "compare", "compare"),
+    ("bench", "bench_cmd", "bench"),
+    ("metrics", "models", "metrics"),
+    ("tune", "tune", "tune"),
+    ("doctor", "doctor", "doctor"),
+    ("daemon", "daemon", "app"),
+    ("config", "config_cmd", "app"),
+    ("keys", "keys_cmd", "app"),
+    ("index", "index", "app"),
 )
-app.command()(encode.encode)
-app.command()(models.models)
-app.command()(models.preload)
-app.command()(models.evict)
-app.command()(models.status)
-app.command()(switch_cmd.switch)
-app.command()(switch_cmd.rollback)
-app.command()(switch_cmd.history)
-app.command()(search.search)
-app.command()(compare.compare)
-app.command()(bench_cmd.bench)
-app.command()(models.metrics)
-app.command()(tune.tune)
-app.command()(doctor.doctor)
-app.add_typer(daemon.app, name="daemon")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(keys_cmd.app, name="keys")
-app.add_typer(index.app, name="index")
+# Options of `hs` itself that take a value: the command is the first word after them.
+_VALUED_OPTIONS = {"--socket", "--config", "--timeout"}
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
-EXIT_NOT_RUNNING = daemon.EXIT_NOT_RUNNING
+EXIT_NOT_RUNNING = 3  # as `systemctl status` and LSB init scripts do (hotswap_cli.daemon says so too)
 EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: the daemon's queue is full; retrying later will work
 
 
@@ -64,7 +65,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     ctx: typer.Context,
     socket: Annotated[str | None, typer.Option(help="Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.", envvar="HOTSWAPD_SOCKET", show_envvar=True)] = None,
@@ -84,6 +84,50 @@ def main(
     )
 
 
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``hs`` Typer app with every command, or with ``only`` that one."""
+    built = typer.Typer(
+        name="hs",
+        help="Talk to hotswapd: embed texts, manage models, run the daemon.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    built.callback()(main)
+    for name, module, attribute in COMMANDS:
+        if only is not None and name != only:
+            continue
+        defined = getattr(importlib.import_module(f"hotswap_cli.{module}"), attribute)
+        if isinstance(defined, typer.Typer):
+            built.add_typer(defined, name=name)
+        else:
+            built.command(name=name)(defined)
+    return built
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` asks for, if it is one of ``hs``'s (None: help, or a mistake,
+    which the full app answers)."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return None
+        if word.startswith("-"):
+            index += 2 if word in _VALUED_OPTIONS else 1
+            continue
+        return word if any(word == name for name, _, _ in COMMANDS) else None
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, every command registered: for completions and tests, built when asked for."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def exit_code(error: HotswapError) -> int:
     if isinstance(error, DaemonNotRunning):
         return EXIT_NOT_RUNNING
@@ -98,9 +142,10 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error, usage errors included, is one line on stderr."""
     if sys.stdout is None or sys.stdin is None:  # started with `>&-` or `<&-`
         _closed_stream()
-    command = typer.main.get_command(app)
+    given = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(build_app(command_named(given)))
     try:
-        args = hoist_global_options(command, fill_optional_values(sys.argv[1:] if argv is None else argv))
+        args = hoist_global_options(command, fill_optional_values(given))
         # Ctrl-C comes back from typer as exit code 130. Whatever the way out, the clients
         # are closed on it: what they still wait for is withdrawn (hotswapd drops it at once).
         try:
