@@ -90,6 +90,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         name="hs",
         help="Talk to hotswapd: embed texts, manage models, run the daemon.",
         no_args_is_help=True,
+        add_completion=False,  # one completion story: the static scripts in completions/ (README)
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},

@@ -43,3 +43,9 @@ def test_a_command_imports_no_other_commands_module() -> None:
     assert "hotswap_cli.encode" in loaded
     listed = subprocess.run([sys.executable, "-m", "hotswap_cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert all(f" {name} " in listed for name, _, _ in COMMANDS)
+
+
+def test_help_offers_only_our_own_completions() -> None:
+    """Typer's --install-completion was offered beside the scripts the README ships (issue 29)."""
+    listed = subprocess.run([sys.executable, "-m", "hotswap_cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--install-completion" not in listed and "--show-completion" not in listed

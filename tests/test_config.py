@@ -203,3 +203,17 @@ def test_a_byte_order_mark_is_not_content(tmp_path: Path, name: str) -> None:
         body = json.dumps({"models": {"m": {"active": "v1", "versions": {"v1": {"source": "."}}}}})
     (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())  # as Notepad saves UTF-8
     assert load_config(tmp_path / name).models["m"].active == "v1"
+
+
+def test_the_example_config_names_every_backend_and_only_real_ones() -> None:
+    """It said "Available: sentence-transformers" while seven backends exist (issue 29)."""
+    import re
+
+    from hotswapd.backends import BUILTIN
+
+    text = (REPO / "config.example.toml").read_text()
+    available = text[text.index("Available:") : text.index("installed plugins")]
+    named = set(re.findall(r'"([a-z-]+)"', available))
+    assert named == {*BUILTIN, "ensemble"}
+    used = set(re.findall(r'^#? ?backend = "([a-z-]+)"', text, flags=re.MULTILINE))
+    assert used and used <= {*BUILTIN, "ensemble"}
