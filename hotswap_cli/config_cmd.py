@@ -27,9 +27,14 @@ def validate(
     from hotswapd.sources.resolve import check_source
 
     spec = path or ctx.obj.config or os.environ.get(CONFIG_ENV)
-    origin = origin_for(spec, resolve_config_path(None), missing_ok=False)
+    default_path = resolve_config_path(None)
+    # A file named here must exist; the default location may be empty, as the daemon then
+    # serves the built-in default, which is what is checked.
+    origin = origin_for(spec, default_path, missing_ok=spec is None)
     config = origin.load()
     target = origin.name
+    if spec is None and not default_path.exists():
+        target = f"{default_path} (no such file: the built-in default, which the daemon serves)"
     problems = []
     for name, model in config.models.items():
         for version, spec in model.versions.items():

@@ -145,6 +145,17 @@ def test_config_validate_and_path(tmp_path, shared_config) -> None:
     assert path.stdout.decode().startswith(f"{broken}  (HOTSWAPD_CONFIG; exists)")
 
 
+def test_config_validate_with_no_file_checks_the_built_in_default(tmp_path) -> None:
+    """With nothing at the default location the daemon serves the built-in default, so
+    that is what validate checks (issue 29: it failed); a file named must exist."""
+    fresh = {"XDG_CONFIG_HOME": str(tmp_path / "fresh")}
+    done = run_hs("config", "validate", env=fresh)
+    assert done.returncode == 0, done.stderr
+    assert b"no such file: the built-in default" in done.stdout and b"ok (1 models, 1 versions)" in done.stdout
+    named = run_hs("config", "validate", str(tmp_path / "nope.toml"), env=fresh)
+    assert named.returncode == 2 and b"no such config file" in named.stderr
+
+
 def test_example_config_is_valid() -> None:
     done = run_hs("config", "validate", str(REPO / "config.example.toml"))
     assert done.returncode == 0, done.stderr
