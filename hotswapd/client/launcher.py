@@ -11,17 +11,27 @@ from pathlib import Path
 from hotswapd.client.connection import Client
 from hotswapd.errors import DaemonError, DaemonNotRunning, DaemonTimeout
 from hotswapd.host.lockfile import holder_pid
-from hotswapd.host.paths import lock_path, state_dir
+from hotswapd.host.paths import ensure_private_dir, lock_path, state_dir
 
 
 def daemon_log_path() -> Path:
     return state_dir() / "hotswapd.log"
 
 
+def prepared_log_path() -> Path:
+    """The daemon's log, in its state directory made owner-only (0700) as the daemon makes
+    it: created 0755 here, the daemon then warned on its first start that it had tightened
+    a directory ``hs`` made a moment before."""
+    path = daemon_log_path()
+    problem = ensure_private_dir(path.parent)
+    if problem is not None:
+        raise DaemonError(f"cannot start hotswapd: its log directory {problem}")
+    return path
+
+
 def start_daemon(endpoint: str, config: str | None = None, *, wait_seconds: float = 30.0, http: str | None = None) -> int:
     """Spawn a detached daemon and return its pid once it answers ``ping``."""
-    log_path = daemon_log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = prepared_log_path()
     command = [sys.executable, "-m", "hotswapd", "--socket", endpoint]
     if config:
         command += ["--config", config]

@@ -103,6 +103,22 @@ def test_private_files_are_created_and_tightened_owner_only(start: StartDaemon, 
     assert stat.S_IMODE((cache / "embeddings.sqlite").stat().st_mode) == 0o600
 
 
+def test_autostart_makes_the_state_dir_owner_only_so_the_daemon_has_nothing_to_tighten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hs` created the state dir 0755 for the daemon's log; the daemon's first start then
+    warned that it had tightened it (issue 29)."""
+    from hotswapd.client.launcher import prepared_log_path
+    from hotswapd.host.paths import ensure_private_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "fresh-state"))
+    log_path = prepared_log_path()
+    assert stat.S_IMODE(log_path.parent.stat().st_mode) == 0o700
+    with caplog.at_level("WARNING", logger="hotswapd"):
+        assert ensure_private_dir(log_path.parent) is None  # what the daemon does at its start
+    assert "tightened" not in caplog.text
+
+
 def test_a_bad_sqlite_cache_is_checked_row_by_row_and_a_garbage_file_rebuilt(start: StartDaemon, tmp_path: Path) -> None:
     config = fake_config(tmp_path, {"v1": {}}, extra="[cache]\npersist = true\n")
     with start(config) as daemon, daemon.client() as client:
