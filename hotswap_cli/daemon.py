@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from hotswapd.client.connection import Client
-from hotswapd.errors import DaemonNotRunning, HotswapError
+from hotswapd.errors import ConfigError, DaemonNotRunning, HotswapError
 from hotswapd.host.lockfile import holder_pid
 from hotswapd.host.paths import lock_path
 
@@ -67,6 +67,8 @@ def start(
     endpoint = settings.endpoint
     pid = holder_pid(lock_path(endpoint))
     if pid is not None:
+        if http:
+            _refuse_http_on_a_running_daemon(settings, pid, http)
         typer.echo(f"hotswapd is already running (pid {pid}) on {endpoint}")
         if settings.config_named:
             try:
@@ -82,6 +84,24 @@ def start(
     if http:
         with Client(settings.socket, timeout=settings.timeout) as client:
             typer.echo(f"OpenAI-compatible endpoint: {client.status().get('http')}/v1")
+
+
+def _refuse_http_on_a_running_daemon(settings: Settings, pid: int, http: str) -> None:
+    """``--http`` applies when a daemon starts: against one already running it was dropped
+    without a word (issue 29). Fine if it already serves there; else an error that says how."""
+    serving = None
+    try:
+        with Client(settings.socket, timeout=settings.timeout) as client:
+            serving = client.status().get("http")
+    except HotswapError:
+        pass  # starting or stopping: what it serves cannot be told
+    if isinstance(serving, str) and serving.removeprefix("http://").rstrip("/") == http.removeprefix("http://").rstrip("/"):
+        return
+    now = f"serves HTTP on {serving}" if serving else "serves no HTTP endpoint"
+    raise ConfigError(
+        f"hotswapd is already running (pid {pid}) and {now}; --http {http} applies when it starts: "
+        "run `hs daemon stop` first, or set [http] listen in its config and restart it"
+    )
 
 
 @app.command()

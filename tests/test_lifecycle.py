@@ -66,7 +66,11 @@ def test_daemon_start_command_returns_once_answering(tmp_path: Path, tiny_model:
         with Client(endpoint, timeout=5) as client:
             assert client.ping()["pong"]
         again = run_hs("daemon", "start", endpoint=endpoint, env=env)
-        assert b"already running" in again.stdout
+        assert again.returncode == 0 and b"already running" in again.stdout
+        # --http applies at start: against a running daemon it is an error that says how,
+        # never a silent exit 0 (issue 29).
+        refused = run_hs("daemon", "start", "--http", "127.0.0.1:18080", endpoint=endpoint, env=env)
+        assert refused.returncode == 2 and b"serves no HTTP endpoint" in refused.stderr and b"hs daemon stop" in refused.stderr
     finally:
         run_hs("daemon", "stop", endpoint=endpoint, env=env)
 
