@@ -299,13 +299,15 @@ class Daemon:
 
     def _preload_then_ready(self) -> None:
         snap = self.registry.published.current
-        for name, route in sorted(snap.routes.items()):
-            for version in sorted(route.serving()):
-                if snap.config.models[name].versions[version].preload:
-                    try:
-                        self.registry.get(name, version)
-                    except HotswapError as exc:
-                        log.error("preload of %s@%s failed: %s", name, version, exc.message)
+        # Every version that asks, serving or not (one that did not serve was skipped without
+        # a word): the serving ones first, so the traffic's versions are ready soonest.
+        wanted = [(name, version) for name, model in sorted(snap.config.models.items()) for version, spec in sorted(model.versions.items()) if spec.preload]
+        serving = {(name, version) for name, route in snap.routes.items() for version in route.serving()}
+        for name, version in sorted(wanted, key=lambda pair: pair not in serving):
+            try:
+                self.registry.get(name, version)
+            except HotswapError as exc:
+                log.error("preload of %s@%s failed: %s", name, version, exc.message)
         if self.state.phase == "starting":
             self.state.phase = "ready"
         self.burst_memory.settle()  # what the preloaded versions hold is the resting size

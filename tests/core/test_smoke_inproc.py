@@ -22,3 +22,15 @@ def test_encode_switch_and_status(start: StartDaemon, tmp_path: Path) -> None:
         assert client.encode(["hello"]).version == "v2"
         assert client.status()["phase"] == "ready"
         assert client.encode(["hello"]).cached == 1
+
+
+def test_preload_loads_a_version_that_does_not_serve_too(start: StartDaemon, tmp_path: Path) -> None:
+    """`preload = true` on a version that was not active was skipped without a word
+    (issue 29): a user who writes it expects the version loaded, to switch to at once."""
+    from tests.fakebackend import CONTROLS
+
+    config = fake_config(tmp_path, {"v1": {"preload": True}, "v2": {"preload": True}, "v3": {}})
+    with start(config) as daemon, daemon.client() as client:
+        assert CONTROLS["v1"].loads == 1 and CONTROLS["v2"].loads == 1 and CONTROLS["v3"].loads == 0
+        models = client.models()[0]
+        assert models["loaded_versions"] == ["v1", "v2"]
