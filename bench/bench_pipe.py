@@ -160,23 +160,23 @@ def _torch_encoder(model_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def _onnx_encoder(work: Path, model_dir: Path):  # type: ignore[no-untyped-def]
-    from hotswapd.backends.support.model_files import read_layout
     from hotswapd.backends.onnx import OnnxEmbedder
 
-    exported = next((work / "cache" / "hotswapd" / "onnx").glob("*/model.onnx"))
-    layout = read_layout(model_dir)
-    embedder = OnnxEmbedder.create(exported, layout, layout.pooling or "mean", device="cpu", batch_size=32, threads=None)
-    embedder.encode(["warm-up"] * 64, normalize=True)
-    return lambda texts: embedder.encode(texts, normalize=True)
+    return _graph_encoder(model_dir, next((work / "cache" / "hotswapd" / "onnx").glob("*/model.onnx")), OnnxEmbedder.create, device="cpu")
 
 
 def _openvino_encoder(work: Path, model_dir: Path):  # type: ignore[no-untyped-def]
     from hotswapd.backends.openvino import OpenVinoEmbedder
+
+    return _graph_encoder(model_dir, next((work / "cache" / "hotswapd" / "openvino").glob("*/*.xml")), OpenVinoEmbedder.create, precision="int8")
+
+
+def _graph_encoder(model_dir: Path, exported: Path, create, **options):  # type: ignore[no-untyped-def]
+    """hotswapd's own embedder on the very file the daemon converted, warmed up, batch 32."""
     from hotswapd.backends.support.model_files import read_layout
 
-    exported = next((work / "cache" / "hotswapd" / "openvino").glob("*/*.xml"))
     layout = read_layout(model_dir)
-    embedder = OpenVinoEmbedder.create(exported, layout, layout.pooling or "mean", precision="int8", batch_size=32, threads=None)
+    embedder = create(exported, layout, layout.pooling or "mean", batch_size=32, threads=None, **options)
     embedder.encode(["warm-up"] * 64, normalize=True)
     return lambda texts: embedder.encode(texts, normalize=True)
 
