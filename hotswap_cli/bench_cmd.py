@@ -1,6 +1,7 @@
 """``hs bench``: measure model versions through the daemon, and keep a history of the runs."""
 
 
+import sys
 import threading
 import time
 import uuid
@@ -142,15 +143,18 @@ def _show_history(as_json: bool) -> None:
         if index < len(entries) - HISTORY_SHOWN:
             continue
         when = short_time(entry["at"]) if stdout_is_terminal() else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(entry["at"]))
-        agreement = entry.get("agreement")
+        # A periodic round records its agreement with the active version; `hs bench`, each
+        # version's mean cosine with the first version it measured.
+        agreement = entry.get("agreement", entry.get("cosine_vs_first"))
         kind = "periodic" if entry.get("periodic") is True else "hs bench"
-        mark = " ★" if entry.get("recommended") is True else ""
-        rows.append([when, name + mark, kind, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}",
+        mark = "★" if entry.get("recommended") is True else ""
+        rows.append([when, name, mark, kind, f"{speed:.1f}", trend, f"{entry['p50_ms']:.1f}", f"{entry['p99_ms']:.1f}",
                      f"{agreement:.4f}" if isinstance(agreement, (int, float)) else "-", f"b{entry['batch_size']} c{entry['concurrency']}"])
     print_table(f"bench history ({path}; ★ recommended by the latest periodic round)", HISTORY_COLUMNS, rows)
     for model, row in sorted(recommended.items()):
         if row is not None:
-            print(_recommendation_line(model, _recommendation(row, latest[model])))
+            # Under a table on a terminal; on stderr when stdout is TSV, which stays parseable.
+            print(_recommendation_line(model, _recommendation(row, latest[model])), file=sys.stdout if stdout_is_terminal() else sys.stderr)
 
 
 def _recommendation(row: dict[str, Any], round_rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,19 +176,23 @@ def _recommendation_line(model: str, rec: dict[str, Any]) -> str:
     return f"recommendation for {model}: {rec['version']}, {rec['vs_active']:.2f}x {rec['active']} at agreement {agreement} (hs switch {model} {rec['version']})"
 
 
+# Kept first at 80 columns: which version, how fast, and whether its vectors agree with the
+# first version's (cosine: whether it is safe to switch to); load, memory and the cached
+# latency go first. The marker has a column of its own, so a script reads the version whole.
 BENCH_COLUMNS = [
     Column("version"),
-    Column("backend", drop=4),
-    Column("load", drop=3),
-    Column("memory", drop=2),
+    Column("fastest"),
+    Column("backend", drop=2),
+    Column("load", drop=4),
+    Column("memory", drop=3),
     Column("p50/p95/p99 ms"),
-    Column("cached p50", drop=1),
+    Column("cached p50", drop=5),
     Column("texts/s"),
-    Column("cos vs first", drop=5),
+    Column("cosine vs first"),
 ]
 HISTORY_COLUMNS = [
-    Column("when"), Column("version"), Column("kind", drop=3), Column("texts/s"), Column("vs last"), Column("p50 ms"),
-    Column("p99 ms", drop=1), Column("agreement", drop=4), Column("setup", drop=2),
+    Column("when"), Column("version"), Column("recommended"), Column("kind", drop=3), Column("texts/s"), Column("vs last"), Column("p50 ms"),
+    Column("p99 ms", drop=1), Column("agreement"), Column("setup", drop=2),
 ]
 
 
@@ -211,10 +219,12 @@ def bench(
     texts = _texts(input_file)
     client = ctx.obj.client()
     targets = specs or [""]
+    from rich.console import Console
     from rich.progress import Progress
 
     rows = []
-    with Progress(transient=True, disable=as_json) as progress:
+    # On stderr, and only on a terminal: stdout carries the table or the TSV, nothing else.
+    with Progress(transient=True, console=Console(stderr=True), disable=as_json or not sys.stderr.isatty()) as progress:
         task = progress.add_task("benchmarking", total=3 * len(targets))
         for spec in targets:
             progress.update(task, description=f"benchmarking {spec or 'default model'}")
@@ -233,10 +243,11 @@ def _show(rows: list[dict[str, Any]], texts: list[str], batch_size: int, concurr
     fastest = max(range(len(rows)), key=lambda i: rows[i]["texts_per_s"])
     table = []
     for index, row in enumerate(rows):
-        mark = " ★" if index == fastest and len(rows) > 1 else ""
+        mark = "★" if index == fastest and len(rows) > 1 else ""
         memory = f"{row['memory_bytes'] / 2**20:.0f} MiB" if row["memory_bytes"] is not None else "-"
         table.append([
-            f"{row['model']}@{row['version']}{mark}",
+            f"{row['model']}@{row['version']}",
+            mark,
             row["backend"] or "-",
             f"{row['load_seconds']:.2f} s",
             memory,

@@ -10,7 +10,8 @@ import typer
 from hotswapd.client.connection import Client
 from hotswapd.text.probe_texts import PROBE_TEXTS
 
-from hotswap_cli.output import Column, print_json, print_table
+from hotswap_cli.output import Column, print_json, print_table, stdout_is_terminal, write_tsv
+from hotswap_cli.waiting import waiting
 
 NEIGHBOURS = 10
 
@@ -83,11 +84,15 @@ def compare(
     """
     texts = _sample(input_file, limit)
     client = ctx.obj.client()
-    for version in (first, second):  # loaded and warm before any clock starts
-        client.preload(f"{model}@{version}")
-        client.encode(texts[:8], f"{model}@{version}", no_cache=True)
-    a, speed_a, p50_a = _encode_timed(client, texts, f"{model}@{first}")
-    b, speed_b, p50_b = _encode_timed(client, texts, f"{model}@{second}")
+    with waiting(ctx.obj, f"comparing {model} {first} and {second}", model) as wait:
+        for version in (first, second):  # loaded and warm before any clock starts
+            wait.doing(f"loading {model}@{version}")
+            client.preload(f"{model}@{version}")
+            client.encode(texts[:8], f"{model}@{version}", no_cache=True)
+        wait.doing(f"measuring {model}@{first} on {len(texts)} texts")
+        a, speed_a, p50_a = _encode_timed(client, texts, f"{model}@{first}")
+        wait.doing(f"measuring {model}@{second} on {len(texts)} texts")
+        b, speed_b, p50_b = _encode_timed(client, texts, f"{model}@{second}")
     result = {
         "model": model,
         "texts": len(texts),
@@ -104,11 +109,24 @@ def compare(
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
+    if not stdout_is_terminal():
+        # One table for scripts, one figure per line: what, of which version (or of the
+        # pair, "V1+V2"), and its value.
+        pair = f"{first}+{second}"
+        write_tsv([Column("measure"), Column("version"), Column("value")], [
+            *[["dimension", v, str(m.shape[1])] for v, m in ((first, a), (second, b))],
+            *[["texts_per_s", v, f"{s:.1f}"] for v, s in ((first, speed_a), (second, speed_b))],
+            *[["p50_ms", v, f"{s:.2f}"] for v, s in ((first, p50_a), (second, p50_b))],
+            ["mean_cosine", pair, fmt(result["mean_cosine"])],
+            ["min_cosine", pair, fmt(result["min_cosine"])],
+            [f"top{NEIGHBOURS}_neighbour_overlap", pair, fmt(result["neighbour_overlap"])],
+        ])
+        return
     # Speed is a figure per version; agreement is one figure for the pair, so it gets its
     # own table rather than a cell under either version.
     print_table(
         f"{model}: {first} vs {second} on {len(texts)} texts",
-        [Column(""), Column(first), Column(second)],
+        [Column("measure"), Column(first), Column(second)],
         [
             ["dimension", str(a.shape[1]), str(b.shape[1])],
             ["throughput (texts/s)", f"{speed_a:.1f}", f"{speed_b:.1f}"],

@@ -1,14 +1,48 @@
-"""``hs config validate`` and ``hs config path``."""
+"""``hs config init``, ``validate``, ``path`` and ``reload``."""
 
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hotswapd.host.paths import CONFIG_ENV, resolve_config_path
 
-app = typer.Typer(help="Check and locate the config file.", no_args_is_help=True)
+app = typer.Typer(help="Write, check and locate the config file; apply it now.", no_args_is_help=True)
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    path: Annotated[str | None, typer.Argument(help="Where to write it (default: the file the daemon reads).", metavar="[PATH]")] = None,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Print it instead of writing a file.")] = False,
+) -> None:
+    """Write the starter config: every key with its default, and two versions of the bundled
+    model (v1 sentence-transformers, v2 ONNX int8) to switch between. It is what the daemon
+    serves when there is no file; an existing file is never overwritten.
+
+    Example: hs config init && hs config path
+    """
+    from hotswapd.config.schema import starter_text
+    from hotswapd.errors import ConfigError
+
+    text = starter_text()
+    if stdout:
+        typer.echo(text, nl=False)
+        return
+    target = Path(path) if path else resolve_config_path(ctx.obj.config)
+    if str(target).startswith("ssm:"):
+        raise ConfigError(f"{target}: hs config init writes files only; put the --stdout output into the parameter")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "x", encoding="utf-8") as handle:  # "x": never over a file already there
+            handle.write(text)
+    except FileExistsError:
+        raise ConfigError(f"{target} already exists; it was left as it is (hs config init --stdout prints the starter)") from None
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {target}: model minilm, versions v1 (sentence-transformers) and v2 (ONNX int8); try: hs switch minilm v2")
 
 
 @app.command()
@@ -55,7 +89,7 @@ def validate(
     if problems:
         raise ConfigError(f"{target}: " + "; ".join(problems))
     versions = sum(len(model.versions) for model in config.models.values())
-    typer.echo(f"{target}: ok ({len(config.models)} models, {versions} versions)")
+    typer.echo(f"{target}: ok ({_count(len(config.models), 'model')}, {_count(versions, 'version')})")
 
 
 @app.command()
@@ -98,3 +132,7 @@ def _exists(path: object) -> bool:
         return path.exists()  # type: ignore[attr-defined,no-any-return]
     except (OSError, ValueError):
         return False
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -1,6 +1,8 @@
 """``hs encode``: texts in, embeddings out."""
 
 
+from __future__ import annotations
+
 import os
 import stat
 import sys
@@ -8,7 +10,7 @@ import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from hotswap_cli.formats import WRITERS, Writer
@@ -27,6 +29,8 @@ class ReadCounter:
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.lines = 0
+        self.ended = False  # the input is read to its end: ``lines`` is its total
 
 
 def read_lines(stream: BinaryIO, chunk_size: int, counter: ReadCounter | None = None) -> Iterator[list[bytes]]:
@@ -43,10 +47,13 @@ def read_lines(stream: BinaryIO, chunk_size: int, counter: ReadCounter | None = 
             raise TextTooLong(f"line {number} is longer than {LINE_LIMIT // 2**20} MiB; is this a text file?", number - 1)
         if counter is not None:
             counter.bytes += len(line)
+            counter.lines += 1
         chunk.append(line.rstrip(b"\r\n") if line.endswith(b"\n") else line)
         if len(chunk) == chunk_size:
             yield chunk
             chunk = []
+    if counter is not None:
+        counter.ended = True
     if chunk:
         yield chunk
 
@@ -131,16 +138,29 @@ def encode(
         out.flush()
         return
     if texts and texts != ["-"]:
-        writer.write(client.encode(texts, model, normalize=normalize, key=key, prompt=prompt))
+        from hotswap_cli.waiting import waiting
+
+        # The first encode of a version not loaded yet waits for its load: say on what.
+        with waiting(settings, f"encoding with {model or 'the default model'}", (model or "").partition("@")[0] or None):
+            result = client.encode(texts, model, normalize=normalize, key=key, prompt=prompt)
+        writer.write(result)
         writer.finish()
         out.flush()
         return
     from hotswapd.errors import InvalidText, TextTooLong
 
     counter = ReadCounter()
+    shown = sys.stderr.isatty() and not sys.stdin.isatty()  # no live display over what is typed
     try:
-        results = client.encode_stream(read_lines(sys.stdin.buffer, chunk_size, counter), model, normalize=normalize, key=key, pin=not follow, prompt=prompt)
-        if not _encode_stdin(writer, results, counter):
+        with StdinProgress(counter, chunk_size, shown) as progress:
+            lines = read_lines(sys.stdin.buffer, chunk_size, counter)
+            results = client.encode_stream(lines, model, normalize=normalize, key=key, pin=not follow, prompt=prompt, pace=progress.pace)
+            rows = 0
+            for result in results:
+                writer.write(result)
+                rows += result.count
+                progress.version = f"{result.model}@{result.version}"
+        if not rows:
             # Empty input: still say which model and dimension, so a script's (0, dim)
             # array or "dim" field is right.
             writer.write(_empty_result(client, model))
@@ -172,7 +192,7 @@ def _empty_result(client: Client, model: str | None) -> EncodeResult:
 
 def _input_size() -> int | None:
     """stdin's size when it is a regular file (``< docs.txt``): the progress bar can then
-    show an ETA. A pipe has no size."""
+    show how far it is, and an ETA. A pipe has no size."""
     try:
         info = os.fstat(sys.stdin.fileno())
     except (OSError, ValueError):
@@ -180,35 +200,61 @@ def _input_size() -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
 
 
-def _encode_stdin(writer: Writer, results: Iterator[EncodeResult], counter: ReadCounter) -> int:
-    """Write every result; returns the rows written. On a terminal: a progress bar while
-    it runs and a summary line at the end, on stderr."""
-    # No live display when stdin is the terminal too: it would redraw over what is typed.
-    if not sys.stderr.isatty() or sys.stdin.isatty():
-        rows = 0
-        for result in results:
-            writer.write(result)
-            rows += result.count
-        return rows
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+class StdinProgress:
+    """On a terminal, the rows answered so far (several times a second: the stream's pieces
+    are paced for it), with a bar, rate and ETA when stdin is a file; a summary line at
+    the end. Elsewhere nothing, and the stream keeps its full-size pieces."""
 
-    size = _input_size()
-    console = Console(stderr=True)
-    columns = [SpinnerColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f}/s"), TimeElapsedColumn()]
-    if size is not None:
-        columns[1:1] = [BarColumn(), TextColumn("{task.percentage:>3.0f}%")]
-        columns.append(TimeRemainingColumn())
-    started = time.perf_counter()
-    rows, version = 0, "-"
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("encode", total=size, rows=0, rate=0.0)
-        for result in results:
-            writer.write(result)
-            rows += result.count
-            version = f"{result.model}@{result.version}"
-            progress.update(task, completed=counter.bytes, rows=rows, rate=rows / max(time.perf_counter() - started, 1e-9))
-    seconds = time.perf_counter() - started
-    if rows:
-        console.print(f"encoded {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s) with {version}", highlight=False)
-    return rows
+    def __init__(self, counter: ReadCounter, chunk_size: int, shown: bool) -> None:
+        self._counter, self._chunk_size, self._shown = counter, chunk_size, shown
+        self._display: Any = None
+        self.pace: Any = None  # a hotswapd.client.pace.Pace while shown
+        self.version = "-"
+
+    def __enter__(self) -> StdinProgress:
+        if not self._shown:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from hotswapd.client.pace import Pace
+
+        size = _input_size()
+        columns = [SpinnerColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f}/s"), TimeElapsedColumn()]
+        if size is not None:
+            columns[1:1] = [BarColumn(), TextColumn("{task.percentage:>3.0f}%")]
+            columns.append(TimeRemainingColumn())
+        self._console = Console(stderr=True)
+        self._display = Progress(*columns, console=self._console, transient=True)
+        self._display.start()
+        task = self._display.add_task("encode", total=100.0 if size is not None else None, rows=0, rate=0.0)
+        self._started = time.perf_counter()
+
+        def on_rows(rows: int) -> None:
+            self._rows = rows
+            done = _fraction_done(rows, self._counter, size)
+            rate = rows / max(time.perf_counter() - self._started, 1e-9)
+            self._display.update(task, completed=100.0 * done if done is not None else None, rows=rows, rate=rate)
+
+        self._rows = 0
+        self.pace = Pace(self._chunk_size, on_rows=on_rows)
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if self._display is None:
+            return
+        self._display.stop()
+        seconds = time.perf_counter() - self._started
+        if kind is None and self._rows:
+            self._console.print(
+                f"encoded {self._rows:,} rows in {seconds:.1f} s ({self._rows / max(seconds, 1e-9):,.0f} rows/s) with {self.version}", highlight=False
+            )
+
+
+def _fraction_done(rows: int, counter: ReadCounter, size: int | None) -> float | None:
+    """How far the job is, by rows answered against the rows the input holds: counted
+    once it is read to the end, estimated before from the bytes read per line so far."""
+    if size is None or not counter.lines:
+        return None
+    total = counter.lines if counter.ended else counter.lines * size / max(counter.bytes, 1)
+    return min(1.0, rows / max(total, 1.0))

@@ -26,8 +26,9 @@ def encode_to_file(
     from hotswapd.jobs.file_job import encode_file
 
     reader = _reader(source)
-    with RowProgress(reader) as on_rows:
-        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=on_rows, key=key, chunk_size=chunk_size, prompt=prompt, restart=restart)
+    with RowProgress(reader) as progress:
+        done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=progress.on_rows, key=key, chunk_size=chunk_size, prompt=prompt,
+                           restart=restart, pace=progress.pace)
     new = done.rows - done.resumed_from
     resumed = f" (resumed after {done.resumed_from:,})" if done.resumed_from else ""
     rejected = f", {done.rejected:,} rejected (see {done.rejects})" if done.rejected else ""

@@ -40,8 +40,9 @@ def build(
     facts: dict[str, Any] = {"path": str(input_file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                              "format": reader.format, "text_field": text_field, "id_field": id_field}
     client = settings.client()
-    with RowProgress(reader) as on_rows:
-        result = build_corpus(client, version, reader, output, input_facts=facts, keep_texts=texts, resume=resume, on_rows=on_rows, restart=restart)
+    with RowProgress(reader) as progress:
+        result = build_corpus(client, version, reader, output, input_facts=facts, keep_texts=texts, resume=resume, on_rows=progress.on_rows, restart=restart,
+                              pace=progress.pace)
     new = result.rows - result.resumed_from
     resumed = f" (resumed after {result.resumed_from:,})" if result.resumed_from else ""
     sys.stderr.write(

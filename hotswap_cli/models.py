@@ -8,23 +8,26 @@ import typer
 
 from hotswap_cli.output import Column, human_ago, human_bytes, human_duration, print_json, print_table, short_duration
 from hotswap_cli.shared_options import Settings
+from hotswap_cli.waiting import waiting
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print model names only, one per line.")]
 
+# What a narrow terminal keeps, most useful first: which version serves and how it computes
+# (path: torch or onnx-int8), then its memory and corpus; the rest goes first.
 MODELS_COLUMNS = [
     Column("model"),
     Column("version"),
     Column("active"),
     Column("state"),
-    Column("memory", drop=3),
-    Column("dim", drop=5),
-    Column("max tokens", drop=6),
-    Column("unloads", drop=4),
-    Column("corpus", drop=8),
-    Column("path", drop=7),
-    Column("source", drop=9, wrap=True),
-    Column("why", note=True, drop=10),
+    Column("path"),
+    Column("memory", drop=5),
+    Column("corpus", drop=6),
+    Column("dim", drop=7),
+    Column("max tokens", drop=10),
+    Column("unloads", drop=9),
+    Column("source", drop=8, wrap=True),
+    Column("why", note=True, drop=11),
     Column("error", note=True),
 ]
 
@@ -60,12 +63,12 @@ def version_row(model: dict[str, Any], item: dict[str, Any]) -> list[str]:
         item["version"],
         active,
         item["state"],
+        path_cell(item),
         human_bytes(item.get("memory_bytes")),
+        corpus_cell(item.get("corpus")),
         str(item["dimension"]) if item.get("dimension") else "-",
         str(item["max_tokens"]) if item.get("max_tokens") else "-",
         unloads,
-        corpus_cell(item.get("corpus")),
-        path_cell(item),
         item["source"] or "-",  # an ensemble has members, not a source
         item.get("path_reason") or "",
         item.get("last_error") or (item.get("corpus") or {}).get("problem") or "",
@@ -103,7 +106,9 @@ def preload(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model 
 
     Example: hs preload minilm; hs preload minilm@v2
     """
-    result = ctx.obj.client().preload(name)
+    client = ctx.obj.client()
+    with waiting(ctx.obj, f"loading {name}", name.partition("@")[0]):
+        result = client.preload(name)
     if as_json:
         print_json(result)
         return

@@ -8,6 +8,7 @@ import typer
 
 from hotswap_cli.arguments import finite
 from hotswap_cli.output import Column, print_json, print_table, short_time, stdout_is_terminal
+from hotswap_cli.waiting import waiting
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -75,7 +76,9 @@ def switch(
             options[key] = value
     if sticky_key:
         options["sticky"] = True
-    _show(client.switch(model, version, strategy, **{**options, "trigger": "cli"}), as_json)
+    with waiting(ctx.obj, f"switching {model + ' ' if model else ''}to {version}", model):
+        result = client.switch(model, version, strategy, **{**options, "trigger": "cli"})
+    _show(result, as_json)
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -102,7 +105,10 @@ def rollback(ctx: typer.Context, model: Annotated[str | None, typer.Argument(hel
 
     Example: hs rollback minilm
     """
-    _show(ctx.obj.client().rollback(model, trigger="cli"), as_json)
+    client = ctx.obj.client()
+    with waiting(ctx.obj, f"rolling back {model or 'the default model'}", model):  # the previous version may load again
+        result = client.rollback(model, trigger="cli")
+    _show(result, as_json)
 
 
 def history(
@@ -151,8 +157,10 @@ HISTORY_COLUMNS = [
     Column("event"),
     Column("from"),
     Column("to"),
-    Column("strategy", drop=2),
-    Column("trigger", drop=3),
-    Column("outcome", drop=1),
+    # Never dropped: how and why a switch happened is the point (a forced switch, an
+    # automatic rollback); the long reasons go under the table.
+    Column("strategy"),
+    Column("trigger"),
+    Column("outcome"),
     Column("reason", note=True),
 ]

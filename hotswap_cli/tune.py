@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from hotswap_cli.output import Column, print_json, print_table
+from hotswap_cli.waiting import waiting
 
 COLUMNS = [
     Column("path"),
@@ -36,7 +37,10 @@ def tune(
 
     Example: hs tune minilm; hs tune minilm@v2 --force
     """
-    result = ctx.obj.client().tune(name, force=force, timeout=timeout)
+    client = ctx.obj.client()
+    label = f"measuring every path of {name or 'the default model'} (a first run exports and quantises)"
+    with waiting(ctx.obj, label, name.partition("@")[0] if name else None):
+        result = client.tune(name, force=force, timeout=timeout)
     if as_json:
         print_json(result)
         return

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hotswapd.backends import load_steps
 from hotswapd.core.cost_prior import PROBE_MARK
 
 
@@ -36,6 +37,9 @@ class Options(BaseModel):
     sleep_seconds: float = 0.0
     probe_seconds: float = 0.0  # each call of the load's cost probe sleeps this long
     tokenizes: bool = False  # offers tokenize/encode_tokens, as the ONNX and OpenVINO backends do
+    # A load that names these steps (as an exporting backend does), each lasting load_step_seconds.
+    load_steps: list[str] = []
+    load_step_seconds: float = 0.0
 
 
 @dataclass
@@ -196,6 +200,9 @@ def load(path: Path, version: Any) -> FakeEmbedder:
         control.load_gate.wait(60)
     if control.fail_load:
         raise RuntimeError(control.fail_load)
+    for step in options.load_steps:
+        load_steps.report(step)
+        time.sleep(options.load_step_seconds)
     control.loads += 1
     kind = TokenizingFakeEmbedder if options.tokenizes else FakeEmbedder
     return kind(options, getattr(version, "max_seq_length", None))

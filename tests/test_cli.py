@@ -151,7 +151,7 @@ def test_config_validate_with_no_file_checks_the_built_in_default(tmp_path) -> N
     fresh = {"XDG_CONFIG_HOME": str(tmp_path / "fresh")}
     done = run_hs("config", "validate", env=fresh)
     assert done.returncode == 0, done.stderr
-    assert b"no such file: the built-in default" in done.stdout and b"ok (1 models, 1 versions)" in done.stdout
+    assert b"no such file: the built-in default" in done.stdout and b"ok (1 model, 2 versions)" in done.stdout
     named = run_hs("config", "validate", str(tmp_path / "nope.toml"), env=fresh)
     assert named.returncode == 2 and b"no such config file" in named.stderr
 

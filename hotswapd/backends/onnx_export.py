@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hotswapd.backends.load_steps import write_step_file
 from hotswapd.backends.support.model_files import read_layout
 from hotswapd.backends.onnx import OPSET
 from hotswapd.text.probe_texts import check_sample
@@ -120,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     if candidate is None:
         candidate = args.out / "model.onnx"
         fp32 = candidate if args.quantize == "none" else args.out / "model.fp32.onnx"
+        write_step_file(args.out, "exporting to ONNX")
         export_fp32(args.source, fp32, args.trust_remote_code)
         if args.quantize == "int8":
+            write_step_file(args.out, "quantising to int8")
             quantize_int8(fp32, candidate)
             fp32.unlink()
     tokenizer_dir = args.source or args.reference
+    write_step_file(args.out, "checking it against torch")
     check = agreement(args.reference, candidate, tokenizer_dir, args.trust_remote_code)
     write_check(args.out, check, started, quantize=args.quantize)
     return 0

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from hotswapd.backends.load_steps import write_step_file
 from hotswapd.backends.support.model_files import read_layout
 from hotswapd.backends.onnx_export import agreement_of, export_fp32, write_check
 from hotswapd.backends.support.tokenizing import TextTokenizer
@@ -50,15 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_file = args.out / "model.onnx"
+    write_step_file(args.out, "exporting to ONNX")
     export_fp32(args.source, onnx_file, args.trust_remote_code)
+    write_step_file(args.out, "converting to OpenVINO")
     model = openvino.Core().read_model(str(onnx_file))
     if args.precision == "int8":
+        write_step_file(args.out, "quantising to int8 (NNCF)")
         model = quantize_int8(model, args.source, {name for port in model.inputs for name in port.get_names()})
     xml = args.out / "model.xml"
     openvino.save_model(model, str(xml), compress_to_fp16=False)  # fp16 weights would change fp32 vectors
     onnx_file.unlink()
     layout = read_layout(args.source)
     embedder = OpenVinoEmbedder.create(xml, layout, layout.pooling or "mean", precision=args.precision, batch_size=8, threads=None)
+    write_step_file(args.out, "checking it against torch")
     check = agreement_of(embedder, args.source, args.trust_remote_code)
     write_check(args.out, check, started, precision=args.precision)
     return 0

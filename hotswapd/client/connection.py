@@ -31,6 +31,7 @@ from hotswapd.errors import (
 from hotswapd.host.lockfile import holder_pid
 from hotswapd.host.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.wire.protocol import Op, decode_reply, encode_cancel, encode_request
+from hotswapd.client.pace import Pace
 from hotswapd.client.stream_order import SORT_WINDOW, sorted_stream
 from hotswapd.wire.trace_context import current_traceparent
 from hotswapd.client.encode_result import EncodeResult
@@ -205,20 +206,26 @@ class Client:
 
     def encode_stream(
         self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None,
-        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW, prompt: str | None = None,
+        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW, prompt: str | None = None, pace: Pace | None = None,
     ) -> Iterator[EncodeResult]:
         """Embed chunk after chunk, ``window`` requests in flight; one result per chunk, in order.
         ``pin``: every chunk is encoded by the version that answered the first one, even if
         the active version changes mid-job. Texts go in length order within windows of
         ``sort_window`` texts (0: as they come): batches pad less (hotswapd.client.stream_order).
         A chunk refused as ``busy`` is sent again after the daemon's retry hint, in order.
+        ``pace`` (a progress display's) hears of each answer and sizes the sorted pieces.
         """
         options = _options(normalize, key, prompt)
         if sort_window > 0:
-            return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, options, window, pin))
-        return self._encode_in_flight(chunks, model, options, window, pin)
+            return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, options, window, pin, pace),
+                                 pace.piece if pace is not None else None)
+        return self._encode_in_flight(chunks, model, options, window, pin, pace)
 
-    def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, options: dict[str, Any], window: int, pin: bool) -> Iterator[EncodeResult]:
+    def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, options: dict[str, Any], window: int, pin: bool,
+                          pace: Pace | None = None) -> Iterator[EncodeResult]:
+        if pace is not None:
+            yield from _paced(self._encode_in_flight(chunks, model, options, window, pin), pace)
+            return
         iterator = iter(chunks)
         start = 0  # input position of the chunk's first text: errors name the text in input terms
         if pin and (model is None or "@" not in model):
@@ -369,3 +376,10 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _paced(results: Iterator[EncodeResult], pace: Pace) -> Iterator[EncodeResult]:
+    """``results``, each answer's rows told to ``pace`` as it arrives."""
+    for result in results:
+        pace.answered(result.count)
+        yield result

@@ -55,9 +55,10 @@ class LengthSortedStream:
     """``chunks`` regrouped: iterate :meth:`sorted_chunks` into the encoder, then pass the
     encoder's results (one per sorted chunk, in order) to :meth:`restored`."""
 
-    def __init__(self, chunks: Iterable[Sequence[Text]], window: int = SORT_WINDOW) -> None:
+    def __init__(self, chunks: Iterable[Sequence[Text]], window: int = SORT_WINDOW, piece: Callable[[], int] | None = None) -> None:
         self._chunks = iter(chunks)
         self._window = window
+        self._piece = piece  # the size of the next window's pieces (a progress display's pace)
         self._windows: deque[_Window] = deque()
 
     def sorted_chunks(self) -> Iterator[list[Text]]:
@@ -75,6 +76,8 @@ class LengthSortedStream:
             keys = [length_key(text) for text in texts]
             order = sorted(range(len(texts)), key=keys.__getitem__)
             step = max(sizes)  # the caller's chunk size: the daemon's limits already fit it
+            if self._piece is not None:
+                step = max(1, min(step, self._piece()))
             pieces = [[texts[i] for i in order[at : at + step]] for at in range(0, len(order), step)]
             self._windows.append(_Window(start, sizes, order, len(pieces)))
             start += len(texts)
@@ -120,7 +123,8 @@ class LengthSortedStream:
         return type(exc)(exc.message.replace(f"input text {exc.index + 1}", f"input text {position + 1}", 1), position)
 
 
-def sorted_stream(chunks: Iterable[Sequence[Text]], window: int, encode: Callable[[Iterator[list[Text]]], Iterator[EncodeResult]]) -> Iterator[EncodeResult]:
+def sorted_stream(chunks: Iterable[Sequence[Text]], window: int, encode: Callable[[Iterator[list[Text]]], Iterator[EncodeResult]],
+                  piece: Callable[[], int] | None = None) -> Iterator[EncodeResult]:
     """``encode`` (chunks in, results out, in order) fed in length order, answered in input order."""
-    stream = LengthSortedStream(chunks, window)
+    stream = LengthSortedStream(chunks, window, piece)
     return stream.restored(encode(stream.sorted_chunks()))

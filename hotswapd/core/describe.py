@@ -98,6 +98,8 @@ def describe_version(registry: Registry, snap: Snapshot, name: str, model: Model
         "last_used": loaded.last_used if loaded else None,
         "unloads_at": unloads_at,
         "last_error": last_error,
+        # While it loads or a switch prepares it: {"step", "seconds"} (what `hs` shows).
+        "loading": registry.steps.of((name, version)),
     }
 
 

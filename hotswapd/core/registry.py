@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 
 import psutil
 
-from hotswapd.backends import Capabilities, get_loader, import_libraries
+from hotswapd.backends import Capabilities, get_loader, import_libraries, load_steps
 from hotswapd.config.schema import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.core import memory
 from hotswapd.core.bounded import run_bounded
 from hotswapd.core.leases import Leases
+from hotswapd.core.load_progress import LoadSteps
 from hotswapd.pipeline.loaded import LoadedVersion, Slot, apply_live, changed_fields, split_spec
 from hotswapd.core.reconfiguration import Reconfiguration, version_spec
 from hotswapd.core.seams import Assembler, Seams
@@ -78,6 +79,8 @@ class Registry(Leases):
         self._measured: dict[tuple[str, str], int] = {}
         self._stopping = threading.Event()  # loads in progress stop waiting
         self._evicted: dict[tuple[str, str], dict[str, Any]] = {}
+        # The step each load (or switch) is on now: what `hs` shows while it waits.
+        self.steps = LoadSteps()
 
     @property
     def config(self) -> Config:
@@ -186,6 +189,7 @@ class Registry(Leases):
         log.info("loading %s@%s (%s from %s)", model, version, spec.backend, spec.source)
         started = time.perf_counter()
         key = (model, version)
+        self.steps.note(key, "resolving the source")
         try:
             # Downloads a remote source (and a corpus); what hooks attach counts in the budget too.
             path, extra_bytes = self._bounded(
@@ -206,9 +210,10 @@ class Registry(Leases):
                 with self._guard:
                     self._guard.wait(0.05)  # a retiring version gives its memory back
             try:
+                self.steps.note(key, f"importing {spec.backend}")
                 import_libraries(spec.backend)
                 rss_before = self._process.memory_info().rss
-                digest, embedder = self._bounded(lambda: (fingerprint(path), get_loader(spec.backend)(path, spec)), f"{model}@{version}", started)
+                digest, embedder = self._bounded(lambda: self._read(key, path, spec), f"{model}@{version}", started)
             finally:
                 with self._budget_lock:
                     left = self._reserved.pop(key, 0) - need
@@ -222,6 +227,8 @@ class Registry(Leases):
             log.exception("loading %s@%s failed", model, version)
             self._failed(slot, model, version, f"{type(exc).__name__}: {exc}")
             raise ModelLoadError(f"loading {model}@{version} failed: {slot.last_error}") from exc
+        finally:
+            self.steps.clear(key)
         seconds = time.perf_counter() - started
         measured = max(0, self._process.memory_info().rss - rss_before)
         # A backend that knows better (a remote endpoint holds nothing here) says so.
@@ -242,6 +249,15 @@ class Registry(Leases):
         self._attach(loaded)
         self._on_event("load", model=model, version=version, seconds=round(seconds, 3), fingerprint=loaded.fingerprint, weights=digest)
         return loaded
+
+    def _read(self, key: tuple[str, str], path: Any, spec: VersionConfig) -> tuple[str, Any]:
+        """The weights' fingerprint and the backend's embedder (on the bounded load thread),
+        each step the backend names reported as this version's."""
+        with load_steps.reporting(self.steps.reporter(key)):
+            load_steps.report("reading the weights")
+            digest = fingerprint(path)
+            load_steps.report("loading")
+            return digest, get_loader(spec.backend)(path, spec)
 
     def _attach(self, loaded: LoadedVersion) -> None:
         """What each feature adds to a version just loaded (its corpus); a hook that fails

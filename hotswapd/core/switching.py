@@ -142,13 +142,17 @@ class Switchboard:
         if request.target == current and rollout is None:
             return summary(request, current, "unchanged")
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
+        key = (request.model, request.target)
         try:
             self._prepare(request.model, request.target)
             if not promoting and not request.force and request.check_space:
+                self._registry.steps.note(key, f"checking it against {current}")
                 self._check_compatible(request.model, current, request.target)
         except HotswapError as exc:
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message, client=request.client)
             raise
+        finally:
+            self._registry.steps.clear(key)
         # State, state file and audit entry change together, so `hs history` never lags
         # behind what `hs status` shows; requests keep being routed meanwhile.
         with self._changes:
@@ -178,6 +182,7 @@ class Switchboard:
         with self._registry.leased(model, version) as loaded:
             if loaded.warmed:
                 return
+            self._registry.steps.note((model, version), "warming up")
             import numpy as np
 
             try:

@@ -81,6 +81,8 @@ class RowReader:
         self._ids_by_field: bool | None = None  # without id_field: whether rows carry an "id"
         self._handle: BinaryIO | None = None
         self._parquet_rows = 0
+        self.rows_read = 0  # rows (and rejects) given so far: with position(), a progress bar's estimate
+        self._end: int | None = None  # position() once the file is read and closed
 
     def size(self) -> int | None:
         """The total ``position()`` will reach: bytes, or rows for parquet."""
@@ -91,9 +93,16 @@ class RowReader:
     def position(self) -> int:
         if self.format == "parquet":
             return self._parquet_rows
-        return self._handle.tell() if self._handle is not None and not self._handle.closed else 0
+        if self._handle is not None and not self._handle.closed:
+            return self._handle.tell()
+        return self._end or 0
 
     def __iter__(self) -> Iterator[Row | Rejected]:
+        for row in self._rows():
+            self.rows_read += 1
+            yield row
+
+    def _rows(self) -> Iterator[Row | Rejected]:
         if self.format == "parquet":
             yield from self._parquet()
             return
@@ -109,6 +118,7 @@ class RowReader:
             else:
                 yield from self._csv(self._handle)
         finally:
+            self._end = self._handle.tell() if not self._handle.closed else None
             self._handle.close()
 
     def _lines(self, handle: BinaryIO) -> Iterator[tuple[int, str | RowRejected]]:

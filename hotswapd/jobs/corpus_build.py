@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hotswapd.client.connection import Client
+from hotswapd.client.pace import Pace
 from hotswapd.corpus.files import (
     FORMAT,
     MANIFEST,
@@ -61,6 +62,7 @@ def build(
     resume: bool = False,
     on_rows: Callable[[int], None] | None = None,
     restart: bool = False,
+    pace: Pace | None = None,
 ) -> BuildResult:
     """Encode ``rows`` with ``version_spec`` (``NAME@VER``) into the corpus at ``output``;
     ``resume`` goes on with an interrupted build there, ``restart`` discards it first."""
@@ -77,7 +79,7 @@ def build(
             if not resume:
                 _fresh(output)
             job = Job(client, version_spec, _CorpusSink(output, keep_texts), output / PROGRESS, None, input_facts,
-                      {"keep_texts": keep_texts}, normalize=True, on_rows=on_rows)
+                      {"keep_texts": keep_texts}, normalize=True, on_rows=on_rows, pace=pace)
             done = job.run(rows, resume)
     except JobError as exc:
         raise CorpusError(_in_corpus_terms(exc.message)) from None

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Protocol
 
 from hotswapd.client.connection import Client
 from hotswapd.client.encode_result import EncodeResult
+from hotswapd.client.pace import Pace
 from hotswapd.errors import InvalidText, TextTooLong
 from hotswapd.files.readers import Rejected, Row
 from hotswapd.jobs.job_record import START_OVER, JobError, JobRecord, read_record, save_record
@@ -96,6 +97,7 @@ class Job:
     skip_bad_rows: bool = False
     on_rows: Callable[[int], None] | None = None
     chunk_size: int = CHUNK
+    pace: Pace | None = None  # a progress display's: hears of each answer, sizes the pieces
     before_finish: Callable[[], None] | None = None  # a last check before the output is made whole
 
     def run(self, items: Iterable[Row | Rejected], resume: bool = False) -> JobResult:
@@ -174,7 +176,8 @@ class _Stream:
         while True:
             received = 0
             try:
-                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True, prompt=self.job.prompt):
+                for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True, prompt=self.job.prompt,
+                                                             pace=self.job.pace):
                     chunk = self.pending.popleft()
                     received += len(chunk.rows)
                     self._write(chunk, result)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hotswapd.client.connection import Client
+from hotswapd.client.pace import Pace
 from hotswapd.files.readers import RowReader
 from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
@@ -76,6 +77,7 @@ def encode_file(
     chunk_size: int = CHUNK,
     prompt: str | None = None,
     restart: bool = False,
+    pace: Pace | None = None,
 ) -> FileJobResult:
     """Encode every row ``reader`` gives into ``output``; ``resume`` goes on with an
     interrupted job of the same input and output, ``restart`` discards it and starts over."""
@@ -86,13 +88,13 @@ def encode_file(
         with only_job(paths.output):
             if restart and paths.work.exists():
                 _clear(paths.work)  # only what a job writes; anything else there stays, and is said
-            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt)
+            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt, pace)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
 
 def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,
-                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int, prompt: str | None) -> FileJobResult:
+                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int, prompt: str | None, pace: Pace | None) -> FileJobResult:
     _check_targets(paths, reader)
     resume = _prepare(paths, resume)
     sink = _Published(_sink(paths, reader), _moves(paths))
@@ -100,7 +102,7 @@ def _encode_file(client: Client, model: str | None, reader: RowReader, paths: Fi
     settings = {"normalize": normalize, "output": paths.kind, "text_field": reader.text_field, "id_field": reader.id_field,
                 "on_error": "skip" if reader.skip_bad_rows else "fail", **({"prompt": prompt} if prompt else {})}
     job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, facts, settings, normalize=normalize, key=key, prompt=prompt,
-              skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, before_finish=lambda: _unchanged(reader, facts))
+              skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, pace=pace, before_finish=lambda: _unchanged(reader, facts))
     try:
         done = job.run(reader, resume)
     except BaseException:

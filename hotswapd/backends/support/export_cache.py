@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hotswapd.backends import load_steps
 from hotswapd.host import children
 from hotswapd.errors import ModelLoadError
 
@@ -50,8 +51,10 @@ def created_once(root: Path, key: str, module: str, arguments: list[str], trust_
     if trust_remote_code:
         command.append("--trust-remote-code")
     log.info("creating %s (runs torch once in a subprocess)", final)
+    load_steps.report("converting (once; cached after)")
     try:
-        done = children.run(command, TIMEOUT_SECONDS)
+        with load_steps.watch_step_file(staging, load_steps.current()):  # the child names its steps there
+            done = children.run(command, TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelLoadError(f"the conversion ({module}) took over {TIMEOUT_SECONDS:.0f} s and was stopped") from exc
@@ -65,6 +68,7 @@ def created_once(root: Path, key: str, module: str, arguments: list[str], trust_
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelLoadError(f"the conversion ({module}) failed: {children.failure(done)}")
     try:
+        (staging / load_steps.STEP_FILE).unlink(missing_ok=True)  # a label, not part of the result
         staging.rename(final)
         for item in final.iterdir():  # only what this process made and placed: never through a link
             item.chmod(0o444)
@@ -73,6 +77,7 @@ def created_once(root: Path, key: str, module: str, arguments: list[str], trust_
     fresh = _usable(final, files)
     if fresh is None:
         raise ModelLoadError(f"the conversion left no usable result in {final}")
+    load_steps.report("loading")
     return {**fresh, "exported_now": True}
 
 
