@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:init|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -88,6 +88,7 @@ _hs() {
             "daemon status") choices="--json -h --help";;
             "daemon unit") choices="--install --force -h --help";;
             "config") choices="-h --help";;
+            "config init") choices="--stdout -h --help";;
             "config validate") choices="-h --help";;
             "config path") choices="-h --help";;
             "config reload") choices="-h --help";;
@@ -115,7 +116,8 @@ _hs() {
             "compare:2") kind=versions;;
             "bench:"*) kind=specs;;
             "daemon:0") kind=choices choices="run start stop status unit";;
-            "config:0") kind=choices choices="validate path reload";;
+            "config:0") kind=choices choices="init validate path reload";;
+            "config init:0") kind=files;;
             "config validate:0") kind=files;;
             "keys:0") kind=choices choices="init add remove list";;
             "index:0") kind=choices choices="build ann bridge";;

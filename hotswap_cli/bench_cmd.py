@@ -181,14 +181,14 @@ def _recommendation_line(model: str, rec: dict[str, Any]) -> str:
 # latency go first. The marker has a column of its own, so a script reads the version whole.
 BENCH_COLUMNS = [
     Column("version"),
-    Column("fastest"),
+    Column("top"),
     Column("backend", drop=2),
     Column("load", drop=4),
     Column("memory", drop=3),
-    Column("p50/p95/p99 ms"),
+    Column("p50/p95/p99 ms", drop=6),
     Column("cached p50", drop=5),
     Column("texts/s"),
-    Column("cosine vs first"),
+    Column("cosine"),
 ]
 HISTORY_COLUMNS = [
     Column("when"), Column("version"), Column("recommended"), Column("kind", drop=3), Column("texts/s"), Column("vs last"), Column("p50 ms"),
@@ -257,7 +257,7 @@ def _show(rows: list[dict[str, Any]], texts: list[str], batch_size: int, concurr
             f"{row['cosine_vs_first']:.4f}" if "cosine_vs_first" in row else "-",
         ])
     print_table(
-        f"hs bench: {len(texts)} texts, batch {batch_size}, {concurrency} clients, {duration:g} s each (★ fastest)",
+        f"hs bench: {len(texts)} texts, batch {batch_size}, {concurrency} clients, {duration:g} s each; ★ fastest; cosine: mean, with the first version",
         BENCH_COLUMNS,
         table,
     )

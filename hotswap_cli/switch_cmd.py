@@ -138,9 +138,9 @@ def history(
             entry["event"],
             entry.get("from", entry.get("version", "-")),
             entry.get("to", "-"),
-            entry.get("strategy", "-") + (" (forced)" if entry.get("forced") else ""),
+            entry.get("strategy", "-"),
             entry.get("trigger", "-"),
-            entry.get("outcome", "-"),
+            entry.get("outcome", "-") + (", forced" if entry.get("forced") else ""),
             entry.get("reason", ""),
         ]
         for entry in entries
@@ -157,10 +157,11 @@ HISTORY_COLUMNS = [
     Column("event"),
     Column("from"),
     Column("to"),
-    # Never dropped: how and why a switch happened is the point (a forced switch, an
-    # automatic rollback); the long reasons go under the table.
-    Column("strategy"),
-    Column("trigger"),
+    # Versions are printed whole first; then how it ended, which says a forced switch
+    # ("done, forced"); strategy and trigger go when nothing else fits. Long reasons go
+    # under the table.
+    Column("strategy", drop=1),
+    Column("trigger", drop=2),
     Column("outcome"),
     Column("reason", note=True),
 ]

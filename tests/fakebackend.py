@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hotswapd.backends import load_steps
+from hotswapd.host import load_steps
 from hotswapd.core.cost_prior import PROBE_MARK
 
 

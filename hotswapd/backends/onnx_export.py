@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hotswapd.backends.load_steps import write_step_file
+from hotswapd.host.load_steps import write_step_file
 from hotswapd.backends.support.model_files import read_layout
 from hotswapd.backends.onnx import OPSET
 from hotswapd.text.probe_texts import check_sample

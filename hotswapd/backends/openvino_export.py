@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from hotswapd.backends.load_steps import write_step_file
+from hotswapd.host.load_steps import write_step_file
 from hotswapd.backends.support.model_files import read_layout
 from hotswapd.backends.onnx_export import agreement_of, export_fp32, write_check
 from hotswapd.backends.support.tokenizing import TextTokenizer

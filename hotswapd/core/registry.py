@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from hotswapd.backends import Capabilities, get_loader, import_libraries, load_steps
+from hotswapd.backends import Capabilities, get_loader, import_libraries
 from hotswapd.config.schema import LIVE_FIELDS, Config, ModelConfig, VersionConfig
 from hotswapd.core import memory
 from hotswapd.core.bounded import run_bounded
@@ -35,6 +35,7 @@ from hotswapd.core.reconfiguration import Reconfiguration, version_spec
 from hotswapd.core.seams import Assembler, Seams
 from hotswapd.core.snapshot import Published, Snapshot
 from hotswapd.errors import HotswapError, ModelLoadError, UnknownModel, UnknownVersion
+from hotswapd.host import load_steps
 from hotswapd.sources.fingerprint import fingerprint
 from hotswapd.text.prompts import text_prep
 

@@ -73,8 +73,12 @@ def test_a_round_measures_the_served_versions_and_recommends_the_fastest_that_ag
         assert b"periodic bench" in status.stdout and b"1 rounds, last " in status.stdout, status.stdout
         shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(inproc.workdir / "state"), "COLUMNS": "200"})
         assert shown.returncode == 0, shown.stderr
-        assert b"periodic" in shown.stdout and b"m@v2 \xe2\x98\x85" in shown.stdout
-        assert b"recommendation for m: v2" in shown.stdout and b"(hs switch m v2)" in shown.stdout
+        # Piped: TSV whose version field is the version alone, the marker in its own column,
+        # and the recommendation on stderr, off the table a script parses.
+        lines = [line.split("\t") for line in shown.stdout.decode().splitlines()]
+        assert lines[0][:3] == ["when", "version", "recommended"] and all(len(line) == len(lines[0]) for line in lines)
+        assert [line[1] for line in lines if line[2] == "★"] == ["m@v2"] and any(line[3] == "periodic" for line in lines[1:])
+        assert b"recommendation for m: v2" in shown.stderr and b"(hs switch m v2)" in shown.stderr
 
 
 def test_a_round_waits_while_requests_keep_coming(start: StartDaemon, tmp_path: Path) -> None:
@@ -230,7 +234,7 @@ def test_a_hostile_history_file_is_read_safely(tmp_path: Path) -> None:
     (state / "hotswapd" / "bench.jsonl").write_bytes(path.read_bytes())
     shown = run_hs("bench", "--history", env={"XDG_STATE_HOME": str(state), "COLUMNS": "200"})
     assert shown.returncode == 0, shown.stderr
-    assert b"recommendation for m: v2, 2.00x v1 at agreement - (hs switch m v2)" in shown.stdout
+    assert b"recommendation for m: v2, 2.00x v1 at agreement - (hs switch m v2)" in shown.stderr
 
 
 @pytest.mark.slow  # runs real processes (hs, a shell): the full suite's depth

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hotswapd.backends import load_steps
+from hotswapd.host import load_steps
 from hotswapd.host import children
 from hotswapd.errors import ModelLoadError
 
