@@ -35,8 +35,13 @@ def doctor(
 
         print_json([asdict(row) for row in rows])
     else:
+        import shutil
+
+        from hotswap_cli.output import stdout_is_terminal
+
+        width = shutil.get_terminal_size().columns if stdout_is_terminal() else 0  # COLUMNS wins, as for the tables
         for row in rows:
-            typer.echo(row.line())
+            typer.echo(row.wrapped(width) if width else row.line())
     raise typer.Exit(1 if any(row.status == "fail" for row in rows) else 0)
 
 

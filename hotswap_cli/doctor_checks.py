@@ -35,8 +35,25 @@ class Check:
     fix: str | None = None
 
     def line(self) -> str:
+        """One line, for a pipe (grep, a script)."""
         text = f"{self.status:<4} {self.check:<7} {self.detail}"
         return f"{text} — fix: {self.fix}" if self.fix else text
+
+    def wrapped(self, width: int) -> str:
+        """For a terminal ``width`` wide: the detail folded under itself, the fix on a line of
+        its own; a path or a URL is never broken inside."""
+        import textwrap
+
+        lead = f"{self.status:<4} {self.check:<7} "
+        indent = " " * len(lead)
+        fold = textwrap.TextWrapper(width=max(width, len(lead) + 20), initial_indent=lead, subsequent_indent=indent,
+                                    break_long_words=False, break_on_hyphens=False)
+        lines = fold.wrap(self.detail)
+        if self.fix:
+            fold.initial_indent = indent + "fix: "
+            fold.subsequent_indent = indent + "     "
+            lines += fold.wrap(self.fix)
+        return "\n".join(lines)
 
 
 def socket_checks(settings: Settings) -> list[Check]:

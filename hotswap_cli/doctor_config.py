@@ -43,7 +43,7 @@ def config_check(settings: Settings) -> tuple[Check, Config | None]:
     versions = sum(len(model.versions) for model in config.models.values())
     if origin.is_file and config.path is None:
         return Check("config", "ok", f"no config file at {origin.name}: the built-in default model is served"), config
-    return Check("config", "ok", f"{origin.name} is valid ({len(config.models)} models, {versions} versions)"), config
+    return Check("config", "ok", f"{origin.name} is valid ({len(config.models)} model{'' if len(config.models) == 1 else 's'}, {versions} version{'' if versions == 1 else 's'})"), config
 
 
 def _running_config(settings: Settings) -> str | None:

@@ -194,4 +194,6 @@ def show_status(info: dict[str, Any]) -> None:
         rows.append(["periodic bench", f"{bench['rounds']} rounds, {last}{state}{problem} (hs bench --history)"])
     if info.get("config_error"):
         rows.append(["config error", info["config_error"]])
+    if info.get("restart_needed"):
+        rows.append(["restart needed", f"{', '.join(info['restart_needed'])} changed in the config; applied on the next start (hs daemon stop, then start it)"])
     print_table(f"hotswapd {info['version']}", [Column("field"), Column("value", wrap=True)], rows, header=False)

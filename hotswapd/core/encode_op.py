@@ -28,6 +28,7 @@ from hotswapd.errors import (
     EmptyRequest,
     HotswapError,
     InternalError,
+    InvalidText,
     ProtocolError,
     TextTooLong,
     UnknownVersion,
@@ -200,6 +201,10 @@ class EncodeOp:
                 raise TextTooLong(
                     f"text {index} is {len(frame)} bytes; the limit is {limits.max_text_bytes} (daemon.max_text_bytes)", index
                 )
+            if not len(frame):
+                # One rule on every door (this socket, HTTP, file jobs): an empty text has no
+                # meaning to embed, and a vector for it would look like one.
+                raise InvalidText(f"text {index} is empty; remove blank lines or give each a text", index)
             texts.append(wire_text(frame, index))
         return texts
 

@@ -45,6 +45,7 @@ class DaemonState:
     config_error: str | None = None
     stop_requested: bool = False
     http_url: str | None = None  # the OpenAI-compatible endpoint, when it is on
+    restart_needed: list[str] = field(default_factory=list)  # settings changed that only a restart applies
 
 
 # The core's own ops take these options (an op a feature registers names its own: seams.OpSpec).
@@ -129,6 +130,7 @@ class Handlers:
                 "http": self._state.http_url,
                 "config_path": self._state.config_path,
                 "config_error": self._state.config_error,
+                "restart_needed": self._state.restart_needed,
                 "default_model": snap.config.default_model,
                 "active": {name: route.active for name, route in sorted(snap.routes.items())},
                 "generation": snap.generation,

@@ -426,20 +426,28 @@ class Daemon:
         routes = self.registry.published.current.routes
         self._config_switch_failed = {model: routes[model] for model in switch_failed if model in routes}
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
-        http_failed, restart_needed = self._reload_http(config)
+        http_failed, restart_needed, http_live = self._reload_http(config)
+        self.state.restart_needed = restart_needed  # `hs status` says so until the next start
         summary = {
-            "removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live, "switching": switched, "restart_needed": restart_needed, "refreshed": refreshed,
+            "removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live + http_live, "switching": switched, "restart_needed": restart_needed,
+            "refreshed": refreshed,
         }
         failed = {**plan.failed, **switch_failed, **http_failed}
         self.audit.record("config_applied", trigger=trigger, **summary, failed=failed or None)
         log.info("config applied (%s): %s", trigger, summary)
         return {"applied": True, **summary, "failed": failed}
 
-    def _reload_http(self, config: Config) -> tuple[dict[str, str], list[str]]:
+    def _reload_http(self, config: Config) -> tuple[dict[str, str], list[str], list[str]]:
         """The HTTP endpoint's keys, re-read now (revoking a key is the point of editing the
-        file); the other ``[http]`` settings it cannot change while serving, named."""
+        file); the other ``[http]`` changes, including an endpoint the file now asks for,
+        named as needing a restart (the router's socket, which the endpoint's bridge binds,
+        belongs to the router thread). Returns what failed, what needs a restart, and what
+        was applied live."""
         if self.http is None:
-            return {}, []
+            asks = bool(config.http.listen) and self._http_listen_flag is None
+            if asks:
+                log.warning("http: listen = %s is set; the endpoint starts on the next start", config.http.listen)
+            return {}, ["http.listen"] if asks else [], []
         settings = config.http
         if self._http_listen_flag is not None:  # `--http HOST:PORT` stays where it was started
             settings = settings.model_copy(update={"listen": self._http_listen_flag})
@@ -447,10 +455,11 @@ class Daemon:
             restart = self.http.reload(settings, config.base_dir)
         except ConfigError as exc:
             log.error("http: the new API keys cannot be read; the keys in force stay: %s", exc.message)
-            return {"http.api_keys": exc.message}, []
+            return {"http.api_keys": exc.message}, [], []
         if restart:
             log.warning("http: %s changed; it takes effect on the next start", ", ".join(restart))
-        return {}, restart
+        keys = ["http.api_keys"] if settings.api_keys_file or settings.api_keys_env else []
+        return {}, restart, keys
 
     def _on_audit_event(self, event: str, **fields: Any) -> None:
         self.metrics.record_event(event, **fields)

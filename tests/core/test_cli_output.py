@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,26 +172,33 @@ def test_global_options_after_the_command(start: StartDaemon, tmp_path: Path) ->
         assert json.loads(done.stdout)["version"] == "v1"
 
 
-def run_on_terminal(daemon: object, *args: str, stdin: Path | None = None, stdout_tty: bool = False) -> tuple[int, bytes, str]:
-    """`hs` with stderr (and stdout, if asked) on a pseudo-terminal, as in an interactive shell."""
+def run_on_terminal(daemon: object, *args: str, stdin: Path | None = None, stdout_tty: bool = False, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+    """`hs` with stderr (and stdout, if asked) on a pseudo-terminal, as in an interactive shell;
+    the terminal is read while it runs (a full pty buffer would stall a long progress display)."""
     main, secondary = pty.openpty()
-    env = daemon_env(HOTSWAPD_NO_AUTOSTART="1", HOTSWAPD_SOCKET=daemon.endpoint, COLUMNS="100")  # type: ignore[attr-defined]
+    env = daemon_env(HOTSWAPD_NO_AUTOSTART="1", HOTSWAPD_SOCKET=daemon.endpoint, COLUMNS="100", **(env or {}))  # type: ignore[attr-defined]
+    seen = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the other side closed: the command is over
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
     with open(stdin or os.devnull, "rb") as source:
         done = subprocess.run(
             [str(HS), *args], stdin=source, stdout=secondary if stdout_tty else subprocess.PIPE, stderr=secondary, env=env, timeout=60
         )
     os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
+    reader.join(10)
     os.close(main)
-    return done.returncode, done.stdout or b"", seen.decode(errors="replace")
+    return done.returncode, done.stdout or b"", bytes(seen).decode(errors="replace")
 
 
 def test_npy_to_a_terminal_is_refused_with_a_hint(start: StartDaemon, tmp_path: Path) -> None:
@@ -219,3 +227,31 @@ def test_compare_times_the_model_not_the_cache(start: StartDaemon, tmp_path: Pat
         table = hs(daemon, "compare", "m", "v1", "v2", env=TERMINAL_80).stdout.decode()
         cosine_line = next(line for line in table.splitlines() if "mean cosine" in line)
         assert len(cosine_line.split()) == 3, table  # "mean cosine <one figure>", under no version's column
+
+
+def test_at_80_columns_the_telling_columns_stay_and_pipes_get_one_clean_table(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: `hs models` dropped path (torch or onnx-int8), `hs history` hid a forced
+    switch, `hs compare` piped two tables under a `col0` header."""
+    with start(fake_config(tmp_path, {"v1": {}, "v2": {"shift": 3}})) as daemon:
+        assert hs(daemon, "switch", "m", "v2", "--force").returncode == 0
+        models = ANSI.sub("", hs(daemon, "models", env=TERMINAL_80).stdout.decode())
+        assert_fits(models)
+        header = next(line for line in models.splitlines() if "version" in line)
+        assert header.split()[:5] == ["model", "version", "active", "state", "path"], models
+        history = ANSI.sub("", hs(daemon, "history", env=TERMINAL_80).stdout.decode())
+        assert_fits(history)
+        assert "done, forced" in history, history
+        compared = hs(daemon, "compare", "m", "v1", "v2").stdout.decode().splitlines()
+        assert compared[0] == "measure\tversion\tvalue" and all(len(line.split("\t")) == 3 for line in compared), compared
+        assert {line.split("\t")[1] for line in compared[1:]} == {"v1", "v2", "v1+v2"}
+
+
+def test_doctor_folds_its_lines_to_the_terminal_and_keeps_one_line_per_check_in_a_pipe(tmp_path: Path) -> None:
+    """Before: `hs doctor` lines ran to 247 characters on an 80-column terminal."""
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "c"), "XDG_STATE_HOME": str(tmp_path / "s"), "XDG_CACHE_HOME": str(tmp_path / "k")}
+    socket = f"ipc://{tmp_path}/none.sock"
+    shown = run_hs("doctor", endpoint=socket, env={**env, **TERMINAL_80}).stdout.decode()
+    assert all(cell_len(line) <= 80 for line in shown.splitlines() if " " in line.strip()), shown  # an unbreakable path may not fold
+    assert any(line.startswith(" " * 13 + "fix: ") for line in shown.splitlines()), shown
+    piped = run_hs("doctor", endpoint=socket, env=env).stdout.decode().splitlines()
+    assert all(line.split()[0] in ("ok", "warn", "fail") for line in piped) and any(" — fix: " in line for line in piped), piped

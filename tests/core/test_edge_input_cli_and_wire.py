@@ -182,3 +182,19 @@ def test_an_oversized_request_header_is_answered_with_its_id(start: StartDaemon,
         finally:
             sock.close(linger=0)
             context.term()
+
+
+def test_an_empty_text_is_refused_on_every_door(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: an empty stdin line was encoded as "" while file jobs and HTTP refused it."""
+    from hotswapd.errors import InvalidText
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first\n\nthird\n")
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon, daemon.client() as client:
+        with pytest.raises(InvalidText, match="text 1 is empty"):  # the request's own index, from 0
+            client.encode(["a", ""])
+        piped = hs(daemon, "encode", "-f", "jsonl", stdin=lines.read_bytes())  # type: ignore[attr-defined]
+        assert piped.returncode == 1 and piped.stderr.decode().startswith("hs: error: line 2 is empty"), piped.stderr
+        job = hs(daemon, "encode", "--input", str(lines), "--output", str(tmp_path / "out.npy"))  # type: ignore[attr-defined]
+        assert job.returncode != 0 and b"line 2" in job.stderr and b"empty" in job.stderr, job.stderr
+        assert client.encode(["still serving"]).count == 1

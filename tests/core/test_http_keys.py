@@ -113,3 +113,17 @@ def test_doctor_runs_the_daemons_key_checks(tmp_path: Path) -> None:
     keys.chmod(0o600)
     check = http_keys_check(load_config(config))
     assert check is not None and check.status == "ok"
+
+
+def test_an_endpoint_added_to_the_config_is_said_to_need_a_restart(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: adding [http] listen and reloading logged applied_live [] and nothing else."""
+    from tests.inproc import fake_config
+
+    config = fake_config(tmp_path, {"v1": {}})
+    with start(config) as daemon, daemon.client() as client:
+        reply = daemon.rewrite_config(config + '\n[http]\nlisten = "127.0.0.1:0"\n')
+        assert reply["failed"] == {} and reply["restart_needed"] == ["http.listen"]
+        status = client.status()
+        assert status["restart_needed"] == ["http.listen"] and status["http"] is None
+        assert daemon.rewrite_config(config)["restart_needed"] == []  # taken back: nothing to restart for
+        assert client.status()["restart_needed"] == []
