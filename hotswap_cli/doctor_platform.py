@@ -40,7 +40,7 @@ EXTRA_OF = {
 }
 
 # CPU features -> the fastest accurate path, best first; the first row whose flags are all
-# present wins. Measured (README, bench_backends, all-MiniLM-L6-v2): on an AVX2-only CPU
+# present wins. Measured (docs/benchmarks.md, bench_backends, all-MiniLM-L6-v2): on an AVX2-only CPU
 # ONNX int8 ran 1.90x sentence-transformers at mean cosine 0.992 (ONNX fp32: 1.36x, cosine
 # 1.0000). VNNI (AVX-512 or AVX-VNNI) and AMX add int8 dot-product instructions that
 # onnxruntime's int8 kernels use, so int8 gains more there; AVX-512 without VNNI still runs

@@ -17,10 +17,13 @@ pytestmark = pytest.mark.slow
 MARK = "<!-- runs in tests/test_readme.py -->"
 
 
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def marked_blocks(language: str) -> list[str]:
-    text = (REPO / "README.md").read_text()
+    """The marked blocks of the README and of every documentation page, in that order."""
     pattern = re.compile(re.escape(MARK) + r"\n```" + language + r"\n(.*?)```", re.S)
-    return pattern.findall(text)
+    return [block for page in DOCUMENTS for block in pattern.findall(page.read_text())]
 
 
 def shell_lines(block: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 Library: usearch (HNSW, Unum; wheels for every platform, no build step). Chosen by
 measurement against faiss-cpu's HNSW on the same 100,000 x 384 MiniLM corpus (the figures
-are in the README). The index is written by ``hs index build --ann`` (or ``hs index ann
+are in docs/corpora.md). The index is written by ``hs index build --ann`` (or ``hs index ann
 DIR``) as ``ann.usearch``, with ``ann.json``: the settings, the recall@10 it measured
 against exact search, and a digest of the file and of the manifest it belongs to. The
 daemon memory-maps it (``view``) after checking both digests: a damaged or stale index is

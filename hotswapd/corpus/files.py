@@ -1,4 +1,4 @@
-"""The corpus directory, documented in the README ("Corpora"):
+"""The corpus directory, documented in docs/corpora.md:
 
     manifest.json       what made it (model, version, fingerprint, weights), rows, dim;
                         written last, atomically: without it the directory is not a corpus
