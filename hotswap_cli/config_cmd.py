@@ -29,9 +29,11 @@ def init(
 
     text = starter_text()
     if stdout:
+        if path:
+            raise typer.BadParameter("--stdout prints the starter; give no PATH with it", param_hint="'--stdout'")
         typer.echo(text, nl=False)
         return
-    target = Path(path) if path else resolve_config_path(ctx.obj.config)
+    target = Path(path).expanduser() if path else resolve_config_path(ctx.obj.config)
     if str(target).startswith("ssm:"):
         raise ConfigError(f"{target}: hs config init writes files only; put the --stdout output into the parameter")
     try:
@@ -39,7 +41,8 @@ def init(
         with open(target, "x", encoding="utf-8") as handle:  # "x": never over a file already there
             handle.write(text)
     except FileExistsError:
-        raise ConfigError(f"{target} already exists; it was left as it is (hs config init --stdout prints the starter)") from None
+        what = "a directory" if target.is_dir() else ("a link to nothing" if target.is_symlink() and not target.exists() else "a file")
+        raise ConfigError(f"{target} already exists ({what}); it was left as it is (hs config init --stdout prints the starter)") from None
     except OSError as exc:
         raise ConfigError(f"{target}: cannot write: {exc.strerror or exc}") from None
     typer.echo(f"wrote {target}: model minilm, versions v1 (sentence-transformers) and v2 (ONNX int8); try: hs switch minilm v2")

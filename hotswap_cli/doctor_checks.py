@@ -48,7 +48,7 @@ class Check:
         indent = " " * len(lead)
         fold = textwrap.TextWrapper(width=max(width, len(lead) + 20), initial_indent=lead, subsequent_indent=indent,
                                     break_long_words=False, break_on_hyphens=False)
-        lines = fold.wrap(self.detail)
+        lines = fold.wrap(self.detail) or [lead.rstrip()]  # an empty detail still shows its status
         if self.fix:
             fold.initial_indent = indent + "fix: "
             fold.subsequent_indent = indent + "     "

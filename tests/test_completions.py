@@ -258,7 +258,7 @@ def test_nested_commands_complete(complete: Complete) -> None:
     assert sorted(complete("hs daemon st")) == ["start", "status", "stop"]
     # A root option's value is not taken for a command.
     assert sorted(complete("hs --timeout 5 daemon st")) == ["start", "status", "stop"]
-    assert sorted(complete("hs config ")) == ["path", "reload", "validate"]
+    assert sorted(complete("hs config ")) == ["init", "path", "reload", "validate"]
 
 
 def test_option_values_with_choices(complete: Complete) -> None:

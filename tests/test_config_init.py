@@ -38,5 +38,5 @@ def test_init_writes_the_starter_and_never_overwrites(tmp_path: Path) -> None:
     target.write_text("# mine\n")
     again = run_hs("config", "init", env=env)
     assert again.returncode == 2 and target.read_text() == "# mine\n"
-    assert again.stderr.decode().splitlines() == [f"hs: error: {target} already exists; it was left as it is (hs config init --stdout prints the starter)"]
+    assert again.stderr.decode().splitlines() == [f"hs: error: {target} already exists (a file); it was left as it is (hs config init --stdout prints the starter)"]
     assert run_hs("config", "init", "--stdout", env=env).stdout.decode() == starter_text()

@@ -16,7 +16,7 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Shares in the company rose 5% after the results were published on Tuesday.",
     "Ünïcödé, emoji 🚀 and CJK 漢字 all tokenise",
-    "",
+    " ",  # whitespace only: a text the daemon takes (an empty one it refuses, as every door does)
     " ".join(["a very long text that will be truncated"] * 200),
 ]
 

@@ -58,7 +58,7 @@ def test_valid_config_without_a_daemon(env: dict[str, str], valid_config: Path) 
     assert sock.startswith("warn ") and "no hotswapd is running" in sock
     assert "— fix: hs daemon start" in sock
     [config] = lines_of(done.stdout, "config")
-    assert config.startswith("ok ") and "1 models, 1 versions" in config
+    assert config.startswith("ok ") and "1 model, 1 version" in config
     [source] = lines_of(done.stdout, "source")
     assert source.startswith("ok ") and "m@v1" in source
     # Doctor never starts a daemon: no socket file, nobody holds the lock.

@@ -18,6 +18,9 @@ class LoadSteps:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._now: dict[Key, tuple[str, float]] = {}
+        # Bumped by clear(): a reporter handed out before is stale from then on (a load
+        # abandoned at its timeout goes on reporting from its thread, to no one).
+        self._generation: dict[Key, int] = {}
 
     def note(self, key: Key, step: str) -> None:
         with self._lock:
@@ -26,9 +29,18 @@ class LoadSteps:
     def clear(self, key: Key) -> None:
         with self._lock:
             self._now.pop(key, None)
+            self._generation[key] = self._generation.get(key, 0) + 1
 
     def reporter(self, key: Key) -> Callable[[str], None]:
-        return lambda step: self.note(key, step)
+        with self._lock:
+            generation = self._generation.get(key, 0)
+
+        def report(step: str) -> None:
+            with self._lock:
+                if self._generation.get(key, 0) == generation:
+                    self._now[key] = (step, time.monotonic())
+
+        return report
 
     def of(self, key: Key) -> dict[str, object] | None:
         """{"step", "seconds"} (how long on this step), or None when nothing runs."""

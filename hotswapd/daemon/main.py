@@ -455,11 +455,11 @@ class Daemon:
             restart = self.http.reload(settings, config.base_dir)
         except ConfigError as exc:
             log.error("http: the new API keys cannot be read; the keys in force stay: %s", exc.message)
-            return {"http.api_keys": exc.message}, [], []
+            # What needed a restart still does: this reload compared nothing else.
+            return {"http.api_keys": exc.message}, self.state.restart_needed, []
         if restart:
             log.warning("http: %s changed; it takes effect on the next start", ", ".join(restart))
-        keys = ["http.api_keys"] if settings.api_keys_file or settings.api_keys_env else []
-        return {}, restart, keys
+        return {}, restart, []
 
     def _on_audit_event(self, event: str, **fields: Any) -> None:
         self.metrics.record_event(event, **fields)

@@ -8,6 +8,8 @@ Reporting never fails a load: a step is a label, not state.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,9 +65,8 @@ def watch_step_file(directory: Path, reporter: Reporter | None, every: float = 0
     def watch() -> None:
         seen = ""
         while not stop.wait(every):
-            try:
-                step = (directory / STEP_FILE).read_text(encoding="utf-8", errors="replace")[:MAX_STEP_CHARS].strip()
-            except OSError:  # not written yet, or the directory already renamed
+            step = _read_step(directory / STEP_FILE)
+            if step is None:  # not written yet, the directory already renamed, or not a file
                 continue
             if step and step != seen:
                 seen = step
@@ -78,3 +79,20 @@ def watch_step_file(directory: Path, reporter: Reporter | None, every: float = 0
     finally:
         stop.set()
         thread.join(1.0)
+
+
+def _read_step(path: Path) -> str | None:
+    """The step a child wrote, read without blocking (a FIFO put there) and bounded (a huge
+    file); None when there is no regular file to read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 4 * MAX_STEP_CHARS).decode("utf-8", errors="replace")[:MAX_STEP_CHARS].strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

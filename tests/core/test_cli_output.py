@@ -244,6 +244,13 @@ def test_at_80_columns_the_telling_columns_stay_and_pipes_get_one_clean_table(st
         compared = hs(daemon, "compare", "m", "v1", "v2").stdout.decode().splitlines()
         assert compared[0] == "measure\tversion\tvalue" and all(len(line.split("\t")) == 3 for line in compared), compared
         assert {line.split("\t")[1] for line in compared[1:]} == {"v1", "v2", "v1+v2"}
+        # `hs bench` piped: the header first (no blank line), the marker in its own column;
+        # its history shows the cosine it recorded as the agreement.
+        bench = hs(daemon, "bench", "m@v1", "m@v2", "--duration", "0.5").stdout.decode().splitlines()
+        assert bench[0].split("\t")[:2] == ["version", "top"] and [row.split("\t")[0] for row in bench[1:]] == ["m@v1", "m@v2"], bench
+        history_rows = [row.split("\t") for row in hs(daemon, "bench", "--history").stdout.decode().splitlines()]
+        agreement = history_rows[0].index("agreement")
+        assert history_rows[-1][1] == "m@v2" and history_rows[-1][agreement] != "-", history_rows
 
 
 def test_doctor_folds_its_lines_to_the_terminal_and_keeps_one_line_per_check_in_a_pipe(tmp_path: Path) -> None:

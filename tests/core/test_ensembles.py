@@ -191,7 +191,7 @@ def test_hs_encode_and_the_http_endpoint_serve_an_ensemble(start: StartDaemon, t
         assert shown["dim"] == 20 and [m["version"] for m in shown["members"]] == ["a", "b"]
         listed = run_hs("models", endpoint=inproc.endpoint)  # not a terminal: tab-separated, an ensemble has no source
         assert listed.returncode == 0, listed.stderr
-        assert any(line.startswith(b"combo\t") and b"\tensemble-concat\t-\tbase@a x1, base@b x0.5" in line for line in listed.stdout.splitlines())
+        assert any(line.startswith(b"combo\t") and b"\tensemble-concat\t" in line and b"\t-\tbase@a x1, base@b x0.5" in line for line in listed.stdout.splitlines())
         api = openai.OpenAI(base_url=f"{inproc.daemon.http.url}/v1", api_key="unused", max_retries=0)
         got = api.embeddings.create(model="combo", input="hello world", extra_body={"input_type": "query"}, encoding_format="float")
         assert fakebackend.CONTROLS["b"].seen[-1] == "Represent this query: hello world"

@@ -127,3 +127,14 @@ def test_an_endpoint_added_to_the_config_is_said_to_need_a_restart(start: StartD
         assert status["restart_needed"] == ["http.listen"] and status["http"] is None
         assert daemon.rewrite_config(config)["restart_needed"] == []  # taken back: nothing to restart for
         assert client.status()["restart_needed"] == []
+
+
+def test_a_key_file_that_fails_keeps_the_restart_still_needed(start: StartDaemon, tmp_path: Path) -> None:
+    """Found in review: a reload whose key file failed wiped `restart_needed` from `hs status`."""
+    config = http_config(tmp_path)
+    with serving(start, config) as (daemon, _url), daemon.client() as client:
+        changed = config.replace("[http]\n", "[http]\nmax_body_mb = 1\n")
+        assert daemon.rewrite_config(changed)["restart_needed"] == ["http.max_body_mb"]
+        reply = daemon.rewrite_config(changed.replace("[http]\n", f'[http]\napi_keys_file = "{tmp_path}/no-such-keys"\n'))
+        assert "http.api_keys" in reply["failed"]  # type: ignore[operator]
+        assert client.status()["restart_needed"] == ["http.max_body_mb"]

@@ -83,3 +83,20 @@ def test_index_build_progress_ends_at_100_percent(start: StartDaemon, tmp_path: 
     bars = [(int(m.group(1)), int(m.group(2).replace(",", ""))) for m in (re.search(r"(\d+)% ([\d,]+) rows", f) for f in frames(screen)) if m]
     assert (100, 1500) in bars, bars[-3:]
     assert any(20 <= percent <= 80 for percent, _ in bars), bars
+
+
+def test_a_reporter_of_an_abandoned_load_cannot_leave_a_step_behind() -> None:
+    """Found in review: a load past its timeout went on reporting steps nobody cleared."""
+    from hotswapd.core.load_progress import LoadSteps
+
+    steps = LoadSteps()
+    key = ("m", "v2")
+    abandoned = steps.reporter(key)
+    abandoned("exporting to ONNX")
+    assert steps.of(key) is not None and steps.of(key)["step"] == "exporting to ONNX"  # type: ignore[index]
+    steps.clear(key)  # the load gave up at its timeout
+    abandoned("quantising to int8")  # its thread goes on
+    assert steps.of(key) is None
+    fresh = steps.reporter(key)  # a new load of the same version reports again
+    fresh("loading")
+    assert steps.of(key)["step"] == "loading"  # type: ignore[index]
