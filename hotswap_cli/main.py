@@ -35,6 +35,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("rollback", "switch_cmd", "rollback"),
     ("history", "switch_cmd", "history"),
     ("search", "search", "search"),
+    ("rerank", "rerank_cmd", "rerank"),
     ("compare", "compare", "compare"),
     ("bench", "bench_cmd", "bench"),
     ("metrics", "models", "metrics"),

@@ -107,6 +107,12 @@ class NothingToRollBack(RequestError):
     code = "nothing_to_roll_back"
 
 
+class WrongTask(RequestError):
+    """An encode sent to a rerank version, or a rerank to an embedding version."""
+
+    code = "wrong_task"
+
+
 class CorpusUnavailable(RequestError):
     """A search on a version with no usable corpus (none configured, missing, foreign)."""
 

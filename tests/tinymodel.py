@@ -47,3 +47,22 @@ def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32, max_position
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
     shutil.rmtree(hf_dir)
     return target
+
+
+def build_tiny_cross_encoder(target: Path, seed: int = 0, hidden: int = 32) -> Path:
+    """A tiny cross-encoder (a BERT with one relevance logit, seeded random weights, the
+    real MiniLM tokenizer), as a Hugging Face sequence-classification directory: what
+    sentence-transformers' CrossEncoder loads."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir() / name, target / name)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=hidden * 2,
+        max_position_embeddings=512, num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(target)
+    return target

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from hotswapd.backends import VersionSpec
+    from hotswapd.backends.cross_encoder import CrossEncoderScorer
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ def _quiet_transformers() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load(path: Path, version: VersionSpec) -> SentenceTransformerEmbedder:
+def load(path: Path, version: VersionSpec) -> SentenceTransformerEmbedder | CrossEncoderScorer:
+    if getattr(version, "task", "embed") == "rerank":  # a cross-encoder: scores, not vectors
+        from hotswapd.backends.cross_encoder import load as load_cross_encoder
+
+        return load_cross_encoder(path, version)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:

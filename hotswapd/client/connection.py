@@ -300,6 +300,22 @@ class Client:
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.request("search", model=model, options=options, payload=payload, timeout=timeout)[0]
 
+    def rerank(
+        self, query: Text, documents: Sequence[Text], model: str | None = None, *, top_n: int | None = None, raw_scores: bool = False,
+        key: str | None = None, timeout: float | None = None, no_cache: bool = False, count_tokens: bool = False, prompt: str | None = None,
+    ) -> dict[str, Any]:
+        """Score ``documents`` against ``query`` with a rerank version (a cross-encoder), one
+        version for the whole request. ``results`` are ``{"index", "score"}``, best first
+        (``top_n`` of them); a score is the model's sigmoid, or its raw logit with
+        ``raw_scores``. The answer names the version and its fingerprint."""
+        options: dict[str, Any] = {**_options(None, key, prompt), **current_traceparent()}
+        for name, value in (("top_n", top_n), ("raw_scores", raw_scores or None), ("no_cache", no_cache or None), ("count_tokens", count_tokens or None)):
+            if value is not None:
+                options[name] = value
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
+        payload = [_as_bytes(i, text) for i, text in enumerate([query, *documents])]
+        return self.request("rerank", model=model, options=options, payload=payload, timeout=timeout)[0]
+
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         return self.request("ping", timeout=timeout)[0]
 

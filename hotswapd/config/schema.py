@@ -38,6 +38,8 @@ from hotswapd.sources.resolve import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_MODEL_NAME = "minilm"
+# Built-in backends that compute vectors only (a rerank version names another).
+EMBED_ONLY_BACKENDS = frozenset({"onnx", "openvino", "transformers", "openai", "sagemaker", "auto", "ensemble"})
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
@@ -70,6 +72,10 @@ class VersionConfig(_Frozen):
 
     backend: str = "sentence-transformers"
     source: str | None = None  # required, except by an ensemble (hotswapd.ensemble)
+    # What the version computes: vectors (embed), or a relevance score per (query, document)
+    # pair (rerank: a cross-encoder). `hs encode` serves the one, `hs rerank` the other, and a
+    # switch between the two is refused.
+    task: Literal["embed", "rerank"] = "embed"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # With device = "cuda" on a machine without a GPU: fail the load (None) or run on the CPU.
     fallback: Literal["cpu"] | None = None
@@ -129,6 +135,18 @@ class VersionConfig(_Frozen):
                 raise ValueError(f"prompts: name {name[:80]!r} must be 1 to {MAX_PROMPT_NAME} characters and its text at most {MAX_PROMPT_TEXT}")
         if self.default_prompt is not None and self.prompts is not None and self.default_prompt not in self.prompts:
             raise ValueError(f"default_prompt {self.default_prompt!r} is not among prompts: {', '.join(self.prompts) or 'none'}")
+        return self
+
+    @model_validator(mode="after")
+    def _rerank(self) -> VersionConfig:
+        if self.task != "rerank":
+            return self
+        if self.backend in EMBED_ONLY_BACKENDS:
+            raise ValueError(f".task: rerank versions run on sentence-transformers (CrossEncoder) or a plugin, not backend {self.backend!r}")
+        if self.long_text == "chunk-mean":
+            raise ValueError(".long_text: a pair's score cannot be averaged over windows; use truncate or error")
+        if self.compatible_with is not None:
+            raise ValueError(".compatible_with: the agreement probe compares vectors; a rerank version has scores")
         return self
 
     @field_validator("source")

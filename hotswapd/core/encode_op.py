@@ -32,6 +32,7 @@ from hotswapd.errors import (
     ProtocolError,
     TextTooLong,
     UnknownVersion,
+    WrongTask,
 )
 from hotswapd.config.schema import DaemonConfig
 from hotswapd.wire.protocol import VECTOR_DTYPE, Request
@@ -49,6 +50,8 @@ class EncodeFlags:
 
 
 class EncodeOp:
+    task = "embed"  # the versions this op serves (a rerank op serves task = "rerank")
+
     def __init__(self, services: Services) -> None:
         self._s = services
         self._registry = services.registry
@@ -74,6 +77,9 @@ class EncodeOp:
         # The version is fixed here, at dispatch: a switch after this point does not touch it.
         version = pinned or self._s.switchboard.pick(name, key, snap)
         spec = model.versions[version]  # the routes and the config of one snapshot agree
+        if spec.task != self.task:
+            verb = "hs rerank (op rerank)" if spec.task == "rerank" else "hs encode (op encode)"
+            raise WrongTask(f"{name}@{version} is a {spec.task} version: use {verb}")
         prompt = option(request, "prompt", str)
         if prompt is not None and not 0 < len(prompt) <= MAX_PROMPT_NAME:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
@@ -153,12 +159,16 @@ class EncodeOp:
         outcome: Outcome | HotswapError
         try:
             self._registry.release(loaded)
-            outcome = answer if isinstance(answer, HotswapError) else self.wire(answer, flags)
+            outcome = answer if isinstance(answer, HotswapError) else self.outcome(answer, flags, context)
         except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
             outcome = InternalError(f"{type(exc).__name__}: {exc}")
         finally:
             release_ticket()
         reply(outcome)
+
+    def outcome(self, encoding: Encoding, flags: EncodeFlags, context: Any) -> Outcome:
+        """What the request is answered (an op built on this one shapes its own: rerank)."""
+        return self.wire(encoding, flags)
 
     @staticmethod
     def wire(encoding: Encoding, flags: EncodeFlags) -> Outcome:

@@ -141,6 +141,13 @@ class Switchboard:
         current, rollout = route.active, route.rollout
         if request.target == current and rollout is None:
             return summary(request, current, "unchanged")
+        tasks = (model_cfg.versions[current].task if current in model_cfg.versions else None, model_cfg.versions[request.target].task)
+        if tasks[0] is not None and tasks[0] != tasks[1]:
+            # Not even --force: its callers would get scores for vectors, or the reverse.
+            reason = f"{request.model}@{request.target} is a {tasks[1]} version and {current} a {tasks[0]} one: a switch cannot change what a model computes"
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger,
+                               outcome="failed", reason=reason, client=request.client)
+            raise IncompatibleVersions(reason)
         promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
         key = (request.model, request.target)
         try:

@@ -33,6 +33,7 @@ from hotswapd.config.ensemble_section import ENSEMBLE
 from hotswapd.config.schema import Config
 from hotswapd.corpus.attach import CorpusHook, corpora_status
 from hotswapd.corpus.search_op import SEARCH_OP
+from hotswapd.rerank.rerank_op import RERANK_OP
 from hotswapd.ensemble.assemble import assemble
 from hotswapd.tuning.tune_op import TUNE_OP
 from hotswapd.config.origin import ConfigOrigin, origin_for
@@ -117,6 +118,7 @@ def features() -> Seams:
     line each, and the core names none of them (hotswapd.core.seams)."""
     seams = Seams()
     seams.add_op(SEARCH_OP)  # hs search: a version's own corpus
+    seams.add_op(RERANK_OP)  # hs rerank: a rerank version's scores for a query's documents
     seams.add_op(TUNE_OP)  # hs tune: measure a version's paths on this machine
     seams.version_hooks.append(CorpusHook())  # a version's corpus opens, counts and closes with it
     seams.status_sections["corpora"] = corpora_status

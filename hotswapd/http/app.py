@@ -1,5 +1,6 @@
 """The HTTP routes (Starlette): ``POST /v1/embeddings``, ``POST /v1/search`` (a version's
-corpus), ``GET /v1/models``, ``/health``, ``/metrics``. Every answer, errors included, is built here; nothing raises past a route.
+corpus), ``POST /v1/rerank`` (and ``/v2/rerank``, TEI's ``/rerank``), ``GET /v1/models``,
+``/health``, ``/metrics``. Every answer, errors included, is built here; nothing raises past a route.
 
 Admin operations (switch, rollback, evict, reload, shutdown) are deliberately absent: they
 stay on the owner-only ZeroMQ socket.
@@ -27,6 +28,7 @@ from hotswapd.errors import HotswapError
 from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
+from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, tei_body
 from hotswapd.http.search_api import parse_search, search_body
 from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.protocol import VECTOR_DTYPE
@@ -94,6 +96,21 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         head, _ = await bridge.request("search", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
         return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)
 
+    async def rerank(request: Request, parse: Callable[[bytes], RerankRequest], shape: Callable[[dict[str, Any], RerankRequest], Any]) -> Response:
+        parsed = parse(await _body(request, max_body, settings.read_timeout_seconds))
+        seconds = _timeout(request, timeout)
+        options: dict[str, Any] = {**_sticky(request), "deadline_ms": int(seconds * 1000), "count_tokens": True}
+        options.update({"top_n": parsed.top_n} if parsed.top_n else {}, **({"raw_scores": True} if parsed.raw_scores else {}))
+        payload = [_utf8(text, index - 1) for index, text in enumerate([parsed.query, *parsed.documents])]
+        head, _ = await bridge.request("rerank", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
+        return Response(orjson.dumps(shape(head, parsed)), 200, _version_headers(head), media_type=JSON)
+
+    async def rerank_cohere(request: Request) -> Response:
+        return await rerank(request, parse_cohere, cohere_body)
+
+    async def rerank_tei(request: Request) -> Response:
+        return await rerank(request, parse_tei, tei_body)
+
     def _sticky(request: Request) -> dict[str, str]:
         key = request.headers.get(settings.sticky_header)
         if not key:
@@ -133,6 +150,11 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/embeddings", guarded(embeddings), methods=["POST"]),  # clients configured without /v1
         Route("/v1/search", guarded(search), methods=["POST"]),  # a version's corpus (hotswapd.corpus)
+        # A rerank version's scores: Cohere / Jina / Infinity / vLLM's shape (Cohere's SDK
+        # posts to /v2/rerank), and Text Embeddings Inference's (hotswapd.http.rerank_api).
+        Route("/v1/rerank", guarded(rerank_cohere), methods=["POST"]),
+        Route("/v2/rerank", guarded(rerank_cohere), methods=["POST"]),
+        Route("/rerank", guarded(rerank_tei), methods=["POST"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),

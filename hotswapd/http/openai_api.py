@@ -143,6 +143,7 @@ STATUSES: dict[str, tuple[int, str, str | None]] = {
     "unknown_model": (404, "invalid_request_error", "model_not_found"),
     "unknown_version": (404, "invalid_request_error", "model_not_found"),
     "corpus_unavailable": (409, "invalid_request_error", "corpus_unavailable"),
+    "wrong_task": (400, "invalid_request_error", "wrong_task"),  # an embedding asked of a reranker, or the reverse
     "empty_request": (400, "invalid_request_error", None),
     "invalid_text": (400, "invalid_request_error", None),
     "text_too_long": (400, "invalid_request_error", "context_length_exceeded"),

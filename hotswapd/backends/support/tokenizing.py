@@ -93,6 +93,14 @@ class TokenCounter:
             return [len(ids) for ids in self._slow(stripped, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
         return [len(encoding.ids) for encoding in self._rust.encode_batch(stripped)]
 
+    def count_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Tokens per (query, document) pair as a cross-encoder reads it, special tokens
+        included, before truncation."""
+        if self._slow is not None:
+            queries, documents = [q.strip() for q, _ in pairs], [d.strip() for _, d in pairs]
+            return [len(ids) for ids in self._slow(queries, documents, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+        return [len(encoding.ids) for encoding in self._rust.encode_batch([(q.strip(), d.strip()) for q, d in pairs])]
+
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
         stripped = text.strip()

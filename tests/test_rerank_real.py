@@ -1,0 +1,97 @@
+"""A real cross-encoder (tiny, random, built locally) served as a rerank version: the
+daemon's scores are sentence-transformers' CrossEncoder scores, through the Python client,
+`hs rerank`, Cohere's own SDK on /v2/rerank, and TEI's /rerank shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import cohere
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import HS
+from tests.daemons import RunningDaemon, daemon_env, serving, write_config
+from tests.tinymodel import build_tiny_cross_encoder
+
+pytestmark = pytest.mark.slow
+QUERY = "what do cats eat"
+DOCUMENTS = ["Cats eat fish and meat.", "The central bank raised interest rates.", "Kittens drink milk.", "Ünïcödé 🚀 text " * 30]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("ce") / "tiny-ce", seed=3)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, cross_encoder: Path) -> Iterator[RunningDaemon]:
+    workdir = tmp_path_factory.mktemp("rerank-real")
+    config = write_config(workdir / "config.toml", f"""
+[http]
+listen = "127.0.0.1:0"
+[daemon]
+default_model = "rr"
+[models.rr]
+active = "v1"
+[models.rr.versions.v1]
+task = "rerank"
+source = "{cross_encoder}"
+device = "cpu"
+preload = true
+""")
+    with serving(config, workdir) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def expected(cross_encoder: Path) -> np.ndarray:
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(cross_encoder), device="cpu", local_files_only=True)
+    return np.asarray(model.predict([(QUERY, document) for document in DOCUMENTS]), dtype=np.float64)
+
+
+def by_index(results: list[dict], field: str) -> np.ndarray:
+    scores = np.zeros(len(DOCUMENTS))
+    for hit in results:
+        scores[hit["index"]] = hit[field]
+    return scores
+
+
+def test_the_client_and_hs_rerank_give_crossencoders_scores(daemon: RunningDaemon, expected: np.ndarray) -> None:
+    with daemon.client() as client:
+        answer = client.rerank(QUERY, DOCUMENTS)
+        raw = client.rerank(QUERY, DOCUMENTS, raw_scores=True)
+    assert answer["version"] == "v1" and answer["fingerprint"]
+    np.testing.assert_allclose(by_index(answer["results"], "score"), expected, atol=1e-5)
+    assert [hit["index"] for hit in answer["results"]] == list(np.argsort(-expected, kind="stable"))
+    np.testing.assert_allclose(1 / (1 + np.exp(-by_index(raw["results"], "score"))), expected, atol=1e-5)
+    done = subprocess.run([str(HS), "rerank", QUERY, *DOCUMENTS, "-f", "json", "--top", "2"], capture_output=True,
+                          env=daemon_env(HOTSWAPD_SOCKET=daemon.endpoint, HOTSWAPD_NO_AUTOSTART="1"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert len(shown["results"]) == 2 and all(abs(hit["score"] - expected[hit["index"]]) < 1e-5 for hit in shown["results"])
+    assert shown["results"][0]["document"] == DOCUMENTS[int(np.argmax(expected))]
+
+
+def test_cohere_sdk_and_tei_shape_get_the_same_scores(daemon: RunningDaemon, expected: np.ndarray) -> None:
+    with daemon.client() as client:
+        url = str(client.status()["http"])
+    api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0)
+    answer = api.rerank(model="rr", query=QUERY, documents=DOCUMENTS, top_n=3)
+    assert len(answer.results) == 3
+    assert all(abs(item.relevance_score - expected[item.index]) < 1e-5 for item in answer.results)
+    tei = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}, timeout=60)
+    assert tei.status_code == 200 and tei.headers["X-Hotswap-Version"] == "v1"
+    np.testing.assert_allclose(by_index(tei.json(), "score"), expected, atol=1e-5)
+    assert {item["text"] for item in tei.json()} == set(DOCUMENTS)
+    cohere_v1 = httpx.post(f"{url}/v1/rerank", json={"model": "rr", "query": QUERY, "documents": [{"text": d} for d in DOCUMENTS], "return_documents": True}, timeout=60)
+    body = cohere_v1.json()
+    assert body["model"] == "rr@v1" and body["usage"]["total_tokens"] > 0 and body["results"][0]["document"]["text"] in DOCUMENTS
+    refused = httpx.post(f"{url}/v1/embeddings", json={"model": "rr", "input": "x"}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "wrong_task"
