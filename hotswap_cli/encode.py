@@ -63,6 +63,15 @@ class OnError(str, Enum):
     skip = "skip"
 
 
+class VectorType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    int8 = "int8"
+    uint8 = "uint8"
+    binary = "binary"
+    ubinary = "ubinary"
+
+
 class OutputFormat(str, Enum):
     json = "json"
     jsonl = "jsonl"
@@ -79,6 +88,7 @@ def encode(
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Reading stdin, follow the active version instead of pinning the first chunk's.")] = False,
     prompt: Annotated[str | None, typer.Option("--prompt", help="One of the version's prompts by name (query, passage), put before every text.")] = None,
+    dtype: Annotated[VectorType, typer.Option("--dtype", help="float32, float16, int8, uint8 (the version's calibration ranges), binary or ubinary (sign bits, 8 a byte); npy keeps it, json gives numbers.")] = VectorType.float32,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="A data file: txt (one text per line), jsonl, csv or parquet.", exists=True, dir_okay=False, readable=True, rich_help_panel="Files")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file: .parquet, .npy (+ .ids.jsonl) or .jsonl; resumable.", dir_okay=False, rich_help_panel="Files")] = None,
     text_field: Annotated[str, typer.Option("--field", "--text-field", help="The text's field or column (jsonl, csv, parquet).", rich_help_panel="Files")] = "text",
@@ -99,6 +109,12 @@ def encode(
     """
     settings: Settings = ctx.obj
     normalize = False if no_normalize else None
+    kind = dtype.value
+    calibrated = kind in ("int8", "uint8")
+    if kind != "float32" and (output is not None or ray is not None):
+        raise typer.BadParameter("--dtype shapes stdout's json, jsonl and npy; a file job (--output) writes float32", param_hint="'--dtype'")
+    if calibrated and no_normalize:
+        raise typer.BadParameter("int8 and uint8 are calibrated on normalized vectors: drop --no-normalize", param_hint="'--dtype'")
     if resume and restart:
         raise typer.BadParameter("--resume goes on with the interrupted job, --restart discards it: give one", param_hint="'--restart'")
     if input_file is None and (output is not None or resume or restart):
@@ -127,12 +143,12 @@ def encode(
     if fmt is OutputFormat.npy and sys.stdout.isatty():
         raise typer.BadParameter("npy is binary and stdout is a terminal; redirect it: hs encode ... -f npy > vectors.npy", param_hint="'--format'")
     client = settings.client()
-    writer: Writer = WRITERS[fmt.value](out)
+    writer: Writer = WRITERS[fmt.value](out, kind)
     if input_file is not None:
         from hotswap_cli.encode_file import FileInput, encode_to_stdout
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size, key, not follow, prompt):
+        if not encode_to_stdout(client, model, source, writer, normalize, chunk_size, key, not follow, prompt, ranges=calibrated):
             writer.write(_empty_result(client, model))
         writer.finish()
         out.flush()
@@ -142,7 +158,7 @@ def encode(
 
         # The first encode of a version not loaded yet waits for its load: say on what.
         with waiting(settings, f"encoding with {model or 'the default model'}", (model or "").partition("@")[0] or None):
-            result = client.encode(texts, model, normalize=normalize, key=key, prompt=prompt)
+            result = client.encode(texts, model, normalize=normalize, key=key, prompt=prompt, ranges=calibrated)
         writer.write(result)
         writer.finish()
         out.flush()
@@ -154,7 +170,7 @@ def encode(
     try:
         with StdinProgress(counter, chunk_size, shown) as progress:
             lines = read_lines(sys.stdin.buffer, chunk_size, counter)
-            results = client.encode_stream(lines, model, normalize=normalize, key=key, pin=not follow, prompt=prompt, pace=progress.pace)
+            results = client.encode_stream(lines, model, normalize=normalize, key=key, pin=not follow, prompt=prompt, pace=progress.pace, ranges=calibrated)
             rows = 0
             for result in results:
                 writer.write(result)

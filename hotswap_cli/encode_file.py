@@ -52,7 +52,8 @@ def encode_on_ray(client: Client, model: str | None, source: FileInput, output: 
     )
 
 
-def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int, key: str | None, pin: bool, prompt: str | None = None) -> int:
+def encode_to_stdout(client: Client, model: str | None, source: FileInput, writer: Writer, normalize: bool | None, chunk_size: int, key: str | None, pin: bool, prompt: str | None = None,
+                     *, ranges: bool = False) -> int:
     """Rows of the file through the stdout writers (-f json|jsonl|npy); returns the rows.
     Nothing to resume here: a job that must survive a kill names an --output."""
     from collections import deque
@@ -79,7 +80,7 @@ def encode_to_stdout(client: Client, model: str | None, source: FileInput, write
 
     rows = 0
     try:
-        for result in client.encode_stream(chunks(), model, normalize=normalize, key=key, pin=pin, prompt=prompt):
+        for result in client.encode_stream(chunks(), model, normalize=normalize, key=key, pin=pin, prompt=prompt, ranges=ranges):
             writer.write(result)
             rows += result.count
             numbers.popleft()

@@ -194,19 +194,22 @@ class Client:
         return self.receive(self.send(op, model=model, options=options, payload=payload), timeout)
 
     # -- API ----------------------------------------------------------------------------
-    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None, no_cache: bool = False, prompt: str | None = None) -> EncodeResult:
+    def encode(self, texts: Sequence[Text], model: str | None = None, *, normalize: bool | None = None, key: str | None = None, timeout: float | None = None, no_cache: bool = False, prompt: str | None = None,
+               ranges: bool = False) -> EncodeResult:
         """Embed ``texts`` in one request (the daemon caps the count: daemon.max_batch_texts).
         ``model`` may pin a version as ``"name@version"``. ``key`` is the sticky key of a
         rollout: the same key always lands on the same version. ``no_cache`` skips the
         daemon's embedding cache (to time the model itself). ``prompt`` names one of the
         version's prompts ("query", "passage"), put before each text by the daemon.
+        ``ranges`` asks for the version's int8/uint8 calibration with the rows, for
+        ``result.compact("int8")`` (float16 and the binary types need none).
         """
-        request_id = self._send_encode(texts, model, _options(normalize, key, prompt), timeout, no_cache)
+        request_id = self._send_encode(texts, model, {**_options(normalize, key, prompt), **({"ranges": True} if ranges else {})}, timeout, no_cache)
         return self._receive_encode(request_id, timeout)
 
     def encode_stream(
         self, chunks: Iterable[Sequence[Text]], model: str | None = None, *, normalize: bool | None = None, key: str | None = None,
-        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW, prompt: str | None = None, pace: Pace | None = None,
+        window: int = 4, pin: bool = True, sort_window: int = SORT_WINDOW, prompt: str | None = None, pace: Pace | None = None, ranges: bool = False,
     ) -> Iterator[EncodeResult]:
         """Embed chunk after chunk, ``window`` requests in flight; one result per chunk, in order.
         ``pin``: every chunk is encoded by the version that answered the first one, even if
@@ -215,7 +218,7 @@ class Client:
         A chunk refused as ``busy`` is sent again after the daemon's retry hint, in order.
         ``pace`` (a progress display's) hears of each answer and sizes the sorted pieces.
         """
-        options = _options(normalize, key, prompt)
+        options = {**_options(normalize, key, prompt), **({"ranges": True} if ranges else {})}
         if sort_window > 0:
             return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, options, window, pin, pace),
                                  pace.piece if pace is not None else None)

@@ -43,6 +43,9 @@ class EncodeResult:
         self.truncated: int = int(result.get("truncated", 0))
         self.chunked: int = int(result.get("chunked", 0))
         self.members: list[dict[str, Any]] | None = result.get("members")  # an ensemble's: model, version, fingerprint, dim, weight
+        # With ranges asked for: the version's int8/uint8 calibration (2 x dim) and its fingerprint.
+        self.ranges: list[list[float]] | None = result.get("ranges")
+        self.calibration: str | None = result.get("calibration")
         if len(buffer) != self.count * self.dim * 4:
             raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
         self.buffer = buffer
@@ -58,6 +61,18 @@ class EncodeResult:
         vectors = np.frombuffer(self.buffer, dtype=VECTOR_DTYPE).reshape(self.count, self.dim)
         vectors.flags.writeable = False  # several views may share the frame; copy to modify
         return vectors
+
+    def compact(self, dtype: str) -> np.ndarray:
+        """The rows as ``dtype`` (float32, float16, int8, uint8, binary, ubinary), as
+        sentence-transformers' ``quantize_embeddings`` makes them; int8 and uint8 with the
+        version's calibration ranges (encode with ``ranges=True``)."""
+        import numpy as np
+
+        from hotswapd.wire.compact import CALIBRATED, quantize
+
+        if dtype in CALIBRATED and self.ranges is None:
+            raise ProtocolError(f"{dtype} needs the version's calibration: encode with ranges=True")
+        return quantize(self.embeddings, dtype, np.asarray(self.ranges, dtype=np.float32) if dtype in CALIBRATED else None)
 
     def rows(self) -> list[list[float]]:
         """The vectors as Python lists, without numpy (the CLI's fast path)."""

@@ -105,6 +105,8 @@ class LengthSortedStream:
             for position, data in zip(window.order, sorted_rows, strict=True):
                 rows[position] = data
             head = {"dtype": VECTOR_DTYPE, "model": first.model, "version": first.version, "fingerprint": first.fingerprint, "dim": first.dim}
+            if getattr(first, "ranges", None) is not None:  # the version's calibration, asked for with the rows
+                head.update(ranges=first.ranges, calibration=first.calibration)
             # Counts of the window (cut, chunked, cached texts) go with its first chunk: callers add them up.
             counts = {key: sum(getattr(answer, key) for answer in answers) for key in ("cached", "truncated", "chunked")}
             at = 0

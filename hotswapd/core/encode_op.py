@@ -30,6 +30,7 @@ from hotswapd.errors import (
     InternalError,
     InvalidText,
     ProtocolError,
+    RequestError,
     TextTooLong,
     UnknownVersion,
     WrongTask,
@@ -47,6 +48,7 @@ class EncodeFlags:
     use_cache: bool  # False: `hs compare` times the model, not the cache
     count_tokens: bool  # the reply says how many tokens the texts are (OpenAI's usage)
     prompt: str | None = None  # one of the version's prompts by name (hotswapd.text)
+    ranges: bool = False  # the reply carries the version's int8/uint8 calibration ranges
 
 
 class EncodeOp:
@@ -83,7 +85,8 @@ class EncodeOp:
         prompt = option(request, "prompt", str)
         if prompt is not None and not 0 < len(prompt) <= MAX_PROMPT_NAME:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
-        flags = replace(self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens), prompt=prompt)
+        flags = replace(self.flags(spec.normalize if normalize is None else normalize, use_cache, wants_tokens), prompt=prompt,
+                        ranges=bool(option(request, "ranges", bool)))
         context = self.context(request)
         # An ensemble does its members' work: one request per member.
         members = spec.member_count
@@ -174,6 +177,8 @@ class EncodeOp:
     def wire(encoding: Encoding, flags: EncodeFlags) -> Outcome:
         """The answer as the router sends it: the facts in the header, the vectors as one frame."""
         header = {**encoding.facts(), "dtype": VECTOR_DTYPE}
+        if flags.ranges:
+            header.update(_calibration(encoding))
         if flags.count_tokens:
             header["tokens"] = encoding.tokens
             header["tokens_cut"] = encoding.tokens_cut
@@ -270,3 +275,15 @@ class _TracedReply:
 
 def _traced(reply: Reply, span: Any) -> Reply:
     return reply if span is None else _TracedReply(reply, span)
+
+
+def _calibration(encoding: Encoding) -> dict[str, Any]:
+    """The version's int8/uint8 calibration (hotswapd.calibration), for the client to cut
+    these float rows into steps exactly as every other int8 row of this version."""
+    loaded = encoding.loaded
+    found = loaded.attachments.get("calibration")
+    if found is None:
+        raise RequestError(f"{loaded.model}@{loaded.version} has no int8/uint8 calibration (a remote, rerank or ensemble version, or its calibration failed)")
+    if not encoding.normalized:
+        raise RequestError("int8/uint8 output is calibrated on normalized vectors: ask for them without --no-normalize")
+    return {"ranges": found.ranges.tolist(), "calibration": found.fingerprint}

@@ -50,7 +50,7 @@ class DaemonState:
 
 # The core's own ops take these options (an op a feature registers names its own: seams.OpSpec).
 CORE_OPTIONS: dict[str, frozenset[str]] = {
-    "encode": frozenset({"normalize", "key", "deadline_ms", "no_cache", "count_tokens", "prompt", "traceparent"}),
+    "encode": frozenset({"normalize", "key", "deadline_ms", "no_cache", "count_tokens", "prompt", "traceparent", "ranges"}),
     "switch": frozenset({"version", "strategy", "share", "sticky", "steps", "step_seconds", "step_requests", "force", "abort", "trigger"}),
     "rollback": frozenset({"trigger"}),
     "history": frozenset({"limit", "all", "skip"}),

@@ -31,6 +31,7 @@ from hotswapd.alerts.dispatch import Alerts
 from hotswapd.benchmarking.periodic import PeriodicBench
 from hotswapd.config.ensemble_section import ENSEMBLE
 from hotswapd.config.schema import Config
+from hotswapd.calibration.hook import CalibrationHook
 from hotswapd.corpus.attach import CorpusHook, corpora_status
 from hotswapd.corpus.search_op import SEARCH_OP
 from hotswapd.rerank.rerank_op import RERANK_OP
@@ -121,6 +122,7 @@ def features() -> Seams:
     seams.add_op(RERANK_OP)  # hs rerank: a rerank version's scores for a query's documents
     seams.add_op(TUNE_OP)  # hs tune: measure a version's paths on this machine
     seams.version_hooks.append(CorpusHook())  # a version's corpus opens, counts and closes with it
+    seams.version_hooks.append(CalibrationHook())  # int8/uint8 output: each version's ranges, measured at its load
     seams.status_sections["corpora"] = corpora_status
     seams.assemblers[ENSEMBLE] = assemble  # a version combined from other loaded versions
     return seams

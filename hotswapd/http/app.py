@@ -31,6 +31,7 @@ from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, pa
 from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, tei_body
 from hotswapd.http.search_api import parse_search, search_body
 from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
+from hotswapd.wire.compact import CALIBRATED, quantize
 from hotswapd.wire.protocol import VECTOR_DTYPE
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,18 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
     async def embeddings(request: Request) -> Response:
         parsed = parse_embeddings(await _body(request, max_body, settings.read_timeout_seconds))
         seconds = _timeout(request, timeout)
+        calibrated = parsed.dtype in CALIBRATED
         options: dict[str, Any] = {"deadline_ms": int(seconds * 1000), "count_tokens": True, **_sticky(request), **({"prompt": parsed.prompt} if parsed.prompt else {})}
+        if calibrated:
+            options["ranges"] = True  # the version's int8/uint8 calibration comes with the rows
         payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
         head, frames = await bridge.request("encode", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
         vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
         vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
+        if parsed.dtype != "float32":
+            if calibrated and parsed.dimensions not in (None, int(head["dim"])):
+                raise ApiError(400, "int8/uint8 are calibrated on whole vectors: give 'dimensions' or 'embedding_dtype', not both", param="embedding_dtype")
+            vectors = quantize(vectors, parsed.dtype, np.asarray(head["ranges"], dtype=np.float32) if calibrated else None)
         name = f"{head['model']}@{head['version']}"
         headers = {
             **_version_headers(head),
@@ -85,6 +93,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
             "X-Hotswap-Chunked": str(head.get("chunked", 0)),
             # usage.prompt_tokens counts what the model read; the tokens truncation dropped:
             "X-Hotswap-Tokens-Cut": str(head.get("tokens_cut", 0)),
+            **({"X-Hotswap-Calibration": str(head["calibration"])} if calibrated else {}),
         }
         return Response(embeddings_body(vectors, parsed.encoding_format, name, head.get("tokens")), 200, headers, media_type=JSON)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from hotswapd.wire.compact import DTYPES
 from hotswapd.errors import Busy, HotswapError
 from hotswapd.wire.protocol import MAX_NAME_CHARS
 
@@ -33,6 +34,8 @@ class EmbeddingsRequest:
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     prompt: str | None = None  # `input_type` (as Voyage and others name it) or `prompt`: a version's prompt
+    # Infinity's `embedding_dtype`: float32 (OpenAI's own), float16, int8, uint8, binary, ubinary.
+    dtype: str = "float32"
 
 
 @dataclass
@@ -77,7 +80,11 @@ def parse_embeddings(body: bytes) -> EmbeddingsRequest:
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise ApiError(400, "'user' must be a string", param="user")  # accepted and ignored otherwise
-    return EmbeddingsRequest(texts, model, fmt, dimensions, _prompt(data))
+    dtype = data.get("embedding_dtype")
+    dtype = "float32" if dtype is None else dtype
+    if dtype not in DTYPES:
+        raise ApiError(400, f"'embedding_dtype' must be one of {', '.join(DTYPES)}, not {str(dtype)[:40]!r}", param="embedding_dtype")
+    return EmbeddingsRequest(texts, model, fmt, dimensions, _prompt(data), dtype)
 
 
 def _prompt(data: dict[str, Any]) -> str | None:
@@ -125,8 +132,10 @@ def shaped(vectors: np.ndarray, dimensions: int | None, normalized: bool) -> np.
 
 
 def embeddings_body(vectors: np.ndarray, encoding_format: str, model: str, tokens: int | None) -> bytes:
+    """``vectors`` float32 or a compact type (hotswapd.wire.compact): base64 carries the rows'
+    bytes in their own type, little-endian; float carries their numbers."""
     if encoding_format == "base64":
-        little = vectors.astype("<f4", copy=False)
+        little = vectors.astype(vectors.dtype.newbyteorder("<"), copy=False)
         embeddings: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
     else:
         embeddings = list(vectors)  # numpy rows: orjson writes them without a Python float each
