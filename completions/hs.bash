@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:init|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:rerank|:tokens|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:init|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--dtype|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|rerank:--model|rerank:-m|rerank:--top|rerank:-n|rerank:--input|rerank:-i|rerank:--text-field|rerank:--key|rerank:--format|rerank:-f|tokens:--model|tokens:-m|tokens:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -51,10 +51,15 @@ _hs() {
             ":--config") kind=files;;
             "encode:--model"|"encode:-m") kind=specs;;
             "encode:--format"|"encode:-f") kind=choices choices="json jsonl npy";;
+            "encode:--dtype") kind=choices choices="float32 float16 int8 uint8 binary ubinary";;
             "encode:--input"|"encode:-i") kind=files;;
             "encode:--output"|"encode:-o") kind=files;;
             "encode:--on-error") kind=choices choices="fail skip";;
             "search:--model"|"search:-m") kind=specs;;
+            "rerank:--model"|"rerank:-m") kind=specs;;
+            "rerank:--input"|"rerank:-i") kind=files;;
+            "rerank:--format"|"rerank:-f") kind=choices choices="table json jsonl";;
+            "tokens:--model"|"tokens:-m") kind=specs;;
             "compare:--input") kind=files;;
             "bench:--input") kind=files;;
             "daemon run:--log-level") kind=choices choices="debug info warning error";;
@@ -67,7 +72,7 @@ _hs() {
         kind=choices
         case "$path_" in
             "") choices="--socket --config --timeout --no-autostart --version -V -h --help";;
-            "encode") choices="--model -m --format -f --no-normalize --chunk-size --key --follow --prompt --input -i --output -o --field --text-field --id-field --input-format --resume --restart --on-error --ray --actors --cpus-per-actor -h --help";;
+            "encode") choices="--model -m --format -f --no-normalize --chunk-size --key --follow --prompt --dtype --input -i --output -o --field --text-field --id-field --input-format --resume --restart --on-error --ray --actors --cpus-per-actor -h --help";;
             "models") choices="--json --quiet -q -h --help";;
             "preload") choices="--json -h --help";;
             "evict") choices="--json -h --help";;
@@ -76,6 +81,8 @@ _hs() {
             "rollback") choices="--json -h --help";;
             "history") choices="--limit --all --json -h --help";;
             "search") choices="--model -m --k -k --key --exact --prompt --json -h --help";;
+            "rerank") choices="--model -m --top -n --input -i --text-field --raw --key --format -f -h --help";;
+            "tokens") choices="--model -m --prompt --json -h --help";;
             "compare") choices="--input --limit --json -h --help";;
             "bench") choices="--input --corpus --batch-size --concurrency --duration --history --json -h --help";;
             "metrics") choices="-h --help";;
@@ -104,7 +111,7 @@ _hs() {
         esac
     else
         case "$path_:${#_hs_args[@]}" in
-            ":0") kind=choices choices="encode models preload evict status switch rollback history search compare bench metrics tune doctor daemon config keys index";;
+            ":0") kind=choices choices="encode models preload evict status switch rollback history search rerank tokens compare bench metrics tune doctor daemon config keys index";;
             "preload:0") kind=specs;;
             "evict:0") kind=models;;
             "switch:0") kind=models;;

@@ -36,6 +36,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("history", "switch_cmd", "history"),
     ("search", "search", "search"),
     ("rerank", "rerank_cmd", "rerank"),
+    ("tokens", "tokens_cmd", "tokens"),
     ("compare", "compare", "compare"),
     ("bench", "bench_cmd", "bench"),
     ("metrics", "models", "metrics"),

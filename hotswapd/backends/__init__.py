@@ -110,6 +110,8 @@ class Capabilities:
     # true token counts. A backend offers both or neither.
     tokenize: Callable[[Sequence[str]], Sequence[Any]] | None = None
     encode_tokens: Callable[..., np.ndarray] | None = None
+    # Each text's tokens (id, text, special, span): TEI's /tokenize.
+    token_details: Callable[[Sequence[str]], list[list[dict[str, Any]]]] | None = None
 
     @classmethod
     def of(cls, embedder: Any) -> Capabilities:
@@ -122,6 +124,7 @@ class Capabilities:
             model_max_tokens=getattr(embedder, "model_max_tokens", None) or None,
             count_tokens=method("count_tokens"),
             token_windows=method("token_windows"),
+            token_details=method("token_details"),
             settable_batch_size=hasattr(embedder, "batch_size"),
             memory_bytes=getattr(embedder, "memory_bytes", None),
             precision=getattr(embedder, "precision", None),

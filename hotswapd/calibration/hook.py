@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from hotswapd.core.seams import EventSink
 from hotswapd.pipeline.loaded import LoadedVersion
 from hotswapd.config.schema import VersionConfig
-from hotswapd.core.cost_prior import PROBE_MARK
-from hotswapd.text.probe_texts import calibration_texts
+from hotswapd.text.probe_texts import CALIBRATION_MARK, calibration_texts
 from hotswapd.wire.compact import calibration_ranges, ranges_fingerprint
 
 log = logging.getLogger(__name__)
 NAME = "calibration"
+CALIBRATION_SECONDS = 120.0  # a model this slow on ~30 texts serves floats until it is reloaded
 REMOTE_BACKENDS = frozenset({"openai", "sagemaker"})
 
 
@@ -38,7 +40,13 @@ class Calibration:
 
 
 class CalibrationHook:
+    """``run_on_model_thread(work)`` runs ``work`` on the inference thread and returns a
+    future: the calibration encode never runs beside a batch (hotswapd.pipeline.inference)."""
+
     name = NAME
+
+    def __init__(self, run_on_model_thread: Callable[[Callable[[], Any]], Future[Any]]) -> None:
+        self._run = run_on_model_thread
 
     def expected_bytes(self, spec: VersionConfig) -> int:
         return 0
@@ -51,9 +59,9 @@ class CalibrationHook:
         try:
             import numpy as np
 
-            # Marked as a probe: not a request, so never counted as one (hotswapd.core.cost_prior).
-            texts = [f"{PROBE_MARK}{text}" for text in calibration_texts()]
-            vectors = np.asarray(loaded.embedder.encode(texts, normalize=True), dtype=np.float32)
+            # Marked: not a request, so a test double never counts it as one.
+            texts = [f"{CALIBRATION_MARK} {text}" for text in calibration_texts()]
+            vectors = np.asarray(self._run(lambda: loaded.embedder.encode(texts, normalize=True)).result(CALIBRATION_SECONDS), dtype=np.float32)
             if vectors.ndim != 2 or not np.isfinite(vectors).all():
                 log.warning("%s@%s: calibration vectors unusable (shape %s); int8/uint8 output is refused", loaded.model, loaded.version, vectors.shape)
                 return

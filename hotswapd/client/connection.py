@@ -319,6 +319,15 @@ class Client:
         payload = [_as_bytes(i, text) for i, text in enumerate([query, *documents])]
         return self.request("rerank", model=model, options=options, payload=payload, timeout=timeout)[0]
 
+    def count_tokens(self, texts: Text | Sequence[Text], model: str | None = None, *, prompt: str | None = None, key: str | None = None, details: bool = False) -> dict[str, Any]:
+        """Tokens per text for the version (its own tokenizer, after its prompt), without
+        running the model: ``{"model", "version", "tokens": [...], "total", "max_tokens"}``;
+        ``details`` adds each text's tokens (id, text, special, start, stop)."""
+        texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+        payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
+        options = {**_options(None, key, prompt), **({"details": True} if details else {})}
+        return self.request("tokens", model=model, options=options, payload=payload)[0]
+
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         return self.request("ping", timeout=timeout)[0]
 

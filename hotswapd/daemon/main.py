@@ -35,6 +35,7 @@ from hotswapd.calibration.hook import CalibrationHook
 from hotswapd.corpus.attach import CorpusHook, corpora_status
 from hotswapd.corpus.search_op import SEARCH_OP
 from hotswapd.rerank.rerank_op import RERANK_OP
+from hotswapd.core.tokens_op import TOKENS_OP
 from hotswapd.ensemble.assemble import assemble
 from hotswapd.tuning.tune_op import TUNE_OP
 from hotswapd.config.origin import ConfigOrigin, origin_for
@@ -120,9 +121,9 @@ def features() -> Seams:
     seams = Seams()
     seams.add_op(SEARCH_OP)  # hs search: a version's own corpus
     seams.add_op(RERANK_OP)  # hs rerank: a rerank version's scores for a query's documents
+    seams.add_op(TOKENS_OP)  # hs tokens: a version's own token counts, no model run
     seams.add_op(TUNE_OP)  # hs tune: measure a version's paths on this machine
     seams.version_hooks.append(CorpusHook())  # a version's corpus opens, counts and closes with it
-    seams.version_hooks.append(CalibrationHook())  # int8/uint8 output: each version's ranges, measured at its load
     seams.status_sections["corpora"] = corpora_status
     seams.assemblers[ENSEMBLE] = assemble  # a version combined from other loaded versions
     return seams
@@ -171,6 +172,7 @@ class Daemon:
         )
         # Each version prices its work as it loads, so a burst on a cold daemon is priced too.
         self.seams.version_hooks.append(CostPrior(self.inference.call_if_idle, self.admission.observe, self.admission.forget))
+        self.seams.version_hooks.append(CalibrationHook(self.inference.call_soon))  # int8/uint8 output: each version's ranges, measured at its load
         self.switchboard = Switchboard(
             self.registry, self.health, self.audit, statefile, schedule=self._submit_control, exclusive=self.inference.call
         )

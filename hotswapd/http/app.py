@@ -28,7 +28,7 @@ from hotswapd.errors import HotswapError
 from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
-from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, tei_body
+from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, parse_tokenize, tei_body
 from hotswapd.http.search_api import parse_search, search_body
 from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.compact import CALIBRATED, quantize
@@ -120,6 +120,14 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
     async def rerank_tei(request: Request) -> Response:
         return await rerank(request, parse_tei, tei_body)
 
+    async def tokenize(request: Request) -> Response:
+        parsed = parse_tokenize(await _body(request, max_body, settings.read_timeout_seconds))
+        seconds = _timeout(request, timeout)
+        options: dict[str, Any] = {**_sticky(request), "details": True, **({"prompt": parsed.prompt} if parsed.prompt else {})}
+        payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
+        head, _ = await bridge.request("tokens", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
+        return Response(orjson.dumps(head["details"]), 200, _version_headers(head), media_type=JSON)
+
     def _sticky(request: Request) -> dict[str, str]:
         key = request.headers.get(settings.sticky_header)
         if not key:
@@ -164,6 +172,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         Route("/v1/rerank", guarded(rerank_cohere), methods=["POST"]),
         Route("/v2/rerank", guarded(rerank_cohere), methods=["POST"]),
         Route("/rerank", guarded(rerank_tei), methods=["POST"]),
+        Route("/tokenize", guarded(tokenize), methods=["POST"]),  # TEI's: a version's own tokens, no model run
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),

@@ -109,3 +109,28 @@ def tei_body(head: dict[str, Any], parsed: RerankRequest) -> list[dict[str, Any]
         {"index": hit["index"], "score": hit["score"], **({"text": parsed.documents[hit["index"]]} if parsed.return_documents else {})}
         for hit in head["results"]
     ]
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    texts: list[str]
+    model: str | None
+    prompt: str | None
+
+
+def parse_tokenize(body: bytes) -> TokenizeRequest:
+    """TEI's ``POST /tokenize``: ``{"inputs": "text" | ["text", ...], "prompt_name"?, "model"?}``."""
+    data = json_object(body)
+    inputs = data.get("inputs")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(item, str) and item for item in inputs):
+        raise ApiError(400, "'inputs' must be a non-empty string or a list of them", param="inputs")
+    if len(inputs) > MAX_RERANK_DOCUMENTS:
+        raise ApiError(400, f"{len(inputs)} inputs; at most {MAX_RERANK_DOCUMENTS} in one request", param="inputs")
+    if data.get("add_special_tokens") is False:
+        raise ApiError(400, "'add_special_tokens': false is not supported: counts are what the model reads", param="add_special_tokens")
+    prompt = data.get("prompt_name")
+    if prompt is not None and (not isinstance(prompt, str) or not 0 < len(prompt) <= 64):
+        raise ApiError(400, "'prompt_name' must be the name of one of the version's prompts", param="prompt_name")
+    return TokenizeRequest(inputs, _model(data), prompt)

@@ -58,6 +58,9 @@ CALIBRATION_TEXTS = [
 ]
 
 
+CALIBRATION_MARK = "hotswap calibration"  # before each text of a version's int8 calibration (hotswapd.calibration)
+
+
 def calibration_texts() -> list[str]:
     """Short texts and passages to calibrate a quantised model on (none of the check sample's)."""
     passages = [" ".join(CALIBRATION_TEXTS[i:] + CALIBRATION_TEXTS[:i]) for i in range(0, 24, 6)]

@@ -18,7 +18,7 @@ def test_an_unknown_op_is_refused_with_the_ops_the_daemon_knows(start: StartDaem
         with pytest.raises(UnknownOp) as refused:
             client.request("dance")
         known = refused.value.message.split("known ops: ")[1].split(", ")
-        assert set(known) == {*CORE_OPS, "search", "tune"}  # the features' ops are in the table too
+        assert set(known) == {*CORE_OPS, "search", "tune", "rerank", "tokens"}  # the features' ops are in the table too
         assert client.ping()["pong"]
 
 

@@ -93,6 +93,25 @@ class TokenCounter:
             return [len(ids) for ids in self._slow(stripped, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
         return [len(encoding.ids) for encoding in self._rust.encode_batch(stripped)]
 
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """Each text's tokens as Text Embeddings Inference's /tokenize lists them: id, text,
+        whether it is special, and its character span (None for a special token)."""
+        stripped = [text.strip() for text in texts]
+        if self._slow is not None:
+            out = []
+            for text in stripped:
+                ids = self._slow(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+                special = set(self._slow.all_special_ids)
+                out.append([{"id": i, "text": self._slow.convert_ids_to_tokens(i), "special": i in special, "start": None, "stop": None} for i in ids])
+            return out
+        return [
+            [
+                {"id": token_id, "text": token, "special": bool(mask), "start": None if mask else start, "stop": None if mask else stop}
+                for token_id, token, mask, (start, stop) in zip(encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True)
+            ]
+            for encoding in self._rust.encode_batch(stripped)
+        ]
+
     def count_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Tokens per (query, document) pair as a cross-encoder reads it, special tokens
         included, before truncation."""
@@ -124,6 +143,10 @@ class CountsOnACopy:
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         """Overlapping windows of ``text`` of at most ``window`` tokens (long_text = "chunk-mean")."""
         return self._counter.token_windows(text, window, overlap)
+
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """Each text's tokens (id, text, special, span), for TEI's /tokenize."""
+        return self._counter.token_details(texts)
 
     @cached_property
     def _counter(self) -> TokenCounter:
