@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from hotswapd.core.seams import EventSink
@@ -24,16 +23,20 @@ from hotswapd.wire.compact import calibration_ranges, ranges_fingerprint
 
 log = logging.getLogger(__name__)
 NAME = "calibration"
-CALIBRATION_SECONDS = 120.0  # a model this slow on ~30 texts serves floats until it is reloaded
 REMOTE_BACKENDS = frozenset({"openai", "sagemaker"})
 
 
-@dataclass(frozen=True)
 class Calibration:
-    ranges: Any  # 2 x dim float32
-    fingerprint: str
-    texts: int
-    seconds: float
+    """A version's ranges, measured on the inference thread after its load (queued there
+    before any of its requests can be, so they are ready by the first reply that needs
+    them); ``ranges`` is None until then, or if the measurement failed."""
+
+    def __init__(self, texts: int) -> None:
+        self.texts = texts
+        self.ranges: Any = None
+        self.fingerprint: str | None = None
+        self.seconds = 0.0
+        self.problem: str | None = None
 
     def close(self) -> None:
         """Nothing to release: a small array."""
@@ -55,28 +58,38 @@ class CalibrationHook:
         spec = loaded.config
         if spec.task != "embed" or spec.backend in REMOTE_BACKENDS or loaded.caps.composite is not None:
             return
-        started = time.perf_counter()
-        try:
-            import numpy as np
+        texts = [f"{CALIBRATION_MARK} {text}" for text in calibration_texts()]  # marked: not a request (a test double tells)
+        calibration = Calibration(len(texts))
 
-            # Marked: not a request, so a test double never counts it as one.
-            texts = [f"{CALIBRATION_MARK} {text}" for text in calibration_texts()]
-            vectors = np.asarray(self._run(lambda: loaded.embedder.encode(texts, normalize=True)).result(CALIBRATION_SECONDS), dtype=np.float32)
-            if vectors.ndim != 2 or not np.isfinite(vectors).all():
-                log.warning("%s@%s: calibration vectors unusable (shape %s); int8/uint8 output is refused", loaded.model, loaded.version, vectors.shape)
+        def measure() -> None:
+            # On the inference thread: never beside a batch. Never waited for here: a load
+            # must not stall behind the batches in flight (a reload while one is held).
+            started = time.perf_counter()
+            try:
+                import numpy as np
+
+                vectors = np.asarray(loaded.embedder.encode(texts, normalize=True), dtype=np.float32)
+                if vectors.ndim != 2 or not np.isfinite(vectors).all():
+                    raise ValueError(f"unusable calibration vectors (shape {vectors.shape})")
+                ranges = calibration_ranges(vectors)
+            except Exception as exc:  # noqa: BLE001 -- a feature's failure is its own: the version serves floats
+                calibration.problem = f"{type(exc).__name__}: {exc}"
+                log.warning("%s@%s: calibration failed (%s); int8/uint8 output is refused", loaded.model, loaded.version, calibration.problem)
                 return
-            ranges = calibration_ranges(vectors)
-        except Exception:  # noqa: BLE001 -- a feature's failure is its own: the version serves floats
-            log.exception("%s@%s: calibration failed; int8/uint8 output is refused", loaded.model, loaded.version)
-            return
-        loaded.attachments[NAME] = Calibration(ranges, ranges_fingerprint(ranges), len(texts), time.perf_counter() - started)
+            calibration.fingerprint, calibration.seconds = ranges_fingerprint(ranges), time.perf_counter() - started
+            calibration.ranges = ranges  # last: a reader that sees ranges sees the fingerprint too
+
+        loaded.attachments[NAME] = calibration
+        self._run(measure)
 
     def switch_check(self, current: LoadedVersion, target: LoadedVersion) -> bool:
         return False  # vouches for nothing: the embedding-space guard decides
 
     def describe(self, loaded: LoadedVersion) -> dict[str, Any] | None:
         found = loaded.attachments.get(NAME)
-        return {"fingerprint": found.fingerprint, "texts": found.texts, "seconds": round(found.seconds, 3)} if found else None
+        if found is None:
+            return None
+        return {"fingerprint": found.fingerprint, "texts": found.texts, "seconds": round(found.seconds, 3), "problem": found.problem}
 
     def refresh(self, loaded: LoadedVersion, on_event: EventSink) -> str | None:
         return None

@@ -25,6 +25,7 @@ from hotswapd.errors import (
     DaemonTimeout,
     InvalidText,
     ProtocolError,
+    RequestError,
     TextTooLong,
     error_from_wire,
 )
@@ -302,6 +303,23 @@ class Client:
         options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.request("search", model=model, options=options, payload=payload, timeout=timeout)[0]
+
+    def search_reranked(self, query: Text, model: str | None = None, *, rerank: str, k: int = 10, candidates: int = 100, key: str | None = None,
+                        exact: bool = False, timeout: float | None = None, prompt: str | None = None) -> dict[str, Any]:
+        """Two stages: the ``candidates`` rows of the version's corpus nearest ``query``, then
+        ordered by the rerank version ``rerank`` (a cross-encoder reads query and row text
+        together); the best ``k``. The answer names both versions; each hit keeps its
+        first-stage cosine as ``retrieval_score`` and gets the reranker's ``score``."""
+        found = self.search(query, model, k=max(k, candidates), key=key, exact=exact, timeout=timeout, prompt=prompt)
+        hits = found["results"][0]
+        if not hits:
+            return {**found, "reranker": None}
+        if any(hit.get("text") is None for hit in hits):
+            raise RequestError(f"the corpus of {found['model']}@{found['version']} keeps no texts (built with --no-texts): there is nothing to rerank")
+        scored = self.rerank(query, [hit["text"] for hit in hits], rerank, top_n=k, key=key, timeout=timeout)
+        results = [{**hits[item["index"]], "score": item["score"], "retrieval_score": hits[item["index"]]["score"]} for item in scored["results"]]
+        reranker = {name: scored[name] for name in ("model", "version", "fingerprint")}
+        return {**found, "k": k, "candidates": len(hits), "results": [results], "reranker": reranker}
 
     def rerank(
         self, query: Text, documents: Sequence[Text], model: str | None = None, *, top_n: int | None = None, raw_scores: bool = False,

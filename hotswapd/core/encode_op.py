@@ -282,8 +282,9 @@ def _calibration(encoding: Encoding) -> dict[str, Any]:
     these float rows into steps exactly as every other int8 row of this version."""
     loaded = encoding.loaded
     found = loaded.attachments.get("calibration")
-    if found is None:
-        raise RequestError(f"{loaded.model}@{loaded.version} has no int8/uint8 calibration (a remote, rerank or ensemble version, or its calibration failed)")
+    if found is None or found.ranges is None:
+        why = (found.problem or "still measuring: retry") if found is not None else "a remote, rerank or ensemble version"
+        raise RequestError(f"{loaded.model}@{loaded.version} has no int8/uint8 calibration ({why})")
     if not encoding.normalized:
         raise RequestError("int8/uint8 output is calibrated on normalized vectors: ask for them without --no-normalize")
     return {"ranges": found.ranges.tolist(), "calibration": found.fingerprint}

@@ -29,7 +29,7 @@ from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
 from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, parse_tokenize, tei_body
-from hotswapd.http.search_api import parse_search, search_body
+from hotswapd.http.search_api import parse_search, reranked, search_body
 from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.compact import CALIBRATED, quantize
 from hotswapd.wire.protocol import VECTOR_DTYPE
@@ -102,8 +102,19 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         seconds = _timeout(request, timeout)
         options = {**_sticky(request), "deadline_ms": int(seconds * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.queries)]
+        if parsed.rerank is not None:
+            options["k"] = max(parsed.k, parsed.candidates)
         head, _ = await bridge.request("search", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
-        return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)
+        if parsed.rerank is None or not head["results"][0]:
+            return Response(orjson.dumps(search_body(head)), 200, _version_headers(head), media_type=JSON)
+        texts = [hit.get("text") for hit in head["results"][0]]
+        if any(text is None for text in texts):
+            raise ApiError(409, "the corpus keeps no texts (built with --no-texts): there is nothing to rerank", code="corpus_unavailable", param="rerank")
+        rerank_options = {**_sticky(request), "deadline_ms": int(seconds * 1000), "top_n": parsed.k}
+        scored, _ = await bridge.request("rerank", timeout=seconds, model=parsed.rerank, options=rerank_options,
+                                         payload=[_utf8(text, 0) for text in [parsed.queries[0], *texts]], gone=_disconnected(request))
+        headers = {**_version_headers(head), "X-Hotswap-Reranker": f"{scored['model']}@{scored['version']}"}
+        return Response(orjson.dumps(search_body(reranked(head, scored, parsed.k), scored)), 200, headers, media_type=JSON)
 
     async def rerank(request: Request, parse: Callable[[bytes], RerankRequest], shape: Callable[[dict[str, Any], RerankRequest], Any]) -> Response:
         parsed = parse(await _body(request, max_body, settings.read_timeout_seconds))

@@ -22,6 +22,8 @@ class SearchRequest:
     model: str | None
     k: int
     exact: bool = False
+    rerank: str | None = None  # a rerank model that orders the candidates (two stages)
+    candidates: int = 100
 
 
 def parse_search(body: bytes) -> SearchRequest:
@@ -42,9 +44,28 @@ def parse_search(body: bytes) -> SearchRequest:
     exact = data.get("exact", False)
     if not isinstance(exact, bool):
         raise ApiError(400, "'exact' must be true or false", param="exact")
-    return SearchRequest(queries, model, k, exact)
+    rerank = data.get("rerank")
+    if rerank is not None and (not isinstance(rerank, str) or not rerank.partition("@")[0] or len(rerank) > MAX_MODEL_CHARS):
+        raise ApiError(400, "'rerank' must be a rerank model's name (NAME or NAME@VERSION)", param="rerank")
+    candidates = data.get("candidates", 100)
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or not 0 < candidates <= MAX_K:
+        raise ApiError(400, f"'candidates' must be an integer in 1..{MAX_K}", param="candidates")
+    if rerank is not None and len(queries) != 1:
+        raise ApiError(400, "'rerank' takes one query", param="query")
+    return SearchRequest(queries, model, k, exact, rerank, candidates)
 
 
-def search_body(head: dict[str, Any]) -> dict[str, Any]:
+def search_body(head: dict[str, Any], reranker: dict[str, Any] | None = None) -> dict[str, Any]:
     data = [{"object": "search_result", "index": index, "results": results} for index, results in enumerate(head["results"])]
-    return {"object": "list", "model": f"{head['model']}@{head['version']}", "data": data, "rows": head["rows"], "search_ms": head["search_ms"]}
+    body = {"object": "list", "model": f"{head['model']}@{head['version']}", "data": data, "rows": head["rows"], "search_ms": head["search_ms"]}
+    if reranker is not None:  # two stages: both versions named
+        body["reranker"] = f"{reranker['model']}@{reranker['version']}"
+    return body
+
+
+def reranked(found: dict[str, Any], scored: dict[str, Any], k: int) -> dict[str, Any]:
+    """The first stage's hits ordered by the reranker's scores (the best ``k``); each keeps
+    its cosine as ``retrieval_score``."""
+    hits = found["results"][0]
+    results = [{**hits[item["index"]], "score": item["score"], "retrieval_score": hits[item["index"]]["score"]} for item in scored["results"][:k]]
+    return {**found, "results": [results]}

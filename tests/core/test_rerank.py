@@ -98,3 +98,57 @@ def test_a_canary_of_a_rerank_version_under_traffic_fails_nothing(start: StartDa
         scale = 0.01 if answer["version"] == "v1" else 0.02
         first = answer["results"][0]
         assert first["score"] == pytest.approx(sigmoid(raw("another document", scale)))
+
+
+def test_two_stage_search_reranks_the_corpus_candidates_and_names_both_versions(start: StartDaemon, tmp_path: Path) -> None:
+    from tests.core.test_corpus import build_corpus, sentences, write_jsonl
+
+    texts = sentences(300, seed=4)
+    source = write_jsonl(tmp_path / "docs.jsonl", texts)
+    config = fake_config(tmp_path, {"v1": {"dim": 16, "embeddings_path": str(tmp_path / "corpus")}}) + fake_config(tmp_path, {"r1": {**RERANK, "scale": 0.01}}, model="rr")
+    with start(config) as daemon, daemon.client() as client:
+        build_corpus(client, "m@v1", source, tmp_path / "corpus")
+        client.evict("m")
+        first = client.search("bank rates", "m", k=50)["results"][0]
+        answer = client.search_reranked("bank rates", "m", rerank="rr", k=5, candidates=50)
+        assert answer["reranker"]["model"] == "rr" and answer["reranker"]["version"] == "r1" and answer["version"] == "v1"
+        hits = answer["results"][0]
+        # The reranker (longer pair, higher score) picks the 5 longest of the 50 candidates.
+        expected = sorted(first, key=lambda hit: (-len(hit["text"]), first.index(hit)))[:5]
+        assert [hit["row"] for hit in hits] == [hit["row"] for hit in expected]
+        assert all(hit["score"] == pytest.approx(sigmoid((1 + len("bank rates") + 1 + len(hit["text"])) * 0.01)) for hit in hits)
+        assert {hit["retrieval_score"] for hit in hits} <= {hit["score"] for hit in first}
+
+
+def test_the_http_search_reranks_in_two_stages_and_rerank_shapes_refuse_bad_bodies(start: StartDaemon, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.core.test_corpus import build_corpus, sentences, write_jsonl
+    from tests.core.test_http import serving
+
+    texts = sentences(100, seed=6)
+    source = write_jsonl(tmp_path / "docs.jsonl", texts)
+    extra = '[http]\nlisten = "127.0.0.1:0"\n'
+    config = fake_config(tmp_path, {"v1": {"dim": 16, "embeddings_path": str(tmp_path / "corpus")}}, extra=extra) + fake_config(tmp_path, {"r1": {**RERANK, "scale": 0.01}}, model="rr")
+    with serving(start, config) as (daemon, url), daemon.client() as client:
+        build_corpus(client, "m@v1", source, tmp_path / "corpus")
+        client.evict("m")
+        expected = client.search_reranked("bank rates", "m", rerank="rr", k=3, candidates=20)
+        answer = httpx.post(f"{url}/v1/search", json={"model": "m", "query": "bank rates", "k": 3, "rerank": "rr", "candidates": 20}, timeout=30)
+        assert answer.status_code == 200 and answer.headers["X-Hotswap-Reranker"] == "rr@r1" and answer.json()["reranker"] == "rr@r1"
+        assert [hit["row"] for hit in answer.json()["data"][0]["results"]] == [hit["row"] for hit in expected["results"][0]]
+        bad = [
+            ("/v1/rerank", {"model": "rr", "query": "", "documents": ["a"]}, "query"),
+            ("/v1/rerank", {"model": "rr", "query": "q", "documents": []}, "documents"),
+            ("/v1/rerank", {"model": "rr", "query": "q", "documents": ["a", ""]}, "documents"),
+            ("/v1/rerank", {"model": "rr", "query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
+            ("/rerank", {"query": "q", "texts": ["a\u0000b"]}, "texts"),
+            ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": "yes"}, "raw_scores"),
+            ("/tokenize", {"inputs": []}, "inputs"),
+        ]
+        for path, body, param in bad:
+            refused = httpx.post(f"{url}{path}", json=body, timeout=30)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param, (path, refused.text)
+        wrong = httpx.post(f"{url}/v1/rerank", json={"model": "m", "query": "q", "documents": ["a"]}, timeout=30)
+        assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "wrong_task"
+        assert httpx.post(f"{url}/rerank", json={"model": "rr", "query": "q", "texts": ["a", "bb"]}, timeout=30).json()[0]["index"] == 1
