@@ -33,7 +33,10 @@ def shell_lines(block: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[RunningDaemon]:
+    from tests.tinymodel import build_tiny_cross_encoder
+
     workdir = tmp_path_factory.mktemp("readme")
+    cross_encoder = build_tiny_cross_encoder(workdir / "tiny-ce")
     config = write_config(
         workdir / "config.toml",
         f"""
@@ -52,6 +55,13 @@ device = "cpu"
 max_seq_length = 128
 [models.minilm.versions.wide-v3]
 source = "{tiny_model}"
+
+[models.rr]
+active = "v1"
+[models.rr.versions.v1]
+task = "rerank"
+source = "{cross_encoder}"
+device = "cpu"
 """,
     )
     with serving(config, workdir) as running:
@@ -59,7 +69,7 @@ source = "{tiny_model}"
 
 
 def test_the_marked_blocks_are_found() -> None:
-    assert len(marked_blocks("bash")) == 2 and len(marked_blocks("python")) == 1
+    assert len(marked_blocks("bash")) == 3 and len(marked_blocks("python")) == 1
 
 
 def test_readme_shell_blocks_run_in_order(daemon: RunningDaemon, tmp_path: Path) -> None:
