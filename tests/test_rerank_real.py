@@ -43,6 +43,16 @@ task = "rerank"
 source = "{cross_encoder}"
 device = "cpu"
 preload = true
+[models.rr.versions.onnx]
+task = "rerank"
+backend = "onnx"
+source = "{cross_encoder}"
+[models.rr.versions.onnx-int8]
+task = "rerank"
+backend = "onnx"
+source = "{cross_encoder}"
+quantize = "int8"
+min_spearman = -1.0  # random weights score every pair alike: int8 noise reorders them; a real model is gated at 0.95
 """)
     with serving(config, workdir) as running:
         yield running
@@ -95,3 +105,16 @@ def test_cohere_sdk_and_tei_shape_get_the_same_scores(daemon: RunningDaemon, exp
     assert body["model"] == "rr@v1" and body["usage"]["total_tokens"] > 0 and body["results"][0]["document"]["text"] in DOCUMENTS
     refused = httpx.post(f"{url}/v1/embeddings", json={"model": "rr", "input": "x"}, timeout=60)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "wrong_task"
+
+
+def test_onnx_rerank_versions_export_check_and_score_like_torch(daemon: RunningDaemon, expected: np.ndarray) -> None:
+    with daemon.client() as client:
+        fp32 = client.rerank(QUERY, DOCUMENTS, "rr@onnx")
+        int8 = client.rerank(QUERY, DOCUMENTS, "rr@onnx-int8")
+        details = {item["version"]: item for item in client.models()[0]["version_detail"]}
+        switched = client.switch("rr", "onnx")  # the same task: a switch like any other
+    np.testing.assert_allclose(by_index(fp32["results"], "score"), expected, atol=1e-5)
+    np.testing.assert_allclose(by_index(int8["results"], "score"), expected, atol=1e-3)
+    assert (fp32["version"], int8["version"]) == ("onnx", "onnx-int8")
+    assert details["onnx-int8"]["state"] == "loaded"
+    assert details["onnx"]["state"] == "loaded" and switched["outcome"] == "done"

@@ -31,6 +31,7 @@ from hotswapd.backends.support.tokenizing import TextTokenizer
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
+    from hotswapd.backends.onnx_rerank import OnnxCrossEncoder
     import numpy as np
     import onnxruntime
 
@@ -59,6 +60,9 @@ class Options(BaseModel):
     # took the CPU from the processes using the daemon (an in-process model's single-text
     # p50 went from ~24 to ~94 ms beside an idle-spinning daemon); off unless asked for.
     spin_wait: bool = False
+    # A rerank version's export (task = "rerank") whose document order per query agrees less
+    # with torch's (Spearman, the minimum over the check's queries) is refused.
+    min_spearman: float = Field(default=0.95, ge=-1.0, le=1.0)
 
 
 class OnnxEmbedder(GraphEmbedder):
@@ -113,11 +117,15 @@ def onnx_device(requested: str, fallback: str | None) -> str:
     return pick_device(requested, fallback, "CUDAExecutionProvider" in onnxruntime.get_available_providers(), "onnxruntime")
 
 
-def load(path: Path, version: VersionSpec) -> OnnxEmbedder:
+def load(path: Path, version: VersionSpec) -> OnnxEmbedder | OnnxCrossEncoder:
     try:
         import onnxruntime  # noqa: F401 -- fail early with an install hint
     except ImportError as exc:
         raise ModelLoadError("backend 'onnx' needs onnxruntime: pip install 'hotswap[onnx]'") from exc
+    if getattr(version, "task", "embed") == "rerank":  # a cross-encoder's logits, not vectors
+        from hotswapd.backends.onnx_rerank import load as load_cross_encoder
+
+        return load_cross_encoder(path, version)
     options: Options = version.options  # type: ignore[assignment]
     device = onnx_device(version.device, version.fallback)
     file, layout_dir, details = _onnx_file(path, version, options)

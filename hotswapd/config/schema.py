@@ -39,7 +39,7 @@ from hotswapd.sources.resolve import parse_source
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_MODEL_NAME = "minilm"
 # Built-in backends that compute vectors only (a rerank version names another).
-EMBED_ONLY_BACKENDS = frozenset({"onnx", "openvino", "transformers", "openai", "sagemaker", "auto", "ensemble"})
+EMBED_ONLY_BACKENDS = frozenset({"openvino", "transformers", "openai", "sagemaker", "auto", "ensemble"})
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
@@ -142,7 +142,7 @@ class VersionConfig(_Frozen):
         if self.task != "rerank":
             return self
         if self.backend in EMBED_ONLY_BACKENDS:
-            raise ValueError(f".task: rerank versions run on sentence-transformers (CrossEncoder) or a plugin, not backend {self.backend!r}")
+            raise ValueError(f".task: rerank versions run on sentence-transformers (CrossEncoder), onnx or a plugin, not backend {self.backend!r}")
         if self.long_text == "chunk-mean":
             raise ValueError(".long_text: a pair's score cannot be averaged over windows; use truncate or error")
         if self.compatible_with is not None:

@@ -131,8 +131,11 @@ def read_check(directory: Path) -> dict[str, Any] | None:
         check = json.loads(read_regular(directory / "check.json", 1 << 20))
     except (OSError, ValueError, RecursionError):
         return None
-    numbers = ("mean_cosine", "min_cosine", "sample_size")
-    if not isinstance(check, dict) or not all(_finite_number(check.get(key)) for key in numbers):
+    if not isinstance(check, dict):
+        return None
+    # A cross-encoder's export records rank agreement; an embedder's, cosines.
+    numbers = ("spearman_min", "spearman_mean", "queries") if "spearman_min" in check else ("mean_cosine", "min_cosine", "sample_size")
+    if not all(_finite_number(check.get(key)) for key in numbers):
         return None
     return check
 
