@@ -8,7 +8,10 @@ its models at run time), so the model is a cross-encoder of all-MiniLM-L6-v2's g
 (6 layers, 384 wide, its tokenizer) with seeded random weights: the compute of
 ms-marco-MiniLM-L-6-v2, whose scores would mean nothing here. Pairs: a BBC News sentence
 as the query, 32 other sentences as its documents. Paths: the Python client (ZeroMQ, one
-request per query) and `POST /v1/rerank` (the HTTP door), with the embedding cache off.
+request per query; and two in flight), `POST /v1/rerank` (the HTTP door), and the same
+model exported to ONNX fp32 and int8 (with each query's Spearman against in-process fp32;
+with random weights every pair scores alike, so int8's small noise reorders them: the
+figure says nothing of a trained model's). The embedding cache is off.
 Target: each >= 0.95x in-process pairs/s.
 """
 
@@ -83,10 +86,23 @@ task = "rerank"
 source = "{model_dir}"
 device = "cpu"
 preload = true
+[models.rr.versions.onnx]
+task = "rerank"
+backend = "onnx"
+source = "{model_dir}"
+preload = true
+[models.rr.versions.onnx-int8]
+task = "rerank"
+backend = "onnx"
+source = "{model_dir}"
+quantize = "int8"
+min_spearman = -1.0  # random weights: the gate would refuse what a real model passes; the table shows the figure
+preload = true
 """)
     daemon = start_daemon(config, workdir)
     figures: dict[str, list[float]] = {"in-process CrossEncoder.predict": [], "daemon, Client.rerank (ZeroMQ)": [], "daemon, Client.rerank, 2 in flight": [],
-                                       "daemon, POST /v1/rerank": []}
+                                       "daemon, POST /v1/rerank": [], "daemon, ONNX fp32 (Client)": [], "daemon, ONNX int8 (Client)": []}
+    onnx_scores: dict[str, list[dict]] = {}
     agreement = 0.0
     try:
         with daemon.client() as client, httpx.Client(timeout=300) as web:
@@ -109,8 +125,13 @@ preload = true
                 for q, docs in work:
                     web.post(f"{url}/v1/rerank", json={"model": "rr", "query": q, "documents": docs}).raise_for_status()
                 figures["daemon, POST /v1/rerank"].append(pairs / (time.perf_counter() - started))
+                for name, spec in (("daemon, ONNX fp32 (Client)", "rr@onnx"), ("daemon, ONNX int8 (Client)", "rr@onnx-int8")):
+                    started = time.perf_counter()
+                    onnx_scores[spec] = [client.rerank(q, docs, spec) for q, docs in work]
+                    figures[name].append(pairs / (time.perf_counter() - started))
             got = np.concatenate([[hit["score"] for hit in sorted(answer["results"], key=lambda h: h["index"])] for answer in served])
             agreement = float(np.max(np.abs(got - np.concatenate(local))))
+            spearman = {spec: _spearman_per_query(answers, local) for spec, answers in onnx_scores.items()}
     finally:
         daemon.stop()
     base = float(np.median(figures["in-process CrossEncoder.predict"]))
@@ -120,7 +141,19 @@ preload = true
     for name, values in figures.items():
         median = float(np.median(values))
         print(f"{name:<36} {median:>9.1f} {median / base:>13.2f}x")
+    for spec, (low, mean) in spearman.items():
+        print(f"{spec}: Spearman of each query's document order against in-process fp32: min {low:.4f}, mean {mean:.4f}")
     print(json.dumps({name: round(float(np.median(values)), 1) for name, values in figures.items()}))
+
+
+def _spearman_per_query(answers: list[dict], local: list) -> tuple[float, float]:
+    import numpy as np
+
+    from hotswapd.backends.cross_encoder_export import spearman
+
+    values = [spearman(np.asarray(expected, dtype=np.float64), np.array([hit["score"] for hit in sorted(answer["results"], key=lambda h: h["index"])]))
+              for answer, expected in zip(answers, local, strict=True)]
+    return min(values), float(np.mean(values))
 
 
 if __name__ == "__main__":

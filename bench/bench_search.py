@@ -15,6 +15,10 @@ past the corpus's own count), the embedding cache off:
             p50/p99 and recall@10 against the exact results of the same queries
             (targets: p50 <= 1 ms, recall@10 >= 0.95)
   memory    what the daemon counts for the corpus vs the raw matrix size
+  compact   `hs index compact` int8 and binary copies: each searched (then the best 100
+            rescored with the float rows), p50/p99 and recall@10 against exact float search
+            (targets, binary: recall@10 >= 0.95 at <= 1/16 of the float matrix's memory,
+            p50 <= the float exact search)
 """
 
 from __future__ import annotations
@@ -98,6 +102,24 @@ def main() -> None:
             figures["corpus MiB counted"] = detail["corpus"]["memory_mb"]
             vectors = np.stack([client.encode([q], "minilm").embeddings[0] for q in queries[:50]])
             exact_rows = [{hit["row"] for hit in client.search(q, "minilm", k=10, exact=True)["results"][0]} for q in queries]
+            # Compact copies (issue 30): scanned first, the best 100 rescored with the float rows.
+            for kind in ("int8", "binary"):
+                figures[f"{kind} copy write s (hs index compact)"] = timed_hs("index", "compact", str(corpus), "--dtype", kind, endpoint=daemon.endpoint)
+            client.search(queries[0], "minilm", k=10)  # the new files are picked up at the next search
+            for kind in ("float", "int8", "binary"):
+                kind_ms, found = [], 0
+                for query, truth in zip(queries, exact_rows, strict=True):
+                    answer = client.search(query, "minilm", k=10, precision=kind)
+                    kind_ms.append(answer["search_ms"])
+                    found += len(truth & {hit["row"] for hit in answer["results"][0]})
+                figures[f"{kind} search p50 ms (server)"] = statistics.median(kind_ms)
+                figures[f"{kind} search p99 ms (server)"] = percentile(kind_ms, 99)
+                figures[f"{kind} recall@10 vs exact float"] = found / (10 * len(queries))
+            figures["corpus MiB counted, with the binary copy"] = next(item for item in client.models()[0]["version_detail"] if item["version"] == "int8")["corpus"]["memory_mb"]
+            for kind, name in (("float", "embeddings.npy"), ("int8", "embeddings.int8.npy"), ("binary", "embeddings.ubinary.npy")):
+                figures[f"{kind} matrix MiB"] = (corpus / name).stat().st_size / 2**20
+            (corpus / "embeddings.int8.npy").unlink()  # the ANN phase next measures the index alone
+            (corpus / "embeddings.ubinary.npy").unlink()
             figures["ann build s (hs index ann)"] = timed_hs("index", "ann", str(corpus), endpoint=daemon.endpoint)
             client.evict("minilm")
             client.search(queries[0], "minilm", k=10)
@@ -134,6 +156,9 @@ def main() -> None:
     print(f"\nbuild / plain encode: {figures['build rows/s'] / figures['encode rows/s']:.2f}x (target >= 0.95x)")
     print(f"search p50 (server) / numpy p50: {figures['search p50 ms (server)'] / figures['numpy p50 ms']:.2f}x (target <= 1.25x)")
     print(f"ANN p50 {figures['ann search p50 ms (server)']:.3f} ms (target <= 1 ms) at recall@10 {figures['ann recall@10 vs exact (these queries)']:.3f} (target >= 0.95)")
+    print(f"binary + rescoring: recall@10 {figures['binary recall@10 vs exact float']:.3f} (target >= 0.95) at "
+          f"{figures['binary matrix MiB'] / figures['float matrix MiB']:.3f} of the float matrix's memory (target <= 1/16 = 0.0625), "
+          f"p50 {figures['binary search p50 ms (server)']:.2f} ms vs float {figures['float search p50 ms (server)']:.2f} ms (target: <=)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -24,6 +24,7 @@ def build(
     resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted build in --output: no row lost or written twice.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted build in --output and start over.")] = False,
     ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate index (usearch HNSW) and report its recall@10.")] = False,
+    dtype: Annotated[list[str] | None, typer.Option("--dtype", help="Also write a compact copy searched first, rescored by the float rows: binary (1/32 the memory) or int8 (1/4). Repeatable.")] = None,
 ) -> None:
     """Encode a file with exactly MODEL@VERSION into a corpus directory, resumable.
 
@@ -49,8 +50,32 @@ def build(
         f"built {output}: {result.rows:,} rows{resumed}, {new:,} in {result.seconds:.1f} s "
         f"({new / max(result.seconds, 1e-9):,.0f} rows/s) with {result.model}@{result.version} ({result.fingerprint})\n"
     )
+    for kind in dtype or []:
+        _compact(output, kind)
     if ann:
         _ann(output)
+
+
+@app.command("compact")
+def compact_copy(
+    corpus: Annotated[Path, typer.Argument(help="A finished corpus directory.", exists=True, file_okay=False)],
+    dtype: Annotated[str, typer.Option("--dtype", help="binary (sign bits: 1/32 of the float rows) or int8 (the corpus's own ranges: 1/4).")] = "binary",
+) -> None:
+    """Write (or write again) a corpus's compact copy: searches scan it, then rescore the
+    best candidates with the float rows, which stay on disk.
+
+    Example: hs index compact corpora/v2 --dtype binary
+    """
+    _compact(corpus, dtype)
+
+
+def _compact(corpus: Path, dtype: str) -> None:
+    from hotswapd.corpus.compact_index import COMPACT, write_compact
+
+    if dtype not in COMPACT:
+        raise typer.BadParameter(f"one of {', '.join(COMPACT)}, not {dtype!r}", param_hint="'--dtype'")
+    written = write_compact(corpus, dtype)
+    sys.stderr.write(f"wrote {written} ({written.stat().st_size / 2**20:,.1f} MiB; the float rows: {(corpus / 'embeddings.npy').stat().st_size / 2**20:,.1f} MiB)\n")
 
 
 @app.command("ann")

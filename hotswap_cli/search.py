@@ -20,6 +20,7 @@ def search(
     key: Annotated[str | None, typer.Option("--key", help="Sticky key: during a rollout the same key always gets the same version.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Scan every row even when the corpus has an approximate index.")] = False,
     prompt: Annotated[str | None, typer.Option("--prompt", help="One of the version's prompts by name (query), put before the query.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="float (every float row), binary or int8 (that compact copy, rescored by float rows); default: the corpus's fastest.")] = None,
     rerank: Annotated[str | None, typer.Option("--rerank", help="Then order the candidates with this rerank model (MODEL or MODEL@VERSION).", metavar="MODEL")] = None,
     candidates: Annotated[int, typer.Option("--candidates", min=1, max=1000, help="With --rerank: how many nearest rows the reranker reads.")] = 100,
     as_json: JsonFlag = False,
@@ -34,7 +35,7 @@ def search(
     if rerank is not None:
         answer = client.search_reranked(query, model, rerank=rerank, k=k, candidates=candidates, key=key, exact=exact, prompt=prompt)
     else:
-        answer = client.search(query, model, k=k, key=key, exact=exact, prompt=prompt)
+        answer = client.search(query, model, k=k, key=key, exact=exact, prompt=prompt, precision=precision)
     if as_json:
         print_json(answer)
         return

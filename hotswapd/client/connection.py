@@ -290,7 +290,8 @@ class Client:
             raise ProtocolError(f"encode reply has {len(payload)} payload frames, expected 1")
         return EncodeResult(result, payload[0])
 
-    def search(self, queries: Text | Sequence[Text], model: str | None = None, *, k: int = 10, key: str | None = None, exact: bool = False, timeout: float | None = None, prompt: str | None = None) -> dict[str, Any]:
+    def search(self, queries: Text | Sequence[Text], model: str | None = None, *, k: int = 10, key: str | None = None, exact: bool = False, timeout: float | None = None, prompt: str | None = None,
+               precision: str | None = None) -> dict[str, Any]:
         """The ``k`` rows of the version's corpus nearest each query, scored by cosine.
         The daemon encodes the queries and searches with one version, picked once for the
         request (``model`` may pin it as ``"name@version"``; ``key`` is a rollout's sticky
@@ -299,7 +300,8 @@ class Client:
         "id", "text"}`` for query ``i``, best first. ``exact`` skips the corpus's approximate
         index, if it has one. ``prompt`` names one of the version's prompts ("query")."""
         texts = [queries] if isinstance(queries, (str, bytes)) else list(queries)
-        options: dict[str, Any] = {"k": k, **_options(None, key, prompt), **({"exact": True} if exact else {}), **current_traceparent()}
+        options: dict[str, Any] = {"k": k, **_options(None, key, prompt), **({"exact": True} if exact else {}), **({"precision": precision} if precision else {}),
+                                   **current_traceparent()}
         options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
         payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
         return self.request("search", model=model, options=options, payload=payload, timeout=timeout)[0]

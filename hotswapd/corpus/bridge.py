@@ -119,9 +119,9 @@ class BridgedCorpus:
     def describe(self) -> dict[str, Any]:
         return {**self._corpus.describe(), "dim": self.dim, "bridge": self.bridge}
 
-    def search(self, query: np.ndarray, k: int, *, exact: bool = False) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int, *, exact: bool = False, precision: str | None = None) -> list[Hit]:
         mapped = _normalised(np.asarray(query, dtype=np.float32).reshape(1, -1) @ self._matrix)[0]
-        return self._corpus.search(mapped, k, exact=exact)
+        return self._corpus.search(mapped, k, exact=exact, precision=precision)
 
     def acquire(self) -> bool:
         return self._corpus.acquire()

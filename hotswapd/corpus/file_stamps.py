@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from hotswapd.corpus.ann import ANN, ANN_FACTS
+from hotswapd.corpus.compact_index import COMPACT, INT8_RANGES
 from hotswapd.corpus.files import MANIFEST, MATRIX, OFFSETS, ROWS
 
 FileStamp = tuple[int, int, int, int]  # device, inode, size, mtime ns (size and time 0: a directory)
@@ -27,7 +28,7 @@ def corpus_stamp(where: Path) -> Stamp:
     head = stamps([where, where / MANIFEST])
     if head[1][1] is None:  # no manifest: not a corpus (yet); a bare matrix is its own first entry
         return head
-    return head + stamps([where / name for name in (MATRIX, ROWS, OFFSETS, ANN, ANN_FACTS)])
+    return head + stamps([where / name for name in (MATRIX, ROWS, OFFSETS, ANN, ANN_FACTS, *COMPACT.values(), INT8_RANGES)])
 
 
 def stamps(paths: list[Path]) -> Stamp:

@@ -27,6 +27,7 @@ from hotswapd.wire.protocol import Request
 
 MAX_QUERIES = 64
 DEFAULT_K = 10
+PRECISIONS = ("float", "binary", "int8")  # which copy of a corpus's matrix is scanned
 
 
 class SearchOp(EncodeOp):
@@ -42,11 +43,14 @@ class SearchOp(EncodeOp):
         # Cosine against a normalised corpus: the query is normalised whatever was asked.
         return EncodeFlags(normalize=True, use_cache=use_cache, count_tokens=False)
 
-    def context(self, request: Request) -> tuple[int, bool]:
+    def context(self, request: Request) -> tuple[int, bool, str | None]:
         k = option(request, "k", int, DEFAULT_K)
         if not 0 < k <= MAX_K:
             raise ProtocolError(f"option 'k' must be in 1..{MAX_K}")
-        return int(k), bool(option(request, "exact", bool, False))
+        precision = option(request, "precision", str)
+        if precision not in (None, *PRECISIONS):
+            raise ProtocolError(f"option 'precision' must be one of {', '.join(PRECISIONS)}")
+        return int(k), bool(option(request, "exact", bool, False)), precision
 
     def respond(self, loaded: LoadedVersion, encoded: Encoding | HotswapError, flags: EncodeFlags, release_ticket: Callable[[], None], reply: Reply, context: Any) -> None:
         def search() -> None:
@@ -64,8 +68,8 @@ class SearchOp(EncodeOp):
 
         self._s.workers.submit("search", search)
 
-    def _search(self, loaded: LoadedVersion, encoded: Encoding, asked: tuple[int, bool]) -> Outcome:
-        k, exact = asked
+    def _search(self, loaded: LoadedVersion, encoded: Encoding, asked: tuple[int, bool, str | None]) -> Outcome:
+        k, exact, precision = asked
         # The corpus as its files are now (replaced on disk: re-opened first), held open
         # for this search even if a newer one is swapped in meanwhile.
         corpus, problem = take(loaded, self._registry.on_event)
@@ -75,7 +79,7 @@ class SearchOp(EncodeOp):
         queries = encoded.vectors  # the query vectors as the pipeline answered them: no wire in between
         started = time.perf_counter()
         try:
-            results = [[asdict(hit) for hit in corpus.search(query, k, exact=exact)] for query in queries]
+            results = [[asdict(hit) for hit in corpus.search(query, k, exact=exact, precision=precision)] for query in queries]
             described, rows, where = corpus.describe(), corpus.rows, str(corpus.where)  # while it is held open
         except CorpusError as exc:
             raise CorpusUnavailable(f"{name}: {exc}") from None
@@ -89,7 +93,7 @@ class SearchOp(EncodeOp):
             "corpus": where,
             "rows": rows,
             "k": k,
-            "index": "exact" if exact else described["index"],
+            "index": _index_used(described, exact, precision),
             "results": results,
             "search_ms": round(seconds * 1000, 3),
             # Another version's corpus, searched through a fitted map until this one's is built.
@@ -99,8 +103,19 @@ class SearchOp(EncodeOp):
         return Outcome(result, [])
 
 
+def _index_used(described: dict[str, Any], exact: bool, precision: str | None) -> str:
+    """What answered: the float rows, a compact copy rescored by them, or the ANN index."""
+    if exact or precision == "float":
+        return "exact"
+    if precision is not None:
+        return f"{precision}+rescore"
+    if described["index"] == "exact" and described.get("compact"):
+        return f"{'binary' if 'binary' in described['compact'] else 'int8'}+rescore"
+    return str(described["index"])
+
+
 SEARCH_OP = OpSpec(
     "search",
-    frozenset({"key", "deadline_ms", "no_cache", "k", "exact", "prompt", "traceparent"}),
+    frozenset({"key", "deadline_ms", "no_cache", "k", "exact", "prompt", "traceparent", "precision"}),
     lambda services: SearchOp(services).prepare,
 )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hotswapd.corpus.ann import AnnIndex, has_ann
+from hotswapd.corpus.compact_index import MIN_CANDIDATES, RESCORE, CompactIndex
 from hotswapd.corpus.files import (
     MATRIX,
     OFFSETS,
@@ -59,6 +60,8 @@ class Corpus:
         self._rows_fd = rows_fd
         self._ann: AnnIndex | None = None
         self.ann_problem: str | None = None
+        self._compact: CompactIndex | None = None
+        self.compact_problem: str | None = None
         # Searches using it now: a corpus swapped out is closed after the last of them.
         self._users = 0
         self._retired = False
@@ -69,6 +72,12 @@ class Corpus:
             except CorpusError as exc:
                 self.ann_problem = str(exc)
                 log.warning("%s is searched exactly: %s", where, exc)
+        if manifest is not None:
+            try:
+                self._compact = CompactIndex(where, manifest.rows, matrix.shape[1])
+            except CorpusError as exc:
+                self.compact_problem = str(exc)
+                log.warning("%s is searched with its float rows: %s", where, exc)
 
     @property
     def rows(self) -> int:
@@ -80,7 +89,10 @@ class Corpus:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self._matrix.nbytes + (self._offsets.nbytes if self._offsets is not None else 0))
+        """What searching it keeps in memory: the compact copy when it has one (its float rows
+        stay on disk, read only for the candidates), else the float matrix; and the offsets."""
+        compact = self._compact.memory_bytes if self._compact is not None and self._compact.kinds else None
+        return int((compact if compact is not None else self._matrix.nbytes) + (self._offsets.nbytes if self._offsets is not None else 0))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -90,25 +102,39 @@ class Corpus:
             "memory_mb": round(self.memory_bytes / 2**20, 1),
             "index": self._ann.describe() if self._ann is not None else "exact",
             "ann_problem": self.ann_problem,
+            "compact": sorted(self._compact.kinds) if self._compact is not None else [],
+            "compact_problem": self.compact_problem,
+            "float_mb": round(self._matrix.nbytes / 2**20, 1),
             "texts": bool(self.manifest and self.manifest.texts),
             "built_by": self.manifest.fingerprint if self.manifest else None,
         }
 
-    def search(self, query: np.ndarray, k: int, *, exact: bool = False) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int, *, exact: bool = False, precision: str | None = None) -> list[Hit]:
         """The ``k`` rows most similar to ``query`` (cosine: both sides are normalised):
-        through the approximate index when there is one (unless ``exact``), else by one
-        matrix-vector product over every row."""
+        through the approximate index when there is one, else the compact copy's candidates
+        rescored with their float rows, else one matrix-vector product over every row.
+        ``exact`` (or ``precision = "float"``) scans the float rows; ``precision = "binary"``
+        or ``"int8"`` picks that compact copy."""
         if not 0 < k <= MAX_K:
             raise CorpusError(f"k must be in 1..{MAX_K}")
         if self.rows == 0:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(self.dim)
         k = min(k, self.rows)
-        rows = self._ann.candidates(query, k) if self._ann is not None and not exact else None
+        kinds = self._compact.kinds if self._compact is not None else {}
+        if precision not in (None, "float") and precision not in kinds:
+            raise CorpusError(f"{self.where} has no {precision} copy (hs index compact {self.where} --dtype {precision})")
+        exact = exact or precision == "float"
+        chosen = precision if precision in kinds else (self._compact.preferred() if self._compact is not None and self._ann is None else None)
+        if chosen is not None and not exact:
+            assert self._compact is not None
+            rows = self._compact.candidates(query, max(MIN_CANDIDATES, RESCORE * k), chosen)
+        else:
+            rows = self._ann.candidates(query, k) if self._ann is not None and not exact else None
         if rows is not None:
             rows = rows[(rows >= 0) & (rows < self.rows)]
             found = self._matrix[np.sort(rows)] @ query  # exact scores for what the index found
-            order = np.argsort(-found, kind="stable")
+            order = np.argsort(-found, kind="stable")[:k]
             return _finite([self._hit(int(row), float(score)) for row, score in zip(np.sort(rows)[order], found[order], strict=True)], self.where)
         scores = self._matrix @ query
         top = np.argpartition(scores, -k)[-k:] if k < self.rows else np.arange(self.rows)

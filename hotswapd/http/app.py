@@ -100,7 +100,8 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
     async def search(request: Request) -> Response:
         parsed = parse_search(await _body(request, max_body, settings.read_timeout_seconds))
         seconds = _timeout(request, timeout)
-        options = {**_sticky(request), "deadline_ms": int(seconds * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {})}
+        options = {**_sticky(request), "deadline_ms": int(seconds * 1000), "k": parsed.k, **({"exact": True} if parsed.exact else {}),
+                   **({"precision": parsed.precision} if parsed.precision else {})}
         payload = [_utf8(text, index) for index, text in enumerate(parsed.queries)]
         if parsed.rerank is not None:
             options["k"] = max(parsed.k, parsed.candidates)

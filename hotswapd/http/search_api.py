@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hotswapd.corpus.search_op import DEFAULT_K, MAX_QUERIES
+from hotswapd.corpus.search_op import DEFAULT_K, MAX_QUERIES, PRECISIONS
 from hotswapd.corpus.store import MAX_K
 from hotswapd.http.openai_api import MAX_MODEL_CHARS, ApiError, json_object
 
@@ -22,6 +22,7 @@ class SearchRequest:
     model: str | None
     k: int
     exact: bool = False
+    precision: str | None = None  # float, binary or int8: which copy of the corpus is scanned
     rerank: str | None = None  # a rerank model that orders the candidates (two stages)
     candidates: int = 100
 
@@ -52,7 +53,10 @@ def parse_search(body: bytes) -> SearchRequest:
         raise ApiError(400, f"'candidates' must be an integer in 1..{MAX_K}", param="candidates")
     if rerank is not None and len(queries) != 1:
         raise ApiError(400, "'rerank' takes one query", param="query")
-    return SearchRequest(queries, model, k, exact, rerank, candidates)
+    precision = data.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ApiError(400, f"'precision' must be one of {', '.join(PRECISIONS)}", param="precision")
+    return SearchRequest(queries, model, k, exact, precision, rerank, candidates)
 
 
 def search_body(head: dict[str, Any], reranker: dict[str, Any] | None = None) -> dict[str, Any]:
