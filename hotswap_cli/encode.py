@@ -111,8 +111,8 @@ def encode(
     normalize = False if no_normalize else None
     kind = dtype.value
     calibrated = kind in ("int8", "uint8")
-    if kind != "float32" and (output is not None or ray is not None):
-        raise typer.BadParameter("--dtype shapes stdout's json, jsonl and npy; a file job (--output) writes float32", param_hint="'--dtype'")
+    if kind != "float32" and ray is not None:
+        raise typer.BadParameter("--dtype applies to stdout and to file jobs on this machine; a Ray job writes float32", param_hint="'--dtype'")
     if calibrated and no_normalize:
         raise typer.BadParameter("int8 and uint8 are calibrated on normalized vectors: drop --no-normalize", param_hint="'--dtype'")
     if resume and restart:
@@ -137,7 +137,7 @@ def encode(
         from hotswap_cli.encode_file import FileInput, encode_to_file
 
         source = FileInput(input_file, text_field, id_field, input_format, on_error.value)
-        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size, prompt, restart=restart)
+        encode_to_file(settings.client(), model, source, output, normalize, resume, key, chunk_size, prompt, restart=restart, dtype=kind)
         return
     out = sys.stdout.buffer
     if fmt is OutputFormat.npy and sys.stdout.isatty():

@@ -21,14 +21,14 @@ class FileInput:
 
 def encode_to_file(
     client: Client, model: str | None, source: FileInput, output: Path, normalize: bool | None, resume: bool, key: str | None, chunk_size: int, prompt: str | None = None,
-    *, restart: bool = False,
+    *, restart: bool = False, dtype: str = "float32",
 ) -> None:
     from hotswapd.jobs.file_job import encode_file
 
     reader = _reader(source)
     with RowProgress(reader) as progress:
         done = encode_file(client, model, reader, output, normalize=normalize, resume=resume, on_rows=progress.on_rows, key=key, chunk_size=chunk_size, prompt=prompt,
-                           restart=restart, pace=progress.pace)
+                           restart=restart, pace=progress.pace, dtype=dtype)
     new = done.rows - done.resumed_from
     resumed = f" (resumed after {done.resumed_from:,})" if done.resumed_from else ""
     rejected = f", {done.rejected:,} rejected (see {done.rejects})" if done.rejected else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,29 @@ def test_client_cli_and_http_give_quantize_embeddings_output(daemon: RunningDaem
     assert np.allclose(np.array([item["embedding"] for item in half.json()["data"]]), floats.astype(np.float16).astype(np.float64))
     refused = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": TEXTS, "embedding_dtype": "int4"}, timeout=60)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "embedding_dtype"
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "npy", "jsonl"])
+def test_file_jobs_write_compact_rows(daemon: RunningDaemon, tmp_path: Path, suffix: str) -> None:
+    source = tmp_path / "texts.txt"
+    source.write_text("".join(f"{text}\n" for text in TEXTS))
+    with daemon.client() as client:
+        result = client.encode(TEXTS, "tiny", ranges=True)
+    env = daemon_env(HOTSWAPD_SOCKET=daemon.endpoint, HOTSWAPD_NO_AUTOSTART="1")
+    for precision in ("int8", "binary"):
+        output = tmp_path / f"out-{precision}.{suffix}"
+        done = subprocess.run([str(HS), "encode", "-m", "tiny", "--input", str(source), "--output", str(output), "--dtype", precision],
+                              capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        expected = result.compact(precision)
+        if suffix == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(output)
+            assert str(table.schema.field("embedding").type.value_type) == "int8"
+            got = np.array(table.column("embedding").to_pylist(), dtype=expected.dtype)
+        elif suffix == "npy":
+            got = np.load(output)
+        else:
+            got = np.array([json.loads(line)["embedding"] for line in output.read_text().splitlines()], dtype=expected.dtype)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), (suffix, precision)

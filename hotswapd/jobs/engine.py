@@ -98,6 +98,7 @@ class Job:
     on_rows: Callable[[int], None] | None = None
     chunk_size: int = CHUNK
     pace: Pace | None = None  # a progress display's: hears of each answer, sizes the pieces
+    ranges: bool = False  # the version's int8/uint8 calibration comes with the rows (compact output)
     before_finish: Callable[[], None] | None = None  # a last check before the output is made whole
 
     def run(self, items: Iterable[Row | Rejected], resume: bool = False) -> JobResult:
@@ -177,7 +178,7 @@ class _Stream:
             received = 0
             try:
                 for result in self.job.client.encode_stream(self._texts(), self.spec, normalize=self.job.normalize, key=self.job.key, pin=True, prompt=self.job.prompt,
-                                                             pace=self.job.pace):
+                                                             pace=self.job.pace, ranges=self.job.ranges):
                     chunk = self.pending.popleft()
                     received += len(chunk.rows)
                     self._write(chunk, result)

@@ -17,6 +17,7 @@ from typing import Any
 
 from hotswapd.client.connection import Client
 from hotswapd.client.pace import Pace
+from hotswapd.wire.compact import CALIBRATED
 from hotswapd.files.readers import RowReader
 from hotswapd.jobs.engine import CHUNK, Job, JobResult, Sink
 from hotswapd.jobs.parquet_sink import PART_PREFIX, ParquetSink
@@ -78,6 +79,7 @@ def encode_file(
     prompt: str | None = None,
     restart: bool = False,
     pace: Pace | None = None,
+    dtype: str = "float32",
 ) -> FileJobResult:
     """Encode every row ``reader`` gives into ``output``; ``resume`` goes on with an
     interrupted job of the same input and output, ``restart`` discards it and starts over."""
@@ -88,21 +90,23 @@ def encode_file(
         with only_job(paths.output):
             if restart and paths.work.exists():
                 _clear(paths.work)  # only what a job writes; anything else there stays, and is said
-            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt, pace)
+            return _encode_file(client, model, reader, paths, normalize, resume, on_rows, key, chunk_size, prompt, pace, dtype)
     except OSError as exc:  # a full disk, no permission, a directory where a file should be
         raise JobError(f"{output}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
 
 def _encode_file(client: Client, model: str | None, reader: RowReader, paths: FileJobPaths, normalize: bool | None, resume: bool,
-                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int, prompt: str | None, pace: Pace | None) -> FileJobResult:
+                 on_rows: Callable[[int], None] | None, key: str | None, chunk_size: int, prompt: str | None, pace: Pace | None,
+                 dtype: str = "float32") -> FileJobResult:
     _check_targets(paths, reader)
     resume = _prepare(paths, resume)
-    sink = _Published(_sink(paths, reader), _moves(paths))
+    sink = _Published(_sink(paths, reader, dtype), _moves(paths))
     facts = input_facts(reader)
     settings = {"normalize": normalize, "output": paths.kind, "text_field": reader.text_field, "id_field": reader.id_field,
-                "on_error": "skip" if reader.skip_bad_rows else "fail", **({"prompt": prompt} if prompt else {})}
+                "on_error": "skip" if reader.skip_bad_rows else "fail", **({"prompt": prompt} if prompt else {}),
+                **({"dtype": dtype} if dtype != "float32" else {})}
     job = Job(client, model, sink, paths.work / RECORD, paths.work / REJECTS, facts, settings, normalize=normalize, key=key, prompt=prompt,
-              skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, pace=pace, before_finish=lambda: _unchanged(reader, facts))
+              skip_bad_rows=reader.skip_bad_rows, on_rows=on_rows, chunk_size=chunk_size, pace=pace, ranges=dtype in CALIBRATED, before_finish=lambda: _unchanged(reader, facts))
     try:
         done = job.run(reader, resume)
     except BaseException:
@@ -143,12 +147,12 @@ def _check_targets(paths: FileJobPaths, reader: RowReader) -> None:
         raise JobError("the id column cannot be called 'embedding' in a parquet output (that is the vectors' column); rename it")
 
 
-def _sink(paths: FileJobPaths, reader: RowReader) -> Sink:
+def _sink(paths: FileJobPaths, reader: RowReader, dtype: str = "float32") -> Sink:
     if paths.kind == "parquet":
-        return ParquetSink(paths.work, paths.output, reader.id_field or "id")
+        return ParquetSink(paths.work, paths.output, reader.id_field or "id", dtype)
     if paths.kind == "npy":
-        return MatrixSink(paths.work / "embeddings.npy", paths.work / "ids.jsonl")
-    return JsonlSink(paths.work / "embeddings.jsonl")
+        return MatrixSink(paths.work / "embeddings.npy", paths.work / "ids.jsonl", dtype=dtype)
+    return JsonlSink(paths.work / "embeddings.jsonl", dtype)
 
 
 def _moves(paths: FileJobPaths) -> list[tuple[Path, Path]]:

@@ -48,7 +48,10 @@ WRITE_OPTIONS: dict[str, Any] = {"use_dictionary": False}
 class ParquetSink:
     checkpoint_seconds = 5.0  # each checkpoint closes a part: not too many small ones
 
-    def __init__(self, work: Path, output: Path, id_column: str = "id") -> None:
+    def __init__(self, work: Path, output: Path, id_column: str = "id", dtype: str = "float32") -> None:
+        from hotswapd.jobs.sinks import CompactRows
+
+        self.out = CompactRows(dtype)
         self.pa, self.pq = pyarrow_modules()
         self.work, self.output, self.id_column = work, output, id_column
         self.parts: list[str] = []
@@ -67,6 +70,7 @@ class ParquetSink:
                     or not all(isinstance(name, str) and PART_NAME.fullmatch(name) and (self.work / name).is_file() for name in parts)):
                 raise JobError(f"{self.work} does not hold the parts the job's record names; {START_OVER}")
             self.parts, self.id_type = list(parts), id_type
+            self.out.resume(record.sink)
         for path in self.work.glob(f"{PART_PREFIX}*.parquet"):
             if path.name not in self.parts:
                 path.unlink()  # written after the last checkpoint: its rows come again
@@ -81,14 +85,14 @@ class ParquetSink:
             if kind == "int64" and not INT64[0] <= row.id <= INT64[1]:
                 raise JobError(f"row {row.number}: the id {row.id} does not fit a 64-bit integer column; write .npy or .jsonl, or make the ids strings")
             self._ids.append(row.id)
-        self._vectors.append(bytes(result.buffer))
+        self._vectors.append(bytes(self.out.frame(result)))
         if len(self._ids) >= PART_ROWS:
             self._write_part()
 
     def sync(self) -> dict[str, Any]:
         self._write_part()
         sync_directory(self.work)
-        return {"parts": list(self.parts), "id_type": self.id_type}
+        return {"parts": list(self.parts), "id_type": self.id_type, **self.out.state()}
 
     def finish(self, record: JobRecord) -> None:
         merged = self.work / "merged.parquet"
@@ -129,7 +133,9 @@ class ParquetSink:
 
     def _schema(self) -> Any:
         id_type = self.pa.string() if self.id_type == "string" else self.pa.int64()
-        return self.pa.schema([(self.id_column, id_type), ("embedding", self.pa.list_(self.pa.float32(), self.dim))])
+        value = {"float32": self.pa.float32(), "float16": self.pa.float16(), "int8": self.pa.int8(), "binary": self.pa.int8(),
+                 "uint8": self.pa.uint8(), "ubinary": self.pa.uint8()}[self.out.dtype]
+        return self.pa.schema([(self.id_column, id_type), ("embedding", self.pa.list_(value, self.out.width(self.dim)))])
 
     def _write_part(self) -> None:
         table = self._buffered()
@@ -149,12 +155,13 @@ class ParquetSink:
             return None
         pa = self.pa
         data = b"".join(self._vectors)
-        values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])  # the wire is little-endian float32
+        value = self._schema().field("embedding").type.value_type
+        values = pa.Array.from_buffers(value, len(data) // (value.bit_width // 8), [None, pa.py_buffer(data)])  # little-endian rows of the output type
         try:
             ids = _id_array(pa, self._ids, self.id_type)
         except (OverflowError, TypeError, ValueError, AttributeError) as exc:
             raise JobError(f"an id does not fit the id column: {exc}") from None
-        return pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.dim)], schema=self._schema())
+        return pa.table([ids, pa.FixedSizeListArray.from_arrays(values, self.out.width(self.dim))], schema=self._schema())
 
 
 def _id_array(pa: Any, ids: list[Any], id_type: str) -> Any:
