@@ -100,3 +100,16 @@ def test_file_jobs_write_compact_rows(daemon: RunningDaemon, tmp_path: Path, suf
         else:
             got = np.array([json.loads(line)["embedding"] for line in output.read_text().splitlines()], dtype=expected.dtype)
         assert got.dtype == expected.dtype and np.array_equal(got, expected), (suffix, precision)
+
+
+def test_cohere_sdk_embed_gets_every_type_it_asks_for(daemon: RunningDaemon) -> None:
+    import cohere
+
+    with daemon.client() as client:
+        result = client.encode(TEXTS, "tiny", ranges=True)
+        url = str(client.status()["http"])
+    api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0)
+    answer = api.embed(model="tiny", texts=TEXTS, input_type="search_document", embedding_types=["float", "int8", "ubinary"])
+    assert np.allclose(np.array(answer.embeddings.float_), result.embeddings, atol=1e-6)
+    assert np.array_equal(np.array(answer.embeddings.int8), result.compact("int8"))
+    assert np.array_equal(np.array(answer.embeddings.ubinary), result.compact("ubinary"))

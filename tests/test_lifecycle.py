@@ -82,7 +82,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, tiny_model: P
 
     def encode() -> None:
         with daemon.client() as own:
-            outcome["result"] = own.encode(texts).embeddings.copy()
+            # A long deadline: on a loaded machine admission may price 400 long texts past a
+            # short one and refuse them at once (then nothing is ever in flight).
+            outcome["result"] = own.encode(texts, timeout=900).embeddings.copy()
 
     with daemon.client() as client:
         wait_ready(client)

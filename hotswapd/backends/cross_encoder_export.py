@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hotswapd.backends.onnx import OPSET
+from hotswapd.backends.support.export_cache import OPSET
 from hotswapd.backends.onnx_export import quantize_int8, write_check
 from hotswapd.host.load_steps import write_step_file
 from hotswapd.text.pairs import join_pair

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from hotswapd.backends.support.devices import pick_device
-from hotswapd.backends.support.export_cache import created_once, enforce
+from hotswapd.backends.support.export_cache import OPSET, created_once, enforce
 from hotswapd.backends.support.graph_embedder import GraphEmbedder
 from hotswapd.backends.support.model_files import ModelLayout, read_layout
 from hotswapd.backends.support.pooling import PoolingName, choose_mode
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from hotswapd.backends import VersionSpec
 
 log = logging.getLogger(__name__)
-# What the exporter (onnx_export, run in a subprocess) writes; part of the export cache key.
-OPSET = 17
 # Part of the export cache key: bump it when the exported graph would differ.
 EXPORT_FORMAT = 1
 

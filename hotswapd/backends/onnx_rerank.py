@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotswapd.backends.support.export_cache import created_once
+from hotswapd.backends.support.export_cache import OPSET, created_once
 from hotswapd.backends.support.model_files import vector_space
 from hotswapd.backends.support.tokenizing import TokenCounter
 from hotswapd.errors import ModelLoadError
@@ -136,7 +136,6 @@ def _cache_root() -> Path:
 
 
 def _cache_key(source: Path, quantize: str) -> str:
-    from hotswapd.backends.onnx import OPSET
     from hotswapd.sources.fingerprint import fingerprint
 
     parts = [fingerprint(source), f"rerank-{quantize}", f"opset{OPSET}", f"rerank-format{EXPORT_FORMAT}"]

@@ -9,7 +9,9 @@ stay on the owner-only ZeroMQ socket.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +30,7 @@ from hotswapd.errors import HotswapError
 from hotswapd.config.http_keys import KeyRing, authorised
 from hotswapd.http.zmq_bridge import Bridge
 from hotswapd.http.openai_api import ApiError, embeddings_body, from_hotswap, parse_embeddings, shaped
-from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_tei, parse_tokenize, tei_body
+from hotswapd.http.rerank_api import RerankRequest, cohere_body, parse_cohere, parse_cohere_embed, parse_tei, parse_tokenize, tei_body
 from hotswapd.http.search_api import parse_search, reranked, search_body
 from hotswapd.config.http_section import HttpConfig, is_loopback, parse_listen
 from hotswapd.wire.compact import CALIBRATED, quantize
@@ -132,6 +134,29 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
     async def rerank_tei(request: Request) -> Response:
         return await rerank(request, parse_tei, tei_body)
 
+    async def cohere_embed(request: Request) -> Response:
+        parsed = parse_cohere_embed(await _body(request, max_body, settings.read_timeout_seconds))
+        seconds = _timeout(request, timeout)
+        calibrated = any(kind in CALIBRATED for kind in parsed.types)
+        options: dict[str, Any] = {"deadline_ms": int(seconds * 1000), "count_tokens": True, **_sticky(request), **({"ranges": True} if calibrated else {})}
+        payload = [_utf8(text, index) for index, text in enumerate(parsed.texts)]
+        head, frames = await bridge.request("encode", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
+        vectors = np.frombuffer(frames[0], dtype=VECTOR_DTYPE).reshape(int(head["count"]), int(head["dim"]))
+        vectors = shaped(vectors, parsed.dimensions, bool(head.get("normalized")))
+        if calibrated and parsed.dimensions not in (None, int(head["dim"])):
+            raise ApiError(400, "int8/uint8 are calibrated on whole vectors: give 'output_dimension' or those types, not both", param="embedding_types")
+        ranges = np.asarray(head["ranges"], dtype=np.float32) if calibrated else None
+        embeddings: dict[str, Any] = {}
+        for kind in parsed.types:
+            if kind == "base64":  # Cohere's: the float rows' bytes
+                embeddings[kind] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
+            else:
+                embeddings[kind] = list(quantize(vectors, "float32" if kind == "float" else kind, ranges if kind in CALIBRATED else None))
+        body = {"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": parsed.texts, "response_type": "embeddings_by_type",
+                "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": head.get("tokens") or 0}}}
+        headers = {**_version_headers(head), **({"X-Hotswap-Calibration": str(head["calibration"])} if calibrated else {})}
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), 200, headers, media_type=JSON)
+
     async def tokenize(request: Request) -> Response:
         parsed = parse_tokenize(await _body(request, max_body, settings.read_timeout_seconds))
         seconds = _timeout(request, timeout)
@@ -185,6 +210,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         Route("/v2/rerank", guarded(rerank_cohere), methods=["POST"]),
         Route("/rerank", guarded(rerank_tei), methods=["POST"]),
         Route("/tokenize", guarded(tokenize), methods=["POST"]),  # TEI's: a version's own tokens, no model run
+        Route("/v2/embed", guarded(cohere_embed), methods=["POST"]),  # Cohere's: several embedding types at once
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),

@@ -134,3 +134,33 @@ def parse_tokenize(body: bytes) -> TokenizeRequest:
     if prompt is not None and (not isinstance(prompt, str) or not 0 < len(prompt) <= 64):
         raise ApiError(400, "'prompt_name' must be the name of one of the version's prompts", param="prompt_name")
     return TokenizeRequest(inputs, _model(data), prompt)
+
+
+COHERE_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
+
+
+@dataclass(frozen=True)
+class CohereEmbedRequest:
+    texts: list[str]
+    model: str | None
+    types: tuple[str, ...]
+    dimensions: int | None = None
+
+
+def parse_cohere_embed(body: bytes) -> CohereEmbedRequest:
+    """Cohere's ``POST /v2/embed``: ``{"model", "texts", "input_type", "embedding_types",
+    "output_dimension"}``. ``input_type`` and ``truncate`` are accepted and left to the
+    version (its prompts are named by the version, its truncation by ``long_text``)."""
+    data = json_object(body)
+    texts = data.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(text, str) and text for text in texts):
+        raise ApiError(400, "'texts' must be a non-empty list of non-empty strings", param="texts")
+    if len(texts) > MAX_RERANK_DOCUMENTS:
+        raise ApiError(400, f"{len(texts)} texts; at most {MAX_RERANK_DOCUMENTS} in one request", param="texts")
+    types = data.get("embedding_types") or ["float"]
+    if not isinstance(types, list) or not all(isinstance(kind, str) and kind in COHERE_TYPES for kind in types):
+        raise ApiError(400, f"'embedding_types' must be a list of {', '.join(COHERE_TYPES)}", param="embedding_types")
+    dimensions = data.get("output_dimension")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+        raise ApiError(400, "'output_dimension' must be a positive integer", param="output_dimension")
+    return CohereEmbedRequest(texts, _model(data), tuple(dict.fromkeys(types)), dimensions)

@@ -28,6 +28,8 @@ from hotswapd.host import children
 from hotswapd.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+# The ONNX opset every exporter here writes (part of each export cache key).
+OPSET = 17
 TIMEOUT_SECONDS = 1800.0
 
 
