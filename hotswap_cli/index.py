@@ -35,6 +35,9 @@ def build(
 
     if resume and restart:
         raise typer.BadParameter("--resume goes on with the interrupted build, --restart discards it: give one", param_hint="'--restart'")
+    bad = [kind for kind in dtype or [] if kind not in ("binary", "int8")]
+    if bad:  # before the build, not after it
+        raise typer.BadParameter(f"binary or int8, not {bad[0]!r}", param_hint="'--dtype'")
     settings: Settings = ctx.obj
     reader = RowReader(input_file, detect_format(input_file, input_format), text_field, id_field)
     stat = input_file.stat()

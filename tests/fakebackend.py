@@ -47,6 +47,7 @@ class Options(BaseModel):
 class Control:
     gate: threading.Event | None = None  # encode waits on it (up to 60 s) while set here
     load_gate: threading.Event | None = None  # load waits on it
+    calibration_gate: threading.Event | None = None  # the version's int8 calibration waits on it
     fail: str | None = None  # encode raises RuntimeError(fail)
     fail_on: str | None = None  # encode raises when this text is in its batch
     fail_load: str | None = None
@@ -112,6 +113,8 @@ class FakeEmbedder:
             if self.closed:
                 raise RuntimeError(f"fake model {self._options.tag!r} used after close()")
             if texts and texts[0].startswith(CALIBRATION_MARK):  # a version's int8 calibration: not a request
+                if control.calibration_gate is not None:
+                    control.calibration_gate.wait(60)
                 return np.stack([vector(text, self._options.scale, self._options.dim, self._options.shift) for text in texts])
             if texts and texts[0].startswith(PROBE_MARK):
                 control.probes += 1

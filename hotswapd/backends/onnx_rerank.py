@@ -71,6 +71,9 @@ class OnnxCrossEncoder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._counter.count_pairs([split_pair(text) for text in texts])
 
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        return self._counter.token_details([split_pair(text)[0] for text in texts])
+
     @cached_property
     def _counter(self) -> TokenCounter:
         return TokenCounter(self._tokenizer)

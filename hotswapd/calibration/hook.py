@@ -17,22 +17,22 @@ from typing import Any
 
 from hotswapd.core.seams import EventSink
 from hotswapd.pipeline.loaded import LoadedVersion
-from hotswapd.config.schema import VersionConfig
+from hotswapd.config.schema import UNCALIBRATED_BACKENDS, VersionConfig
 from hotswapd.text.probe_texts import CALIBRATION_MARK, calibration_texts
 from hotswapd.wire.compact import calibration_ranges, ranges_fingerprint
 
 log = logging.getLogger(__name__)
 NAME = "calibration"
-REMOTE_BACKENDS = frozenset({"openai", "sagemaker"})
 
 
 class Calibration:
     """A version's ranges, measured on the inference thread after its load (queued there
-    before any of its requests can be, so they are ready by the first reply that needs
-    them); ``ranges`` is None until then, or if the measurement failed."""
+    before any of its requests' batches); ``ranges`` is None until then, or if the
+    measurement failed (``problem``); ``pending`` until it has run."""
 
     def __init__(self, texts: int) -> None:
         self.texts = texts
+        self.pending = True
         self.ranges: Any = None
         self.fingerprint: str | None = None
         self.seconds = 0.0
@@ -56,7 +56,7 @@ class CalibrationHook:
 
     def on_load(self, loaded: LoadedVersion, on_event: EventSink) -> None:
         spec = loaded.config
-        if spec.task != "embed" or spec.backend in REMOTE_BACKENDS or loaded.caps.composite is not None:
+        if spec.task != "embed" or spec.backend in UNCALIBRATED_BACKENDS or loaded.caps.composite is not None:
             return
         texts = [f"{CALIBRATION_MARK} {text}" for text in calibration_texts()]  # marked: not a request (a test double tells)
         calibration = Calibration(len(texts))
@@ -74,10 +74,12 @@ class CalibrationHook:
                 ranges = calibration_ranges(vectors)
             except Exception as exc:  # noqa: BLE001 -- a feature's failure is its own: the version serves floats
                 calibration.problem = f"{type(exc).__name__}: {exc}"
+                calibration.pending = False
                 log.warning("%s@%s: calibration failed (%s); int8/uint8 output is refused", loaded.model, loaded.version, calibration.problem)
                 return
             calibration.fingerprint, calibration.seconds = ranges_fingerprint(ranges), time.perf_counter() - started
-            calibration.ranges = ranges  # last: a reader that sees ranges sees the fingerprint too
+            calibration.ranges = ranges  # after the fingerprint: a reader that sees ranges sees it too
+            calibration.pending = False
 
         loaded.attachments[NAME] = calibration
         self._run(measure)

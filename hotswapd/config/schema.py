@@ -39,6 +39,9 @@ from hotswapd.sources.resolve import parse_source
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_MODEL_NAME = "minilm"
 # Built-in backends that compute vectors only (a rerank version names another).
+# Versions whose vectors get no int8/uint8 calibration at load (hotswapd.calibration): a
+# remote endpoint (a paid call per load) and an ensemble (its members have theirs).
+UNCALIBRATED_BACKENDS = frozenset({"openai", "sagemaker", "ensemble"})
 EMBED_ONLY_BACKENDS = frozenset({"openvino", "transformers", "openai", "sagemaker", "auto", "ensemble"})
 MAX_CONFIG_BYTES = 4 * 2**20
 

@@ -35,7 +35,7 @@ from hotswapd.errors import (
     UnknownVersion,
     WrongTask,
 )
-from hotswapd.config.schema import DaemonConfig
+from hotswapd.config.schema import UNCALIBRATED_BACKENDS, DaemonConfig
 from hotswapd.wire.protocol import VECTOR_DTYPE, Request
 from hotswapd.text.decode import wire_text
 from hotswapd.text.prompts import MAX_PROMPT_NAME
@@ -81,7 +81,11 @@ class EncodeOp:
         spec = model.versions[version]  # the routes and the config of one snapshot agree
         if spec.task != self.task:
             verb = "hs rerank (op rerank)" if spec.task == "rerank" else "hs encode (op encode)"
-            raise WrongTask(f"{name}@{version} is a {spec.task} version: use {verb}")
+            raise WrongTask(f"{name}@{version} is {'a rerank' if spec.task == 'rerank' else 'an embed'} version: use {verb}")
+        if option(request, "ranges", bool) and (spec.backend in UNCALIBRATED_BACKENDS or normalize is False or (normalize is None and not spec.normalize)):
+            # Refused before the model runs: int8/uint8 needs the version's calibration.
+            why = "its calibration is of normalized vectors" if spec.backend not in UNCALIBRATED_BACKENDS else f"{spec.backend} versions have no calibration"
+            raise RequestError(f"{name}@{version} gives no int8/uint8 output here: {why} (float32, float16 and the binary types need none)")
         prompt = option(request, "prompt", str)
         if prompt is not None and not 0 < len(prompt) <= MAX_PROMPT_NAME:
             raise ProtocolError(f"option 'prompt' must be a prompt's name, 1 to {MAX_PROMPT_NAME} characters")
@@ -124,7 +128,11 @@ class EncodeOp:
                     reply.note(loaded, answer)
                 self.respond(loaded, answer, flags, release_ticket, reply, context)
 
-            job = EncodeJob(loaded, texts, flags.normalize, flags.prompt, flags.count_tokens, flags.use_cache, deadline)
+            # While the version's calibration is still being measured, a request that needs it
+            # goes to the model: its batch queues behind the measurement (the cache would
+            # answer before it).
+            use_cache = flags.use_cache and not (flags.ranges and getattr(loaded.attachments.get("calibration"), "pending", False))
+            job = EncodeJob(loaded, texts, flags.normalize, flags.prompt, flags.count_tokens, use_cache, deadline)
             self._pipeline.run(job, finished)
 
         # The copy of the snapshot this request was routed by; if a reload replaced it since,
@@ -163,6 +171,8 @@ class EncodeOp:
         try:
             self._registry.release(loaded)
             outcome = answer if isinstance(answer, HotswapError) else self.outcome(answer, flags, context)
+        except HotswapError as exc:  # the answer cannot be given (no calibration): typed, as it is
+            outcome = exc
         except Exception as exc:  # noqa: BLE001 -- the request still gets its one reply
             outcome = InternalError(f"{type(exc).__name__}: {exc}")
         finally:
@@ -282,8 +292,10 @@ def _calibration(encoding: Encoding) -> dict[str, Any]:
     these float rows into steps exactly as every other int8 row of this version."""
     loaded = encoding.loaded
     found = loaded.attachments.get("calibration")
+    if found is not None and found.ranges is None and found.pending:
+        raise Busy(f"{loaded.model}@{loaded.version} is measuring its int8/uint8 calibration (it has just loaded): retry in a moment", 0.2)
     if found is None or found.ranges is None:
-        why = (found.problem or "still measuring: retry") if found is not None else "a remote, rerank or ensemble version"
+        why = found.problem if found is not None else "a rerank or composite version"
         raise RequestError(f"{loaded.model}@{loaded.version} has no int8/uint8 calibration ({why})")
     if not encoding.normalized:
         raise RequestError("int8/uint8 output is calibrated on normalized vectors: ask for them without --no-normalize")

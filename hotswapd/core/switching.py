@@ -144,7 +144,8 @@ class Switchboard:
         tasks = (model_cfg.versions[current].task if current in model_cfg.versions else None, model_cfg.versions[request.target].task)
         if tasks[0] is not None and tasks[0] != tasks[1]:
             # Not even --force: its callers would get scores for vectors, or the reverse.
-            reason = f"{request.model}@{request.target} is a {tasks[1]} version and {current} a {tasks[0]} one: a switch cannot change what a model computes"
+            reason = (f"{request.model}@{request.target} is {_a(tasks[1])} version and {current} {_a(tasks[0])} one: "
+                      "a switch cannot change what a model computes")
             self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger,
                                outcome="failed", reason=reason, client=request.client)
             raise IncompatibleVersions(reason)
@@ -389,3 +390,6 @@ class Switchboard:
     def models(self, snapshot: Snapshot | None = None) -> list[str]:
         return sorted((snapshot or self._published.current).routes)
 
+
+def _a(task: str) -> str:
+    return f"an {task}" if task[0] in "aeiou" else f"a {task}"

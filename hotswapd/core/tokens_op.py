@@ -17,6 +17,9 @@ from hotswapd.errors import HotswapError, InternalError, RequestError
 from hotswapd.text.pairs import split_pair
 from hotswapd.wire.protocol import Request
 
+MAX_DETAILED_TEXTS = 256  # TEI's /tokenize lists tokens; so many texts, this many bytes at most
+MAX_DETAILED_BYTES = 256 * 1024
+
 
 class TokensOp:
     def __init__(self, services: Any) -> None:
@@ -31,18 +34,26 @@ class TokensOp:
         version = pinned or self._s.switchboard.pick(name, option(request, "key", str), snap)
         prompt = option(request, "prompt", str)
         details = bool(option(request, "details", bool, False))
-        return Deferred(lambda reply: self._s.workers.submit("loader", lambda: self._count(name, version, texts, prompt, details, reply)))
+        size = sum(len(frame) for frame in request.payload)
+        if details and (len(texts) > MAX_DETAILED_TEXTS or size > MAX_DETAILED_BYTES):
+            # A token's details take ~60 bytes of reply each: bounded before any is built.
+            raise RequestError(f"token details are listed for at most {MAX_DETAILED_TEXTS} texts and {MAX_DETAILED_BYTES // 1024} KiB at a time; "
+                               f"this asks {len(texts)} texts, {size // 1024} KiB (counts alone have no such bound)")
+        ticket = self._s.admission.admit(len(texts), size, None, key=(name, version))  # counted as queued work, as an encode is
+        return Deferred(lambda reply: self._s.workers.submit("loader", lambda: self._lease(name, version, texts, prompt, details, reply, ticket.release)))
 
-    def _count(self, name: str, version: str, texts: list[str], prompt: str | None, details: bool, reply: Reply) -> None:
-        answer: Outcome | HotswapError
+    def _lease(self, name: str, version: str, texts: list[str], prompt: str | None, details: bool, reply: Reply, release: Any) -> None:
+        """On the loader pool (the version may have to load); the count itself on the tokens pool."""
         try:
             loaded = self._registry.lease(name, version)
-        except HotswapError as exc:
-            reply(exc)
-            return
         except Exception as exc:  # noqa: BLE001 -- a failed load is this request's answer
-            reply(InternalError(f"{type(exc).__name__}: {exc}"))
+            release()
+            reply(exc if isinstance(exc, HotswapError) else InternalError(f"{type(exc).__name__}: {exc}"))
             return
+        self._s.workers.submit("tokens", lambda: self._count(loaded, name, version, texts, prompt, details, reply, release))
+
+    def _count(self, loaded: Any, name: str, version: str, texts: list[str], prompt: str | None, details: bool, reply: Reply, release: Any) -> None:
+        answer: Outcome | HotswapError
         try:
             counter = loaded.caps.count_tokens
             if counter is None:
@@ -64,6 +75,7 @@ class TokensOp:
             answer = InternalError(f"{type(exc).__name__}: {exc}")
         finally:
             self._registry.release(loaded)
+            release()
         reply(answer)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hotswapd.corpus.files import MATRIX, CorpusError, read_npy_header, regular_file
+from hotswapd.corpus.files import MATRIX, CorpusError, read_manifest, read_npy_header, regular_file
 from hotswapd.wire.compact import quantize
 
 COMPACT = {"binary": "embeddings.ubinary.npy", "int8": "embeddings.int8.npy"}
@@ -35,7 +35,10 @@ def write_compact(directory: Path, dtype: str) -> Path:
     """The compact copy of ``directory``'s float matrix (and, for int8, its ranges)."""
     if dtype not in COMPACT:
         raise CorpusError(f"a corpus's compact copy is one of {', '.join(COMPACT)}, not {dtype!r}")
+    manifest = read_manifest(directory)  # a finished corpus only: a build in progress has no manifest yet
     floats = np.load(regular_file(directory / MATRIX), mmap_mode="r")
+    if floats.dtype != np.dtype("<f4") or floats.shape != (manifest.rows, manifest.dim):
+        raise CorpusError(f"{directory / MATRIX} is a {floats.dtype} {floats.shape} matrix; its manifest says float32 {manifest.rows} x {manifest.dim}")
     rows, dim = floats.shape
     ranges = None
     if dtype == "int8":
@@ -73,8 +76,8 @@ class CompactIndex:
             self.kinds[dtype] = _mapped(path, (rows, width), descr)
         if "int8" in self.kinds:
             self.ranges = np.asarray(_mapped(directory / INT8_RANGES, (2, dim), "<f4"), dtype=np.float32)
-            if not np.isfinite(self.ranges).all():
-                raise CorpusError(f"{directory / INT8_RANGES} holds NaN or infinite values")
+            if not np.isfinite(self.ranges).all() or not bool(np.all(self.ranges[0] <= self.ranges[1])):
+                raise CorpusError(f"{directory / INT8_RANGES} is not a minimum row over a maximum row of finite values")
 
     @property
     def memory_bytes(self) -> int:
@@ -90,11 +93,20 @@ class CompactIndex:
         count = min(count, rows)
         if dtype == "binary":
             bits = np.packbits(query > 0)
-            scores = -np.bitwise_count(np.bitwise_xor(matrix, bits)).sum(axis=1, dtype=np.int32)  # fewer differing bits: nearer
+            scores = -_popcount(np.bitwise_xor(matrix, bits)).sum(axis=1, dtype=np.int32)  # fewer differing bits: nearer
         else:
             q = quantize(query.reshape(1, -1), "int8", self.ranges)[0].astype(np.float32)
             scores = np.concatenate([matrix[i : i + BLOCK].astype(np.float32) @ q for i in range(0, rows, BLOCK)]) if rows else np.zeros(0, np.float32)
         return np.argpartition(scores, -count)[-count:] if count < rows else np.arange(rows)
+
+
+_BITS = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def _popcount(bytes_: np.ndarray) -> np.ndarray:
+    """Set bits per byte: numpy 2's instruction, else a table (numpy 1.x)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(bytes_) if count is not None else _BITS[bytes_]
 
 
 def _mapped(path: Path, shape: tuple[int, int], descr: str) -> np.ndarray:

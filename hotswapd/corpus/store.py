@@ -91,7 +91,7 @@ class Corpus:
     def memory_bytes(self) -> int:
         """What searching it keeps in memory: the compact copy when it has one (its float rows
         stay on disk, read only for the candidates), else the float matrix; and the offsets."""
-        compact = self._compact.memory_bytes if self._compact is not None and self._compact.kinds else None
+        compact = self._compact.memory_bytes if self._compact is not None and self._compact.kinds and self._ann is None else None
         return int((compact if compact is not None else self._matrix.nbytes) + (self._offsets.nbytes if self._offsets is not None else 0))
 
     def describe(self) -> dict[str, Any]:
@@ -123,7 +123,8 @@ class Corpus:
         k = min(k, self.rows)
         kinds = self._compact.kinds if self._compact is not None else {}
         if precision not in (None, "float") and precision not in kinds:
-            raise CorpusError(f"{self.where} has no {precision} copy (hs index compact {self.where} --dtype {precision})")
+            why = f": {self.compact_problem}" if self.compact_problem else f" (hs index compact {self.where} --dtype {precision})"
+            raise CorpusError(f"{self.where} has no usable {precision} copy{why}")
         exact = exact or precision == "float"
         chosen = precision if precision in kinds else (self._compact.preferred() if self._compact is not None and self._ann is None else None)
         if chosen is not None and not exact:

@@ -124,7 +124,7 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         seconds = _timeout(request, timeout)
         options: dict[str, Any] = {**_sticky(request), "deadline_ms": int(seconds * 1000), "count_tokens": True}
         options.update({"top_n": parsed.top_n} if parsed.top_n else {}, **({"raw_scores": True} if parsed.raw_scores else {}))
-        payload = [_utf8(text, index - 1) for index, text in enumerate([parsed.query, *parsed.documents])]
+        payload = [_utf8(text, index - 1, "query" if index == 0 else "documents") for index, text in enumerate([parsed.query, *parsed.documents])]
         head, _ = await bridge.request("rerank", timeout=seconds, model=parsed.model, options=options, payload=payload, gone=_disconnected(request))
         return Response(orjson.dumps(shape(head, parsed)), 200, _version_headers(head), media_type=JSON)
 
@@ -361,8 +361,9 @@ def _version_headers(head: dict[str, Any]) -> dict[str, str]:
     return {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
 
 
-def _utf8(text: str, index: int) -> bytes:
+def _utf8(text: str, index: int, field: str = "input") -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escaped in the JSON (\ud800)
-        raise ApiError(400, f"'input'[{index}] is not valid Unicode (a lone surrogate)", param="input") from None
+        where = f"'{field}'" if index < 0 else f"'{field}'[{index}]"
+        raise ApiError(400, f"{where} is not valid Unicode (a lone surrogate)", param=field) from None

@@ -38,7 +38,7 @@ class RerankOp(EncodeOp):
             raise InvalidText("the query is empty", None)
         for index, text in enumerate([query, *documents]):
             if SEP in text:
-                what = "the query" if index == 0 else f"document {index - 1}"
+                what = "the query" if index == 0 else f"document {index}"
                 raise InvalidText(f"{what} contains a NUL character", None if index == 0 else index - 1)
         empty = next((i for i, document in enumerate(documents) if not document), None)
         if empty is not None:

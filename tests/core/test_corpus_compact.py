@@ -76,7 +76,7 @@ def test_a_damaged_compact_copy_is_refused_and_the_float_rows_serve(tmp_path: Pa
     corpus = open_corpus(where)
     assert corpus.compact_problem and "binary" not in corpus.describe()["compact"]
     assert len(corpus.search(matrix[0], 5)) == 5 and corpus.search(matrix[0], 1)[0].row == 0
-    with pytest.raises(CorpusError, match="has no binary copy"):
+    with pytest.raises(CorpusError, match="has no usable binary copy: .*embeddings.ubinary.npy"):
         corpus.search(matrix[0], 5, precision="binary")
 
 
@@ -99,5 +99,5 @@ def test_the_daemon_searches_a_compact_copy_added_to_a_served_corpus(start: obje
         assert models["m"]["version_detail"][0]["corpus"]["compact"] == ["int8"]
         from hotswapd.errors import CorpusUnavailable
 
-        with pytest.raises(CorpusUnavailable, match="has no binary copy"):
+        with pytest.raises(CorpusUnavailable, match="has no usable binary copy"):
             client.search("bank rates", "m", k=5, precision="binary")

@@ -45,7 +45,7 @@ def test_each_task_refuses_the_other_op_and_bad_pairs(start: StartDaemon, tmp_pa
     with start(config) as daemon, daemon.client() as client:
         with pytest.raises(WrongTask, match="m@v1 is a rerank version: use hs rerank"):
             client.encode(["x"], "m")
-        with pytest.raises(WrongTask, match="emb@e1 is a embed version: use hs encode"):
+        with pytest.raises(WrongTask, match="emb@e1 is an embed version: use hs encode"):
             client.rerank(QUERY, DOCUMENTS, "emb")
         with pytest.raises(InvalidText, match="document 2 is empty"):
             client.rerank(QUERY, ["a", ""], "m")
@@ -59,7 +59,7 @@ def test_each_task_refuses_the_other_op_and_bad_pairs(start: StartDaemon, tmp_pa
 def test_a_switch_between_an_embed_and_a_rerank_version_is_refused_even_forced(start: StartDaemon, tmp_path: Path) -> None:
     with start(fake_config(tmp_path, {"e1": {}, "r1": RERANK})) as daemon, daemon.client() as client:
         for force in (False, True):
-            with pytest.raises(IncompatibleVersions, match="m@r1 is a rerank version and e1 a embed one"):
+            with pytest.raises(IncompatibleVersions, match="m@r1 is a rerank version and e1 an embed one"):
                 client.switch("m", "r1", force=force)
         assert client.encode(["x"]).version == "e1"
         assert client.history("m")[-1]["outcome"] == "failed"

@@ -58,6 +58,10 @@ class TokenizedBackend:
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         return self._tokenizer.token_windows(text, window, overlap)
 
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """Each text's tokens (id, text, special, span), for TEI's /tokenize."""
+        return self._tokenizer.token_details(texts)
+
     @property
     def max_tokens(self) -> int:
         return self._tokenizer.max_seq_length
@@ -182,6 +186,9 @@ class TextTokenizer:
 
     def token_windows(self, text: str, window: int, overlap: int) -> list[tuple[str, int]]:
         return self._counter().token_windows(text, window, overlap)
+
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        return self._counter().token_details(texts)
 
     def _counter(self) -> TokenCounter:
         if self._counting is None:  # made once, on the tokens pool
