@@ -158,12 +158,12 @@ def test_a_member_that_fails_to_load_fails_the_request_with_its_name(start: Star
         ("", r"at least 1 item"),
     ],
 )
-def test_a_bad_ensemble_is_refused_when_the_config_is_read(tmp_path: Path, members: str, message: str) -> None:
+def test_a_bad_ensemble_is_refused_when_the_config_is_read(tmp_path: Path, members: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import tomllib
 
     from hotswapd import backends
 
-    backends.BUILTIN.setdefault("fake", "tests.fakebackend")
+    monkeypatch.setitem(backends.BUILTIN, "fake", "tests.fakebackend")  # for this test only: other modules list the real backends
     text = _members(tmp_path) + '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }') + _ensemble("x", members)
     with pytest.raises(ConfigError, match=message):
         parse_config(tomllib.loads(text))
@@ -246,12 +246,12 @@ def test_an_idle_ensemble_does_not_hold_the_memory_budget(start: StartDaemon, tm
         assert client.encode(["x"], "combo@cat").count == 1  # and it comes back on its next request
 
 
-def test_an_ensemble_takes_its_members_prompts_and_devices(tmp_path: Path) -> None:
+def test_an_ensemble_takes_its_members_prompts_and_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tomllib
 
     from hotswapd import backends
 
-    backends.BUILTIN.setdefault("fake", "tests.fakebackend")
+    monkeypatch.setitem(backends.BUILTIN, "fake", "tests.fakebackend")  # for this test only: other modules list the real backends
     text = _members(tmp_path) + '[models.combo]\nactive = "cat"\n' + _ensemble("cat", '{ model = "base", version = "a" }') + 'prompts = { q = "q: " }\ndevice = "cuda"\n'
     with pytest.raises(ConfigError, match=r"versions.cat.device: an ensemble's members each use their own; .*versions.cat.prompts: an ensemble"):
         parse_config(tomllib.loads(text))
