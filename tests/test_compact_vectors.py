@@ -108,8 +108,9 @@ def test_cohere_sdk_embed_gets_every_type_it_asks_for(daemon: RunningDaemon) -> 
     with daemon.client() as client:
         result = client.encode(TEXTS, "tiny", ranges=True)
         url = str(client.status()["http"])
-    api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0)
-    answer = api.embed(model="tiny", texts=TEXTS, input_type="search_document", embedding_types=["float", "int8", "ubinary"])
+    with httpx.Client(timeout=60) as http:  # closed here: the SDK's own would be left to the garbage collector
+        api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0, httpx_client=http)
+        answer = api.embed(model="tiny", texts=TEXTS, input_type="search_document", embedding_types=["float", "int8", "ubinary"])
     assert np.allclose(np.array(answer.embeddings.float_), result.embeddings, atol=1e-6)
     assert np.array_equal(np.array(answer.embeddings.int8), result.compact("int8"))
     assert np.array_equal(np.array(answer.embeddings.ubinary), result.compact("ubinary"))

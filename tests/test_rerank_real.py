@@ -92,8 +92,9 @@ def test_the_client_and_hs_rerank_give_crossencoders_scores(daemon: RunningDaemo
 def test_cohere_sdk_and_tei_shape_get_the_same_scores(daemon: RunningDaemon, expected: np.ndarray) -> None:
     with daemon.client() as client:
         url = str(client.status()["http"])
-    api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0)
-    answer = api.rerank(model="rr", query=QUERY, documents=DOCUMENTS, top_n=3)
+    with httpx.Client(timeout=60) as http:  # closed here: the SDK's own would be left to the garbage collector
+        api = cohere.ClientV2(api_key="unused", base_url=url, max_retries=0, httpx_client=http)
+        answer = api.rerank(model="rr", query=QUERY, documents=DOCUMENTS, top_n=3)
     assert len(answer.results) == 3
     assert all(abs(item.relevance_score - expected[item.index]) < 1e-5 for item in answer.results)
     tei = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}, timeout=60)

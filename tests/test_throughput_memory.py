@@ -175,7 +175,7 @@ def test_the_budget_evicts_by_lru_but_never_a_pinned_or_busy_version(client: Cli
 
     def hold_y() -> None:
         with daemon.client() as own:
-            own.encode(long_texts, "mem@y")
+            own.encode(long_texts, "mem@y", timeout=900)  # a long deadline: a loaded machine's admission must not refuse it
 
     busy = threading.Thread(target=hold_y)
     busy.start()

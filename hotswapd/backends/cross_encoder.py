@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.devices import torch_device
 from hotswapd.backends.support.model_files import vector_space
-from hotswapd.backends.support.tokenizing import TokenCounter
+from hotswapd.backends.support.tokenizing import PairTokens
 from hotswapd.errors import ModelLoadError
 from hotswapd.text.pairs import split_pair
 
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CrossEncoderScorer:
+class CrossEncoderScorer(PairTokens):
     dimension = 1  # one relevance logit per pair
 
     def __init__(self, model: Any, device: str, batch_size: int) -> None:
@@ -57,22 +56,9 @@ class CrossEncoderScorer:
         scores = self._model.predict(pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(np.asarray(scores, dtype=np.float32).reshape(len(texts), 1))
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._counter.count_pairs([split_pair(text) for text in texts])
-
-    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
-        return self._counter.token_details([split_pair(text)[0] for text in texts])
-
-    @cached_property
-    def _counter(self) -> TokenCounter:
-        return TokenCounter(self._tokenizer)
-
     def space(self) -> dict[str, object]:
         """What the switch guard compares: the task first (a reranker is no embedder)."""
         return dict(self._space)
-
-    def describe(self) -> dict[str, object]:
-        return {"task": "rerank", "activation": "sigmoid"}
 
     def close(self) -> None:
         if self.device.startswith("cuda"):

@@ -11,15 +11,13 @@ the largest difference of sigmoid scores.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hotswapd.backends.support.export_cache import OPSET
-from hotswapd.backends.onnx_export import quantize_int8, write_check
+from hotswapd.backends.onnx_export import export_output, quantize_int8, write_check
 from hotswapd.host.load_steps import write_step_file
 from hotswapd.text.pairs import join_pair
 from hotswapd.text.probe_texts import check_sample
@@ -28,29 +26,12 @@ QUERIES = 8
 
 
 def export_fp32(source: Path, out: Path, trust_remote_code: bool) -> None:
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
         str(source), local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code, attn_implementation="eager",
     )
-    model.eval()
-    accepted = inspect.signature(model.forward).parameters
-    names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
-
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.model(**dict(zip(names, tensors, strict=True))).logits
-
-    dummy = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in names)
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    with torch.no_grad():
-        torch.onnx.export(Logits(), dummy, str(out), input_names=names, output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+    export_output(model, "logits", {0: "batch"}, out)
 
 
 def ranks(values: np.ndarray) -> np.ndarray:

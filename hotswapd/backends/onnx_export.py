@@ -40,31 +40,31 @@ def export_fp32(source: Path, out: Path, trust_remote_code: bool) -> None:
         trust_remote_code=trust_remote_code,
         attn_implementation="eager",  # traces into plain ops every ONNX runtime has
     )
+    export_output(model, "last_hidden_state", {0: "batch", 1: "sequence"}, out)
+
+
+def export_output(model: Any, output: str, output_axes: dict[int, str], out: Path) -> None:
+    """Trace ``model`` (a transformers model, eval mode) into ONNX with its token inputs and
+    one named output (``last_hidden_state`` of an embedder, ``logits`` of a cross-encoder)."""
+    import torch
+
     model.eval()
     accepted = inspect.signature(model.forward).parameters
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted]
 
-    class LastHiddenState(torch.nn.Module):
+    class Output(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.model(**dict(zip(names, tensors, strict=True))).last_hidden_state
+            return getattr(self.model(**dict(zip(names, tensors, strict=True))), output)
 
     dummy = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with torch.no_grad():
-        torch.onnx.export(
-            LastHiddenState(),
-            dummy,
-            str(out),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={**axes, "last_hidden_state": {0: "batch", 1: "sequence"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        torch.onnx.export(Output(), dummy, str(out), input_names=names, output_names=[output], dynamic_axes={**axes, output: output_axes},
+                          opset_version=OPSET, dynamo=False)
 
 
 def quantize_int8(fp32: Path, out: Path) -> None:

@@ -14,13 +14,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.export_cache import OPSET, created_once
 from hotswapd.backends.support.model_files import vector_space
-from hotswapd.backends.support.tokenizing import TokenCounter
+from hotswapd.backends.support.tokenizing import PairTokens
 from hotswapd.errors import ModelLoadError
 from hotswapd.text.pairs import split_pair
 
@@ -34,7 +33,7 @@ EXPORT_MODULE = "hotswapd.backends.cross_encoder_export"
 EXPORT_FORMAT = 1  # bump when the exported graph would differ
 
 
-class OnnxCrossEncoder:
+class OnnxCrossEncoder(PairTokens):
     dimension = 1
 
     def __init__(self, session: Any, tokenizer_file: Path, max_length: int, device: str, batch_size: int) -> None:
@@ -68,21 +67,8 @@ class OnnxCrossEncoder:
             rows.append(np.asarray(logits, dtype=np.float32).reshape(-1, 1))
         return np.ascontiguousarray(np.vstack(rows)) if rows else np.zeros((0, 1), dtype=np.float32)
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._counter.count_pairs([split_pair(text) for text in texts])
-
-    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
-        return self._counter.token_details([split_pair(text)[0] for text in texts])
-
-    @cached_property
-    def _counter(self) -> TokenCounter:
-        return TokenCounter(self._tokenizer)
-
     def space(self) -> dict[str, object]:
         return dict(self._space)
-
-    def describe(self) -> dict[str, object]:
-        return {"task": "rerank", "activation": "sigmoid"}
 
     def close(self) -> None:
         del self._session

@@ -1,6 +1,7 @@
-"""The calibration hook: when a local embedding version loads (before it serves), encode a
-fixed calibration sample once and keep the per-dimension minimum and maximum of its
-normalised vectors; int8/uint8 output is cut into steps between them (hotswapd.wire.compact).
+"""The calibration hook: a local embedding version, once loaded, can measure its int8/uint8
+ranges: encode a fixed calibration sample once (when a request first asks for int8 or
+uint8) and keep the per-dimension minimum and maximum of its normalised vectors; the
+output is cut into steps between them (hotswapd.wire.compact).
 
 Skipped for what has no vectors of its own to calibrate: rerank versions, ensembles
 (composites), and remote endpoints (a paid call per load). Fixed texts, so the same weights
@@ -10,6 +11,7 @@ give the same ranges, and the ranges' fingerprint names them in every int8/uint8
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,17 +28,31 @@ NAME = "calibration"
 
 
 class Calibration:
-    """A version's ranges, measured on the inference thread after its load (queued there
-    before any of its requests' batches); ``ranges`` is None until then, or if the
-    measurement failed (``problem``); ``pending`` until it has run."""
+    """A version's ranges, measured on the inference thread the first time a request asks
+    for them (:meth:`request`, called before that request's batch is queued, so the batch
+    runs after the measurement). Not at the load: most versions are never asked for int8,
+    and a measurement queued at every load would keep the inference thread busy when the
+    next load's cost probe wants it idle. ``ranges`` is None until measured, or if the
+    measurement failed (``problem``); ``pending`` while it is queued or running."""
 
-    def __init__(self, texts: int) -> None:
+    def __init__(self, texts: int, schedule: Callable[[], None]) -> None:
         self.texts = texts
-        self.pending = True
+        self.pending = False
+        self._schedule = schedule
+        self._asked = False
+        self._lock = threading.Lock()
         self.ranges: Any = None
         self.fingerprint: str | None = None
         self.seconds = 0.0
         self.problem: str | None = None
+
+    def request(self) -> None:
+        """Queue the measurement, once."""
+        with self._lock:
+            if self._asked:
+                return
+            self._asked = self.pending = True
+        self._schedule()
 
     def close(self) -> None:
         """Nothing to release: a small array."""
@@ -59,11 +75,10 @@ class CalibrationHook:
         if spec.task != "embed" or spec.backend in UNCALIBRATED_BACKENDS or loaded.caps.composite is not None:
             return
         texts = [f"{CALIBRATION_MARK} {text}" for text in calibration_texts()]  # marked: not a request (a test double tells)
-        calibration = Calibration(len(texts))
 
         def measure() -> None:
-            # On the inference thread: never beside a batch. Never waited for here: a load
-            # must not stall behind the batches in flight (a reload while one is held).
+            # On the inference thread: never beside a batch. Never waited for by the request
+            # that asked: its own batch queues behind this.
             started = time.perf_counter()
             try:
                 import numpy as np
@@ -81,8 +96,8 @@ class CalibrationHook:
             calibration.ranges = ranges  # after the fingerprint: a reader that sees ranges sees it too
             calibration.pending = False
 
+        calibration = Calibration(len(texts), lambda: self._run(measure))
         loaded.attachments[NAME] = calibration
-        self._run(measure)
 
     def switch_check(self, current: LoadedVersion, target: LoadedVersion) -> bool:
         return False  # vouches for nothing: the embedding-space guard decides

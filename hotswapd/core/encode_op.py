@@ -128,10 +128,13 @@ class EncodeOp:
                     reply.note(loaded, answer)
                 self.respond(loaded, answer, flags, release_ticket, reply, context)
 
-            # While the version's calibration is still being measured, a request that needs it
-            # goes to the model: its batch queues behind the measurement (the cache would
-            # answer before it).
-            use_cache = flags.use_cache and not (flags.ranges and getattr(loaded.attachments.get("calibration"), "pending", False))
+            # A request for int8/uint8 asks the version to measure its calibration (once), then
+            # goes to the model while that is pending: its batch queues behind the measurement
+            # on the inference thread (the cache would answer before it).
+            calibration = loaded.attachments.get("calibration") if flags.ranges else None
+            if calibration is not None:
+                calibration.request()
+            use_cache = flags.use_cache and not (calibration is not None and calibration.pending)
             job = EncodeJob(loaded, texts, flags.normalize, flags.prompt, flags.count_tokens, use_cache, deadline)
             self._pipeline.run(job, finished)
 

@@ -157,6 +157,31 @@ class CountsOnACopy:
         return TokenCounter(self._tokenizer)
 
 
+class PairTokens:
+    """Token questions of a rerank backend (``_tokenizer``: a Hugging Face or ``tokenizers``
+    tokenizer), whose pipeline texts are (query, document) pairs: answered by a private
+    :class:`TokenCounter` copy."""
+
+    _tokenizer: Any
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        from hotswapd.text.pairs import split_pair
+
+        return self._counter.count_pairs([split_pair(text) for text in texts])
+
+    def token_details(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        from hotswapd.text.pairs import split_pair
+
+        return self._counter.token_details([split_pair(text)[0] for text in texts])
+
+    @cached_property
+    def _counter(self) -> TokenCounter:
+        return TokenCounter(self._tokenizer)
+
+    def describe(self) -> dict[str, object]:
+        return {"task": "rerank", "activation": "sigmoid"}
+
+
 class TextTokenizer:
     def __init__(self, tokenizer_file: Path, max_seq_length: int) -> None:
         from tokenizers import Tokenizer
