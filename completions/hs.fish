@@ -91,7 +91,7 @@ complete -c hs -n '__hs_arg "" 0' -a keys -d 'CURVE keys for TCP endpoints: the 
 complete -c hs -n '__hs_arg "" 0' -a index -d 'Build the corpus a version searches (embeddings_path).'
 complete -c hs -n '__hs_at ""' -l socket -x -d 'Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.'
 complete -c hs -n '__hs_at ""' -l config -r -F -d 'Config file for a daemon this command starts.'
-complete -c hs -n '__hs_at ""' -l timeout -x -d 'Seconds to wait for the daemon\'s answer.'
+complete -c hs -n '__hs_at ""' -l timeout -x -d 'Seconds to wait for the daemon\'s answer (each request\'s deadline).'
 complete -c hs -n '__hs_at ""' -l no-autostart -d 'Fail instead of starting a daemon when none runs.'
 complete -c hs -n '__hs_at ""' -l version -s V -d 'Print the version and exit.'
 complete -c hs -n '__hs_at ""' -s h -l help -d 'Show help and exit.'

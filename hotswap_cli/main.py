@@ -71,7 +71,8 @@ def main(
     ctx: typer.Context,
     socket: Annotated[str | None, typer.Option(help="Daemon endpoint: ipc://PATH, tcp://127.0.0.1:PORT or a path.", envvar="HOTSWAPD_SOCKET", show_envvar=True)] = None,
     config_file: Annotated[str | None, typer.Option("--config", help="Config file for a daemon this command starts.", envvar="HOTSWAPD_CONFIG", show_envvar=True)] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer.", min=0.001, max=86400, callback=finite)] = DEFAULT_TIMEOUT,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon's answer (each request's deadline).", min=0.001, max=86400, callback=finite,
+                                           envvar="HOTSWAPD_TIMEOUT", show_envvar=True)] = DEFAULT_TIMEOUT,
     no_autostart: Annotated[bool, typer.Option("--no-autostart", help="Fail instead of starting a daemon when none runs.", envvar="HOTSWAPD_NO_AUTOSTART", show_envvar=True)] = False,
     show_version: Annotated[bool, typer.Option("--version", "-V", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
 ) -> None:

@@ -17,6 +17,7 @@ from hotswapd.config.origin import origin_for
 from hotswapd.errors import ProtocolError
 from hotswapd.wire.protocol import decode_request
 from hotswapd.host.systemd import user_unit_dir
+from tests import fakebackend
 from tests.conftest import run_hs
 from tests.core.conftest import StartDaemon
 from tests.inproc import fake_config, short_socket_dir
@@ -198,3 +199,12 @@ def test_an_empty_text_is_refused_on_every_door(start: StartDaemon, tmp_path: Pa
         job = hs(daemon, "encode", "--input", str(lines), "--output", str(tmp_path / "out.npy"))  # type: ignore[attr-defined]
         assert job.returncode != 0 and b"line 2" in job.stderr and b"empty" in job.stderr, job.stderr
         assert client.encode(["still serving"]).count == 1
+
+
+def test_the_timeout_may_come_from_the_environment(start: StartDaemon, tmp_path: Path) -> None:
+    """HOTSWAPD_TIMEOUT: each request's deadline for a whole script, as --timeout is for one command."""
+    with start(fake_config(tmp_path, {"v1": {}})) as daemon:
+        fakebackend.CONTROLS["v1"].delay = 0.5
+        slow = hs(daemon, "encode", "x", env={"HOTSWAPD_TIMEOUT": "0.1"})  # type: ignore[attr-defined]
+        assert slow.returncode != 0 and b"0.1 s" in slow.stderr, slow.stderr
+        assert hs(daemon, "encode", "x", env={"HOTSWAPD_TIMEOUT": "30"}).returncode == 0  # type: ignore[attr-defined]
