@@ -11,14 +11,13 @@ longest-first to the model's maximum, as transformers does.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.export_cache import OPSET, created_once
-from hotswapd.backends.support.model_files import vector_space
+from hotswapd.backends.support.model_files import read_json, vector_space
 from hotswapd.backends.support.tokenizing import PairTokens
 from hotswapd.errors import ModelLoadError
 from hotswapd.text.pairs import split_pair
@@ -109,11 +108,9 @@ def load(path: Path, version: VersionSpec) -> OnnxCrossEncoder:
 def max_length(source: Path) -> int:
     """The model's own limit: its tokenizer's, else its position embeddings', at most 512."""
     for name, key in (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings")):
-        try:
-            value = json.loads((source / name).read_text()).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, int) and 0 < value < 100_000:
+        found = read_json(source / name)  # a broken file is the load's typed error; a missing one, the next guess
+        value = found.get(key) if isinstance(found, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 100_000:
             return min(value, 512)
     return 512
 

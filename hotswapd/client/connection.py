@@ -8,11 +8,10 @@ this module costs ZeroMQ and nothing heavier (numpy only for :attr:`EncodeResult
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import zmq
@@ -23,16 +22,15 @@ from hotswapd.errors import (
     DaemonError,
     DaemonNotRunning,
     DaemonTimeout,
-    InvalidText,
     ProtocolError,
     RequestError,
-    TextTooLong,
     error_from_wire,
 )
 from hotswapd.host.lockfile import holder_pid
 from hotswapd.host.paths import ipc_path, lock_path, resolve_endpoint
 from hotswapd.wire.protocol import Op, decode_reply, encode_cancel, encode_request
 from hotswapd.client.pace import Pace
+from hotswapd.client.request_parts import as_bytes, checked_seconds, in_input_terms, options_of, paced
 from hotswapd.client.stream_order import SORT_WINDOW, sorted_stream
 from hotswapd.wire.trace_context import current_traceparent
 from hotswapd.client.encode_result import EncodeResult
@@ -41,7 +39,7 @@ DEFAULT_TIMEOUT = 60.0
 # While waiting for a reply, how often to check that the daemon is still alive (its lock
 # file is held while it lives; the kernel drops it the moment it dies, even on kill -9).
 LIVENESS_SECONDS = 0.5
-WITHDRAWABLE_OPS = frozenset({"encode", "search"})  # what the daemon's cancel can reach
+WITHDRAWABLE_OPS = frozenset({"encode", "search", "rerank"})  # what the daemon's cancel can reach
 CANCEL_LINGER_MS = 200  # how long a close may wait for its withdrawals to go out
 # A socket file that vanished under a live daemon is re-created by it within a second.
 SOCKET_REAPPEAR_SECONDS = 2.0
@@ -50,44 +48,12 @@ Text = str | bytes
 _Decoded = tuple[dict[str, Any], list[memoryview], bool]  # result-or-error, payload, ok
 
 
-def _in_input_terms(receive: Callable[[], EncodeResult], start: int) -> EncodeResult:
-    """A chunk's answer; a text error names the text by its position in the whole input
-    ("input text 600", counted from 1, as a line number is), not inside the chunk."""
-    try:
-        return receive()
-    except (InvalidText, TextTooLong) as exc:
-        if exc.index is None:
-            raise
-        position = start + exc.index
-        raise type(exc)(exc.message.replace(f"text {exc.index}", f"input text {position + 1}", 1), position) from None
-
-
-def _seconds(value: float) -> float:
-    """A timeout: NaN would pass every comparison and infinity cannot become milliseconds."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"a timeout must be a finite number of seconds above 0, not {value!r}")
-    return float(value)
-
-
-def _options(normalize: bool | None, key: str | None, prompt: str | None) -> dict[str, Any]:  # those not left to the version
-    return {name: value for name, value in (("normalize", normalize), ("key", key), ("prompt", prompt)) if value is not None}
-
-
-def _as_bytes(index: int, text: Text) -> bytes:
-    if isinstance(text, bytes):
-        return text
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidText(f"text {index} cannot be encoded as UTF-8: {exc.reason}") from exc
-
-
 class Client:
     """A connection to hotswapd. Not thread-safe: use one client per thread."""
 
     def __init__(self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, context: zmq.Context[Any] | None = None) -> None:
         self.endpoint = resolve_endpoint(socket)
-        self.timeout = _seconds(timeout)
+        self.timeout = checked_seconds(timeout)
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
         self._counter = 0
@@ -151,7 +117,7 @@ class Client:
 
     def _await(self, request_id: str, timeout: float | None) -> _Decoded:
         sock = self._connect()
-        wait = self.timeout if timeout is None else _seconds(timeout)
+        wait = self.timeout if timeout is None else checked_seconds(timeout)
         deadline = time.monotonic() + wait
         while True:
             remaining = deadline - time.monotonic()
@@ -205,7 +171,7 @@ class Client:
         ``ranges`` asks for the version's int8/uint8 calibration with the rows, for
         ``result.compact("int8")`` (float16 and the binary types need none).
         """
-        request_id = self._send_encode(texts, model, {**_options(normalize, key, prompt), **({"ranges": True} if ranges else {})}, timeout, no_cache)
+        request_id = self._send_encode(texts, model, {**options_of(normalize, key, prompt), **({"ranges": True} if ranges else {})}, timeout, no_cache)
         return self._receive_encode(request_id, timeout)
 
     def encode_stream(
@@ -219,7 +185,7 @@ class Client:
         A chunk refused as ``busy`` is sent again after the daemon's retry hint, in order.
         ``pace`` (a progress display's) hears of each answer and sizes the sorted pieces.
         """
-        options = {**_options(normalize, key, prompt), **({"ranges": True} if ranges else {})}
+        options = {**options_of(normalize, key, prompt), **({"ranges": True} if ranges else {})}
         if sort_window > 0:
             return sorted_stream(chunks, sort_window, lambda ordered: self._encode_in_flight(ordered, model, options, window, pin, pace),
                                  pace.piece if pace is not None else None)
@@ -228,7 +194,7 @@ class Client:
     def _encode_in_flight(self, chunks: Iterable[Sequence[Text]], model: str | None, options: dict[str, Any], window: int, pin: bool,
                           pace: Pace | None = None) -> Iterator[EncodeResult]:
         if pace is not None:
-            yield from _paced(self._encode_in_flight(chunks, model, options, window, pin), pace)
+            yield from paced(self._encode_in_flight(chunks, model, options, window, pin), pace)
             return
         iterator = iter(chunks)
         start = 0  # input position of the chunk's first text: errors name the text in input terms
@@ -236,7 +202,7 @@ class Client:
             first = next(iterator, None)
             if first is None:
                 return
-            result = _in_input_terms(lambda: self._encode_retrying(first, model, options), start)
+            result = in_input_terms(lambda: self._encode_retrying(first, model, options), start)
             model = f"{result.model}@{result.version}"
             start += len(first)
             yield result
@@ -259,7 +225,7 @@ class Client:
 
     def _receive_in_order(self, sent: tuple[str, Sequence[Text], int], model: str | None, options: dict[str, Any]) -> EncodeResult:
         request_id, chunk, start = sent
-        return _in_input_terms(lambda: self._receive_retrying(request_id, chunk, model, options), start)
+        return in_input_terms(lambda: self._receive_retrying(request_id, chunk, model, options), start)
 
     def _encode_retrying(self, texts: Sequence[Text], model: str | None, options: dict[str, Any]) -> EncodeResult:
         return self._receive_retrying(self._send_encode(texts, model, options), texts, model, options)
@@ -280,8 +246,8 @@ class Client:
             raise TypeError("encode takes a sequence of texts, not a single string")
         options = {**options, **({"no_cache": True} if no_cache else {}), **current_traceparent()}
         # The daemon drops queued work whose caller has given up waiting for it.
-        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
-        payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else checked_seconds(timeout)) * 1000)))
+        payload = [as_bytes(i, text) for i, text in enumerate(texts)]
         return self.send("encode", model=model, options=options, payload=payload)
 
     def _receive_encode(self, request_id: str, timeout: float | None) -> EncodeResult:
@@ -300,10 +266,10 @@ class Client:
         "id", "text"}`` for query ``i``, best first. ``exact`` skips the corpus's approximate
         index, if it has one. ``prompt`` names one of the version's prompts ("query")."""
         texts = [queries] if isinstance(queries, (str, bytes)) else list(queries)
-        options: dict[str, Any] = {"k": k, **_options(None, key, prompt), **({"exact": True} if exact else {}), **({"precision": precision} if precision else {}),
+        options: dict[str, Any] = {"k": k, **options_of(None, key, prompt), **({"exact": True} if exact else {}), **({"precision": precision} if precision else {}),
                                    **current_traceparent()}
-        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
-        payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else checked_seconds(timeout)) * 1000)))
+        payload = [as_bytes(i, text) for i, text in enumerate(texts)]
         return self.request("search", model=model, options=options, payload=payload, timeout=timeout)[0]
 
     def search_reranked(self, query: Text, model: str | None = None, *, rerank: str, k: int = 10, candidates: int = 100, key: str | None = None,
@@ -331,12 +297,12 @@ class Client:
         version for the whole request. ``results`` are ``{"index", "score"}``, best first
         (``top_n`` of them); a score is the model's sigmoid, or its raw logit with
         ``raw_scores``. The answer names the version and its fingerprint."""
-        options: dict[str, Any] = {**_options(None, key, prompt), **current_traceparent()}
+        options: dict[str, Any] = {**options_of(None, key, prompt), **current_traceparent()}
         for name, value in (("top_n", top_n), ("raw_scores", raw_scores or None), ("no_cache", no_cache or None), ("count_tokens", count_tokens or None)):
             if value is not None:
                 options[name] = value
-        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else _seconds(timeout)) * 1000)))
-        payload = [_as_bytes(i, text) for i, text in enumerate([query, *documents])]
+        options["deadline_ms"] = min(86_400_000, max(1, int((self.timeout if timeout is None else checked_seconds(timeout)) * 1000)))
+        payload = [as_bytes(i, text) for i, text in enumerate([query, *documents])]
         return self.request("rerank", model=model, options=options, payload=payload, timeout=timeout)[0]
 
     def count_tokens(self, texts: Text | Sequence[Text], model: str | None = None, *, prompt: str | None = None, key: str | None = None, details: bool = False) -> dict[str, Any]:
@@ -344,8 +310,8 @@ class Client:
         running the model: ``{"model", "version", "tokens": [...], "total", "max_tokens"}``;
         ``details`` adds each text's tokens (id, text, special, start, stop)."""
         texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
-        payload = [_as_bytes(i, text) for i, text in enumerate(texts)]
-        options = {**_options(None, key, prompt), **({"details": True} if details else {})}
+        payload = [as_bytes(i, text) for i, text in enumerate(texts)]
+        options = {**options_of(None, key, prompt), **({"details": True} if details else {})}
         return self.request("tokens", model=model, options=options, payload=payload)[0]
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
@@ -424,10 +390,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _paced(results: Iterator[EncodeResult], pace: Pace) -> Iterator[EncodeResult]:
-    """``results``, each answer's rows told to ``pace`` as it arrives."""
-    for result in results:
-        pace.answered(result.count)
-        yield result

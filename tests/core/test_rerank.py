@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,20 @@ def test_the_http_search_reranks_in_two_stages_and_rerank_shapes_refuse_bad_bodi
         wrong = httpx.post(f"{url}/v1/rerank", json={"model": "m", "query": "q", "documents": ["a"]}, timeout=30)
         assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "wrong_task"
         assert httpx.post(f"{url}/rerank", json={"model": "rr", "query": "q", "texts": ["a", "bb"]}, timeout=30).json()[0]["index"] == 1
+
+
+def test_a_rerank_whose_client_leaves_is_withdrawn(start: StartDaemon, tmp_path: Path) -> None:
+    """Found in review: the client withdrew encodes and searches it no longer wanted, not reranks."""
+    with start(fake_config(tmp_path, {"v1": RERANK})) as daemon:
+        control = fakebackend.CONTROLS["v1"]
+        gate = threading.Event()
+        control.gate = gate
+        leaving = daemon.client()
+        leaving.send("rerank", options={"deadline_ms": 60_000}, payload=[QUERY.encode(), b"a", b"b"])
+        assert control.entered.wait(5)
+        leaving.close()  # withdraws what it still waits for
+        deadline = time.monotonic() + 5
+        while daemon.daemon._router.withdrawals < 1:  # noqa: SLF001 -- the cancel has reached the request
+            assert time.monotonic() < deadline, "the rerank was never withdrawn"
+            time.sleep(0.01)
+        gate.set()

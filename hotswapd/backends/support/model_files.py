@@ -39,7 +39,8 @@ class ModelLayout:
         return self.transformer_dir / "tokenizer.json"
 
 
-def _read_json(path: Path) -> dict | list | None:
+def read_json(path: Path) -> dict | list | None:
+    """A model directory's JSON file; None when it is missing, a typed load error when it is not JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -52,7 +53,7 @@ def read_layout(root: Path) -> ModelLayout:
     """Describe a model directory; works for sentence-transformers and plain transformers ones."""
     if not root.is_dir():
         raise ModelLoadError(f"{root} is not a model directory")
-    modules = _read_json(root / "modules.json") or []
+    modules = read_json(root / "modules.json") or []
     transformer_dir, pooling, normalizes = root, None, False
     for module in modules if isinstance(modules, list) else []:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
@@ -60,7 +61,7 @@ def read_layout(root: Path) -> ModelLayout:
         if kind == "Transformer":
             transformer_dir = module_dir
         elif kind == "Pooling":
-            pooling = _pooling_mode(_read_json(module_dir / "config.json") or {})
+            pooling = _pooling_mode(read_json(module_dir / "config.json") or {})
         elif kind == "Normalize":
             normalizes = True
     return ModelLayout(root, transformer_dir, pooling, normalizes, _max_seq_length(root, transformer_dir))
@@ -80,16 +81,16 @@ def _pooling_mode(config: dict) -> str:
 
 def _max_seq_length(root: Path, transformer_dir: Path) -> int:
     for candidate in (transformer_dir / "sentence_bert_config.json", root / "sentence_bert_config.json"):
-        st_config = _read_json(candidate)
+        st_config = read_json(candidate)
         if isinstance(st_config, dict) and st_config.get("max_seq_length"):
             return int(st_config["max_seq_length"])
     # As sentence-transformers does without its own config: the tokenizer's limit, capped
     # by the position embeddings the model has.
     limits = []
-    tokenizer_config = _read_json(transformer_dir / "tokenizer_config.json")
+    tokenizer_config = read_json(transformer_dir / "tokenizer_config.json")
     if isinstance(tokenizer_config, dict) and isinstance(tokenizer_config.get("model_max_length"), int):
         limits.append(tokenizer_config["model_max_length"])
-    model_config = _read_json(transformer_dir / "config.json")
+    model_config = read_json(transformer_dir / "config.json")
     if isinstance(model_config, dict) and isinstance(model_config.get("max_position_embeddings"), int):
         limits.append(model_config["max_position_embeddings"])
     sane = [limit for limit in limits if 0 < limit < 1_000_000]
