@@ -9,7 +9,8 @@ its models at run time), so the model is a cross-encoder of all-MiniLM-L6-v2's g
 ms-marco-MiniLM-L-6-v2, whose scores would mean nothing here. Pairs: a BBC News sentence
 as the query, 32 other sentences as its documents. Paths: the Python client (ZeroMQ, one
 request per query; and two in flight), `POST /v1/rerank` (the HTTP door), and the same
-model exported to ONNX fp32 and int8 (with each query's Spearman against in-process fp32;
+model exported to ONNX fp32 and int8 and converted to OpenVINO fp32 and int8 (NNCF,
+calibrated on pairs) (with each query's Spearman against in-process fp32;
 with random weights every pair scores alike, so int8's small noise reorders them: the
 figure says nothing of a trained model's). The embedding cache is off.
 Target: each >= 0.95x in-process pairs/s.
@@ -98,10 +99,23 @@ source = "{model_dir}"
 quantize = "int8"
 min_spearman = -1.0  # random weights: the gate would refuse what a real model passes; the table shows the figure
 preload = true
+[models.rr.versions.openvino]
+task = "rerank"
+backend = "openvino"
+source = "{model_dir}"
+preload = true
+[models.rr.versions.openvino-int8]
+task = "rerank"
+backend = "openvino"
+source = "{model_dir}"
+precision = "int8"
+min_spearman = -1.0
+preload = true
 """)
-    daemon = start_daemon(config, workdir)
+    daemon = start_daemon(config, workdir, wait=600)  # four conversions on the first start
     figures: dict[str, list[float]] = {"in-process CrossEncoder.predict": [], "daemon, Client.rerank (ZeroMQ)": [], "daemon, Client.rerank, 2 in flight": [],
-                                       "daemon, POST /v1/rerank": [], "daemon, ONNX fp32 (Client)": [], "daemon, ONNX int8 (Client)": []}
+                                       "daemon, POST /v1/rerank": [], "daemon, ONNX fp32 (Client)": [], "daemon, ONNX int8 (Client)": [],
+                                       "daemon, OpenVINO fp32 (Client)": [], "daemon, OpenVINO int8 (Client)": []}
     onnx_scores: dict[str, list[dict]] = {}
     agreement = 0.0
     try:
@@ -125,7 +139,8 @@ preload = true
                 for q, docs in work:
                     web.post(f"{url}/v1/rerank", json={"model": "rr", "query": q, "documents": docs}).raise_for_status()
                 figures["daemon, POST /v1/rerank"].append(pairs / (time.perf_counter() - started))
-                for name, spec in (("daemon, ONNX fp32 (Client)", "rr@onnx"), ("daemon, ONNX int8 (Client)", "rr@onnx-int8")):
+                for name, spec in (("daemon, ONNX fp32 (Client)", "rr@onnx"), ("daemon, ONNX int8 (Client)", "rr@onnx-int8"),
+                                   ("daemon, OpenVINO fp32 (Client)", "rr@openvino"), ("daemon, OpenVINO int8 (Client)", "rr@openvino-int8")):
                     started = time.perf_counter()
                     onnx_scores[spec] = [client.rerank(q, docs, spec) for q, docs in work]
                     figures[name].append(pairs / (time.perf_counter() - started))

@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import HS
+from hotswapd.tuning.run_paths import RERANK_PATHS
+from tests.conftest import HS, run_hs
 from tests.daemons import RunningDaemon, daemon_env, serving, write_config
 from tests.tinymodel import build_tiny_cross_encoder
 
@@ -53,6 +54,21 @@ backend = "onnx"
 source = "{cross_encoder}"
 quantize = "int8"
 min_spearman = -1.0  # random weights score every pair alike: int8 noise reorders them; a real model is gated at 0.95
+[models.rr.versions.openvino]
+task = "rerank"
+backend = "openvino"
+source = "{cross_encoder}"
+[models.rr.versions.openvino-int8]
+task = "rerank"
+backend = "openvino"
+source = "{cross_encoder}"
+precision = "int8"
+min_spearman = -1.0
+[models.rr.versions.auto]
+task = "rerank"
+backend = "auto"
+source = "{cross_encoder}"
+min_spearman = -1.0
 """)
     with serving(config, workdir) as running:
         yield running
@@ -119,3 +135,37 @@ def test_onnx_rerank_versions_export_check_and_score_like_torch(daemon: RunningD
     assert (fp32["version"], int8["version"]) == ("onnx", "onnx-int8")
     assert details["onnx-int8"]["state"] == "loaded"
     assert details["onnx"]["state"] == "loaded" and switched["outcome"] == "done"
+
+
+def test_openvino_rerank_versions_convert_check_and_score_like_torch(daemon: RunningDaemon, expected: np.ndarray) -> None:
+    with daemon.client() as client:
+        fp32 = client.rerank(QUERY, DOCUMENTS, "rr@openvino")
+        int8 = client.rerank(QUERY, DOCUMENTS, "rr@openvino-int8")
+        details = {item["version"]: item for item in client.models()[0]["version_detail"]}
+    np.testing.assert_allclose(by_index(fp32["results"], "score"), expected, atol=1e-5)
+    # NNCF quantises activations too (calibrated on pairs): a little further from fp32 than ONNX's weights-only int8.
+    np.testing.assert_allclose(by_index(int8["results"], "score"), expected, atol=2e-3)
+    assert (fp32["version"], int8["version"]) == ("openvino", "openvino-int8")
+    assert details["openvino-int8"]["state"] == "loaded"
+
+
+def test_hs_tune_measures_a_rerank_version_by_rank_agreement_and_auto_serves_the_choice(daemon: RunningDaemon, expected: np.ndarray) -> None:
+    done = run_hs("tune", "rr@auto", "--json", endpoint=daemon.endpoint, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()
+    record = json.loads(done.stdout)["tuning"]
+    rows = {row["path"]: row for row in record["rows"]}
+    assert record["task"] == "rerank" and record["min_spearman"] == -1.0
+    assert set(rows) == set(RERANK_PATHS)  # a cross-encoder runs in fp32 on torch: no torch bf16/fp16 rows
+    for name in ("torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
+        assert rows[name]["status"] == "measured" and rows[name]["short_per_second"] > 0, rows[name]
+        assert rows[name]["mean_cosine"] is None and rows[name]["min_spearman"] is not None
+    assert rows["torch-fp32"]["min_spearman"] == 1.0 and rows["onnx-fp32"]["min_spearman"] > 0.99
+    measured = [row for row in record["rows"] if row["status"] == "measured"]
+    assert record["chosen"] == max(measured, key=lambda row: row["short_per_second"])["path"]
+    table = run_hs("tune", "rr@auto", endpoint=daemon.endpoint, env={"COLUMNS": "120"})
+    assert table.returncode == 0 and "\trho_mean\t" in table.stdout.decode() and f"chosen: {record['chosen']}" in table.stderr.decode()
+    with daemon.client() as client:
+        served = client.rerank(QUERY, DOCUMENTS, "rr@auto")
+        detail = next(item for item in client.models()[0]["version_detail"] if item["version"] == "auto")
+    assert detail["path"] == record["chosen"]
+    np.testing.assert_allclose(by_index(served["results"], "score"), expected, atol=2e-3)

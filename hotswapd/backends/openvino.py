@@ -14,6 +14,8 @@ Sources it accepts:
 ``precision``: ``fp32``; ``bf16`` (the runtime computes in bfloat16; on CPUs with
 AVX-512 BF16 or AMX only, refused elsewhere); ``int8``. Pooling, normalisation and
 truncation follow the directory's sentence-transformers config, as for ONNX.
+
+A rerank version (``task = "rerank"``) is a cross-encoder: :mod:`hotswapd.backends.openvino_rerank`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +33,7 @@ from hotswapd.backends.support.export_cache import created_once, enforce
 from hotswapd.backends.support.graph_embedder import GraphEmbedder
 from hotswapd.backends.support.model_files import ModelLayout, read_layout
 from hotswapd.backends.support.pooling import PoolingName, choose_mode
-from hotswapd.backends.support.precision import why_not
+from hotswapd.backends.support.openvino_runtime import installed, unavailable
 from hotswapd.backends.support.tokenizing import TextTokenizer
 from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
@@ -42,12 +42,12 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hotswapd.backends import VersionSpec
+    from hotswapd.backends.openvino_rerank import OpenVinoCrossEncoder
 
 log = logging.getLogger(__name__)
 GIVEN_FILE = "openvino_model.xml"
 # Part of the conversion cache key: bump it when the converted model would differ.
 CONVERSION_FORMAT = 1
-INSTALL_HINT = "pip install 'hotswap[openvino]'"
 
 
 class Options(BaseModel):
@@ -57,6 +57,9 @@ class Options(BaseModel):
     # A conversion whose mean cosine against the torch model on the check sample falls
     # below this is refused.
     min_cosine: float = Field(default=0.99, ge=-1.0, le=1.0)
+    # A rerank version's conversion (task = "rerank") whose document order per query agrees
+    # less than this (Spearman, the worst check query) with the torch cross-encoder is refused.
+    min_spearman: float = Field(default=0.95, ge=-1.0, le=1.0)
     pooling: PoolingName | None = None  # default: the model's own pooling config, else mean
     threads: PositiveInt | None = None  # default: OpenVINO's (one per core)
 
@@ -97,21 +100,11 @@ class OpenVinoEmbedder(GraphEmbedder):
         del self._compiled
 
 
-def unavailable(precision: str) -> str | None:
-    """Why this machine cannot run ``precision`` with OpenVINO, or None."""
-    try:
-        package_version("openvino")
-    except PackageNotFoundError:
-        return f"OpenVINO is not installed ({INSTALL_HINT})"
-    if precision == "int8":
-        try:
-            package_version("nncf")
-        except PackageNotFoundError:
-            return f"int8 needs NNCF ({INSTALL_HINT})"
-    return why_not(precision, "cpu") if precision == "bf16" else None
+def load(path: Path, version: VersionSpec) -> OpenVinoEmbedder | OpenVinoCrossEncoder:
+    if getattr(version, "task", "embed") == "rerank":  # a cross-encoder's logits, not vectors
+        from hotswapd.backends.openvino_rerank import load as load_cross_encoder
 
-
-def load(path: Path, version: VersionSpec) -> OpenVinoEmbedder:
+        return load_cross_encoder(path, version)
     options: Options = version.options  # type: ignore[assignment]
     pick_device(version.device, version.fallback, False, "openvino (this backend runs on the CPU)")
     reason = unavailable(options.precision)
@@ -154,18 +147,11 @@ def _cache_root() -> Path:
 def _cache_key(source: Path, precision: str) -> str:
     from hotswapd.sources.fingerprint import fingerprint
 
-    libraries = [f"{name}={_installed(name)}" for name in ("openvino", "nncf")]
+    libraries = [f"{name}={installed(name)}" for name in ("openvino", "nncf")]
     # bf16 and int8 accuracy (and int8 calibration) depend on the instructions the CPU has.
     cpu = cpu_identity() if precision != "fp32" else ""
     parts = [fingerprint(source), precision, *libraries, cpu, f"format{CONVERSION_FORMAT}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-
-
-def _installed(name: str) -> str:
-    try:
-        return package_version(name)
-    except PackageNotFoundError:
-        return "-"
 
 
 def import_libraries() -> None:

@@ -42,7 +42,7 @@ DEFAULT_MODEL_NAME = "minilm"
 # Versions whose vectors get no int8/uint8 calibration at load (hotswapd.calibration): a
 # remote endpoint (a paid call per load) and an ensemble (its members have theirs).
 UNCALIBRATED_BACKENDS = frozenset({"openai", "sagemaker", "ensemble"})
-EMBED_ONLY_BACKENDS = frozenset({"openvino", "transformers", "openai", "sagemaker", "auto", "ensemble"})
+EMBED_ONLY_BACKENDS = frozenset({"transformers", "openai", "sagemaker", "ensemble"})
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
@@ -145,7 +145,7 @@ class VersionConfig(_Frozen):
         if self.task != "rerank":
             return self
         if self.backend in EMBED_ONLY_BACKENDS:
-            raise ValueError(f".task: rerank versions run on sentence-transformers (CrossEncoder), onnx or a plugin, not backend {self.backend!r}")
+            raise ValueError(f".task: rerank versions run on sentence-transformers (CrossEncoder), onnx, openvino, auto or a plugin, not backend {self.backend!r}")
         if self.long_text == "chunk-mean":
             raise ValueError(".long_text: a pair's score cannot be averaged over windows; use truncate or error")
         if self.compatible_with is not None:

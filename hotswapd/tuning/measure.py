@@ -6,7 +6,8 @@ It imports torch (the reference is fp32 sentence-transformers), so the daemon ne
 it in its own process. Each path is loaded through its backend exactly as the daemon would
 load it (exports, quantisation and the backends' own accuracy gates included), timed on
 short texts, on passages and one text at a time, compared with the reference on the check
-sample, and closed before the next.
+sample, and closed before the next. A rerank version's paths score (query, document)
+pairs instead, and are compared by each check query's document order (Spearman).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import numpy as np
 
 from hotswapd.host import children
 from hotswapd.text.probe_texts import CALIBRATION_TEXTS, PROBE_TEXTS, check_sample
-from hotswapd.tuning.run_paths import PATHS, REFERENCE, backend_and_options
+from hotswapd.backends.cross_encoder_export import check_pairs, spearman
+from hotswapd.text.pairs import join_pair
+from hotswapd.tuning.run_paths import PATHS, REFERENCE, RERANK_PATHS, backend_and_options, gate_options
 from hotswapd.tuning.tune_record import PathRow
 
 SHORT_ROUNDS = 2
@@ -83,13 +86,50 @@ def measure(name: str, backend: str, options: dict[str, Any], embedder: Any, ref
     )
 
 
-def unavailable(name: str, device: str) -> str | None:
+def short_pairs() -> list[str]:
+    texts = short_texts()
+    return [join_pair(texts[i], texts[(i * 7 + 3) % len(texts)]) for i in range(len(texts))]
+
+
+def passage_pairs() -> list[str]:
+    return [join_pair(PROBE_TEXTS[i % len(PROBE_TEXTS)], passage) for i, passage in enumerate(passages())]
+
+
+def check_scores(scorer: Any) -> np.ndarray:
+    """A reranker's logits for each check query (rows) and document (columns)."""
+    queries, documents = check_pairs()
+    return np.vstack([scorer.encode([join_pair(query, d) for d in documents], normalize=False)[:, 0] for query in queries]).astype(np.float64)
+
+
+def measure_rerank(name: str, backend: str, options: dict[str, Any], scorer: Any, reference: np.ndarray) -> PathRow:
+    """A rerank path: pairs/s on short pairs and on (question, passage) pairs, one pair per
+    call, and each check query's document order against the torch cross-encoder's."""
+    scorer.encode(short_pairs()[:64], normalize=False)  # warm-up
+    got = check_scores(scorer)
+    correlations = [spearman(expected, row) for expected, row in zip(reference, got, strict=True)]
+    single = []
+    for pair in short_pairs()[:SINGLE_CALLS]:
+        started = time.perf_counter()
+        scorer.encode([pair], normalize=False)
+        single.append((time.perf_counter() - started) * 1000)
+    return PathRow(
+        path=name, backend=backend, options=options, status="measured",
+        short_per_second=round(_rate(scorer, short_pairs(), SHORT_ROUNDS), 1),
+        passages_per_second=round(_rate(scorer, passage_pairs(), 1), 1),
+        single_p50_ms=round(statistics.median(single), 2),
+        mean_spearman=float(np.mean(correlations)), min_spearman=min(correlations),
+    )
+
+
+def unavailable(name: str, device: str, task: str = "embed") -> str | None:
     """Why ``name`` cannot run here on ``device`` (a missing library, missing instructions,
     no GPU), or None. Imports torch only to ask about a GPU."""
-    from hotswapd.backends import openvino
+    from hotswapd.backends.support import openvino_runtime
     from hotswapd.backends.support.precision import why_not
 
     backend, options = PATHS[name]
+    if task == "rerank" and name not in RERANK_PATHS:
+        return "a cross-encoder runs in fp32 on torch here"
     if backend == "torch":
         if find_spec("torch") is None or find_spec("sentence_transformers") is None:
             return "torch and sentence-transformers are not installed (pip install 'hotswap[sentence-transformers]')"
@@ -102,7 +142,7 @@ def unavailable(name: str, device: str) -> str | None:
         return None
     if device.startswith("cuda"):
         return "OpenVINO runs on the CPU here; this version runs on CUDA"
-    return openvino.unavailable(options.get("precision", "fp32"))
+    return openvino_runtime.unavailable(options.get("precision", "fp32"))
 
 
 def _device(requested: str) -> str:
@@ -113,25 +153,26 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def measure_all(path: Path, base: dict[str, Any], names: list[str], min_cosine: float) -> list[PathRow]:
+def measure_all(path: Path, base: dict[str, Any], names: list[str], gate: float) -> list[PathRow]:
     from hotswapd.backends import get_loader
     from hotswapd.config.schema import VersionConfig
     from hotswapd.errors import HotswapError
 
     device = _device(base.get("device", "auto"))
+    task = base.get("task", "embed")
     rows: list[PathRow] = []
     reference: np.ndarray | None = None
     # The reference goes first: every other path is compared with its vectors.
     for name in sorted(names, key=lambda item: item != REFERENCE):
-        backend, options = backend_and_options(name, path)
-        reason = unavailable(name, device)
+        backend, options = backend_and_options(name, path, task)
+        reason = unavailable(name, device, task)
         if reason is not None:
             rows.append(PathRow(path=name, backend=backend, options=options, status="unavailable", reason=reason))
             continue
         if name != REFERENCE and reference is None:
             rows.append(PathRow(path=name, backend=backend, options=options, status="refused", reason=f"cannot be checked: the reference ({REFERENCE}) did not run"))
             continue
-        config = VersionConfig.model_validate({**base, "backend": backend, "source": str(path), "min_cosine": min_cosine, **options})
+        config = VersionConfig.model_validate({**base, "backend": backend, "source": str(path), **gate_options(task, backend, gate), **options})
         try:
             embedder = get_loader(backend)(path, config)
         except HotswapError as exc:
@@ -141,10 +182,13 @@ def measure_all(path: Path, base: dict[str, Any], names: list[str], min_cosine: 
             rows.append(PathRow(path=name, backend=backend, options=options, status="refused", reason=f"{type(exc).__name__}: {exc}"))
             continue
         try:
-            if reference is None:
+            if reference is None and task == "rerank":
+                reference = check_scores(embedder)
+            elif reference is None:
                 reference = np.asarray(embedder.encode(check_sample(), normalize=True), dtype=np.float64)
                 reference /= np.linalg.norm(reference, axis=1, keepdims=True)
-            rows.append(measure(name, backend, options, embedder, reference))
+            measured = measure_rerank if task == "rerank" else measure
+            rows.append(measured(name, backend, options, embedder, reference))
         finally:
             embedder.close()
             del embedder
@@ -161,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
     if REFERENCE not in spec["paths"]:
         spec["paths"].insert(0, REFERENCE)
-    rows = measure_all(Path(spec["path"]), spec["version"], spec["paths"], spec["min_cosine"])
+    rows = measure_all(Path(spec["path"]), spec["version"], spec["paths"], spec["gate"])
     args.out.write_text(json.dumps([row.model_dump() for row in rows]))
     return 0
 

@@ -19,13 +19,34 @@ PATHS: dict[str, tuple[str, dict[str, str]]] = {
     "openvino-bf16": ("openvino", {"precision": "bf16"}),
     "openvino-int8": ("openvino", {"precision": "int8"}),
 }
-REFERENCE = "torch-fp32"  # what every other path's vectors are compared with
+REFERENCE = "torch-fp32"  # what every other path's vectors (or a reranker's scores) are compared with
+# A cross-encoder runs in fp32 on torch here (sentence-transformers' CrossEncoder).
+RERANK_PATHS = ("torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
+# The accuracy gate of a task: what a path's output is compared with fp32 by, and its default.
+GATES = {"embed": ("min_cosine", 0.99), "rerank": ("min_spearman", 0.95)}
+
+
+def paths_for(task: str) -> list[str]:
+    return list(RERANK_PATHS) if task == "rerank" else list(PATHS)
+
+
+def gate_options(task: str, backend: str, gate: float) -> dict[str, float]:
+    """The chosen backend's own accuracy-gate key, set to the tuning's gate: a rerank
+    version's conversion is gated by rank agreement (ONNX and OpenVINO; torch is the
+    reference), an embedder's by cosine."""
+    if task == "rerank":
+        return {"min_spearman": gate} if backend in ("onnx", "openvino") else {}
+    return {"min_cosine": gate}
 
 
 def torch_backend(path: Path) -> str:
     return "sentence-transformers" if (path / "modules.json").is_file() else "transformers"
 
 
-def backend_and_options(name: str, path: Path) -> tuple[str, dict[str, str]]:
+def backend_and_options(name: str, path: Path, task: str = "embed") -> tuple[str, dict[str, str]]:
+    """The backend and options of path ``name``; a cross-encoder's torch path is always
+    sentence-transformers' CrossEncoder."""
     backend, options = PATHS[name]
-    return (torch_backend(path) if backend == "torch" else backend), dict(options)
+    if backend == "torch":
+        backend = "sentence-transformers" if task == "rerank" else torch_backend(path)
+    return backend, dict(options)

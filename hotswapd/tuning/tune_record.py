@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # What decides how fast and how accurate a path runs, besides the CPU and the weights.
 LIBRARIES = ("hotswap", "torch", "sentence-transformers", "transformers", "onnxruntime", "onnx", "openvino", "nncf", "tokenizers")
 # Part of the key: bump it when what is measured, or how, changes.
-FORMAT = 1
+FORMAT = 2  # 2: the task is part of the record (rerank versions are tuned too)
 MAX_RECORD_BYTES = 1 << 20
 
 Status = Literal["measured", "refused", "unavailable"]
@@ -45,13 +45,21 @@ class PathRow(_Strict):
     single_p50_ms: float | None = None  # one short text per call
     mean_cosine: float | None = None  # against fp32 sentence-transformers on the check sample
     min_cosine: float | None = None
+    # A reranker's: Spearman of each check query's document order against the torch cross-encoder.
+    mean_spearman: float | None = None
+    min_spearman: float | None = None
 
-    @field_validator("short_per_second", "passages_per_second", "single_p50_ms", "mean_cosine", "min_cosine")
+    @field_validator("short_per_second", "passages_per_second", "single_p50_ms", "mean_cosine", "min_cosine", "mean_spearman", "min_spearman")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+    def agreement(self, task: str) -> float | None:
+        """What the gate is compared with: an embedder's mean cosine, a reranker's worst
+        query's Spearman (the backends' own rerank gate)."""
+        return self.min_spearman if task == "rerank" else self.mean_cosine
 
 
 class TuneRecord(_Strict):
@@ -61,24 +69,37 @@ class TuneRecord(_Strict):
     weights: str
     measured_at: float = Field(ge=0, le=1e11)  # a time a clock can show (NaN and 1e20 cannot)
     seconds: float = Field(ge=0, le=1e7)
-    min_cosine: float
+    task: Literal["embed", "rerank"] = "embed"
+    min_cosine: float | None = None  # an embedder's gate
+    min_spearman: float | None = None  # a reranker's gate
     rows: list[PathRow]
     chosen: str
     reason: str
 
+    @property
+    def gate(self) -> float | None:
+        return self.min_spearman if self.task == "rerank" else self.min_cosine
+
     @model_validator(mode="after")
     def _chosen_is_eligible(self) -> TuneRecord:
-        if self.chosen not in {row.path for row in eligible(self.rows, self.min_cosine)}:
-            raise ValueError(f"chosen path {self.chosen!r} is not a measured path above min_cosine")
+        if self.gate is None:
+            raise ValueError(f"a {self.task} record needs its gate ({AGREEMENT_FIELD[self.task]})")
+        if self.chosen not in {row.path for row in eligible(self.rows, self.gate, self.task)}:
+            raise ValueError(f"chosen path {self.chosen!r} is not a measured path above the gate")
         return self
 
 
-def eligible(rows: list[PathRow], min_cosine: float) -> list[PathRow]:
-    """Measured paths whose vectors agree with fp32 at ``min_cosine`` (mean) or better."""
+AGREEMENT = {"embed": "mean cosine", "rerank": "worst-query Spearman"}
+AGREEMENT_FIELD = {"embed": "min_cosine", "rerank": "min_spearman"}
+
+
+def eligible(rows: list[PathRow], gate: float, task: str = "embed") -> list[PathRow]:
+    """Measured paths whose output agrees with fp32 at ``gate`` or better (an embedder's
+    mean cosine, a reranker's worst-query Spearman)."""
     return [
         row
         for row in rows
-        if row.status == "measured" and row.short_per_second and row.mean_cosine is not None and row.mean_cosine >= min_cosine
+        if row.status == "measured" and row.short_per_second and (found := row.agreement(task)) is not None and found >= gate
     ]
 
 

@@ -118,11 +118,43 @@ def test_a_cached_record_that_disagrees_with_its_key_is_measured_again(tmp_path:
     monkeypatch.setattr(tuning_run, "_measure", measured)
     file = cache_file(record.key)
     good = file.read_bytes()
-    for bad in (good.replace(b'"options": {}', b'"options": {"pooling": "cls", "max_seq_length": 3}', 1), good.replace(b'"min_cosine": 0.99,\n "rows"', b'"min_cosine": 0.5,\n "rows"')):
+    for bad in (good.replace(b'"options": {}', b'"options": {"pooling": "cls", "max_seq_length": 3}', 1), good.replace(b'"min_cosine": 0.99,\n "min_spearman"', b'"min_cosine": 0.5,\n "min_spearman"')):
         assert bad != good
         file.write_bytes(bad)
         with pytest.raises(Measured):
             tuned(model, version)
+
+
+def _rerank_row(path: str, rate: float, rho: float) -> PathRow:
+    return PathRow(path=path, backend=PATHS[path][0], options=dict(PATHS[path][1]), status="measured", short_per_second=rate, passages_per_second=rate / 10,
+                   single_p50_ms=1.0, mean_spearman=rho, min_spearman=rho)
+
+
+def test_a_rerank_tuning_is_gated_by_rank_agreement_not_cosine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reranker's paths are compared by Spearman (their rows have no cosine), its key and
+    record name the task, and an embedder's cached record is not taken for a reranker's."""
+    rows = [_rerank_row("torch-fp32", 100.0, 1.0), _rerank_row("onnx-int8", 300.0, 0.90), _rerank_row("openvino-fp32", 160.0, 0.999)]
+    record = choose("k" * 24, "w" * 16, rows, 0.95, time.time(), ALL, "rerank")
+    assert record.task == "rerank" and record.min_spearman == 0.95 and record.min_cosine is None
+    assert record.chosen == "openvino-fp32" and "short pairs (160/s, 1.60x torch-fp32)" in record.reason and "Spearman >= 0.95" in record.reason
+    assert choose("k" * 24, "w" * 16, rows, 0.85, time.time(), ALL, "rerank").chosen == "onnx-int8"
+    with pytest.raises(ModelLoadError, match="no path runs here at min_spearman 1.0"):
+        choose("k" * 24, "w" * 16, rows[1:], 1.0, time.time(), ALL, "rerank")
+    with pytest.raises(ModelLoadError):  # an embedder's rows carry no Spearman: nothing passes a rerank gate
+        choose("k" * 24, "w" * 16, ROWS, 0.5, time.time(), ALL, "rerank")
+    from hotswapd.config.schema import VersionConfig
+
+    model, embed_version = _fake_version(tmp_path)
+    rerank_version = VersionConfig(backend="auto", task="rerank", source=str(model))
+    assert tuning_run.settings(rerank_version) == (["torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8"], 0.95)
+    monkeypatch.setattr(tuning_run, "_measure", lambda *args: ROWS)
+    embedded = tuned(model, embed_version)
+    monkeypatch.setattr(tuning_run, "_measure", lambda *args: rows)
+    reranked = tuned(model, rerank_version)
+    assert reranked.key != embedded.key and reranked.chosen == "openvino-fp32"
+    write_cached(reranked.model_copy(update={"key": embedded.key}))  # a reranker's record under an embedder's key
+    monkeypatch.setattr(tuning_run, "_measure", lambda *args: ROWS)
+    assert tuned(model, embed_version).task == "embed"  # measured again, not trusted
 
 
 def test_a_choice_that_cannot_be_cached_is_still_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
