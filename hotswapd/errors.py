@@ -18,7 +18,8 @@ code; the client looks the code up and raises the same class again, so a script 
     │   ├── TextTooLong
     │   ├── BatchTooLarge
     │   ├── IncompatibleVersions  a switch the embedding-space guard refuses
-    │   └── NothingToRollBack
+    │   ├── NothingToRollBack
+    │   └── FleetRefused       a fleet change a member refused or did not confirm in time
     ├── ModelLoadError         a model's source or backend failed to load
     ├── InferenceError         the backend failed while encoding
     ├── DaemonError            the daemon cannot be reached or is unhealthy
@@ -29,6 +30,7 @@ code; the client looks the code up and raises the same class again, so a script 
     │   ├── Busy               the daemon's queue is full: back off and retry
     │   ├── DeadlineExceeded   the request's own deadline passed before it ran
     │   ├── Cancelled          its client withdrew the request (an HTTP client that left)
+    │   ├── FleetUnavailable   this member cannot reach etcd: it serves, but changes no state
     │   └── DaemonAlreadyRunning
     └── InternalError          a bug: the daemon caught something unexpected
 """
@@ -119,6 +121,14 @@ class CorpusUnavailable(RequestError):
     code = "corpus_unavailable"
 
 
+class FleetRefused(RequestError):
+    """A fleet change (switch, rollback, abort) that did not commit: a member refused it
+    (its reason and name in the message), another change was in progress, or the members
+    did not all report ready before the deadline. Nothing flipped anywhere."""
+
+    code = "fleet_refused"
+
+
 class ModelLoadError(HotswapError):
     code = "model_load_error"
 
@@ -156,6 +166,13 @@ class DeadlineExceeded(DaemonError):
 
 class Cancelled(DaemonError):
     code = "cancelled"
+
+
+class FleetUnavailable(DaemonError):
+    """This member cannot reach etcd: it keeps serving its last committed state and refuses
+    changes made on it until it reconnects."""
+
+    code = "fleet_unavailable"
 
 
 class DaemonTimeout(DaemonError):

@@ -41,6 +41,8 @@ class Options(BaseModel):
     # A load that names these steps (as an exporting backend does), each lasting load_step_seconds.
     load_steps: list[str] = []
     load_step_seconds: float = 0.0
+    # For a daemon in another process: its loads fail with this message.
+    fail_load: str | None = None
 
 
 @dataclass
@@ -131,6 +133,11 @@ class FakeEmbedder:
                 time.sleep(pause)
             if control.fail:
                 raise RuntimeError(control.fail)
+            # HOTSWAP_FAKE_FAIL_ON=TAG:TEXT: in a daemon process, this version fails a batch
+            # holding TEXT (its config, so its fingerprint, the same as a healthy member's).
+            tag, _, text = os.environ.get("HOTSWAP_FAKE_FAIL_ON", "").partition(":")
+            if tag == self._options.tag and text in texts:
+                raise RuntimeError(f"fake model refuses {text!r} (HOTSWAP_FAKE_FAIL_ON)")
             if control.fail_on is not None and control.fail_on in texts:
                 raise RuntimeError(f"fake model refuses {control.fail_on!r}")
             control.encodes += 1
@@ -204,8 +211,12 @@ def load(path: Path, version: Any) -> FakeEmbedder:
     control.load_attempts += 1
     if control.load_gate is not None:
         control.load_gate.wait(60)
-    if control.fail_load:
-        raise RuntimeError(control.fail_load)
+    if control.fail_load or options.fail_load:
+        raise RuntimeError(control.fail_load or options.fail_load)
+    # HOTSWAP_FAKE_SLOW_LOAD=TAG:SECONDS: in a daemon process, this version loads slowly.
+    tag, _, seconds = os.environ.get("HOTSWAP_FAKE_SLOW_LOAD", "").partition(":")
+    if tag == options.tag:
+        time.sleep(float(seconds))
     for step in options.load_steps:
         load_steps.report(step)
         time.sleep(options.load_step_seconds)

@@ -323,6 +323,11 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self.request("status")[0]
 
+    def fleet(self) -> dict[str, Any]:
+        """A fleet member's view of its fleet (``hs fleet status``): members, generations and
+        lag, what each serves, each model's committed state, proposals in progress."""
+        return self.request("fleet")[0]
+
     def preload(self, model: str | None = None) -> dict[str, Any]:
         return self.request("preload", model=model)[0]
 

@@ -46,6 +46,8 @@ class EncodeResult:
         # With ranges asked for: the version's int8/uint8 calibration (2 x dim) and its fingerprint.
         self.ranges: list[list[float]] | None = result.get("ranges")
         self.calibration: str | None = result.get("calibration")
+        # A fleet member's: the fleet change (etcd revision) this request was routed under.
+        self.generation: int | None = result.get("generation") if isinstance(result.get("generation"), int) else None
         if len(buffer) != self.count * self.dim * 4:
             raise ProtocolError(f"vector frame holds {len(buffer)} bytes, expected {self.count}x{self.dim} float32")
         self.buffer = buffer

@@ -33,6 +33,7 @@ from hotswapd.config.ensemble_section import ENSEMBLE, member_problems
 from hotswapd.config.ensemble_section import Options as EnsembleOptions
 from hotswapd.config.strict_json import json_object
 from hotswapd.errors import ConfigError
+from hotswapd.config.fleet_section import FleetConfig
 from hotswapd.config.http_section import HttpConfig
 from hotswapd.sources.resolve import parse_source
 
@@ -319,6 +320,7 @@ class Config(_Frozen):
     http: HttpConfig = HttpConfig()
     alerts: AlertsConfig = AlertsConfig()
     bench: BenchConfig = BenchConfig()
+    fleet: FleetConfig | None = None  # a member of a fleet switched together through etcd
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Where this config came from; None for the built-in default. Relative sources resolve
     # against this file's directory.

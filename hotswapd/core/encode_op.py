@@ -103,7 +103,7 @@ class EncodeOp:
         # unless the request named it.
         reroute = None if pinned else (lambda: self._s.switchboard.pick(name, key))
         return Deferred(
-            lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(reply, span), context, snap, reroute),
+            lambda reply: self._start(name, version, texts, flags, deadline, ticket.release, _traced(_generation(reply, snap.fleet_generation), span), context, snap, reroute),
             withdraw=deadline.withdraw,
         )
 
@@ -284,6 +284,19 @@ class _TracedReply:
             spans.finish(self._span, self._facts, outcome if isinstance(outcome, BaseException) else None)
         finally:
             self._reply(outcome)
+
+
+def _generation(reply: Reply, generation: int | None) -> Reply:
+    """In a fleet: the answer names the fleet generation of the snapshot that routed it."""
+    if generation is None:
+        return reply
+
+    def stamped(outcome: Outcome | HotswapError) -> None:
+        if isinstance(outcome, Outcome):
+            outcome.result["generation"] = generation
+        reply(outcome)
+
+    return stamped
 
 
 def _traced(reply: Reply, span: Any) -> Reply:

@@ -15,6 +15,9 @@ the composition root (:mod:`hotswapd.daemon.main`) wires each in with one line:
   instead of from files (an ensemble), named by the backend name the config uses for it.
 - a **status section**: a named callable whose value ``hs status`` shows (the periodic
   benchmark rounds, the corpora).
+- a **state owner** (:class:`StateOwner`): where the changes of state a client asks for
+  (switch, rollback, abort) and the health breaches of rollouts go when this daemon does
+  not own its state alone (a fleet member). It applies them through the switchboard itself.
 """
 
 from __future__ import annotations
@@ -77,6 +80,21 @@ class VersionHook(Protocol):
         ...
 
 
+class StateOwner(Protocol):
+    """Takes the changes of serving state asked of this daemon (a fleet agrees them with its
+    other members, then applies them here with trigger "fleet")."""
+
+    def switch(self, request: Any) -> dict[str, Any]: ...
+
+    def rollback(self, model: str, *, trigger: str, client: str | None) -> dict[str, Any]: ...
+
+    def abort(self, model: str, *, reason: str, event: str, trigger: str, client: str | None) -> dict[str, Any]: ...
+
+    def unhealthy(self, model: str, version: str, reason: str) -> None:
+        """A rollout's target breached its health limits here (called every tick while it does)."""
+        ...
+
+
 class Attachment(Protocol):
     """A feature's part of a loaded version, closed with it (after its last request)."""
 
@@ -91,6 +109,7 @@ class Seams:
     version_hooks: list[VersionHook] = field(default_factory=list)
     assemblers: dict[str, Assembler] = field(default_factory=dict)
     status_sections: dict[str, Callable[[Snapshot], Any]] = field(default_factory=dict)
+    state_owner: StateOwner | None = None
 
     def add_op(self, spec: OpSpec) -> None:
         if spec.name in self.ops:

@@ -44,6 +44,8 @@ class Snapshot:
     config: Config
     routes: Mapping[str, Route] = field(default_factory=_frozen)
     loaded: Mapping[VersionKey, LoadedVersion] = field(default_factory=_frozen)
+    # In a fleet: the etcd revision of the last fleet change applied here (replies carry it).
+    fleet_generation: int | None = None
 
     def route(self, model: str) -> Route | None:
         return self.routes.get(model)
@@ -70,6 +72,10 @@ class Snapshot:
 
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config)
+
+    def with_fleet_generation(self, generation: int) -> Snapshot:
+        """Never backwards: a fleet's changes to two models may be applied out of order."""
+        return replace(self, fleet_generation=max(generation, self.fleet_generation or 0))
 
 
 class Published:

@@ -132,35 +132,16 @@ class Switchboard:
 
     # -- switching (loading thread) -------------------------------------------------------
     def switch(self, request: SwitchRequest) -> dict[str, Any]:
+        owner = self._registry.seams.state_owner
+        if owner is not None and request.trigger != "fleet":  # the fleet agrees it with its members first
+            return owner.switch(request)  # type: ignore[no-any-return]
         model_cfg = self._model_config(request.model)
-        if request.target not in model_cfg.versions:
-            raise UnknownVersion(f"model {request.model!r} has no version {request.target!r}; versions: {', '.join(model_cfg.versions)}")
-        if request.strategy not in STRATEGIES:
-            raise RequestError(f"unknown strategy {request.strategy!r}; one of {', '.join(STRATEGIES)}")
         route = self._published.current.routes[request.model]
         current, rollout = route.active, route.rollout
         if request.target == current and rollout is None:
+            self._check_names(request, model_cfg)
             return summary(request, current, "unchanged")
-        tasks = (model_cfg.versions[current].task if current in model_cfg.versions else None, model_cfg.versions[request.target].task)
-        if tasks[0] is not None and tasks[0] != tasks[1]:
-            # Not even --force: its callers would get scores for vectors, or the reverse.
-            reason = (f"{request.model}@{request.target} is {_a(tasks[1])} version and {current} {_a(tasks[0])} one: "
-                      "a switch cannot change what a model computes")
-            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger,
-                               outcome="failed", reason=reason, client=request.client)
-            raise IncompatibleVersions(reason)
-        promoting = rollout is not None and rollout.target == request.target and request.strategy == "immediate"
-        key = (request.model, request.target)
-        try:
-            self._prepare(request.model, request.target)
-            if not promoting and not request.force and request.check_space:
-                self._registry.steps.note(key, f"checking it against {current}")
-                self._check_compatible(request.model, current, request.target)
-        except HotswapError as exc:
-            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message, client=request.client)
-            raise
-        finally:
-            self._registry.steps.clear(key)
+        self.check(request, current, promoting=rollout is not None and rollout.target == request.target and request.strategy == "immediate")
         # State, state file and audit entry change together, so `hs history` never lags
         # behind what `hs status` shows; requests keep being routed meanwhile.
         with self._changes:
@@ -178,6 +159,63 @@ class Switchboard:
                                share=rollout_now.share if rollout_now else None, not_persisted=unsaved, client=request.client)
         return {**summary(request, current, outcome), **persisted(unsaved)}
 
+    def _check_names(self, request: SwitchRequest, model_cfg: ModelConfig) -> None:
+        if request.target not in model_cfg.versions:
+            raise UnknownVersion(f"model {request.model!r} has no version {request.target!r}; versions: {', '.join(model_cfg.versions)}")
+        if request.strategy not in STRATEGIES:
+            raise RequestError(f"unknown strategy {request.strategy!r}; one of {', '.join(STRATEGIES)}")
+
+    def check(self, request: SwitchRequest, current: str, *, promoting: bool = False) -> None:
+        """Whether ``request`` may move the model from ``current``: the names, the task, and
+        (loading and warming the target here first) the embedding-space guard unless forced.
+        A refusal is audited and raised; nothing is published."""
+        model_cfg = self._model_config(request.model)
+        self._check_names(request, model_cfg)
+        tasks = (model_cfg.versions[current].task if current in model_cfg.versions else None, model_cfg.versions[request.target].task)
+        if tasks[0] is not None and tasks[0] != tasks[1]:
+            # Not even --force: its callers would get scores for vectors, or the reverse.
+            reason = (f"{request.model}@{request.target} is {_a(tasks[1])} version and {current} {_a(tasks[0])} one: "
+                      "a switch cannot change what a model computes")
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger,
+                               outcome="failed", reason=reason, client=request.client)
+            raise IncompatibleVersions(reason)
+        key = (request.model, request.target)
+        try:
+            self.prepare(request.model, request.target)
+            if not promoting and not request.force and request.check_space and current != request.target:
+                self._registry.steps.note(key, f"checking it against {current}")
+                self._check_compatible(request.model, current, request.target)
+        except HotswapError as exc:
+            self._audit.record(request.event, model=request.model, **{"from": current}, to=request.target, strategy=request.strategy, trigger=request.trigger, outcome="failed", reason=exc.message, client=request.client)
+            raise
+        finally:
+            self._registry.steps.clear(key)
+
+    def adopt(self, model: str, route: Route, generation: int, audit: dict[str, Any]) -> bool:
+        """Publish ``route`` for ``model`` as a fleet committed it at ``generation``, in one
+        snapshot with that generation (what replies carry), then persist and audit it. The
+        versions it serves were loaded and warmed before (:meth:`prepare`). False when the
+        model is gone (a reload removed it)."""
+        published = False
+
+        def change(snap: Snapshot) -> Snapshot:
+            nonlocal published
+            if model not in snap.routes:
+                return snap
+            published = True
+            old = snap.routes[model]
+            return snap.with_route(model, route.but(config_active=old.config_active)).with_fleet_generation(generation)
+
+        with self._changes:
+            self._published.publish(change)
+            if not published:
+                return False
+            if route.rollout is not None:
+                self._health.forget(model, route.rollout.target)
+            unsaved = self._persist()
+            self._audit.record(audit.pop("event", "switch"), model=model, trigger="fleet", outcome="done", generation=generation, not_persisted=unsaved, **audit)
+        return True
+
     def _model_config(self, model: str) -> ModelConfig:
         snap = self._published.current
         model_cfg = snap.config.models.get(model)
@@ -185,7 +223,7 @@ class Switchboard:
             raise UnknownModel(f"unknown model {model!r}; configured: {', '.join(sorted(snap.routes))}")
         return model_cfg
 
-    def _prepare(self, model: str, version: str) -> None:
+    def prepare(self, model: str, version: str) -> None:
         """Load and warm up a version before any traffic can reach it (once per load)."""
         with self._registry.leased(model, version) as loaded:
             if loaded.warmed:
@@ -256,6 +294,9 @@ class Switchboard:
 
     def rollback(self, model: str, trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """Undo the last change: end a rollout in progress, or return to the previous version."""
+        owner = self._registry.seams.state_owner
+        if owner is not None and trigger != "fleet":
+            return owner.rollback(model, trigger=trigger, client=client)  # type: ignore[no-any-return]
         self._model_config(model)
         route = self._published.current.routes[model]
         if route.rollout is not None:
@@ -269,6 +310,9 @@ class Switchboard:
 
     def abort(self, model: str, reason: str, event: str = "abort", trigger: str = "cli", client: str | None = None) -> dict[str, Any]:
         """End a rollout; all traffic returns to its source version."""
+        owner = self._registry.seams.state_owner
+        if owner is not None and trigger != "fleet":
+            return owner.abort(model, reason=reason, event=event, trigger=trigger, client=client)  # type: ignore[no-any-return]
         self._model_config(model)
         with self._changes:
             route = self._published.current.routes[model]
@@ -289,8 +333,12 @@ class Switchboard:
             return
         self._last_tick = now
         rollouts = [(name, route.rollout) for name, route in self._published.current.routes.items() if route.rollout is not None]
+        owner = self._registry.seams.state_owner
         for name, rollout in rollouts:
             breach = self._health_breach(name, rollout)
+            if breach and owner is not None:  # the fleet decides, from every member's reports
+                owner.unhealthy(name, rollout.target, breach)
+                continue
             if breach:
                 try:
                     self.abort(name, reason=breach, event="auto_rollback", trigger="health")

@@ -51,6 +51,7 @@ from hotswapd.pipeline.inference import Inference
 from hotswapd.core.metrics import Metrics
 from hotswapd.core.registry import Registry
 from hotswapd.core.seams import Seams
+from hotswapd.fleet.joining import join as join_fleet
 from hotswapd.core.rollout import Route
 from hotswapd.core.router import Router
 from hotswapd.core.services import Services
@@ -178,6 +179,8 @@ class Daemon:
         )
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
+        # A fleet member: its switches are agreed with the other members through etcd.
+        self.fleet = join_fleet(config.fleet, config.base_dir, self.seams, self.registry, self.switchboard) if config.fleet else None
         self.periodic = PeriodicBench(
             config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit,
             lambda work: self.workers.submit("bench", work), self._stop, on_rows=self.metrics.record_bench_round,
@@ -247,6 +250,8 @@ class Daemon:
                 log.warning("removing stale socket %s left by a daemon that did not stop cleanly", sock_path)
                 sock_path.unlink()
             self._router.bind()
+            if self.fleet is not None:
+                self.fleet.start()
             self._start_http()
             self._serve_metrics()
             self._watcher.start()
@@ -257,6 +262,8 @@ class Daemon:
             systemd.notify("STOPPING=1")
         finally:
             self._stop.set()
+            if self.fleet is not None:  # leaves at once: no switch waits for a stopped member
+                self.fleet.stop()
             if self.http is not None:  # its requests in flight were drained with the others
                 self.http.stop()
             self._ticker.join()
@@ -314,6 +321,8 @@ class Daemon:
                 self.registry.get(name, version)
             except HotswapError as exc:
                 log.error("preload of %s@%s failed: %s", name, version, exc.message)
+        if self.fleet is not None and not self.fleet.joined.wait(self.fleet.config.lease_seconds):
+            log.warning("fleet: etcd not reached at start; serving this member's own state, degraded, until it is")
         if self.state.phase == "starting":
             self.state.phase = "ready"
         self.burst_memory.settle()  # what the preloaded versions hold is the resting size

@@ -283,7 +283,7 @@ class BrowserRules:
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-EXPOSED = ["X-Hotswap-Model", "X-Hotswap-Version", "X-Hotswap-Fingerprint", "X-Hotswap-Truncated", "X-Hotswap-Chunked", "X-Hotswap-Tokens-Cut"]
+EXPOSED = ["X-Hotswap-Model", "X-Hotswap-Version", "X-Hotswap-Fingerprint", "X-Hotswap-Generation", "X-Hotswap-Truncated", "X-Hotswap-Chunked", "X-Hotswap-Tokens-Cut"]
 
 
 def _host_name(value: str) -> str:
@@ -358,7 +358,10 @@ async def _disconnected(request: Request) -> None:
 
 def _version_headers(head: dict[str, Any]) -> dict[str, str]:
     """Which version answered, so every vector and every score stays traceable."""
-    return {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
+    headers = {"X-Hotswap-Model": head["model"], "X-Hotswap-Version": head["version"], "X-Hotswap-Fingerprint": str(head.get("fingerprint"))}
+    if isinstance(head.get("generation"), int):  # a fleet member: the fleet change this answer was routed under
+        headers["X-Hotswap-Generation"] = str(head["generation"])
+    return headers
 
 
 def _utf8(text: str, index: int, field: str = "input") -> bytes:

@@ -161,6 +161,8 @@ STATUSES: dict[str, tuple[int, str, str | None]] = {
     "bad_request": (400, "invalid_request_error", None),
     "busy": (429, "rate_limit_error", "rate_limit_exceeded"),
     "shutting_down": (503, "server_error", "service_unavailable"),
+    "fleet_unavailable": (503, "server_error", "fleet_unavailable"),
+    "fleet_refused": (409, "invalid_request_error", "fleet_refused"),
     "model_load_error": (503, "server_error", "model_unavailable"),
     "deadline_exceeded": (503, "server_error", "timeout"),
     "daemon_timeout": (503, "server_error", "timeout"),

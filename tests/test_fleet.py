@@ -1,0 +1,224 @@
+"""Fleets against a real etcd (issue 31): three member daemons in their own processes (the
+fake backend: no torch), a switch that commits only when every live member is ready with
+the same fingerprint, refusals named, kill -9 during a switch, etcd stopped and started
+under traffic, a member partitioned from etcd and healed, sticky keys, fleet rollback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotswapd.errors import FleetRefused, FleetUnavailable, HotswapError
+from tests.daemons import RunningDaemon
+from tests.fleets import Etcd, Proxy, etcd_server, kill9, member_config, start_member, wait_for
+
+pytestmark = pytest.mark.slow
+VERSIONS: dict[str, dict[str, object]] = {"v1": {}, "v2": {"scale": 2.0}, "v3": {"scale": 3.0}}
+
+
+@pytest.fixture()
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    with etcd_server(tmp_path) as server:
+        yield server
+
+
+def start_fleet(tmp_path: Path, etcd_url: str, names: tuple[str, ...] = ("a", "b", "c"), versions: dict[str, dict[str, object]] | None = None,
+                per_member: dict[str, dict[str, dict[str, object]]] | None = None, fleet_extra: str = "", extra: str = "",
+                env: dict[str, dict[str, str]] | None = None) -> dict[str, RunningDaemon]:
+    members = {}
+    for name in names:
+        own = (per_member or {}).get(name, versions or VERSIONS)
+        text = member_config(tmp_path, "t", name, etcd_url, own, fleet_extra=fleet_extra) + extra
+        members[name] = start_member(tmp_path, name, text, env=(env or {}).get(name))
+    for daemon in members.values():
+        with daemon.client() as client:
+            wait_for(lambda: client.status()["phase"] == "ready" and client.fleet()["state"] == "connected", 30, "a member joined")
+    with next(iter(members.values())).client() as client:
+        wait_for(lambda: len(client.fleet()["members"]) == len(names), 30, "every member in etcd")
+    return members
+
+
+def stop_all(members: dict[str, RunningDaemon]) -> None:
+    for daemon in members.values():
+        if daemon.process.poll() is None:
+            daemon.stop()
+
+
+def versions_seen(members: dict[str, RunningDaemon], key: str | None = None) -> dict[str, tuple[str, int | None]]:
+    seen = {}
+    for name, daemon in members.items():
+        with daemon.client() as client:
+            result = client.encode(["hello"], "m", key=key)
+            seen[name] = (result.version, result.generation)
+    return seen
+
+
+def test_a_switch_commits_on_every_member_together_and_replies_carry_its_generation(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url)
+    try:
+        with members["b"].client() as client:
+            switched = client.switch("m", "v2")
+        assert switched["outcome"] == "done" and switched["members"] == ["a", "b", "c"] and switched["generation"] > 0
+        # read-your-writes across the fleet: the reply came after every member serves it
+        seen = versions_seen(members)
+        assert {version for version, _ in seen.values()} == {"v2"}
+        assert {generation for _, generation in seen.values()} == {switched["generation"]}
+        with members["c"].client() as client:
+            status = client.fleet()
+            history = client.history("m")
+        assert status["models"]["m"]["active"] == "v2" and status["models"]["m"]["by"] == "b"
+        assert all(member["lag"] == 0 and member["generation"] == switched["generation"] for member in status["members"])
+        fleet_entry = history[-1]
+        assert fleet_entry["trigger"] == "fleet" and fleet_entry["by"] == "b" and fleet_entry["to"] == "v2" and fleet_entry["generation"] == switched["generation"]
+        with members["a"].client() as client:
+            rolled = client.rollback("m")
+        assert rolled["to"] == "v1" and rolled["generation"] > switched["generation"]
+        assert {version for version, _ in versions_seen(members).values()} == {"v1"}
+    finally:
+        stop_all(members)
+
+
+def test_a_member_that_cannot_load_the_target_or_has_other_files_blocks_the_commit_named(tmp_path: Path, etcd: Etcd) -> None:
+    broken = {**VERSIONS, "v2": {"scale": 2.0, "fail_load": "no such weights"}}
+    other_files = {**VERSIONS, "v3": {"scale": 3.0, "own_files": True}}
+    members = start_fleet(tmp_path, etcd.url, per_member={"a": VERSIONS, "b": broken, "c": other_files})
+    try:
+        with members["a"].client() as client:
+            with pytest.raises(FleetRefused, match=r"member b refused: b cannot serve m@v2"):
+                client.switch("m", "v2")
+            with pytest.raises(FleetRefused, match=r"member c (refused|serves fingerprint).*files differ"):
+                client.switch("m", "v3")
+            assert client.fleet()["proposals"] == []
+        # nothing flipped anywhere
+        assert {version for version, _ in versions_seen(members).values()} == {"v1"}
+    finally:
+        stop_all(members)
+
+
+def test_a_member_killed_during_a_switch_is_not_waited_for(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url, env={"c": {"HOTSWAP_FAKE_SLOW_LOAD": "v2:60"}})
+    try:
+        answer: dict[str, object] = {}
+
+        def switch() -> None:
+            with members["a"].client(timeout=120) as client:
+                answer["result"] = client.switch("m", "v2")
+
+        thread = threading.Thread(target=switch)
+        thread.start()
+        with members["a"].client() as client:
+            wait_for(lambda: client.fleet()["proposals"] and client.fleet()["proposals"][0]["waiting"] == ["c"], 20, "c the last to be ready")
+        started = time.monotonic()
+        kill9(members["c"])
+        thread.join(60)
+        assert answer["result"]["members"] == ["a", "b"]  # type: ignore[index]
+        assert time.monotonic() - started < 3 * 3 + 5  # the lease (3 s) ran out, not the switch's deadline
+        live = {name: daemon for name, daemon in members.items() if name != "c"}
+        assert {version for version, _ in versions_seen(live).values()} == {"v2"}
+    finally:
+        stop_all(members)
+
+
+def test_sticky_keys_land_on_the_same_version_on_every_member(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url)
+    try:
+        with members["a"].client() as client:
+            started = client.switch("m", "v2", "canary", share=50.0, sticky=True)
+        assert started["outcome"] == "started"
+        for index in range(40):
+            seen = versions_seen(members, key=f"user-{index}")
+            assert len({version for version, _ in seen.values()}) == 1, seen
+        with members["b"].client() as client:
+            client.switch("m", "v2")  # promote
+        assert {version for version, _ in versions_seen(members).values()} == {"v2"}
+    finally:
+        stop_all(members)
+
+
+def test_etcd_stopped_under_traffic_serving_goes_on_switches_fail_clearly_then_converge(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def traffic(daemon: RunningDaemon) -> None:
+        with daemon.client() as client:
+            while not stop.is_set():
+                try:
+                    client.encode(["hello"], "m")
+                except HotswapError as exc:
+                    failures.append(exc.message)
+
+    threads = [threading.Thread(target=traffic, args=(daemon,)) for daemon in members.values()]
+    for thread in threads:
+        thread.start()
+    try:
+        etcd.stop()
+        with members["a"].client() as client:
+            wait_for(lambda: client.fleet()["state"] == "degraded", 15, "a degraded")
+            status = client.status()
+            assert status["fleet"]["state"] == "degraded" and status["fleet"]["degraded_since"]
+            with pytest.raises(FleetUnavailable, match="refuses fleet changes until it reconnects"):
+                client.switch("m", "v2")
+        etcd.start()
+        with members["a"].client() as client:
+            wait_for(lambda: client.fleet()["state"] == "connected", 30, "a connected again")
+            wait_for(lambda: len(client.fleet()["members"]) == 3, 30, "every member back")
+            client.switch("m", "v2")
+        assert {version for version, _ in versions_seen(members).values()} == {"v2"}
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        stop_all(members)
+    assert failures == []
+
+
+def test_a_member_partitioned_from_etcd_keeps_serving_refuses_changes_and_converges_when_healed(tmp_path: Path, etcd: Etcd) -> None:
+    proxy = Proxy(etcd.port)
+    members = {name: start_member(tmp_path, name, member_config(tmp_path, "t", name, proxy.url if name == "c" else etcd.url, VERSIONS)) for name in ("a", "b", "c")}
+    try:
+        with members["a"].client() as client:
+            wait_for(lambda: len(client.fleet()["members"]) == 3, 30, "every member in etcd")
+        proxy.cut()
+        with members["c"].client() as client:
+            wait_for(lambda: client.fleet()["state"] == "degraded", 15, "c degraded")
+            with pytest.raises(FleetUnavailable):
+                client.switch("m", "v2")
+        with members["a"].client() as client:
+            wait_for(lambda: len(client.fleet()["members"]) == 2, 15, "c's lease gone")
+            switched = client.switch("m", "v2")
+        assert switched["members"] == ["a", "b"]
+        assert versions_seen({"c": members["c"]})["c"][0] == "v1"  # its last committed state
+        proxy.heal()
+        with members["c"].client() as client:
+            wait_for(lambda: client.encode(["x"], "m").version == "v2", 30, "c converged")
+            assert client.encode(["x"], "m").generation == switched["generation"]
+    finally:
+        stop_all(members)
+        proxy.cut()
+
+
+def test_the_fleet_rolls_back_together_when_a_member_reports_the_target_unhealthy(tmp_path: Path, etcd: Etcd) -> None:
+    health = "[models.m.health]\nmin_requests = 5\nmax_error_rate = 0.2\nwindow_seconds = 30\n"
+    members = start_fleet(tmp_path, etcd.url, extra=health, env={"c": {"HOTSWAP_FAKE_FAIL_ON": "v2:x"}})
+    try:
+        with members["a"].client() as client:
+            client.switch("m", "v2", "canary", share=100.0)
+        with members["c"].client() as client:
+            for _ in range(10):
+                try:
+                    client.encode(["x"], "m")
+                except HotswapError:
+                    pass
+        for daemon in members.values():
+            with daemon.client() as client:
+                wait_for(lambda: client.encode(["x"], "m").version == "v1", 20, "the fleet rolled back")
+        with members["a"].client() as client:
+            state = client.fleet()["models"]["m"]
+        assert state["change"] == "auto_rollback" and "1 of 3 members report v2 unhealthy (c:" in state["reason"]
+    finally:
+        stop_all(members)
