@@ -33,7 +33,7 @@ _hs() {
         line="${rest#"$w"}"
     done
     local cur="${words[-1]}"
-    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:rerank|:tokens|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:init|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:compact|index:ann|index:bridge|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--dtype|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|search:--precision|search:--rerank|search:--candidates|rerank:--model|rerank:-m|rerank:--top|rerank:-n|rerank:--input|rerank:-i|rerank:--text-field|rerank:--key|rerank:--format|rerank:-f|tokens:--model|tokens:-m|tokens:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index build:--dtype|index compact:--dtype|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
+    local transitions='|:encode|:models|:preload|:evict|:status|:switch|:rollback|:history|:search|:rerank|:tokens|:compare|:bench|:metrics|:tune|:doctor|:daemon|:config|:keys|:index|:fleet|daemon:run|daemon:start|daemon:stop|daemon:status|daemon:unit|config:init|config:validate|config:path|config:reload|keys:init|keys:add|keys:remove|keys:list|index:build|index:compact|index:ann|index:bridge|fleet:status|' valued='|:--socket|:--config|:--timeout|encode:--model|encode:-m|encode:--format|encode:-f|encode:--chunk-size|encode:--key|encode:--prompt|encode:--dtype|encode:--input|encode:-i|encode:--output|encode:-o|encode:--field|encode:--text-field|encode:--id-field|encode:--input-format|encode:--on-error|encode:--ray|encode:--actors|encode:--cpus-per-actor|switch:--canary|switch:--split|switch:--steps|switch:--step-seconds|switch:--step-requests|history:--limit|search:--model|search:-m|search:--k|search:-k|search:--key|search:--prompt|search:--precision|search:--rerank|search:--candidates|rerank:--model|rerank:-m|rerank:--top|rerank:-n|rerank:--input|rerank:-i|rerank:--text-field|rerank:--key|rerank:--format|rerank:-f|tokens:--model|tokens:-m|tokens:--prompt|compare:--input|compare:--limit|bench:--input|bench:--corpus|bench:--batch-size|bench:--concurrency|bench:--duration|tune:--timeout|daemon run:--log-level|daemon start:--http|index build:--input|index build:-i|index build:--output|index build:-o|index build:--text-field|index build:--id-field|index build:--input-format|index build:--dtype|index compact:--dtype|index bridge:--to-corpus-of|index bridge:--sample|index bridge:--output|index bridge:-o|index bridge:--text-field|index bridge:--held-out|'
     for ((i = 1; i < ${#words[@]} - 1; i++)); do
         w="${words[i]}"
         if [[ -n $opt ]]; then opt=""; continue; fi
@@ -109,10 +109,12 @@ _hs() {
             "index compact") choices="--dtype -h --help";;
             "index ann") choices="-h --help";;
             "index bridge") choices="--to-corpus-of --sample --output -o --text-field --held-out -h --help";;
+            "fleet") choices="-h --help";;
+            "fleet status") choices="--json -h --help";;
         esac
     else
         case "$path_:${#_hs_args[@]}" in
-            ":0") kind=choices choices="encode models preload evict status switch rollback history search rerank tokens compare bench metrics tune doctor daemon config keys index";;
+            ":0") kind=choices choices="encode models preload evict status switch rollback history search rerank tokens compare bench metrics tune doctor daemon config keys index fleet";;
             "preload:0") kind=specs;;
             "evict:0") kind=models;;
             "switch:0") kind=models;;
@@ -131,6 +133,7 @@ _hs() {
             "index:0") kind=choices choices="build compact ann bridge";;
             "index compact:0") kind=files;;
             "index ann:0") kind=files;;
+            "fleet:0") kind=choices choices="status";;
         esac
     fi
     [[ $kind == specs ]] && { [[ $cur == *@* ]] && model="${cur%%@*}" || kind=models; }

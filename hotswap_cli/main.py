@@ -46,6 +46,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("config", "config_cmd", "app"),
     ("keys", "keys_cmd", "app"),
     ("index", "index", "app"),
+    ("fleet", "fleet_cmd", "app"),
 )
 # Options of `hs` itself that take a value: the command is the first word after them.
 _VALUED_OPTIONS = {"--socket", "--config", "--timeout"}

@@ -95,6 +95,10 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
     else:
         forced = " (forced)" if result.get("forced") else ""
         typer.echo(f"{model}: {old} -> {new}{forced}")
+    if result.get("members") and outcome != "unchanged":  # a fleet's change: where and at which generation
+        typer.echo(f"fleet generation {result['generation']}: served by {', '.join(result['members'])}", err=True)
+    if result.get("lagging"):
+        typer.echo(f"hs: warning: committed, but {', '.join(result['lagging'])} did not serve it before the deadline (see `hs fleet status`)", err=True)
     if result.get("persisted") is False:
         # Applied and serving, but a restart would bring back the last saved state.
         typer.echo(f"hs: warning: applied but not persisted: {result.get('not_persisted')}", err=True)

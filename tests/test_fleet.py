@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hotswapd.errors import FleetRefused, FleetUnavailable, HotswapError
+from tests.conftest import run_hs
 from tests.daemons import RunningDaemon
 from tests.fleets import Etcd, Proxy, etcd_server, kill9, member_config, start_member, wait_for
 
@@ -58,11 +60,14 @@ def versions_seen(members: dict[str, RunningDaemon], key: str | None = None) -> 
 
 
 def test_a_switch_commits_on_every_member_together_and_replies_carry_its_generation(tmp_path: Path, etcd: Etcd) -> None:
-    members = start_fleet(tmp_path, etcd.url)
+    members = start_fleet(tmp_path, etcd.url, extra='[http]\nlisten = "127.0.0.1:0"\n')
     try:
+        done = run_hs("switch", "m", "v2", endpoint=members["b"].endpoint)
+        assert done.returncode == 0, done.stderr.decode()
         with members["b"].client() as client:
-            switched = client.switch("m", "v2")
-        assert switched["outcome"] == "done" and switched["members"] == ["a", "b", "c"] and switched["generation"] > 0
+            switched = client.switch("m", "v2")  # already committed: unchanged, at its generation
+            url = str(client.status()["http"])
+        assert switched["outcome"] == "unchanged" and switched["generation"] > 0
         # read-your-writes across the fleet: the reply came after every member serves it
         seen = versions_seen(members)
         assert {version for version, _ in seen.values()} == {"v2"}
@@ -72,6 +77,18 @@ def test_a_switch_commits_on_every_member_together_and_replies_carry_its_generat
             history = client.history("m")
         assert status["models"]["m"]["active"] == "v2" and status["models"]["m"]["by"] == "b"
         assert all(member["lag"] == 0 and member["generation"] == switched["generation"] for member in status["members"])
+        table = run_hs("fleet", "status", endpoint=members["c"].endpoint)
+        assert table.returncode == 0, table.stderr.decode()
+        lines = [line.split("\t") for line in table.stdout.decode().splitlines()]
+        assert lines[0][:4] == ["member", "generation", "lag", "serving"]
+        assert [(row[0], row[1], row[2], row[3]) for row in lines[1:]] == [(name, str(switched["generation"]), "0", "m@v2") for name in ("a", "b", "c")]
+        answer = httpx.post(f"{url}/v1/embeddings", json={"model": "m", "input": "hello"}, timeout=30)
+        assert answer.status_code == 200 and answer.headers["X-Hotswap-Generation"] == str(switched["generation"])
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        assert health["status"] == "ready" and health["fleet"]["state"] == "connected" and health["fleet"]["generation"] == switched["generation"]
+        with members["b"].client() as client:
+            scraped = client.metrics()
+        assert 'hotswapd_fleet_connected{fleet="t",member="b"} 1.0' in scraped and f'hotswapd_fleet_generation{{fleet="t",member="b"}} {float(switched["generation"])}' in scraped
         fleet_entry = history[-1]
         assert fleet_entry["trigger"] == "fleet" and fleet_entry["by"] == "b" and fleet_entry["to"] == "v2" and fleet_entry["generation"] == switched["generation"]
         with members["a"].client() as client:

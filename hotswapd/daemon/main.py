@@ -180,7 +180,7 @@ class Daemon:
         self.switchboard.adopt_config(config)
         self.switchboard.restore(saved, config)
         # A fleet member: its switches are agreed with the other members through etcd.
-        self.fleet = join_fleet(config.fleet, config.base_dir, self.seams, self.registry, self.switchboard) if config.fleet else None
+        self.fleet = join_fleet(config.fleet, config.base_dir, self.seams, self.registry, self.switchboard, self.metrics.registry) if config.fleet else None
         self.periodic = PeriodicBench(
             config.bench, self.registry, self.switchboard, self.inference, self.admission, self.audit,
             lambda work: self.workers.submit("bench", work), self._stop, on_rows=self.metrics.record_bench_round,
@@ -296,7 +296,7 @@ class Daemon:
         from hotswapd.http.server import HttpServer
 
         address = self._router.bind_inproc()
-        self.http = HttpServer(settings, settings.listen, self._http_base, self._context, address, lambda: self.state.phase)
+        self.http = HttpServer(settings, settings.listen, self._http_base, self._context, address, self._health_facts)
         self.http.start()
         self.state.http_url = self.http.url
 
@@ -328,6 +328,14 @@ class Daemon:
         self.burst_memory.settle()  # what the preloaded versions hold is the resting size
         systemd.notify("READY=1\nSTATUS=serving " + ", ".join(f"{m.model}@{m.version}" for m in self.registry.loaded()))
         log.info("ready")
+
+    def _health_facts(self) -> dict[str, Any]:
+        """What /health answers: the phase, and a fleet member's link to its fleet."""
+        facts: dict[str, Any] = {"status": self.state.phase}
+        fleet = self.seams.status_sections.get("fleet")
+        if fleet is not None:
+            facts["fleet"] = fleet(self.registry.published.current)
+        return facts
 
     def request_stop(self) -> None:
         """Stop as SIGTERM would: drain the requests in flight, then exit ``run``."""

@@ -17,6 +17,7 @@ A member killed meanwhile loses its lease and is no longer waited for.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
@@ -74,9 +75,9 @@ class FleetOwner:
             fleet_rollout = FleetRollout(source=current, target=request.target, strategy=planned.strategy, share=planned.share, sticky=planned.sticky,  # type: ignore[arg-type]
                                          steps=list(planned.steps), step_seconds=step_seconds, step_started_at=now)
             new = Desired(active=current, previous=desired.previous, rollout=fleet_rollout, fingerprints=fingerprints, change=request.event, by=self.member.name, at=now)
-        committed, members = self._two_phase(request.model, request.target, fingerprint, generation, new)
+        committed, members, lagging = self._two_phase(request.model, request.target, fingerprint, generation, new)
         outcome = "done" if request.strategy == "immediate" else "started"
-        return {**summary(request, current, outcome), "generation": committed, "members": members, "persisted": True}
+        return {**summary(request, current, outcome), "generation": committed, "members": members, "lagging": lagging, "persisted": True}
 
     def rollback(self, model: str, *, trigger: str, client: str | None) -> dict[str, Any]:
         view = self._fresh_view()
@@ -98,9 +99,9 @@ class FleetOwner:
         committed = self.member.commit(model, generation, new)
         if committed is None:
             raise FleetRefused(f"{model} changed in the fleet meanwhile (another member's change); look at `hs fleet status` and try again")
-        members = self._wait_applied(model, committed, time.monotonic() + self.member.config.switch_timeout_seconds)
+        members, lagging = self._wait_applied(model, committed, time.monotonic() + self.member.config.switch_timeout_seconds)
         return {"model": model, "from": rollout.target, "to": rollout.source, "strategy": rollout.strategy, "outcome": "aborted", "reason": reason,
-                "generation": committed, "members": members, "persisted": True}
+                "generation": committed, "members": members, "lagging": lagging, "persisted": True}
 
     def unhealthy(self, model: str, version: str, reason: str) -> None:
         self.member.unhealthy(model, version, reason)
@@ -124,7 +125,7 @@ class FleetOwner:
             raise UnknownModel(f"unknown model {model!r}")
         return Desired(active=route.active, previous=route.previous), 0
 
-    def _two_phase(self, model: str, version: str, fingerprint: str | None, generation: int, new: Desired) -> tuple[int, list[str]]:
+    def _two_phase(self, model: str, version: str, fingerprint: str | None, generation: int, new: Desired) -> tuple[int, list[str], list[str]]:
         timeout = self.member.config.switch_timeout_seconds
         deadline = time.monotonic() + timeout
         proposal = Proposal(id=uuid.uuid4().hex, model=model, version=version, fingerprint=fingerprint, by=self.member.name, deadline=time.time() + timeout)
@@ -141,8 +142,6 @@ class FleetOwner:
         self.member.ring()
         try:
             members = self._wait_ready(model, proposal, deadline)
-            import base64
-
             ok, committed = store.txn(
                 [value_is(self._keys.proposal(model), base64.b64decode(raw)), mod_revision_is(self._keys.desired(model), generation)],
                 [put_op(self._keys.desired(model), new.model_dump()), delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal.id), prefix=True)],
@@ -154,7 +153,7 @@ class FleetOwner:
             raise
         log.info("fleet: %s -> %s committed at generation %d (%s)", model, version, committed, ", ".join(members))
         self.member.ring()
-        return committed, self._wait_applied(model, committed, deadline)
+        return (committed, *self._wait_applied(model, committed, deadline))
 
     def _withdraw(self, model: str, proposal: str) -> None:
         try:
@@ -182,13 +181,14 @@ class FleetOwner:
                                    f"{self.member.config.switch_timeout_seconds:g} s; nothing flipped")
             time.sleep(WAIT_POLL_SECONDS)
 
-    def _wait_applied(self, model: str, generation: int, deadline: float) -> list[str]:
-        """Wait until every live member serves ``generation`` of ``model`` (or the deadline)."""
+    def _wait_applied(self, model: str, generation: int, deadline: float) -> tuple[list[str], list[str]]:
+        """Wait until every live member serves ``generation`` of ``model`` (or the deadline):
+        (the live members, those that did not serve it in time)."""
         while True:
             view = self._fresh_view()
-            lagging = [name for name, report in view.members.items() if report.applied.get(model, 0) < generation]
+            lagging = sorted(name for name, report in view.members.items() if report.applied.get(model, 0) < generation)
             if not lagging or time.monotonic() > deadline:
                 if lagging:
                     log.warning("fleet: %s generation %d committed, but %s did not serve it within the deadline", model, generation, ", ".join(lagging))
-                return sorted(view.members)
+                return sorted(view.members), lagging
             time.sleep(WAIT_POLL_SECONDS)

@@ -71,3 +71,27 @@ def fleet_op(member: FleetMember) -> OpSpec:
         return handle
 
     return OpSpec("fleet", frozenset(), build)
+
+
+class FleetGauges:
+    """Prometheus gauges of the fleet as this member sees it, read at scrape time: its link
+    to etcd, its generation, and each member's lag (from its last read of etcd)."""
+
+    def __init__(self, member: FleetMember, generation: Any) -> None:
+        self._member = member
+        self._generation = generation  # () -> this member's applied generation
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        member, labels = self._member, [self._member.config.name, self._member.name]
+        connected = GaugeMetricFamily("hotswapd_fleet_connected", "1 while this member reaches etcd", labels=["fleet", "member"])
+        connected.add_metric(labels, 1.0 if member.connected else 0.0)
+        generation = GaugeMetricFamily("hotswapd_fleet_generation", "The fleet generation this member serves", labels=["fleet", "member"])
+        generation.add_metric(labels, float(self._generation() or 0))
+        lag = GaugeMetricFamily("hotswapd_fleet_member_lag", "Generations each member is behind the fleet (this member's last read)", labels=["fleet", "member"])
+        view = member.view
+        if view is not None:
+            for name, report in view.members.items():
+                lag.add_metric([member.config.name, name], float(max(0, view.generation - report.generation)))
+        yield from (connected, generation, lag)

@@ -5,12 +5,12 @@ plugs them into the core's seams (state owner, the ``fleet`` op, a status sectio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hotswapd.config.fleet_section import FleetConfig
 from hotswapd.errors import ConfigError
 from hotswapd.fleet.coordinator import FleetOwner
-from hotswapd.fleet.fleet_op import fleet_op, link
+from hotswapd.fleet.fleet_op import FleetGauges, fleet_op, link
 from hotswapd.fleet.member import FleetMember
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hotswapd.core.switching import Switchboard
 
 
-def join(config: FleetConfig, base_dir: Path | None, seams: Seams, registry: Registry, switchboard: Switchboard) -> FleetMember:
+def join(config: FleetConfig, base_dir: Path | None, seams: Seams, registry: Registry, switchboard: Switchboard, metrics: Any) -> FleetMember:
     try:
         from hotswapd.fleet.etcd_store import EtcdStore
 
@@ -30,4 +30,5 @@ def join(config: FleetConfig, base_dir: Path | None, seams: Seams, registry: Reg
     seams.state_owner = FleetOwner(member, registry, switchboard)
     seams.add_op(fleet_op(member))
     seams.status_sections["fleet"] = lambda snap: link(member, snap.fleet_generation)
+    metrics.register(FleetGauges(member, lambda: registry.published.current.fleet_generation))  # a prometheus_client CollectorRegistry
     return member

@@ -44,7 +44,7 @@ MAX_KEY_CHARS = 1024  # a sticky key; a longer one would only bloat the request 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> Starlette:
+def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], address: str, health_facts: Callable[[], dict[str, Any]]) -> Starlette:
     bridge = Bridge(context, address, settings.max_pending)
     timeout = settings.timeout_seconds
     max_body = int(settings.max_body_mb * 2**20)
@@ -184,8 +184,10 @@ def build_app(settings: HttpConfig, keys: KeyRing, context: zmq.Context[Any], ad
         return Response(orjson.dumps({"object": "list", "data": data}), 200, media_type=JSON)
 
     async def health(request: Request) -> Response:
-        now = phase()
-        return Response(orjson.dumps({"status": now}), 200 if now == "ready" else 503, media_type=JSON)
+        # {"status": phase, ...}; a fleet member adds its link to etcd (degraded, since when):
+        # it still serves its last committed state, so a load balancer keeps it (200).
+        facts = health_facts()
+        return Response(orjson.dumps(facts), 200 if facts["status"] == "ready" else 503, media_type=JSON)
 
     async def metrics(request: Request) -> Response:
         head, _ = await bridge.request("metrics", timeout=timeout)

@@ -37,7 +37,7 @@ KEEP_ALIVE_SECONDS = 15
 
 
 class HttpServer:
-    def __init__(self, settings: HttpConfig, listen: str, base_dir: Path, context: zmq.Context[Any], address: str, phase: Callable[[], str]) -> None:
+    def __init__(self, settings: HttpConfig, listen: str, base_dir: Path, context: zmq.Context[Any], address: str, health: Callable[[], dict[str, Any]]) -> None:
         import uvicorn
 
         from hotswapd.http.app import build_app
@@ -48,7 +48,7 @@ class HttpServer:
         _descriptors_for(settings.max_connections)
         self.listen = listen
         self._socket = _bind(host, port)
-        self._app = build_app(settings, self.keys, context, address, phase)
+        self._app = build_app(settings, self.keys, context, address, health)
         config = uvicorn.Config(
             self._app,
             http=guarded_protocol(settings),
