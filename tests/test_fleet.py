@@ -239,3 +239,44 @@ def test_the_fleet_rolls_back_together_when_a_member_reports_the_target_unhealth
         assert state["change"] == "auto_rollback" and "1 of 3 members report v2 unhealthy (c:" in state["reason"]
     finally:
         stop_all(members)
+
+
+def test_a_gradual_rollout_steps_by_time_for_the_whole_fleet_and_a_damaged_record_is_replaced(tmp_path: Path, etcd: Etcd) -> None:
+    import base64
+
+    members = start_fleet(tmp_path, etcd.url, names=("a", "b"))
+    try:
+        # Anything may write etcd: a record that does not parse is ignored, and the next change replaces it.
+        key = base64.b64encode(b"/hotswap/fleets/t/desired/m").decode()
+        httpx.post(f"{etcd.url}/v3/kv/put", json={"key": key, "value": base64.b64encode(b"\xff not json").decode()}, timeout=10).raise_for_status()
+        assert {version for version, _ in versions_seen(members).values()} == {"v1"}
+        with members["a"].client() as client:
+            started = client.switch("m", "v2", "gradual", steps=[30.0, 60.0], step_seconds=1.0)
+            assert started["outcome"] == "started"
+            wait_for(lambda: client.fleet()["models"]["m"]["change"] == "rollout_step", 10, "the second step")
+            wait_for(lambda: client.fleet()["models"]["m"]["change"] == "rollout_complete", 10, "the rollout complete")
+            state = client.fleet()["models"]["m"]
+        assert state["active"] == "v2" and state["rollout"] is None and state["previous"] == "v1"
+        for daemon in members.values():
+            with daemon.client() as client:
+                wait_for(lambda: client.encode(["x"], "m").version == "v2", 10, "every member on v2")
+                steps = [entry for entry in client.history("m") if entry.get("trigger") == "fleet"]
+                assert [entry["event"] for entry in steps[-3:]] == ["switch", "rollout_step", "rollout_complete"]
+    finally:
+        stop_all(members)
+
+
+def test_a_members_file_changing_active_does_not_move_the_fleet(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url, names=("a", "b"))
+    try:
+        with members["a"].client() as client:
+            client.switch("m", "v2")
+        config = members["b"].config_path
+        config.write_text(config.read_text().replace('active = "v1"', 'active = "v3"'))
+        with members["b"].client() as client:
+            reloaded = client.reload_config()
+            assert reloaded["applied"] is True
+            time.sleep(1.5)  # a member reconciles at least every second
+        assert {version for version, _ in versions_seen(members).values()} == {"v2"}
+    finally:
+        stop_all(members)

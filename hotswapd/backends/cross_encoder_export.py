@@ -42,17 +42,25 @@ def export_fp32(source: Path, out: Path, trust_remote_code: bool) -> None:
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    out = np.empty(len(values))
-    out[order] = np.arange(len(values))
-    return out
+    """Each value's rank, ties given their average rank (as Spearman's coefficient has it):
+    a scorer that gives every document the same score orders nothing."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends - 1) / 2)[inverse]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation; NaN when either side holds a NaN (a gate refuses it),
+    1.0 when both score every document alike, 0.0 when only one does."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denominator) if denominator else 1.0
+    spread_a, spread_b = float((ra * ra).sum()), float((rb * rb).sum())
+    if not spread_a or not spread_b:
+        return 1.0 if not spread_a and not spread_b else 0.0
+    return float((ra * rb).sum() / np.sqrt(spread_a * spread_b))
 
 
 def check_pairs() -> tuple[list[str], list[str]]:

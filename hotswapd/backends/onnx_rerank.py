@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.export_cache import OPSET, created_once
-from hotswapd.backends.support.graph_cross_encoder import GraphCrossEncoder, max_length, refuse_disordered
+from hotswapd.backends.support.graph_cross_encoder import GraphCrossEncoder, pair_length, refuse_disordered, usable_tokenizer
 from hotswapd.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ def load(path: Path, version: VersionSpec) -> OnnxCrossEncoder:
     options: Any = version.options
     if not path.is_dir():
         raise ModelLoadError(f"{path}: a rerank version on onnx exports a cross-encoder directory (a given .onnx file is not supported yet)")
+    usable_tokenizer(path / "tokenizer.json")  # before a conversion, not after it
+    length = pair_length(path, version.max_seq_length)
     key = _cache_key(path, options.quantize)
-    check = created_once(_cache_root(), key, EXPORT_MODULE, ["--source", str(path), "--quantize", options.quantize], version.trust_remote_code, ("model.onnx",))
+    check = created_once(_cache_root(), key, EXPORT_MODULE, ["--source", str(path), "--quantize", options.quantize], version.trust_remote_code, ("model.onnx",), kind="ranks")
     refuse_disordered(check, options.min_spearman, f"the {options.quantize if options.quantize != 'none' else 'fp32'} ONNX export of {path}")
     session_options = onnxruntime.SessionOptions()
     session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -60,7 +62,7 @@ def load(path: Path, version: VersionSpec) -> OnnxCrossEncoder:
         session = onnxruntime.InferenceSession(str(file), session_options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
         raise ModelLoadError(f"ONNX Runtime cannot load {file}: {exc}") from exc
-    scorer = OnnxCrossEncoder(session, path / "tokenizer.json", version.max_seq_length or max_length(path), "cpu", version.batch_size)
+    scorer = OnnxCrossEncoder(session, path / "tokenizer.json", length, "cpu", version.batch_size)
     scorer.details = {"onnx_file": str(file), "exported_now": check.get("exported_now", False), "check": check}
     scorer.precision = "int8" if options.quantize == "int8" else "fp32"  # type: ignore[attr-defined]
     log.info("onnx: serving the cross-encoder %s (%s)", file, options.quantize)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hotswapd.backends.support.devices import pick_device
 from hotswapd.backends.support.export_cache import created_once
 from hotswapd.backends.support.openvino_runtime import installed, unavailable
-from hotswapd.backends.support.graph_cross_encoder import GraphCrossEncoder, max_length, refuse_disordered
+from hotswapd.backends.support.graph_cross_encoder import GraphCrossEncoder, pair_length, refuse_disordered, usable_tokenizer
 from hotswapd.errors import ModelLoadError
 from hotswapd.host.cpu import cpu_identity
 
@@ -70,13 +70,15 @@ def load(path: Path, version: VersionSpec) -> OpenVinoCrossEncoder:
         raise ModelLoadError(f"backend 'openvino', precision {options.precision}: {reason}")
     if not path.is_dir():
         raise ModelLoadError(f"{path}: a rerank version on openvino converts a cross-encoder directory")
+    usable_tokenizer(path / "tokenizer.json")  # before a conversion, not after it
+    length = pair_length(path, version.max_seq_length)
     key = _cache_key(path, options.precision)
     arguments = ["--source", str(path), "--runtime", "openvino", "--precision", options.precision]
-    check = created_once(_cache_root(), key, EXPORT_MODULE, arguments, version.trust_remote_code, ("model.xml", "model.bin"))
+    check = created_once(_cache_root(), key, EXPORT_MODULE, arguments, version.trust_remote_code, ("model.xml", "model.bin"), kind="ranks")
     refuse_disordered(check, options.min_spearman, f"the OpenVINO {options.precision} conversion of {path}")
     xml = _cache_root() / key / "model.xml"
     scorer = OpenVinoCrossEncoder.create(
-        xml, path / "tokenizer.json", version.max_seq_length or max_length(path),
+        xml, path / "tokenizer.json", length,
         precision=options.precision, batch_size=version.batch_size, threads=options.threads,
     )
     scorer.details = {"openvino_file": str(xml), "exported_now": check.get("exported_now", False), "check": check, "precision": options.precision}

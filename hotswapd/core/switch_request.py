@@ -25,6 +25,8 @@ class SwitchRequest:
     event: str = "switch"
     check_space: bool = True
     client: str | None = None  # the CURVE key's name of a TCP client, for the audit log
+    # Applied on this daemon only, even when a state owner (a fleet) takes the others.
+    local: bool = False
 
 
 def new_rollout(request: SwitchRequest, model_cfg: ModelConfig, current: str) -> Rollout:

@@ -133,7 +133,7 @@ class Switchboard:
     # -- switching (loading thread) -------------------------------------------------------
     def switch(self, request: SwitchRequest) -> dict[str, Any]:
         owner = self._registry.seams.state_owner
-        if owner is not None and request.trigger != "fleet":  # the fleet agrees it with its members first
+        if owner is not None and not request.local:  # the fleet agrees it with its members first
             return owner.switch(request)  # type: ignore[no-any-return]
         model_cfg = self._model_config(request.model)
         route = self._published.current.routes[request.model]

@@ -423,6 +423,7 @@ class Daemon:
         # Worked out before anything changes: a config failing here leaves the running one whole.
         cache_bytes = int(config.cache.max_mb * 2**20)
         limits = limits_from(config.daemon.max_queue_texts, config.daemon.max_queue_mb)
+        fleet_changed = config.fleet != self.registry.config.fleet  # joining or leaving etcd takes a restart
         plan = self.registry.prepare_config(config)
         try:
             switched = self.switchboard.adopt_config(config, also=self.registry.config_change(plan))
@@ -450,6 +451,7 @@ class Daemon:
         self._config_switch_failed = {model: routes[model] for model in switch_failed if model in routes}
         self._submit_control(self._preload_then_ready)  # versions the file now asks to preload
         http_failed, restart_needed, http_live = self._reload_http(config)
+        restart_needed = [*restart_needed, "fleet"] if fleet_changed else restart_needed
         self.state.restart_needed = restart_needed  # `hs status` says so until the next start
         summary = {
             "removed": plan.removed, "reloaded": plan.reloaded, "applied_live": plan.live + http_live, "switching": switched, "restart_needed": restart_needed,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import replace
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ class FleetOwner:
 
     # -- StateOwner ---------------------------------------------------------------------
     def switch(self, request: SwitchRequest) -> dict[str, Any]:
+        if request.trigger == "config":
+            return self._from_file(request)
         view = self._fresh_view()
         desired, generation = self._state(view, request.model)
         current = desired.active
@@ -78,6 +81,17 @@ class FleetOwner:
         committed, members, lagging = self._two_phase(request.model, request.target, fingerprint, generation, new)
         outcome = "done" if request.strategy == "immediate" else "started"
         return {**summary(request, current, outcome), "generation": committed, "members": members, "lagging": lagging, "persisted": True}
+
+    def _from_file(self, request: SwitchRequest) -> dict[str, Any]:
+        """A member's file changed its `active`: the file is this member's own default, so it
+        applies here only, and only while the fleet has committed no state for the model
+        (then the fleet's state wins, on every member alike)."""
+        view = self.member.view
+        if view is not None and request.model in view.desired:
+            current = view.desired[request.model][0].active
+            log.warning("fleet: %s's file asks for %s; the fleet's committed %s stays (change it with hs switch)", request.model, request.target, current)
+            return {**summary(request, current, "unchanged"), "reason": "the fleet's committed state wins over the file"}
+        return self._switchboard.switch(replace(request, local=True))
 
     def rollback(self, model: str, *, trigger: str, client: str | None) -> dict[str, Any]:
         view = self._fresh_view()
@@ -116,14 +130,15 @@ class FleetOwner:
         return FleetView(self._keys, revision, entries)
 
     def _state(self, view: FleetView, model: str) -> tuple[Desired, int]:
-        """The model's committed state and generation; before the fleet's first change of it,
-        this member's own route (generation 0: the key does not exist yet)."""
+        """The model's committed state and generation; before the fleet's first change of it
+        (or over a record that does not parse), this member's own route."""
         if model in view.desired:
             return view.desired[model]
         route = self._registry.published.current.routes.get(model)
         if route is None:
             raise UnknownModel(f"unknown model {model!r}")
-        return Desired(active=route.active, previous=route.previous), 0
+        # A damaged record (its revision known, its content not) is replaced by this change.
+        return Desired(active=route.active, previous=route.previous), view.revisions.get(model, 0)
 
     def _two_phase(self, model: str, version: str, fingerprint: str | None, generation: int, new: Desired) -> tuple[int, list[str], list[str]]:
         timeout = self.member.config.switch_timeout_seconds

@@ -133,6 +133,9 @@ class FleetView:
         self.revision = revision
         self.read_at = time.time()
         self.desired: dict[str, tuple[Desired, int]] = {}  # model -> (state, its generation)
+        # Every desired key's revision, parsed or not: a change compares against it, so a
+        # damaged record is overwritten by the next switch instead of blocking it forever.
+        self.revisions: dict[str, int] = {}
         self.proposals: dict[str, tuple[Proposal, bytes]] = {}  # model -> (proposal, its raw value for a compare)
         self.ready: dict[str, dict[str, Readiness]] = {}  # proposal -> member -> answer
         self.members: dict[str, MemberReport] = {}
@@ -140,6 +143,8 @@ class FleetView:
         for entry in entries:
             rest = entry.key.removeprefix(keys.root)
             kind, _, name = rest.partition("/")
+            if kind == "desired" and "/" not in name:
+                self.revisions[name] = entry.mod_revision
             data = entry.json()
             try:
                 if data is None:

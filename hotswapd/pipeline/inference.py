@@ -62,7 +62,8 @@ def check_vectors(loaded: LoadedVersion, vectors: np.ndarray) -> None:
     import numpy as np
 
     finite = np.isfinite(vectors).all(axis=1)
-    nonzero = np.any(vectors != 0, axis=1)
+    # A reranker's "vector" is its logit, and 0.0 is a score like any other.
+    nonzero = np.any(vectors != 0, axis=1) if loaded.config.task != "rerank" else finite
     if not (finite.all() and nonzero.all()):
         bad = int(np.flatnonzero(~(finite & nonzero))[0])
         raise InferenceError(f"{loaded.model}@{loaded.version} produced an unusable vector (NaN, infinite or zero) for text {bad}")

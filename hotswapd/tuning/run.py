@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hotswapd.host import children
 from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
-from hotswapd.tuning.run_paths import GATES, PATHS, REFERENCE, paths_for
+from hotswapd.tuning.run_paths import GATES, PATHS, REFERENCE, RERANK_PATHS, paths_for
 from hotswapd.tuning.tune_record import AGREEMENT, PathRow, TuneRecord, cache_key, eligible, library_versions, read_cached, write_cached
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ def settings(version: VersionConfig) -> tuple[list[str], float]:
     every path of its task at the task's default gate (cosine 0.99; rerank: Spearman 0.95)."""
     options = version.options
     paths = getattr(options, "paths", None) or paths_for(version.task)
+    if version.task == "rerank" and (other := sorted(set(paths) - set(RERANK_PATHS))):
+        raise ModelLoadError(f"paths {', '.join(other)} cannot run a cross-encoder (it runs in fp32 on torch); a rerank version's paths: {', '.join(RERANK_PATHS)}")
     gate_name, default = GATES[version.task]
     gate = getattr(options, gate_name, default)  # an ONNX or OpenVINO version's own gate counts too
     return list(paths), float(gate)
@@ -80,6 +82,8 @@ def _disagreement(record: TuneRecord, task: str, paths: list[str], gate: float) 
     for row in record.rows:
         if row.path not in PATHS or dict(row.options) != PATHS[row.path][1]:
             return f"row {row.path} with options {row.options}"
+        if task == "rerank" and row.path not in RERANK_PATHS:
+            return f"row {row.path} in a reranker's record"
     return None
 
 
@@ -89,7 +93,7 @@ def choose(key: str, weights: str, rows: list[PathRow], gate: float, started: fl
     gate_name = GATES[task][0]
     candidates = [row for row in eligible(rows, gate, task) if row.path in paths]
     if not candidates:
-        why = "; ".join(f"{row.path}: {row.reason or f'{AGREEMENT[task]} {row.agreement(task)}'}" for row in rows)
+        why = "; ".join(f"{row.path}: {row.reason or f'{AGREEMENT[task]} {row.agreement(task)}'}" for row in rows if row.path in paths)
         raise ModelLoadError(f"no path runs here at {gate_name} {gate}: {why}")
     best = max(candidates, key=lambda row: row.short_per_second or 0.0)
     reference = next((row for row in rows if row.path == REFERENCE and row.short_per_second), None)

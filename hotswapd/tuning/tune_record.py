@@ -40,14 +40,14 @@ class PathRow(_Strict):
     options: dict[str, str | int | float | bool]
     status: Status
     reason: str | None = None  # why refused or unavailable
-    short_per_second: float | None = None  # texts/s on short texts (the version's batch size)
-    passages_per_second: float | None = None  # texts/s on ~200-token passages
-    single_p50_ms: float | None = None  # one short text per call
-    mean_cosine: float | None = None  # against fp32 sentence-transformers on the check sample
-    min_cosine: float | None = None
+    short_per_second: float | None = Field(default=None, ge=0)  # texts/s on short texts (the version's batch size)
+    passages_per_second: float | None = Field(default=None, ge=0)  # texts/s on ~200-token passages
+    single_p50_ms: float | None = Field(default=None, ge=0)  # one short text per call
+    mean_cosine: float | None = Field(default=None, ge=-1, le=1)  # against fp32 sentence-transformers on the check sample
+    min_cosine: float | None = Field(default=None, ge=-1, le=1)
     # A reranker's: Spearman of each check query's document order against the torch cross-encoder.
-    mean_spearman: float | None = None
-    min_spearman: float | None = None
+    mean_spearman: float | None = Field(default=None, ge=-1, le=1)
+    min_spearman: float | None = Field(default=None, ge=-1, le=1)
 
     @field_validator("short_per_second", "passages_per_second", "single_p50_ms", "mean_cosine", "min_cosine", "mean_spearman", "min_spearman")
     @classmethod
@@ -70,8 +70,8 @@ class TuneRecord(_Strict):
     measured_at: float = Field(ge=0, le=1e11)  # a time a clock can show (NaN and 1e20 cannot)
     seconds: float = Field(ge=0, le=1e7)
     task: Literal["embed", "rerank"] = "embed"
-    min_cosine: float | None = None  # an embedder's gate
-    min_spearman: float | None = None  # a reranker's gate
+    min_cosine: float | None = Field(default=None, ge=-1, le=1)  # an embedder's gate
+    min_spearman: float | None = Field(default=None, ge=-1, le=1)  # a reranker's gate
     rows: list[PathRow]
     chosen: str
     reason: str

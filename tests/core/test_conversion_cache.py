@@ -183,3 +183,28 @@ def _catch(work):  # type: ignore[no-untyped-def]
         return work()
     except Exception as exc:  # noqa: BLE001 -- returned for the assertion
         return exc
+
+
+def test_a_cached_check_of_the_other_kind_is_converted_again_not_read(tmp_path: Path) -> None:
+    """Before: a rerank conversion whose check.json held an embedder's cosines failed every
+    load with a bare KeyError ('spearman_min') and was never converted again."""
+    made = created_once(tmp_path, "k1", CONVERTER, [], False, FILES)  # an embedder's check (cosines)
+    assert made["exported_now"] is True
+    with pytest.raises(ModelLoadError, match="no usable result"):  # the converter writes cosines again: typed, named
+        created_once(tmp_path, "k1", CONVERTER, [], False, FILES, kind="ranks")
+    assert created_once(tmp_path, "k1", CONVERTER, [], False, FILES)["exported_now"] is False  # what the ranks attempt made serves vectors
+
+
+def test_a_cross_encoders_tokenizer_and_pair_length_are_checked_before_any_conversion(tmp_path: Path) -> None:
+    """Before: a FIFO tokenizer.json hung the conversion for 30 minutes, and a max_seq_length
+    past the model's positions failed every long pair inside the graph."""
+    from hotswapd.backends.support.graph_cross_encoder import pair_length, usable_tokenizer
+
+    os.mkfifo(tmp_path / "tokenizer.json")
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        usable_tokenizer(tmp_path / "tokenizer.json")
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 128}')
+    assert pair_length(tmp_path, None) == 128 and pair_length(tmp_path, 64) == 64
+    for wrong in (129, 4):
+        with pytest.raises(ModelLoadError, match="takes 8 to 128 tokens"):
+            pair_length(tmp_path, wrong)

@@ -41,6 +41,14 @@ def test_rerank_orders_scores_and_names_its_version(start: StartDaemon, tmp_path
         assert again["cached"] == 3 and again["results"] == answer["results"]  # the cache keeps pairs, as it keeps texts
 
 
+def test_a_logit_of_zero_is_a_score_not_an_unusable_vector(start: StartDaemon, tmp_path: Path) -> None:
+    """Before: the pipeline refused a row of zeros, as it does an embedder's, so a pair whose
+    logit was exactly 0.0 failed its whole request."""
+    with start(fake_config(tmp_path, {"v1": {**RERANK, "scale": 0.0}})) as daemon, daemon.client() as client:
+        answer = client.rerank(QUERY, DOCUMENTS)
+    assert [hit["score"] for hit in answer["results"]] == [0.5, 0.5, 0.5]
+
+
 def test_each_task_refuses_the_other_op_and_bad_pairs(start: StartDaemon, tmp_path: Path) -> None:
     config = fake_config(tmp_path, {"v1": RERANK}) + fake_config(tmp_path, {"e1": {}}, model="emb")
     with start(config) as daemon, daemon.client() as client:

@@ -165,3 +165,32 @@ def test_a_choice_that_cannot_be_cached_is_still_served(tmp_path: Path, monkeypa
     (tmp_path / "cache" / "hotswapd" / "tuning").write_text("a file where the directory goes")
     assert tuned(model, version).chosen == "onnx-fp32"
     assert "could not be cached" in caplog.text
+
+
+def test_spearman_gives_ties_their_average_rank() -> None:
+    """Before: ties were broken by position, so a scorer giving every document the same
+    score (a zeroed classifier) agreed 1.0 with any order."""
+    import numpy as np
+
+    from hotswapd.backends.cross_encoder_export import spearman
+
+    order = np.arange(8.0)
+    assert spearman(order, np.zeros(8)) == 0.0 and spearman(np.zeros(8), np.zeros(8)) == 1.0
+    assert spearman(order, order * 2) == pytest.approx(1.0) and spearman(order, -order) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.9486833)  # scipy's value
+    assert np.isnan(spearman(order, np.full(8, np.nan)))
+
+
+def test_a_rerank_version_naming_paths_a_cross_encoder_cannot_run_is_refused_and_records_are_bounded(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from hotswapd.config.schema import VersionConfig
+
+    model, _ = _fake_version(tmp_path)
+    wrong = VersionConfig(backend="auto", task="rerank", source=str(model), paths=["torch-bf16", "onnx-int8"])
+    with pytest.raises(ModelLoadError, match="torch-bf16 cannot run a cross-encoder"):
+        tuning_run.settings(wrong)
+    with pytest.raises(ValidationError):
+        _rerank_row("onnx-int8", 10.0, 5.0)  # a Spearman past 1: a hand-edited record
+    with pytest.raises(ValidationError):
+        _rerank_row("onnx-int8", -10.0, 0.5)

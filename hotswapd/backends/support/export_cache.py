@@ -33,13 +33,15 @@ OPSET = 17
 TIMEOUT_SECONDS = 1800.0
 
 
-def created_once(root: Path, key: str, module: str, arguments: list[str], trust_remote_code: bool, files: tuple[str, ...]) -> dict[str, Any]:
+def created_once(root: Path, key: str, module: str, arguments: list[str], trust_remote_code: bool, files: tuple[str, ...], kind: str = "vectors") -> dict[str, Any]:
     """The check of the cached conversion ``root/key``, or convert and check now (running
     ``python -m module *arguments --out STAGING``) and cache it. ``files`` are what the
     conversion must have written (regular files: a FIFO there would hang the runtime that
-    reads it). ``exported_now`` says which."""
+    reads it). ``kind``: what the check must hold ("vectors": cosines; "ranks": a
+    cross-encoder's Spearman), so that a check of the other kind is converted again, not
+    trusted. ``exported_now`` says which."""
     final = root / key
-    cached = _usable(final, files)
+    cached = _usable(final, files, kind)
     if cached is not None:
         log.info("reusing %s", final)
         return {**cached, "exported_now": False}
@@ -76,20 +78,20 @@ def created_once(root: Path, key: str, module: str, arguments: list[str], trust_
             item.chmod(0o444)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another load placed the same conversion first
-    fresh = _usable(final, files)
+    fresh = _usable(final, files, kind)
     if fresh is None:
         raise ModelLoadError(f"the conversion left no usable result in {final}")
     load_steps.report("loading")
     return {**fresh, "exported_now": True}
 
 
-def _usable(final: Path, files: tuple[str, ...]) -> dict[str, Any] | None:
+def _usable(final: Path, files: tuple[str, ...], kind: str) -> dict[str, Any] | None:
     """The check of a complete conversion in ``final`` (a real directory, not a link), or None."""
     if final.is_symlink() or not final.is_dir():
         return None
     if not all(_regular(final / name) for name in files):
         return None
-    return read_check(final)
+    return read_check(final, kind)
 
 
 def _regular(path: Path) -> bool:
@@ -124,9 +126,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_check(directory: Path) -> dict[str, Any] | None:
-    """The conversion's agreement check, or None if the file is not one (the cache is a
-    directory on disk: anything may have written it)."""
+CHECK_FIELDS = {"vectors": ("mean_cosine", "min_cosine", "sample_size"), "ranks": ("spearman_min", "spearman_mean", "queries")}
+
+
+def read_check(directory: Path, kind: str = "vectors") -> dict[str, Any] | None:
+    """The conversion's agreement check of ``kind`` (an embedder's cosines, a cross-encoder's
+    ranks), or None if the file is not one (the cache is a directory on disk: anything may
+    have written it, a check of the other kind included)."""
     from hotswapd.host.safefiles import read_regular
 
     try:
@@ -135,9 +141,7 @@ def read_check(directory: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(check, dict):
         return None
-    # A cross-encoder's export records rank agreement; an embedder's, cosines.
-    numbers = ("spearman_min", "spearman_mean", "queries") if "spearman_min" in check else ("mean_cosine", "min_cosine", "sample_size")
-    if not all(_finite_number(check.get(key)) for key in numbers):
+    if not all(_finite_number(check.get(key)) for key in CHECK_FIELDS[kind]):
         return None
     return check
 

@@ -20,6 +20,9 @@ from hotswapd.backends.support.tokenizing import PairTokens
 from hotswapd.errors import ModelLoadError
 from hotswapd.text.pairs import split_pair
 
+# Two special tokens and a separator, and at least a token of each side.
+MIN_PAIR_TOKENS = 8
+
 
 class GraphCrossEncoder(PairTokens):
     dimension = 1
@@ -28,6 +31,7 @@ class GraphCrossEncoder(PairTokens):
         from tokenizers import Tokenizer
 
         self._inputs = input_names
+        usable_tokenizer(tokenizer_file)
         try:
             self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # tokenizers raises a bare Exception on a missing or malformed file
@@ -61,6 +65,23 @@ class GraphCrossEncoder(PairTokens):
 
     def space(self) -> dict[str, object]:
         return dict(self._space)
+
+
+def usable_tokenizer(file: Path) -> None:
+    """Refuse a tokenizer that is missing or not a regular file (a FIFO would hang its reader)."""
+    if not file.is_file():
+        raise ModelLoadError(f"{file} is missing or not a regular file: a rerank version on onnx or openvino needs the fast tokenizer (tokenizer.json)")
+
+
+def pair_length(source: Path, asked: int | None) -> int:
+    """The tokens a pair is cut to: the version's max_seq_length within the model's own
+    limit (a longer one would fail every long pair in the graph), else the model's."""
+    own = max_length(source)
+    if asked is None:
+        return own
+    if not MIN_PAIR_TOKENS <= asked <= own:
+        raise ModelLoadError(f"max_seq_length {asked}: a pair of this cross-encoder takes {MIN_PAIR_TOKENS} to {own} tokens")
+    return asked
 
 
 def max_length(source: Path) -> int:
