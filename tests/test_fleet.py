@@ -280,3 +280,19 @@ def test_a_members_file_changing_active_does_not_move_the_fleet(tmp_path: Path, 
         assert {version for version, _ in versions_seen(members).values()} == {"v2"}
     finally:
         stop_all(members)
+
+
+def test_a_second_daemon_with_a_members_name_is_refused_and_says_why(tmp_path: Path, etcd: Etcd) -> None:
+    members = start_fleet(tmp_path, etcd.url, names=("a",))
+    twin = start_member(tmp_path / "twin", "a", member_config(tmp_path, "t", "a", etcd.url, VERSIONS))
+    try:
+        with twin.client() as client:
+            wait_for(lambda: "held by another live daemon" in (client.fleet()["error"] or ""), 15, "the twin refused")
+            assert client.status()["fleet"]["state"] == "degraded"
+            with pytest.raises(FleetUnavailable):
+                client.switch("m", "v2")
+        with members["a"].client() as client:
+            assert client.switch("m", "v2")["members"] == ["a"]
+    finally:
+        twin.stop()
+        stop_all(members)

@@ -93,3 +93,37 @@ def test_readme_python_block_runs_as_written(daemon: RunningDaemon, tmp_path: Pa
     assert done.returncode == 0, done.stderr.decode()
     counts = [line.split() for line in done.stdout.decode().splitlines()]
     assert [count for count, _ in counts] == ["2", "1"] and counts[0][1] == counts[1][1]  # one version: the stream pins it
+
+
+FLEET_MARK = "<!-- runs in tests/test_readme.py against a fleet -->"
+
+
+def test_fleet_blocks_run_against_a_real_etcd_and_three_members(tmp_path: Path) -> None:
+    """The README's and docs/fleets.md's fleet commands, run on member a of a fleet of three
+    (fake versions named like the README's: no torch), against a real etcd."""
+    from tests.fleets import etcd_server, member_config, start_member, wait_for
+
+    pattern = re.compile(re.escape(FLEET_MARK) + r"\n```bash\n(.*?)```", re.S)
+    blocks = [block for page in DOCUMENTS for block in pattern.findall(page.read_text())]
+    assert len(blocks) == 2
+    versions: dict[str, dict[str, object]] = {"v1": {}, "v2": {"scale": 2.0}, "v3": {"scale": 3.0}}
+    with etcd_server(tmp_path) as etcd:
+        members = {}
+        try:
+            for name in ("a", "b", "c"):
+                text = member_config(tmp_path, "docs", name, etcd.url, versions).replace("[models.m", "[models.minilm")
+                members[name] = start_member(tmp_path, name, text)
+            with members["a"].client() as client:
+                wait_for(lambda: len(client.fleet()["members"]) == 3, 30, "every member in etcd")
+            env = daemon_env(HOTSWAPD_SOCKET=members["a"].endpoint, HOTSWAPD_NO_AUTOSTART="1")
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+            for block in blocks:
+                for line in shell_lines(block):
+                    done = subprocess.run(["bash", "-c", f"set -o pipefail; {line}"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+                    assert done.returncode == 0, f"fleet line failed: {line}\n{done.stderr.decode()}"
+            for daemon in members.values():  # what the blocks did, everywhere
+                with daemon.client() as client:
+                    assert client.encode(["x"], "minilm").version == "v2"
+        finally:
+            for daemon in members.values():
+                daemon.stop()

@@ -126,6 +126,8 @@ class FleetOwner:
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.member.degraded_since or 0))
             raise FleetUnavailable(f"{self.member.name} has not reached etcd since {since} ({self.member.last_error}): "
                                    "it serves the last committed state and refuses fleet changes until it reconnects")
+        if not self.member.lease:
+            raise FleetUnavailable(f"{self.member.name} has not joined fleet {self.member.config.name!r} yet ({self.member.last_error})")
         revision, entries = self.member.store.range(self._keys.root)
         return FleetView(self._keys, revision, entries)
 

@@ -112,7 +112,12 @@ class FleetMember:
         period = self.config.lease_seconds / 3
         try:
             if not self.lease:
-                self.lease = self.store.grant(self.config.lease_seconds)
+                lease = self.store.grant(self.config.lease_seconds)
+                if not self._claim(lease):
+                    self.store.revoke(lease)
+                    raise FleetUnavailable(f"the member name {self.name!r} is held by another live daemon of fleet {self.config.name!r} "
+                                           "(set [fleet] member to a name of its own; a restarted member waits for its old lease to lapse)")
+                self.lease = lease
                 self.report()
                 self._bell.set()
             elif self.store.keep_alive(self.lease) <= 0:
@@ -126,6 +131,13 @@ class FleetMember:
         except FleetUnavailable as exc:
             self._lost(exc)
         self._stop.wait(period)
+
+    def _claim(self, lease: int) -> bool:
+        """Take this member's key under ``lease``, unless another live daemon holds it."""
+        key = self.keys.member(self.name)
+        placeholder = MemberReport(member=self.name, seen=time.time(), version=__version__).model_dump()
+        ok, _ = self.store.txn([mod_revision_is(key, 0)], [put_op(key, placeholder, lease)])
+        return ok
 
     def report(self) -> None:
         """Publish what this member serves, under its lease (it goes when the member does)."""
@@ -153,7 +165,8 @@ class FleetMember:
             revision, entries = self.store.range(self.keys.root)
             view = FleetView(self.keys, revision, entries)
             self.view = view
-            self._reached()
+            if self.lease:  # joined: the lease loop's to say (a member whose name is taken is not)
+                self._reached()
             self.reconcile(view)
             self.joined.set()
         except FleetUnavailable as exc:

@@ -1,0 +1,85 @@
+"""What a fleet member reads from etcd is hostile bytes (issue 31): records that do not
+parse are ignored, never trusted; [fleet] refuses what would leak or misroute; a gradual
+rollout's next step is computed the same way by whichever member makes it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from hotswapd.config.fleet_section import FleetConfig
+from hotswapd.core.rollout import Route
+from hotswapd.fleet.etcd_store import Entry, prefix_end
+from hotswapd.fleet.member import next_step
+from hotswapd.fleet.state import Desired, FleetKeys, FleetRollout, FleetView
+
+KEYS = FleetKeys("t")
+
+
+def entry(key: str, value: bytes | dict, revision: int = 5) -> Entry:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return Entry(KEYS.root + key, raw, revision, 1, 0)
+
+
+def test_records_that_do_not_parse_are_ignored_and_a_damaged_states_revision_is_kept() -> None:
+    good = {"active": "v2", "previous": "v1"}
+    view = FleetView(KEYS, 9, [
+        entry("desired/m", good, 7),
+        entry("desired/broken", b"\xff not json", 8),
+        entry("desired/list", b"[1, 2]", 6),
+        entry("desired/nan", b'{"active": "v1", "rollout": {"source": "v1", "target": "v2", "strategy": "canary", "share": NaN}}', 4),
+        entry("desired/share", {"active": "v1", "rollout": {"source": "v1", "target": "v2", "strategy": "canary", "share": 250}}, 3),
+        entry("desired/big", b'{"active": "' + b"x" * (2 << 20) + b'"}', 2),
+        entry("members/a", {"member": "a", "generation": 7}),
+        entry("members/b", {"member": "somebody-else", "generation": 7}),  # a report under another's name
+        entry("ready/p1/a", {"fingerprint": "f"}),
+        entry("ready/p1/a/extra", {"fingerprint": "f"}),
+        entry("proposals/m", {"id": "p1", "model": "m", "version": "v2", "fingerprint": "f", "by": "a", "deadline": 1e12}),
+        entry("unhealthy/m/v2/a", {"reason": "r" * 5000}),
+        entry("elsewhere", {"x": 1}),
+    ])
+    assert set(view.desired) == {"m"} and view.desired["m"] == (Desired(**good), 7)
+    assert view.revisions == {"m": 7, "broken": 8, "list": 6, "nan": 4, "share": 3, "big": 2}  # the next change replaces them
+    assert set(view.members) == {"a"} and view.ready == {"p1": {"a": view.ready["p1"]["a"]}}
+    assert view.proposals["m"][0].version == "v2" and len(view.unhealthy[("m", "v2")]["a"]) == 500
+    assert view.generation == 7
+
+
+def test_a_desired_state_routes_and_compares_like_the_route_it_makes() -> None:
+    canary = Desired(active="v1", rollout=FleetRollout(source="v1", target="v2", strategy="canary", share=10, sticky=True))
+    route = canary.route()
+    assert route.active == "v1" and route.rollout is not None and (route.rollout.share, route.rollout.sticky) == (10, True)
+    assert route.rollout.step_seconds is None and route.rollout.step_requests is None  # never stepped by one member's clock
+    assert canary.same_as(route) and not canary.same_as(Route(active="v1")) and canary.serving() == ["v1", "v2"]
+
+
+def test_a_gradual_rollouts_next_step_and_its_completion() -> None:
+    gradual = Desired(active="v1", rollout=FleetRollout(source="v1", target="v2", strategy="gradual", share=10, steps=[10, 50, 100], step_seconds=5))
+    step = next_step(gradual, "b", 100.0)
+    assert step.rollout is not None and (step.rollout.share, step.rollout.step_started_at, step.change, step.by) == (50, 100.0, "rollout_step", "b")
+    done = next_step(step, "c", 200.0)
+    assert (done.active, done.previous, done.rollout, done.change) == ("v2", "v1", None, "rollout_complete")
+
+
+@pytest.mark.parametrize("fleet", [
+    {"name": "t", "etcd": []},
+    {"name": "../t", "etcd": ["http://127.0.0.1:2379"]},
+    {"name": "t", "etcd": ["http://user:secret@127.0.0.1:2379"]},  # a password in a URL ends up in logs
+    {"name": "t", "etcd": ["ftp://127.0.0.1:2379"]},
+    {"name": "t", "etcd": ["http://127.0.0.1:99999"]},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379/v3"]},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379"], "cert_file": "c.pem"},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379"], "username": "root"},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379"], "member": "a/b"},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379"], "unhealthy_share": 1.0},
+    {"name": "t", "etcd": ["http://127.0.0.1:2379"], "password": "inline"},
+])
+def test_fleet_config_refuses_what_would_leak_or_misroute(fleet: dict) -> None:
+    with pytest.raises(ValidationError):
+        FleetConfig.model_validate(fleet)
+
+
+def test_a_prefix_range_ends_just_past_the_prefix() -> None:
+    assert prefix_end("/hotswap/fleets/t/") == "/hotswap/fleets/t0"
