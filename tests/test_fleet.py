@@ -296,3 +296,34 @@ def test_a_second_daemon_with_a_members_name_is_refused_and_says_why(tmp_path: P
     finally:
         twin.stop()
         stop_all(members)
+
+
+def test_members_authenticate_to_etcd_with_a_password_file_and_a_wrong_one_is_named(tmp_path: Path, etcd: Etcd) -> None:
+    def gateway(path: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
+        answer = httpx.post(f"{etcd.url}/v3/{path}", json=body, headers={"Authorization": token} if token else {}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()  # type: ignore[no-any-return]
+
+    gateway("auth/user/add", {"name": "root", "password": "s3cret"})
+    gateway("auth/role/add", {"name": "root"})
+    gateway("auth/user/grant", {"user": "root", "role": "root"})
+    gateway("auth/enable", {})
+    assert httpx.post(f"{etcd.url}/v3/kv/range", json={"key": "eA=="}, timeout=10).status_code != 200  # auth is on
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "good").write_text("s3cret\n")
+    (secrets / "bad").write_text("wrong\n")
+    for name in ("good", "bad"):
+        (secrets / name).chmod(0o600)
+    members = {}
+    try:
+        for name, secret in (("a", "good"), ("b", "good"), ("c", "bad")):
+            fleet_extra = f'username = "root"\npassword_file = "{secrets / secret}"'
+            members[name] = start_member(tmp_path, name, member_config(tmp_path, "t", name, etcd.url, VERSIONS, fleet_extra=fleet_extra))
+        with members["c"].client() as client:
+            wait_for(lambda: "authentication failed" in (client.fleet()["error"] or ""), 15, "c refused by etcd")
+        with members["a"].client() as client:
+            wait_for(lambda: len(client.fleet()["members"]) == 2, 15, "a and b joined")
+            assert client.switch("m", "v2")["members"] == ["a", "b"]
+    finally:
+        stop_all(members)

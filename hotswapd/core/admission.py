@@ -11,7 +11,7 @@ limits can be served.
 The bound in texts and bytes says nothing of time: 64 one-megabyte texts fit 64 MiB but
 take half a minute to tokenize. So admission also knows what work costs: the inference
 thread reports every batch (texts, characters, seconds), a least-squares fit of
-``seconds = a * texts + b * chars`` over the last batches prices the queue, and a request
+``seconds = c + a * texts + b * chars`` over the last batches prices the queue, and a request
 whose caller's deadline would pass before the queued work ahead of it and its own are
 done is refused at once with ``busy``, not admitted to time out.
 
@@ -84,7 +84,7 @@ class Admission:
         self._batches: dict[Key | None, deque[tuple[int, int, float]]] = {}  # None: every version's
         self._priors: dict[Key | None, deque[tuple[int, int, float]]] = {}  # what load probes measured
         self._observed_at: dict[Key, float] = {}  # when each version's work was last timed (monotonic)
-        self._costs: dict[Key | None, tuple[float, float]] = {}  # fitted (seconds per text, per byte); dropped on a new batch
+        self._costs: dict[Key | None, tuple[float, float, float]] = {}  # fitted (seconds per batch, per text, per byte); dropped on a new batch
         self._queued: dict[Key | None, list[int]] = {}  # texts, bytes queued per version
 
     def admit(self, texts: int, nbytes: int, deadline_seconds: float | None = None, key: Key | None = None) -> Ticket:
@@ -155,11 +155,12 @@ class Admission:
             self._costs.clear()
 
     def coefficients(self, key: Key | None) -> tuple[float, float]:
-        """Seconds per text and per UTF-8 byte of version ``key``'s work, as measured."""
+        """Seconds per text and per UTF-8 byte of version ``key``'s work, as measured (what
+        one more text adds to a batch: the batcher prices pieces joining batches)."""
         with self._lock:
-            return self._coefficients(key)
+            return self._coefficients(key)[1:]
 
-    def _coefficients(self, key: Key | None) -> tuple[float, float]:
+    def _coefficients(self, key: Key | None) -> tuple[float, float, float]:
         """Lock held. A version's own batches with its load's probe (until a few batches of
         its own traffic have run: a probe of short and long texts tells per-text from
         per-byte cost where a few like batches cannot), else every version's: an ensemble,
@@ -174,7 +175,7 @@ class Admission:
                     cost = fit_cost(own)
                     break
             else:
-                cost = (0.0, 0.0)
+                cost = (0.0, 0.0, 0.0)
             self._costs[key] = cost
         return cost
 
@@ -188,8 +189,8 @@ class Admission:
 
     def _seconds_for(self, key: Key | None, texts: int, nbytes: int) -> float:
         """Lock held."""
-        per_text, per_byte = self._coefficients(key)
-        return per_text * texts + per_byte * nbytes
+        per_batch, per_text, per_byte = self._coefficients(key)
+        return per_batch * -(-texts // TEXTS_PER_BATCH) + per_text * texts + per_byte * nbytes
 
     def set_limits(self, limits: QueueLimits) -> None:
         with self._lock:
@@ -240,23 +241,41 @@ def separable(batches: list[tuple[int, int, float]]) -> bool:
     return snn * scc - snc * snc > 1e-3 * snn * scc
 
 
-def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]] | tuple[()]) -> tuple[float, float]:
-    """Least squares, no intercept: seconds = a * texts + b * chars, with a, b >= 0. When
-    the batches cannot tell the two apart (all alike), all of the cost goes to chars."""
-    snn = sum(n * n for n, _, _ in batches)
-    scc = sum(c * c for _, c, _ in batches)
-    snc = sum(n * c for n, c, _ in batches)
-    snt = sum(n * t for n, _, t in batches)
-    sct = sum(c * t for _, c, t in batches)
-    det = snn * scc - snc * snc
-    if det > 1e-9 * snn * scc:
-        a = (snt * scc - sct * snc) / det
-        b = (sct * snn - snt * snc) / det
-        if a >= 0 and b >= 0:
-            return a, b
-    if scc > 0 and (det <= 1e-9 * snn * scc or snt * scc - sct * snc < 0):
-        return 0.0, max(0.0, sct / scc)
-    return (max(0.0, snt / snn), 0.0) if snn > 0 else (0.0, 0.0)
+# The cost model's terms, in the order it prefers them when the batches fit several alike
+# (one kind of batch fits any single term: all of it goes on bytes, as a long text would).
+TERMS = (("text", "byte"), ("byte",), ("text",), ("batch", "text", "byte"), ("batch", "byte"), ("batch", "text"), ("batch",))
+TEXTS_PER_BATCH = 64  # the daemon's default max_batch_size: how many model calls a request is priced as
+
+
+def fit_cost(batches: deque[tuple[int, int, float]] | list[tuple[int, int, float]] | tuple[()]) -> tuple[float, float, float]:
+    """Least squares of ``seconds = c + a * texts + b * bytes`` with c, a, b >= 0: (seconds a
+    batch, a text, a byte). Before, without ``c``, a model call's own cost went on its texts,
+    and after a run of single-text batches on a busy machine a 512-text request was priced at
+    100 s. Every subset of the terms is fitted; the feasible fit with the least residual
+    wins, ties going to the earlier of :data:`TERMS`."""
+    import numpy as np
+
+    if not batches:
+        return 0.0, 0.0, 0.0
+    data = np.asarray(batches, dtype=np.float64)
+    columns = {"batch": np.ones(len(data)), "text": data[:, 0], "byte": data[:, 1]}
+    seconds = data[:, 2]
+    scale = float(seconds @ seconds) or 1.0
+    best: tuple[float, int, dict[str, float]] | None = None
+    for rank, terms in enumerate(TERMS):
+        matrix = np.stack([columns[term] for term in terms], axis=1)
+        if np.linalg.matrix_rank(matrix) < len(terms):
+            continue  # the batches cannot tell these terms apart
+        solution, *_ = np.linalg.lstsq(matrix, seconds, rcond=None)
+        if (solution < 0).any():
+            continue
+        residual = float(np.sum((matrix @ solution - seconds) ** 2)) / scale
+        if best is None or residual < best[0] - 1e-9:
+            best = (residual, rank, dict(zip(terms, (float(v) for v in solution), strict=True)))
+    if best is None:
+        return 0.0, 0.0, 0.0
+    fitted = best[2]
+    return fitted.get("batch", 0.0), fitted.get("text", 0.0), fitted.get("byte", 0.0)
 
 
 def limits_from(max_texts: int, max_mb: float) -> QueueLimits:

@@ -88,6 +88,20 @@ def value_is(key: str, value: bytes) -> dict[str, Any]:
     return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}
 
 
+def detail(exc: Exception) -> str:
+    """What etcd said: the gateway's JSON ``message`` ("etcdserver: authentication failed,
+    ..."), else the error's own text."""
+    text = getattr(exc, "detail_text", None)
+    if isinstance(text, str):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return text.strip()[:300] or str(exc)
+        if isinstance(found, dict) and isinstance(found.get("message"), str):
+            return found["message"]
+    return str(exc) or type(exc).__name__
+
+
 class EtcdStore:
     def __init__(self, config: FleetConfig, base_dir: Path | None) -> None:
         import etcd3gw  # the `fleet` extra
@@ -147,15 +161,16 @@ class EtcdStore:
                 try:
                     return client.post(client.get_url(path), json=body)  # type: ignore[no-any-return]
                 except errors.Etcd3Exception as exc:
-                    if self._password is not None and "token" in str(exc).lower():  # an expired token: once more
+                    if self._password is not None and "token" in detail(exc).lower():  # an expired token: once more
                         self._authenticate(client)
                         return client.post(client.get_url(path), json=body)  # type: ignore[no-any-return]
                     raise
             except unreachable as exc:
                 last = exc
             except errors.Etcd3Exception as exc:
-                if "unavailable" not in str(exc).lower() and "leader" not in str(exc).lower():
-                    raise FleetUnavailable(f"etcd at {self._config.etcd[index]} refused {path}: {str(exc)[:300]}") from exc
+                said = detail(exc)
+                if "unavailable" not in said.lower() and "leader" not in said.lower():
+                    raise FleetUnavailable(f"etcd at {self._config.etcd[index]} refused {path}: {said[:300]}") from exc
                 last = exc
             except ValueError as exc:  # not JSON: not an etcd gateway
                 last = exc
@@ -210,6 +225,8 @@ class EtcdStore:
             client = self._clients[self._current]
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
         try:
+            if self._password is not None and "Authorization" not in client.session.headers:
+                self._authenticate(client)
             response = client.session.post(client.get_url("/watch"), json=body, stream=True, timeout=(REQUEST_SECONDS, None))
         except Exception as exc:  # noqa: BLE001 -- requests' own errors
             raise FleetUnavailable(f"cannot watch etcd at {self.endpoint}: {exc}") from exc

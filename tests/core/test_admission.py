@@ -105,10 +105,26 @@ def test_cost_model_separates_per_text_and_per_character_cost() -> None:
     from hotswapd.core.admission import fit_cost
 
     batches = [(n, c, 0.002 * n + 1e-6 * c) for n, c in [(1, 100), (64, 3000), (8, 80_000), (32, 500), (2, 1_000_000)]]
-    per_text, per_char = fit_cost(batches)
-    assert abs(per_text - 0.002) < 1e-6 and abs(per_char - 1e-6) < 1e-9
-    assert fit_cost([(1, 1000, 0.5)]) == (0.0, 0.0005)  # one kind of batch: all cost on chars
-    assert fit_cost([]) == (0.0, 0.0)
+    per_batch, per_text, per_char = fit_cost(batches)
+    assert per_batch == 0.0 and abs(per_text - 0.002) < 1e-6 and abs(per_char - 1e-6) < 1e-9
+    assert fit_cost([(1, 1000, 0.5)]) == pytest.approx((0.0, 0.0, 0.0005))  # one kind of batch: all cost on chars
+    assert fit_cost([]) == (0.0, 0.0, 0.0)
+
+
+def test_a_model_calls_own_cost_is_not_charged_to_each_text() -> None:
+    """Before (no per-batch term): after single-text batches on a busy machine, each costing
+    0.2 s of which 0.19 s is the call itself, a 512-text request was priced at 100 s and
+    refused against its 60 s deadline (CI: tests/test_cli.py's 3,000-line pipe)."""
+    from hotswapd.core.admission import Admission, fit_cost, limits_from
+
+    singles = [(1, 40, 0.19 + 0.004 + 40e-6)] * 40
+    probe = [(16, 640, 0.19 + 16 * 0.004 + 640e-6), (4, 4000, 0.19 + 4 * 0.004 + 4000e-6)]
+    per_batch, per_text, per_byte = fit_cost(singles + probe)
+    assert per_batch == pytest.approx(0.19, rel=1e-3) and per_text == pytest.approx(0.004, rel=1e-2)
+    admission = Admission(limits_from(100_000, 512))
+    for batch in singles + probe:
+        admission.observe(*batch, key=("m", "v1"))
+    admission.admit(512, 512 * 40, 60.0, key=("m", "v1")).release()  # 8 calls x 0.19 s + 512 x 4 ms: about 3.6 s
 
 
 def test_a_stream_job_backs_off_on_busy_and_keeps_its_order(start: StartDaemon, tmp_path: Path) -> None:
