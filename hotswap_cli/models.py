@@ -192,6 +192,11 @@ def show_status(info: dict[str, Any]) -> None:
         state = "; a round is running" if bench.get("running") else ""
         problem = f"; last problem: {bench['last_problem']}" if bench.get("last_problem") else ""
         rows.append(["periodic bench", f"{bench['rounds']} rounds, {last}{state}{problem} (hs bench --history)"])
+    fleet = info.get("fleet")
+    if fleet:
+        link = f"connected to etcd ({fleet['etcd']})" if fleet["state"] == "connected" else (
+            f"degraded for {short_duration(time.time() - (fleet['degraded_since'] or time.time()))}: {fleet['error']}; serving its last committed state")
+        rows.append(["fleet", f"{fleet['name']} as {fleet['member']}, generation {fleet['generation'] if fleet['generation'] is not None else '-'}, {link} (hs fleet status)"])
     if info.get("config_error"):
         rows.append(["config error", info["config_error"]])
     if info.get("restart_needed"):

@@ -178,6 +178,8 @@ def test_etcd_stopped_under_traffic_serving_goes_on_switches_fail_clearly_then_c
             wait_for(lambda: client.fleet()["state"] == "degraded", 15, "a degraded")
             status = client.status()
             assert status["fleet"]["state"] == "degraded" and status["fleet"]["degraded_since"]
+            shown = run_hs("status", endpoint=members["a"].endpoint).stdout.decode()
+            assert "fleet\tt as a, generation" in shown and "degraded for" in shown and "serving its last committed state" in shown
             with pytest.raises(FleetUnavailable, match="refuses fleet changes until it reconnects"):
                 client.switch("m", "v2")
         etcd.start()
