@@ -55,10 +55,10 @@ def status(
 def _row(member: dict[str, Any]) -> list[str]:
     serving = []
     fingerprints = []
-    for model, state in sorted(member["serving"].items()):
+    for model, state in sorted(member["serving"].items()):  # the daemon checked each record's shape
         rollout = state.get("rollout")
         serving.append(f"{model}@{state['active']}" + (f" ({rollout['share']:g}% {rollout['target']})" if rollout else ""))
-        fingerprints.extend(f"{version}={value or '-'}" for version, value in sorted(state.get("fingerprints", {}).items()))
+        fingerprints.extend(f"{version}={value or '-'}" for version, value in sorted((state.get("fingerprints") or {}).items()))
     return [
         member["member"], str(member["generation"]), str(member["lag"]), ", ".join(serving), " ".join(fingerprints),
         f"{member['seen_seconds_ago']:g} s ago", member.get("apply_error") or "",

@@ -88,7 +88,9 @@ def etcd_server(workdir: Path) -> Iterator[Etcd]:
 
 class Proxy:
     """A TCP forwarder to ``target``; ``cut()`` closes it and every connection through it
-    (a partition), ``heal()`` listens again on the same port."""
+    (a partition), ``heal()`` listens again on the same port; ``freeze()`` cuts what is open
+    and then accepts connections without ever answering them (a link that black-holes
+    traffic after the handshake, a hung load balancer) until ``thaw()``."""
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
@@ -97,7 +99,24 @@ class Proxy:
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._frozen = False
+        self._held: list[socket.socket] = []
         self.heal()
+
+    def freeze(self) -> None:
+        with self._lock:
+            self._frozen = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen = False
 
     def heal(self) -> None:
         server = socket.socket()
@@ -110,7 +129,8 @@ class Proxy:
     def cut(self) -> None:
         with self._lock:
             server, self._server = self._server, None
-            conns, self._conns = self._conns, []
+            conns, self._conns = self._conns + self._held, []
+            self._held = []
         if server is not None:
             server.close()
         for conn in conns:
@@ -126,6 +146,10 @@ class Proxy:
                 client, _ = server.accept()
             except OSError:
                 return
+            with self._lock:
+                if self._frozen:
+                    self._held.append(client)  # accepted, never answered
+                    continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
@@ -149,6 +173,7 @@ class Proxy:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                end.close()
 
 
 def member_config(workdir: Path, fleet: str, member: str, etcd_url: str, versions: dict[str, dict[str, object]], *, active: str = "v1",

@@ -329,3 +329,82 @@ def test_members_authenticate_to_etcd_with_a_password_file_and_a_wrong_one_is_na
             assert client.switch("m", "v2")["members"] == ["a", "b"]
     finally:
         stop_all(members)
+
+
+def test_hostile_records_and_left_over_proposals_neither_block_switches_nor_break_status(tmp_path: Path, etcd: Etcd) -> None:
+    """Before: a value nested 100,000 deep stopped every member's reconcile and turned switches
+    into InternalError; a proposal left by a gone member (or not parsing) refused every later
+    switch; a member record written without a lease was waited for at every switch; a report
+    of the wrong shape crashed `hs fleet status`."""
+    import base64
+    import json as json_module
+
+    def put(key: str, value: bytes) -> None:
+        body = {"key": base64.b64encode(f"/hotswap/fleets/t/{key}".encode()).decode(), "value": base64.b64encode(value).decode()}
+        httpx.post(f"{etcd.url}/v3/kv/put", json=body, timeout=10).raise_for_status()
+
+    members = start_fleet(tmp_path, etcd.url, names=("a", "b"), fleet_extra="switch_timeout_seconds = 20")
+    try:
+        put("notes/deep", b"[" * 100_000)
+        put("desired/other", b'{"a":' * 100_000)
+        put("members/ghost", json_module.dumps({"member": "ghost", "generation": 1}).encode())  # no lease
+        put("members/odd", json_module.dumps({"member": "odd", "serving": {"m": {"fingerprints": ["x"]}}}).encode())
+        gone = {"id": "p0", "model": "m", "version": "v3", "fingerprint": "f", "by": "zz", "deadline": time.time() + 3600}
+        put("proposals/m", json_module.dumps(gone).encode())
+        put("ready/p0/a", json_module.dumps({"refused": "stale"}).encode())
+        with members["a"].client() as client:
+            switched = client.switch("m", "v2")
+        assert switched["members"] == ["a", "b"]
+        put("proposals/m", b"\xff not a proposal")
+        with members["b"].client() as client:
+            assert client.switch("m", "v3")["members"] == ["a", "b"]
+        status = run_hs("fleet", "status", endpoint=members["a"].endpoint)
+        assert status.returncode == 0 and "ghost" not in status.stdout.decode(), status.stderr.decode()
+        assert {version for version, _ in versions_seen(members).values()} == {"v3"}
+    finally:
+        stop_all(members)
+
+
+def test_a_member_whose_clock_is_ahead_still_answers_and_steps_no_early(tmp_path: Path, etcd: Etcd) -> None:
+    """Before: a member 60 s ahead took every other member's proposal for expired (the switch
+    failed naming it), and stepped a 30-second gradual rollout within 3 s."""
+    from tests.daemons import REPO
+
+    skewed = {"PYTHONPATH": str(REPO / "tests" / "skewed_clock"), "HOTSWAP_TEST_CLOCK_SKEW": "60"}
+    members = start_fleet(tmp_path, etcd.url, fleet_extra="switch_timeout_seconds = 10", env={"c": skewed})
+    try:
+        with members["c"].client() as client:
+            assert client.status()["fleet"]["state"] == "connected"
+        with members["a"].client() as client:
+            assert client.switch("m", "v2")["members"] == ["a", "b", "c"]
+            client.switch("m", "v3", "gradual", steps=[20.0, 60.0], step_seconds=30.0)
+            time.sleep(4)
+            state = client.fleet()["models"]["m"]
+        assert state["change"] == "switch" and state["rollout"]["share"] == 20.0
+    finally:
+        stop_all(members)
+
+
+def test_a_member_behind_a_link_that_froze_then_healed_answers_proposals_again(tmp_path: Path, etcd: Etcd) -> None:
+    """Before: the member's loop opened its watch into the frozen link and waited for ever;
+    healed, it looked connected but never answered a proposal again."""
+    proxy = Proxy(etcd.port)
+    fleet_extra = "switch_timeout_seconds = 20"
+    members = {name: start_member(tmp_path, name, member_config(tmp_path, "t", name, proxy.url if name == "c" else etcd.url, VERSIONS, fleet_extra=fleet_extra))
+               for name in ("a", "c")}
+    try:
+        with members["a"].client() as client:
+            wait_for(lambda: len(client.fleet()["members"]) == 2, 30, "both in etcd")
+        proxy.freeze()
+        with members["c"].client() as client:
+            wait_for(lambda: client.fleet()["state"] == "degraded", 20, "c degraded")
+        time.sleep(3)
+        proxy.thaw()
+        with members["c"].client() as client:
+            wait_for(lambda: client.fleet()["state"] == "connected", 30, "c connected")
+        with members["a"].client() as client:
+            wait_for(lambda: len(client.fleet()["members"]) == 2, 30, "c back in etcd")
+            assert client.switch("m", "v2")["members"] == ["a", "c"]
+    finally:
+        stop_all(members)
+        proxy.cut()

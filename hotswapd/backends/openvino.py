@@ -33,7 +33,7 @@ from hotswapd.backends.support.export_cache import created_once, enforce
 from hotswapd.backends.support.graph_embedder import GraphEmbedder
 from hotswapd.backends.support.model_files import ModelLayout, read_layout
 from hotswapd.backends.support.pooling import PoolingName, choose_mode
-from hotswapd.backends.support.openvino_runtime import installed, unavailable
+from hotswapd.backends.support.openvino_runtime import compiled_for_cpu, installed, unavailable
 from hotswapd.backends.support.tokenizing import TextTokenizer
 from hotswapd.host.cpu import cpu_identity
 from hotswapd.errors import ModelLoadError
@@ -77,18 +77,7 @@ class OpenVinoEmbedder(GraphEmbedder):
 
     @classmethod
     def create(cls, xml: Path, layout: ModelLayout, pooling: str, *, precision: str, batch_size: int, threads: int | None) -> OpenVinoEmbedder:
-        import openvino
-
-        # LATENCY: one stream using every core for each request; the daemon runs one batch
-        # at a time, so throughput streams would only split the cores between idle queues.
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            core = openvino.Core()
-            compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"OpenVINO cannot load {xml}: {exc}") from exc
+        compiled = compiled_for_cpu(xml, precision, threads)
         return cls(compiled, TextTokenizer(layout.tokenizer_file, layout.max_seq_length), pooling, layout.normalizes, batch_size)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hotswapd.backends.support.devices import pick_device
 from hotswapd.backends.support.export_cache import created_once
-from hotswapd.backends.support.openvino_runtime import installed, unavailable
+from hotswapd.backends.support.openvino_runtime import compiled_for_cpu, installed, unavailable
 from hotswapd.backends.support.graph_cross_encoder import GraphCrossEncoder, pair_length, refuse_disordered, usable_tokenizer
 from hotswapd.errors import ModelLoadError
 from hotswapd.host.cpu import cpu_identity
@@ -41,17 +41,7 @@ class OpenVinoCrossEncoder(GraphCrossEncoder):
 
     @classmethod
     def create(cls, xml: Path, tokenizer_file: Path, max_length: int, *, precision: str, batch_size: int, threads: int | None) -> OpenVinoCrossEncoder:
-        import openvino
-
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            core = openvino.Core()
-            compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"OpenVINO cannot load {xml}: {exc}") from exc
-        return cls(compiled, tokenizer_file, max_length, batch_size)
+        return cls(compiled_for_cpu(xml, precision, threads), tokenizer_file, max_length, batch_size)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:

@@ -15,13 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 FLEET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+def host_member_name(hostname: str) -> str:
+    """The host's short name as a member name: characters a key or a label cannot hold become "-"."""
+    short = re.sub(r"[^A-Za-z0-9._-]", "-", hostname.split(".")[0])[:64].lstrip("._-")
+    return short or "member"
+
+
 class FleetConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     # etcd's client URLs ("http://10.0.0.5:2379"); tried in turn when one does not answer.
     etcd: list[str] = Field(min_length=1, max_length=16)
-    member: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "member")
+    member: str = Field(default_factory=lambda: host_member_name(socket.gethostname()), validate_default=True)
     # TLS to etcd: files, never inline secrets.
     ca_file: str | None = None
     cert_file: str | None = None
@@ -40,7 +46,7 @@ class FleetConfig(BaseModel):
     @field_validator("name", "member")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.match(FLEET_NAME, value):
+        if not re.fullmatch(FLEET_NAME, value):
             raise ValueError(f"{value[:80]!r} must match {FLEET_NAME}")
         return value
 
@@ -52,9 +58,11 @@ class FleetConfig(BaseModel):
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
                 raise ValueError(f"etcd endpoint {url[:200]!r} must be http(s)://HOST:PORT (credentials go in username/password_file)")
             try:
-                parts.port
+                port = parts.port
             except ValueError as exc:
                 raise ValueError(f"etcd endpoint {url[:200]!r}: {exc}") from None
+            if port == 0:
+                raise ValueError(f"etcd endpoint {url[:200]!r}: port 0 is no port")
         return urls
 
     @model_validator(mode="after")

@@ -78,7 +78,7 @@ class FleetOwner:
             fleet_rollout = FleetRollout(source=current, target=request.target, strategy=planned.strategy, share=planned.share, sticky=planned.sticky,  # type: ignore[arg-type]
                                          steps=list(planned.steps), step_seconds=step_seconds, step_started_at=now)
             new = Desired(active=current, previous=desired.previous, rollout=fleet_rollout, fingerprints=fingerprints, change=request.event, by=self.member.name, at=now)
-        committed, members, lagging = self._two_phase(request.model, request.target, fingerprint, generation, new)
+        committed, members, lagging = self._two_phase(view, request.model, request.target, fingerprint, generation, new)
         outcome = "done" if request.strategy == "immediate" else "started"
         return {**summary(request, current, outcome), "generation": committed, "members": members, "lagging": lagging, "persisted": True}
 
@@ -142,14 +142,33 @@ class FleetOwner:
         # A damaged record (its revision known, its content not) is replaced by this change.
         return Desired(active=route.active, previous=route.previous), view.revisions.get(model, 0)
 
-    def _two_phase(self, model: str, version: str, fingerprint: str | None, generation: int, new: Desired) -> tuple[int, list[str], list[str]]:
+    def _open_proposal(self, view: FleetView, model: str) -> int:
+        """The revision of a proposal this switch may replace (0: none there); FleetRefused
+        while another member's switch is still under way. A proposal is left over when it
+        does not parse, its proposer is gone, or it is past its deadline by another whole
+        timeout (slack for clocks that disagree): then the next switch replaces it."""
+        revision = view.proposal_revisions.get(model, 0)
+        found = view.proposals.get(model)
+        if not revision or found is None:
+            return revision
+        other = found[0]
+        over = other.deadline + self.member.config.switch_timeout_seconds < time.time()
+        if other.by in view.members and not over:
+            raise FleetRefused(f"{model}: {other.by} is switching it to {other.version}; try again when that is done")
+        log.warning("fleet: replacing %s's left-over proposal of %s@%s (%s)", other.by, model, other.version, "past its deadline" if over else "its member is gone")
+        return revision
+
+    def _two_phase(self, view: FleetView, model: str, version: str, fingerprint: str | None, generation: int, new: Desired) -> tuple[int, list[str], list[str]]:
         timeout = self.member.config.switch_timeout_seconds
         deadline = time.monotonic() + timeout
         proposal = Proposal(id=uuid.uuid4().hex, model=model, version=version, fingerprint=fingerprint, by=self.member.name, deadline=time.time() + timeout)
         raw = put_op(self._keys.proposal(model), proposal.model_dump())["request_put"]["value"]
         store = self.member.store
-        ok, _ = store.txn([mod_revision_is(self._keys.desired(model), generation), mod_revision_is(self._keys.proposal(model), 0)],
-                          [put_op(self._keys.proposal(model), proposal.model_dump(), lease=self.member.lease)])
+        replaced = self._open_proposal(view, model)
+        leftover = view.proposals.get(model)
+        clear = [delete_op(self._keys.ready_prefix(leftover[0].id), prefix=True)] if replaced and leftover is not None else []
+        ok, _ = store.txn([mod_revision_is(self._keys.desired(model), generation), mod_revision_is(self._keys.proposal(model), replaced)],
+                          [put_op(self._keys.proposal(model), proposal.model_dump(), lease=self.member.lease), *clear])
         if not ok:
             view = self._fresh_view()
             other = view.proposals.get(model)
@@ -173,16 +192,21 @@ class FleetOwner:
         return (committed, *self._wait_applied(model, committed, deadline))
 
     def _withdraw(self, model: str, proposal: str) -> None:
+        """Delete this switch's proposal (only if it is still this one) and its answers."""
         try:
-            self.member.store.txn([], [delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal), prefix=True)])
+            current = self.member.store.range(self._keys.proposal(model))[1]
+            mine = [entry for entry in current if entry.key == self._keys.proposal(model) and (entry.json() or {}).get("id") == proposal]
+            if mine:
+                self.member.store.txn([value_is(self._keys.proposal(model), mine[0].value)],
+                                      [delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal), prefix=True)])
         except FleetUnavailable:
-            pass  # the proposal's lease or deadline ends it
+            self.member.withdraw_later(model, proposal)  # etcd missed it: the member loop deletes it when it can
 
     def _wait_ready(self, model: str, proposal: Proposal, deadline: float) -> list[str]:
         """Every live member's ready answer with the proposal's fingerprint; else FleetRefused."""
         while True:
             view = self._fresh_view()
-            answers = view.ready.get(proposal.id, {})
+            answers = {member: answer for member, answer in view.ready.get(proposal.id, {}).items() if member in view.members}
             for member, answer in sorted(answers.items()):
                 if answer.refused:
                     raise FleetRefused(f"{model}@{proposal.version}: member {member} refused: {answer.refused}; nothing flipped")

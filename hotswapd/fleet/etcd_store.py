@@ -25,6 +25,9 @@ from hotswapd.errors import ConfigError, FleetUnavailable
 
 log = logging.getLogger(__name__)
 REQUEST_SECONDS = 3.0
+# A watch silent this long is opened again (etcd sends nothing on a quiet fleet; a frozen
+# link looks the same, and the member polls meanwhile).
+WATCH_SILENCE_SECONDS = 30.0
 MAX_VALUE_BYTES = 1 << 20  # a fleet value is a small JSON object; anything larger is not ours
 
 
@@ -42,7 +45,7 @@ class Entry:
             return None
         try:
             found = json.loads(self.value)
-        except ValueError:
+        except (ValueError, RecursionError):  # "[[[[..." 100 KB deep is short, and valid JSON's shape
             return None
         return found if isinstance(found, dict) else None
 
@@ -123,7 +126,7 @@ class EtcdStore:
             return str(found if found.is_absolute() or base_dir is None else base_dir / found)
 
         client = self._etcd3gw.Etcd3Client(
-            host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme, timeout=REQUEST_SECONDS,
+            host=parts.hostname, port=parts.port if parts.port is not None else 2379, protocol=parts.scheme, timeout=REQUEST_SECONDS,
             ca_cert=path(self._config.ca_file), cert_cert=path(self._config.cert_file), cert_key=path(self._config.key_file),
         )
         return client
@@ -216,33 +219,41 @@ class EtcdStore:
         self.call("/lease/revoke", {"ID": str(lease)})
 
     def watch(self, prefix: str, ring: Callable[[], None], ended: Callable[[], None]) -> Callable[[], None]:
-        """Call ``ring`` on every change under ``prefix`` (from a thread of its own), and
-        ``ended`` once when the watch stops (etcd went away, or cancelled); the caller reads
-        the state itself, so a missed ring costs only latency. Returns the watch's cancel.
-        The gateway's streamed watch is read here rather than through etcd3gw's watcher,
-        whose queue blocks forever when the stream ends."""
+        """Call ``ring`` on every change under ``prefix``, from a thread of its own that also
+        opens the stream (a link that accepts and never answers cannot hold the caller), and
+        ``ended`` once when the watch stops: etcd went away, the stream was silent for
+        WATCH_SILENCE_SECONDS (it is opened again: a frozen link is not waited on for ever),
+        or it was cancelled. The caller reads the state itself, so a missed ring costs only
+        latency. The gateway's streamed watch is read here rather than through etcd3gw's
+        watcher, whose queue blocks forever when the stream ends. Returns the cancel."""
         with self._lock:
             client = self._clients[self._current]
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
-        try:
-            if self._password is not None and "Authorization" not in client.session.headers:
-                self._authenticate(client)
-            response = client.session.post(client.get_url("/watch"), json=body, stream=True, timeout=(REQUEST_SECONDS, None))
-        except Exception as exc:  # noqa: BLE001 -- requests' own errors
-            raise FleetUnavailable(f"cannot watch etcd at {self.endpoint}: {exc}") from exc
-        if response.status_code != 200:
-            response.close()
-            raise FleetUnavailable(f"etcd at {self.endpoint} refused the watch: HTTP {response.status_code}")
+        opened: list[Any] = []
+        cancelled = threading.Event()
 
         def pump() -> None:
             try:
+                if self._password is not None and "Authorization" not in client.session.headers:
+                    self._authenticate(client)
+                response = client.session.post(client.get_url("/watch"), json=body, stream=True, timeout=(REQUEST_SECONDS, WATCH_SILENCE_SECONDS))
+                opened.append(response)
+                if cancelled.is_set() or response.status_code != 200:
+                    return
                 for chunk in response.iter_content(chunk_size=None):  # as it arrives
                     if chunk.strip():
                         ring()
-            except Exception as exc:  # noqa: BLE001 -- the stream broke; the member watches again
+            except Exception as exc:  # noqa: BLE001 -- the stream broke or went silent; the member watches again
                 log.debug("fleet: the etcd watch ended: %s", exc)
             finally:
+                for response in opened:
+                    response.close()
                 ended()
 
+        def cancel() -> None:
+            cancelled.set()
+            for response in opened:
+                response.close()
+
         threading.Thread(target=pump, name="fleet-watch", daemon=True).start()
-        return response.close
+        return cancel

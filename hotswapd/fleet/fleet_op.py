@@ -48,7 +48,7 @@ def describe(member: FleetMember, generation: int | None) -> dict[str, Any]:
     for name, report in sorted(view.members.items()):
         answer["members"].append({
             "member": name, "generation": report.generation, "lag": max(0, fleet_generation - report.generation),
-            "seen_seconds_ago": round(max(0.0, now - report.seen), 1), "applied": report.applied, "serving": report.serving,
+            "seen_seconds_ago": round(max(0.0, now - report.seen), 1), "applied": report.applied, "serving": {model: state.model_dump() for model, state in report.serving.items()},
             "apply_error": report.apply_error, "version": report.version,
         })
     for model, (proposal, _) in sorted(view.proposals.items()):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hotswapd import __version__
 from hotswapd.config.fleet_section import FleetConfig
 from hotswapd.errors import FleetUnavailable, HotswapError
-from hotswapd.fleet.etcd_store import EtcdStore, delete_op, mod_revision_is, put_op
+from hotswapd.fleet.etcd_store import EtcdStore, delete_op, mod_revision_is, put_op, value_is
 from hotswapd.fleet.state import Desired, FleetKeys, FleetRollout, FleetView, MemberReport, Readiness
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ class FleetMember:
         self.apply_error: str | None = None
         self._failed: dict[tuple[str, int], float] = {}  # (model, generation) -> when applying it failed
         self._answered: set[str] = set()
+        self._withdrawals: dict[str, str] = {}  # model -> this member's proposal to delete (a withdrawal etcd missed)
+        self._applied_at: dict[str, tuple[int, float]] = {}  # model -> (generation, when it was applied here: monotonic)
         self._breaches: dict[tuple[str, str], str] = {}  # (model, version) -> reason, to report
         self._watch_cancel: Any = None
         self._watching = False
@@ -191,9 +193,13 @@ class FleetMember:
                 pass
 
     def reconcile(self, view: FleetView) -> None:
-        for model, (proposal, _) in view.proposals.items():
-            if proposal.id not in self._answered and self.lease and proposal.deadline > time.time():
-                self._answer(model, proposal.id, proposal.version, proposal.fingerprint)
+        self._withdraw_leftovers(view)
+        # Any open proposal is answered: whether it is past its deadline is its proposer's to
+        # judge (this member's clock may differ); a withdrawn one is gone from etcd.
+        for model, (proposal, raw) in view.proposals.items():
+            if proposal.id not in self._answered and self.lease:
+                self._answer(model, proposal.id, proposal.version, proposal.fingerprint, raw)
+        self._answered &= {proposal.id for proposal, _ in view.proposals.values()}
         changed = False
         for model, (desired, generation) in view.desired.items():
             changed |= self._apply(model, desired, generation)
@@ -202,7 +208,24 @@ class FleetMember:
         self._report_breaches(view)
         self._act_for_the_fleet(view)
 
-    def _answer(self, model: str, proposal: str, version: str, fingerprint: str | None) -> None:
+    def withdraw_later(self, model: str, proposal: str) -> None:
+        """A proposal of this member's whose withdrawal etcd did not take: deleted at the next reconcile."""
+        with self._lock:
+            self._withdrawals[model] = proposal
+
+    def _withdraw_leftovers(self, view: FleetView) -> None:
+        with self._lock:
+            pending = dict(self._withdrawals)
+        for model, proposal in pending.items():
+            found = view.proposals.get(model)
+            if found is not None and found[0].id == proposal:
+                self.store.txn([value_is(self.keys.proposal(model), found[1])],
+                               [delete_op(self.keys.proposal(model)), delete_op(self.keys.ready_prefix(proposal), prefix=True)])
+            with self._lock:
+                if self._withdrawals.get(model) == proposal:
+                    del self._withdrawals[model]
+
+    def _answer(self, model: str, proposal: str, version: str, fingerprint: str | None, raw: bytes) -> None:
         """Load and warm ``version``, and say whether it serves the fingerprint the switch named."""
         answer: Readiness
         try:
@@ -217,7 +240,8 @@ class FleetMember:
             answer = Readiness(refused=f"{self.name} cannot serve {model}@{version}: {exc.message}")
         except Exception as exc:  # noqa: BLE001 -- whatever the load raised, the switch gets the reason
             answer = Readiness(refused=f"{self.name} cannot serve {model}@{version}: {type(exc).__name__}: {exc}")
-        self.store.put(self.keys.ready(proposal, self.name), answer.model_dump(exclude_none=True), lease=self.lease)
+        # Only while the proposal is still open: an answer to a withdrawn one would stay behind.
+        self.store.txn([value_is(self.keys.proposal(model), raw)], [put_op(self.keys.ready(proposal, self.name), answer.model_dump(exclude_none=True), self.lease)])
         self._answered.add(proposal)
 
     def _apply(self, model: str, desired: Desired, generation: int) -> bool:
@@ -246,6 +270,7 @@ class FleetMember:
                  "share": desired.rollout.share if desired.rollout else None, "reason": desired.reason}
         if self._switchboard.adopt(model, desired.route(), generation, audit):
             self.applied[model] = generation
+            self._applied_at[model] = (generation, time.monotonic())
             self.apply_error = None
             self._failed = {key: at for key, at in self._failed.items() if key[0] != model}
             log.info("fleet: %s serves %s (generation %d, %s by %s)", model, after, generation, desired.change, desired.by)
@@ -273,6 +298,7 @@ class FleetMember:
 
     def _act_for_the_fleet(self, view: FleetView) -> None:
         now = time.time()
+        clock = time.monotonic()
         for model, (desired, generation) in view.desired.items():
             rollout = desired.rollout
             if rollout is None:
@@ -285,7 +311,11 @@ class FleetMember:
                                                     "reason": f"{len(reports)} of {live} members report {rollout.target} unhealthy ({reasons})"})
                 self.commit(model, generation, rolled, extra=[delete_op(self.keys.unhealthy_prefix(model, rollout.target), prefix=True)])
                 continue
-            if rollout.strategy == "gradual" and rollout.step_seconds is not None and now - rollout.step_started_at >= rollout.step_seconds:
+            # A step is due step_seconds after this member applied the current one: its own
+            # clock, so members' clocks need not agree (the first to find it due commits it).
+            applied_at = self._applied_at.get(model)
+            due = applied_at is not None and applied_at[0] == generation and clock - applied_at[1] >= (rollout.step_seconds or 0)
+            if rollout.strategy == "gradual" and rollout.step_seconds is not None and due:
                 self.commit(model, generation, next_step(desired, self.name, now))
 
     def commit(self, model: str, generation: int, desired: Desired, extra: list[dict[str, Any]] | None = None) -> int | None:

@@ -90,11 +90,23 @@ class Readiness(_Record):
     refused: str | None = None
 
 
+class ServingRollout(_Record):
+    target: str
+    share: float
+    strategy: str
+
+
+class Serving(_Record):
+    active: str
+    rollout: ServingRollout | None = None
+    fingerprints: dict[str, str | None] = {}
+
+
 class MemberReport(_Record):
     member: str
     generation: int = 0
     applied: dict[str, int] = {}  # model -> the generation of its state served here
-    serving: dict[str, dict[str, Any]] = {}  # model -> {"active", "rollout", "fingerprints"}
+    serving: dict[str, Serving] = {}
     seen: float = 0.0
     apply_error: str | None = None
     version: str = ""
@@ -137,6 +149,7 @@ class FleetView:
         # damaged record is overwritten by the next switch instead of blocking it forever.
         self.revisions: dict[str, int] = {}
         self.proposals: dict[str, tuple[Proposal, bytes]] = {}  # model -> (proposal, its raw value for a compare)
+        self.proposal_revisions: dict[str, int] = {}  # model -> its proposal's revision, parsed or not
         self.ready: dict[str, dict[str, Readiness]] = {}  # proposal -> member -> answer
         self.members: dict[str, MemberReport] = {}
         self.unhealthy: dict[tuple[str, str], dict[str, str]] = {}  # (model, version) -> member -> reason
@@ -145,8 +158,10 @@ class FleetView:
             kind, _, name = rest.partition("/")
             if kind == "desired" and "/" not in name:
                 self.revisions[name] = entry.mod_revision
-            data = entry.json()
+            if kind == "proposals" and "/" not in name:
+                self.proposal_revisions[name] = entry.mod_revision
             try:
+                data = entry.json()
                 if data is None:
                     raise ValueError("not a JSON object")
                 if kind == "desired" and "/" not in name:
@@ -158,7 +173,8 @@ class FleetView:
                     self.ready.setdefault(proposal, {})[member] = Readiness.model_validate(data)
                 elif kind == "members" and "/" not in name:
                     report = MemberReport.model_validate(data)
-                    if report.member == name:
+                    # Live only under a lease: a record written by hand would be waited for ever.
+                    if report.member == name and entry.lease:
                         self.members[name] = report
                 elif kind == "unhealthy" and name.count("/") == 2:
                     model, version, member = name.split("/")

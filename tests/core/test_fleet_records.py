@@ -20,7 +20,7 @@ KEYS = FleetKeys("t")
 
 def entry(key: str, value: bytes | dict, revision: int = 5) -> Entry:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return Entry(KEYS.root + key, raw, revision, 1, 0)
+    return Entry(KEYS.root + key, raw, revision, 1, 42 if key.startswith("members/") else 0)  # members live under a lease
 
 
 def test_records_that_do_not_parse_are_ignored_and_a_damaged_states_revision_is_kept() -> None:
@@ -83,3 +83,27 @@ def test_fleet_config_refuses_what_would_leak_or_misroute(fleet: dict) -> None:
 
 def test_a_prefix_range_ends_just_past_the_prefix() -> None:
     assert prefix_end("/hotswap/fleets/t/") == "/hotswap/fleets/t0"
+
+
+def test_deep_nesting_unleased_members_and_misshapen_reports_are_ignored() -> None:
+    deep = Entry(KEYS.root + "notes/x", b"[" * 200_000, 3, 1, 0)
+    assert deep.json() is None  # RecursionError, caught
+    view = FleetView(KEYS, 9, [
+        deep,
+        Entry(KEYS.root + "members/ghost", json.dumps({"member": "ghost"}).encode(), 4, 4, 0),  # no lease
+        Entry(KEYS.root + "members/odd", json.dumps({"member": "odd", "serving": {"m": {"fingerprints": ["x"]}}}).encode(), 5, 5, 77),
+        Entry(KEYS.root + "members/ok", json.dumps({"member": "ok", "serving": {"m": {"active": "v1"}}}).encode(), 6, 6, 78),
+        Entry(KEYS.root + "proposals/m", b"\xff", 7, 7, 0),
+    ])
+    assert set(view.members) == {"ok"} and view.members["ok"].serving["m"].active == "v1"
+    assert view.proposals == {} and view.proposal_revisions == {"m": 7}  # replaceable by the next switch
+
+
+def test_member_names_hold_no_newline_and_a_host_name_is_made_one() -> None:
+    from hotswapd.config.fleet_section import host_member_name
+
+    for bad in ({"member": "abc\n"}, {"name": "t\n"}, {"etcd": ["http://127.0.0.1:0"]}):
+        with pytest.raises(ValidationError):
+            FleetConfig.model_validate({"name": "t", "etcd": ["http://127.0.0.1:2379"], **bad})
+    assert host_member_name("bad/host name.example.com") == "bad-host-name"
+    assert host_member_name("...") == "member"

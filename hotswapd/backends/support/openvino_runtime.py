@@ -1,13 +1,16 @@
-"""What the OpenVINO embed and rerank backends ask of this machine before they load:
-whether the runtime (and NNCF, for int8) is installed, and which versions are (part of a
-conversion's cache key)."""
+"""What the OpenVINO embed and rerank backends share: whether the runtime (and NNCF, for
+int8) is installed, which versions are (part of a conversion's cache key), and compiling a
+converted model for the CPU."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
 
 from hotswapd.backends.support.precision import why_not
+from hotswapd.errors import ModelLoadError
 
 INSTALL_HINT = "pip install 'hotswap[openvino]'"
 
@@ -32,3 +35,19 @@ def installed(name: str) -> str:
         return package_version(name)
     except PackageNotFoundError:
         return "-"
+
+
+def compiled_for_cpu(xml: Path, precision: str, threads: int | None) -> Any:
+    """``xml`` compiled for the CPU in ``precision`` (bf16 computed by the runtime)."""
+    import openvino
+
+    # LATENCY: one stream using every core for each request; the daemon runs one batch at a
+    # time, so throughput streams would only split the cores between idle queues.
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        core = openvino.Core()
+        return core.compile_model(core.read_model(str(xml)), "CPU", config)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"OpenVINO cannot load {xml}: {exc}") from exc
