@@ -84,6 +84,7 @@ def run_switches(endpoints: list[str], traffic: Traffic, switches: int, rollback
     from hotswapd import Client
 
     times: dict[str, list[float]] = {"client": [], "hs": []}
+    labels: list[tuple[float, str]] = []  # (seconds, which switch): the slowest are printed
     order = ["v2", "v3", "v1"]
     rollback_every = max(1, switches // max(rollbacks, 1))
     done_rollbacks = 0
@@ -100,10 +101,12 @@ def run_switches(endpoints: list[str], traffic: Traffic, switches: int, rollback
 
             answer = json.loads(done.stdout)
             times["hs"].append(time.perf_counter() - started)
+            labels.append((times["hs"][-1], f"#{index} hs switch m {target}"))
         else:
             with Client(endpoint, timeout=300) as client:
                 answer = client.switch("m", target)
             times["client"].append(time.perf_counter() - started)
+            labels.append((times["client"][-1], f"#{index} client switch m {target}"))
         if fleet:
             traffic.committed = max(traffic.committed, int(answer["generation"]))
         if done_rollbacks < rollbacks and index % rollback_every == rollback_every - 1:
@@ -111,9 +114,11 @@ def run_switches(endpoints: list[str], traffic: Traffic, switches: int, rollback
             with Client(endpoints[(index + 1) % len(endpoints)], timeout=300) as client:
                 answer = client.rollback("m")
             times["client"].append(time.perf_counter() - started)
+            labels.append((times["client"][-1], f"#{index} client rollback"))
             if fleet:
                 traffic.committed = max(traffic.committed, int(answer["generation"]))
             done_rollbacks += 1
+    times["slowest"] = sorted(labels, reverse=True)[:3]  # type: ignore[assignment]
     return times
 
 
@@ -128,7 +133,7 @@ def phase(name: str, endpoints: list[str], args: argparse.Namespace, fleet: bool
     traffic.stop()
     every = times["client"] + times["hs"]
     return {"name": name, "requests": traffic.requests, "failed": len(traffic.failures), "stale": traffic.stale, "seconds": elapsed,
-            "client": times["client"], "hs": times["hs"], "all": every, "failures": traffic.failures[:5]}
+            "client": times["client"], "hs": times["hs"], "all": every, "failures": traffic.failures[:5], "slowest": times["slowest"]}
 
 
 def main() -> None:
@@ -163,6 +168,7 @@ def main() -> None:
         every = row["all"]
         print(f"{row['name']:<20} {row['requests']:>9} {row['failed']:>7} {row['stale']:>6} {statistics.median(every) * 1000:>8.1f} "
               f"{percentile(every, 0.99) * 1000:>8.1f} {statistics.median(row['hs']) * 1000:>10.1f}")
+        print("  slowest:", ", ".join(f"{label} {seconds * 1000:.0f} ms" for seconds, label in row["slowest"]))
         if row["failures"]:
             print("  failures:", "; ".join(row["failures"]))
 
