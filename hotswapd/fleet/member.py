@@ -42,6 +42,7 @@ class FleetMember:
         self._bell = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._reporting = threading.Lock()
         self.lease = 0
         self.degraded_since: float | None = time.time()  # until the first contact
         self.last_error: str | None = "not connected yet"
@@ -142,7 +143,14 @@ class FleetMember:
         return ok
 
     def report(self) -> None:
-        """Publish what this member serves, under its lease (it goes when the member does)."""
+        """Publish what this member serves, under its lease (it goes when the member does).
+        Built and written under one lock: before, the lease thread's heartbeat, built just
+        before an apply, could land just after the apply's own report, and the switch
+        waited a whole heartbeat for a member that already served it."""
+        with self._reporting:
+            self._report()
+
+    def _report(self) -> None:
         if not self.lease:
             return
         snap = self._registry.published.current

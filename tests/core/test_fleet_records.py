@@ -107,3 +107,43 @@ def test_member_names_hold_no_newline_and_a_host_name_is_made_one() -> None:
             FleetConfig.model_validate({"name": "t", "etcd": ["http://127.0.0.1:2379"], **bad})
     assert host_member_name("bad/host name.example.com") == "bad-host-name"
     assert host_member_name("...") == "member"
+
+
+def test_a_heartbeat_built_before_an_apply_never_lands_after_the_applys_report() -> None:
+    """Before: the lease thread's heartbeat, built just before an apply, could be written just
+    after the apply's own report; a switch then waited a whole heartbeat (1 s in the bench's
+    p99) for a member that already served it. The race is forced: the heartbeat's write is
+    held until the apply has reported."""
+    import threading
+    from types import SimpleNamespace
+
+    from hotswapd.config.schema import Config
+    from hotswapd.core.snapshot import Published
+    from hotswapd.fleet.member import FleetMember
+
+    written: list[dict] = []
+    heartbeat_writing, release = threading.Event(), threading.Event()
+
+    class Store:
+        def put(self, key: str, value: dict, lease: int = 0) -> int:
+            if threading.current_thread().name == "heartbeat":  # its write is held
+                heartbeat_writing.set()
+                release.wait(5)
+            written.append(value)
+            return 1
+
+    config = FleetConfig(name="t", etcd=["http://127.0.0.1:2379"], member="a")
+    registry = SimpleNamespace(published=Published(Config()))
+    member = FleetMember(config, Store(), registry, switchboard=None)  # type: ignore[arg-type]
+    member.lease = 7
+    heartbeat = threading.Thread(target=member.report, name="heartbeat")
+    heartbeat.start()
+    assert heartbeat_writing.wait(5)
+    member.applied["m"] = 15  # the apply, while the heartbeat's write is in flight
+    applying = threading.Thread(target=member.report)
+    applying.start()
+    applying.join(0.3)
+    release.set()
+    for thread in (heartbeat, applying):
+        thread.join(5)
+    assert written[-1]["applied"] == {"m": 15}
