@@ -108,11 +108,7 @@ class Proxy:
             self._frozen = True
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            _hang_up(conn)
 
     def thaw(self) -> None:
         with self._lock:
@@ -134,11 +130,7 @@ class Proxy:
         if server is not None:
             server.close()
         for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+            _hang_up(conn)
 
     def _accept(self, server: socket.socket) -> None:
         while True:
@@ -169,11 +161,15 @@ class Proxy:
             pass
         finally:
             for end in (a, b):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
+                _hang_up(end)
+
+
+def _hang_up(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
 
 
 def member_config(workdir: Path, fleet: str, member: str, etcd_url: str, versions: dict[str, dict[str, object]], *, active: str = "v1",

@@ -2,6 +2,9 @@
 and the rollout) lives in etcd and changes on all of them together (a two-phase switch).
 
 Runs in the daemon: :mod:`etcd_store` (etcd's v3 JSON gateway, through etcd3gw),
-:mod:`keys` (the layout of the fleet's keys), :mod:`member` (this daemon's part: lease,
-watch, prepare, apply, report) and :mod:`coordinator` (a change asked of this member).
+:mod:`state` (the fleet's keys and records, read as hostile bytes), :mod:`member` (this
+daemon's part: lease, watch, answering proposals, applying commits, reports),
+:mod:`coordinator` (a change asked of this member, agreed with the others), :mod:`fleet_op`
+(``hs fleet status``, the status line, gauges) and :mod:`joining` (what the composition
+root calls to plug it into the core's seams).
 """
