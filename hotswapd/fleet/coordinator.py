@@ -17,7 +17,6 @@ A member killed meanwhile loses its lease and is no longer waited for.
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import replace
 import time
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hotswapd.core.switch_request import SwitchRequest, new_rollout, summary
 from hotswapd.errors import FleetRefused, FleetUnavailable, NothingToRollBack, RequestError, UnknownModel
-from hotswapd.fleet.etcd_store import delete_op, mod_revision_is, put_op, value_is
+from hotswapd.fleet.etcd_store import delete_op, mod_revision_is, put_op, record_bytes, value_is
 from hotswapd.fleet.member import FleetMember
 from hotswapd.fleet.state import Desired, FleetRollout, FleetView, Proposal
 
@@ -162,13 +161,13 @@ class FleetOwner:
         timeout = self.member.config.switch_timeout_seconds
         deadline = time.monotonic() + timeout
         proposal = Proposal(id=uuid.uuid4().hex, model=model, version=version, fingerprint=fingerprint, by=self.member.name, deadline=time.time() + timeout)
-        raw = put_op(self._keys.proposal(model), proposal.model_dump())["request_put"]["value"]
+        raw = record_bytes(proposal.model_dump())
         store = self.member.store
         replaced = self._open_proposal(view, model)
         leftover = view.proposals.get(model)
         clear = [delete_op(self._keys.ready_prefix(leftover[0].id), prefix=True)] if replaced and leftover is not None else []
         ok, _ = store.txn([mod_revision_is(self._keys.desired(model), generation), mod_revision_is(self._keys.proposal(model), replaced)],
-                          [put_op(self._keys.proposal(model), proposal.model_dump(), lease=self.member.lease), *clear])
+                          [put_op(self._keys.proposal(model), raw, lease=self.member.lease), *clear])
         if not ok:
             view = self._fresh_view()
             other = view.proposals.get(model)
@@ -179,26 +178,24 @@ class FleetOwner:
         try:
             members = self._wait_ready(model, proposal, deadline)
             ok, committed = store.txn(
-                [value_is(self._keys.proposal(model), base64.b64decode(raw)), mod_revision_is(self._keys.desired(model), generation)],
+                [value_is(self._keys.proposal(model), raw), mod_revision_is(self._keys.desired(model), generation)],
                 [put_op(self._keys.desired(model), new.model_dump()), delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal.id), prefix=True)],
             )
             if not ok:
                 raise FleetRefused(f"{model}: the proposal lapsed before it committed (its member's lease or the deadline); nothing flipped")
         except BaseException:
-            self._withdraw(model, proposal.id)
+            self._withdraw(model, proposal.id, raw)
             raise
         log.info("fleet: %s -> %s committed at generation %d (%s)", model, version, committed, ", ".join(members))
         self.member.ring()
         return (committed, *self._wait_applied(model, committed, deadline))
 
-    def _withdraw(self, model: str, proposal: str) -> None:
-        """Delete this switch's proposal (only if it is still this one) and its answers."""
+    def _withdraw(self, model: str, proposal: str, raw: bytes) -> None:
+        """Delete this switch's proposal (only while it is still this one: a compare on its
+        value) and its answers."""
         try:
-            current = self.member.store.range(self._keys.proposal(model))[1]
-            mine = [entry for entry in current if entry.key == self._keys.proposal(model) and (entry.json() or {}).get("id") == proposal]
-            if mine:
-                self.member.store.txn([value_is(self._keys.proposal(model), mine[0].value)],
-                                      [delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal), prefix=True)])
+            self.member.store.txn([value_is(self._keys.proposal(model), raw)],
+                                  [delete_op(self._keys.proposal(model)), delete_op(self._keys.ready_prefix(proposal), prefix=True)])
         except FleetUnavailable:
             self.member.withdraw_later(model, proposal)  # etcd missed it: the member loop deletes it when it can
 

@@ -65,8 +65,13 @@ def prefix_end(prefix: str) -> str:
     return raw.decode()
 
 
+def record_bytes(value: dict[str, Any]) -> bytes:
+    """A record as it is stored (what a compare on its value must match)."""
+    return json.dumps(value, sort_keys=True).encode()
+
+
 def put_op(key: str, value: dict[str, Any] | bytes, lease: int = 0) -> dict[str, Any]:
-    body = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True).encode()
+    body = value if isinstance(value, bytes) else record_bytes(value)
     request: dict[str, Any] = {"key": _b64(key), "value": _b64(body)}
     if lease:
         request["lease"] = str(lease)
